@@ -1,0 +1,153 @@
+//! Nested page-table descriptor formats: one small type per architecture that encodes
+//! and decodes descriptors. The engine in [`crate::table`] is generic over them.
+//!
+//! Levels are numbered from the leaf: engine level 0 holds 4 KiB pages, level 1 2 MiB
+//! blocks, level 2 1 GiB blocks, and so on up to `LEVELS - 1`, the root. Each format
+//! names its levels the way its manual does ([`NestedFormat::level_name`]).
+
+use core::fmt;
+
+use crate::{HostPhysAddr, MappingFlags};
+
+mod arm;
+mod ept;
+mod npt;
+mod riscv;
+
+pub use arm::{ArmStage2, ArmStage2Ipa40, ArmStage2Ipa48, Vtcr};
+pub use ept::Ept;
+pub use npt::Npt;
+pub use riscv::{RiscvGStage, Sv39x4, Sv48x4};
+
+/// What a descriptor is, as the hardware walker would read it at a given level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescKind {
+    /// Not valid: the walk stops with a translation fault.
+    Invalid,
+    /// Points to the next-level table.
+    Table,
+    /// Maps a page or block.
+    Leaf,
+    /// Valid but with a reserved encoding; the walk stops with a fault.
+    Malformed(&'static str),
+}
+
+/// A nested (second-stage) page-table format.
+///
+/// Implementations are zero-sized; every method is a pure function of its arguments.
+/// Addresses handed to [`NestedFormat::addr_bits`] are 4 KiB-aligned and below
+/// `1 << HPA_BITS`; the engine checks this before it encodes anything.
+pub trait NestedFormat: Send + Sync + 'static {
+    /// Human-readable name, e.g. `"x86 EPT"`.
+    const NAME: &'static str;
+    /// Number of translation levels.
+    const LEVELS: usize;
+    /// Width of the guest-physical addresses this format translates.
+    const GPA_BITS: u32;
+    /// Width of the host-physical addresses its descriptors can hold.
+    const HPA_BITS: u32;
+    /// The highest engine level that can hold a leaf (2 = 1 GiB blocks).
+    const MAX_LEAF_LEVEL: usize = 2;
+
+    /// Entries in the root table (more than 512 for concatenated or widened roots).
+    const ROOT_ENTRIES: usize = 1 << (Self::GPA_BITS as usize - (12 + 9 * (Self::LEVELS - 1)));
+    /// 4 KiB frames in the root table; the root is aligned to its own size.
+    const ROOT_FRAMES: usize = if Self::ROOT_ENTRIES > 512 {
+        Self::ROOT_ENTRIES / 512
+    } else {
+        1
+    };
+
+    /// Checks the format-specific rules on `flags` (the engine has already refused
+    /// flags without any of READ/WRITE/EXECUTE and DEVICE together with UNCACHED).
+    /// The error names the flag and the manual's rule.
+    fn check_flags(flags: MappingFlags) -> Result<(), &'static str>;
+
+    /// A descriptor at `level` pointing to the next-level table at `next`.
+    fn table(next: HostPhysAddr) -> u64;
+
+    /// The attribute bits of a leaf at `level` with `flags` (no address).
+    fn leaf_attrs(flags: MappingFlags, level: usize) -> u64;
+
+    /// The address field holding `hpa` (4 KiB-aligned), to be or-ed with attributes.
+    fn addr_bits(hpa: HostPhysAddr) -> u64;
+
+    /// How the walker reads `raw` at `level`.
+    fn kind(raw: u64, level: usize) -> DescKind;
+
+    /// The output address of a table or leaf descriptor (the base of the block for
+    /// huge leaves).
+    fn output_addr(raw: u64, level: usize) -> HostPhysAddr;
+
+    /// The flags of a leaf descriptor: `leaf_flags(leaf_attrs(f, l)) == f.nested()`.
+    fn leaf_flags(raw: u64) -> MappingFlags;
+
+    /// The manual's name for engine level `level` (`"PML4"`, `"L1"`, `"level 2"`).
+    fn level_name(level: usize) -> &'static str;
+
+    /// Writes the raw fields of a valid descriptor in the manual's terms, for walk
+    /// traces: `S2AP=RW MemAttr=0b1111 SH=IS AF=1 XN=0`.
+    fn describe(raw: u64, level: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+
+    /// A complete leaf descriptor.
+    #[inline]
+    fn leaf(hpa: HostPhysAddr, flags: MappingFlags, level: usize) -> u64 {
+        Self::leaf_attrs(flags, level) | Self::addr_bits(hpa)
+    }
+}
+
+/// Writes `name=value` pairs separated by spaces.
+pub(crate) fn fields(f: &mut fmt::Formatter<'_>, pairs: &[(&str, u64)]) -> fmt::Result {
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        write!(f, "{name}={value:#x}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::flags::MappingFlags as M;
+
+    /// Every flag combination a format accepts round-trips through a leaf at every
+    /// leaf level, and decodes as a leaf there; tables decode as tables.
+    pub(crate) fn round_trip<F: NestedFormat>() {
+        let hpa = HostPhysAddr::from_usize(0x4000_0000);
+        for bits in 0..64u32 {
+            let flags = M::from_bits_truncate(bits);
+            if flags.access().is_empty()
+                || flags.contains(M::DEVICE | M::UNCACHED)
+                || F::check_flags(flags).is_err()
+            {
+                continue;
+            }
+            for level in 0..=F::MAX_LEAF_LEVEL {
+                let raw = F::leaf(hpa, flags, level);
+                assert_eq!(
+                    F::kind(raw, level),
+                    DescKind::Leaf,
+                    "{} {flags} L{level}",
+                    F::NAME
+                );
+                assert_eq!(F::leaf_flags(raw), flags.nested(), "{} {flags}", F::NAME);
+                assert_eq!(F::output_addr(raw, level), hpa);
+            }
+        }
+        for level in 1..F::LEVELS {
+            let raw = F::table(HostPhysAddr::from_usize(0x1234_5000));
+            assert_eq!(F::kind(raw, level), DescKind::Table, "{} L{level}", F::NAME);
+            assert_eq!(
+                F::output_addr(raw, level),
+                HostPhysAddr::from_usize(0x1234_5000)
+            );
+        }
+        assert_eq!(F::kind(0, 0), DescKind::Invalid);
+        assert_eq!(F::kind(0, F::LEVELS - 1), DescKind::Invalid);
+        // The widest address the format holds survives encoding.
+        let top = HostPhysAddr::from_usize((1usize << F::HPA_BITS) - 0x1000);
+        assert_eq!(F::output_addr(F::leaf(top, M::READ, 0), 0), top);
+    }
+}

@@ -1,0 +1,79 @@
+//! Where page-table and guest-memory frames come from: the [`FrameAllocator`] trait.
+//! It is taken by value or by reference (methods take `&self`), so two address spaces
+//! with different allocators live side by side; nothing here is global.
+
+use crate::{HostPhysAddr, HostVirtAddr};
+
+/// Bytes in a frame.
+pub const FRAME_SIZE: usize = 0x1000;
+
+/// Hands out 4 KiB host-physical frames and tells where the hypervisor sees them.
+///
+/// # Safety
+///
+/// Implementations promise that:
+/// - `alloc_frames(count, align)` returns the first of `count` contiguous frames whose
+///   address is a multiple of `align * FRAME_SIZE`, used by nothing else until they are
+///   given back with `dealloc_frames`;
+/// - `phys_to_virt(hpa)` returns an address at which the hypervisor may read and write
+///   the frame of `hpa` for as long as that frame is allocated, with contiguous frames
+///   of one allocation contiguous in the virtual view as well;
+/// - all methods may be called from any thread if the type is `Sync`.
+pub unsafe trait FrameAllocator {
+    /// Allocates `count` contiguous frames aligned to `align_frames` frames (a power of
+    /// two). The contents are unspecified. Returns `None` when out of memory.
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr>;
+
+    /// Gives back frames obtained from [`FrameAllocator::alloc_frames`].
+    ///
+    /// # Safety
+    ///
+    /// `hpa` and `count` are exactly those of one earlier allocation from this
+    /// allocator, or one frame of it when it was a single frame, that has not been
+    /// given back; nothing uses those frames any more (no table links to them, no
+    /// vCPU can still reach them through a cached translation).
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize);
+
+    /// The hypervisor's virtual address of `hpa`.
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr;
+
+    /// Allocates one frame.
+    #[inline]
+    fn alloc_frame(&self) -> Option<HostPhysAddr> {
+        self.alloc_frames(1, 1)
+    }
+}
+
+// SAFETY: forwards every call to `A`, which upholds the contract.
+unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &A {
+    #[inline]
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        (**self).alloc_frames(count, align_frames)
+    }
+    #[inline]
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller upholds the contract for `A`.
+        unsafe { (**self).dealloc_frames(hpa, count) }
+    }
+    #[inline]
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        (**self).phys_to_virt(hpa)
+    }
+}
+
+// SAFETY: forwards every call to `A`, which upholds the contract.
+unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for alloc::sync::Arc<A> {
+    #[inline]
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        (**self).alloc_frames(count, align_frames)
+    }
+    #[inline]
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller upholds the contract for `A`.
+        unsafe { (**self).dealloc_frames(hpa, count) }
+    }
+    #[inline]
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        (**self).phys_to_virt(hpa)
+    }
+}

@@ -1,0 +1,698 @@
+//! [`AddrSpace`]: a guest-physical address space made of areas (linear, allocated
+//! eagerly or lazily, reserved) over one nested page table.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::fault::FaultOutcome;
+use crate::format::NestedFormat;
+use crate::table::{Frames, Linear, PageTable, Translation, Walk};
+use crate::{
+    AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
+    PAGE_SIZE, Result,
+};
+
+/// When the frames of an allocated area are obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Populate {
+    /// All frames at map time; the area never faults.
+    Eager,
+    /// One frame per page at its first access (nested page fault).
+    Lazy,
+}
+
+/// How an area's guest-physical pages are backed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Each GPA maps to `hpa + (gpa - area start)`: identity-mapped RAM, reserved host
+    /// memory, pass-through devices. The space does not own the memory.
+    Linear {
+        /// The host-physical address of the area's first byte.
+        hpa: HostPhysAddr,
+    },
+    /// Frames from the space's allocator, zeroed, owned by the space and freed (after
+    /// the flush) when unmapped.
+    Alloc(Populate),
+    /// Claimed but never mapped: no other area may use the range, and a fault in it
+    /// is reported as [`FaultOutcome::Reserved`] (for example emulated MMIO).
+    Reserved,
+}
+
+/// One area of an address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Area {
+    /// Where it lies.
+    pub range: GpaRange,
+    /// What the guest may do there (ignored for reserved areas).
+    pub flags: MappingFlags,
+    /// How it is backed.
+    pub backend: Backend,
+}
+
+impl Area {
+    /// The area cut to `[start, end)` (which lies inside it).
+    fn slice(&self, start: usize, end: usize) -> Area {
+        let backend = match self.backend {
+            Backend::Linear { hpa } => Backend::Linear {
+                hpa: hpa + (start - self.range.start().as_usize()),
+            },
+            other => other,
+        };
+        Area {
+            range: GpaRange::from_raw(start, end),
+            flags: self.flags,
+            backend,
+        }
+    }
+}
+
+impl fmt::Display for Area {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ", self.range, self.flags)?;
+        match self.backend {
+            Backend::Linear { hpa } => write!(f, "linear -> {hpa:#x}"),
+            Backend::Alloc(Populate::Eager) => f.write_str("alloc (eager)"),
+            Backend::Alloc(Populate::Lazy) => f.write_str("alloc (lazy)"),
+            Backend::Reserved => f.write_str("reserved"),
+        }
+    }
+}
+
+/// Types that are valid for every bit pattern and have no padding, so they can be
+/// copied to and from guest memory byte by byte.
+///
+/// # Safety
+///
+/// Every sequence of `size_of::<Self>()` bytes is a valid `Self`, and `Self` has no
+/// padding bytes (its bytes can all be read as initialized `u8`).
+pub unsafe trait Pod: Copy + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => {$(
+        // SAFETY: primitive integers have no padding and no invalid bit patterns.
+        unsafe impl Pod for $t {}
+    )*};
+}
+pod!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+// SAFETY: an array of `Pod` elements has no padding between elements and every bit
+// pattern of each element is valid.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+/// A guest-physical address space: areas in a sorted map over a nested page table of
+/// format `F` whose frames come from `A`.
+///
+/// Every operation validates its whole input before it changes anything, so an error
+/// leaves the space as it was, with no frame leaked. Operations that remove or weaken
+/// translations return a [`Flush`]: invalidate its range on every vCPU, then give it
+/// back with [`AddrSpace::complete_flush`].
+///
+/// ```
+/// use addrspace::{AddrSpace, Ept, GuestPhysAddr, MappingFlags, Populate, FaultOutcome, AccessKind};
+/// use addrspace::testing::PoolAllocator;
+///
+/// let pool = PoolAllocator::new(256);
+/// let mut space = AddrSpace::<Ept, _>::new(&pool).unwrap();
+/// let ram = GuestPhysAddr::from_usize(0x8000_0000);
+/// space.map_alloc(ram, 0x10_0000, MappingFlags::RWX, Populate::Lazy).unwrap();
+/// assert!(matches!(space.handle_page_fault(ram + 0x42, AccessKind::Write), Ok(FaultOutcome::Mapped { .. })));
+/// space.write_obj(ram + 0x40, &0xdead_beef_u32).unwrap();
+/// assert_eq!(space.read_obj::<u32>(ram + 0x40).unwrap(), 0xdead_beef);
+/// ```
+pub struct AddrSpace<F: NestedFormat, A: FrameAllocator> {
+    pt: PageTable<F, A>,
+    /// Areas by start address; they never overlap.
+    areas: BTreeMap<usize, Area>,
+    /// Guest-memory frames owned by allocated areas (held frames excluded).
+    data_frames: usize,
+}
+
+impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
+    /// An empty space with its root table allocated.
+    pub fn new(alloc: A) -> Result<Self> {
+        Ok(Self {
+            pt: PageTable::new(alloc)?,
+            areas: BTreeMap::new(),
+            data_frames: 0,
+        })
+    }
+
+    /// The nested table's root (for EPTP, nCR3, VTTBR_EL2, hgatp).
+    #[inline]
+    pub fn root(&self) -> HostPhysAddr {
+        self.pt.root()
+    }
+
+    /// The page table, for queries and walks.
+    #[inline]
+    pub fn page_table(&self) -> &PageTable<F, A> {
+        &self.pt
+    }
+
+    /// The allocator.
+    #[inline]
+    pub fn allocator(&self) -> &A {
+        self.pt.allocator()
+    }
+
+    /// The areas in address order.
+    pub fn areas(&self) -> impl Iterator<Item = &Area> + '_ {
+        self.areas.values()
+    }
+
+    /// The area containing `gpa`.
+    pub fn area_at(&self, gpa: GuestPhysAddr) -> Option<&Area> {
+        self.areas
+            .range(..=gpa.as_usize())
+            .next_back()
+            .map(|(_, a)| a)
+            .filter(|a| a.range.contains(gpa))
+    }
+
+    /// Guest-memory frames currently owned by allocated areas.
+    #[inline]
+    pub fn data_frames(&self) -> usize {
+        self.data_frames
+    }
+
+    /// Page-table frames currently linked, the root's included.
+    #[inline]
+    pub fn table_frames(&self) -> usize {
+        self.pt.table_frames()
+    }
+
+    /// Frames (tables and guest memory) held until a flush completes.
+    #[inline]
+    pub fn deferred_frames(&self) -> usize {
+        self.pt.deferred_frames()
+    }
+
+    /// The translation trace of `gpa`.
+    pub fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        self.pt.walk(gpa)
+    }
+
+    /// Releases the frames held for `flush`; call it once every vCPU has invalidated
+    /// `flush.range()`.
+    pub fn complete_flush(&mut self, flush: Flush) {
+        self.pt.complete_flush(flush);
+    }
+
+    // ---------------------------------------------------------------- checks
+
+    fn check_range(gpa: GuestPhysAddr, size: usize) -> Result<GpaRange> {
+        let range = GpaRange::new(gpa, size)?;
+        PageTable::<F, A>::check_gpa(&range)?;
+        Ok(range)
+    }
+
+    /// Errors with the first existing area that overlaps `range`.
+    fn check_free(&self, range: &GpaRange) -> Result<()> {
+        let before = self
+            .areas
+            .range(..=range.start().as_usize())
+            .next_back()
+            .map(|(_, a)| a);
+        let inside = self
+            .areas
+            .range(range.start().as_usize()..range.end().as_usize())
+            .next()
+            .map(|(_, a)| a);
+        for area in [before, inside].into_iter().flatten() {
+            if area.range.overlaps(range) {
+                return Err(Error::Overlap {
+                    requested: *range,
+                    existing: area.range,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The pieces of areas covering `range`, or the first address no area covers.
+    fn pieces(&self, range: &GpaRange) -> Result<Vec<Area>> {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let mut out = Vec::new();
+        let mut cursor = start;
+        let first = self
+            .areas
+            .range(..=start)
+            .next_back()
+            .map(|(k, _)| *k)
+            .unwrap_or(start);
+        for area in self.areas.range(first..end).map(|(_, a)| a) {
+            let (a_start, a_end) = (area.range.start().as_usize(), area.range.end().as_usize());
+            if a_end <= cursor {
+                continue;
+            }
+            if a_start > cursor {
+                break;
+            }
+            let piece_end = a_end.min(end);
+            out.push(area.slice(cursor, piece_end));
+            cursor = piece_end;
+            if cursor == end {
+                return Ok(out);
+            }
+        }
+        Err(Error::NotMapped {
+            gpa: GuestPhysAddr::from_usize(cursor),
+        })
+    }
+
+    fn insert(&mut self, area: Area) {
+        self.areas.insert(area.range.start().as_usize(), area);
+    }
+
+    // ---------------------------------------------------------------- map
+
+    /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` with `flags`, with the largest
+    /// leaves the alignment allows. Use `DEVICE` for MMIO.
+    ///
+    /// Errors: unaligned, empty or overflowing input, beyond the format's widths, bad
+    /// flags, [`Error::Overlap`] naming the existing area, [`Error::NoMemory`].
+    ///
+    /// # Safety
+    ///
+    /// The guest gets access to `[hpa, hpa + size)`: it must be memory or devices this
+    /// guest may use for as long as the area exists. Unless `flags` has `DEVICE`, it
+    /// must be RAM that the allocator's `phys_to_virt` maps, because
+    /// [`AddrSpace::read`] and [`AddrSpace::write`] copy through it.
+    pub unsafe fn map_linear(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> Result<()> {
+        let range = Self::check_range(gpa, size)?;
+        PageTable::<F, A>::check_hpa(hpa, size)?;
+        PageTable::<F, A>::check_flags(flags)?;
+        self.check_free(&range)?;
+        self.pt.map_source(range, &Linear(hpa.as_usize()), flags)?;
+        self.insert(Area {
+            range,
+            flags: flags.nested(),
+            backend: Backend::Linear { hpa },
+        });
+        Ok(())
+    }
+
+    /// Maps `[gpa, gpa + size)` to zeroed frames from the allocator, all now
+    /// ([`Populate::Eager`]) or each at its first fault ([`Populate::Lazy`], which
+    /// allocates nothing, not even tables, up front).
+    ///
+    /// Errors: as [`AddrSpace::map_linear`]; with `Eager`, [`Error::NoMemory`] when the
+    /// allocator runs dry at any frame, after which every frame taken is given back.
+    pub fn map_alloc(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+        populate: Populate,
+    ) -> Result<()> {
+        let range = Self::check_range(gpa, size)?;
+        PageTable::<F, A>::check_flags(flags)?;
+        self.check_free(&range)?;
+        if populate == Populate::Eager {
+            let frames = self.alloc_data_frames(size / PAGE_SIZE)?;
+            if let Err(e) = self.pt.map_source(range, &Frames(&frames), flags) {
+                self.free_unlinked(&frames);
+                return Err(match e {
+                    Error::NoMemory { needed, allocated } => Error::NoMemory {
+                        needed: needed + frames.len(),
+                        allocated: allocated + frames.len(),
+                    },
+                    e => e,
+                });
+            }
+            self.data_frames += frames.len();
+        }
+        self.insert(Area {
+            range,
+            flags: flags.nested(),
+            backend: Backend::Alloc(populate),
+        });
+        Ok(())
+    }
+
+    /// Claims `[gpa, gpa + size)` without mapping it (see [`Backend::Reserved`]).
+    pub fn map_reserved(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<()> {
+        let range = Self::check_range(gpa, size)?;
+        self.check_free(&range)?;
+        self.insert(Area {
+            range,
+            flags: MappingFlags::empty(),
+            backend: Backend::Reserved,
+        });
+        Ok(())
+    }
+
+    /// `n` zeroed frames, or none.
+    fn alloc_data_frames(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.pt.allocator().alloc_frame() {
+                Some(f) => frames.push(f),
+                None => {
+                    let allocated = frames.len();
+                    self.free_unlinked(&frames);
+                    return Err(Error::NoMemory {
+                        needed: n,
+                        allocated,
+                    });
+                }
+            }
+        }
+        for &f in &frames {
+            self.zero_frame(f);
+        }
+        Ok(frames)
+    }
+
+    fn zero_frame(&self, frame: HostPhysAddr) {
+        let ptr = self.pt.allocator().phys_to_virt(frame).as_mut_ptr::<u8>();
+        // SAFETY: the frame was just allocated for this space and is not mapped, so
+        // nothing else accesses it; the allocator maps it writable.
+        unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE) };
+    }
+
+    /// Gives back frames that were never mapped.
+    fn free_unlinked(&self, frames: &[HostPhysAddr]) {
+        for &f in frames {
+            // SAFETY: allocated singly above and never linked into the table.
+            unsafe { self.pt.allocator().dealloc_frames(f, 1) };
+        }
+    }
+
+    // ---------------------------------------------------------------- unmap / protect
+
+    /// Removes `[gpa, gpa + size)`, which must be covered by areas (parts of areas are
+    /// fine: the areas are cut). Frames of allocated areas are released when the
+    /// returned flush completes.
+    ///
+    /// Errors: bad input, [`Error::NotMapped`] at the first address no area covers,
+    /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
+    pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
+        let range = Self::check_range(gpa, size)?;
+        let pieces = self.pieces(&range)?;
+        // Leaves never straddle area boundaries, so only the ends of the whole range
+        // can cut a huge leaf: one plan covers every piece.
+        let mut reserve = self.pt.reserve_frames(self.pt.plan_unmap(&range))?;
+        for piece in &pieces {
+            match piece.backend {
+                Backend::Reserved => {}
+                Backend::Linear { .. } => self.pt.unmap_reserved(piece.range, None, &mut reserve),
+                Backend::Alloc(_) => {
+                    let mut data = Vec::new();
+                    let mut visit = |_gpa: usize, hpa: usize, bytes: usize| {
+                        for off in (0..bytes).step_by(PAGE_SIZE) {
+                            data.push(HostPhysAddr::from_usize(hpa + off));
+                        }
+                    };
+                    self.pt
+                        .unmap_reserved(piece.range, Some(&mut visit), &mut reserve);
+                    self.data_frames -= data.len();
+                    for f in data {
+                        self.pt.defer_data_frame(f);
+                    }
+                }
+            }
+        }
+        self.pt.release_frames(&mut reserve);
+        self.cut_areas(&range, &pieces, None);
+        Ok(self.pt.flush(Some(range)))
+    }
+
+    /// Sets the flags of `[gpa, gpa + size)`, which must be covered by areas, to
+    /// `flags`: present translations are rewritten (huge leaves split where the range
+    /// cuts them), lazy pages get the new flags when they fault in.
+    ///
+    /// Errors: bad input or flags, [`Error::NotMapped`] at the first address no area
+    /// covers, [`Error::NoMemory`] for a split. The flush covers the range when any
+    /// translation changed.
+    pub fn protect(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> Result<Flush> {
+        let range = Self::check_range(gpa, size)?;
+        PageTable::<F, A>::check_flags(flags)?;
+        let pieces = self.pieces(&range)?;
+        let flush = self.pt.protect_range(range, flags)?;
+        self.cut_areas(&range, &pieces, Some(flags.nested()));
+        Ok(flush)
+    }
+
+    /// Removes `range` from the area records, or (with `flags`) re-inserts its pieces
+    /// with those flags; the parts of areas outside `range` are kept as they were.
+    fn cut_areas(&mut self, range: &GpaRange, pieces: &[Area], flags: Option<MappingFlags>) {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let keys: Vec<usize> = pieces
+            .iter()
+            .filter_map(|p| {
+                self.area_at(p.range.start())
+                    .map(|a| a.range.start().as_usize())
+            })
+            .collect();
+        for key in keys {
+            let Some(area) = self.areas.remove(&key) else {
+                continue;
+            };
+            let (a_start, a_end) = (area.range.start().as_usize(), area.range.end().as_usize());
+            if a_start < start {
+                self.insert(area.slice(a_start, start));
+            }
+            if a_end > end {
+                self.insert(area.slice(end, a_end));
+            }
+            if let Some(flags) = flags {
+                let mut mid = area.slice(a_start.max(start), a_end.min(end));
+                if mid.backend != Backend::Reserved {
+                    mid.flags = flags;
+                }
+                self.insert(mid);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- translate / fault
+
+    /// Translates `gpa`. Errors name why it is not translated: [`Error::NoArea`],
+    /// [`Error::Reserved`], [`Error::NotPopulated`] (lazy page not faulted in yet).
+    pub fn translate(&self, gpa: GuestPhysAddr) -> Result<Translation> {
+        if let Some(t) = self.pt.query(gpa) {
+            return Ok(t);
+        }
+        Err(self.why_untranslated(gpa))
+    }
+
+    fn why_untranslated(&self, gpa: GuestPhysAddr) -> Error {
+        match self.area_at(gpa).map(|a| a.backend) {
+            None => Error::NoArea { gpa },
+            Some(Backend::Reserved) => Error::Reserved { gpa },
+            Some(_) => Error::NotPopulated { gpa },
+        }
+    }
+
+    /// Handles a nested page fault at `gpa` for an access of kind `access`.
+    ///
+    /// Lazy pages are allocated, zeroed and mapped here (one frame, even when several
+    /// vCPUs fault on the page: the second sees [`FaultOutcome::Spurious`]). Guest
+    /// addresses are untrusted: any value gives an outcome, never a panic. The only
+    /// error is [`Error::NoMemory`].
+    pub fn handle_page_fault(
+        &mut self,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+    ) -> Result<FaultOutcome> {
+        let Some(area) = self.area_at(gpa).copied() else {
+            return Ok(FaultOutcome::NoArea);
+        };
+        if area.backend == Backend::Reserved {
+            return Ok(FaultOutcome::Reserved { area: area.range });
+        }
+        if !area.flags.allows(access) {
+            return Ok(FaultOutcome::PermissionViolation {
+                area: area.range,
+                flags: area.flags,
+                access,
+            });
+        }
+        if self.pt.query(gpa).is_some() {
+            return Ok(FaultOutcome::Spurious);
+        }
+        let page = GuestPhysAddr::from_usize(gpa.as_usize() & !(PAGE_SIZE - 1));
+        let range = GpaRange::from_raw(page.as_usize(), page.as_usize() + PAGE_SIZE);
+        let hpa = match area.backend {
+            Backend::Linear { hpa } => {
+                // Linear areas are mapped whole at creation; re-create a lost page.
+                self.pt.map_source(
+                    range,
+                    &Linear(hpa.as_usize() + (page - area.range.start())),
+                    area.flags,
+                )?;
+                hpa + (page - area.range.start())
+            }
+            _ => {
+                let frame = self.alloc_data_frames(1)?;
+                if let Err(e) = self.pt.map_source(range, &Frames(&frame), area.flags) {
+                    self.free_unlinked(&frame);
+                    return Err(e);
+                }
+                self.data_frames += 1;
+                frame[0]
+            }
+        };
+        Ok(FaultOutcome::Mapped {
+            gpa: page,
+            hpa,
+            flags: area.flags,
+        })
+    }
+
+    // ---------------------------------------------------------------- guest memory
+
+    /// Calls `f(hva, offset, len)` for each piece of `[gpa, gpa + len)` that lies in one
+    /// host page, after checking that the whole range is readable RAM. Nothing is
+    /// copied when any part fails.
+    fn for_each_chunk(
+        &self,
+        gpa: GuestPhysAddr,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        gpa.as_usize()
+            .checked_add(len)
+            .ok_or(Error::Overflow { gpa, size: len })?;
+        // Pass 1 checks, pass 2 copies, so a failing access copies nothing.
+        for pass in 0..2 {
+            let mut off = 0;
+            while off < len {
+                let cur = gpa + off;
+                let t = self
+                    .pt
+                    .query(cur)
+                    .ok_or_else(|| self.why_untranslated(cur))?;
+                if t.flags.contains(MappingFlags::DEVICE) {
+                    return Err(Error::DeviceMemory { gpa: cur });
+                }
+                let in_page = PAGE_SIZE - (cur.as_usize() & (PAGE_SIZE - 1));
+                let chunk = in_page.min(len - off);
+                if pass == 1 {
+                    let frame = HostPhysAddr::from_usize(t.hpa.as_usize() & !(PAGE_SIZE - 1));
+                    let hva = self.pt.allocator().phys_to_virt(frame).as_mut_ptr::<u8>();
+                    // The offset stays inside the frame: `chunk <= in_page`.
+                    f(
+                        hva.wrapping_add(t.hpa.as_usize() & (PAGE_SIZE - 1)),
+                        off,
+                        chunk,
+                    );
+                }
+                off += chunk;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies guest memory at `gpa` into `buf`, across pages and areas.
+    ///
+    /// Errors (and nothing copied): [`Error::NoArea`] at a hole,
+    /// [`Error::NotPopulated`] at a lazy page not faulted in, [`Error::Reserved`],
+    /// [`Error::DeviceMemory`], [`Error::Overflow`].
+    pub fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<()> {
+        self.for_each_chunk(gpa, buf.len(), |src, off, len| {
+            let dst = &mut buf[off..off + len];
+            // SAFETY: `src..src + len` lies in one mapped RAM frame (checked by
+            // `for_each_chunk`; RAM by the `map_linear` contract or our allocation),
+            // and guest memory never aliases `buf`.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) }
+        })
+    }
+
+    /// Copies `buf` into guest memory at `gpa`; errors as [`AddrSpace::read`], with
+    /// nothing written. The write ignores the guest's permissions (the hypervisor may
+    /// write a read-only page, e.g. to load an image).
+    pub fn write(&self, gpa: GuestPhysAddr, buf: &[u8]) -> Result<()> {
+        self.for_each_chunk(gpa, buf.len(), |dst, off, len| {
+            let src = &buf[off..off + len];
+            // SAFETY: as in `read`, with the roles swapped.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) }
+        })
+    }
+
+    /// Reads a `T` at `gpa` (any alignment); errors as [`AddrSpace::read`].
+    pub fn read_obj<T: Pod>(&self, gpa: GuestPhysAddr) -> Result<T> {
+        let mut value = core::mem::MaybeUninit::<T>::zeroed();
+        // SAFETY: zeroed memory is initialized, so viewing it as bytes is fine.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(
+                value.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        self.read(gpa, bytes)?;
+        // SAFETY: `T: Pod` is valid for every bit pattern.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// Writes `value` at `gpa` (any alignment); errors as [`AddrSpace::write`].
+    pub fn write_obj<T: Pod>(&self, gpa: GuestPhysAddr, value: &T) -> Result<()> {
+        // SAFETY: `T: Pod` has no padding, so all its bytes are initialized.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        };
+        self.write(gpa, bytes)
+    }
+}
+
+impl<F: NestedFormat, A: FrameAllocator> Drop for AddrSpace<F, A> {
+    /// Gives back every frame of allocated areas; the page table then frees its
+    /// tables. Drop a space only when no vCPU can use it any more.
+    fn drop(&mut self) {
+        let mut frames = Vec::new();
+        for area in self.areas.values() {
+            if let Backend::Alloc(_) = area.backend {
+                self.pt.for_each_leaf_in(&area.range, |_, t| {
+                    for off in (0..t.size.bytes()).step_by(PAGE_SIZE) {
+                        frames.push(t.hpa + off);
+                    }
+                });
+            }
+        }
+        for f in frames {
+            // SAFETY: each frame was allocated singly for an allocated area and is
+            // only reachable through this space, which is going away.
+            unsafe { self.pt.allocator().dealloc_frames(f, 1) };
+        }
+    }
+}
+
+impl<F: NestedFormat, A: FrameAllocator> fmt::Debug for AddrSpace<F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddrSpace")
+            .field("format", &F::NAME)
+            .field("root", &self.pt.root())
+            .field("areas", &self.areas.len())
+            .field("data_frames", &self.data_frames)
+            .field("table_frames", &self.pt.table_frames())
+            .finish()
+    }
+}
+
+impl<F: NestedFormat, A: FrameAllocator> fmt::Display for AddrSpace<F, A> {
+    /// One line per area: the region dump a person reads when chasing a bug.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} address space, root {:#x}:", F::NAME, self.pt.root())?;
+        for area in self.areas.values() {
+            writeln!(f, "  {area}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1332 @@
+//! The table engine: one implementation of map, unmap, protect, query and walk over
+//! every [`NestedFormat`].
+//!
+//! Design rules:
+//! - *Reserve, then commit.* Every operation first checks its input and counts the
+//!   table frames it will need (new tables for `map`, split tables for `unmap` and
+//!   `protect`), allocates them all, and only then touches a descriptor. An error
+//!   therefore leaves the table exactly as it was and returns every frame.
+//! - *Largest leaf.* `map` writes a 1 GiB or 2 MiB leaf wherever the GPA, the HPA and
+//!   the remaining size allow, 4 KiB pages elsewhere.
+//! - *No empty tables.* A table whose last entry is cleared is unlinked at once; its
+//!   frame is released when the caller completes the [`Flush`] that reported the change
+//!   (after the TLB invalidation), never before.
+//! - Descriptors are read and written as `AtomicU64` (acquire loads, release stores),
+//!   so walkers on other threads (vCPUs of the mock HAL, or hardware) see either the
+//!   old or the new descriptor, and a new table's zeroed contents before its link.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::format::{DescKind, NestedFormat};
+use crate::{
+    Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, PageSize, Result,
+    flush::Flush,
+};
+
+/// Bytes translated by one entry at engine level `level`.
+#[inline(always)]
+const fn span(level: usize) -> usize {
+    1 << (12 + 9 * level)
+}
+
+/// The result of translating one guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The host-physical address of the translated byte.
+    pub hpa: HostPhysAddr,
+    /// The leaf's flags.
+    pub flags: MappingFlags,
+    /// The leaf's size.
+    pub size: PageSize,
+}
+
+impl Translation {
+    /// Host-physical address of the start of the leaf.
+    #[inline]
+    pub fn leaf_base(&self) -> HostPhysAddr {
+        HostPhysAddr::from_usize(self.hpa.as_usize() & !(self.size.bytes() - 1))
+    }
+}
+
+/// Where the host-physical address of each mapped page comes from.
+pub(crate) trait Source {
+    /// HPA for the page at byte `offset` from the start of the mapped range.
+    fn hpa(&self, offset: usize) -> usize;
+    /// Whether consecutive pages are physically contiguous (huge leaves possible).
+    const CONTIGUOUS: bool;
+}
+
+/// A linear mapping: `hpa + offset`.
+pub(crate) struct Linear(pub(crate) usize);
+
+impl Source for Linear {
+    const CONTIGUOUS: bool = true;
+    #[inline(always)]
+    fn hpa(&self, offset: usize) -> usize {
+        self.0 + offset
+    }
+}
+
+/// One frame per 4 KiB page, in order.
+pub(crate) struct Frames<'a>(pub(crate) &'a [HostPhysAddr]);
+
+impl Source for Frames<'_> {
+    const CONTIGUOUS: bool = false;
+    #[inline(always)]
+    fn hpa(&self, offset: usize) -> usize {
+        self.0[offset >> 12].as_usize()
+    }
+}
+
+/// Frames given back by an operation and held until its flush completes.
+struct Deferred {
+    seq: u64,
+    hpa: HostPhysAddr,
+    count: usize,
+}
+
+/// A nested page table of format `F` whose frames come from `A`.
+///
+/// ```
+/// use addrspace::{ArmStage2Ipa40, GuestPhysAddr, HostPhysAddr, MappingFlags, PageTable, PageSize};
+/// use addrspace::testing::PoolAllocator;
+///
+/// let pool = PoolAllocator::new(64);
+/// let mut pt = PageTable::<ArmStage2Ipa40, _>::new(&pool).unwrap();
+/// let (gpa, hpa) = (GuestPhysAddr::from_usize(0x4000_0000), HostPhysAddr::from_usize(0x8000_0000));
+/// // SAFETY: the test pool's HPAs are never dereferenced through this mapping.
+/// unsafe { pt.map(gpa, hpa, 0x20_0000, MappingFlags::RW).unwrap() };
+/// let t = pt.query(gpa + 0x1234).unwrap();
+/// assert_eq!((t.hpa, t.size), (hpa + 0x1234, PageSize::Size2M));
+/// let flush = pt.unmap(gpa, 0x1000).unwrap(); // splits the 2 MiB block
+/// // ... invalidate flush.range() on every vCPU, then:
+/// pt.complete_flush(flush);
+/// ```
+pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
+    root: HostPhysAddr,
+    alloc: A,
+    /// Table frames linked into the tree, the root's frames included.
+    tables: usize,
+    deferred: VecDeque<Deferred>,
+    /// Sequence number of the next deferred entry.
+    next_seq: u64,
+    _format: PhantomData<F>,
+}
+
+impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
+    /// An empty table: allocates and zeroes the root (`F::ROOT_FRAMES` contiguous
+    /// frames aligned to their total size).
+    pub fn new(alloc: A) -> Result<Self> {
+        let root = alloc
+            .alloc_frames(F::ROOT_FRAMES, F::ROOT_FRAMES)
+            .ok_or(Error::NoMemory {
+                needed: F::ROOT_FRAMES,
+                allocated: 0,
+            })?;
+        let pt = Self {
+            root,
+            alloc,
+            tables: F::ROOT_FRAMES,
+            deferred: VecDeque::new(),
+            next_seq: 0,
+            _format: PhantomData,
+        };
+        // SAFETY: the root frames were just allocated for this table and are not
+        // linked anywhere yet.
+        unsafe { pt.zero_frames(root, F::ROOT_FRAMES) };
+        Ok(pt)
+    }
+
+    /// The root's host-physical address (for EPTP, nCR3, VTTBR_EL2 or hgatp).
+    #[inline]
+    pub fn root(&self) -> HostPhysAddr {
+        self.root
+    }
+
+    /// The allocator.
+    #[inline]
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
+    /// Table frames currently linked into the tree, the root's frames included.
+    #[inline]
+    pub fn table_frames(&self) -> usize {
+        self.tables
+    }
+
+    /// Frames freed by earlier operations and held until their flush completes.
+    pub fn deferred_frames(&self) -> usize {
+        self.deferred.iter().map(|d| d.count).sum()
+    }
+
+    /// One past the highest guest-physical address the format translates.
+    #[inline]
+    pub const fn gpa_limit() -> usize {
+        1 << F::GPA_BITS
+    }
+
+    // ---------------------------------------------------------------- checks
+
+    pub(crate) fn check_gpa(range: &GpaRange) -> Result<()> {
+        if range.end().as_usize() > Self::gpa_limit() {
+            return Err(Error::OutOfRange {
+                what: "gpa",
+                end: range.end().as_usize(),
+                limit: Self::gpa_limit(),
+                format: F::NAME,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_hpa(hpa: HostPhysAddr, size: usize) -> Result<()> {
+        if !hpa.as_usize().is_multiple_of(crate::PAGE_SIZE) {
+            return Err(Error::Unaligned {
+                what: "hpa",
+                value: hpa.as_usize(),
+                align: crate::PAGE_SIZE,
+            });
+        }
+        let limit = 1usize << F::HPA_BITS;
+        match hpa.as_usize().checked_add(size) {
+            Some(end) if end <= limit => Ok(()),
+            end => Err(Error::OutOfRange {
+                what: "hpa",
+                end: end.unwrap_or(usize::MAX),
+                limit,
+                format: F::NAME,
+            }),
+        }
+    }
+
+    /// Checks flags against the common rules and the format's own.
+    pub fn check_flags(flags: MappingFlags) -> Result<()> {
+        let reason = if flags.access().is_empty() {
+            Some("no READ, WRITE or EXECUTE: a nested entry without access is not present")
+        } else if flags.contains(MappingFlags::DEVICE | MappingFlags::UNCACHED) {
+            Some("DEVICE and UNCACHED are two different memory types")
+        } else {
+            F::check_flags(flags).err()
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidFlags { flags, reason }),
+            None => Ok(()),
+        }
+    }
+
+    // ---------------------------------------------------------------- memory
+
+    /// The entries of the table at `table`, which sits at engine level `level`.
+    #[inline(always)]
+    fn entries(&self, table: HostPhysAddr, level: usize) -> &[AtomicU64] {
+        let len = if level == F::LEVELS - 1 {
+            F::ROOT_ENTRIES
+        } else {
+            512
+        };
+        let ptr = self.alloc.phys_to_virt(table).as_ptr::<AtomicU64>();
+        // SAFETY: `table` is the root or a table frame this table allocated and still
+        // links (the tree only holds frames from `self.alloc`); the allocator contract
+        // maps it readable and writable (the root's frames contiguously), frames are
+        // 4 KiB-aligned so every 8-byte slot is aligned for `AtomicU64`, and table
+        // memory is only ever accessed atomically once linked. The slice lives no
+        // longer than `&self`, and frames are only released through `&mut self`.
+        unsafe { core::slice::from_raw_parts(ptr, len) }
+    }
+
+    #[inline(always)]
+    fn index(gpa: usize, level: usize) -> usize {
+        let mask = if level == F::LEVELS - 1 {
+            F::ROOT_ENTRIES - 1
+        } else {
+            511
+        };
+        (gpa >> (12 + 9 * level)) & mask
+    }
+
+    /// Zeroes `count` frames starting at `hpa`.
+    ///
+    /// # Safety
+    ///
+    /// The frames belong to this table and are not linked into the tree.
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        let ptr = self.alloc.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        // SAFETY: per the caller, nothing else reads or writes these frames, and the
+        // allocator maps them writable.
+        unsafe { core::ptr::write_bytes(ptr, 0, count * crate::FRAME_SIZE) };
+    }
+
+    /// Allocates `n` single frames, or none.
+    fn reserve(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.alloc.alloc_frame() {
+                Some(f) => frames.push(f),
+                None => {
+                    let allocated = frames.len();
+                    self.release(&mut frames);
+                    return Err(Error::NoMemory {
+                        needed: n,
+                        allocated,
+                    });
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Gives back reserved frames that were never linked.
+    fn release(&self, frames: &mut Vec<HostPhysAddr>) {
+        for f in frames.drain(..) {
+            // SAFETY: `f` came from `reserve` (one frame) and was never linked.
+            unsafe { self.alloc.dealloc_frames(f, 1) };
+        }
+    }
+
+    /// Takes a reserved frame, zeroes it and returns it.
+    fn take(&self, reserve: &mut Vec<HostPhysAddr>) -> HostPhysAddr {
+        // The plan counted every table this operation creates; running out would be an
+        // engine bug, so fail loudly in tests and fall back to the allocator otherwise.
+        let frame = reserve.pop().or_else(|| {
+            debug_assert!(false, "page-table reserve exhausted");
+            self.alloc.alloc_frame()
+        });
+        // The plans are exact (debug builds assert it after every operation and the
+        // model-based tests run millions of operations), so this cannot fail unless
+        // the engine itself is wrong; continuing would corrupt the tree.
+        #[allow(clippy::expect_used)]
+        let frame = frame.expect("page-table engine reserve exhausted: plan/commit mismatch");
+        // SAFETY: a reserved frame is ours and not yet linked.
+        unsafe { self.zero_frames(frame, 1) };
+        frame
+    }
+
+    /// Defers freeing `count` frames at `hpa` until the next flush completes.
+    fn defer(&mut self, hpa: HostPhysAddr, count: usize) {
+        self.deferred.push_back(Deferred {
+            seq: self.next_seq,
+            hpa,
+            count,
+        });
+        self.next_seq += 1;
+    }
+
+    pub(crate) fn flush(&self, range: Option<GpaRange>) -> Flush {
+        Flush {
+            range,
+            upto: self.next_seq,
+            owner: self.root.as_usize(),
+        }
+    }
+
+    /// Releases the frames held for `flush` (and for every earlier flush of this
+    /// table). Call it after invalidating `flush.range()` on every vCPU.
+    pub fn complete_flush(&mut self, flush: Flush) {
+        if flush.owner != self.root.as_usize() {
+            log::warn!(
+                "flush token of table {:#x} completed on table {:#x}: ignored",
+                flush.owner,
+                self.root.as_usize()
+            );
+            return;
+        }
+        while let Some(d) = self.deferred.front() {
+            if d.seq >= flush.upto {
+                break;
+            }
+            let (hpa, count) = (d.hpa, d.count);
+            self.deferred.pop_front();
+            // SAFETY: the frame was unlinked by an earlier operation and the caller has
+            // invalidated the translations that could still reach it.
+            unsafe { self.alloc.dealloc_frames(hpa, count) };
+        }
+    }
+
+    /// Queues guest-memory frames (not tables) for release with the next flush.
+    pub(crate) fn defer_data_frame(&mut self, hpa: HostPhysAddr) {
+        self.defer(hpa, 1);
+    }
+
+    // ---------------------------------------------------------------- map
+
+    /// Maps `size` bytes at `gpa` to `hpa` with `flags`, using the largest leaves the
+    /// alignment of both addresses allows.
+    ///
+    /// Errors: unaligned or empty input, ranges beyond the format's widths, flags the
+    /// format cannot encode, [`Error::AlreadyMapped`] with the first translated address
+    /// in the range, or [`Error::NoMemory`]. On error nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// The guest gets access to `[hpa, hpa + size)`: it must be memory or devices this
+    /// guest may use, and it must stay so while the mapping exists.
+    pub unsafe fn map(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> Result<()> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        Self::check_hpa(hpa, size)?;
+        Self::check_flags(flags)?;
+        self.map_source(range, &Linear(hpa.as_usize()), flags)
+    }
+
+    /// Maps `range` from `src`. Input already checked; the range may not be mapped.
+    pub(crate) fn map_source<S: Source>(
+        &mut self,
+        range: GpaRange,
+        src: &S,
+        flags: MappingFlags,
+    ) -> Result<()> {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let needed = self
+            .plan_map(Some(self.root), F::LEVELS - 1, start, end, start, src)
+            .map_err(|gpa| Error::AlreadyMapped {
+                gpa: GuestPhysAddr::from_usize(gpa),
+            })?;
+        let mut reserve = self.reserve(needed)?;
+        let added = self.fill(
+            self.root,
+            F::LEVELS - 1,
+            start,
+            end,
+            start,
+            src,
+            flags,
+            &mut reserve,
+        );
+        self.tables += added;
+        debug_assert!(
+            reserve.is_empty(),
+            "map plan reserved {} frames too many",
+            reserve.len()
+        );
+        self.release(&mut reserve);
+        Ok(())
+    }
+
+    /// Whether a leaf at `level` can translate `[gpa, gpa + span)` entirely.
+    #[inline(always)]
+    fn can_leaf<S: Source>(
+        level: usize,
+        gpa: usize,
+        slot_end: usize,
+        base: usize,
+        src: &S,
+    ) -> bool {
+        level == 0
+            || (S::CONTIGUOUS
+                && level <= F::MAX_LEAF_LEVEL
+                && gpa.is_multiple_of(span(level))
+                && slot_end - gpa == span(level)
+                && src.hpa(gpa - base).is_multiple_of(span(level)))
+    }
+
+    /// Counts the tables `fill` will create, or returns the first mapped address.
+    /// `table` is `None` for a subtree that does not exist yet.
+    fn plan_map<S: Source>(
+        &self,
+        table: Option<HostPhysAddr>,
+        level: usize,
+        start: usize,
+        end: usize,
+        base: usize,
+        src: &S,
+    ) -> core::result::Result<usize, usize> {
+        let Some(table) = table else {
+            if level == 0 {
+                return Ok(0);
+            }
+            let mut need = 0;
+            let mut gpa = start;
+            while gpa < end {
+                let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+                if !Self::can_leaf(level, gpa, slot_end, base, src) {
+                    need += 1 + self.plan_map(None, level - 1, gpa, slot_end, base, src)?;
+                }
+                gpa = slot_end;
+            }
+            return Ok(need);
+        };
+        let entries = self.entries(table, level);
+        let mut need = 0;
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Invalid => {
+                    if !Self::can_leaf(level, gpa, slot_end, base, src) {
+                        need += 1 + self.plan_map(None, level - 1, gpa, slot_end, base, src)?;
+                    }
+                }
+                DescKind::Table => {
+                    let sub = F::output_addr(raw, level);
+                    if Self::can_leaf(level, gpa, slot_end, base, src) {
+                        // Tables are never empty, so something below is mapped.
+                        return Err(self
+                            .first_mapped(sub, level - 1, gpa, slot_end)
+                            .unwrap_or(gpa));
+                    }
+                    need += self.plan_map(Some(sub), level - 1, gpa, slot_end, base, src)?;
+                }
+                DescKind::Leaf | DescKind::Malformed(_) => return Err(gpa),
+            }
+            gpa = slot_end;
+        }
+        Ok(need)
+    }
+
+    /// Writes the mapping; returns the number of tables created.
+    #[allow(clippy::too_many_arguments)]
+    fn fill<S: Source>(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        base: usize,
+        src: &S,
+        flags: MappingFlags,
+        reserve: &mut Vec<HostPhysAddr>,
+    ) -> usize {
+        let entries = self.entries(table, level);
+        if level == 0 {
+            let attrs = F::leaf_attrs(flags, 0);
+            let first = Self::index(start, 0);
+            let count = (end - start) >> 12;
+            for (i, entry) in entries[first..first + count].iter().enumerate() {
+                let hpa = HostPhysAddr::from_usize(src.hpa(start - base + (i << 12)));
+                entry.store(attrs | F::addr_bits(hpa), Ordering::Release);
+            }
+            return 0;
+        }
+        let attrs = F::leaf_attrs(flags, level);
+        let mut added = 0;
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let entry = &entries[Self::index(gpa, level)];
+            if Self::can_leaf(level, gpa, slot_end, base, src) {
+                let hpa = HostPhysAddr::from_usize(src.hpa(gpa - base));
+                entry.store(attrs | F::addr_bits(hpa), Ordering::Release);
+            } else {
+                let raw = entry.load(Ordering::Acquire);
+                let sub = if F::kind(raw, level) == DescKind::Table {
+                    F::output_addr(raw, level)
+                } else {
+                    let t = self.take(reserve);
+                    entry.store(F::table(t), Ordering::Release);
+                    added += 1;
+                    t
+                };
+                added += self.fill(sub, level - 1, gpa, slot_end, base, src, flags, reserve);
+            }
+            gpa = slot_end;
+        }
+        added
+    }
+
+    /// The first address in `[start, end)` translated by the subtree at `table`.
+    fn first_mapped(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+    ) -> Option<usize> {
+        let entries = self.entries(table, level);
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Invalid => {}
+                DescKind::Table if level > 0 => {
+                    if let Some(found) =
+                        self.first_mapped(F::output_addr(raw, level), level - 1, gpa, slot_end)
+                    {
+                        return Some(found);
+                    }
+                }
+                _ => return Some(gpa),
+            }
+            gpa = slot_end;
+        }
+        None
+    }
+
+    /// The first address in `[start, end)` the subtree at `table` does not translate.
+    fn first_hole(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+    ) -> Option<usize> {
+        let entries = self.entries(table, level);
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Leaf => {}
+                DescKind::Table if level > 0 => {
+                    if let Some(hole) =
+                        self.first_hole(F::output_addr(raw, level), level - 1, gpa, slot_end)
+                    {
+                        return Some(hole);
+                    }
+                }
+                _ => return Some(gpa),
+            }
+            gpa = slot_end;
+        }
+        None
+    }
+
+    /// The first address of `range` that is not translated, if any.
+    pub fn find_hole(&self, range: &GpaRange) -> Option<GuestPhysAddr> {
+        if range.end().as_usize() > Self::gpa_limit() {
+            return Some(GuestPhysAddr::from_usize(
+                range.start().as_usize().max(Self::gpa_limit()),
+            ));
+        }
+        self.first_hole(
+            self.root,
+            F::LEVELS - 1,
+            range.start().as_usize(),
+            range.end().as_usize(),
+        )
+        .map(GuestPhysAddr::from_usize)
+    }
+
+    // ---------------------------------------------------------------- split planning
+
+    /// Tables needed to cut `[start, end)` out of a leaf at `level` covering
+    /// `[base, base + span(level))` that the range covers only in part.
+    fn split_cost(level: usize, base: usize, start: usize, end: usize) -> usize {
+        // Splitting yields 512 leaves one level down; 4 KiB leaves are never cut.
+        if level == 1 {
+            return 1;
+        }
+        let sub = span(level - 1);
+        let lo = start.max(base);
+        let hi = end.min(base + span(level));
+        let first = lo & !(sub - 1);
+        let last = (hi - 1) & !(sub - 1);
+        let mut n = 1;
+        for blk in [first, last] {
+            if start > blk || end < blk + sub {
+                n += Self::split_cost(level - 1, blk, start, end);
+            }
+            if first == last {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Tables needed to split the leaves that `[start, end)` cuts, skipping leaves
+    /// for which `skip(raw)` says no split is necessary.
+    fn plan_split(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        skip: &dyn Fn(u64) -> bool,
+    ) -> usize {
+        let sp = span(level);
+        let first = start & !(sp - 1);
+        let last = (end - 1) & !(sp - 1);
+        let entries = self.entries(table, level);
+        let mut n = 0;
+        for blk in [first, last] {
+            if start > blk || end < blk + sp {
+                let raw = entries[Self::index(blk, level)].load(Ordering::Acquire);
+                match F::kind(raw, level) {
+                    DescKind::Table if level > 0 => {
+                        n += self.plan_split(
+                            F::output_addr(raw, level),
+                            level - 1,
+                            start.max(blk),
+                            end.min(blk + sp),
+                            skip,
+                        );
+                    }
+                    DescKind::Leaf if level > 0 && !skip(raw) => {
+                        n += Self::split_cost(level, blk, start, end);
+                    }
+                    _ => {}
+                }
+            }
+            if first == last {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Replaces the leaf `raw` at `level` (held by `entry`) with a table of 512 leaves
+    /// one level down translating the same addresses with the same flags.
+    fn split(
+        &self,
+        entry: &AtomicU64,
+        raw: u64,
+        level: usize,
+        reserve: &mut Vec<HostPhysAddr>,
+    ) -> HostPhysAddr {
+        let t = self.take(reserve);
+        let base = F::output_addr(raw, level).as_usize();
+        let attrs = F::leaf_attrs(F::leaf_flags(raw), level - 1);
+        for (i, e) in self.entries(t, level - 1).iter().enumerate() {
+            let hpa = HostPhysAddr::from_usize(base + i * span(level - 1));
+            e.store(attrs | F::addr_bits(hpa), Ordering::Relaxed);
+        }
+        // Release: the new leaves are visible before the table that holds them.
+        entry.store(F::table(t), Ordering::Release);
+        t
+    }
+
+    // ---------------------------------------------------------------- unmap
+
+    /// Removes every translation in `[gpa, gpa + size)`, splitting huge leaves the range
+    /// cuts and unlinking tables that become empty.
+    ///
+    /// Errors: bad input, [`Error::NotMapped`] with the first address of a hole, or
+    /// [`Error::NoMemory`] when a split cannot get its table. On error nothing changed.
+    pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        if let Some(hole) = self.find_hole(&range) {
+            return Err(Error::NotMapped { gpa: hole });
+        }
+        self.unmap_range(range, None)
+    }
+
+    /// Removes the translations of `range` (holes allowed).
+    pub(crate) fn unmap_range(
+        &mut self,
+        range: GpaRange,
+        visit: Option<&mut dyn FnMut(usize, usize, usize)>,
+    ) -> Result<Flush> {
+        let mut reserve = self.reserve(self.plan_unmap(&range))?;
+        self.unmap_reserved(range, visit, &mut reserve);
+        debug_assert!(
+            reserve.is_empty(),
+            "unmap plan reserved {} frames too many",
+            reserve.len()
+        );
+        self.release(&mut reserve);
+        Ok(self.flush(Some(range)))
+    }
+
+    /// Table frames that unmapping `range` needs for splits.
+    pub(crate) fn plan_unmap(&self, range: &GpaRange) -> usize {
+        self.plan_split(
+            self.root,
+            F::LEVELS - 1,
+            range.start().as_usize(),
+            range.end().as_usize(),
+            &|_| false,
+        )
+    }
+
+    /// Allocates `n` frames for a later `*_reserved` call, or none.
+    pub(crate) fn reserve_frames(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
+        self.reserve(n)
+    }
+
+    /// Returns unused reserved frames.
+    pub(crate) fn release_frames(&self, frames: &mut Vec<HostPhysAddr>) {
+        self.release(frames)
+    }
+
+    /// Removes the translations of `range` (holes allowed) with frames reserved by the
+    /// caller, calling `visit(gpa, hpa, bytes)` for each leaf removed when given.
+    pub(crate) fn unmap_reserved(
+        &mut self,
+        range: GpaRange,
+        mut visit: Option<&mut dyn FnMut(usize, usize, usize)>,
+        reserve: &mut Vec<HostPhysAddr>,
+    ) {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let mut freed = Vec::new();
+        let (added, _) = self.clear(
+            self.root,
+            F::LEVELS - 1,
+            start,
+            end,
+            &mut visit,
+            reserve,
+            &mut freed,
+        );
+        self.tables += added;
+        self.tables -= freed.len();
+        for t in freed {
+            self.defer(t, 1);
+        }
+    }
+
+    /// Clears `[start, end)` in the table at `table`. Returns the tables created by
+    /// splits and whether the table is now empty; unlinked tables go to `freed`.
+    #[allow(clippy::too_many_arguments)]
+    fn clear(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        visit: &mut Option<&mut dyn FnMut(usize, usize, usize)>,
+        reserve: &mut Vec<HostPhysAddr>,
+        freed: &mut Vec<HostPhysAddr>,
+    ) -> (usize, bool) {
+        let entries = self.entries(table, level);
+        let sp = span(level);
+        let mut added = 0;
+        let mut gpa = start;
+        while gpa < end {
+            let slot = gpa & !(sp - 1);
+            let slot_end = (slot + sp).min(end);
+            let whole = gpa == slot && slot_end == slot + sp;
+            let entry = &entries[Self::index(gpa, level)];
+            let raw = entry.load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Invalid => {}
+                DescKind::Leaf if whole => {
+                    entry.store(0, Ordering::Release);
+                    if let Some(v) = visit.as_mut() {
+                        v(slot, F::output_addr(raw, level).as_usize(), sp);
+                    }
+                }
+                DescKind::Leaf => {
+                    let sub = self.split(entry, raw, level, reserve);
+                    added += 1;
+                    let (more, _) =
+                        self.clear(sub, level - 1, gpa, slot_end, visit, reserve, freed);
+                    added += more;
+                }
+                DescKind::Table => {
+                    let sub = F::output_addr(raw, level);
+                    if whole && visit.is_none() {
+                        entry.store(0, Ordering::Release);
+                        self.collect_subtree(sub, level - 1, freed);
+                    } else {
+                        let (more, empty) =
+                            self.clear(sub, level - 1, gpa, slot_end, visit, reserve, freed);
+                        added += more;
+                        if empty {
+                            entry.store(0, Ordering::Release);
+                            freed.push(sub);
+                        }
+                    }
+                }
+                DescKind::Malformed(_) => {
+                    if whole {
+                        entry.store(0, Ordering::Release);
+                    }
+                }
+            }
+            gpa = slot_end;
+        }
+        let covered_all = level < F::LEVELS - 1
+            && start & (span(level + 1) - 1) == 0
+            && end - start == span(level + 1);
+        let empty = level < F::LEVELS - 1
+            && (covered_all || entries.iter().all(|e| e.load(Ordering::Relaxed) == 0));
+        (added, empty)
+    }
+
+    /// Pushes every table frame of the subtree at `table` (itself included).
+    fn collect_subtree(&self, table: HostPhysAddr, level: usize, out: &mut Vec<HostPhysAddr>) {
+        if level > 0 {
+            for e in self.entries(table, level) {
+                let raw = e.load(Ordering::Acquire);
+                if F::kind(raw, level) == DescKind::Table {
+                    self.collect_subtree(F::output_addr(raw, level), level - 1, out);
+                }
+            }
+        }
+        out.push(table);
+    }
+
+    // ---------------------------------------------------------------- protect
+
+    /// Changes the flags of every translation in `[gpa, gpa + size)` to `flags`,
+    /// splitting huge leaves the range cuts (unless their flags already match).
+    ///
+    /// Errors: bad input or flags, [`Error::NotMapped`] with the first address of a
+    /// hole, [`Error::NoMemory`]. On error nothing changed. The flush covers the range
+    /// when any descriptor changed.
+    pub fn protect(
+        &mut self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> Result<Flush> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        Self::check_flags(flags)?;
+        if let Some(hole) = self.find_hole(&range) {
+            return Err(Error::NotMapped { gpa: hole });
+        }
+        self.protect_range(range, flags)
+    }
+
+    /// Protect with holes allowed; flags already checked.
+    pub(crate) fn protect_range(&mut self, range: GpaRange, flags: MappingFlags) -> Result<Flush> {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let flags = flags.nested();
+        let same = move |raw: u64| F::leaf_flags(raw) == flags;
+        let needed = self.plan_split(self.root, F::LEVELS - 1, start, end, &same);
+        let mut reserve = self.reserve(needed)?;
+        let (added, changed) =
+            self.reprotect(self.root, F::LEVELS - 1, start, end, flags, &mut reserve);
+        self.tables += added;
+        debug_assert!(
+            reserve.is_empty(),
+            "protect plan reserved {} frames too many",
+            reserve.len()
+        );
+        self.release(&mut reserve);
+        Ok(self.flush(changed.then_some(range)))
+    }
+
+    /// Returns tables created and whether any descriptor changed.
+    fn reprotect(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        flags: MappingFlags,
+        reserve: &mut Vec<HostPhysAddr>,
+    ) -> (usize, bool) {
+        let entries = self.entries(table, level);
+        let sp = span(level);
+        let attrs = F::leaf_attrs(flags, level);
+        let (mut added, mut changed) = (0, false);
+        let mut gpa = start;
+        while gpa < end {
+            let slot = gpa & !(sp - 1);
+            let slot_end = (slot + sp).min(end);
+            let whole = gpa == slot && slot_end == slot + sp;
+            let entry = &entries[Self::index(gpa, level)];
+            let raw = entry.load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Leaf if F::leaf_flags(raw) == flags => {}
+                DescKind::Leaf if whole => {
+                    entry.store(
+                        attrs | F::addr_bits(F::output_addr(raw, level)),
+                        Ordering::Release,
+                    );
+                    changed = true;
+                }
+                DescKind::Leaf => {
+                    let sub = self.split(entry, raw, level, reserve);
+                    let (more, _) = self.reprotect(sub, level - 1, gpa, slot_end, flags, reserve);
+                    added += 1 + more;
+                    changed = true;
+                }
+                DescKind::Table if level > 0 => {
+                    let (more, ch) = self.reprotect(
+                        F::output_addr(raw, level),
+                        level - 1,
+                        gpa,
+                        slot_end,
+                        flags,
+                        reserve,
+                    );
+                    added += more;
+                    changed |= ch;
+                }
+                _ => {}
+            }
+            gpa = slot_end;
+        }
+        (added, changed)
+    }
+
+    // ---------------------------------------------------------------- query & walk
+
+    /// Translates `gpa`, or `None` when no leaf covers it.
+    #[inline]
+    pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
+        let gpa = gpa.as_usize();
+        if gpa >= Self::gpa_limit() {
+            return None;
+        }
+        let mut table = self.root;
+        let mut level = F::LEVELS - 1;
+        loop {
+            let raw = self.entries(table, level)[Self::index(gpa, level)].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Table if level > 0 => {
+                    table = F::output_addr(raw, level);
+                    level -= 1;
+                }
+                DescKind::Leaf => {
+                    let size = PageSize::at_level(level)?;
+                    let base = F::output_addr(raw, level).as_usize();
+                    return Some(Translation {
+                        hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
+                        flags: F::leaf_flags(raw),
+                        size,
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The translation trace of `gpa`: every level's table, index, raw descriptor and
+    /// decoded meaning, as a person debugging a fault reads it.
+    pub fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        let mut walk = Walk {
+            gpa,
+            format: F::NAME,
+            steps: [WalkStep::EMPTY; MAX_LEVELS],
+            len: 0,
+            end: WalkEnd::OutOfRange {
+                limit: Self::gpa_limit(),
+            },
+            describe: F::describe,
+        };
+        if gpa.as_usize() >= Self::gpa_limit() {
+            return walk;
+        }
+        let mut table = self.root;
+        let mut level = F::LEVELS - 1;
+        loop {
+            let index = Self::index(gpa.as_usize(), level);
+            let raw = self.entries(table, level)[index].load(Ordering::Acquire);
+            let kind = F::kind(raw, level);
+            walk.steps[walk.len] = WalkStep {
+                level,
+                level_name: F::level_name(level),
+                table,
+                index,
+                raw,
+                kind,
+            };
+            walk.len += 1;
+            match kind {
+                DescKind::Table if level > 0 => {
+                    table = F::output_addr(raw, level);
+                    level -= 1;
+                }
+                DescKind::Leaf => {
+                    walk.end = match self.query(gpa) {
+                        Some(t) => WalkEnd::Translated(t),
+                        None => WalkEnd::Fault {
+                            level,
+                            why: "leaf above the largest supported block size",
+                        },
+                    };
+                    return walk;
+                }
+                DescKind::Malformed(why) => {
+                    walk.end = WalkEnd::Fault { level, why };
+                    return walk;
+                }
+                _ => {
+                    walk.end = WalkEnd::Fault {
+                        level,
+                        why: "translation fault: descriptor not valid",
+                    };
+                    return walk;
+                }
+            }
+        }
+    }
+
+    /// Checks the tree's invariants and returns the number of tables found below the
+    /// root: every table is reachable once, no non-root table is empty, no descriptor
+    /// is malformed, and the count matches [`PageTable::table_frames`]. For tests.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn audit(&self) -> core::result::Result<usize, alloc::string::String> {
+        use alloc::format;
+        fn go<F: NestedFormat, A: FrameAllocator>(
+            pt: &PageTable<F, A>,
+            table: HostPhysAddr,
+            level: usize,
+            base: usize,
+        ) -> core::result::Result<usize, alloc::string::String> {
+            let mut tables = 0;
+            let mut valid = 0;
+            for (i, e) in pt.entries(table, level).iter().enumerate() {
+                let raw = e.load(Ordering::Acquire);
+                let gpa = base + i * span(level);
+                match F::kind(raw, level) {
+                    DescKind::Invalid if raw != 0 => {
+                        return Err(format!(
+                            "stale bits {raw:#x} in an invalid entry at {gpa:#x}"
+                        ));
+                    }
+                    DescKind::Invalid => {}
+                    DescKind::Malformed(why) => {
+                        return Err(format!("malformed at {gpa:#x}: {why}"));
+                    }
+                    DescKind::Table => {
+                        valid += 1;
+                        tables += 1 + go(pt, F::output_addr(raw, level), level - 1, gpa)?;
+                    }
+                    DescKind::Leaf => {
+                        valid += 1;
+                        if level > F::MAX_LEAF_LEVEL {
+                            return Err(format!("leaf above the largest block at {gpa:#x}"));
+                        }
+                    }
+                }
+            }
+            if valid == 0 && level != F::LEVELS - 1 {
+                return Err(format!("empty table at level {level} covering {base:#x}"));
+            }
+            Ok(tables)
+        }
+        let below = go(self, self.root, F::LEVELS - 1, 0)?;
+        if below + F::ROOT_FRAMES != self.tables {
+            return Err(format!(
+                "table count {} but the tree holds {} + {} root frames",
+                self.tables,
+                below,
+                F::ROOT_FRAMES
+            ));
+        }
+        Ok(below)
+    }
+
+    /// Visits every leaf as `(gpa of the leaf, translation of its first byte)` in
+    /// address order.
+    pub fn for_each_leaf(&self, mut f: impl FnMut(GuestPhysAddr, Translation)) {
+        self.visit(self.root, F::LEVELS - 1, 0, 0, usize::MAX, &mut f);
+    }
+
+    /// Visits the leaves that overlap `range`, in address order.
+    pub fn for_each_leaf_in(
+        &self,
+        range: &GpaRange,
+        mut f: impl FnMut(GuestPhysAddr, Translation),
+    ) {
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        self.visit(self.root, F::LEVELS - 1, 0, start, end, &mut f);
+    }
+
+    fn visit(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        base: usize,
+        start: usize,
+        end: usize,
+        f: &mut impl FnMut(GuestPhysAddr, Translation),
+    ) {
+        for (i, e) in self.entries(table, level).iter().enumerate() {
+            let gpa = base + i * span(level);
+            if gpa.saturating_add(span(level)) <= start || gpa >= end {
+                continue;
+            }
+            let raw = e.load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Table if level > 0 => {
+                    self.visit(F::output_addr(raw, level), level - 1, gpa, start, end, f)
+                }
+                DescKind::Leaf => {
+                    if let Some(size) = PageSize::at_level(level) {
+                        f(
+                            GuestPhysAddr::from_usize(gpa),
+                            Translation {
+                                hpa: F::output_addr(raw, level),
+                                flags: F::leaf_flags(raw),
+                                size,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<F: NestedFormat, A: FrameAllocator> Drop for PageTable<F, A> {
+    /// Frees every table and every held frame. Drop a table only once no vCPU can use
+    /// it any more (its VMID/ASID invalidated).
+    fn drop(&mut self) {
+        let mut tables = Vec::new();
+        for e in self.entries(self.root, F::LEVELS - 1) {
+            let raw = e.load(Ordering::Acquire);
+            if F::kind(raw, F::LEVELS - 1) == DescKind::Table {
+                self.collect_subtree(
+                    F::output_addr(raw, F::LEVELS - 1),
+                    F::LEVELS - 2,
+                    &mut tables,
+                );
+            }
+        }
+        for t in tables {
+            // SAFETY: every collected frame is a table of this tree, allocated singly,
+            // and the tree is going away with no user left.
+            unsafe { self.alloc.dealloc_frames(t, 1) };
+        }
+        while let Some(d) = self.deferred.pop_front() {
+            // SAFETY: held frames were unlinked earlier; at drop nothing can reach them.
+            unsafe { self.alloc.dealloc_frames(d.hpa, d.count) };
+        }
+        // SAFETY: the root was allocated in `new` with this count.
+        unsafe { self.alloc.dealloc_frames(self.root, F::ROOT_FRAMES) };
+    }
+}
+
+impl<F: NestedFormat, A: FrameAllocator> fmt::Debug for PageTable<F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageTable")
+            .field("format", &F::NAME)
+            .field("root", &self.root)
+            .field("tables", &self.tables)
+            .field("deferred", &self.deferred.len())
+            .finish()
+    }
+}
+
+/// The deepest walk of any format.
+pub const MAX_LEVELS: usize = 5;
+
+/// One level of a [`Walk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkStep {
+    /// Engine level (0 = 4 KiB).
+    pub level: usize,
+    /// The manual's name for the level.
+    pub level_name: &'static str,
+    /// The table read at this level.
+    pub table: HostPhysAddr,
+    /// The index of the entry in it.
+    pub index: usize,
+    /// The raw descriptor.
+    pub raw: u64,
+    /// What the walker made of it.
+    pub kind: DescKind,
+}
+
+impl WalkStep {
+    const EMPTY: Self = Self {
+        level: 0,
+        level_name: "",
+        table: HostPhysAddr::from_usize(0),
+        index: 0,
+        raw: 0,
+        kind: DescKind::Invalid,
+    };
+}
+
+/// How a [`Walk`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// A leaf translated the address.
+    Translated(Translation),
+    /// The walk stopped at `level` with a fault.
+    Fault {
+        /// The level of the descriptor that stopped it.
+        level: usize,
+        /// Why.
+        why: &'static str,
+    },
+    /// The address is beyond the format's GPA width.
+    OutOfRange {
+        /// One past the last translatable address.
+        limit: usize,
+    },
+}
+
+/// The per-level translation trace of one guest-physical address (see
+/// [`PageTable::walk`]). `Display` prints it for a person:
+///
+/// ```text
+/// walk of GPA:0x40201000 (Arm stage-2 (40-bit IPA))
+///   L1[  1] table HPA:0x80001000 = 0x0000000080003003  table
+///   L2[  1] table HPA:0x80003000 = 0x00400000c02007c5  block S2AP=0b11(RW) MemAttr=0x1 ...
+///   => HPA:0xc0201000 rw- device (2M)
+/// ```
+#[derive(Clone, Copy)]
+pub struct Walk {
+    /// The address walked.
+    pub gpa: GuestPhysAddr,
+    /// The format's name.
+    pub format: &'static str,
+    steps: [WalkStep; MAX_LEVELS],
+    len: usize,
+    /// How it ended.
+    pub end: WalkEnd,
+    describe: fn(u64, usize, &mut fmt::Formatter<'_>) -> fmt::Result,
+}
+
+impl Walk {
+    /// The levels visited, root first.
+    pub fn steps(&self) -> &[WalkStep] {
+        &self.steps[..self.len]
+    }
+
+    /// The translation, when the walk reached a leaf.
+    pub fn translation(&self) -> Option<Translation> {
+        match self.end {
+            WalkEnd::Translated(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Walk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Walk")
+            .field("gpa", &self.gpa)
+            .field("format", &self.format)
+            .field("steps", &self.steps())
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl PartialEq for Walk {
+    fn eq(&self, other: &Self) -> bool {
+        self.gpa == other.gpa
+            && self.format == other.format
+            && self.steps() == other.steps()
+            && self.end == other.end
+    }
+}
+
+impl Eq for Walk {}
+
+impl fmt::Display for Walk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "walk of {:#x} ({})", self.gpa, self.format)?;
+        for s in self.steps() {
+            write!(
+                f,
+                "  {}[{:4}] table {:#x} = {:#018x}  ",
+                s.level_name, s.index, s.table, s.raw
+            )?;
+            match s.kind {
+                DescKind::Invalid => f.write_str("invalid")?,
+                DescKind::Malformed(why) => write!(f, "malformed: {why}")?,
+                _ => (self.describe)(s.raw, s.level, f)?,
+            }
+            writeln!(f)?;
+        }
+        match self.end {
+            WalkEnd::Translated(t) => write!(f, "  => {:#x} {} ({})", t.hpa, t.flags, t.size),
+            WalkEnd::Fault { level, why } => write!(f, "  => fault at engine level {level}: {why}"),
+            WalkEnd::OutOfRange { limit } => write!(f, "  => beyond the GPA limit {limit:#x}"),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Cross builds for the bare-metal targets with Debian's Rust 1.96 and its library
+//! source (`-Zbuild-std`), installed with apt on first use. See
+//! `../shared/design/TOOLCHAIN.md` for why this toolchain and not rustup's.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::run::{Failed, run, workspace_root};
+
+/// An architecture we build for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arch {
+    Aarch64,
+    Riscv64,
+    X86_64,
+}
+
+impl Arch {
+    pub(crate) const ALL: [Arch; 3] = [Arch::Aarch64, Arch::Riscv64, Arch::X86_64];
+
+    pub(crate) fn parse(s: &str) -> Result<Arch, Failed> {
+        match s {
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            "riscv64" | "riscv" => Ok(Arch::Riscv64),
+            "x86_64" | "x86-64" | "x86" => Ok(Arch::X86_64),
+            other => Err(Failed(format!(
+                "unknown architecture `{other}` (aarch64, riscv64, x86_64)"
+            ))),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Riscv64 => "riscv64",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    pub(crate) fn target(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64-unknown-none",
+            Arch::Riscv64 => "riscv64gc-unknown-none-elf",
+            Arch::X86_64 => "x86_64-unknown-none",
+        }
+    }
+}
+
+/// The crates that must build for every bare-metal target.
+pub(crate) const PORTABLE: &[&str] = &["addrspace"];
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+
+/// Installs Debian's Rust toolchain and library source unless already there.
+pub(crate) fn ensure_toolchain() -> Result<(), Failed> {
+    let ready = Path::new(DEBIAN_CARGO).exists()
+        && Path::new(RUST_SRC).exists()
+        && Command::new(DEBIAN_RUSTC)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    if ready {
+        return Ok(());
+    }
+    println!("xtask: Debian's Rust toolchain for cross builds is missing; installing it");
+    apt_install(&[
+        "rustc-web",
+        "cargo-web",
+        "rust-web-src",
+        "libstd-rust-web-dev",
+        "lld",
+    ])
+}
+
+/// `apt-get install` (after `apt-get update`), as root or through sudo.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<(), Failed> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    apt(&args)
+}
+
+/// A `cargo` command of Debian's toolchain set up for `-Zbuild-std` on `arch`.
+pub(crate) fn cross_cargo(arch: Arch, subcommand: &str) -> Command {
+    let mut cmd = Command::new(DEBIAN_CARGO);
+    cmd.arg(subcommand)
+        .args(["--target", arch.target()])
+        .args([
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ])
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace_root().join("target").join("cross"),
+        )
+        .current_dir(workspace_root());
+    cmd
+}
+
+/// Builds the portable crates for `arch`.
+pub(crate) fn build(arch: Arch) -> Result<(), Failed> {
+    ensure_toolchain()?;
+    let mut cmd = cross_cargo(arch, "build");
+    for krate in PORTABLE {
+        cmd.args(["-p", krate]);
+    }
+    run(&mut cmd)
+}

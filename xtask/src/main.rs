@@ -1,0 +1,96 @@
+//! `cargo xtask`: the project's automation, the only entry point CI uses.
+//!
+//! - `test`: rustfmt check, clippy (`-D warnings`), every host test, `cargo doc`
+//!   (`-D warnings`), then the bare-metal cross builds.
+//! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
+//!   architecture's bare-metal target with Debian's Rust, installing it on first use.
+//!
+//! It prints every command before running it and stops at the first failure.
+
+mod cross;
+mod run;
+
+use std::process::ExitCode;
+
+use run::{Failed, cargo, step};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test                      fmt check, clippy, host tests, docs, cross builds
+  build --arch <arch>       cross-build the portable crates for <arch>
+                            (aarch64, riscv64, x86_64)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("build") => match arch_arg(&args[1..]) {
+            Ok(arch) => cross::build(arch),
+            Err(e) => Err(e),
+        },
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(msg)) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn arch_arg(args: &[String]) -> Result<cross::Arch, Failed> {
+    match args {
+        [flag, arch] if flag == "--arch" => cross::Arch::parse(arch),
+        [arch] if arch.starts_with("--arch=") => cross::Arch::parse(&arch["--arch=".len()..]),
+        _ => Err(Failed(format!("expected --arch <arch>\n{USAGE}"))),
+    }
+}
+
+/// Everything CI checks, in order of cost.
+fn test() -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    step("rustfmt", || cargo(&["fmt", "--all", "--", "--check"], &[]))?;
+    step("clippy", || {
+        cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )
+    })?;
+    step("host tests", || {
+        cargo(&["test", "--workspace", "--quiet"], &[])
+    })?;
+    step("docs", || {
+        cargo(
+            &["doc", "--workspace", "--no-deps", "--quiet"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    })?;
+    for arch in cross::Arch::ALL {
+        step(&format!("cross build {}", arch.name()), || {
+            cross::build(arch)
+        })?;
+    }
+    println!(
+        "xtask: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
