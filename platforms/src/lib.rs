@@ -1,7 +1,21 @@
-//! Boards (QEMU virt aarch64 and riscv64, QEMU pc x86_64) that compose the crates
-//! into bootable hypervisor images with a test guest.
+//! What every board shares: the protocol between the self-checking test guest and the
+//! hypervisor, the guest's checks (one source for all architectures), and the
+//! hypervisor-side test monitor that prints each result and the closing
+//! `N passed, M failed` line.
 //!
-//! Not written yet: the boards come with issues #4, #5 and #6.
+//! The boards themselves are sub-crates (`platforms/qemu-virt-aarch64`, ...), and the
+//! test guest is `platforms/test-guest`; this crate is portable `no_std` code without
+//! `cfg(target_arch)`, tested on the host.
+//!
+//! How a check runs: the guest performs it and reports the result with the
+//! [`protocol::Call::Report`] hypercall; checks that need the hypervisor to see
+//! something (a refused write, an unmapped page, an access outside the VM) first arm
+//! the monitor with [`protocol::Call::ExpectFault`], do the access, and ask with
+//! [`protocol::Call::FaultSeen`] whether the hypervisor saw exactly that fault.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod guest;
+pub mod monitor;
+pub mod protocol;

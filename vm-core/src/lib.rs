@@ -1,7 +1,11 @@
-//! VM configuration, creation, memory regions, devices, the run loop and TLB
-//! coherency across vCPUs.
+//! VM configuration, creation, memory regions, pass-through and emulated devices, the
+//! vCPU run loop, and TLB coherency across vCPUs.
 //!
-//! Not written yet: this crate is filled by the vm-core issue (#3).
+//! Work in progress (issue #3): only the HAL interface exists so far.
 
-#![no_std]
+#![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+mod hal;
+
+pub use hal::VmHal;

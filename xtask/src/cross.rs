@@ -47,7 +47,7 @@ impl Arch {
 }
 
 /// The crates that must build for every bare-metal target.
-pub(crate) const PORTABLE: &[&str] = &["addrspace"];
+pub(crate) const PORTABLE: &[&str] = &["addrspace", "vcpu-api", "vm-core"];
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
@@ -109,6 +109,14 @@ pub(crate) fn cross_cargo(arch: Arch, subcommand: &str) -> Command {
             "-Zbuild-std-features=compiler-builtins-mem",
         ])
         .env("RUSTC", DEBIAN_RUSTC)
+        // ld.lld from Debian's `lld` for every target, always, so switching between
+        // library and image builds never changes the linker (which rebuilds core).
+        .env(linker_var(arch), "ld.lld")
+        // The x86 multiboot stub uses absolute 32-bit addresses: no static-pie.
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS",
+            "-C relocation-model=static",
+        )
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTFLAGS")
@@ -118,6 +126,13 @@ pub(crate) fn cross_cargo(arch: Arch, subcommand: &str) -> Command {
         )
         .current_dir(workspace_root());
     cmd
+}
+
+fn linker_var(arch: Arch) -> String {
+    format!(
+        "CARGO_TARGET_{}_LINKER",
+        arch.target().to_uppercase().replace('-', "_")
+    )
 }
 
 /// Builds the portable crates for `arch`.

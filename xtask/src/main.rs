@@ -4,10 +4,13 @@
 //!   (`-D warnings`), then the bare-metal cross builds.
 //! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
+//! - `qemu <arch> [--config <file>]`: builds the board's hypervisor image, boots it in
+//!   QEMU and exits with the guest's verdict.
 //!
 //! It prints every command before running it and stops at the first failure.
 
 mod cross;
+mod qemu;
 mod run;
 
 use std::process::ExitCode;
@@ -21,6 +24,7 @@ commands:
   test                      fmt check, clippy, host tests, docs, cross builds
   build --arch <arch>       cross-build the portable crates for <arch>
                             (aarch64, riscv64, x86_64)
+  qemu <arch> [--config F]  boot the hypervisor and its test guest in QEMU
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
             Ok(arch) => cross::build(arch),
             Err(e) => Err(e),
         },
+        Some("qemu") => qemu_args(&args[1..]).and_then(|(arch, config)| qemu::qemu(arch, config)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -54,6 +59,18 @@ fn arch_arg(args: &[String]) -> Result<cross::Arch, Failed> {
         [flag, arch] if flag == "--arch" => cross::Arch::parse(arch),
         [arch] if arch.starts_with("--arch=") => cross::Arch::parse(&arch["--arch=".len()..]),
         _ => Err(Failed(format!("expected --arch <arch>\n{USAGE}"))),
+    }
+}
+
+fn qemu_args(args: &[String]) -> Result<(cross::Arch, Option<std::path::PathBuf>), Failed> {
+    match args {
+        [arch] => Ok((cross::Arch::parse(arch)?, None)),
+        [arch, flag, file] if flag == "--config" => {
+            Ok((cross::Arch::parse(arch)?, Some(file.into())))
+        }
+        _ => Err(Failed(format!(
+            "expected qemu <arch> [--config <file>]\n{USAGE}"
+        ))),
     }
 }
 

@@ -1,0 +1,70 @@
+//! Errors of vCPU operations.
+
+use core::fmt;
+
+use crate::{MmioDecodeError, StateError};
+
+/// Why a vCPU operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VCpuError {
+    /// A lifecycle transition was refused.
+    State(StateError),
+    /// The register index does not exist on this architecture.
+    InvalidRegister {
+        /// The index asked for.
+        index: usize,
+    },
+    /// A value the hardware would not accept (named, with the value).
+    InvalidValue {
+        /// What it is (`"entry point"`, `"nested root"`, ...).
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// The hardware lacks a feature this vCPU needs.
+    Unsupported {
+        /// Which feature.
+        feature: &'static str,
+    },
+    /// The vCPU was run before its nested root or entry was set.
+    NotConfigured {
+        /// What is missing.
+        missing: &'static str,
+    },
+    /// An MMIO access could not be decoded.
+    Mmio(MmioDecodeError),
+    /// The operation is not possible right now (e.g. inject while running).
+    Busy,
+}
+
+/// `Result` with [`VCpuError`].
+pub type VCpuResult<T = ()> = Result<T, VCpuError>;
+
+impl From<StateError> for VCpuError {
+    fn from(e: StateError) -> Self {
+        Self::State(e)
+    }
+}
+
+impl From<MmioDecodeError> for VCpuError {
+    fn from(e: MmioDecodeError) -> Self {
+        Self::Mmio(e)
+    }
+}
+
+impl fmt::Display for VCpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::State(e) => write!(f, "{e}"),
+            Self::InvalidRegister { index } => write!(f, "no general register {index}"),
+            Self::InvalidValue { what, value } => write!(f, "invalid {what}: {value:#x}"),
+            Self::Unsupported { feature } => write!(f, "hardware lacks {feature}"),
+            Self::NotConfigured { missing } => write!(f, "vCPU not configured: {missing}"),
+            Self::Mmio(e) => write!(f, "{e}"),
+            Self::Busy => f.write_str("vCPU busy"),
+        }
+    }
+}
+
+impl core::error::Error for VCpuError {}

@@ -1,0 +1,256 @@
+//! `cargo xtask qemu <arch>`: build a board's hypervisor image, boot it in QEMU with a
+//! timeout, and exit with the guest's verdict.
+//!
+//! Each board prints `N passed, M failed` as its closing line and makes QEMU exit
+//! with a non-zero status on failure (semihosting, the sifive test device or
+//! `isa-debug-exit`); xtask checks both the status and the summary line.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cross::{self, Arch, cross_cargo};
+use crate::run::{Failed, run, workspace_root};
+
+/// How one board is built and booted.
+pub(crate) struct Board {
+    /// Cargo package of the board (under `platforms/`).
+    pub(crate) package: &'static str,
+    /// Cargo package of the test guest built first and embedded in the image (its
+    /// flat binary's path goes to the board build as `HV_GUEST_IMAGE`).
+    pub(crate) guest: Option<&'static str>,
+    /// Lines the console must show (e.g. what the guest printed through its UART).
+    pub(crate) required_output: &'static [&'static str],
+    /// Debian package that provides the QEMU binary.
+    pub(crate) qemu_package: &'static str,
+    /// QEMU binary.
+    pub(crate) qemu: &'static str,
+    /// QEMU arguments before `-kernel <image>`.
+    pub(crate) args: &'static [&'static str],
+    /// Whether QEMU wants a flat binary (objcopy -O binary) instead of the ELF.
+    pub(crate) flat_binary: bool,
+    /// Exit statuses of QEMU that mean success.
+    pub(crate) ok_status: &'static [i32],
+    /// Wall-clock limit for one run.
+    pub(crate) timeout: Duration,
+}
+
+/// The board for `arch`, or why there is none yet.
+pub(crate) fn board(arch: Arch) -> Result<Board, Failed> {
+    match arch {
+        Arch::Aarch64 | Arch::Riscv64 | Arch::X86_64 => Err(Failed(format!(
+            "no {} board yet (it comes with its board issue)",
+            arch.name()
+        ))),
+    }
+}
+
+/// Builds and boots the board of `arch`; `config` overrides the embedded VM config.
+pub(crate) fn qemu(arch: Arch, config: Option<PathBuf>) -> Result<(), Failed> {
+    let board = board(arch)?;
+    cross::ensure_toolchain()?;
+    ensure_qemu(&board)?;
+    let image = build_image(arch, &board, config)?;
+    boot(&board, &image)
+}
+
+fn ensure_qemu(board: &Board) -> Result<(), Failed> {
+    let present = Command::new(board.qemu)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    println!(
+        "xtask: {} is missing; installing {}",
+        board.qemu, board.qemu_package
+    );
+    cross::apt_install(&[board.qemu_package])
+}
+
+/// Builds the board package in release mode and returns the image QEMU boots.
+fn build_image(arch: Arch, board: &Board, config: Option<PathBuf>) -> Result<PathBuf, Failed> {
+    let out_dir = workspace_root()
+        .join("target/cross")
+        .join(arch.target())
+        .join("release");
+    let mut cmd = cross_cargo(arch, "build");
+    cmd.args(["--release", "-p", board.package]);
+    if let Some(guest) = board.guest {
+        run(cross_cargo(arch, "build").args(["--release", "-p", guest]))?;
+        let guest_bin = out_dir.join(format!("{guest}.bin"));
+        objcopy_binary(&out_dir.join(guest), &guest_bin)?;
+        cmd.env("HV_GUEST_IMAGE", &guest_bin);
+    }
+    if let Some(config) = &config {
+        let config = config
+            .canonicalize()
+            .map_err(|e| Failed(format!("config {}: {e}", config.display())))?;
+        cmd.env("HV_VM_CONFIG", config);
+    }
+    run(&mut cmd)?;
+    let elf = out_dir.join(board.package);
+    if !board.flat_binary {
+        return Ok(elf);
+    }
+    let bin = elf.with_extension("bin");
+    objcopy_binary(&elf, &bin)?;
+    Ok(bin)
+}
+
+/// `objcopy -O binary` with whichever objcopy the machine has.
+fn objcopy_binary(elf: &std::path::Path, bin: &std::path::Path) -> Result<(), Failed> {
+    for tool in ["llvm-objcopy", "rust-objcopy", "objcopy"] {
+        let ok = Command::new(tool)
+            .args(["-O", "binary"])
+            .arg(elf)
+            .arg(bin)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+    }
+    Err(Failed(format!(
+        "no objcopy could convert {}",
+        elf.display()
+    )))
+}
+
+/// What a QEMU run printed and how it ended.
+struct Outcome {
+    status: Option<i32>,
+    timed_out: bool,
+    summary: Option<(u32, u32)>,
+    /// Required lines that never appeared.
+    missing: Vec<&'static str>,
+    wall: Duration,
+}
+
+/// Boots `image`, echoing the console, and checks the verdict.
+fn boot(board: &Board, image: &std::path::Path) -> Result<(), Failed> {
+    let mut cmd = Command::new(board.qemu);
+    cmd.args(board.args).arg("-kernel").arg(image);
+    let out = run_with_timeout(&mut cmd, board.timeout, board.required_output)?;
+    println!(
+        "xtask: QEMU wall time {:.2} s, status {:?}",
+        out.wall.as_secs_f64(),
+        out.status
+    );
+    if out.timed_out {
+        return Err(Failed(format!(
+            "QEMU did not finish within {} s",
+            board.timeout.as_secs()
+        )));
+    }
+    if let Some(missing) = out.missing.first() {
+        return Err(Failed(format!("the console never showed `{missing}`")));
+    }
+    let Some((passed, failed)) = out.summary else {
+        return Err(Failed("no `N passed, M failed` line in the output".into()));
+    };
+    let status_ok = out.status.is_some_and(|s| board.ok_status.contains(&s));
+    if failed > 0 || passed == 0 || !status_ok {
+        return Err(Failed(format!(
+            "{passed} passed, {failed} failed, QEMU status {:?}",
+            out.status
+        )));
+    }
+    println!("xtask: {passed} passed, {failed} failed");
+    Ok(())
+}
+
+fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+    required: &'static [&'static str],
+) -> Result<Outcome, Failed> {
+    println!("$ {}", crate::run::show(cmd));
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Failed(format!("cannot start {:?}: {e}", cmd.get_program())))?;
+    let stdout = child.stdout.take().ok_or(Failed("no stdout".into()))?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut summary = None;
+        let mut missing: Vec<&'static str> = required.to_vec();
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).replace('\r', "");
+            println!("{text}");
+            if let Some(s) = parse_summary(&text) {
+                summary = Some(s);
+            }
+            missing.retain(|m| !text.contains(m));
+        }
+        let _ = tx.send((summary, missing));
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Failed(e.to_string()))? {
+            break status.code();
+        }
+        if started.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (summary, missing) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or((None, required.to_vec()));
+    let _ = reader.join();
+    Ok(Outcome {
+        status,
+        timed_out,
+        summary,
+        missing,
+        wall: started.elapsed(),
+    })
+}
+
+/// Finds `N passed, M failed` in a line.
+fn parse_summary(line: &str) -> Option<(u32, u32)> {
+    let idx = line.find(" passed, ")?;
+    let passed = line[..idx]
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let rest = &line[idx + " passed, ".len()..];
+    let failed = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    rest[rest.find(' ')?..]
+        .starts_with(" failed")
+        .then_some((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_summary;
+
+    #[test]
+    fn summary_line() {
+        assert_eq!(parse_summary("[hv] 12 passed, 0 failed"), Some((12, 0)));
+        assert_eq!(
+            parse_summary("3 passed, 2 failed (40-bit IPA)"),
+            Some((3, 2))
+        );
+        assert_eq!(parse_summary("passed, failed"), None);
+    }
+}
