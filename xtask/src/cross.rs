@@ -128,6 +128,14 @@ pub(crate) fn cross_cargo(arch: Arch, subcommand: &str) -> Command {
     cmd
 }
 
+/// Where cross builds go: `target/cross`, or `$XTASK_CROSS_DIR` (lets concurrent
+/// developers keep separate build directories).
+pub(crate) fn cross_target_dir() -> std::path::PathBuf {
+    std::env::var_os("XTASK_CROSS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("cross"))
+}
+
 fn linker_var(arch: Arch) -> String {
     format!(
         "CARGO_TARGET_{}_LINKER",

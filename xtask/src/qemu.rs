@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cross::{self, Arch, cross_cargo};
-use crate::run::{Failed, run, workspace_root};
+use crate::run::{Failed, run};
 
 /// How one board is built and booted.
 pub(crate) struct Board {
@@ -75,10 +75,7 @@ fn ensure_qemu(board: &Board) -> Result<(), Failed> {
 
 /// Builds the board package in release mode and returns the image QEMU boots.
 fn build_image(arch: Arch, board: &Board, config: Option<PathBuf>) -> Result<PathBuf, Failed> {
-    let out_dir = workspace_root()
-        .join("target/cross")
-        .join(arch.target())
-        .join("release");
+    let out_dir = cross::cross_target_dir().join(arch.target()).join("release");
     let mut cmd = cross_cargo(arch, "build");
     cmd.args(["--release", "-p", board.package]);
     if let Some(guest) = board.guest {
