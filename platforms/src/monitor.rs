@@ -17,6 +17,16 @@ pub enum Action {
         /// The page.
         gpa: u64,
     },
+    /// Start vCPU `cpu` at `entry` with `arg`, and return 0 to the guest (non-zero if
+    /// the VM refused).
+    StartCpu {
+        /// Target vCPU.
+        cpu: u64,
+        /// Guest-physical entry point.
+        entry: u64,
+        /// Its first argument.
+        arg: u64,
+    },
 }
 
 /// A fault the guest announced.
@@ -109,6 +119,11 @@ impl Monitor {
                 self.seen = false;
                 Action::Return(u64::from(seen))
             }
+            Call::StartCpu => Action::StartCpu {
+                cpu: args[0],
+                entry: args[1],
+                arg: args[2],
+            },
             Call::Print => {
                 let _ = writeln!(
                     out,

@@ -28,6 +28,10 @@ pub enum Call {
     FaultSeen = 5,
     /// `print(check, value)`: logs a number for diagnostics.
     Print = 6,
+    /// `start_cpu(cpu, entry_gpa, arg) -> 0 | error`: starts vCPU `cpu` at `entry_gpa`
+    /// with `arg` in its first argument register, for architectures without a
+    /// standard call for it in our guest (x86; Arm uses PSCI CPU_ON, RISC-V SBI HSM).
+    StartCpu = 7,
 }
 
 /// `kind` of [`Call::ExpectFault`]: a load.
@@ -44,13 +48,14 @@ pub const X86_CALL_BASE: u64 = 0x4856_0000;
 
 impl Call {
     /// All calls.
-    pub const ALL: [Call; 6] = [
+    pub const ALL: [Call; 7] = [
         Call::Report,
         Call::Add,
         Call::Unmap,
         Call::ExpectFault,
         Call::FaultSeen,
         Call::Print,
+        Call::StartCpu,
     ];
 
     /// The call with number `n`.
