@@ -3,6 +3,8 @@
 //! and splits, checked after every step against a plain model (sorted segments of
 //! page -> (hpa, flags)), with allocation failures injected and frame accounting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
 use std::collections::BTreeMap;
 
 use addrspace::testing::PoolAllocator;

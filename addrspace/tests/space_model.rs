@@ -1,0 +1,706 @@
+//! Model-based property tests of `AddrSpace`, for every format: random sequences of
+//! map (linear, alloc eager, alloc lazy, reserved), unmap, protect, fault, translate,
+//! guest-memory read and write, with allocation failures injected, checked after
+//! every step against a plain model (areas, populated pages, bytes written), with
+//! frame accounting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use addrspace::testing::PoolAllocator;
+use addrspace::{
+    AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Backend, Ept, Error, FaultOutcome,
+    FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, Npt,
+    PageTable, Populate, Sv39x4, Sv48x4,
+};
+use proptest::prelude::*;
+
+const K4: usize = 0x1000;
+const M2: usize = 0x20_0000;
+/// Guest-physical window the operations touch.
+const WINDOW: usize = 32 << 20;
+/// Host RAM that linear areas map (2 MiB-aligned, part of the pool).
+const CHUNK: usize = 8 << 20;
+
+fn cases() -> u32 {
+    std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Host offset of the area's start inside the chunk.
+    Linear(usize),
+    Alloc(bool),
+    Reserved,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct MArea {
+    end: usize,
+    kind: Kind,
+    flags: MappingFlags,
+}
+
+/// Where a byte lives: a host page of the chunk, or a guest page of an allocated area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Host(usize),
+    Guest(usize),
+}
+
+#[derive(Default)]
+struct Model {
+    areas: BTreeMap<usize, MArea>,
+    populated: BTreeSet<usize>,
+    bytes: HashMap<Key, Vec<u8>>,
+}
+
+impl Model {
+    fn area_at(&self, gpa: usize) -> Option<(usize, MArea)> {
+        let (&s, &a) = self.areas.range(..=gpa).next_back()?;
+        (gpa < a.end).then_some((s, a))
+    }
+
+    fn first_overlap(&self, start: usize, end: usize) -> Option<(usize, usize)> {
+        if let Some((s, a)) = self.area_at(start) {
+            return Some((s, a.end));
+        }
+        self.areas
+            .range(start..end)
+            .next()
+            .map(|(&s, a)| (s, a.end))
+    }
+
+    fn first_uncovered(&self, start: usize, end: usize) -> Option<usize> {
+        let mut cur = start;
+        while cur < end {
+            match self.area_at(cur) {
+                Some((_, a)) => cur = a.end,
+                None => return Some(cur),
+            }
+        }
+        None
+    }
+
+    fn slice(s: usize, a: MArea, from: usize, to: usize) -> (usize, MArea) {
+        let kind = match a.kind {
+            Kind::Linear(h) => Kind::Linear(h + (from - s)),
+            k => k,
+        };
+        (
+            from,
+            MArea {
+                end: to,
+                kind,
+                flags: a.flags,
+            },
+        )
+    }
+
+    /// Cuts `[start, end)` out of the areas; with `flags`, puts the pieces back with
+    /// them (protect), like `AddrSpace` does.
+    fn cut(&mut self, start: usize, end: usize, flags: Option<MappingFlags>) {
+        let keys: Vec<usize> = self
+            .areas
+            .iter()
+            .filter(|(s, a)| **s < end && a.end > start)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in keys {
+            let a = self.areas.remove(&s).expect("area");
+            if s < start {
+                let (k, v) = Self::slice(s, a, s, start);
+                self.areas.insert(k, v);
+            }
+            if a.end > end {
+                let (k, v) = Self::slice(s, a, end, a.end);
+                self.areas.insert(k, v);
+            }
+            if let Some(f) = flags {
+                let (k, mut v) = Self::slice(s, a, s.max(start), a.end.min(end));
+                if v.kind != Kind::Reserved {
+                    v.flags = f;
+                }
+                self.areas.insert(k, v);
+            } else if matches!(a.kind, Kind::Alloc(_)) {
+                for p in (s.max(start)..a.end.min(end)).step_by(K4) {
+                    self.populated.remove(&p);
+                    self.bytes.remove(&Key::Guest(p));
+                }
+            }
+        }
+    }
+
+    /// Where the byte at `gpa` lives, or the error a copy would give there.
+    fn locate(&self, gpa: usize) -> Result<(Key, usize), Error> {
+        let g = GuestPhysAddr::from_usize(gpa);
+        let Some((s, a)) = self.area_at(gpa) else {
+            return Err(Error::NoArea { gpa: g });
+        };
+        match a.kind {
+            Kind::Reserved => Err(Error::Reserved { gpa: g }),
+            Kind::Alloc(_) if !self.populated.contains(&(gpa & !(K4 - 1))) => {
+                Err(Error::NotPopulated { gpa: g })
+            }
+            _ if a.flags.contains(MappingFlags::DEVICE) => Err(Error::DeviceMemory { gpa: g }),
+            Kind::Linear(h) => {
+                let host = h + (gpa - s);
+                Ok((Key::Host(host & !(K4 - 1)), host & (K4 - 1)))
+            }
+            Kind::Alloc(_) => Ok((Key::Guest(gpa & !(K4 - 1)), gpa & (K4 - 1))),
+        }
+    }
+
+    /// The first error a copy of `[gpa, gpa + len)` gives, checking at the start and
+    /// at each page boundary like the space does.
+    fn copy_error(&self, gpa: usize, len: usize) -> Option<Error> {
+        let mut cur = gpa;
+        while cur < gpa + len {
+            if let Err(e) = self.locate(cur) {
+                return Some(e);
+            }
+            cur = (cur & !(K4 - 1)) + K4;
+        }
+        None
+    }
+
+    fn byte(&self, gpa: usize) -> u8 {
+        let (key, off) = self.locate(gpa).expect("located");
+        self.bytes.get(&key).map_or(0, |p| p[off])
+    }
+
+    fn set_byte(&mut self, gpa: usize, v: u8) {
+        let (key, off) = self.locate(gpa).expect("located");
+        self.bytes.entry(key).or_insert_with(|| vec![0; K4])[off] = v;
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Linear {
+        gpa: usize,
+        size: usize,
+        hoff: usize,
+        flags: usize,
+    },
+    Alloc {
+        gpa: usize,
+        size: usize,
+        flags: usize,
+        lazy: bool,
+        budget: Option<usize>,
+    },
+    Reserve {
+        gpa: usize,
+        size: usize,
+    },
+    Unmap {
+        gpa: usize,
+        size: usize,
+        budget: Option<usize>,
+    },
+    Protect {
+        gpa: usize,
+        size: usize,
+        flags: usize,
+        budget: Option<usize>,
+    },
+    Fault {
+        gpa: usize,
+        access: u8,
+        budget: Option<usize>,
+    },
+    Write {
+        gpa: usize,
+        len: usize,
+        seed: u8,
+    },
+    Read {
+        gpa: usize,
+        len: usize,
+    },
+    Translate {
+        gpa: usize,
+    },
+    Complete,
+}
+
+fn range() -> impl Strategy<Value = (usize, usize)> {
+    prop_oneof![
+        5 => (0..WINDOW / K4, 1..=16usize).prop_map(|(p, n)| (p * K4, n * K4)),
+        2 => (0..WINDOW / M2, 1..=2usize, 0..2usize).prop_map(|(b, n, lo)| (b * M2 + lo * K4, n * M2)),
+    ]
+    .prop_filter("in window", |(g, s)| g + s <= WINDOW)
+}
+
+fn budget() -> impl Strategy<Value = Option<usize>> {
+    prop_oneof![8 => Just(None), 1 => (0..6usize).prop_map(Some)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (range(), 0..CHUNK / K4, any::<bool>(), 0..8usize).prop_map(|((gpa, size), h, align, flags)| {
+            // Keep the host offset like the GPA's 2 MiB alignment half of the time.
+            let hoff = if align { (h * K4) & !(M2 - 1) | (gpa & (M2 - 1)) } else { h * K4 };
+            let hoff = if hoff + size > CHUNK { (CHUNK - size) & !(K4 - 1) } else { hoff };
+            Op::Linear { gpa, size, hoff, flags }
+        }),
+        4 => (range(), 0..8usize, any::<bool>(), budget()).prop_map(|((gpa, size), flags, lazy, budget)| Op::Alloc { gpa, size, flags, lazy, budget }),
+        1 => range().prop_map(|(gpa, size)| Op::Reserve { gpa, size }),
+        3 => (range(), budget()).prop_map(|((gpa, size), budget)| Op::Unmap { gpa, size, budget }),
+        2 => (range(), 0..8usize, budget()).prop_map(|((gpa, size), flags, budget)| Op::Protect { gpa, size, flags, budget }),
+        4 => (0..WINDOW, 0..3u8, budget()).prop_map(|(gpa, access, budget)| Op::Fault { gpa, access, budget }),
+        3 => (0..WINDOW, 1..9000usize, any::<u8>()).prop_map(|(gpa, len, seed)| Op::Write { gpa, len, seed }),
+        3 => (0..WINDOW, 1..9000usize).prop_map(|(gpa, len)| Op::Read { gpa, len }),
+        2 => (0..WINDOW).prop_map(|gpa| Op::Translate { gpa }),
+        1 => Just(Op::Complete),
+    ]
+}
+
+fn flags_at(i: usize) -> MappingFlags {
+    [
+        MappingFlags::RW,
+        MappingFlags::RWX,
+        MappingFlags::READ,
+        MappingFlags::READ | MappingFlags::EXECUTE,
+        MappingFlags::DEVICE_RW,
+        MappingFlags::RW | MappingFlags::UNCACHED,
+        MappingFlags::WRITE,
+        MappingFlags::empty(),
+    ][i % 8]
+}
+
+thread_local! {
+    static POOL: &'static PoolAllocator =
+        Box::leak(Box::new(PoolAllocator::with_base(40 * 1024, 0x4_0000_0000)));
+}
+
+fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let pool: &PoolAllocator = POOL.with(|p| *p);
+    pool.never_fail();
+    let base_in_use = pool.in_use();
+    let chunk = pool.alloc_frames(CHUNK / K4, M2 / K4).expect("chunk");
+    let chunk_frames = CHUNK / K4;
+    // SAFETY: the chunk is ours and mapped by the pool.
+    unsafe { std::ptr::write_bytes(pool.phys_to_virt(chunk).as_mut_ptr::<u8>(), 0, CHUNK) };
+    {
+        let mut space = AddrSpace::<F, _>::new(pool).expect("root");
+        let mut m = Model::default();
+        let mut held = std::collections::VecDeque::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let in_use = pool.in_use();
+            let areas_before: Vec<_> = space.areas().copied().collect();
+            let set_budget = |b: Option<usize>| match b {
+                Some(n) => pool.fail_after(n),
+                None => pool.never_fail(),
+            };
+            let valid = |f: MappingFlags| PageTable::<F, &PoolAllocator>::check_flags(f).is_ok();
+            let mut failed = false;
+            match op.clone() {
+                Op::Linear {
+                    gpa,
+                    size,
+                    hoff,
+                    flags,
+                } => {
+                    let flags = flags_at(flags);
+                    let hpa = HostPhysAddr::from_usize(chunk.as_usize() + hoff);
+                    // SAFETY: the chunk is RAM the pool maps; nothing else uses it.
+                    let got = unsafe {
+                        space.map_linear(GuestPhysAddr::from_usize(gpa), hpa, size, flags)
+                    };
+                    match (got, m.first_overlap(gpa, gpa + size)) {
+                        (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid(flags)),
+                        (Err(Error::Overlap { existing, .. }), Some((s, e))) => {
+                            prop_assert!(valid(flags));
+                            prop_assert_eq!(
+                                (existing.start().as_usize(), existing.end().as_usize()),
+                                (s, e)
+                            );
+                        }
+                        (Ok(()), None) => {
+                            prop_assert!(valid(flags));
+                            m.areas.insert(
+                                gpa,
+                                MArea {
+                                    end: gpa + size,
+                                    kind: Kind::Linear(hoff),
+                                    flags: flags.nested(),
+                                },
+                            );
+                        }
+                        (got, o) => prop_assert!(
+                            false,
+                            "step {step}: {op:?} -> {got:?}, model overlap {o:?}"
+                        ),
+                    }
+                }
+                Op::Alloc {
+                    gpa,
+                    size,
+                    flags,
+                    lazy,
+                    budget,
+                } => {
+                    let flags = flags_at(flags);
+                    set_budget(budget);
+                    let populate = if lazy {
+                        Populate::Lazy
+                    } else {
+                        Populate::Eager
+                    };
+                    let got =
+                        space.map_alloc(GuestPhysAddr::from_usize(gpa), size, flags, populate);
+                    pool.never_fail();
+                    match (got, m.first_overlap(gpa, gpa + size)) {
+                        (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid(flags)),
+                        (Err(Error::Overlap { existing, .. }), Some((s, e))) => {
+                            prop_assert_eq!(
+                                (existing.start().as_usize(), existing.end().as_usize()),
+                                (s, e)
+                            );
+                        }
+                        (Err(Error::NoMemory { .. }), None) => {
+                            prop_assert!(budget.is_some() && !lazy);
+                            failed = true;
+                        }
+                        (Ok(()), None) => {
+                            prop_assert!(valid(flags));
+                            m.areas.insert(
+                                gpa,
+                                MArea {
+                                    end: gpa + size,
+                                    kind: Kind::Alloc(lazy),
+                                    flags: flags.nested(),
+                                },
+                            );
+                            if !lazy {
+                                m.populated.extend((gpa..gpa + size).step_by(K4));
+                            }
+                        }
+                        (got, o) => prop_assert!(
+                            false,
+                            "step {step}: {op:?} -> {got:?}, model overlap {o:?}"
+                        ),
+                    }
+                }
+                Op::Reserve { gpa, size } => {
+                    let got = space.map_reserved(GuestPhysAddr::from_usize(gpa), size);
+                    match (got, m.first_overlap(gpa, gpa + size)) {
+                        (Err(Error::Overlap { existing, .. }), Some((s, e))) => {
+                            prop_assert_eq!(
+                                (existing.start().as_usize(), existing.end().as_usize()),
+                                (s, e)
+                            );
+                        }
+                        (Ok(()), None) => {
+                            m.areas.insert(
+                                gpa,
+                                MArea {
+                                    end: gpa + size,
+                                    kind: Kind::Reserved,
+                                    flags: MappingFlags::empty(),
+                                },
+                            );
+                        }
+                        (got, o) => prop_assert!(
+                            false,
+                            "step {step}: {op:?} -> {got:?}, model overlap {o:?}"
+                        ),
+                    }
+                }
+                Op::Unmap { gpa, size, budget } => {
+                    set_budget(budget);
+                    let got = space.unmap(GuestPhysAddr::from_usize(gpa), size);
+                    pool.never_fail();
+                    match (got, m.first_uncovered(gpa, gpa + size)) {
+                        (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
+                            prop_assert_eq!(at.as_usize(), hole)
+                        }
+                        (Err(Error::NoMemory { .. }), None) => {
+                            prop_assert!(budget.is_some());
+                            failed = true;
+                        }
+                        (Ok(flush), None) => {
+                            prop_assert_eq!(
+                                flush.range(),
+                                Some(GpaRange::new(GuestPhysAddr::from_usize(gpa), size).unwrap())
+                            );
+                            m.cut(gpa, gpa + size, None);
+                            held.push_back(flush);
+                        }
+                        (got, hole) => prop_assert!(
+                            false,
+                            "step {step}: {op:?} -> {got:?}, model hole {hole:?}"
+                        ),
+                    }
+                }
+                Op::Protect {
+                    gpa,
+                    size,
+                    flags,
+                    budget,
+                } => {
+                    let flags = flags_at(flags);
+                    set_budget(budget);
+                    let got = space.protect(GuestPhysAddr::from_usize(gpa), size, flags);
+                    pool.never_fail();
+                    match (got, m.first_uncovered(gpa, gpa + size)) {
+                        (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid(flags)),
+                        (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
+                            prop_assert!(valid(flags));
+                            prop_assert_eq!(at.as_usize(), hole)
+                        }
+                        (Err(Error::NoMemory { .. }), None) => {
+                            prop_assert!(budget.is_some());
+                            failed = true;
+                        }
+                        (Ok(flush), None) => {
+                            prop_assert!(valid(flags));
+                            m.cut(gpa, gpa + size, Some(flags.nested()));
+                            held.push_back(flush);
+                        }
+                        (got, hole) => prop_assert!(
+                            false,
+                            "step {step}: {op:?} -> {got:?}, model hole {hole:?}"
+                        ),
+                    }
+                }
+                Op::Fault {
+                    gpa,
+                    access,
+                    budget,
+                } => {
+                    let access = [AccessKind::Read, AccessKind::Write, AccessKind::Execute]
+                        [access as usize % 3];
+                    set_budget(budget);
+                    let got = space.handle_page_fault(GuestPhysAddr::from_usize(gpa), access);
+                    pool.never_fail();
+                    let page = gpa & !(K4 - 1);
+                    let expect = match m.area_at(gpa) {
+                        None => Ok(FaultOutcome::NoArea),
+                        Some((s, a)) => {
+                            let area =
+                                GpaRange::new(GuestPhysAddr::from_usize(s), a.end - s).unwrap();
+                            if a.kind == Kind::Reserved {
+                                Ok(FaultOutcome::Reserved { area })
+                            } else if !a.flags.allows(access) {
+                                Ok(FaultOutcome::PermissionViolation {
+                                    area,
+                                    flags: a.flags,
+                                    access,
+                                })
+                            } else if matches!(a.kind, Kind::Linear(_))
+                                || m.populated.contains(&page)
+                            {
+                                Ok(FaultOutcome::Spurious)
+                            } else {
+                                Err(a.flags)
+                            }
+                        }
+                    };
+                    match (got, expect) {
+                        (Ok(g), Ok(e)) => prop_assert_eq!(g, e, "step {}", step),
+                        (Ok(FaultOutcome::Mapped { gpa: at, flags, .. }), Err(f)) => {
+                            prop_assert_eq!((at.as_usize(), flags), (page, f));
+                            m.populated.insert(page);
+                        }
+                        (Err(Error::NoMemory { .. }), Err(_)) => {
+                            prop_assert!(budget.is_some());
+                            failed = true;
+                        }
+                        (got, e) => prop_assert!(
+                            false,
+                            "step {step}: fault {gpa:#x} {access}: {got:?}, model {e:?}"
+                        ),
+                    }
+                }
+                Op::Write { gpa, len, seed } => {
+                    let len = len.min(WINDOW - gpa);
+                    let data: Vec<u8> = (0..len)
+                        .map(|i| seed.wrapping_add(i as u8).wrapping_mul(31))
+                        .collect();
+                    let got = space.write(GuestPhysAddr::from_usize(gpa), &data);
+                    match (got, m.copy_error(gpa, len)) {
+                        (Ok(()), None) => {
+                            for (i, b) in data.iter().enumerate() {
+                                m.set_byte(gpa + i, *b);
+                            }
+                        }
+                        (Err(g), Some(e)) => prop_assert_eq!(g, e, "step {}", step),
+                        (got, e) => prop_assert!(
+                            false,
+                            "step {step}: write {gpa:#x}+{len}: {got:?}, model {e:?}"
+                        ),
+                    }
+                }
+                Op::Read { gpa, len } => {
+                    let len = len.min(WINDOW - gpa);
+                    let mut buf = vec![0xa5u8; len];
+                    let got = space.read(GuestPhysAddr::from_usize(gpa), &mut buf);
+                    match (got, m.copy_error(gpa, len)) {
+                        (Ok(()), None) => {
+                            for (i, b) in buf.iter().enumerate() {
+                                if *b != m.byte(gpa + i) {
+                                    prop_assert!(
+                                        false,
+                                        "step {step}: byte {:#x} is {b:#x}, model {:#x}",
+                                        gpa + i,
+                                        m.byte(gpa + i)
+                                    );
+                                }
+                            }
+                        }
+                        (Err(g), Some(e)) => {
+                            prop_assert_eq!(g, e, "step {}", step);
+                            prop_assert!(
+                                buf.iter().all(|b| *b == 0xa5),
+                                "failed read copied bytes"
+                            );
+                        }
+                        (got, e) => prop_assert!(
+                            false,
+                            "step {step}: read {gpa:#x}+{len}: {got:?}, model {e:?}"
+                        ),
+                    }
+                }
+                Op::Translate { gpa } => {
+                    let got = space.translate(GuestPhysAddr::from_usize(gpa));
+                    let g = GuestPhysAddr::from_usize(gpa);
+                    match (got, m.area_at(gpa)) {
+                        (Err(Error::NoArea { gpa: at }), None) => prop_assert_eq!(at, g),
+                        (Err(Error::Reserved { gpa: at }), Some((_, a))) => {
+                            prop_assert_eq!(a.kind, Kind::Reserved);
+                            prop_assert_eq!(at, g);
+                        }
+                        (Err(Error::NotPopulated { gpa: at }), Some((_, a))) => {
+                            prop_assert!(
+                                matches!(a.kind, Kind::Alloc(_))
+                                    && !m.populated.contains(&(gpa & !(K4 - 1)))
+                            );
+                            prop_assert_eq!(at, g);
+                        }
+                        (Ok(t), Some((s, a))) => {
+                            prop_assert_eq!(t.flags, a.flags);
+                            match a.kind {
+                                Kind::Linear(h) => prop_assert_eq!(
+                                    t.hpa.as_usize(),
+                                    chunk.as_usize() + h + (gpa - s)
+                                ),
+                                Kind::Alloc(_) => {
+                                    prop_assert!(m.populated.contains(&(gpa & !(K4 - 1))))
+                                }
+                                Kind::Reserved => prop_assert!(false, "reserved translated"),
+                            }
+                        }
+                        (got, a) => prop_assert!(
+                            false,
+                            "step {step}: translate {gpa:#x}: {got:?}, model {a:?}"
+                        ),
+                    }
+                }
+                Op::Complete => {
+                    if let Some(f) = held.pop_front() {
+                        space.complete_flush(f);
+                    }
+                }
+            }
+            if failed {
+                prop_assert_eq!(pool.in_use(), in_use, "step {}: failed op leaked", step);
+                let areas_now: Vec<_> = space.areas().copied().collect();
+                prop_assert_eq!(
+                    areas_now,
+                    areas_before,
+                    "step {}: failed op changed areas",
+                    step
+                );
+            }
+            // Areas match the model exactly.
+            let got: Vec<(usize, usize, MappingFlags, Kind)> = space
+                .areas()
+                .map(|a| {
+                    let kind = match a.backend {
+                        Backend::Linear { hpa } => Kind::Linear(hpa.as_usize() - chunk.as_usize()),
+                        Backend::Alloc(p) => Kind::Alloc(p == Populate::Lazy),
+                        Backend::Reserved => Kind::Reserved,
+                    };
+                    (
+                        a.range.start().as_usize(),
+                        a.range.end().as_usize(),
+                        a.flags,
+                        kind,
+                    )
+                })
+                .collect();
+            let want: Vec<_> = m
+                .areas
+                .iter()
+                .map(|(&s, a)| (s, a.end, a.flags, a.kind))
+                .collect();
+            prop_assert_eq!(got, want, "step {}: areas after {:?}", step, op);
+            prop_assert_eq!(
+                space.data_frames(),
+                m.populated.len(),
+                "step {}: data frames",
+                step
+            );
+            if let Err(e) = space.page_table().audit() {
+                prop_assert!(false, "step {step}: audit: {e}");
+            }
+            prop_assert_eq!(
+                pool.in_use(),
+                base_in_use
+                    + chunk_frames
+                    + space.table_frames()
+                    + space.data_frames()
+                    + space.deferred_frames(),
+                "step {}: frame accounting",
+                step
+            );
+        }
+        // Unmap every area: only the root remains once the flushes complete.
+        let all: Vec<(usize, usize)> = m.areas.iter().map(|(&s, a)| (s, a.end)).collect();
+        for (s, e) in all {
+            held.push_back(
+                space
+                    .unmap(GuestPhysAddr::from_usize(s), e - s)
+                    .expect("unmap all"),
+            );
+        }
+        for f in held.drain(..) {
+            space.complete_flush(f);
+        }
+        prop_assert_eq!(space.table_frames(), F::ROOT_FRAMES);
+        prop_assert_eq!(space.data_frames(), 0);
+        prop_assert_eq!(pool.in_use(), base_in_use + chunk_frames + F::ROOT_FRAMES);
+    }
+    // SAFETY: the chunk came from this pool and nothing maps it any more.
+    unsafe { pool.dealloc_frames(chunk, chunk_frames) };
+    prop_assert_eq!(pool.in_use(), base_in_use, "frames leaked after drop");
+    Ok(())
+}
+
+macro_rules! space_tests {
+    ($($name:ident: $fmt:ty,)*) => {$(
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn $name(ops in prop::collection::vec(op(), 1..24)) {
+                run::<$fmt>(ops)?;
+            }
+        }
+    )*};
+}
+
+space_tests! {
+    space_ept: Ept,
+    space_npt: Npt,
+    space_arm_ipa40: ArmStage2Ipa40,
+    space_arm_ipa48: ArmStage2Ipa48,
+    space_sv39x4: Sv39x4,
+    space_sv48x4: Sv48x4,
+}
