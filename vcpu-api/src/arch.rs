@@ -56,6 +56,21 @@ pub trait ArchVCpu: Sized {
     /// The guest PC.
     fn pc(&self) -> u64;
 
+    /// Puts `arg` where a secondary vCPU started by CPU up finds its start argument:
+    /// Arm x0 (PSCI CPU_ON `context_id`), RISC-V a1 (SBI HSM `opaque`, with a0 =
+    /// hart id), x86 RDI (our `StartCpu` convention). Called by the VM layer before
+    /// the vCPU's first run, after [`ArchVCpu::set_entry`].
+    ///
+    /// The default refuses with [`VCpuError::Unsupported`](crate::VCpuError::Unsupported), so a vCPU that has not
+    /// implemented it fails the CPU up visibly instead of starting with a wrong
+    /// register. (Added after the first contract; additive.)
+    fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
+        let _ = arg;
+        Err(crate::VCpuError::Unsupported {
+            feature: "ArchVCpu::set_start_arg",
+        })
+    }
+
     /// Sets the result of the hypercall, PSCI or SBI call that caused the last exit
     /// (and steps over the calling instruction where the architecture needs it).
     fn set_return_value(&mut self, value: u64);

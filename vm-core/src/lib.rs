@@ -1,11 +1,46 @@
 //! VM configuration, creation, memory regions, pass-through and emulated devices, the
 //! vCPU run loop, and TLB coherency across vCPUs.
 //!
-//! Work in progress (issue #3): only the HAL interface exists so far.
+//! Design principles:
+//! - **Portable.** No `cfg(target_arch)`, no `asm!`: everything architectural comes
+//!   through [`vcpu_api::ArchVCpu`] (the vCPU) and [`VmHal`] (the platform), and the
+//!   nested format is the vCPU's `ArchVCpu::Format`.
+//! - **vm-core never touches a page-table entry**: the address space
+//!   ([`addrspace::AddrSpace`]) does, and reports what to invalidate.
+//! - **Coherent unmaps.** When [`Vm::unmap_region`] or [`Vm::protect_region`]
+//!   returns, no vCPU of the VM can use the old translation; only then are the freed
+//!   frames given back.
+//! - **Errors say what went wrong**: configuration errors name the field and value,
+//!   run errors carry the vCPU, the GPA and the translation walk.
+//! - `no_std` + `alloc`; the `std` feature adds TOML loading and the code generator
+//!   that build scripts use to embed a config in a `no_std` board.
+//!
+//! See `README.md` in this crate for how a board drives a VM.
 
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod hal;
+extern crate alloc;
 
+pub mod config;
+mod device;
+mod error;
+mod exit;
+mod frames;
+mod hal;
+mod passthrough;
+mod run;
+mod vm;
+
+pub use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
+pub use config::{
+    ConfigError, DevicesConfig, EmuDeviceConfig, Field, ImageLocation, InterruptMode, KernelConfig,
+    MapType, MemoryRegionConfig, PassthroughDeviceConfig, VmConfig, VmConfigBuilder, VmType,
+};
+pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
+pub use error::{VmError, VmResult};
+pub use exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
+pub use frames::HalFrames;
 pub use hal::VmHal;
+pub use passthrough::{PassthroughRange, plan_passthrough};
+pub use vm::{DEFAULT_FAULT_LOOP_LIMIT, Vm, VmState, VmStats};

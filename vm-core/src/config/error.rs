@@ -1,0 +1,415 @@
+//! Why a VM configuration was refused: [`ConfigError`], whose `Display` names the
+//! field and the value (`kernel.memory_regions[1]: overlaps [0] at 0x8000_0000`).
+
+use alloc::string::String;
+use core::fmt;
+
+use addrspace::MappingFlags;
+
+/// A field of the configuration: `path` (`"kernel.memory_regions"`), the element
+/// index for arrays, and the element's part for tuples (`"flags"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Dotted path of the TOML key.
+    pub path: &'static str,
+    /// Index in the array, for array fields.
+    pub index: Option<usize>,
+    /// Name of the tuple element, for tuple entries.
+    pub part: Option<&'static str>,
+}
+
+impl Field {
+    /// A plain key.
+    pub const fn key(path: &'static str) -> Self {
+        Self {
+            path,
+            index: None,
+            part: None,
+        }
+    }
+
+    /// Element `index` of an array.
+    pub const fn at(path: &'static str, index: usize) -> Self {
+        Self {
+            path,
+            index: Some(index),
+            part: None,
+        }
+    }
+
+    /// The same field, narrowed to tuple element `part`.
+    pub const fn part(self, part: &'static str) -> Self {
+        Self {
+            path: self.path,
+            index: self.index,
+            part: Some(part),
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path)?;
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
+        }
+        if let Some(p) = self.part {
+            write!(f, ".{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A number printed in hex with `_` every four digits: `0x8000_0000`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hex(pub u64);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut digits = [0u8; 16];
+        let mut n = self.0;
+        let mut len = 0;
+        loop {
+            digits[len] = b"0123456789abcdef"[(n & 0xf) as usize];
+            len += 1;
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        f.write_str("0x")?;
+        for i in (0..len).rev() {
+            write!(f, "{}", digits[i] as char)?;
+            if i > 0 && i % 4 == 0 {
+                f.write_str("_")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused. Every variant names the field; `Display` reads
+/// `field: problem`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML text does not parse.
+    Syntax {
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A required key is absent.
+    Missing {
+        /// The key.
+        field: Field,
+    },
+    /// A value has the wrong TOML type.
+    WrongType {
+        /// The key.
+        field: Field,
+        /// What was expected (`"integer"`, `"string"`, `"array"`, ...).
+        expected: &'static str,
+    },
+    /// An integer is negative or does not fit.
+    OutOfRange {
+        /// The key.
+        field: Field,
+        /// The value as written.
+        value: i64,
+    },
+    /// A tuple entry has the wrong number of elements.
+    TupleLength {
+        /// The entry.
+        field: Field,
+        /// Elements found.
+        len: usize,
+        /// What is accepted, e.g. `"4 or 5"`.
+        expected: &'static str,
+    },
+    /// A string is not one of the accepted names.
+    UnknownName {
+        /// The key.
+        field: Field,
+        /// The value.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// `map_type` is not 0 (alloc), 1 (identical) or 2 (reserved).
+    UnknownMapType {
+        /// The region.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// `populate` is not 0 (eager) or 1 (lazy).
+    UnknownPopulate {
+        /// The region.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// `vm_type` is not 0 (host VM), 1 (RTOS) or 2 (Linux).
+    UnknownVmType {
+        /// The key.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// Flags with bits that are not `MappingFlags` (READ=1 WRITE=2 EXECUTE=4 USER=8
+    /// DEVICE=16 UNCACHED=32).
+    UnknownFlags {
+        /// The region.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// Flags without READ, WRITE or EXECUTE.
+    NoAccess {
+        /// The region.
+        field: Field,
+        /// The flags.
+        flags: MappingFlags,
+    },
+    /// The DEVICE flag on a RAM region (pass-through devices go in `[devices]`).
+    DeviceFlagOnRam {
+        /// The region.
+        field: Field,
+        /// The flags.
+        flags: MappingFlags,
+    },
+    /// `populate = 1` (lazy) on a region that is not map_type 0 (alloc).
+    LazyNotAlloc {
+        /// The region.
+        field: Field,
+        /// Its map type.
+        map_type: u64,
+    },
+    /// A string that must not be empty is.
+    Empty {
+        /// The key.
+        field: Field,
+    },
+    /// A size of zero.
+    ZeroSize {
+        /// The entry.
+        field: Field,
+    },
+    /// An address or size that is not 4 KiB-aligned.
+    Unaligned {
+        /// The entry and element.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// `start + size` overflows.
+    Overflow {
+        /// The entry.
+        field: Field,
+        /// Start.
+        start: u64,
+        /// Size.
+        size: u64,
+    },
+    /// `cpu_num` is 0.
+    NoCpus,
+    /// A CPU list whose length is not `cpu_num`.
+    CpuListLength {
+        /// The list.
+        field: Field,
+        /// Its length.
+        len: usize,
+        /// `base.cpu_num`.
+        cpu_num: usize,
+    },
+    /// The same physical CPU id twice.
+    DuplicateCpuId {
+        /// The second occurrence.
+        field: Field,
+        /// The id.
+        id: usize,
+    },
+    /// A CPU set of 0 (no physical CPU allowed).
+    EmptyCpuSet {
+        /// The entry.
+        field: Field,
+    },
+    /// No memory regions.
+    NoMemory,
+    /// Two memory regions overlap.
+    Overlap {
+        /// The later region.
+        field: Field,
+        /// The index of the earlier one.
+        other: usize,
+        /// First common address.
+        at: u64,
+    },
+    /// An address that must lie in RAM (entry point, load address) does not.
+    NotInRam {
+        /// The key.
+        field: Field,
+        /// The address.
+        value: u64,
+    },
+    /// A device range overlaps a memory region.
+    DeviceOverlapsRam {
+        /// The device entry.
+        field: Field,
+        /// The memory region's index.
+        region: usize,
+        /// First common address.
+        at: u64,
+    },
+    /// Two device ranges overlap and cannot be merged (emulated devices, an emulated
+    /// and a pass-through device, or pass-through devices with different GPA→HPA
+    /// offsets).
+    DeviceOverlap {
+        /// The device entry.
+        field: Field,
+        /// The other device (`"devices.emu_devices[0]"`).
+        other: Field,
+        /// First common address.
+        at: u64,
+    },
+    /// A pass-through device whose GPA and HPA have different offsets in their 4 KiB
+    /// page, which a page mapping cannot express.
+    PageOffsetMismatch {
+        /// The device entry.
+        field: Field,
+        /// Its GPA.
+        gpa: u64,
+        /// Its HPA.
+        hpa: u64,
+    },
+}
+
+/// `Result` with [`ConfigError`].
+pub type ConfigResult<T> = core::result::Result<T, ConfigError>;
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax { message } => write!(f, "TOML syntax: {message}"),
+            Self::Missing { field } => write!(f, "{field}: missing"),
+            Self::WrongType { field, expected } => write!(f, "{field}: expected {expected}"),
+            Self::OutOfRange { field, value } => {
+                write!(f, "{field}: {value} is negative or too large")
+            }
+            Self::TupleLength {
+                field,
+                len,
+                expected,
+            } => write!(f, "{field}: {len} elements, expected {expected}"),
+            Self::UnknownName {
+                field,
+                value,
+                expected,
+            } => write!(
+                f,
+                "{field}: unknown value \"{value}\" (expected {expected})"
+            ),
+            Self::UnknownMapType { field, value } => write!(
+                f,
+                "{field}: unknown map_type {value} (0 alloc, 1 identical, 2 reserved)"
+            ),
+            Self::UnknownPopulate { field, value } => {
+                write!(f, "{field}: unknown populate {value} (0 eager, 1 lazy)")
+            }
+            Self::UnknownVmType { field, value } => {
+                write!(
+                    f,
+                    "{field}: unknown vm_type {value} (0 host, 1 RTOS, 2 Linux)"
+                )
+            }
+            Self::UnknownFlags { field, value } => write!(
+                f,
+                "{field}: flags {} have unknown bits {} (READ=1 WRITE=2 EXECUTE=4 USER=8 DEVICE=16 UNCACHED=32)",
+                Hex(*value),
+                Hex(*value & !0x3f)
+            ),
+            Self::NoAccess { field, flags } => {
+                write!(
+                    f,
+                    "{field}: flags {flags} allow no access (READ, WRITE or EXECUTE)"
+                )
+            }
+            Self::DeviceFlagOnRam { field, flags } => write!(
+                f,
+                "{field}: DEVICE flag on a memory region ({flags}); put devices in [devices]"
+            ),
+            Self::LazyNotAlloc { field, map_type } => write!(
+                f,
+                "{field}: populate = 1 (lazy) needs map_type 0 (alloc), not {map_type}"
+            ),
+            Self::Empty { field } => write!(f, "{field}: must not be empty"),
+            Self::ZeroSize { field } => write!(f, "{field}: size is zero"),
+            Self::Unaligned { field, value } => {
+                write!(f, "{field}: {} is not 4 KiB-aligned", Hex(*value))
+            }
+            Self::Overflow { field, start, size } => {
+                write!(f, "{field}: {} + {} overflows", Hex(*start), Hex(*size))
+            }
+            Self::NoCpus => f.write_str("base.cpu_num: must be at least 1"),
+            Self::CpuListLength {
+                field,
+                len,
+                cpu_num,
+            } => write!(f, "{field}: {len} entries but base.cpu_num is {cpu_num}"),
+            Self::DuplicateCpuId { field, id } => {
+                write!(f, "{field}: physical CPU {id} listed twice")
+            }
+            Self::EmptyCpuSet { field } => write!(f, "{field}: CPU set 0 allows no CPU"),
+            Self::NoMemory => f.write_str("kernel.memory_regions: no memory region"),
+            Self::Overlap { field, other, at } => {
+                write!(f, "{field}: overlaps [{other}] at {}", Hex(*at))
+            }
+            Self::NotInRam { field, value } => {
+                write!(f, "{field}: {} is in no memory region", Hex(*value))
+            }
+            Self::DeviceOverlapsRam { field, region, at } => write!(
+                f,
+                "{field}: overlaps kernel.memory_regions[{region}] at {}",
+                Hex(*at)
+            ),
+            Self::DeviceOverlap { field, other, at } => {
+                write!(f, "{field}: overlaps {other} at {}", Hex(*at))
+            }
+            Self::PageOffsetMismatch { field, gpa, hpa } => write!(
+                f,
+                "{field}: GPA {} and HPA {} differ in their offset within a 4 KiB page",
+                Hex(*gpa),
+                Hex(*hpa)
+            ),
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn hex_groups_by_four() {
+        assert_eq!(Hex(0).to_string(), "0x0");
+        assert_eq!(Hex(0x1000).to_string(), "0x1000");
+        assert_eq!(Hex(0x8000_0000).to_string(), "0x8000_0000");
+        assert_eq!(Hex(0x1_0000_0000).to_string(), "0x1_0000_0000");
+    }
+
+    #[test]
+    fn overlap_reads_like_the_issue() {
+        let e = ConfigError::Overlap {
+            field: Field::at("kernel.memory_regions", 1),
+            other: 0,
+            at: 0x8000_0000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "kernel.memory_regions[1]: overlaps [0] at 0x8000_0000"
+        );
+    }
+}

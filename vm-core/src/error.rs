@@ -1,0 +1,192 @@
+//! The errors of VM operations: [`VmError`], each variant carrying what a person needs
+//! to find the cause (the vCPU, the GPA, the walk, the field).
+
+use alloc::boxed::Box;
+use core::fmt;
+
+use addrspace::{AccessKind, GuestPhysAddr, Walk};
+use vcpu_api::{ExitReason, MmioDecodeError, VCpuError};
+
+use crate::config::{ConfigError, Field};
+use crate::device::BusError;
+use crate::vm::VmState;
+
+/// Why a VM operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VmError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// Mapping a configured memory region or device failed.
+    MapRegion {
+        /// The configuration entry.
+        field: Field,
+        /// What the address space said (an overlap names the existing area).
+        error: addrspace::Error,
+    },
+    /// An identity-mapped region could not be placed at its address and no
+    /// contiguous memory was left for the fallback.
+    NoMemory {
+        /// The configuration entry.
+        field: Field,
+        /// Bytes asked for.
+        size: usize,
+    },
+    /// A run-time address-space operation failed.
+    AddrSpace {
+        /// The operation (`"unmap_region"`, `"read guest memory"`, ...).
+        op: &'static str,
+        /// What the address space said.
+        error: addrspace::Error,
+    },
+    /// A guest object access at an address not aligned for its type.
+    Unaligned {
+        /// The address.
+        gpa: GuestPhysAddr,
+        /// The alignment the type needs.
+        align: usize,
+    },
+    /// The emulated-device bus refused a registration.
+    Bus(BusError),
+    /// The VM is not in a state that allows the operation.
+    State {
+        /// The operation.
+        op: &'static str,
+        /// The VM's state.
+        state: VmState,
+    },
+    /// There is no vCPU with this index.
+    NoSuchVCpu {
+        /// The index asked for.
+        vcpu: usize,
+        /// How many the VM has.
+        count: usize,
+    },
+    /// The vCPU has not been started (boot starts vCPU 0; CPU up the others).
+    VCpuNotStarted {
+        /// The vCPU.
+        vcpu: usize,
+    },
+    /// The vCPU is already started.
+    VCpuAlreadyStarted {
+        /// The vCPU.
+        vcpu: usize,
+    },
+    /// The architecture vCPU refused an operation.
+    VCpu {
+        /// The vCPU.
+        vcpu: usize,
+        /// Its error.
+        error: VCpuError,
+    },
+    /// The same guest-physical page faulted `count` times in a row with nothing
+    /// changed in between: the translation vm-core installs is not the one the vCPU
+    /// walks (wrong root, missing invalidation, ...). The walk shows the tables.
+    FaultLoop {
+        /// The vCPU.
+        vcpu: usize,
+        /// The faulting address.
+        gpa: GuestPhysAddr,
+        /// The access.
+        access: AccessKind,
+        /// Consecutive faults seen.
+        count: usize,
+        /// The translation of `gpa` in the VM's tables.
+        walk: Box<Walk>,
+    },
+    /// A guest access to emulated MMIO could not be decoded.
+    MmioDecode {
+        /// The vCPU.
+        vcpu: usize,
+        /// The address accessed.
+        gpa: GuestPhysAddr,
+        /// The guest PC.
+        pc: u64,
+        /// The decoder's reason.
+        error: MmioDecodeError,
+    },
+    /// The hardware refused to enter the guest.
+    EntryFailed {
+        /// The vCPU.
+        vcpu: usize,
+        /// The hardware's reason code.
+        reason: u64,
+    },
+    /// `skip_access`/`complete_access` without an unserved access to complete.
+    NothingToComplete {
+        /// The vCPU.
+        vcpu: usize,
+    },
+    /// The vCPU returned an exit this version of vm-core does not know.
+    UnknownExit {
+        /// The vCPU.
+        vcpu: usize,
+        /// The exit.
+        exit: ExitReason,
+    },
+}
+
+/// `Result` with [`VmError`].
+pub type VmResult<T = ()> = Result<T, VmError>;
+
+impl From<ConfigError> for VmError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<BusError> for VmError {
+    fn from(e: BusError) -> Self {
+        Self::Bus(e)
+    }
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "config: {e}"),
+            Self::MapRegion { field, error } => write!(f, "{field}: cannot map: {error}"),
+            Self::NoMemory { field, size } => write!(
+                f,
+                "{field}: no {size:#x} bytes of contiguous memory for the identical-mapping fallback"
+            ),
+            Self::AddrSpace { op, error } => write!(f, "{op}: {error}"),
+            Self::Unaligned { gpa, align } => {
+                write!(f, "{gpa:#x} is not aligned to {align} bytes")
+            }
+            Self::Bus(e) => write!(f, "{e}"),
+            Self::State { op, state } => write!(f, "cannot {op}: the VM is {state:?}"),
+            Self::NoSuchVCpu { vcpu, count } => {
+                write!(f, "no vCPU {vcpu} (the VM has {count})")
+            }
+            Self::VCpuNotStarted { vcpu } => write!(f, "vCPU {vcpu} has not been started"),
+            Self::VCpuAlreadyStarted { vcpu } => write!(f, "vCPU {vcpu} is already started"),
+            Self::VCpu { vcpu, error } => write!(f, "vCPU {vcpu}: {error}"),
+            Self::FaultLoop {
+                vcpu,
+                gpa,
+                access,
+                count,
+                walk,
+            } => write!(
+                f,
+                "vCPU {vcpu}: {access} at {gpa:#x} faulted {count} times without progress\n{walk}"
+            ),
+            Self::MmioDecode {
+                vcpu,
+                gpa,
+                pc,
+                error,
+            } => write!(f, "vCPU {vcpu}: MMIO at {gpa:#x} (pc {pc:#x}): {error}"),
+            Self::EntryFailed { vcpu, reason } => {
+                write!(f, "vCPU {vcpu}: guest entry failed (reason {reason:#x})")
+            }
+            Self::NothingToComplete { vcpu } => {
+                write!(f, "vCPU {vcpu}: no unserved access to complete")
+            }
+            Self::UnknownExit { vcpu, exit } => write!(f, "vCPU {vcpu}: unhandled exit {exit:?}"),
+        }
+    }
+}
+
+impl core::error::Error for VmError {}

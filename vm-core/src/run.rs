@@ -1,0 +1,316 @@
+//! The vCPU run loop: [`Vm::run_vcpu`] enters the guest, resolves what vm-core owns
+//! (nested page faults, emulated MMIO, kicks, CPU bring-up) and returns the rest.
+
+use core::sync::atomic::Ordering;
+
+use addrspace::{AccessKind, FaultOutcome, GpaRange, GuestPhysAddr, PAGE_SIZE};
+use vcpu_api::{ArchVCpu, ExitReason, MmioOp, VCpuError, VCpuState};
+
+use crate::device::MmioDevice;
+use crate::error::{VmError, VmResult};
+use crate::exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
+use crate::vm::{SpaceView, VCpuInner, VCpuSlot, Vm, VmState};
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+
+/// What handling one exit decided.
+type Step = VmResult<Option<VmExit>>;
+
+impl<V: ArchVCpu> Vm<V> {
+    /// Runs vCPU `vcpu` on the calling physical CPU until an exit the caller must
+    /// handle. Binds the vCPU on its first run.
+    ///
+    /// Handled inside (the guest resumes): nested page faults the address space
+    /// resolves (lazy pages; spurious faults invalidate this vCPU's TLB), MMIO to an
+    /// attached device (decode, device read/write, complete), `Kicked`, and the
+    /// bookkeeping of CPU up. Returned: see [`VmExit`]. Errors: the VM is not running
+    /// (`Created` or `Stopped`: [`VmError::State`]), the vCPU is not started,
+    /// [`VmError::FaultLoop`], [`VmError::MmioDecode`], [`VmError::EntryFailed`],
+    /// out of memory while faulting in.
+    ///
+    /// Before every entry the vCPU publishes that it is in the guest and invalidates
+    /// its guest TLB if a shootdown happened since its last entry; this is its half
+    /// of the coherency handshake with [`Vm::unmap_region`].
+    pub fn run_vcpu(&self, vcpu: usize) -> VmResult<VmExit> {
+        let slot = self.slot(vcpu)?;
+        match self.state() {
+            VmState::Running => {}
+            VmState::Paused => return Ok(VmExit::Paused),
+            state => {
+                return Err(VmError::State {
+                    op: "run a vCPU",
+                    state,
+                });
+            }
+        }
+        if !slot.started.load(Ordering::SeqCst) {
+            return Err(VmError::VCpuNotStarted { vcpu });
+        }
+        let mut inner = slot.inner.lock();
+        let err = |error| VmError::VCpu { vcpu, error };
+        if slot.state.get() == VCpuState::Free {
+            inner.arch.bind().map_err(err)?;
+            slot.state
+                .transition(VCpuState::Free, VCpuState::Ready)
+                .map_err(|e| err(VCpuError::State(e)))?;
+        }
+        slot.pcpu.store(
+            crate_interface::call_interface!(crate::hal::VmHal::current_pcpu_id()),
+            Ordering::SeqCst,
+        );
+        loop {
+            // Entry half of the handshake: publish "in guest", then read the state
+            // and the generation (both SeqCst, pairing with the host's write of the
+            // state or generation followed by its read of `in_guest`).
+            slot.in_guest.store(true, Ordering::SeqCst);
+            match self.state() {
+                VmState::Running => {}
+                state => {
+                    slot.in_guest.store(false, Ordering::SeqCst);
+                    return match state {
+                        VmState::Paused => Ok(VmExit::Paused),
+                        _ => Ok(VmExit::Stopped),
+                    };
+                }
+            }
+            let gen_now = self.tlb_gen.load(Ordering::SeqCst);
+            if slot.seen_gen.load(Ordering::SeqCst) != gen_now {
+                inner.arch.invalidate_guest_tlb();
+                slot.seen_gen.store(gen_now, Ordering::SeqCst);
+            }
+            let entered = slot.state.transition(VCpuState::Ready, VCpuState::Running);
+            if let Err(e) = entered {
+                slot.in_guest.store(false, Ordering::SeqCst);
+                return Err(err(VCpuError::State(e)));
+            }
+            let exit = inner.arch.run();
+            slot.in_guest.store(false, Ordering::SeqCst);
+            slot.state
+                .transition(VCpuState::Running, VCpuState::Ready)
+                .map_err(|e| err(VCpuError::State(e)))?;
+            let exit = exit.map_err(err)?;
+            if let Some(out) = self.handle_exit(vcpu, slot, &mut inner, exit)? {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn handle_exit(
+        &self,
+        vcpu: usize,
+        slot: &VCpuSlot<V>,
+        inner: &mut VCpuInner<V>,
+        exit: ExitReason,
+    ) -> Step {
+        if !matches!(
+            exit,
+            ExitReason::NestedPageFault { .. } | ExitReason::Kicked
+        ) {
+            inner.progress();
+        }
+        Ok(Some(match exit {
+            ExitReason::NestedPageFault { gpa, access } => {
+                return self.handle_fault(vcpu, inner, gpa, access);
+            }
+            ExitReason::MmioRead { addr, .. } => {
+                return self.handle_fault(vcpu, inner, addr, AccessKind::Read);
+            }
+            ExitReason::MmioWrite { addr, .. } => {
+                return self.handle_fault(vcpu, inner, addr, AccessKind::Write);
+            }
+            ExitReason::Kicked => return Ok(None),
+            ExitReason::Hypercall { nr, args } => VmExit::Hypercall { nr, args },
+            ExitReason::CpuUp {
+                target_cpu,
+                entry_point,
+                arg,
+            } => {
+                let target = usize::try_from(target_cpu).unwrap_or(usize::MAX);
+                match self.start_vcpu(target, entry_point, arg) {
+                    Ok(()) => {
+                        inner.arch.set_return_value(0);
+                        VmExit::CpuUp {
+                            target,
+                            entry: entry_point,
+                            arg,
+                        }
+                    }
+                    Err(e) => VmExit::CpuUpRefused {
+                        target_cpu,
+                        reason: match e {
+                            VmError::NoSuchVCpu { .. } => CpuUpRefusal::NoSuchVCpu,
+                            VmError::VCpuAlreadyStarted { .. } => CpuUpRefusal::AlreadyOn,
+                            _ => CpuUpRefusal::Refused,
+                        },
+                    },
+                }
+            }
+            ExitReason::CpuDown { state } => {
+                slot.started.store(false, Ordering::SeqCst);
+                VmExit::CpuDown { state }
+            }
+            ExitReason::Halt => VmExit::Halt,
+            ExitReason::ExternalInterrupt { vector } => VmExit::ExternalInterrupt { vector },
+            ExitReason::SystemShutdown | ExitReason::SystemReset => {
+                // Another vCPU or the host may have stopped it first: fine.
+                let _ = self.shutdown();
+                if exit == ExitReason::SystemShutdown {
+                    VmExit::Shutdown
+                } else {
+                    VmExit::Reset
+                }
+            }
+            ExitReason::IoRead { port, width } => VmExit::IoRead { port, width },
+            ExitReason::IoWrite { port, width, data } => VmExit::IoWrite { port, width, data },
+            ExitReason::SysRegRead { addr, reg } => VmExit::SysRegRead { addr, reg },
+            ExitReason::SysRegWrite { addr, value } => VmExit::SysRegWrite { addr, value },
+            ExitReason::FailEntry { reason } => {
+                return Err(VmError::EntryFailed { vcpu, reason });
+            }
+            other => return Err(VmError::UnknownExit { vcpu, exit: other }),
+        }))
+    }
+
+    fn unserved(
+        &self,
+        inner: &mut VCpuInner<V>,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+        why: Unserved,
+    ) -> Step {
+        inner.progress();
+        inner.pending = Some((gpa, access));
+        Ok(Some(VmExit::UnservedAccess(UnservedAccess {
+            gpa,
+            access,
+            why,
+            walk: Box::new(self.space.read().walk(gpa)),
+        })))
+    }
+
+    fn handle_fault(
+        &self,
+        vcpu: usize,
+        inner: &mut VCpuInner<V>,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+    ) -> Step {
+        let device = {
+            let bus = self.bus.read();
+            bus.find(gpa).map(|e| (e.base, e.length, e.device.clone()))
+        };
+        if let Some((base, length, device)) = device {
+            inner.progress();
+            return match device {
+                Some(d) => self.emulate(vcpu, inner, gpa, access, base, d),
+                None => {
+                    let start = base.as_usize() & !(PAGE_SIZE - 1);
+                    let end = (base.as_usize() + length).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+                    let area = GpaRange::from_bounds(
+                        GuestPhysAddr::from_usize(start),
+                        GuestPhysAddr::from_usize(end),
+                    )
+                    .map_err(|error| VmError::AddrSpace {
+                        op: "emulated device range",
+                        error,
+                    })?;
+                    self.unserved(inner, gpa, access, Unserved::NoDevice { area })
+                }
+            };
+        }
+        let outcome = self
+            .space
+            .write()
+            .handle_page_fault(gpa, access)
+            .map_err(|error| VmError::AddrSpace {
+                op: "nested page fault",
+                error,
+            })?;
+        match outcome {
+            FaultOutcome::Mapped { .. } => self.count_fault(vcpu, inner, gpa, access),
+            FaultOutcome::Spurious => {
+                inner.arch.invalidate_guest_tlb();
+                self.count_fault(vcpu, inner, gpa, access)
+            }
+            FaultOutcome::PermissionViolation { area, flags, .. } => {
+                self.unserved(inner, gpa, access, Unserved::Permission { area, flags })
+            }
+            FaultOutcome::Reserved { area } => {
+                self.unserved(inner, gpa, access, Unserved::NoDevice { area })
+            }
+            FaultOutcome::NoArea => self.unserved(inner, gpa, access, Unserved::NoArea),
+        }
+    }
+
+    /// The fault-loop detector: the same page and access resolved again with no TLB
+    /// generation change in between is a fault without progress.
+    fn count_fault(
+        &self,
+        vcpu: usize,
+        inner: &mut VCpuInner<V>,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+    ) -> Step {
+        let key = (
+            gpa.as_usize() & !(PAGE_SIZE - 1),
+            access,
+            self.tlb_gen.load(Ordering::SeqCst),
+        );
+        if inner.last_fault == Some(key) {
+            inner.repeats += 1;
+        } else {
+            inner.last_fault = Some(key);
+            inner.repeats = 1;
+        }
+        let limit = self.fault_loop_limit.load(Ordering::Relaxed);
+        if inner.repeats >= limit {
+            let count = inner.repeats;
+            inner.progress();
+            return Err(VmError::FaultLoop {
+                vcpu,
+                gpa,
+                access,
+                count,
+                walk: Box::new(self.space.read().walk(gpa)),
+            });
+        }
+        Ok(None)
+    }
+
+    fn emulate(
+        &self,
+        vcpu: usize,
+        inner: &mut VCpuInner<V>,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+        base: GuestPhysAddr,
+        device: Arc<dyn MmioDevice>,
+    ) -> Step {
+        let decoded = {
+            let space = self.space.read();
+            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
+        };
+        let acc = decoded.map_err(|error| VmError::MmioDecode {
+            vcpu,
+            gpa,
+            pc: inner.arch.pc(),
+            error,
+        })?;
+        let offset = (gpa.as_usize() - base.as_usize()) as u64;
+        let result = match acc.op {
+            MmioOp::Read { .. } => device.read(offset, acc.width).map(Some),
+            MmioOp::Write { value } => device.write(offset, acc.width, value).map(|()| None),
+        };
+        match result {
+            Ok(value) => {
+                inner
+                    .arch
+                    .complete_mmio(&acc, value)
+                    .map_err(|error| VmError::VCpu { vcpu, error })?;
+                Ok(None)
+            }
+            Err(e) => self.unserved(inner, gpa, access, Unserved::Device(e)),
+        }
+    }
+}

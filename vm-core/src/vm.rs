@@ -1,0 +1,828 @@
+//! [`Vm`]: one virtual machine — its address space, devices and vCPUs — built from a
+//! [`VmConfig`], with the lifecycle, guest-memory access, run-time mapping changes and
+//! the TLB coherency protocol. The run loop itself is in `run.rs`.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use addrspace::{
+    AccessKind, AddrSpace, Area, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr,
+    MappingFlags, NestedFormat, PAGE_SIZE, Pod, Populate, Walk,
+};
+use spin::{Mutex, RwLock};
+use vcpu_api::{ArchVCpu, GuestMemory, VCpuError, VCpuState, VCpuStateCell};
+
+use crate::config::{Field, MapType, VmConfig, page_span};
+use crate::device::{MmioBus, MmioDevice};
+use crate::error::{VmError, VmResult};
+use crate::frames::HalFrames;
+use crate::passthrough::{PassthroughRange, plan_passthrough};
+
+/// Where a VM is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VmState {
+    /// Built, not booted.
+    Created = 0,
+    /// Booted: vCPUs may run.
+    Running = 1,
+    /// Paused: vCPUs return [`crate::VmExit::Paused`] until resumed.
+    Paused = 2,
+    /// Shut down for good.
+    Stopped = 3,
+}
+
+impl VmState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Created,
+            1 => Self::Running,
+            2 => Self::Paused,
+            _ => Self::Stopped,
+        }
+    }
+}
+
+/// The fault-loop detector's default limit (see [`Vm::set_fault_loop_limit`]).
+pub const DEFAULT_FAULT_LOOP_LIMIT: usize = 16;
+
+/// How long a shootdown waits for a kicked vCPU before kicking it again.
+const REKICK_NS: u64 = 1_000_000;
+
+/// Counters of one VM (for benchmarks and diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmStats {
+    /// Kicks sent to physical CPUs running this VM's vCPUs (shootdowns, pause,
+    /// shutdown; re-kicks included).
+    pub kicks: u64,
+    /// Unmap/protect operations that needed a TLB invalidation.
+    pub shootdowns: u64,
+    /// The TLB generation (bumped by each shootdown).
+    pub tlb_generation: u64,
+    /// Guest-memory frames owned by allocated regions.
+    pub data_frames: usize,
+    /// Page-table frames.
+    pub table_frames: usize,
+    /// Frames held until a flush completes (0 between operations).
+    pub deferred_frames: usize,
+}
+
+/// Host memory a VM owns outside its address space's allocator, freed after the
+/// address space (field order in [`Vm`]).
+enum HostRange {
+    /// From `VmHal::alloc_memory_region_at`.
+    AtAddr { hpa: HostPhysAddr, size: usize },
+    /// From `VmHal::alloc_frames` (identical-mapping fallback).
+    Frames { hpa: HostPhysAddr, count: usize },
+}
+
+#[derive(Default)]
+struct HostRanges(Mutex<Vec<HostRange>>);
+
+impl Drop for HostRanges {
+    fn drop(&mut self) {
+        for r in self.0.get_mut().drain(..) {
+            match r {
+                HostRange::AtAddr { hpa, size } => {
+                    crate_interface::call_interface!(crate::hal::VmHal::dealloc_memory_region_at(
+                        hpa, size
+                    ))
+                }
+                HostRange::Frames { hpa, count } => {
+                    crate_interface::call_interface!(crate::hal::VmHal::dealloc_frames(hpa, count))
+                }
+            }
+        }
+    }
+}
+
+/// A vCPU's run-loop state, kept with the architecture vCPU under one lock.
+pub(crate) struct VCpuInner<V> {
+    pub(crate) arch: V,
+    /// Last resolved fault: (page, access, TLB generation) and how often in a row.
+    pub(crate) last_fault: Option<(usize, AccessKind, u64)>,
+    pub(crate) repeats: usize,
+    /// The unserved access the vCPU is stopped at.
+    pub(crate) pending: Option<(GuestPhysAddr, AccessKind)>,
+}
+
+impl<V> VCpuInner<V> {
+    pub(crate) fn progress(&mut self) {
+        self.last_fault = None;
+        self.repeats = 0;
+    }
+}
+
+/// One vCPU of a VM: the architecture vCPU behind a lock (held by `run_vcpu` for as
+/// long as the vCPU runs) and the atomics of the coherency handshake.
+pub(crate) struct VCpuSlot<V> {
+    pub(crate) inner: Mutex<VCpuInner<V>>,
+    pub(crate) state: VCpuStateCell,
+    pub(crate) started: AtomicBool,
+    /// Set (SeqCst) before the generation check that precedes each entry, cleared
+    /// after each exit.
+    pub(crate) in_guest: AtomicBool,
+    /// The TLB generation this vCPU has invalidated up to.
+    pub(crate) seen_gen: AtomicU64,
+    /// The physical CPU it last ran on.
+    pub(crate) pcpu: AtomicUsize,
+}
+
+/// A guest-memory view for instruction decoders.
+pub(crate) struct SpaceView<'a, F: NestedFormat>(pub(crate) &'a AddrSpace<F, HalFrames>);
+
+impl<F: NestedFormat> GuestMemory for SpaceView<'_, F> {
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+        self.0.read(gpa, buf).is_ok()
+    }
+}
+
+/// A virtual machine: the address space in the nested format of `V`, the emulated
+/// devices, and the vCPUs. Shared as `Arc<Vm<V>>` between the physical CPUs (or host
+/// threads) that run its vCPUs; see the crate README for how a board drives it.
+pub struct Vm<V: ArchVCpu> {
+    id: usize,
+    config: VmConfig,
+    state: AtomicU8,
+    // Field order is drop order: vCPUs, then the address space (which frees its
+    // frames), then the host ranges mapped linearly into it.
+    pub(crate) vcpus: Vec<VCpuSlot<V>>,
+    pub(crate) space: RwLock<AddrSpace<V::Format, HalFrames>>,
+    /// Held for its `Drop`, which frees the identity-mapped host memory.
+    #[allow(dead_code)]
+    host: HostRanges,
+    pub(crate) bus: RwLock<MmioBus>,
+    passthrough: Vec<PassthroughRange>,
+    pub(crate) tlb_gen: AtomicU64,
+    kicks: AtomicU64,
+    shootdowns: AtomicU64,
+    pub(crate) fault_loop_limit: AtomicUsize,
+}
+
+fn space_err(op: &'static str) -> impl FnOnce(addrspace::Error) -> VmError {
+    move |error| VmError::AddrSpace { op, error }
+}
+
+impl<V: ArchVCpu> Vm<V> {
+    /// Builds a VM from `config` (validated again here): maps every memory region by
+    /// its type, maps the pass-through devices (widened to 4 KiB, sorted, merged) as
+    /// DEVICE, claims the emulated devices' ranges and puts them on the bus (attach
+    /// their models with [`Vm::attach_device`]), and creates the vCPUs:
+    /// `V::new(vm_id, i, create)`, `set_nested_root`, `set_entry(entry_point)`,
+    /// `setup(setup)`, where `vcpu_config(i)` gives `(create, setup)` for vCPU `i`.
+    ///
+    /// The VM is in state [`VmState::Created`]; [`Vm::boot`] starts vCPU 0.
+    pub fn new(
+        config: VmConfig,
+        mut vcpu_config: impl FnMut(usize) -> (V::CreateConfig, V::SetupConfig),
+    ) -> VmResult<Arc<Self>> {
+        config.validate()?;
+        let plan = plan_passthrough(&config.devices.passthrough_devices)?;
+        let host = HostRanges::default();
+        let mut space = AddrSpace::<V::Format, HalFrames>::new(HalFrames)
+            .map_err(space_err("create the address space"))?;
+        for (i, r) in config.kernel.memory_regions.iter().enumerate() {
+            let field = Field::at("kernel.memory_regions", i);
+            Self::map_config_region(&mut space, &host, field, r)?;
+        }
+        for p in &plan {
+            // SAFETY: the configuration grants the guest these host device ranges;
+            // DEVICE mappings are never copied through by `read`/`write`.
+            unsafe { space.map_linear(p.gpa, p.hpa, p.size, MappingFlags::DEVICE_RW) }.map_err(
+                |error| VmError::MapRegion {
+                    field: Field::key("devices.passthrough_devices"),
+                    error,
+                },
+            )?;
+        }
+        let mut bus = MmioBus::new();
+        for (i, d) in config.devices.emu_devices.iter().enumerate() {
+            let field = Field::at("devices.emu_devices", i);
+            let start = d.base_gpa.as_usize() as u64;
+            let (s, e) = page_span(start, start.saturating_add(d.length as u64));
+            space
+                .map_reserved(GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
+                .map_err(|error| VmError::MapRegion { field, error })?;
+            bus.add(&d.name, d.base_gpa, d.length, None)?;
+        }
+        let root = space.root();
+        let mut vcpus = Vec::with_capacity(config.cpu_num);
+        for i in 0..config.cpu_num {
+            let (create, setup) = vcpu_config(i);
+            let err = |error| VmError::VCpu { vcpu: i, error };
+            let mut arch = V::new(config.id, i, create).map_err(err)?;
+            arch.set_nested_root(root).map_err(err)?;
+            arch.set_entry(config.kernel.entry_point).map_err(err)?;
+            arch.setup(setup).map_err(err)?;
+            let state = VCpuStateCell::new();
+            state
+                .transition(VCpuState::Created, VCpuState::Free)
+                .map_err(|e| err(VCpuError::State(e)))?;
+            vcpus.push(VCpuSlot {
+                inner: Mutex::new(VCpuInner {
+                    arch,
+                    last_fault: None,
+                    repeats: 0,
+                    pending: None,
+                }),
+                state,
+                started: AtomicBool::new(false),
+                in_guest: AtomicBool::new(false),
+                seen_gen: AtomicU64::new(0),
+                pcpu: AtomicUsize::new(usize::MAX),
+            });
+        }
+        Ok(Arc::new(Self {
+            id: config.id,
+            config,
+            state: AtomicU8::new(VmState::Created as u8),
+            vcpus,
+            space: RwLock::new(space),
+            host,
+            bus: RwLock::new(bus),
+            passthrough: plan,
+            tlb_gen: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
+            shootdowns: AtomicU64::new(0),
+            fault_loop_limit: AtomicUsize::new(DEFAULT_FAULT_LOOP_LIMIT),
+        }))
+    }
+
+    /// [`Vm::new`] with default creation and setup parameters for every vCPU.
+    pub fn new_default(config: VmConfig) -> VmResult<Arc<Self>>
+    where
+        V::CreateConfig: Default,
+        V::SetupConfig: Default,
+    {
+        Self::new(config, |_| Default::default())
+    }
+
+    fn map_config_region(
+        space: &mut AddrSpace<V::Format, HalFrames>,
+        host: &HostRanges,
+        field: Field,
+        r: &crate::config::MemoryRegionConfig,
+    ) -> VmResult {
+        let map_err = |error| VmError::MapRegion { field, error };
+        match r.map_type {
+            MapType::Alloc => space
+                .map_alloc(r.gpa, r.size, r.flags, r.populate)
+                .map_err(map_err),
+            MapType::Reserved => {
+                let hpa = HostPhysAddr::from_usize(r.gpa.as_usize());
+                // SAFETY: map_type 2 declares `[gpa, gpa + size)` host RAM the platform
+                // reserved for this guest (the configuration is trusted input of the
+                // hypervisor's author); the HAL's phys_to_virt covers RAM.
+                unsafe { space.map_linear(r.gpa, hpa, r.size, r.flags) }.map_err(map_err)
+            }
+            MapType::Identical => {
+                let want = HostPhysAddr::from_usize(r.gpa.as_usize());
+                let hpa = if crate_interface::call_interface!(
+                    crate::hal::VmHal::alloc_memory_region_at(want, r.size)
+                ) {
+                    host.0.lock().push(HostRange::AtAddr {
+                        hpa: want,
+                        size: r.size,
+                    });
+                    want
+                } else {
+                    let count = r.size / PAGE_SIZE;
+                    log::warn!(
+                        "{field}: host memory at {want:#x} (size {:#x}) is not available; \
+                         falling back to allocated memory mapped linearly (GPA != HPA)",
+                        r.size
+                    );
+                    let hpa = HalFrames.alloc_frames(count, 1).ok_or(VmError::NoMemory {
+                        field,
+                        size: r.size,
+                    })?;
+                    host.0.lock().push(HostRange::Frames { hpa, count });
+                    let hva = HalFrames.phys_to_virt(hpa);
+                    // SAFETY: `count` contiguous frames were just allocated for this VM
+                    // and are contiguous in the hypervisor's view (FrameAllocator
+                    // contract); nothing else uses them yet.
+                    unsafe { core::ptr::write_bytes(hva.as_mut_ptr::<u8>(), 0, r.size) };
+                    hpa
+                };
+                // SAFETY: `[hpa, hpa + size)` was reserved or allocated for this VM just
+                // above, is RAM mapped by phys_to_virt, and is freed only after the
+                // address space is dropped (field order of `Vm`).
+                unsafe { space.map_linear(r.gpa, hpa, r.size, r.flags) }.map_err(map_err)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ identity
+
+    /// The VM id (its VMID for TLB maintenance).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// The number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// The nested page table's root (EPTP, nCR3, VTTBR_EL2, hgatp address).
+    pub fn nested_root(&self) -> HostPhysAddr {
+        self.space.read().root()
+    }
+
+    /// The pass-through mappings made from the configuration (merged).
+    pub fn passthrough_ranges(&self) -> &[PassthroughRange] {
+        &self.passthrough
+    }
+
+    /// The address-space areas, in address order.
+    pub fn regions(&self) -> Vec<Area> {
+        self.space.read().areas().copied().collect()
+    }
+
+    /// The translation trace of `gpa` in this VM's nested tables.
+    pub fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        self.space.read().walk(gpa)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> VmStats {
+        let space = self.space.read();
+        VmStats {
+            kicks: self.kicks.load(Ordering::Relaxed),
+            shootdowns: self.shootdowns.load(Ordering::Relaxed),
+            tlb_generation: self.tlb_gen.load(Ordering::SeqCst),
+            data_frames: space.data_frames(),
+            table_frames: space.table_frames(),
+            deferred_frames: space.deferred_frames(),
+        }
+    }
+
+    /// Sets how many times in a row the same page may fault without progress before
+    /// `run_vcpu` fails with [`VmError::FaultLoop`] (default
+    /// [`DEFAULT_FAULT_LOOP_LIMIT`]; at least 2).
+    pub fn set_fault_loop_limit(&self, limit: usize) {
+        self.fault_loop_limit.store(limit.max(2), Ordering::Relaxed);
+    }
+
+    pub(crate) fn slot(&self, vcpu: usize) -> VmResult<&VCpuSlot<V>> {
+        self.vcpus.get(vcpu).ok_or(VmError::NoSuchVCpu {
+            vcpu,
+            count: self.vcpus.len(),
+        })
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /// The VM's state.
+    pub fn state(&self) -> VmState {
+        VmState::from_u8(self.state.load(Ordering::SeqCst))
+    }
+
+    fn change_state(&self, op: &'static str, from: &[VmState], to: VmState) -> VmResult {
+        let mut now = self.state.load(Ordering::SeqCst);
+        loop {
+            let s = VmState::from_u8(now);
+            if !from.contains(&s) {
+                return Err(VmError::State { op, state: s });
+            }
+            match self
+                .state
+                .compare_exchange(now, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => now = actual,
+            }
+        }
+    }
+
+    /// Boots the VM: vCPU 0 is started at the configured entry point. Errors when
+    /// the VM is not freshly created (booting twice).
+    pub fn boot(&self) -> VmResult {
+        self.change_state("boot", &[VmState::Created], VmState::Running)?;
+        if let Some(bsp) = self.vcpus.first() {
+            bsp.started.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Pauses a running VM: returns once no vCPU of it is in the guest; vCPUs return
+    /// [`crate::VmExit::Paused`] until [`Vm::resume`].
+    pub fn pause(&self) -> VmResult {
+        self.change_state("pause", &[VmState::Running], VmState::Paused)?;
+        self.evict(|s| s.in_guest.load(Ordering::SeqCst));
+        Ok(())
+    }
+
+    /// Resumes a paused VM.
+    pub fn resume(&self) -> VmResult {
+        self.change_state("resume", &[VmState::Paused], VmState::Running)
+    }
+
+    /// Stops the VM for good: returns once no vCPU of it is in the guest; vCPUs
+    /// return [`crate::VmExit::Stopped`] and cannot run again. Errors when already
+    /// stopped.
+    pub fn shutdown(&self) -> VmResult {
+        self.change_state(
+            "shut down",
+            &[VmState::Created, VmState::Running, VmState::Paused],
+            VmState::Stopped,
+        )?;
+        self.evict(|s| s.in_guest.load(Ordering::SeqCst));
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ vCPUs
+
+    /// Starts vCPU `vcpu` at `entry` with `arg` in its start-argument register (see
+    /// [`ArchVCpu::set_start_arg`]); the caller then runs it on a physical CPU. The
+    /// guest's CPU-up exits do this inside `run_vcpu`; boards call it for their own
+    /// start protocols (x86 `StartCpu`).
+    pub fn start_vcpu(&self, vcpu: usize, entry: GuestPhysAddr, arg: u64) -> VmResult {
+        let slot = self.slot(vcpu)?;
+        if slot.started.load(Ordering::SeqCst) {
+            return Err(VmError::VCpuAlreadyStarted { vcpu });
+        }
+        // A vCPU that is not started never holds its lock for long; a held lock means
+        // it is being started or run right now.
+        let Some(mut inner) = slot.inner.try_lock() else {
+            return Err(VmError::VCpuAlreadyStarted { vcpu });
+        };
+        if slot.started.load(Ordering::SeqCst) {
+            return Err(VmError::VCpuAlreadyStarted { vcpu });
+        }
+        let err = |error| VmError::VCpu { vcpu, error };
+        inner.arch.set_entry(entry).map_err(err)?;
+        inner.arch.set_start_arg(arg).map_err(err)?;
+        inner.progress();
+        inner.pending = None;
+        slot.started.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether vCPU `vcpu` is started (boot for vCPU 0, CPU up for the others).
+    pub fn is_vcpu_started(&self, vcpu: usize) -> bool {
+        self.vcpus
+            .get(vcpu)
+            .is_some_and(|s| s.started.load(Ordering::SeqCst))
+    }
+
+    /// The lifecycle state of vCPU `vcpu`.
+    pub fn vcpu_state(&self, vcpu: usize) -> VmResult<VCpuState> {
+        Ok(self.slot(vcpu)?.state.get())
+    }
+
+    /// Runs `f` on the architecture vCPU. Blocks while the vCPU is running (its
+    /// `run_vcpu` holds it): call it from the thread that runs the vCPU, between
+    /// runs.
+    pub fn with_vcpu<R>(&self, vcpu: usize, f: impl FnOnce(&mut V) -> R) -> VmResult<R> {
+        let slot = self.slot(vcpu)?;
+        let mut inner = slot.inner.lock();
+        Ok(f(&mut inner.arch))
+    }
+
+    /// Sets the result of the hypercall (or other call) that made vCPU `vcpu` exit.
+    pub fn set_return_value(&self, vcpu: usize, value: u64) -> VmResult {
+        self.with_vcpu(vcpu, |v| v.set_return_value(value))
+    }
+
+    /// Resumes vCPU `vcpu` after a [`crate::VmExit::UnservedAccess`] by skipping the
+    /// faulting instruction (a load leaves its register unchanged).
+    pub fn skip_access(&self, vcpu: usize) -> VmResult {
+        self.complete_access(vcpu, None)
+    }
+
+    /// Completes the unserved access vCPU `vcpu` is stopped at: a load gets
+    /// `read_value` (or is skipped with `None`), a store is dropped; the PC steps over
+    /// the instruction. Errors when the instruction cannot be decoded (an instruction
+    /// fetch cannot be skipped) or there is no unserved access.
+    pub fn complete_access(&self, vcpu: usize, read_value: Option<u64>) -> VmResult {
+        let slot = self.slot(vcpu)?;
+        let mut inner = slot.inner.lock();
+        let Some((gpa, access)) = inner.pending.take() else {
+            return Err(VmError::NothingToComplete { vcpu });
+        };
+        let decoded = {
+            let space = self.space.read();
+            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
+        };
+        let acc = match decoded {
+            Ok(a) => a,
+            Err(error) => {
+                return Err(VmError::MmioDecode {
+                    vcpu,
+                    gpa,
+                    pc: inner.arch.pc(),
+                    error,
+                });
+            }
+        };
+        inner
+            .arch
+            .complete_mmio(&acc, read_value)
+            .map_err(|error| VmError::VCpu { vcpu, error })
+    }
+
+    // ------------------------------------------------------------ devices
+
+    /// Attaches a device model to the emulated device named `name` in the config.
+    pub fn attach_device(&self, name: &str, device: Arc<dyn MmioDevice>) -> VmResult {
+        Ok(self.bus.write().attach(name, device)?)
+    }
+
+    /// Adds an emulated device that is not in the config: claims its pages in the
+    /// address space (nothing else may map there) and puts it on the bus.
+    pub fn add_mmio_device(
+        &self,
+        name: &str,
+        base: GuestPhysAddr,
+        length: usize,
+        device: Arc<dyn MmioDevice>,
+    ) -> VmResult {
+        let start = base.as_usize() as u64;
+        let (s, e) = page_span(start, start.saturating_add(length as u64));
+        let mut space = self.space.write();
+        let mut bus = self.bus.write();
+        // Check the bus first so a refused device leaves the space unchanged.
+        let mut probe = bus.clone();
+        probe.add(name, base, length, Some(device.clone()))?;
+        space
+            .map_reserved(GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
+            .map_err(space_err("add_mmio_device"))?;
+        *bus = probe;
+        Ok(())
+    }
+
+    /// The emulated devices (name, range, whether a model is attached).
+    pub fn mmio_devices(&self) -> Vec<(String, GuestPhysAddr, usize, bool)> {
+        self.bus
+            .read()
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), e.base, e.length, e.device.is_some()))
+            .collect()
+    }
+
+    // ------------------------------------------------------------ memory
+
+    /// Adds allocated RAM at run time (eager or lazy). Adding never needs a TLB
+    /// invalidation.
+    pub fn map_region(
+        &self,
+        gpa: GuestPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+        populate: Populate,
+    ) -> VmResult {
+        self.space
+            .write()
+            .map_alloc(gpa, size, flags, populate)
+            .map_err(space_err("map_region"))
+    }
+
+    /// Maps host-physical `[hpa, hpa + size)` at `gpa` (RAM or, with `DEVICE`, MMIO).
+    ///
+    /// # Safety
+    ///
+    /// As [`AddrSpace::map_linear`]: the guest may use that host memory for as long
+    /// as the mapping exists, and without `DEVICE` it must be RAM the HAL's
+    /// `phys_to_virt` maps.
+    pub unsafe fn map_linear_region(
+        &self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> VmResult {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.space.write().map_linear(gpa, hpa, size, flags) }
+            .map_err(space_err("map_linear_region"))
+    }
+
+    /// Removes `[gpa, gpa + size)` from the guest. When this returns, no vCPU of
+    /// this VM can use the old translations (those in the guest were kicked and
+    /// acknowledged, the others invalidate before their next entry), and the frames
+    /// of allocated regions have been freed.
+    pub fn unmap_region(&self, gpa: GuestPhysAddr, size: usize) -> VmResult {
+        let flush = self
+            .space
+            .write()
+            .unmap(gpa, size)
+            .map_err(space_err("unmap_region"))?;
+        self.shootdown(flush.range());
+        self.space.write().complete_flush(flush);
+        Ok(())
+    }
+
+    /// Changes the flags of `[gpa, gpa + size)`; coherent like [`Vm::unmap_region`].
+    pub fn protect_region(&self, gpa: GuestPhysAddr, size: usize, flags: MappingFlags) -> VmResult {
+        let flush = self
+            .space
+            .write()
+            .protect(gpa, size, flags)
+            .map_err(space_err("protect_region"))?;
+        self.shootdown(flush.range());
+        self.space.write().complete_flush(flush);
+        Ok(())
+    }
+
+    /// Faults in the lazy pages of `[gpa, gpa + len)` that are not populated yet.
+    fn populate(&self, gpa: GuestPhysAddr, len: usize) -> VmResult {
+        let Some(end) = gpa.as_usize().checked_add(len) else {
+            return Err(VmError::AddrSpace {
+                op: "guest memory",
+                error: addrspace::Error::Overflow { gpa, size: len },
+            });
+        };
+        let mut space = self.space.write();
+        let mut page = gpa.as_usize() & !(PAGE_SIZE - 1);
+        while page < end {
+            let p = GuestPhysAddr::from_usize(page);
+            if let Err(addrspace::Error::NotPopulated { .. }) = space.translate(p) {
+                space
+                    .handle_page_fault(p, AccessKind::Read)
+                    .map_err(space_err("populate guest memory"))?;
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Copies guest memory at `gpa` into `buf` (across pages and regions; lazy pages
+    /// are faulted in). Errors, with nothing copied, at holes, devices and reserved
+    /// ranges.
+    pub fn read_guest(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> VmResult {
+        match self.space.read().read(gpa, buf) {
+            Err(addrspace::Error::NotPopulated { .. }) => {}
+            r => return r.map_err(space_err("read guest memory")),
+        }
+        self.populate(gpa, buf.len())?;
+        self.space
+            .read()
+            .read(gpa, buf)
+            .map_err(space_err("read guest memory"))
+    }
+
+    /// Copies `buf` into guest memory at `gpa`, whatever the guest's permissions
+    /// (loading a read-only region is allowed); errors as [`Vm::read_guest`].
+    pub fn write_guest(&self, gpa: GuestPhysAddr, buf: &[u8]) -> VmResult {
+        match self.space.read().write(gpa, buf) {
+            Err(addrspace::Error::NotPopulated { .. }) => {}
+            r => return r.map_err(space_err("write guest memory")),
+        }
+        self.populate(gpa, buf.len())?;
+        self.space
+            .read()
+            .write(gpa, buf)
+            .map_err(space_err("write guest memory"))
+    }
+
+    fn check_align<T>(gpa: GuestPhysAddr) -> VmResult {
+        let align = core::mem::align_of::<T>();
+        if !gpa.as_usize().is_multiple_of(align) {
+            return Err(VmError::Unaligned { gpa, align });
+        }
+        Ok(())
+    }
+
+    /// Reads a `T` (valid for every bit pattern) at `gpa`, which must be aligned for
+    /// `T`.
+    pub fn read_from_guest_of<T: Pod>(&self, gpa: GuestPhysAddr) -> VmResult<T> {
+        Self::check_align::<T>(gpa)?;
+        let mut value = core::mem::MaybeUninit::<T>::zeroed();
+        // SAFETY: zeroed memory is initialised; the slice covers exactly the value.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(
+                value.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of::<T>(),
+            )
+        };
+        self.read_guest(gpa, bytes)?;
+        // SAFETY: `T: Pod` is valid for every bit pattern.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    /// Writes `value` at `gpa`, which must be aligned for `T`.
+    pub fn write_to_guest_of<T: Pod>(&self, gpa: GuestPhysAddr, value: &T) -> VmResult {
+        Self::check_align::<T>(gpa)?;
+        // SAFETY: `T: Pod` has no padding, so all its bytes are initialised.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        };
+        self.write_guest(gpa, bytes)
+    }
+
+    /// Copies an image into guest RAM at `gpa` (the safe replacement for the seed's
+    /// `get_image_load_region`): the whole range must be RAM of this VM.
+    pub fn load_image(&self, gpa: GuestPhysAddr, image: &[u8]) -> VmResult {
+        self.write_guest(gpa, image)
+    }
+
+    /// Copies the kernel image to `kernel.kernel_load_addr`.
+    pub fn load_kernel(&self, image: &[u8]) -> VmResult {
+        self.load_image(self.config.kernel.kernel_load_addr, image)
+    }
+
+    // ------------------------------------------------------------ coherency
+
+    fn kick(&self, slot: &VCpuSlot<V>) {
+        let pcpu = slot.pcpu.load(Ordering::SeqCst);
+        if pcpu != usize::MAX {
+            self.kicks.fetch_add(1, Ordering::Relaxed);
+            crate_interface::call_interface!(crate::hal::VmHal::kick_pcpu(pcpu));
+        }
+    }
+
+    /// Kicks every vCPU for which `busy` holds and waits until it no longer does,
+    /// kicking again every millisecond (a kick may race with an entry).
+    fn evict(&self, busy: impl Fn(&VCpuSlot<V>) -> bool) {
+        for slot in &self.vcpus {
+            if !busy(slot) {
+                continue;
+            }
+            self.kick(slot);
+            let mut last = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+            while busy(slot) {
+                core::hint::spin_loop();
+                let now = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+                if now.saturating_sub(last) > REKICK_NS {
+                    self.kick(slot);
+                    last = now;
+                }
+            }
+        }
+    }
+
+    /// Makes every vCPU of this VM drop translations of `range`: bumps the TLB
+    /// generation, then either the platform's broadcast invalidation or a kick of
+    /// each vCPU in the guest that has not seen the new generation, waiting for its
+    /// acknowledgement (it saw the generation after invalidating, or left the guest
+    /// and will invalidate before its next entry).
+    fn shootdown(&self, range: Option<GpaRange>) {
+        let Some(range) = range else {
+            return;
+        };
+        self.shootdowns.fetch_add(1, Ordering::Relaxed);
+        let new = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        if crate_interface::call_interface!(crate::hal::VmHal::broadcast_guest_tlb_invalidate(
+            self.id,
+            range.start().as_usize(),
+            range.size()
+        )) {
+            return;
+        }
+        self.evict(|s| {
+            s.in_guest.load(Ordering::SeqCst) && s.seen_gen.load(Ordering::SeqCst) < new
+        });
+    }
+}
+
+impl<V: ArchVCpu> fmt::Display for Vm<V> {
+    /// The region dump: state, vCPUs, areas with flags and backing, devices.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "VM {} \"{}\" ({:?}), {} vCPUs, entry {:#x}",
+            self.id,
+            self.config.name,
+            self.state(),
+            self.vcpus.len(),
+            self.config.kernel.entry_point
+        )?;
+        for (i, s) in self.vcpus.iter().enumerate() {
+            writeln!(
+                f,
+                "  vCPU {i}: {}{}",
+                s.state.get(),
+                if s.started.load(Ordering::Relaxed) {
+                    ", started"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        write!(f, "{}", *self.space.read())?;
+        for e in self.bus.read().entries() {
+            writeln!(f, "  mmio {e:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<V: ArchVCpu> fmt::Debug for Vm<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("id", &self.id)
+            .field("name", &self.config.name)
+            .field("state", &self.state())
+            .field("vcpus", &self.vcpus.len())
+            .finish()
+    }
+}
