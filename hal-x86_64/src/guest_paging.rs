@@ -1,0 +1,220 @@
+//! The guest's own paging: translating a guest-virtual address (the RIP of a
+//! faulting instruction) to a guest-physical one by walking the guest's page tables
+//! through [`vcpu_api::GuestMemory`], and the identity tables the board gives a guest
+//! that starts directly in long mode. AMD64 APM vol. 2, 5.3 "Long-Mode Page
+//! Translation".
+
+use addrspace::GuestPhysAddr;
+use vcpu_api::GuestMemory;
+
+/// CR0.PG.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PAE.
+pub const CR4_PAE: u64 = 1 << 5;
+/// CR4.LA57 (5-level paging).
+pub const CR4_LA57: u64 = 1 << 12;
+/// EFER.LMA.
+pub const EFER_LMA: u64 = 1 << 10;
+
+const P: u64 = 1;
+const RW: u64 = 1 << 1;
+const PS: u64 = 1 << 7;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// The guest's paging registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestPaging {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+}
+
+/// Why a guest-virtual address has no translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkError {
+    /// The entry at `level` (3 = PML4E .. 0 = PTE) is not present.
+    NotPresent {
+        /// The level.
+        level: u8,
+    },
+    /// A table of the walk is not in guest RAM.
+    TableNotInRam {
+        /// The entry's guest-physical address.
+        entry_gpa: u64,
+    },
+    /// The guest uses a paging mode we do not walk (legacy 32-bit, PAE without long
+    /// mode, 5-level).
+    UnsupportedMode,
+}
+
+impl GuestPaging {
+    /// Translates `va` to a guest-physical address.
+    pub fn translate(&self, va: u64, mem: &dyn GuestMemory) -> Result<GuestPhysAddr, WalkError> {
+        if self.cr0 & CR0_PG == 0 {
+            return Ok(GuestPhysAddr::from_usize(va as usize));
+        }
+        if self.efer & EFER_LMA == 0 || self.cr4 & CR4_PAE == 0 || self.cr4 & CR4_LA57 != 0 {
+            return Err(WalkError::UnsupportedMode);
+        }
+        let mut table = self.cr3 & ADDR;
+        for level in (0..4u8).rev() {
+            let index = (va >> (12 + 9 * u32::from(level))) & 0x1ff;
+            let entry_gpa = table + index * 8;
+            let mut raw = [0u8; 8];
+            if !mem.read(GuestPhysAddr::from_usize(entry_gpa as usize), &mut raw) {
+                return Err(WalkError::TableNotInRam { entry_gpa });
+            }
+            let entry = u64::from_le_bytes(raw);
+            if entry & P == 0 {
+                return Err(WalkError::NotPresent { level });
+            }
+            if level == 0 || (level < 3 && entry & PS != 0) {
+                let page_bits = 12 + 9 * u32::from(level);
+                let offset_mask = (1u64 << page_bits) - 1;
+                // Bit 12 of a large-page entry is PAT, not address.
+                let base = entry & ADDR & !offset_mask;
+                return Ok(GuestPhysAddr::from_usize(
+                    (base | (va & offset_mask)) as usize,
+                ));
+            }
+            table = entry & ADDR;
+        }
+        Err(WalkError::NotPresent { level: 0 })
+    }
+}
+
+/// Frames [`identity_tables`] fills: one PML4, one PDPT and four page directories.
+pub const IDENTITY_TABLE_FRAMES: usize = 6;
+
+/// Page tables that identity-map the first 4 GiB of guest-physical space with 2 MiB
+/// pages (present, writable, supervisor), to be copied to guest-physical `base`
+/// (4 KiB aligned) and loaded into the guest's CR3 as `base`. Uses 2 MiB pages, not
+/// 1 GiB ones, so the guest needs no PDPE1GB support.
+pub fn identity_tables(base: u64) -> [[u64; 512]; IDENTITY_TABLE_FRAMES] {
+    let mut t = [[0u64; 512]; IDENTITY_TABLE_FRAMES];
+    t[0][0] = (base + 0x1000) | P | RW;
+    for gib in 0..4u64 {
+        t[1][gib as usize] = (base + 0x2000 + gib * 0x1000) | P | RW;
+        for mib2 in 0..512u64 {
+            t[2 + gib as usize][mib2 as usize] = (gib << 30) | (mib2 << 21) | P | RW | PS;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Guest RAM as sparse 8-byte words.
+    struct Words(BTreeMap<u64, u64>);
+
+    impl GuestMemory for Words {
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+            let a = gpa.as_usize() as u64;
+            if buf.len() != 8 || a >= 0x100_0000 {
+                return false;
+            }
+            buf.copy_from_slice(&self.0.get(&a).copied().unwrap_or(0).to_le_bytes());
+            true
+        }
+    }
+
+    const LONG: GuestPaging = GuestPaging {
+        cr0: CR0_PG | 1,
+        cr3: 0x1000,
+        cr4: CR4_PAE,
+        efer: EFER_LMA | (1 << 8),
+    };
+
+    fn identity_memory() -> Words {
+        let mut m = BTreeMap::new();
+        for (i, table) in identity_tables(0x1000).iter().enumerate() {
+            for (j, e) in table.iter().enumerate() {
+                if *e != 0 {
+                    m.insert(0x1000 + i as u64 * 0x1000 + j as u64 * 8, *e);
+                }
+            }
+        }
+        Words(m)
+    }
+
+    #[test]
+    fn identity_tables_translate_to_themselves() {
+        let mem = identity_memory();
+        for va in [0u64, 0x10_0123, 0x4000_0008, 0xd000_0018, 0xffff_fff8] {
+            assert_eq!(
+                LONG.translate(va, &mem),
+                Ok(GuestPhysAddr::from_usize(va as usize))
+            );
+        }
+        // Past 4 GiB the PDPT entry is empty.
+        assert_eq!(
+            LONG.translate(0x1_0000_0000, &mem),
+            Err(WalkError::NotPresent { level: 2 })
+        );
+    }
+
+    #[test]
+    fn four_level_walk_with_4k_pages() {
+        // va 0x7f_8020_3456 -> PML4 index 0xff, PDPT 0x0, PD 0x1, PT 0x3, offset 0x456.
+        let va = (0xffu64 << 39) | (1 << 21) | (3 << 12) | 0x456;
+        let mut m = BTreeMap::new();
+        m.insert(0x1000 + 0xff * 8, 0x2000 | P | RW);
+        m.insert(0x2000, 0x3000 | P);
+        m.insert(0x3000 + 8, 0x4000 | P);
+        m.insert(0x4000 + 3 * 8, 0xab_c000 | P | (1 << 63));
+        let mem = Words(m);
+        assert_eq!(
+            LONG.translate(va, &mem),
+            Ok(GuestPhysAddr::from_usize(0xab_c456))
+        );
+        // 1 GiB page at the PDPT level, with bit 12 (PAT) ignored.
+        let mut m = BTreeMap::new();
+        m.insert(0x1000, 0x2000 | P);
+        m.insert(0x2000 + 8, 0x8000_0000 | P | PS | (1 << 12));
+        assert_eq!(
+            LONG.translate(0x4000_1234, &Words(m)),
+            Ok(GuestPhysAddr::from_usize(0x8000_1234))
+        );
+    }
+
+    #[test]
+    fn faults_and_modes() {
+        let mem = Words(BTreeMap::new());
+        assert_eq!(
+            LONG.translate(0x1234, &mem),
+            Err(WalkError::NotPresent { level: 3 })
+        );
+        let bad_root = GuestPaging {
+            cr3: 0x200_0000,
+            ..LONG
+        };
+        assert_eq!(
+            bad_root.translate(0, &mem),
+            Err(WalkError::TableNotInRam {
+                entry_gpa: 0x200_0000
+            })
+        );
+        let real = GuestPaging { cr0: 1, ..LONG };
+        assert_eq!(
+            real.translate(0xb8000, &mem),
+            Ok(GuestPhysAddr::from_usize(0xb8000))
+        );
+        let pae32 = GuestPaging { efer: 0, ..LONG };
+        assert_eq!(pae32.translate(0, &mem), Err(WalkError::UnsupportedMode));
+        let la57 = GuestPaging {
+            cr4: CR4_PAE | CR4_LA57,
+            ..LONG
+        };
+        assert_eq!(la57.translate(0, &mem), Err(WalkError::UnsupportedMode));
+    }
+}

@@ -1,0 +1,552 @@
+//! Decoding of the guest instruction behind an MMIO nested page fault: the `mov`
+//! family (loads and stores of 1, 2, 4 and 8 bytes with any ModRM/SIB/displacement
+//! form, immediate stores, `moffs` forms) and the zero- and sign-extending loads
+//! `movzx`, `movsx` and `movsxd`, in 64-bit mode (Intel SDM vol. 2, chapter 2
+//! "Instruction Format"; AMD APM vol. 3, chapter 1). Anything else is refused with
+//! an error, so an MMIO access we cannot emulate stops the vCPU with its RIP instead
+//! of looping.
+//!
+//! Pure code over a byte slice; the vCPU fetches the bytes through the guest's page
+//! tables ([`crate::guest_paging`]).
+
+use core::fmt;
+
+use vcpu_api::AccessWidth;
+
+/// The longest x86 instruction.
+pub const MAX_INSN_LEN: usize = 15;
+
+/// What a decoded memory instruction does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    /// A load into general register `reg` (RAX = 0 .. R15 = 15).
+    Load {
+        /// Destination register.
+        reg: usize,
+        /// Whether the loaded value is sign-extended (`movsx`, `movsxd`).
+        sign_extend: bool,
+        /// The destination operand size: a 1- or 2-byte destination keeps the
+        /// register's other bits, a 4-byte one clears bits 63:32, 8 bytes is all.
+        reg_width: AccessWidth,
+    },
+    /// A store of `value` (already cut to the access width).
+    Store {
+        /// The value written.
+        value: u64,
+    },
+}
+
+/// A decoded memory instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInsn {
+    /// Bytes accessed.
+    pub width: AccessWidth,
+    /// Load or store.
+    pub op: MemOp,
+    /// Instruction length in bytes.
+    pub len: u8,
+}
+
+/// Why the instruction could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsnError {
+    /// The bytes end in the middle of the instruction (`have` bytes were available).
+    Truncated {
+        /// Bytes available.
+        have: usize,
+    },
+    /// Not a memory load or store we emulate (the opcode byte, after prefixes).
+    Unsupported {
+        /// The opcode (0x0Fxx for two-byte opcodes).
+        opcode: u16,
+    },
+    /// A register-to-register form (ModRM.mod = 3): it cannot have faulted on memory.
+    NotMemory,
+    /// A load into AH, CH, DH or BH, which no register index can name.
+    HighByteDestination,
+}
+
+impl fmt::Display for InsnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated { have } => write!(f, "instruction truncated after {have} bytes"),
+            Self::Unsupported { opcode } => write!(f, "opcode {opcode:#x} is not emulated"),
+            Self::NotMemory => f.write_str("register operand, not a memory access"),
+            Self::HighByteDestination => f.write_str("load into AH/CH/DH/BH"),
+        }
+    }
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn next(&mut self) -> Result<u8, InsnError> {
+        let b = *self.bytes.get(self.pos).ok_or(InsnError::Truncated {
+            have: self.bytes.len(),
+        })?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), InsnError> {
+        if self.pos + n > self.bytes.len() {
+            return Err(InsnError::Truncated {
+                have: self.bytes.len(),
+            });
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    fn imm(&mut self, n: usize) -> Result<u64, InsnError> {
+        let mut v = 0u64;
+        for i in 0..n {
+            v |= u64::from(self.next()?) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// Skips the rest of a memory operand after its ModRM byte (SIB, displacement);
+    /// returns the ModRM.reg field.
+    fn memory_operand(&mut self, modrm: u8) -> Result<u8, InsnError> {
+        let md = modrm >> 6;
+        let rm = modrm & 7;
+        if md == 3 {
+            return Err(InsnError::NotMemory);
+        }
+        let mut disp = match md {
+            1 => 1,
+            2 => 4,
+            _ => 0,
+        };
+        if rm == 4 {
+            let sib = self.next()?;
+            if md == 0 && sib & 7 == 5 {
+                disp = 4; // no base register: disp32
+            }
+        } else if md == 0 && rm == 5 {
+            disp = 4; // RIP-relative disp32
+        }
+        self.skip(disp)?;
+        Ok((modrm >> 3) & 7)
+    }
+}
+
+/// Decodes the memory access of the instruction in `bytes` (64-bit mode). `gpr(i)`
+/// reads general register `i` (for the value of a store).
+pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnError> {
+    let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
+    let mut c = Cursor { bytes, pos: 0 };
+    let mut opsize16 = false;
+    let mut addr32 = false;
+    let mut b = c.next()?;
+    // Legacy prefixes (group 1 LOCK/REP are not valid on the moves we emulate).
+    loop {
+        match b {
+            0x66 => opsize16 = true,
+            0x67 => addr32 = true,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+            _ => break,
+        }
+        b = c.next()?;
+    }
+    // REX must come last, right before the opcode.
+    let mut rex = 0u8;
+    if b & 0xf0 == 0x40 {
+        rex = b;
+        b = c.next()?;
+    }
+    let rex_w = rex & 8 != 0;
+    let rex_r = usize::from(rex & 4 != 0) << 3;
+    let op_width = if rex_w {
+        AccessWidth::Qword
+    } else if opsize16 {
+        AccessWidth::Word
+    } else {
+        AccessWidth::Dword
+    };
+    // The value of 8-bit register `r` as a source (AH..BH without REX).
+    let reg8 = |r: usize| {
+        if rex == 0 && (4..8).contains(&r) {
+            (gpr(r - 4) >> 8) & 0xff
+        } else {
+            gpr(r) & 0xff
+        }
+    };
+    let load = |reg: usize, sign_extend, reg_width| MemOp::Load {
+        reg,
+        sign_extend,
+        reg_width,
+    };
+    let (width, op) = match b {
+        // MOV r/m8, r8 / MOV r/m, r
+        0x88 | 0x89 => {
+            let modrm = c.next()?;
+            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            if b == 0x88 {
+                (AccessWidth::Byte, MemOp::Store { value: reg8(reg) })
+            } else {
+                let value = op_width.truncate(gpr(reg));
+                (op_width, MemOp::Store { value })
+            }
+        }
+        // MOV r8, r/m8 / MOV r, r/m
+        0x8a | 0x8b => {
+            let modrm = c.next()?;
+            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            if b == 0x8a {
+                if rex == 0 && (4..8).contains(&reg) {
+                    return Err(InsnError::HighByteDestination);
+                }
+                (AccessWidth::Byte, load(reg, false, AccessWidth::Byte))
+            } else {
+                (op_width, load(reg, false, op_width))
+            }
+        }
+        // MOVSXD r, r/m32 (without REX.W a plain 32-bit move).
+        0x63 => {
+            let modrm = c.next()?;
+            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            let (width, reg_width) = match op_width {
+                AccessWidth::Word => (AccessWidth::Word, AccessWidth::Word),
+                w => (AccessWidth::Dword, w),
+            };
+            (width, load(reg, rex_w, reg_width))
+        }
+        // MOV r/m8, imm8 / MOV r/m, imm16/32 (imm32 sign-extended with REX.W).
+        0xc6 | 0xc7 => {
+            let modrm = c.next()?;
+            if c.memory_operand(modrm)? != 0 {
+                return Err(InsnError::Unsupported { opcode: b.into() });
+            }
+            if b == 0xc6 {
+                let value = c.imm(1)?;
+                (AccessWidth::Byte, MemOp::Store { value })
+            } else {
+                let value = match op_width {
+                    AccessWidth::Word => c.imm(2)?,
+                    AccessWidth::Dword => c.imm(4)?,
+                    _ => AccessWidth::Dword.sign_extend(c.imm(4)?),
+                };
+                (op_width, MemOp::Store { value })
+            }
+        }
+        // MOV AL/rAX, moffs and MOV moffs, AL/rAX.
+        0xa0..=0xa3 => {
+            c.skip(if addr32 { 4 } else { 8 })?;
+            let width = if b & 1 == 0 {
+                AccessWidth::Byte
+            } else {
+                op_width
+            };
+            if b < 0xa2 {
+                (width, load(0, false, width))
+            } else {
+                let value = width.truncate(gpr(0));
+                (width, MemOp::Store { value })
+            }
+        }
+        0x0f => {
+            let b2 = c.next()?;
+            let opcode = 0x0f00 | u16::from(b2);
+            let (width, sign_extend) = match b2 {
+                0xb6 => (AccessWidth::Byte, false),
+                0xb7 => (AccessWidth::Word, false),
+                0xbe => (AccessWidth::Byte, true),
+                0xbf => (AccessWidth::Word, true),
+                _ => return Err(InsnError::Unsupported { opcode }),
+            };
+            let modrm = c.next()?;
+            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            (width, load(reg, sign_extend, op_width))
+        }
+        other => {
+            return Err(InsnError::Unsupported {
+                opcode: other.into(),
+            });
+        }
+    };
+    Ok(MemInsn {
+        width,
+        op,
+        len: c.pos as u8,
+    })
+}
+
+/// The new value of a register after a load of `loaded` (of `width`) completed by
+/// `op`: extended to the destination width, merged into `old` for 1- and 2-byte
+/// destinations, zero-extended for 4-byte ones (Intel SDM vol. 1, 3.4.1.1).
+pub fn load_result(
+    old: u64,
+    loaded: u64,
+    width: AccessWidth,
+    sign_extend: bool,
+    reg_width: AccessWidth,
+) -> u64 {
+    let value = width.truncate(loaded);
+    let value = if sign_extend {
+        width.sign_extend(value)
+    } else {
+        value
+    };
+    match reg_width {
+        AccessWidth::Byte => (old & !0xff) | (value & 0xff),
+        AccessWidth::Word => (old & !0xffff) | (value & 0xffff),
+        AccessWidth::Dword => value & 0xffff_ffff,
+        AccessWidth::Qword => value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AccessWidth::*;
+
+    /// RAX = 0x..00, RCX = 0x..11, ...: register `i` holds `0x1122334455667700 + i`
+    /// with byte 1 = 0x77 - so AH..BH are recognisable.
+    fn regs(i: usize) -> u64 {
+        0x1122_3344_5566_7700 + i as u64
+    }
+
+    fn dec(bytes: &[u8]) -> Result<MemInsn, InsnError> {
+        decode(bytes, regs)
+    }
+
+    fn store(width: AccessWidth, value: u64, len: u8) -> Result<MemInsn, InsnError> {
+        Ok(MemInsn {
+            width,
+            op: MemOp::Store { value },
+            len,
+        })
+    }
+
+    fn load(
+        width: AccessWidth,
+        reg: usize,
+        sign_extend: bool,
+        reg_width: AccessWidth,
+        len: u8,
+    ) -> Result<MemInsn, InsnError> {
+        Ok(MemInsn {
+            width,
+            op: MemOp::Load {
+                reg,
+                sign_extend,
+                reg_width,
+            },
+            len,
+        })
+    }
+
+    #[test]
+    fn stores_of_every_width() {
+        // mov [rdi], al
+        assert_eq!(dec(&[0x88, 0x07]), store(Byte, 0x00, 2));
+        // mov [rdi], sil (REX makes 6 = SIL, not DH)
+        assert_eq!(dec(&[0x40, 0x88, 0x37]), store(Byte, 0x06, 3));
+        // mov [rdi], ah (no REX: 4 = AH = bits 15:8 of RAX)
+        assert_eq!(dec(&[0x88, 0x27]), store(Byte, 0x77, 2));
+        // mov [rdi], ax
+        assert_eq!(dec(&[0x66, 0x89, 0x07]), store(Word, 0x7700, 3));
+        // mov [rax+0x10], ecx
+        assert_eq!(dec(&[0x89, 0x48, 0x10]), store(Dword, 0x5566_7701, 3));
+        // mov [rdi], rax
+        assert_eq!(dec(&[0x48, 0x89, 0x07]), store(Qword, regs(0), 3));
+        // mov [rdi], r9 (REX.WR)
+        assert_eq!(dec(&[0x4c, 0x89, 0x0f]), store(Qword, regs(9), 3));
+    }
+
+    #[test]
+    fn loads_of_every_width() {
+        // mov al, [rdi]
+        assert_eq!(dec(&[0x8a, 0x07]), load(Byte, 0, false, Byte, 2));
+        // mov r8b, [rdi]
+        assert_eq!(dec(&[0x44, 0x8a, 0x07]), load(Byte, 8, false, Byte, 3));
+        // mov ax, [rdi]
+        assert_eq!(dec(&[0x66, 0x8b, 0x07]), load(Word, 0, false, Word, 3));
+        // mov eax, [rdi]
+        assert_eq!(dec(&[0x8b, 0x07]), load(Dword, 0, false, Dword, 2));
+        // mov rax, [rdi]
+        assert_eq!(dec(&[0x48, 0x8b, 0x07]), load(Qword, 0, false, Qword, 3));
+        // mov ah, [rdi]: no register index names AH.
+        assert_eq!(dec(&[0x8a, 0x27]), Err(InsnError::HighByteDestination));
+    }
+
+    #[test]
+    fn modrm_forms_set_the_length() {
+        // mov eax, [rsp+8]: SIB + disp8
+        assert_eq!(
+            dec(&[0x8b, 0x44, 0x24, 0x08]),
+            load(Dword, 0, false, Dword, 4)
+        );
+        // mov ecx, [rbx+rsi*4+0x100]: SIB + disp32
+        assert_eq!(
+            dec(&[0x8b, 0x8c, 0xb3, 0x00, 0x01, 0x00, 0x00]),
+            load(Dword, 1, false, Dword, 7)
+        );
+        // mov edx, [0x1000]: SIB without base (mod 0, base 5) + disp32
+        assert_eq!(
+            dec(&[0x8b, 0x14, 0x25, 0x00, 0x10, 0x00, 0x00]),
+            load(Dword, 2, false, Dword, 7)
+        );
+        // mov r9, [rip+0x1234]
+        assert_eq!(
+            dec(&[0x4c, 0x8b, 0x0d, 0x34, 0x12, 0x00, 0x00]),
+            load(Qword, 9, false, Qword, 7)
+        );
+        // mov rax, [rbp-8]: disp8 with rm=5, mod=1 (not RIP-relative)
+        assert_eq!(
+            dec(&[0x48, 0x8b, 0x45, 0xf8]),
+            load(Qword, 0, false, Qword, 4)
+        );
+        // mov rax, gs:[rdi] with address-size prefix: prefixes count in the length.
+        assert_eq!(
+            dec(&[0x65, 0x67, 0x48, 0x8b, 0x07]),
+            load(Qword, 0, false, Qword, 5)
+        );
+    }
+
+    #[test]
+    fn extending_loads() {
+        // movzx eax, byte [rdi]
+        assert_eq!(dec(&[0x0f, 0xb6, 0x07]), load(Byte, 0, false, Dword, 3));
+        // movzx eax, word [rdi]
+        assert_eq!(dec(&[0x0f, 0xb7, 0x07]), load(Word, 0, false, Dword, 3));
+        // movsx rax, byte [rdi]
+        assert_eq!(
+            dec(&[0x48, 0x0f, 0xbe, 0x07]),
+            load(Byte, 0, true, Qword, 4)
+        );
+        // movsx rax, word [rdi]
+        assert_eq!(
+            dec(&[0x48, 0x0f, 0xbf, 0x07]),
+            load(Word, 0, true, Qword, 4)
+        );
+        // movsxd rax, dword [rdi]
+        assert_eq!(dec(&[0x48, 0x63, 0x07]), load(Dword, 0, true, Qword, 3));
+        // movsx ecx, byte [rdi+1]
+        assert_eq!(
+            dec(&[0x0f, 0xbe, 0x4f, 0x01]),
+            load(Byte, 1, true, Dword, 4)
+        );
+    }
+
+    #[test]
+    fn immediate_stores() {
+        // mov byte [rdi], 0x5a
+        assert_eq!(dec(&[0xc6, 0x07, 0x5a]), store(Byte, 0x5a, 3));
+        // mov word [rdi], 0x1234
+        assert_eq!(dec(&[0x66, 0xc7, 0x07, 0x34, 0x12]), store(Word, 0x1234, 5));
+        // mov dword [rdi+8], 0x89abcdef
+        assert_eq!(
+            dec(&[0xc7, 0x47, 0x08, 0xef, 0xcd, 0xab, 0x89]),
+            store(Dword, 0x89ab_cdef, 7)
+        );
+        // mov qword [rax], 0xbad
+        assert_eq!(
+            dec(&[0x48, 0xc7, 0x00, 0xad, 0x0b, 0x00, 0x00]),
+            store(Qword, 0xbad, 7)
+        );
+        // mov qword [rax], -2: imm32 sign-extended
+        assert_eq!(
+            dec(&[0x48, 0xc7, 0x00, 0xfe, 0xff, 0xff, 0xff]),
+            store(Qword, 0xffff_ffff_ffff_fffe, 7)
+        );
+        // C7 with ModRM.reg != 0 is not a MOV.
+        assert_eq!(
+            dec(&[0xc7, 0x4f, 0x08, 0, 0, 0, 0]),
+            Err(InsnError::Unsupported { opcode: 0xc7 })
+        );
+    }
+
+    #[test]
+    fn moffs_forms() {
+        let mut insn = [0u8; 10];
+        insn[0] = 0xa0;
+        assert_eq!(dec(&insn[..9]), load(Byte, 0, false, Byte, 9));
+        insn[0] = 0x48;
+        insn[1] = 0xa3;
+        assert_eq!(dec(&insn), store(Qword, regs(0), 10));
+        assert_eq!(
+            dec(&[0x67, 0xa1, 0, 0, 0, 0]),
+            load(Dword, 0, false, Dword, 6)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        // add [rdi], eax
+        assert_eq!(
+            dec(&[0x01, 0x07]),
+            Err(InsnError::Unsupported { opcode: 0x01 })
+        );
+        // mov eax, ecx
+        assert_eq!(dec(&[0x8b, 0xc1]), Err(InsnError::NotMemory));
+        // rep movsb
+        assert_eq!(
+            dec(&[0xf3, 0xa4]),
+            Err(InsnError::Unsupported { opcode: 0xf3 })
+        );
+        // cmpxchg (0F B1)
+        assert_eq!(
+            dec(&[0x0f, 0xb1, 0x07]),
+            Err(InsnError::Unsupported { opcode: 0x0fb1 })
+        );
+        assert_eq!(dec(&[0x48, 0x8b]), Err(InsnError::Truncated { have: 2 }));
+        assert_eq!(
+            dec(&[0x8b, 0x44, 0x24]),
+            Err(InsnError::Truncated { have: 3 })
+        );
+        assert_eq!(dec(&[]), Err(InsnError::Truncated { have: 0 }));
+        // 15 prefixes and nothing else.
+        assert_eq!(dec(&[0x66; 20]), Err(InsnError::Truncated { have: 15 }));
+    }
+
+    #[test]
+    fn any_bytes_decode_without_panicking() {
+        // A cheap exhaustive sweep over the first two bytes with fixed tails.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for tail in [[0u8; 13], [0xff; 13], [0x25; 13]] {
+                    let mut insn = [0u8; 15];
+                    insn[0] = a;
+                    insn[1] = b;
+                    insn[2..].copy_from_slice(&tail);
+                    for n in 0..=15 {
+                        if let Ok(d) = dec(&insn[..n]) {
+                            assert!(d.len as usize <= n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_results() {
+        let old = 0xaaaa_aaaa_aaaa_aaaa;
+        assert_eq!(
+            load_result(old, 0x1ff, Byte, false, Byte),
+            0xaaaa_aaaa_aaaa_aaff
+        );
+        assert_eq!(
+            load_result(old, 0xfffe, Word, false, Word),
+            0xaaaa_aaaa_aaaa_fffe
+        );
+        assert_eq!(load_result(old, 0xfffe, Word, false, Dword), 0xfffe);
+        assert_eq!(
+            load_result(old, 0xfffe, Word, true, Qword),
+            0xffff_ffff_ffff_fffe
+        );
+        assert_eq!(load_result(old, 0xfe, Byte, true, Dword), 0xffff_fffe);
+        assert_eq!(
+            load_result(old, 0xffff_fffe, Dword, true, Qword),
+            0xffff_ffff_ffff_fffe
+        );
+        assert_eq!(load_result(old, u64::MAX, Dword, false, Dword), 0xffff_ffff);
+        assert_eq!(load_result(old, 7, Qword, false, Qword), 7);
+    }
+}

@@ -1,0 +1,1090 @@
+//! [`SvmVCpu`]: an AMD SVM virtual CPU with nested paging, implementing
+//! [`vcpu_api::ArchVCpu`] with `Format = addrspace::Npt`.
+//!
+//! One VMCB, I/O permission map and MSR permission map per vCPU (every port and
+//! every MSR intercepted: the VM layer decides), nCR3 = the VM's NPT root, the ASID
+//! of its VM. The guest starts in 64-bit long mode with flat segments and the CR3
+//! given at setup. Exits are decoded by [`crate::exit`]; CPUID is answered here,
+//! everything else goes to the caller as an [`ExitReason`].
+//!
+//! Floating point: the hypervisor (`x86_64-unknown-none`, soft-float) never touches
+//! x87/SSE registers, so the guest's stay live across exits without a save.
+
+use core::fmt;
+
+use addrspace::{AccessKind, FrameAllocator, GuestPhysAddr, HostPhysAddr, Npt, PAGE_SIZE};
+use vcpu_api::{
+    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp,
+    SysRegAddr, VCpuError, VCpuResult,
+};
+
+use crate::exit::{NpfErrorCode, SvmExit};
+use crate::guest_paging::{CR0_PG, CR4_PAE, GuestPaging};
+use crate::insn::{self, MAX_INSN_LEN, MemOp};
+use crate::permission::{IOPM_BYTES, MSRPM_BYTES};
+use crate::svm::{self, EFER_LMA, EFER_LME, EFER_SVME};
+use crate::vmcb::{Vmcb, VmcbSegment, intercept1, intercept2, tlb_control};
+
+/// Index of RAX, RSP and RDI in the vCPU's general registers.
+const RAX: usize = 0;
+const RCX: usize = 1;
+const RDX: usize = 2;
+const RSP: usize = 4;
+const RSI: usize = 6;
+const RDI: usize = 7;
+
+/// CR0 of the guest: PE, MP, ET, NE, WP, PG.
+pub const GUEST_CR0: u64 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | CR0_PG;
+/// The power-on PAT value (APM vol. 2, 7.8.2), given to the guest as G_PAT.
+pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+
+/// How the guest starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SvmSetupConfig {
+    /// The guest's CR3: identity page tables the platform placed in guest RAM
+    /// (see [`crate::guest_paging::identity_tables`]). The guest starts in 64-bit
+    /// mode at CPL 0 with interrupts off.
+    pub guest_cr3: u64,
+}
+
+/// The result the caller owes the instruction that caused the last exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    None,
+    /// VMMCALL: result in RAX, then skip the 3-byte instruction.
+    Hypercall,
+    /// RDMSR: result in EDX:EAX, then skip 2 bytes.
+    MsrRead,
+    /// WRMSR: skip 2 bytes.
+    MsrWrite,
+}
+
+/// What is left from the last nested page fault, for [`ArchVCpu::decode_mmio`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LastNpf {
+    gpa: GuestPhysAddr,
+    error: NpfErrorCode,
+}
+
+/// A VMCB, IOPM and MSRPM held by the vCPU.
+struct Frames<F: FrameAllocator> {
+    alloc: F,
+    vmcb: HostPhysAddr,
+    iopm: HostPhysAddr,
+    msrpm: HostPhysAddr,
+}
+
+impl<F: FrameAllocator> Frames<F> {
+    fn new(alloc: F) -> VCpuResult<Self> {
+        let oom = VCpuError::Unsupported {
+            feature: "memory for the VMCB and permission maps",
+        };
+        let vmcb = alloc.alloc_frame().ok_or(oom)?;
+        let Some(iopm) = alloc.alloc_frames(IOPM_BYTES / PAGE_SIZE, 1) else {
+            // SAFETY: `vmcb` came from `alloc` just above and is not used.
+            unsafe { alloc.dealloc_frames(vmcb, 1) };
+            return Err(oom);
+        };
+        let Some(msrpm) = alloc.alloc_frames(MSRPM_BYTES / PAGE_SIZE, 1) else {
+            // SAFETY: both came from `alloc` just above and are not used.
+            unsafe {
+                alloc.dealloc_frames(vmcb, 1);
+                alloc.dealloc_frames(iopm, IOPM_BYTES / PAGE_SIZE);
+            }
+            return Err(oom);
+        };
+        let frames = Self {
+            alloc,
+            vmcb,
+            iopm,
+            msrpm,
+        };
+        // Intercept every port and every MSR: all bits set.
+        for (pa, len) in [(iopm, IOPM_BYTES), (msrpm, MSRPM_BYTES)] {
+            let va = frames.alloc.phys_to_virt(pa).as_usize() as *mut u8;
+            // SAFETY: `len` bytes of frames we own, contiguous in the virtual view.
+            unsafe { core::ptr::write_bytes(va, 0xff, len) };
+        }
+        // SAFETY: the VMCB frame is ours; all-zero is a valid `Vmcb`.
+        unsafe { frames.vmcb_ptr().write(Vmcb::zeroed()) };
+        Ok(frames)
+    }
+
+    fn vmcb_ptr(&self) -> *mut Vmcb {
+        self.alloc.phys_to_virt(self.vmcb).as_usize() as *mut Vmcb
+    }
+}
+
+impl<F: FrameAllocator> Drop for Frames<F> {
+    fn drop(&mut self) {
+        // SAFETY: the three allocations came from `alloc` in `new`; the vCPU is
+        // being dropped, so no VMRUN uses them any more.
+        unsafe {
+            self.alloc.dealloc_frames(self.vmcb, 1);
+            self.alloc.dealloc_frames(self.iopm, IOPM_BYTES / PAGE_SIZE);
+            self.alloc
+                .dealloc_frames(self.msrpm, MSRPM_BYTES / PAGE_SIZE);
+        }
+    }
+}
+
+/// An SVM vCPU whose VMCB and permission maps come from the frame allocator `F`
+/// (`F::default()`, e.g. `vm_core`'s HAL-backed frames).
+pub struct SvmVCpu<F: FrameAllocator + Default> {
+    vm_id: usize,
+    vcpu_id: usize,
+    frames: Frames<F>,
+    /// General registers by index (RAX and RSP live in the VMCB; their slots here
+    /// are unused), laid out for the VMRUN trampoline.
+    gprs: [u64; 16],
+    nested_root: Option<HostPhysAddr>,
+    entry_set: bool,
+    flush_control: u8,
+    flush_pending: bool,
+    pending: Pending,
+    last_npf: Option<LastNpf>,
+}
+
+impl<F: FrameAllocator + Default> fmt::Debug for SvmVCpu<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.vmcb();
+        f.debug_struct("SvmVCpu")
+            .field("vm", &self.vm_id)
+            .field("vcpu", &self.vcpu_id)
+            .field("rip", &format_args!("{:#x}", v.save.rip))
+            .field("asid", &v.control.guest_asid)
+            .field("ncr3", &format_args!("{:#x}", v.control.n_cr3))
+            .finish()
+    }
+}
+
+impl<F: FrameAllocator + Default> SvmVCpu<F> {
+    fn vmcb(&self) -> &Vmcb {
+        // SAFETY: the VMCB frame is owned by this vCPU and initialised in
+        // `Frames::new`; the hardware only writes it during `run`, which takes
+        // `&mut self`.
+        unsafe { &*self.frames.vmcb_ptr() }
+    }
+
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as in `vmcb`, and `&mut self` makes this the only reference.
+        unsafe { &mut *self.frames.vmcb_ptr() }
+    }
+
+    /// The VM id.
+    pub fn vm_id(&self) -> usize {
+        self.vm_id
+    }
+
+    /// The vCPU id.
+    pub fn vcpu_id(&self) -> usize {
+        self.vcpu_id
+    }
+
+    /// The host-physical address of the VMCB.
+    pub fn vmcb_pa(&self) -> HostPhysAddr {
+        self.frames.vmcb
+    }
+
+    /// The exit code and EXITINFO1/2 of the last exit (for diagnostics).
+    pub fn last_exit_info(&self) -> (u64, u64, u64) {
+        let c = &self.vmcb().control;
+        (c.exit_code, c.exit_info_1, c.exit_info_2)
+    }
+
+    /// The guest's paging registers.
+    pub fn guest_paging(&self) -> GuestPaging {
+        let s = &self.vmcb().save;
+        GuestPaging {
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+        }
+    }
+
+    /// Whether the next VMRUN flushes this guest's TLB entries.
+    pub fn flush_pending(&self) -> bool {
+        self.flush_pending
+    }
+
+    fn advance_rip(&mut self, len: u64) {
+        let s = &mut self.vmcb_mut().save;
+        s.rip = s.rip.wrapping_add(len);
+    }
+
+    /// Answers CPUID like the host, hiding SVM from the guest and setting the
+    /// hypervisor-present bit (CPUID Fn0000_0001 ECX\[31\]).
+    #[cfg(target_arch = "x86_64")]
+    fn emulate_cpuid(&mut self) {
+        let leaf = self.vmcb().save.rax as u32;
+        let sub = self.gprs[RCX] as u32;
+        let (a, b, mut c, d) = svm::cpuid(leaf, sub);
+        match leaf {
+            1 => c |= 1 << 31,
+            0x8000_0001 => c &= !(1 << 2),
+            0x8000_000a => c = 0,
+            _ => {}
+        }
+        let (a, b, c, d) = if leaf == 0x8000_000a {
+            (0, 0, 0, 0)
+        } else {
+            (a, b, c, d)
+        };
+        self.vmcb_mut().save.rax = u64::from(a);
+        self.gprs[3] = u64::from(b);
+        self.gprs[RCX] = u64::from(c);
+        self.gprs[RDX] = u64::from(d);
+        self.advance_rip(2);
+    }
+
+    /// Turns a decoded exit into what the caller sees; `None` when it was handled
+    /// here and the guest runs again.
+    fn handle_exit(&mut self, exit: SvmExit) -> VCpuResult<Option<ExitReason>> {
+        let rip = self.vmcb().save.rip;
+        Ok(Some(match exit {
+            SvmExit::NestedPageFault { gpa, error } => {
+                self.last_npf = Some(LastNpf { gpa, error });
+                ExitReason::NestedPageFault {
+                    gpa,
+                    access: error.access(),
+                }
+            }
+            SvmExit::Io { info, next_rip } => {
+                if info.string || info.rep {
+                    return Err(VCpuError::InvalidValue {
+                        what: "RIP of a string/REP port I/O instruction (not emulated)",
+                        value: rip,
+                    });
+                }
+                self.vmcb_mut().save.rip = next_rip;
+                if info.is_in {
+                    ExitReason::IoRead {
+                        port: info.port,
+                        width: info.width,
+                    }
+                } else {
+                    ExitReason::IoWrite {
+                        port: info.port,
+                        width: info.width,
+                        data: info.width.truncate(self.vmcb().save.rax),
+                    }
+                }
+            }
+            SvmExit::Vmmcall => {
+                self.pending = Pending::Hypercall;
+                let g = &self.gprs;
+                ExitReason::Hypercall {
+                    nr: self.vmcb().save.rax,
+                    args: [g[RDI], g[RSI], g[RDX], g[RCX], g[8], g[9]],
+                }
+            }
+            SvmExit::Hlt => {
+                self.advance_rip(1);
+                ExitReason::Halt
+            }
+            SvmExit::Pause => {
+                self.advance_rip(2);
+                return Ok(None);
+            }
+            SvmExit::Cpuid => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    self.emulate_cpuid();
+                    return Ok(None);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                return Err(VCpuError::Unsupported {
+                    feature: "CPUID emulation off x86_64",
+                });
+            }
+            SvmExit::Msr { write } => {
+                let addr = SysRegAddr(self.gprs[RCX] as u32);
+                if write {
+                    self.pending = Pending::MsrWrite;
+                    let value = (self.gprs[RDX] << 32) | (self.vmcb().save.rax & 0xffff_ffff);
+                    ExitReason::SysRegWrite { addr, value }
+                } else {
+                    self.pending = Pending::MsrRead;
+                    ExitReason::SysRegRead { addr, reg: RAX }
+                }
+            }
+            // A triple fault resets an x86 machine.
+            SvmExit::Shutdown => ExitReason::SystemReset,
+            // The vector is not known at the exit: the host takes the interrupt
+            // through its own IDT once it sets RFLAGS.IF.
+            SvmExit::Intr => ExitReason::ExternalInterrupt { vector: 0 },
+            SvmExit::Nmi => ExitReason::ExternalInterrupt { vector: 2 },
+            SvmExit::Invalid => ExitReason::FailEntry {
+                reason: crate::exit::code::INVALID,
+            },
+            SvmExit::Exception { vector, .. } => {
+                return Err(VCpuError::InvalidValue {
+                    what: "exception vector of an intercept we never set",
+                    value: vector.into(),
+                });
+            }
+            SvmExit::Vmrun => {
+                return Err(VCpuError::InvalidValue {
+                    what: "RIP of a guest VMRUN (nested SVM is not offered)",
+                    value: rip,
+                });
+            }
+            SvmExit::Other { code } => {
+                return Err(VCpuError::InvalidValue {
+                    what: "SVM exit code not intercepted",
+                    value: code,
+                });
+            }
+        }))
+    }
+
+    /// Fetches up to 15 instruction bytes at guest RIP through the guest's page
+    /// tables; returns the buffer and how many bytes were readable.
+    fn fetch_insn(&self, mem: &dyn GuestMemory) -> Result<([u8; MAX_INSN_LEN], usize), ()> {
+        let rip = self.vmcb().save.rip;
+        let paging = self.guest_paging();
+        let mut buf = [0u8; MAX_INSN_LEN];
+        let mut have = 0;
+        while have < MAX_INSN_LEN {
+            let va = rip.wrapping_add(have as u64);
+            let Ok(gpa) = paging.translate(va, mem) else {
+                break;
+            };
+            let in_page = PAGE_SIZE - (va as usize & (PAGE_SIZE - 1));
+            let n = in_page.min(MAX_INSN_LEN - have);
+            if !mem.read(gpa, &mut buf[have..have + n]) {
+                break;
+            }
+            have += n;
+        }
+        if have == 0 { Err(()) } else { Ok((buf, have)) }
+    }
+}
+
+impl<F: FrameAllocator + Default> Drop for SvmVCpu<F> {
+    fn drop(&mut self) {
+        log::trace!("vCPU {}/{} dropped", self.vm_id, self.vcpu_id);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    r#"
+    .text
+    .global hal_x86_64_svm_vmrun
+    // fn(gprs: *mut [u64; 16] (rdi), guest_vmcb_pa: u64 (rsi), host_vmcb_pa: u64 (rdx))
+hal_x86_64_svm_vmrun:
+    push    %rbp
+    push    %rbx
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    push    %rdi                    // [rsp + 16] after the next two pushes
+    push    %rdx                    // host VMCB
+    push    %rsi                    // guest VMCB
+    mov     %rdx, %rax
+    vmsave  %rax                    // host FS/GS/TR/LDTR/KernelGsBase/STAR...
+    mov     (%rsp), %rax            // guest VMCB
+    mov     8*1(%rdi), %rcx
+    mov     8*2(%rdi), %rdx
+    mov     8*3(%rdi), %rbx
+    mov     8*5(%rdi), %rbp
+    mov     8*6(%rdi), %rsi
+    mov     8*8(%rdi), %r8
+    mov     8*9(%rdi), %r9
+    mov     8*10(%rdi), %r10
+    mov     8*11(%rdi), %r11
+    mov     8*12(%rdi), %r12
+    mov     8*13(%rdi), %r13
+    mov     8*14(%rdi), %r14
+    mov     8*15(%rdi), %r15
+    mov     8*7(%rdi), %rdi
+    clgi
+    vmload  %rax
+    vmrun   %rax
+    // #VMEXIT: RSP and RAX (the guest VMCB) are the host's again, every other
+    // general register holds the guest's value.
+    vmsave  %rax
+    push    %rdi                    // guest RDI
+    mov     8*3(%rsp), %rdi         // gprs
+    mov     %rcx, 8*1(%rdi)
+    mov     %rdx, 8*2(%rdi)
+    mov     %rbx, 8*3(%rdi)
+    mov     %rbp, 8*5(%rdi)
+    mov     %rsi, 8*6(%rdi)
+    mov     %r8, 8*8(%rdi)
+    mov     %r9, 8*9(%rdi)
+    mov     %r10, 8*10(%rdi)
+    mov     %r11, 8*11(%rdi)
+    mov     %r12, 8*12(%rdi)
+    mov     %r13, 8*13(%rdi)
+    mov     %r14, 8*14(%rdi)
+    mov     %r15, 8*15(%rdi)
+    pop     %rax
+    mov     %rax, 8*7(%rdi)
+    pop     %rax                    // guest VMCB
+    pop     %rax                    // host VMCB
+    vmload  %rax
+    stgi
+    pop     %rdi
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %rbx
+    pop     %rbp
+    ret
+"#,
+    options(att_syntax)
+);
+
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" {
+    /// Runs the guest of the VMCB at `guest_vmcb` until the next #VMEXIT, loading
+    /// and saving the general registers other than RAX and RSP from `gprs`.
+    fn hal_x86_64_svm_vmrun(gprs: *mut [u64; 16], guest_vmcb: u64, host_vmcb: u64);
+}
+
+impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
+    type Format = Npt;
+    type CreateConfig = ();
+    type SetupConfig = SvmSetupConfig;
+
+    fn new(vm_id: usize, vcpu_id: usize, _config: ()) -> VCpuResult<Self> {
+        let cpu = svm::cpu().ok_or(VCpuError::Unsupported {
+            feature: "SVM enabled on this CPU (call hal_x86_64::svm::enable first)",
+        })?;
+        let asid = cpu
+            .features
+            .asid_for_vm(vm_id)
+            .map_err(|_| VCpuError::InvalidValue {
+                what: "VM id (no ASID left for it)",
+                value: vm_id as u64,
+            })?;
+        let frames = Frames::new(F::default())?;
+        let mut vcpu = Self {
+            vm_id,
+            vcpu_id,
+            frames,
+            gprs: [0; 16],
+            nested_root: None,
+            entry_set: false,
+            flush_control: cpu.features.flush_control(),
+            // The ASID may have been used by an earlier VM with the same id.
+            flush_pending: true,
+            pending: Pending::None,
+            last_npf: None,
+        };
+        let iopm = vcpu.frames.iopm.as_usize() as u64;
+        let msrpm = vcpu.frames.msrpm.as_usize() as u64;
+        let c = &mut vcpu.vmcb_mut().control;
+        c.intercept1 = intercept1::INTR
+            | intercept1::NMI
+            | intercept1::SMI
+            | intercept1::INIT
+            | intercept1::CPUID
+            | intercept1::HLT
+            | intercept1::INVLPGA
+            | intercept1::IOIO_PROT
+            | intercept1::MSR_PROT
+            | intercept1::SHUTDOWN;
+        c.intercept2 = intercept2::VMRUN
+            | intercept2::VMMCALL
+            | intercept2::VMLOAD
+            | intercept2::VMSAVE
+            | intercept2::STGI
+            | intercept2::CLGI
+            | intercept2::SKINIT;
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.guest_asid = asid;
+        // V_INTR_MASKING: the guest's RFLAGS.IF masks only virtual interrupts, so
+        // physical ones always reach the host (APM 15.21.1).
+        c.int_control = 1 << 24;
+        Ok(vcpu)
+    }
+
+    fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
+        let raw = root.as_usize() as u64;
+        if raw & 0xfff != 0 || raw >> 52 != 0 {
+            return Err(VCpuError::InvalidValue {
+                what: "nested root (nCR3)",
+                value: raw,
+            });
+        }
+        self.nested_root = Some(root);
+        let c = &mut self.vmcb_mut().control;
+        c.nested_ctl = 1; // NP_ENABLE
+        c.n_cr3 = raw;
+        self.flush_pending = true;
+        Ok(())
+    }
+
+    fn set_entry(&mut self, entry: GuestPhysAddr) -> VCpuResult {
+        let rip = entry.as_usize() as u64;
+        // A canonical 48-bit address.
+        if ((rip << 16) as i64 >> 16) as u64 != rip {
+            return Err(VCpuError::InvalidValue {
+                what: "entry point (not canonical)",
+                value: rip,
+            });
+        }
+        self.vmcb_mut().save.rip = rip;
+        self.entry_set = true;
+        Ok(())
+    }
+
+    fn setup(&mut self, config: SvmSetupConfig) -> VCpuResult {
+        if config.guest_cr3 & 0xfff != 0 {
+            return Err(VCpuError::InvalidValue {
+                what: "guest CR3",
+                value: config.guest_cr3,
+            });
+        }
+        let s = &mut self.vmcb_mut().save;
+        s.cs = VmcbSegment::CODE64;
+        for seg in [&mut s.ds, &mut s.es, &mut s.fs, &mut s.gs, &mut s.ss] {
+            *seg = VmcbSegment::DATA;
+        }
+        s.tr = VmcbSegment::TSS64;
+        s.ldtr = VmcbSegment::LDT_EMPTY;
+        s.gdtr = VmcbSegment::table(0, 0xffff);
+        s.idtr = VmcbSegment::table(0, 0);
+        s.cpl = 0;
+        s.efer = EFER_SVME | EFER_LME | EFER_LMA;
+        s.cr0 = GUEST_CR0;
+        s.cr3 = config.guest_cr3;
+        s.cr4 = CR4_PAE;
+        s.dr6 = 0xffff_0ff0;
+        s.dr7 = 0x400;
+        s.rflags = 0x2;
+        s.g_pat = DEFAULT_PAT;
+        Ok(())
+    }
+
+    fn bind(&mut self) -> VCpuResult {
+        Ok(())
+    }
+
+    fn unbind(&mut self) -> VCpuResult {
+        Ok(())
+    }
+
+    fn run(&mut self) -> VCpuResult<ExitReason> {
+        if self.nested_root.is_none() {
+            return Err(VCpuError::NotConfigured {
+                missing: "nested root",
+            });
+        }
+        if !self.entry_set {
+            return Err(VCpuError::NotConfigured {
+                missing: "entry point",
+            });
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let host_vmcb = svm::cpu()
+                .ok_or(VCpuError::Unsupported {
+                    feature: "SVM enabled on this CPU",
+                })?
+                .host_vmcb
+                .as_usize() as u64;
+            loop {
+                self.pending = Pending::None;
+                self.last_npf = None;
+                let flush = if self.flush_pending {
+                    self.flush_control
+                } else {
+                    tlb_control::DO_NOTHING
+                };
+                let c = &mut self.vmcb_mut().control;
+                c.tlb_control = flush;
+                c.clean_bits = 0;
+                let vmcb_pa = self.frames.vmcb.as_usize() as u64;
+                // SAFETY: the VMCB, IOPM and MSRPM are this vCPU's frames, set up
+                // in `new`/`setup`; nCR3 is the VM's NPT root (kept alive by the
+                // VM layer while its vCPUs exist); SVM is enabled with a host save
+                // area; the trampoline restores every callee-saved register.
+                unsafe { hal_x86_64_svm_vmrun(&mut self.gprs, vmcb_pa, host_vmcb) };
+                self.flush_pending = false;
+                let c = &mut self.vmcb_mut().control;
+                c.tlb_control = tlb_control::DO_NOTHING;
+                let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);
+                let exit =
+                    SvmExit::decode(code, info1, info2).map_err(|_| VCpuError::InvalidValue {
+                        what: "EXITINFO1 of an IOIO or MSR exit",
+                        value: info1,
+                    })?;
+                if let Some(reason) = self.handle_exit(exit)? {
+                    return Ok(reason);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Err(VCpuError::Unsupported {
+            feature: "VMRUN off x86_64",
+        })
+    }
+
+    fn gpr(&self, index: usize) -> VCpuResult<u64> {
+        match index {
+            RAX => Ok(self.vmcb().save.rax),
+            RSP => Ok(self.vmcb().save.rsp),
+            5..16 | 1..4 => Ok(self.gprs[index]),
+            _ => Err(VCpuError::InvalidRegister { index }),
+        }
+    }
+
+    fn set_gpr(&mut self, index: usize, value: u64) -> VCpuResult {
+        match index {
+            RAX => self.vmcb_mut().save.rax = value,
+            RSP => self.vmcb_mut().save.rsp = value,
+            5..16 | 1..4 => self.gprs[index] = value,
+            _ => return Err(VCpuError::InvalidRegister { index }),
+        }
+        Ok(())
+    }
+
+    fn pc(&self) -> u64 {
+        self.vmcb().save.rip
+    }
+
+    fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
+        self.gprs[RDI] = arg;
+        Ok(())
+    }
+
+    fn set_return_value(&mut self, value: u64) {
+        match core::mem::replace(&mut self.pending, Pending::None) {
+            Pending::Hypercall => {
+                self.vmcb_mut().save.rax = value;
+                self.advance_rip(3);
+            }
+            Pending::MsrRead => {
+                self.vmcb_mut().save.rax = value & 0xffff_ffff;
+                self.gprs[RDX] = value >> 32;
+                self.advance_rip(2);
+            }
+            Pending::MsrWrite => self.advance_rip(2),
+            Pending::None => self.vmcb_mut().save.rax = value,
+        }
+    }
+
+    fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
+        let Ok(vector) = u8::try_from(vector) else {
+            return Err(VCpuError::InvalidValue {
+                what: "interrupt vector",
+                value: vector as u64,
+            });
+        };
+        // EVENTINJ: vector, type 0 (external interrupt), valid (APM 15.20).
+        self.vmcb_mut().control.event_inj = u64::from(vector) | (1 << 31);
+        Ok(())
+    }
+
+    fn invalidate_guest_tlb(&mut self) {
+        self.flush_pending = true;
+    }
+
+    fn decode_mmio(
+        &mut self,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+        mem: &dyn GuestMemory,
+    ) -> Result<MmioAccess, MmioDecodeError> {
+        let pc = self.vmcb().save.rip;
+        let Some(npf) = self.last_npf else {
+            return Err(MmioDecodeError::NotAFault);
+        };
+        if npf.gpa != gpa || npf.error.guest_table_walk() {
+            return Err(MmioDecodeError::NotAFault);
+        }
+        let (bytes, have) = self
+            .fetch_insn(mem)
+            .map_err(|()| MmioDecodeError::Fetch { pc })?;
+        let first8 = u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        let unsupported = MmioDecodeError::Unsupported { pc, insn: first8 };
+        let decoded =
+            insn::decode(&bytes[..have], |i| self.gpr(i).unwrap_or(0)).map_err(|_| unsupported)?;
+        let op = match (decoded.op, access) {
+            (
+                MemOp::Load {
+                    reg,
+                    sign_extend,
+                    reg_width,
+                },
+                AccessKind::Read,
+            ) => MmioOp::Read {
+                reg,
+                sign_extend,
+                reg_width,
+            },
+            (MemOp::Store { value }, AccessKind::Write) => MmioOp::Write { value },
+            _ => return Err(unsupported),
+        };
+        Ok(MmioAccess {
+            gpa,
+            width: decoded.width,
+            op,
+            insn_len: decoded.len,
+        })
+    }
+
+    fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
+        if let (
+            MmioOp::Read {
+                reg,
+                sign_extend,
+                reg_width,
+            },
+            Some(value),
+        ) = (access.op, read_value)
+        {
+            let old = self.gpr(reg)?;
+            let new = insn::load_result(old, value, access.width, sign_extend, reg_width);
+            self.set_gpr(reg, new)?;
+        }
+        self.last_npf = None;
+        self.advance_rip(u64::from(access.insn_len));
+        Ok(())
+    }
+}
+
+/// The width of a port access in bytes, for callers that write RAX after an `IN`.
+pub fn in_result(old_rax: u64, value: u64, width: AccessWidth) -> u64 {
+    insn::load_result(old_rax, value, width, false, width)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    use addrspace::HostVirtAddr;
+
+    use super::*;
+    use crate::exit::code;
+    use crate::svm::SvmFeatures;
+
+    /// Host memory as frames: a leaked, page-aligned buffer shared by all tests.
+    #[derive(Default, Clone, Copy)]
+    struct TestFrames;
+
+    static POOL: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+    // SAFETY: every allocation is a fresh leaked, page-aligned buffer never reused.
+    unsafe impl FrameAllocator for TestFrames {
+        fn alloc_frames(&self, count: usize, _align: usize) -> Option<HostPhysAddr> {
+            let layout = std::alloc::Layout::from_size_align(count * 4096, 4096).ok()?;
+            // SAFETY: non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+            POOL.lock().ok()?.push((p, count));
+            Some(HostPhysAddr::from_usize(p))
+        }
+        unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+            let mut pool = POOL.lock().unwrap();
+            let i = pool
+                .iter()
+                .position(|&(p, c)| p == hpa.as_usize() && c == count)
+                .expect("freed what was allocated");
+            pool.swap_remove(i);
+        }
+        fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+            HostVirtAddr::from_usize(hpa.as_usize())
+        }
+    }
+
+    fn vcpu() -> SvmVCpu<TestFrames> {
+        crate::svm::set_cpu_for_tests(SvmFeatures::from_cpuid(1 << 2, 1, 16, 1).unwrap());
+        let mut v = SvmVCpu::<TestFrames>::new(0, 0, ()).unwrap();
+        v.setup(SvmSetupConfig { guest_cr3: 0x1000 }).unwrap();
+        v.set_entry(GuestPhysAddr::from_usize(0x10_0000)).unwrap();
+        v
+    }
+
+    /// Pretends the hardware exited with `code`, `info1`, `info2`.
+    fn exit(v: &mut SvmVCpu<TestFrames>, code: u64, info1: u64, info2: u64) -> Option<ExitReason> {
+        let e = SvmExit::decode(code, info1, info2).unwrap();
+        v.handle_exit(e).unwrap()
+    }
+
+    /// Guest memory: the identity tables at 0x1000 and `code` at 0x10_0000.
+    struct Mem(Vec<u8>);
+    impl GuestMemory for Mem {
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+            let a = gpa.as_usize();
+            match self.0.get(a..a + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    fn memory_with(insn_at: usize, insn: &[u8]) -> Mem {
+        let mut m = std::vec![0u8; 0x20_0000];
+        for (i, t) in crate::guest_paging::identity_tables(0x1000)
+            .iter()
+            .enumerate()
+        {
+            for (j, e) in t.iter().enumerate() {
+                let a = 0x1000 + i * 0x1000 + j * 8;
+                m[a..a + 8].copy_from_slice(&e.to_le_bytes());
+            }
+        }
+        m[insn_at..insn_at + insn.len()].copy_from_slice(insn);
+        Mem(m)
+    }
+
+    #[test]
+    fn new_vcpu_intercepts_what_the_vm_layer_needs() {
+        let v = vcpu();
+        let c = &v.vmcb().control;
+        assert_ne!(
+            c.intercept2 & intercept2::VMRUN,
+            0,
+            "VMRUN must be intercepted"
+        );
+        for bit in [
+            intercept1::HLT,
+            intercept1::IOIO_PROT,
+            intercept1::MSR_PROT,
+            intercept1::CPUID,
+            intercept1::SHUTDOWN,
+            intercept1::INTR,
+        ] {
+            assert_ne!(c.intercept1 & bit, 0);
+        }
+        assert_ne!(c.intercept2 & intercept2::VMMCALL, 0);
+        assert_eq!(c.guest_asid, 1);
+        let s = &v.vmcb().save;
+        assert_eq!(s.efer & EFER_SVME, EFER_SVME);
+        assert_eq!(s.cr3, 0x1000);
+        assert_eq!(s.rip, 0x10_0000);
+        assert!(v.flush_pending());
+        let iopm = v.frames.iopm.as_usize() as *const u8;
+        // SAFETY: the vCPU owns 12 KiB there.
+        assert_eq!(unsafe { *iopm.add(0x3f8 / 8) }, 0xff);
+    }
+
+    #[test]
+    fn nested_root_and_entry_are_checked() {
+        let mut v = vcpu();
+        assert!(matches!(
+            v.set_nested_root(HostPhysAddr::from_usize(0x1234)),
+            Err(VCpuError::InvalidValue { .. })
+        ));
+        v.set_nested_root(HostPhysAddr::from_usize(0x20_0000))
+            .unwrap();
+        assert_eq!(v.vmcb().control.n_cr3, 0x20_0000);
+        assert_eq!(v.vmcb().control.nested_ctl & 1, 1);
+        assert!(matches!(
+            v.set_entry(GuestPhysAddr::from_usize(0x0000_8000_0000_0000)),
+            Err(VCpuError::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
+    fn hypercall_reads_args_and_returns_in_rax() {
+        let mut v = vcpu();
+        v.set_gpr(RAX, 0x4856_0002).unwrap();
+        for (i, r) in [RDI, RSI, RDX, RCX, 8, 9].into_iter().enumerate() {
+            v.set_gpr(r, 10 + i as u64).unwrap();
+        }
+        assert_eq!(
+            exit(&mut v, code::VMMCALL, 0, 0),
+            Some(ExitReason::Hypercall {
+                nr: 0x4856_0002,
+                args: [10, 11, 12, 13, 14, 15]
+            })
+        );
+        v.set_return_value(99);
+        assert_eq!(v.gpr(RAX), Ok(99));
+        assert_eq!(v.pc(), 0x10_0003);
+    }
+
+    #[test]
+    fn port_io_steps_to_next_rip() {
+        let mut v = vcpu();
+        v.set_gpr(RAX, 0x1234_5641).unwrap();
+        let out = (0x3f8 << 16) | (1 << 4);
+        assert_eq!(
+            exit(&mut v, code::IOIO, out, 0x10_0001),
+            Some(ExitReason::IoWrite {
+                port: 0x3f8,
+                width: AccessWidth::Byte,
+                data: 0x41
+            })
+        );
+        assert_eq!(v.pc(), 0x10_0001);
+        let inw = (0x604 << 16) | (1 << 5) | 1;
+        assert_eq!(
+            exit(&mut v, code::IOIO, inw, 0x10_0003),
+            Some(ExitReason::IoRead {
+                port: 0x604,
+                width: AccessWidth::Word
+            })
+        );
+        assert_eq!(
+            in_result(0x1234_5641, 0xbeef, AccessWidth::Word),
+            0x1234_beef
+        );
+        let rep_outsb = (0x3f8 << 16) | (1 << 4) | (1 << 3) | (1 << 2);
+        let e = SvmExit::decode(code::IOIO, rep_outsb, 0).unwrap();
+        assert!(matches!(
+            v.handle_exit(e),
+            Err(VCpuError::InvalidValue {
+                value: 0x10_0003,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn halt_shutdown_msr() {
+        let mut v = vcpu();
+        assert_eq!(exit(&mut v, code::HLT, 0, 0), Some(ExitReason::Halt));
+        assert_eq!(v.pc(), 0x10_0001);
+        assert_eq!(
+            exit(&mut v, code::SHUTDOWN, 0, 0),
+            Some(ExitReason::SystemReset)
+        );
+        v.set_gpr(RCX, 0xc000_0080).unwrap();
+        assert_eq!(
+            exit(&mut v, code::MSR, 0, 0),
+            Some(ExitReason::SysRegRead {
+                addr: SysRegAddr(0xc000_0080),
+                reg: RAX
+            })
+        );
+        v.set_return_value(0x1_0000_0d01);
+        assert_eq!((v.gpr(RAX), v.gpr(RDX)), (Ok(0xd01), Ok(1)));
+        assert_eq!(v.pc(), 0x10_0003);
+        v.set_gpr(RAX, 0xffff_ffff_0000_0005).unwrap();
+        v.set_gpr(RDX, 7).unwrap();
+        assert_eq!(
+            exit(&mut v, code::MSR, 1, 0),
+            Some(ExitReason::SysRegWrite {
+                addr: SysRegAddr(0xc000_0080),
+                value: 0x7_0000_0005
+            })
+        );
+        assert_eq!(
+            exit(&mut v, code::INVALID, 0, 0),
+            Some(ExitReason::FailEntry {
+                reason: code::INVALID
+            })
+        );
+    }
+
+    #[test]
+    fn mmio_load_is_decoded_and_completed() {
+        let mut v = vcpu();
+        // movsx rax, word [rdi] at the entry point.
+        let mem = memory_with(0x10_0000, &[0x48, 0x0f, 0xbf, 0x07]);
+        let gpa = GuestPhysAddr::from_usize(0xd000_0018);
+        assert_eq!(
+            exit(&mut v, code::NPF, (1 << 32) | 0b100, 0xd000_0018),
+            Some(ExitReason::NestedPageFault {
+                gpa,
+                access: AccessKind::Read
+            })
+        );
+        let a = v.decode_mmio(gpa, AccessKind::Read, &mem).unwrap();
+        assert_eq!(
+            a,
+            MmioAccess {
+                gpa,
+                width: AccessWidth::Word,
+                op: MmioOp::Read {
+                    reg: RAX,
+                    sign_extend: true,
+                    reg_width: AccessWidth::Qword
+                },
+                insn_len: 4
+            }
+        );
+        v.complete_mmio(&a, Some(0xfffe)).unwrap();
+        assert_eq!(v.gpr(RAX), Ok(0xffff_ffff_ffff_fffe));
+        assert_eq!(v.pc(), 0x10_0004);
+        // The fault is consumed.
+        assert_eq!(
+            v.decode_mmio(gpa, AccessKind::Read, &mem),
+            Err(MmioDecodeError::NotAFault)
+        );
+    }
+
+    #[test]
+    fn mmio_store_across_a_page_boundary() {
+        let mut v = vcpu();
+        // mov [rdi], r9 split over two pages: 4c | 89 0f.
+        let at = 0x10_0fff;
+        v.set_entry(GuestPhysAddr::from_usize(at)).unwrap();
+        v.set_gpr(9, 0xdead_beef).unwrap();
+        let mem = memory_with(at, &[0x4c, 0x89, 0x0f]);
+        let gpa = GuestPhysAddr::from_usize(0xd000_0008);
+        exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0008);
+        let a = v.decode_mmio(gpa, AccessKind::Write, &mem).unwrap();
+        assert_eq!(a.op, MmioOp::Write { value: 0xdead_beef });
+        assert_eq!((a.width, a.insn_len), (AccessWidth::Qword, 3));
+        // A refused store: no register changes, RIP steps.
+        v.complete_mmio(&a, None).unwrap();
+        assert_eq!(v.pc(), at as u64 + 3);
+    }
+
+    #[test]
+    fn undecodable_mmio_names_the_rip() {
+        let mut v = vcpu();
+        // add [rdi], eax
+        let mem = memory_with(0x10_0000, &[0x01, 0x07, 0x90]);
+        let gpa = GuestPhysAddr::from_usize(0xd000_0000);
+        exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0000);
+        assert_eq!(
+            v.decode_mmio(gpa, AccessKind::Write, &mem),
+            Err(MmioDecodeError::Unsupported {
+                pc: 0x10_0000,
+                insn: 0x0090_0701
+            })
+        );
+        // A load decoded for a write fault is refused too.
+        let mem = memory_with(0x10_0000, &[0x8b, 0x07]);
+        assert!(matches!(
+            v.decode_mmio(gpa, AccessKind::Write, &mem),
+            Err(MmioDecodeError::Unsupported { pc: 0x10_0000, .. })
+        ));
+        // RIP in a page the guest's tables do not map.
+        v.set_entry(GuestPhysAddr::from_usize(0x1_0000_0000))
+            .unwrap();
+        assert_eq!(
+            v.decode_mmio(gpa, AccessKind::Write, &mem),
+            Err(MmioDecodeError::Fetch { pc: 0x1_0000_0000 })
+        );
+    }
+
+    #[test]
+    fn tlb_invalidation_is_pending_until_the_next_entry() {
+        let mut v = vcpu();
+        v.flush_pending = false;
+        v.invalidate_guest_tlb();
+        assert!(v.flush_pending());
+        assert_eq!(v.flush_control, tlb_control::FLUSH_ALL);
+    }
+
+    #[test]
+    fn frames_are_freed_on_drop() {
+        let v = vcpu();
+        let (vmcb, iopm) = (v.vmcb_pa().as_usize(), v.frames.iopm.as_usize());
+        let held = |pa| POOL.lock().unwrap().iter().any(|&(p, _)| p == pa);
+        assert!(held(vmcb) && held(iopm));
+        drop(v);
+        // Test frames are never reused, so no other test can hold these addresses.
+        assert!(!held(vmcb) && !held(iopm));
+    }
+}
