@@ -1,0 +1,144 @@
+//! The vCPU's saved state: [`TrapFrame`] (general registers, ELR/SPSR, FP/SIMD, saved
+//! by the entry/exit code on every trap) and [`El1Regs`] (the EL1 system registers,
+//! switched when a vCPU is bound to or unbound from a physical CPU).
+
+use core::mem::offset_of;
+
+use static_assertions::const_assert_eq;
+
+/// The FP/SIMD registers V0..V31 with FPSR and FPCR.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpRegs {
+    /// V0..V31.
+    pub v: [u128; 32],
+    /// FPSR.
+    pub fpsr: u64,
+    /// FPCR.
+    pub fpcr: u64,
+}
+
+/// What the exit path saves and the entry path restores, in the layout the
+/// assembly uses (offsets checked below).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapFrame {
+    /// X0..X30.
+    pub x: [u64; 31],
+    /// ELR_EL2: the guest PC to return to.
+    pub elr: u64,
+    /// SPSR_EL2: the guest PSTATE to return to.
+    pub spsr: u64,
+    /// The hypervisor's stack pointer while the guest runs (set by the entry code).
+    pub host_sp: u64,
+    /// FP/SIMD state.
+    pub fp: FpRegs,
+}
+
+/// Offset of [`TrapFrame::elr`] (the assembly stores ELR and SPSR with one STP).
+pub const FRAME_ELR: usize = 31 * 8;
+/// Offset of [`TrapFrame::host_sp`].
+pub const FRAME_HOST_SP: usize = 33 * 8;
+/// Offset of [`TrapFrame::fp`].
+pub const FRAME_FP: usize = 34 * 8;
+/// Offset of [`FpRegs::fpsr`] inside [`FpRegs`].
+pub const FP_FPSR: usize = 32 * 16;
+
+const_assert_eq!(offset_of!(TrapFrame, elr), FRAME_ELR);
+const_assert_eq!(offset_of!(TrapFrame, spsr), FRAME_ELR + 8);
+const_assert_eq!(offset_of!(TrapFrame, host_sp), FRAME_HOST_SP);
+const_assert_eq!(offset_of!(TrapFrame, fp), FRAME_FP);
+const_assert_eq!(offset_of!(FpRegs, fpsr), FP_FPSR);
+const_assert_eq!(offset_of!(FpRegs, fpcr), FP_FPSR + 8);
+const_assert_eq!(FRAME_FP % 16, 0);
+
+/// The EL1 (and EL0) system registers a guest owns. The hypervisor runs at EL2 and
+/// never uses them, so they are switched only when a vCPU is bound to or unbound
+/// from a physical CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct El1Regs {
+    /// SCTLR_EL1.
+    pub sctlr: u64,
+    /// TCR_EL1.
+    pub tcr: u64,
+    /// TTBR0_EL1.
+    pub ttbr0: u64,
+    /// TTBR1_EL1.
+    pub ttbr1: u64,
+    /// MAIR_EL1.
+    pub mair: u64,
+    /// AMAIR_EL1.
+    pub amair: u64,
+    /// VBAR_EL1.
+    pub vbar: u64,
+    /// CONTEXTIDR_EL1.
+    pub contextidr: u64,
+    /// TPIDR_EL1.
+    pub tpidr_el1: u64,
+    /// TPIDR_EL0.
+    pub tpidr_el0: u64,
+    /// TPIDRRO_EL0.
+    pub tpidrro_el0: u64,
+    /// SP_EL0.
+    pub sp_el0: u64,
+    /// SP_EL1.
+    pub sp_el1: u64,
+    /// ELR_EL1.
+    pub elr_el1: u64,
+    /// SPSR_EL1.
+    pub spsr_el1: u64,
+    /// ESR_EL1.
+    pub esr_el1: u64,
+    /// FAR_EL1.
+    pub far_el1: u64,
+    /// PAR_EL1.
+    pub par_el1: u64,
+    /// AFSR0_EL1.
+    pub afsr0: u64,
+    /// AFSR1_EL1.
+    pub afsr1: u64,
+    /// CPACR_EL1.
+    pub cpacr: u64,
+    /// CNTKCTL_EL1.
+    pub cntkctl: u64,
+    /// CSSELR_EL1.
+    pub csselr: u64,
+    /// CNTV_CTL_EL0.
+    pub cntv_ctl: u64,
+    /// CNTV_CVAL_EL0.
+    pub cntv_cval: u64,
+}
+
+impl El1Regs {
+    /// The state of a CPU coming out of reset (or PSCI CPU_ON): MMU off, FP/SIMD
+    /// enabled at EL1 (CPACR_EL1.FPEN = 0b11, as firmware leaves it for an OS).
+    pub const fn reset() -> Self {
+        Self {
+            sctlr: crate::regs::SCTLR_EL1_RESET,
+            tcr: 0,
+            ttbr0: 0,
+            ttbr1: 0,
+            mair: 0,
+            amair: 0,
+            vbar: 0,
+            contextidr: 0,
+            tpidr_el1: 0,
+            tpidr_el0: 0,
+            tpidrro_el0: 0,
+            sp_el0: 0,
+            sp_el1: 0,
+            elr_el1: 0,
+            spsr_el1: 0,
+            esr_el1: 0,
+            far_el1: 0,
+            par_el1: 0,
+            afsr0: 0,
+            afsr1: 0,
+            cpacr: 0b11 << 20,
+            cntkctl: 0,
+            csselr: 0,
+            cntv_ctl: 0,
+            cntv_cval: 0,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Stage-2 TLB maintenance: after a translation is removed or weakened, invalidate it
+//! on every physical CPU with the inner-shareable broadcast forms, by IPA and VMID.
+//!
+//! Arm ARM (DDI 0487K.a) D8.16 "TLB maintenance requirements": after changing a
+//! stage-2 descriptor, `DSB ISHST` (the write reaches the walkers), `TLBI IPAS2E1IS`
+//! for each page (stage-2-only entries of the current VMID, IPA[47:12] in Xt[35:0]),
+//! `DSB ISH`, then `TLBI VMALLE1IS` (combined stage-1+2 entries cache the old output
+//! and cannot be found by IPA), `DSB ISH`, `ISB`. The VMID of both TLBIs is the one in
+//! VTTBR_EL2, so the target VMID is loaded for the duration. Never the stage-1-only
+//! forms (`TLBI VAE1`...), which miss stage-2 entries.
+
+use addrspace::GuestPhysAddr;
+
+/// Above this many pages one `TLBI VMALLS12E1IS` (every stage-1 and stage-2 entry
+/// of the VMID) is cheaper than per-page invalidation.
+pub const MAX_PAGES_BY_IPA: usize = 256;
+
+/// The VMID of VM `vm_id`: 1..=255 (8-bit VMIDs, which every CPU has; VMID 0 is
+/// left to the hypervisor's own host state).
+pub const fn vmid_of(vm_id: usize) -> u16 {
+    (vm_id % 255) as u16 + 1
+}
+
+/// How the range will be invalidated: `Some((first, pages))` by IPA, `None` for a
+/// whole-VMID invalidation (size zero means nothing to do: `Some((_, 0))`).
+pub fn plan(gpa: GuestPhysAddr, size: usize) -> Option<(u64, usize)> {
+    let start = gpa.as_usize() as u64 & !0xfff;
+    let end = (gpa.as_usize() as u64).saturating_add(size as u64);
+    let pages = end.saturating_sub(start).div_ceil(0x1000) as usize;
+    (pages <= MAX_PAGES_BY_IPA).then_some((start, pages))
+}
+
+/// Invalidates the translations of `vmid` for `[gpa, gpa + size)` on every CPU in
+/// the inner shareable domain, and returns when that is complete.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn flush_guest_range(vmid: u16, gpa: GuestPhysAddr, size: usize) {
+    use core::arch::asm;
+    with_vmid(vmid, || match plan(gpa, size) {
+        Some((start, pages)) => {
+            // SAFETY: TLB maintenance and barriers only drop cached translations of
+            // this VMID; they cannot break memory safety.
+            unsafe {
+                asm!("dsb ishst", options(nostack, preserves_flags));
+                for i in 0..pages as u64 {
+                    let ipa = start + i * 0x1000;
+                    asm!("tlbi ipas2e1is, {}", in(reg) (ipa >> 12) & 0xf_ffff_ffff, options(nostack, preserves_flags));
+                }
+                asm!(
+                    "dsb ish",
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        None => flush_vmid_inner(),
+    });
+}
+
+/// Invalidates every stage-1 and stage-2 translation of `vmid` on every CPU in the
+/// inner shareable domain (a new root for the VMID, or a huge range).
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn flush_guest_all(vmid: u16) {
+    with_vmid(vmid, flush_vmid_inner);
+}
+
+/// Invalidates every translation of `vmid` on this CPU only.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn flush_guest_local(vmid: u16) {
+    use core::arch::asm;
+    with_vmid(vmid, || {
+        // SAFETY: as in `flush_guest_range`.
+        unsafe {
+            asm!(
+                "dsb nshst",
+                "tlbi vmalls12e1",
+                "dsb nsh",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        }
+    });
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+fn flush_vmid_inner() {
+    // SAFETY: as in `flush_guest_range`.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    }
+}
+
+/// Runs `f` with `vmid` in VTTBR_EL2.VMID (the VMID the TLBI instructions act on),
+/// then puts the previous value back. The hypervisor runs at EL2 with interrupts
+/// masked, so nothing else on this CPU sees the temporary value.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+fn with_vmid(vmid: u16, f: impl FnOnce()) {
+    use crate::hw::{mrs, msr};
+    let saved = mrs!("vttbr_el2");
+    let temporary = (saved & 0x0000_ffff_ffff_ffff) | (u64::from(vmid) << 48);
+    // SAFETY: no guest runs on this CPU while the hypervisor executes, and EL2's own
+    // translation does not use VTTBR_EL2; the old value is restored below.
+    unsafe {
+        if temporary != saved {
+            msr!("vttbr_el2", temporary);
+            core::arch::asm!("isb", options(nostack, preserves_flags));
+        }
+    }
+    f();
+    // SAFETY: restores the value read above.
+    unsafe {
+        if temporary != saved {
+            msr!("vttbr_el2", saved);
+            core::arch::asm!("isb", options(nostack, preserves_flags));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_rounds_to_pages() {
+        let g = GuestPhysAddr::from_usize;
+        assert_eq!(plan(g(0x4000_0000), 0x1000), Some((0x4000_0000, 1)));
+        assert_eq!(plan(g(0x4000_0ff8), 0x10), Some((0x4000_0000, 2)));
+        assert_eq!(plan(g(0x4000_0000), 0), Some((0x4000_0000, 0)));
+        assert_eq!(
+            plan(g(0x4000_0000), MAX_PAGES_BY_IPA * 0x1000),
+            Some((0x4000_0000, MAX_PAGES_BY_IPA))
+        );
+        assert_eq!(plan(g(0x4000_0000), 0x20_0000 + 0x1000), None);
+    }
+
+    #[test]
+    fn vmids_skip_zero() {
+        assert_eq!(vmid_of(0), 1);
+        assert_eq!(vmid_of(254), 255);
+        assert_eq!(vmid_of(255), 1);
+    }
+}
