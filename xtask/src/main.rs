@@ -6,9 +6,12 @@
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
 //! - `qemu <arch> [--config <file>]`: builds the board's hypervisor image, boots it in
 //!   QEMU and exits with the guest's verdict.
+//! - `bench [--quick]`: address-space and VM benchmarks against axaddrspace (see
+//!   `bench.rs`); not part of `test`.
 //!
 //! It prints every command before running it and stops at the first failure.
 
+mod bench;
 mod cross;
 mod qemu;
 mod run;
@@ -25,6 +28,7 @@ commands:
   build --arch <arch>       cross-build the portable crates for <arch>
                             (aarch64, riscv64, x86_64)
   qemu <arch> [--config F]  boot the hypervisor and its test guest in QEMU
+  bench [--quick]           benchmarks against axaddrspace (target/bench/)
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +40,11 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some("qemu") => qemu_args(&args[1..]).and_then(|(arch, config)| qemu::qemu(arch, config)),
+        Some("bench") => match &args[1..] {
+            [] => bench::bench(false),
+            [q] if q == "--quick" => bench::bench(true),
+            _ => Err(Failed(format!("expected bench [--quick]\n{USAGE}"))),
+        },
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())

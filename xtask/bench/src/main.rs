@@ -1,0 +1,121 @@
+//! `hvcore-bench`: our `addrspace` (x86 EPT, and Arm stage-2) against axaddrspace
+//! 0.5.15 (EPT) on the same workloads, plus the VM figures on `hal-mock`.
+//! Run it through `cargo xtask bench [--quick]`, which builds it in release.
+//!
+//! Method: every workload is written once over [`subject::Subject`]; frames for both
+//! implementations come from one pre-touched pool ([`pool`]); each round runs every
+//! subject once, rotating who goes first; figures are medians over the rounds and the
+//! ratio is ours / peer. Results: a table on stdout, `summary.json` and
+//! `map_time.svg` in the output directory.
+//!
+//! This crate is its own workspace (not a member of the product workspace), so the
+//! peer dependency never enters the product crates' graph or lock file.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod harness;
+mod pool;
+mod report;
+mod space;
+mod subject;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+const USAGE: &str = "usage: hvcore-bench [--quick] [--out DIR] [--only GROUP]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("bench: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut quick = false;
+    let mut only = None;
+    let mut out = PathBuf::from("target/bench");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = args.next().ok_or(USAGE)?.into(),
+            "--only" => only = Some(args.next().ok_or(USAGE)?),
+            _ => return Err(format!("unknown argument `{a}`\n{USAGE}")),
+        }
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("bench: warning: debug build, figures are meaningless (use --release)");
+    }
+    let started = Instant::now();
+    let cfg = if quick {
+        space::Config {
+            rounds: 3,
+            translations: 1_000_000,
+            reads: 2_000,
+            only,
+        }
+    } else {
+        space::Config {
+            rounds: 9,
+            translations: 1_000_000,
+            reads: 10_000,
+            only,
+        }
+    };
+    let frames = space::pool_frames(cfg.rounds);
+    eprintln!(
+        "bench: {} mode, {} rounds, pool of {} MiB",
+        if quick { "quick" } else { "full" },
+        cfg.rounds,
+        frames * addrspace::FRAME_SIZE >> 20
+    );
+    pool::init(frames)?;
+
+    eprintln!("bench: address-space workloads");
+    let figs = space::run(&cfg)?;
+
+    std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let json_path = out.join("summary.json");
+    std::fs::write(&json_path, report::json(&figs))
+        .map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    let points = space::growth_points(&figs);
+    let series = [
+        report::Series {
+            label: "ours, x86 EPT",
+            color: "#c0392b",
+            points: points.iter().map(|p| (p.0 as f64, p.1)).collect(),
+        },
+        report::Series {
+            label: "ours, Arm stage-2",
+            color: "#e67e22",
+            points: points.iter().map(|p| (p.0 as f64, p.2)).collect(),
+        },
+        report::Series {
+            label: "axaddrspace 0.5.15",
+            color: "#2c3e50",
+            points: points.iter().map(|p| (p.0 as f64, p.3)).collect(),
+        },
+    ];
+    let svg_path = out.join("map_time.svg");
+    std::fs::write(
+        &svg_path,
+        report::svg("map time against mapped size (4 KiB leaves)", &series),
+    )
+    .map_err(|e| format!("write {}: {e}", svg_path.display()))?;
+
+    print!("{}", report::table(&figs));
+    println!(
+        "\nwrote {} and {} in {:.0} s ({} mode, {} rounds, medians)",
+        json_path.display(),
+        svg_path.display(),
+        started.elapsed().as_secs_f64(),
+        if quick { "quick" } else { "full" },
+        cfg.rounds
+    );
+    Ok(())
+}

@@ -1,0 +1,603 @@
+//! The address-space workloads of issue #7, each written once over [`Subject`] and
+//! run in alternating rounds for our EPT space, our Arm stage-2 space and
+//! axaddrspace's EPT space, all drawing frames from the same pool.
+
+use std::hint::black_box;
+
+use addrspace::{ArmStage2Ipa40, Ept, FRAME_SIZE, FrameAllocator, HostPhysAddr};
+
+use crate::harness::{Figure, Rng, Target, alternate, median, median_of, timed};
+use crate::pool;
+use crate::subject::{Ours, Peer, Subject};
+
+const K4: usize = 0x1000;
+const M2: usize = 0x20_0000;
+const G1: usize = 0x4000_0000;
+const T1: usize = 1 << 40;
+
+/// Where the 1 GiB linear mappings start in guest-physical space.
+const GPA: usize = G1;
+/// Host-physical base of linear mappings that are only numbers (never read): 256 GiB,
+/// 1 GiB-aligned, below the pool.
+const HPA_LIN: usize = 0x40_0000_0000;
+/// Host-physical base of the 1 TiB mapping (1 TiB, above the pool).
+const HPA_1T: usize = 0x100_0000_0000;
+
+/// Fresh spaces per sample for maps that take only microseconds.
+const MAP_REPS: usize = 64;
+/// Size of the populate and lazy-fault areas.
+const ALLOC_AREA: usize = 256 << 20;
+/// Pages faulted again per round for `refault` (the peer leaks one frame each).
+pub const REFAULTS: usize = 2048;
+/// Mapped sizes of the 4 KiB-leaf growth series.
+pub const GROWTH: [usize; 4] = [64 << 20, 256 << 20, G1, 4 * G1];
+/// Bytes read by `read_64k_vs_memcpy`, starting this far into a page.
+const READ_LEN: usize = 64 << 10;
+const READ_OFF: usize = 0x800;
+
+/// Pool frames the address-space workloads need with `rounds` rounds: the largest
+/// live set (256 MiB of guest frames and their tables) plus the frames the peer leaks
+/// in `refault` (never returned), plus slack.
+pub fn pool_frames(rounds: usize) -> usize {
+    ALLOC_AREA / FRAME_SIZE + rounds * REFAULTS + 8192
+}
+
+/// Settings of one run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Rounds per workload (each subject runs once per round).
+    pub rounds: usize,
+    /// Random translations per translate sample.
+    pub translations: usize,
+    /// Reads per `read_64k` sample.
+    pub reads: usize,
+    /// Run only the workload groups whose name contains this (`leaf`, `populate`,
+    /// `fault`, `read`, `1t`, `growth`): for profiling.
+    pub only: Option<String>,
+}
+
+impl Config {
+    fn wants(&self, group: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| group.contains(o))
+    }
+}
+
+/// Checks that the pool is back to `before` frames in use: a subject that keeps
+/// frames after its drop would distort every later figure.
+fn check_returned<S: Subject>(before: usize, what: &str) -> Result<(), String> {
+    let now = pool::in_use();
+    if now != before {
+        return Err(format!(
+            "{}: {what}: {} frames still in use after drop",
+            S::NAME,
+            now as isize - before as isize
+        ));
+    }
+    Ok(())
+}
+
+/// One round of the 1 GiB linear workload with HPA offset `hpa_off` (0: 1 GiB leaves,
+/// 2 MiB: 2 MiB leaves, 4 KiB: 4 KiB leaves). Returns `[map s, ns per translation,
+/// unmap s, table frames after map (root included), table frames after unmap]`.
+fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let hpa = HPA_LIN + hpa_off;
+    // A map of a few huge leaves takes about a microsecond: time it on `MAP_REPS`
+    // fresh spaces and keep the median, so one sample is not one timer tick.
+    let reps = if hpa_off == K4 { 1 } else { MAP_REPS };
+    let mut maps = Vec::with_capacity(reps);
+    let mut s = S::new()?;
+    for rep in 0..reps {
+        if rep > 0 {
+            s = S::new()?;
+        }
+        let (r, t) = timed(|| s.map_linear(GPA, hpa, G1));
+        r?;
+        maps.push(t);
+    }
+    let map = median(&maps);
+    let tables = pool::in_use() - before;
+    let ((acc, missed), tr) = timed(|| {
+        let (mut acc, mut missed) = (0usize, 0usize);
+        for &g in gpas {
+            match s.translate(black_box(g)) {
+                Some(h) => acc = acc.wrapping_add(h),
+                None => missed += 1,
+            }
+        }
+        (acc, missed)
+    });
+    black_box(acc);
+    let probe = GPA + 0x12_3456;
+    if missed != 0 || s.translate(probe) != Some(hpa + 0x12_3456) {
+        return Err(format!(
+            "{}: translate after map: {missed} misses, {probe:#x} -> {:?}",
+            S::NAME,
+            s.translate(probe)
+        ));
+    }
+    let (r, unmap) = timed(|| s.unmap(GPA, G1));
+    r?;
+    let after = pool::in_use() - before;
+    if s.translate(probe).is_some() {
+        return Err(format!(
+            "{}: {probe:#x} still translated after unmap",
+            S::NAME
+        ));
+    }
+    drop(s);
+    check_returned::<S>(before, "1 GiB linear")?;
+    Ok(vec![
+        map,
+        tr / gpas.len() as f64 * 1e9,
+        unmap,
+        tables as f64,
+        after as f64,
+    ])
+}
+
+/// One round of `populate_256m`: `[map s]`.
+fn populate_round<S: Subject>() -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let mut s = S::new()?;
+    let (r, t) = timed(|| s.map_alloc(GPA, ALLOC_AREA, true));
+    r?;
+    let data = pool::in_use() - before;
+    if data < ALLOC_AREA / K4 {
+        return Err(format!(
+            "{}: populate holds only {data} frames for {} pages",
+            S::NAME,
+            ALLOC_AREA / K4
+        ));
+    }
+    drop(s);
+    check_returned::<S>(before, "populate")?;
+    Ok(vec![t])
+}
+
+/// One round of the lazy workload: lazy-map 256 MiB, fault every page once, then
+/// fault [`REFAULTS`] mapped pages again. Returns `[ns per page (lazy map + first
+/// fault), table KiB per GiB allocated by the lazy map, frames allocated per refault,
+/// ns per refault]`.
+fn fault_round<S: Subject>() -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let mut s = S::new()?;
+    let root = pool::in_use() - before;
+    let (r, t_map) = timed(|| s.map_alloc(GPA, ALLOC_AREA, false));
+    r?;
+    let up_front = pool::in_use() - before - root;
+    let pages = ALLOC_AREA / K4;
+    let (handled, t_fault) = timed(|| {
+        let mut handled = 0;
+        for p in 0..pages {
+            handled += usize::from(s.fault(black_box(GPA + p * K4 + 0x18)));
+        }
+        handled
+    });
+    if handled != pages {
+        return Err(format!(
+            "{}: {handled} of {pages} lazy faults handled",
+            S::NAME
+        ));
+    }
+    let allocated = pool::pool().allocated();
+    let (handled, t_refault) = timed(|| {
+        let mut handled = 0;
+        for p in 0..REFAULTS {
+            handled += usize::from(s.fault(black_box(GPA + p * 7 * K4 + 0x40)));
+        }
+        handled
+    });
+    if handled != REFAULTS {
+        return Err(format!(
+            "{}: {handled} of {REFAULTS} refaults handled",
+            S::NAME
+        ));
+    }
+    let refault_frames = pool::pool().allocated() - allocated;
+    drop(s);
+    // Frames still in use after the drop can only be frames lost by the refaults.
+    let leaked = pool::in_use() - before;
+    if leaked != refault_frames {
+        return Err(format!(
+            "{}: {leaked} frames left after drop, {refault_frames} allocated by refaults",
+            S::NAME
+        ));
+    }
+    Ok(vec![
+        (t_map + t_fault) / pages as f64 * 1e9,
+        (up_front * FRAME_SIZE) as f64 / 1024.0 * (G1 / ALLOC_AREA) as f64,
+        refault_frames as f64 / REFAULTS as f64,
+        t_refault / REFAULTS as f64 * 1e9,
+    ])
+}
+
+/// One round of `map_1t_1g`: `[map s]`.
+fn map_1t_round<S: Subject>() -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let mut times = Vec::with_capacity(MAP_REPS);
+    for _ in 0..MAP_REPS {
+        let mut s = S::new()?;
+        let (r, t) = timed(|| s.map_linear(0, HPA_1T, T1));
+        r?;
+        if s.translate(T1 - 1) != Some(HPA_1T + T1 - 1) {
+            return Err(format!("{}: 1 TiB mapping does not translate", S::NAME));
+        }
+        times.push(t);
+    }
+    check_returned::<S>(before, "1 TiB")?;
+    Ok(vec![median(&times)])
+}
+
+/// One round of the 4 KiB-leaf growth series: `[map s for each size of GROWTH]`.
+fn growth_round<S: Subject>() -> Result<Vec<f64>, String> {
+    let mut out = Vec::with_capacity(GROWTH.len());
+    for size in GROWTH {
+        let before = pool::in_use();
+        // Small sizes are mapped several times so each sample maps at least 1 GiB.
+        let reps = (G1 / size).max(1);
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let mut s = S::new()?;
+            let (r, t) = timed(|| s.map_linear(GPA, HPA_LIN + K4, size));
+            r?;
+            times.push(t);
+        }
+        check_returned::<S>(before, "growth")?;
+        out.push(median(&times));
+    }
+    Ok(out)
+}
+
+/// A subject with 128 KiB of pool frames mapped linearly (4 KiB leaves) at `GPA`,
+/// for the read workload.
+fn read_setup<S: Subject>(hpa: HostPhysAddr) -> Result<S, String> {
+    let mut s = S::new()?;
+    s.map_linear(GPA, hpa.as_usize(), 2 * READ_LEN)?;
+    Ok(s)
+}
+
+/// One read sample: ns per 64 KiB read through `s`.
+fn read_round<S: Subject>(s: &S, buf: &mut [u8], reads: usize) -> Result<Vec<f64>, String> {
+    let (r, t) = timed(|| {
+        for _ in 0..reads {
+            s.read(black_box(GPA + READ_OFF), buf)?;
+            black_box(&mut *buf);
+        }
+        Ok::<(), String>(())
+    });
+    r?;
+    Ok(vec![t / reads as f64 * 1e9])
+}
+
+/// Runs every address-space workload and returns the figures, EPT first, then the
+/// Arm stage-2 rows (`arm_s2_*`, same ratios against the peer's EPT).
+pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
+    type Ept4 = Ours<Ept>;
+    type Arm = Ours<ArmStage2Ipa40>;
+    let rounds = cfg.rounds;
+    let mut figs = Vec::new();
+    let mut arm = Vec::new();
+
+    // ---- 1 GiB linear: map, translate, unmap, tables, for each leaf size.
+    let mut rng = Rng::new(0x5eed_1234);
+    let gpas: Vec<usize> = (0..cfg.translations)
+        .map(|_| GPA + (rng.next_u64() as usize % G1))
+        .collect();
+    for (leaf, off) in [("1g", 0), ("2m", M2), ("4k", K4)] {
+        if !cfg.wants("leaf") {
+            break;
+        }
+        eprintln!("  1 GiB linear, {leaf} leaves");
+        let [o, a, p] = alternate(
+            rounds,
+            &mut [
+                &mut || leaf_round::<Ept4>(off, &gpas),
+                &mut || leaf_round::<Arm>(off, &gpas),
+                &mut || leaf_round::<Peer>(off, &gpas),
+            ],
+        )?;
+        let map_target = if leaf == "4k" { 0.40 } else { 1.0 };
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}map_1g_{leaf}"),
+                    "µs",
+                    median_of(samples, 0) * 1e6,
+                    median_of(&p, 0) * 1e6,
+                )
+                .target(Target::RatioAtMost(map_target)),
+            );
+            let mut tr = Figure::pair(
+                format!("{prefix}translate_{leaf}"),
+                "ns",
+                median_of(samples, 1),
+                median_of(&p, 1),
+            )
+            .note(format!("per translation, {} random GPAs", cfg.translations));
+            match leaf {
+                "4k" => tr = tr.target(Target::RatioAtMost(0.70)),
+                "2m" => tr = tr.target(Target::RatioAtMost(0.80)),
+                _ => {}
+            }
+            rows.push(tr);
+        }
+        if leaf == "4k" {
+            for (rows, samples, prefix, root) in [
+                (&mut figs, &o, "", Ept4::ROOT_FRAMES),
+                (&mut arm, &a, "arm_s2_", Arm::ROOT_FRAMES),
+            ] {
+                rows.push(
+                    Figure::pair(
+                        format!("{prefix}unmap_1g_4k"),
+                        "µs",
+                        median_of(samples, 2) * 1e6,
+                        median_of(&p, 2) * 1e6,
+                    )
+                    .target(Target::RatioAtMost(0.50)),
+                );
+                rows.push(
+                    Figure::pair(
+                        format!("{prefix}tables_kib_per_gib_4k"),
+                        "KiB",
+                        median_of(samples, 3) * 4.0,
+                        median_of(&p, 3) * 4.0,
+                    )
+                    .note("page-table frames after mapping 1 GiB, root included"),
+                );
+                rows.push(
+                    Figure::pair(
+                        format!("{prefix}tables_after_unmap"),
+                        "frames",
+                        median_of(samples, 4),
+                        median_of(&p, 4),
+                    )
+                    .target(Target::OursEquals(root as f64))
+                    .note(format!("table frames held after unmapping; root = {root}")),
+                );
+            }
+        }
+    }
+
+    // ---- populate 256 MiB.
+    if cfg.wants("populate") {
+        eprintln!("  populate 256 MiB");
+        let [o, a, p] = alternate(
+            rounds,
+            &mut [
+                &mut populate_round::<Ept4>,
+                &mut populate_round::<Arm>,
+                &mut populate_round::<Peer>,
+            ],
+        )?;
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}populate_256m"),
+                    "ms",
+                    median_of(samples, 0) * 1e3,
+                    median_of(&p, 0) * 1e3,
+                )
+                .note("ours zeroes every guest frame; the peer hands frames out unzeroed"),
+            );
+        }
+    }
+
+    // ---- lazy map + fault every page, refault.
+    if cfg.wants("fault") {
+        eprintln!("  lazy map 256 MiB, fault every page, refault");
+        let [o, a, p] = alternate(
+            rounds,
+            &mut [
+                &mut fault_round::<Ept4>,
+                &mut fault_round::<Arm>,
+                &mut fault_round::<Peer>,
+            ],
+        )?;
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+            Figure::pair(
+                format!("{prefix}fault_lazy"),
+                "ns/page",
+                median_of(samples, 0),
+                median_of(&p, 0),
+            )
+            .target(Target::RatioAtMost(1.0))
+            .note("(lazy map of 256 MiB + one write fault per page) / pages; ours zeroes each frame"),
+        );
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}refault"),
+                    "frames/fault",
+                    median_of(samples, 2),
+                    median_of(&p, 2),
+                )
+                .target(Target::OursEquals(0.0))
+                .note("frames allocated by a second fault on a mapped page"),
+            );
+            rows.push(Figure::pair(
+                format!("{prefix}refault_ns"),
+                "ns",
+                median_of(samples, 3),
+                median_of(&p, 3),
+            ));
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}lazy_tables_up_front"),
+                    "KiB/GiB",
+                    median_of(samples, 1),
+                    median_of(&p, 1),
+                )
+                .target(Target::OursEquals(0.0))
+                .note("frames a lazy map allocates before any fault"),
+            );
+        }
+    }
+
+    // ---- 64 KiB read across 4 KiB pages vs memcpy.
+    if cfg.wants("read") {
+        eprintln!("  read 64 KiB at +0x800 vs memcpy");
+        let frames = 2 * READ_LEN / FRAME_SIZE;
+        let hpa = pool::pool()
+            .alloc_frames(frames, 1)
+            .ok_or("pool: no room for the read workload")?;
+        let src = pool::pool().phys_to_virt(hpa).as_ptr::<u8>();
+        // SAFETY: the frames were just allocated for this workload and stay allocated
+        // until the end of it; they are only read (by every subject and by memcpy).
+        let src = unsafe { std::slice::from_raw_parts(src.add(READ_OFF), READ_LEN) };
+        let (ours_read, arm_read, peer_read) = (
+            read_setup::<Ept4>(hpa)?,
+            read_setup::<Arm>(hpa)?,
+            read_setup::<Peer>(hpa)?,
+        );
+        // The destination is page-aligned pool memory too: where a heap buffer lands
+        // relative to the source changes `memcpy` speed several-fold on this machine
+        // (4 KiB aliasing when the destination is just above the source modulo 4 KiB),
+        // which would make the baseline, not our code, the thing measured.
+        let dst_frames = READ_LEN / FRAME_SIZE;
+        let dst = pool::pool()
+            .alloc_frames(dst_frames, 1)
+            .ok_or("pool: no room for the read buffer")?;
+        // SAFETY: frames just allocated for this buffer, used by nothing else until they
+        // are given back below; the pool maps them contiguously and writable.
+        let buf: &mut [u8] = unsafe {
+            std::slice::from_raw_parts_mut(pool::pool().phys_to_virt(dst).as_mut_ptr(), READ_LEN)
+        };
+        let reads = cfg.reads;
+        let result = {
+            let buf = std::cell::RefCell::new(buf);
+            alternate(
+                rounds,
+                &mut [
+                    &mut || read_round(&ours_read, &mut buf.borrow_mut()[..], reads),
+                    &mut || read_round(&arm_read, &mut buf.borrow_mut()[..], reads),
+                    &mut || read_round(&peer_read, &mut buf.borrow_mut()[..], reads),
+                    &mut || {
+                        let mut b = buf.borrow_mut();
+                        let (_, t) = timed(|| {
+                            for _ in 0..reads {
+                                b.copy_from_slice(black_box(src));
+                                black_box(&mut **b);
+                            }
+                        });
+                        Ok(vec![t / reads as f64 * 1e9])
+                    },
+                ],
+            )
+        };
+        drop((ours_read, arm_read, peer_read));
+        // SAFETY: allocated above, no space maps them any more.
+        unsafe { pool::pool().dealloc_frames(hpa, frames) };
+        // SAFETY: allocated above; `buf` died with `result`'s closures.
+        unsafe { pool::pool().dealloc_frames(dst, dst_frames) };
+        let [o, a, p, m] = result?;
+        let memcpy = median_of(&m, 0);
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}read_64k_vs_memcpy"),
+                    "x memcpy",
+                    median_of(samples, 0) / memcpy,
+                    median_of(&p, 0) / memcpy,
+                )
+                .target(Target::OursAtMost(1.10))
+                .note(format!(
+                    "time / plain memcpy of 64 KiB ({} ns); peer = translated_byte_buffer + copy",
+                    crate::harness::num(memcpy)
+                )),
+            );
+        }
+    }
+
+    // ---- 1 TiB with 1 GiB leaves.
+    if cfg.wants("1t") {
+        eprintln!("  map 1 TiB with 1 GiB leaves");
+        let [o, a, p] = alternate(
+            rounds,
+            &mut [
+                &mut map_1t_round::<Ept4>,
+                &mut map_1t_round::<Arm>,
+                &mut map_1t_round::<Peer>,
+            ],
+        )?;
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}map_1t_1g"),
+                    "µs",
+                    median_of(samples, 0) * 1e6,
+                    median_of(&p, 0) * 1e6,
+                )
+                .target(Target::OursBelow(50.0)),
+            );
+        }
+    }
+
+    // ---- 4 KiB-leaf growth.
+    if cfg.wants("growth") {
+        eprintln!("  map 64 MiB .. 4 GiB with 4 KiB leaves");
+        let [o, a, p] = alternate(
+            rounds,
+            &mut [
+                &mut growth_round::<Ept4>,
+                &mut growth_round::<Arm>,
+                &mut growth_round::<Peer>,
+            ],
+        )?;
+        let spread = |samples: &[Vec<f64>]| {
+            let per_page: Vec<f64> = GROWTH
+                .iter()
+                .enumerate()
+                .map(|(j, &size)| median_of(samples, j) / (size / K4) as f64)
+                .collect();
+            let lo = per_page.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_page.iter().copied().fold(0.0, f64::max);
+            (hi / lo - 1.0) * 100.0
+        };
+        for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+            rows.push(
+                Figure::pair(
+                    format!("{prefix}map_4k_growth"),
+                    "% spread",
+                    spread(samples),
+                    spread(&p),
+                )
+                .target(Target::OursAtMost(15.0))
+                .note("(max / min time per page over 64 MiB, 256 MiB, 1 GiB, 4 GiB) - 1"),
+            );
+            for (j, &size) in GROWTH.iter().enumerate() {
+                rows.push(Figure::pair(
+                    format!("{prefix}map_4k_{}", size_name(size)),
+                    "µs",
+                    median_of(samples, j) * 1e6,
+                    median_of(&p, j) * 1e6,
+                ));
+            }
+        }
+    }
+
+    figs.append(&mut arm);
+    Ok(figs)
+}
+
+/// `64m`, `1g`, `4g`.
+pub fn size_name(size: usize) -> String {
+    if size >= G1 {
+        format!("{}g", size / G1)
+    } else {
+        format!("{}m", size >> 20)
+    }
+}
+
+/// Medians kept for the chart: `(size, ours EPT µs, ours Arm µs, peer µs)` per size.
+pub fn growth_points(figs: &[Figure]) -> Vec<(usize, f64, f64, f64)> {
+    GROWTH
+        .iter()
+        .filter_map(|&size| {
+            let name = format!("map_4k_{}", size_name(size));
+            let ept = figs.iter().find(|f| f.name == name)?;
+            let arm = figs.iter().find(|f| f.name == format!("arm_s2_{name}"))?;
+            Some((size, ept.ours, arm.ours, ept.peer.unwrap_or(f64::NAN)))
+        })
+        .collect()
+}

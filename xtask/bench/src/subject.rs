@@ -1,0 +1,195 @@
+//! The two implementations under test behind one small trait, [`Subject`], so every
+//! workload is written once and runs the same code against each: [`Ours`] (our
+//! `addrspace::AddrSpace` in any nested format) and [`Peer`] (axaddrspace 0.5.15's
+//! `AddrSpace`, x86 EPT on this host).
+
+use addrspace::testing::PoolAllocator;
+use addrspace::{
+    AccessKind, AddrSpace, FaultOutcome, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
+    Populate,
+};
+use axvm_types::GuestPhysAddr as PeerGpa;
+
+use crate::pool::{self, PeerHal};
+
+/// What a workload needs from an address space. Errors are benchmark failures, carried
+/// as text to `main`.
+pub trait Subject: Sized {
+    /// Name in tables.
+    const NAME: &'static str;
+    /// Page-table frames of an empty space (its root).
+    const ROOT_FRAMES: usize;
+
+    /// An empty space covering at least the first 1 TiB of guest-physical addresses.
+    fn new() -> Result<Self, String>;
+    /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` read-write.
+    fn map_linear(&mut self, gpa: usize, hpa: usize, size: usize) -> Result<(), String>;
+    /// Maps `[gpa, gpa + size)` to frames from the pool, now or at first fault.
+    fn map_alloc(&mut self, gpa: usize, size: usize, populate: bool) -> Result<(), String>;
+    /// Removes `[gpa, gpa + size)`, frames released (ours completes the flush at once).
+    fn unmap(&mut self, gpa: usize, size: usize) -> Result<(), String>;
+    /// The host-physical address of `gpa`, if translated.
+    fn translate(&self, gpa: usize) -> Option<usize>;
+    /// Handles a write fault at `gpa`; whether the guest may resume.
+    fn fault(&mut self, gpa: usize) -> bool;
+    /// Copies guest memory at `gpa` into `buf`.
+    fn read(&self, gpa: usize, buf: &mut [u8]) -> Result<(), String>;
+}
+
+/// Our address space in format `F`, frames from the shared pool.
+pub struct Ours<F: NestedFormat>(AddrSpace<F, &'static PoolAllocator>);
+
+impl<F: NestedFormat> Subject for Ours<F> {
+    const NAME: &'static str = F::NAME;
+    const ROOT_FRAMES: usize = F::ROOT_FRAMES;
+
+    fn new() -> Result<Self, String> {
+        AddrSpace::new(pool::pool())
+            .map(Ours)
+            .map_err(|e| format!("ours ({}): new: {e}", F::NAME))
+    }
+
+    #[inline]
+    fn map_linear(&mut self, gpa: usize, hpa: usize, size: usize) -> Result<(), String> {
+        // SAFETY: no guest runs. The benchmarks only copy through linear mappings of
+        // pool frames (`read`); every other linear HPA is a number never dereferenced.
+        unsafe {
+            self.0.map_linear(
+                GuestPhysAddr::from_usize(gpa),
+                HostPhysAddr::from_usize(hpa),
+                size,
+                MappingFlags::RW,
+            )
+        }
+        .map_err(|e| format!("ours ({}): map_linear: {e}", F::NAME))
+    }
+
+    #[inline]
+    fn map_alloc(&mut self, gpa: usize, size: usize, populate: bool) -> Result<(), String> {
+        let populate = if populate {
+            Populate::Eager
+        } else {
+            Populate::Lazy
+        };
+        self.0
+            .map_alloc(
+                GuestPhysAddr::from_usize(gpa),
+                size,
+                MappingFlags::RW,
+                populate,
+            )
+            .map_err(|e| format!("ours ({}): map_alloc: {e}", F::NAME))
+    }
+
+    #[inline]
+    fn unmap(&mut self, gpa: usize, size: usize) -> Result<(), String> {
+        let flush = self
+            .0
+            .unmap(GuestPhysAddr::from_usize(gpa), size)
+            .map_err(|e| format!("ours ({}): unmap: {e}", F::NAME))?;
+        // No vCPU uses this space: the invalidation is trivially done.
+        self.0.complete_flush(flush);
+        Ok(())
+    }
+
+    #[inline]
+    fn translate(&self, gpa: usize) -> Option<usize> {
+        self.0
+            .translate(GuestPhysAddr::from_usize(gpa))
+            .ok()
+            .map(|t| t.hpa.as_usize())
+    }
+
+    #[inline]
+    fn fault(&mut self, gpa: usize) -> bool {
+        matches!(
+            self.0
+                .handle_page_fault(GuestPhysAddr::from_usize(gpa), AccessKind::Write),
+            Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Spurious)
+        )
+    }
+
+    #[inline]
+    fn read(&self, gpa: usize, buf: &mut [u8]) -> Result<(), String> {
+        self.0
+            .read(GuestPhysAddr::from_usize(gpa), buf)
+            .map_err(|e| format!("ours ({}): read: {e}", F::NAME))
+    }
+}
+
+/// axaddrspace 0.5.15's address space (4-level EPT on x86_64), frames from the pool.
+pub struct Peer(axaddrspace::AddrSpace<PeerHal>);
+
+/// The peer's flags for read-write normal memory (EPT R+W, write-back).
+const PEER_RW: axaddrspace::MappingFlags =
+    axaddrspace::MappingFlags::READ.union(axaddrspace::MappingFlags::WRITE);
+
+impl Subject for Peer {
+    const NAME: &'static str = "axaddrspace 0.5.15 (EPT)";
+    const ROOT_FRAMES: usize = 1;
+
+    fn new() -> Result<Self, String> {
+        axaddrspace::AddrSpace::new_empty(4, PeerGpa::from_usize(0), 1 << 48)
+            .map(Peer)
+            .map_err(|e| format!("peer: new_empty: {e:?}"))
+    }
+
+    #[inline]
+    fn map_linear(&mut self, gpa: usize, hpa: usize, size: usize) -> Result<(), String> {
+        self.0
+            .map_linear(
+                PeerGpa::from_usize(gpa),
+                ax_memory_addr::PhysAddr::from_usize(hpa),
+                size,
+                PEER_RW,
+            )
+            .map_err(|e| format!("peer: map_linear: {e:?}"))
+    }
+
+    #[inline]
+    fn map_alloc(&mut self, gpa: usize, size: usize, populate: bool) -> Result<(), String> {
+        self.0
+            .map_alloc(PeerGpa::from_usize(gpa), size, PEER_RW, populate)
+            .map_err(|e| format!("peer: map_alloc: {e:?}"))
+    }
+
+    #[inline]
+    fn unmap(&mut self, gpa: usize, size: usize) -> Result<(), String> {
+        self.0
+            .unmap(PeerGpa::from_usize(gpa), size)
+            .map_err(|e| format!("peer: unmap: {e:?}"))
+    }
+
+    #[inline]
+    fn translate(&self, gpa: usize) -> Option<usize> {
+        self.0
+            .translate(PeerGpa::from_usize(gpa))
+            .map(|p| p.as_usize())
+    }
+
+    #[inline]
+    fn fault(&mut self, gpa: usize) -> bool {
+        self.0
+            .handle_page_fault(PeerGpa::from_usize(gpa), axaddrspace::MappingFlags::WRITE)
+    }
+
+    #[inline]
+    fn read(&self, gpa: usize, buf: &mut [u8]) -> Result<(), String> {
+        // The peer's only guest-memory read: translate to host slices, then copy.
+        let pieces = self
+            .0
+            .translated_byte_buffer(PeerGpa::from_usize(gpa), buf.len())
+            .ok_or_else(|| format!("peer: translated_byte_buffer({gpa:#x}) failed"))?;
+        let mut off = 0;
+        for piece in pieces {
+            let n = piece.len().min(buf.len() - off);
+            buf[off..off + n].copy_from_slice(&piece[..n]);
+            off += n;
+        }
+        if off == buf.len() {
+            Ok(())
+        } else {
+            Err(format!("peer: read {off} of {} bytes", buf.len()))
+        }
+    }
+}
