@@ -1,0 +1,503 @@
+//! The instructions: CSR access, the world switch into VS-mode and back, HFENCE,
+//! HLV/HLVX with a fault fixup, and calls to the SBI firmware below us (OpenSBI).
+//! Only built for riscv64.
+//!
+//! Hypervisor instructions are emitted with `.insn` (the `riscv64gc` target does not
+//! enable the H extension in the assembler): HFENCE.GVMA is `funct7 = 0x31`,
+//! HFENCE.VVMA `0x11`, HLV.BU `0x30` with `rs2 = 1`, HSV.B `0x31`... (Privileged
+//! Architecture 20211203, section 8.3 and table 8.1 of the opcode map).
+
+use core::arch::{asm, global_asm};
+
+use crate::vcpu::GuestRegs;
+
+/// Reads CSR `$csr` (a literal number).
+macro_rules! csr_read {
+    ($csr:literal) => {{
+        let value: u64;
+        // SAFETY: reading a CSR has no memory effects; the caller names a CSR that
+        // exists in HS-mode.
+        unsafe { core::arch::asm!(concat!("csrr {0}, ", stringify!($csr)), out(reg) value, options(nomem, nostack)) };
+        value
+    }};
+}
+
+/// Writes `$value` to CSR `$csr` (a literal number).
+macro_rules! csr_write {
+    ($csr:literal, $value:expr) => {{
+        let value: u64 = $value;
+        // SAFETY: the caller names a CSR that exists in HS-mode and a value whose
+        // effect it has considered (no CSR write here changes memory mappings of the
+        // hypervisor itself).
+        unsafe { core::arch::asm!(concat!("csrw ", stringify!($csr), ", {0}"), in(reg) value, options(nostack)) };
+    }};
+}
+
+/// Sets bits of CSR `$csr`.
+macro_rules! csr_set {
+    ($csr:literal, $bits:expr) => {{
+        let bits: u64 = $bits;
+        // SAFETY: as `csr_write!`.
+        unsafe { core::arch::asm!(concat!("csrs ", stringify!($csr), ", {0}"), in(reg) bits, options(nostack)) };
+    }};
+}
+
+/// Clears bits of CSR `$csr`.
+macro_rules! csr_clear {
+    ($csr:literal, $bits:expr) => {{
+        let bits: u64 = $bits;
+        // SAFETY: as `csr_write!`.
+        unsafe { core::arch::asm!(concat!("csrc ", stringify!($csr), ", {0}"), in(reg) bits, options(nostack)) };
+    }};
+}
+
+pub(crate) use {csr_clear, csr_read, csr_set, csr_write};
+
+use crate::vcpu::{
+    OFF_FCSR, OFF_FP, OFF_FP_LIVE, OFF_HOST, OFF_HOST_FCSR, OFF_HOST_FS, OFF_HOST_STVEC,
+    OFF_HSTATUS, OFF_HTINST, OFF_HTVAL, OFF_SCAUSE, OFF_SEPC, OFF_SSTATUS, OFF_STVAL,
+};
+
+// The world switch. `hal_rv64_run_guest(regs)` saves the host's callee-saved
+// registers (and sp, gp, tp) in `regs`, loads the guest's sstatus (SPP = guest
+// privilege), hstatus (SPV = 1) and sepc, points stvec at the exit path and sscratch
+// at `regs`, loads the guest's GPRs and `sret`s into VS-mode. Every trap from the
+// guest lands in `hal_rv64_guest_exit`, which stores the guest's GPRs and trap CSRs
+// in `regs`, restores stvec and the host registers, and returns from
+// `hal_rv64_run_guest`. sstatus.SIE stays 0 in HS-mode, so nothing else can run
+// between the two halves.
+global_asm!(
+    r#"
+.section .text.hal_rv64_guest, "ax"
+.balign 4
+.global hal_rv64_run_guest
+hal_rv64_run_guest:
+    sd ra, {host}+0*8(a0)
+    sd sp, {host}+1*8(a0)
+    sd gp, {host}+2*8(a0)
+    sd tp, {host}+3*8(a0)
+    sd s0, {host}+4*8(a0)
+    sd s1, {host}+5*8(a0)
+    sd s2, {host}+6*8(a0)
+    sd s3, {host}+7*8(a0)
+    sd s4, {host}+8*8(a0)
+    sd s5, {host}+9*8(a0)
+    sd s6, {host}+10*8(a0)
+    sd s7, {host}+11*8(a0)
+    sd s8, {host}+12*8(a0)
+    sd s9, {host}+13*8(a0)
+    sd s10, {host}+14*8(a0)
+    sd s11, {host}+15*8(a0)
+    // Host fs0..fs11 and fcsr (callee-saved in the lp64d ABI) are kept in `regs`;
+    // the guest's FP registers are loaded when it has FP state (fp_live), before
+    // sstatus is written so the guest starts with FS = Clean and a later Dirty
+    // means it changed them.
+    fsd fs0, {host_fs}+0*8(a0)
+    fsd fs1, {host_fs}+1*8(a0)
+    fsd fs2, {host_fs}+2*8(a0)
+    fsd fs3, {host_fs}+3*8(a0)
+    fsd fs4, {host_fs}+4*8(a0)
+    fsd fs5, {host_fs}+5*8(a0)
+    fsd fs6, {host_fs}+6*8(a0)
+    fsd fs7, {host_fs}+7*8(a0)
+    fsd fs8, {host_fs}+8*8(a0)
+    fsd fs9, {host_fs}+9*8(a0)
+    fsd fs10, {host_fs}+10*8(a0)
+    fsd fs11, {host_fs}+11*8(a0)
+    frcsr t0
+    sd t0, {host_fcsr}(a0)
+    ld t0, {fp_live}(a0)
+    beqz t0, 2f
+    fld f0, {fp}+0*8(a0)
+    fld f1, {fp}+1*8(a0)
+    fld f2, {fp}+2*8(a0)
+    fld f3, {fp}+3*8(a0)
+    fld f4, {fp}+4*8(a0)
+    fld f5, {fp}+5*8(a0)
+    fld f6, {fp}+6*8(a0)
+    fld f7, {fp}+7*8(a0)
+    fld f8, {fp}+8*8(a0)
+    fld f9, {fp}+9*8(a0)
+    fld f10, {fp}+10*8(a0)
+    fld f11, {fp}+11*8(a0)
+    fld f12, {fp}+12*8(a0)
+    fld f13, {fp}+13*8(a0)
+    fld f14, {fp}+14*8(a0)
+    fld f15, {fp}+15*8(a0)
+    fld f16, {fp}+16*8(a0)
+    fld f17, {fp}+17*8(a0)
+    fld f18, {fp}+18*8(a0)
+    fld f19, {fp}+19*8(a0)
+    fld f20, {fp}+20*8(a0)
+    fld f21, {fp}+21*8(a0)
+    fld f22, {fp}+22*8(a0)
+    fld f23, {fp}+23*8(a0)
+    fld f24, {fp}+24*8(a0)
+    fld f25, {fp}+25*8(a0)
+    fld f26, {fp}+26*8(a0)
+    fld f27, {fp}+27*8(a0)
+    fld f28, {fp}+28*8(a0)
+    fld f29, {fp}+29*8(a0)
+    fld f30, {fp}+30*8(a0)
+    fld f31, {fp}+31*8(a0)
+    ld t0, {fcsr}(a0)
+    fscsr t0
+2:
+    ld t0, {sstatus}(a0)
+    csrw sstatus, t0
+    ld t0, {hstatus}(a0)
+    csrw 0x600, t0
+    ld t0, {sepc}(a0)
+    csrw sepc, t0
+    la t0, hal_rv64_guest_exit
+    csrrw t0, stvec, t0
+    sd t0, {host_stvec}(a0)
+    csrw sscratch, a0
+    ld x1, 1*8(a0)
+    ld x2, 2*8(a0)
+    ld x3, 3*8(a0)
+    ld x4, 4*8(a0)
+    ld x5, 5*8(a0)
+    ld x6, 6*8(a0)
+    ld x7, 7*8(a0)
+    ld x8, 8*8(a0)
+    ld x9, 9*8(a0)
+    ld x11, 11*8(a0)
+    ld x12, 12*8(a0)
+    ld x13, 13*8(a0)
+    ld x14, 14*8(a0)
+    ld x15, 15*8(a0)
+    ld x16, 16*8(a0)
+    ld x17, 17*8(a0)
+    ld x18, 18*8(a0)
+    ld x19, 19*8(a0)
+    ld x20, 20*8(a0)
+    ld x21, 21*8(a0)
+    ld x22, 22*8(a0)
+    ld x23, 23*8(a0)
+    ld x24, 24*8(a0)
+    ld x25, 25*8(a0)
+    ld x26, 26*8(a0)
+    ld x27, 27*8(a0)
+    ld x28, 28*8(a0)
+    ld x29, 29*8(a0)
+    ld x30, 30*8(a0)
+    ld x31, 31*8(a0)
+    ld x10, 10*8(a0)
+    sret
+
+.balign 4
+.global hal_rv64_guest_exit
+hal_rv64_guest_exit:
+    csrrw a0, sscratch, a0
+    sd x1, 1*8(a0)
+    sd x2, 2*8(a0)
+    sd x3, 3*8(a0)
+    sd x4, 4*8(a0)
+    sd x5, 5*8(a0)
+    sd x6, 6*8(a0)
+    sd x7, 7*8(a0)
+    sd x8, 8*8(a0)
+    sd x9, 9*8(a0)
+    sd x11, 11*8(a0)
+    sd x12, 12*8(a0)
+    sd x13, 13*8(a0)
+    sd x14, 14*8(a0)
+    sd x15, 15*8(a0)
+    sd x16, 16*8(a0)
+    sd x17, 17*8(a0)
+    sd x18, 18*8(a0)
+    sd x19, 19*8(a0)
+    sd x20, 20*8(a0)
+    sd x21, 21*8(a0)
+    sd x22, 22*8(a0)
+    sd x23, 23*8(a0)
+    sd x24, 24*8(a0)
+    sd x25, 25*8(a0)
+    sd x26, 26*8(a0)
+    sd x27, 27*8(a0)
+    sd x28, 28*8(a0)
+    sd x29, 29*8(a0)
+    sd x30, 30*8(a0)
+    sd x31, 31*8(a0)
+    csrr t0, sscratch
+    sd t0, 10*8(a0)
+    csrw sscratch, zero
+    csrr t0, sepc
+    sd t0, {sepc}(a0)
+    csrr t0, sstatus
+    sd t0, {sstatus}(a0)
+    // The guest changed its FP registers (FS = Dirty): keep them.
+    srli t1, t0, 13
+    andi t1, t1, 3
+    li t2, 3
+    bne t1, t2, 3f
+    fsd f0, {fp}+0*8(a0)
+    fsd f1, {fp}+1*8(a0)
+    fsd f2, {fp}+2*8(a0)
+    fsd f3, {fp}+3*8(a0)
+    fsd f4, {fp}+4*8(a0)
+    fsd f5, {fp}+5*8(a0)
+    fsd f6, {fp}+6*8(a0)
+    fsd f7, {fp}+7*8(a0)
+    fsd f8, {fp}+8*8(a0)
+    fsd f9, {fp}+9*8(a0)
+    fsd f10, {fp}+10*8(a0)
+    fsd f11, {fp}+11*8(a0)
+    fsd f12, {fp}+12*8(a0)
+    fsd f13, {fp}+13*8(a0)
+    fsd f14, {fp}+14*8(a0)
+    fsd f15, {fp}+15*8(a0)
+    fsd f16, {fp}+16*8(a0)
+    fsd f17, {fp}+17*8(a0)
+    fsd f18, {fp}+18*8(a0)
+    fsd f19, {fp}+19*8(a0)
+    fsd f20, {fp}+20*8(a0)
+    fsd f21, {fp}+21*8(a0)
+    fsd f22, {fp}+22*8(a0)
+    fsd f23, {fp}+23*8(a0)
+    fsd f24, {fp}+24*8(a0)
+    fsd f25, {fp}+25*8(a0)
+    fsd f26, {fp}+26*8(a0)
+    fsd f27, {fp}+27*8(a0)
+    fsd f28, {fp}+28*8(a0)
+    fsd f29, {fp}+29*8(a0)
+    fsd f30, {fp}+30*8(a0)
+    fsd f31, {fp}+31*8(a0)
+    frcsr t1
+    sd t1, {fcsr}(a0)
+    li t1, 1
+    sd t1, {fp_live}(a0)
+3:
+    fld fs0, {host_fs}+0*8(a0)
+    fld fs1, {host_fs}+1*8(a0)
+    fld fs2, {host_fs}+2*8(a0)
+    fld fs3, {host_fs}+3*8(a0)
+    fld fs4, {host_fs}+4*8(a0)
+    fld fs5, {host_fs}+5*8(a0)
+    fld fs6, {host_fs}+6*8(a0)
+    fld fs7, {host_fs}+7*8(a0)
+    fld fs8, {host_fs}+8*8(a0)
+    fld fs9, {host_fs}+9*8(a0)
+    fld fs10, {host_fs}+10*8(a0)
+    fld fs11, {host_fs}+11*8(a0)
+    ld t1, {host_fcsr}(a0)
+    fscsr t1
+    csrr t0, 0x600
+    sd t0, {hstatus}(a0)
+    csrr t0, scause
+    sd t0, {scause}(a0)
+    csrr t0, stval
+    sd t0, {stval}(a0)
+    csrr t0, 0x643
+    sd t0, {htval}(a0)
+    csrr t0, 0x64a
+    sd t0, {htinst}(a0)
+    ld t0, {host_stvec}(a0)
+    csrw stvec, t0
+    ld ra, {host}+0*8(a0)
+    ld sp, {host}+1*8(a0)
+    ld gp, {host}+2*8(a0)
+    ld tp, {host}+3*8(a0)
+    ld s0, {host}+4*8(a0)
+    ld s1, {host}+5*8(a0)
+    ld s2, {host}+6*8(a0)
+    ld s3, {host}+7*8(a0)
+    ld s4, {host}+8*8(a0)
+    ld s5, {host}+9*8(a0)
+    ld s6, {host}+10*8(a0)
+    ld s7, {host}+11*8(a0)
+    ld s8, {host}+12*8(a0)
+    ld s9, {host}+13*8(a0)
+    ld s10, {host}+14*8(a0)
+    ld s11, {host}+15*8(a0)
+    ret
+
+// Accesses that may fault: each swaps stvec to a local fixup for one instruction.
+// A fault there comes from HS-mode (V = 0), so it leaves hstatus.SPV = 0 and
+// sstatus.SPP = 1; the vCPU rewrites both before the next entry. a1 = 1 on success,
+// 0 after a fault.
+
+// a0 = guest-virtual address -> a0 = HLVX.HU (execute permission, as the guest's
+// instruction fetch would need)
+.balign 4
+.global hal_rv64_hlvx_hu
+hal_rv64_hlvx_hu:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    .insn r 0x73, 4, 0x32, a0, a0, x3
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a0, 0
+    li a1, 0
+    ret
+
+// a0 = guest address -> a0 = HLV.BU
+.balign 4
+.global hal_rv64_hlv_bu
+hal_rv64_hlv_bu:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    .insn r 0x73, 4, 0x30, a0, a0, x1
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a0, 0
+    li a1, 0
+    ret
+
+// a0 = guest address, a1 = byte -> HSV.B; a1 = 1 on success
+.balign 4
+.global hal_rv64_hsv_b
+hal_rv64_hsv_b:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    .insn r 0x73, 4, 0x31, x0, a0, a1
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a1, 0
+    ret
+
+// -> a0 = stimecmp, a1 = 1 if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
+.balign 4
+.global hal_rv64_probe_stimecmp
+hal_rv64_probe_stimecmp:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    csrr a0, 0x14d
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a0, 0
+    li a1, 0
+    ret
+"#,
+    host = const OFF_HOST,
+    sstatus = const OFF_SSTATUS,
+    hstatus = const OFF_HSTATUS,
+    sepc = const OFF_SEPC,
+    scause = const OFF_SCAUSE,
+    stval = const OFF_STVAL,
+    htval = const OFF_HTVAL,
+    htinst = const OFF_HTINST,
+    host_stvec = const OFF_HOST_STVEC,
+    fp_live = const OFF_FP_LIVE,
+    fcsr = const OFF_FCSR,
+    fp = const OFF_FP,
+    host_fcsr = const OFF_HOST_FCSR,
+    host_fs = const OFF_HOST_FS,
+);
+
+unsafe extern "C" {
+    fn hal_rv64_run_guest(regs: *mut GuestRegs);
+    fn hal_rv64_hlvx_hu(gva: u64) -> Fallible;
+    fn hal_rv64_hlv_bu(addr: u64) -> Fallible;
+    fn hal_rv64_hsv_b(addr: u64, byte: u64) -> Fallible;
+    fn hal_rv64_probe_stimecmp() -> Fallible;
+}
+
+/// a0/a1 of the fixup routines: value and success flag.
+#[repr(C)]
+struct Fallible {
+    value: u64,
+    ok: u64,
+}
+
+/// Enters the guest described by `regs` and returns at its next trap, with the trap
+/// CSRs stored in `regs`.
+///
+/// # Safety
+///
+/// `hgatp` holds a valid G-stage root whose mappings give the guest only memory the
+/// hypervisor does not use for itself; `regs.hstatus` has SPV set and
+/// `regs.sstatus` SIE clear; no other hart runs a guest with `regs`.
+pub(crate) unsafe fn run_guest(regs: &mut GuestRegs) {
+    // SAFETY: per the caller, the guest can only reach its own memory; the routine
+    // saves and restores every register the calling convention asks it to keep.
+    unsafe { hal_rv64_run_guest(regs) }
+}
+
+/// HLVX.HU at guest-virtual `gva` (with the guest's privilege from hstatus.SPVP).
+pub(crate) fn hlvx_hu(gva: u64) -> Option<u16> {
+    // SAFETY: HLVX only reads guest memory through the guest's translation; a fault
+    // is caught by the routine's fixup.
+    let r = unsafe { hal_rv64_hlvx_hu(gva) };
+    (r.ok == 1).then_some(r.value as u16)
+}
+
+/// HLV.BU at guest `addr` (guest-virtual, translated by vsatp then hgatp).
+pub(crate) fn hlv_bu(addr: u64) -> Option<u8> {
+    // SAFETY: as `hlvx_hu`.
+    let r = unsafe { hal_rv64_hlv_bu(addr) };
+    (r.ok == 1).then_some(r.value as u8)
+}
+
+/// HSV.B at guest `addr`.
+pub(crate) fn hsv_b(addr: u64, byte: u8) -> bool {
+    // SAFETY: HSV writes guest memory through the guest's translation with the
+    // guest's permissions: it cannot reach hypervisor memory. Faults are caught.
+    unsafe { hal_rv64_hsv_b(addr, u64::from(byte)) }.ok == 1
+}
+
+/// Whether HS-mode can use `stimecmp`/`vstimecmp` (Sstc enabled by the firmware).
+pub(crate) fn has_sstc() -> bool {
+    // SAFETY: a CSR read whose fault is caught.
+    unsafe { hal_rv64_probe_stimecmp() }.ok == 1
+}
+
+/// HFENCE.GVMA for one guest-physical page of `vmid` (rs1 = GPA >> 2).
+pub(crate) fn hfence_gvma(gpa: u64, vmid: u64) {
+    // SAFETY: a TLB fence has no memory effects beyond ordering.
+    unsafe {
+        asm!(".insn r 0x73, 0, 0x31, x0, {0}, {1}", in(reg) gpa >> 2, in(reg) vmid, options(nostack))
+    };
+}
+
+/// HFENCE.GVMA for every guest-physical address of `vmid`.
+pub(crate) fn hfence_gvma_vmid(vmid: u64) {
+    // SAFETY: as `hfence_gvma`.
+    unsafe { asm!(".insn r 0x73, 0, 0x31, x0, x0, {0}", in(reg) vmid, options(nostack)) };
+}
+
+/// HFENCE.GVMA for everything.
+pub(crate) fn hfence_gvma_all() {
+    // SAFETY: as `hfence_gvma`.
+    unsafe { asm!(".insn r 0x73, 0, 0x31, x0, x0, x0", options(nostack)) };
+}
+
+/// HFENCE.VVMA for every VS-stage translation of the VMID in hgatp.
+pub(crate) fn hfence_vvma_all() {
+    // SAFETY: as `hfence_gvma`.
+    unsafe { asm!(".insn r 0x73, 0, 0x11, x0, x0, x0", options(nostack)) };
+}
+
+/// An SBI call to the firmware: `(error, value)`.
+pub(crate) fn sbi_call(eid: u64, fid: u64, args: [u64; 5]) -> (i64, u64) {
+    let (error, value): (i64, u64);
+    // SAFETY: ECALL to M-mode firmware, which preserves every register but a0/a1
+    // (SBI specification, section 3.1).
+    unsafe {
+        asm!(
+            "ecall",
+            inlateout("a0") args[0] => error,
+            inlateout("a1") args[1] => value,
+            in("a2") args[2],
+            in("a3") args[3],
+            in("a4") args[4],
+            in("a6") fid,
+            in("a7") eid,
+            options(nostack)
+        )
+    };
+    (error, value)
+}
