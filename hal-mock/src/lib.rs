@@ -1,7 +1,36 @@
 //! The host HAL: simulated physical memory and a software vCPU that walks the real
-//! nested page tables.
+//! nested page tables, so `vm-core` runs whole VMs on the host, on threads.
 //!
-//! Not written yet: this crate is filled by the vm-core issue (#3).
+//! - [`Machine`]: one simulated host per test (physical memory at its own HPA range,
+//!   frame allocation, `alloc_memory_region_at` that succeeds or fails as the range
+//!   is free or taken, failure injection, physical CPUs with kick flags). Threads
+//!   join a machine with [`Machine::enter`]; there is no global state and no test
+//!   mutex, so tests run in parallel.
+//! - [`MockHal`]: the `vm_core::VmHal` implementation (linked by using this crate).
+//! - [`MockVCpu`]: an `ArchVCpu` for every nested format, running a scripted guest
+//!   ([`Program`] of [`Op`]s) by walking the nested tables in simulated memory, with
+//!   a per-vCPU TLB.
+//! - [`run_vm`]: one thread per vCPU until the VM ends.
+//! - [`configs`]: the board configs of `configs/`, embedded through the same build
+//!   script code generator a board uses.
 
-#![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+mod hal;
+mod machine;
+mod program;
+mod runner;
+mod vcpu;
+
+/// The board configs of `configs/`, turned into Rust by this crate's build script
+/// with `VmConfig::to_rust_source` (what a board's build script does), and their
+/// TOML text.
+pub mod configs {
+    include!(concat!(env!("OUT_DIR"), "/configs.rs"));
+}
+
+pub use hal::MockHal;
+pub use machine::{Entered, MAX_PCPUS, Machine, Pcpu};
+pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
+pub use runner::{Action, OnExit, RunReport, run_vm};
+pub use vcpu::{MockFaults, MockVCpu, MockVCpuConfig, REGS, TlbCache};

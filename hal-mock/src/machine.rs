@@ -1,0 +1,439 @@
+//! [`Machine`]: one simulated host — physical memory at its own host-physical range,
+//! a frame allocator over it, physical CPUs with kick flags, failure injection and
+//! counters. Each test makes its own; threads join one with [`Machine::enter`].
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
+
+use crate::vcpu::TlbCache;
+
+/// The most physical CPUs a machine has (kick flags).
+pub const MAX_PCPUS: usize = 64;
+
+/// A physical CPU of the simulated machine.
+#[derive(Debug, Default)]
+pub struct Pcpu {
+    /// Set by `kick_pcpu`, consumed by the software vCPU running there.
+    pub(crate) kick: AtomicBool,
+    /// Kicks received.
+    pub kicks: AtomicU64,
+}
+
+struct Frames {
+    /// One bit per frame, set when in use.
+    used: Vec<u64>,
+    /// No free frame below this index.
+    hint: usize,
+}
+
+/// Failure injection switches.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Frames `alloc_frames` may still hand out (`usize::MAX`: unlimited).
+    pub(crate) frame_budget: AtomicUsize,
+    /// Make every `alloc_memory_region_at` fail.
+    pub(crate) refuse_alloc_at: AtomicBool,
+    /// Answer `broadcast_guest_tlb_invalidate` with a broadcast (flushing every
+    /// software TLB of the VM) instead of `false`.
+    pub(crate) broadcast: AtomicBool,
+}
+
+/// One simulated host. See the module docs.
+pub struct Machine {
+    base: usize,
+    size: usize,
+    mem: *mut u8,
+    layout: Layout,
+    frames: Mutex<Frames>,
+    in_use: AtomicUsize,
+    pcpus: Vec<Pcpu>,
+    pub(crate) faults: Faults,
+    start: Instant,
+    /// Software TLBs of the vCPUs, by VM id, for broadcast invalidation.
+    tlbs: Mutex<HashMap<usize, Vec<Weak<TlbCache>>>>,
+    /// Interrupts injected: (vm, vcpu, irq).
+    irqs: Mutex<Vec<(usize, usize, usize)>>,
+    broadcasts: AtomicU64,
+}
+
+// SAFETY: the memory block is only reached through `phys_to_virt` by owners of the
+// frames (the address spaces, the software vCPUs walking tables with atomic loads);
+// every other field is synchronised.
+unsafe impl Send for Machine {}
+// SAFETY: as above.
+unsafe impl Sync for Machine {}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Machine>>> = const { RefCell::new(None) };
+    static PCPU: RefCell<usize> = const { RefCell::new(0) };
+    static RUNNING: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
+}
+
+/// Keeps a thread in a machine; leaving restores the previous one.
+pub struct Entered {
+    previous: Option<Arc<Machine>>,
+    previous_pcpu: usize,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = self.previous.take());
+        PCPU.with(|p| *p.borrow_mut() = self.previous_pcpu);
+    }
+}
+
+impl Machine {
+    /// A machine with `size` bytes of physical memory at host-physical `base`
+    /// (both 4 KiB-aligned).
+    ///
+    /// # Panics
+    ///
+    /// On an unaligned or empty range, or when the host has no memory (test code).
+    pub fn new(base: usize, size: usize) -> Arc<Self> {
+        assert!(base.is_multiple_of(FRAME_SIZE) && size.is_multiple_of(FRAME_SIZE) && size > 0);
+        let layout = Layout::from_size_align(size, FRAME_SIZE).expect("machine size");
+        // SAFETY: the layout has a non-zero size.
+        let mem = unsafe { alloc_zeroed(layout) };
+        assert!(!mem.is_null(), "host allocation of {size:#x} bytes failed");
+        let frames = size / FRAME_SIZE;
+        Arc::new(Self {
+            base,
+            size,
+            mem,
+            layout,
+            frames: Mutex::new(Frames {
+                used: vec![0; frames.div_ceil(64)],
+                hint: 0,
+            }),
+            in_use: AtomicUsize::new(0),
+            pcpus: (0..MAX_PCPUS).map(|_| Pcpu::default()).collect(),
+            faults: Faults {
+                frame_budget: AtomicUsize::new(usize::MAX),
+                ..Faults::default()
+            },
+            start: Instant::now(),
+            tlbs: Mutex::new(HashMap::new()),
+            irqs: Mutex::new(Vec::new()),
+            broadcasts: AtomicU64::new(0),
+        })
+    }
+
+    /// A machine with 64 MiB at host-physical 0x1_0000_0000.
+    pub fn with_defaults() -> Arc<Self> {
+        Self::new(0x1_0000_0000, 64 << 20)
+    }
+
+    /// Makes this machine the calling thread's, as physical CPU `pcpu`, until the
+    /// guard drops.
+    pub fn enter(self: &Arc<Self>, pcpu: usize) -> Entered {
+        assert!(pcpu < MAX_PCPUS, "pCPU {pcpu} >= {MAX_PCPUS}");
+        let previous = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
+        let previous_pcpu = PCPU.with(|p| core::mem::replace(&mut *p.borrow_mut(), pcpu));
+        Entered {
+            previous,
+            previous_pcpu,
+        }
+    }
+
+    /// The calling thread's machine.
+    ///
+    /// # Panics
+    ///
+    /// When the thread entered none (a test bug).
+    pub fn current() -> Arc<Machine> {
+        CURRENT
+            .with(|c| c.borrow().clone())
+            .expect("hal-mock: this thread has no machine; call `machine.enter(pcpu)` first")
+    }
+
+    pub(crate) fn current_pcpu() -> usize {
+        PCPU.with(|p| *p.borrow())
+    }
+
+    pub(crate) fn set_running(v: Option<(usize, usize)>) {
+        RUNNING.with(|r| *r.borrow_mut() = v);
+    }
+
+    pub(crate) fn running() -> Option<(usize, usize)> {
+        RUNNING.with(|r| *r.borrow())
+    }
+
+    /// The host-physical range `[start, end)`.
+    pub fn phys_range(&self) -> (HostPhysAddr, HostPhysAddr) {
+        (
+            HostPhysAddr::from_usize(self.base),
+            HostPhysAddr::from_usize(self.base + self.size),
+        )
+    }
+
+    /// Whether `[hpa, hpa + len)` is simulated memory.
+    pub fn contains(&self, hpa: HostPhysAddr, len: usize) -> bool {
+        let a = hpa.as_usize();
+        a >= self.base
+            && a.checked_add(len)
+                .is_some_and(|e| e <= self.base + self.size)
+    }
+
+    /// Where the host sees `hpa`.
+    ///
+    /// # Panics
+    ///
+    /// When `hpa` is not simulated memory: `vm-core` asked for memory it does not
+    /// own, which is the bug a test must see.
+    pub fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        assert!(
+            self.contains(hpa, 1),
+            "hal-mock: phys_to_virt({hpa:#x}) outside the machine's memory [{:#x}, {:#x})",
+            self.base,
+            self.base + self.size
+        );
+        HostVirtAddr::from_usize(self.mem as usize + (hpa.as_usize() - self.base))
+    }
+
+    /// The host-physical address of host pointer `hva` (inside the memory block).
+    pub fn virt_to_phys(&self, hva: HostVirtAddr) -> HostPhysAddr {
+        let off = hva.as_usize().wrapping_sub(self.mem as usize);
+        assert!(
+            off < self.size,
+            "hal-mock: virt_to_phys({hva:#x}) outside the machine"
+        );
+        HostPhysAddr::from_usize(self.base + off)
+    }
+
+    // ------------------------------------------------------------ frames
+
+    fn frame_index(&self, hpa: HostPhysAddr) -> usize {
+        (hpa.as_usize() - self.base) / FRAME_SIZE
+    }
+
+    fn is_used(f: &Frames, i: usize) -> bool {
+        f.used[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set_used(f: &mut Frames, i: usize, used: bool) {
+        if used {
+            f.used[i / 64] |= 1 << (i % 64);
+        } else {
+            f.used[i / 64] &= !(1 << (i % 64));
+        }
+    }
+
+    /// Allocates `count` contiguous frames aligned to `align` frames.
+    pub fn alloc_frames(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
+        if count == 0 {
+            return None;
+        }
+        let ok = self
+            .faults
+            .frame_budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                if b == usize::MAX {
+                    Some(b)
+                } else {
+                    b.checked_sub(count)
+                }
+            })
+            .is_ok();
+        if !ok {
+            return None;
+        }
+        let align = align.max(1);
+        let total = self.size / FRAME_SIZE;
+        let mut f = self.frames.lock().expect("frame lock");
+        // Alignment is of the host-physical address: the base is 4 KiB-aligned only.
+        let base_frame = self.base / FRAME_SIZE;
+        let mut i = f.hint;
+        while i + count <= total {
+            let misalign = (base_frame + i) % align;
+            if misalign != 0 {
+                i += align - misalign;
+                continue;
+            }
+            match (i..i + count).find(|&j| Self::is_used(&f, j)) {
+                Some(j) => i = j + 1,
+                None => {
+                    for j in i..i + count {
+                        Self::set_used(&mut f, j, true);
+                    }
+                    if count == 1 && align == 1 {
+                        f.hint = i + 1;
+                    }
+                    self.in_use.fetch_add(count, Ordering::SeqCst);
+                    return Some(HostPhysAddr::from_usize(self.base + i * FRAME_SIZE));
+                }
+            }
+        }
+        None
+    }
+
+    /// Frees frames.
+    ///
+    /// # Panics
+    ///
+    /// On a double free or a foreign frame (the bugs these tests look for).
+    pub fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        assert!(
+            self.contains(hpa, count * FRAME_SIZE),
+            "hal-mock: freeing foreign frames {hpa:#x} x{count}"
+        );
+        let mut f = self.frames.lock().expect("frame lock");
+        let first = self.frame_index(hpa);
+        for j in first..first + count {
+            assert!(
+                Self::is_used(&f, j),
+                "hal-mock: double free of frame {:#x}",
+                self.base + j * FRAME_SIZE
+            );
+            Self::set_used(&mut f, j, false);
+        }
+        f.hint = f.hint.min(first);
+        self.in_use.fetch_sub(count, Ordering::SeqCst);
+    }
+
+    /// Reserves `[hpa, hpa + size)` if every frame is free simulated memory.
+    pub fn alloc_at(&self, hpa: HostPhysAddr, size: usize) -> bool {
+        if self.faults.refuse_alloc_at.load(Ordering::SeqCst)
+            || !hpa.as_usize().is_multiple_of(FRAME_SIZE)
+            || !size.is_multiple_of(FRAME_SIZE)
+            || size == 0
+            || !self.contains(hpa, size)
+        {
+            return false;
+        }
+        let mut f = self.frames.lock().expect("frame lock");
+        let first = self.frame_index(hpa);
+        let n = size / FRAME_SIZE;
+        if (first..first + n).any(|j| Self::is_used(&f, j)) {
+            return false;
+        }
+        for j in first..first + n {
+            Self::set_used(&mut f, j, true);
+        }
+        self.in_use.fetch_add(n, Ordering::SeqCst);
+        true
+    }
+
+    /// Frames in use now (allocations and reservations).
+    pub fn frames_in_use(&self) -> usize {
+        self.in_use.load(Ordering::SeqCst)
+    }
+
+    // ------------------------------------------------------------ injection
+
+    /// Lets `n` more frames be allocated, then fails every `alloc_frames`.
+    pub fn fail_frames_after(&self, n: usize) {
+        self.faults.frame_budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Removes the frame limit.
+    pub fn never_fail(&self) {
+        self.faults.frame_budget.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    /// Makes every `alloc_memory_region_at` fail (or work again).
+    pub fn refuse_alloc_at(&self, refuse: bool) {
+        self.faults.refuse_alloc_at.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Makes `broadcast_guest_tlb_invalidate` flush every software TLB of the VM
+    /// and return `true` (like Arm's inner-shareable TLBI), instead of `false`.
+    pub fn set_broadcast(&self, on: bool) {
+        self.faults.broadcast.store(on, Ordering::SeqCst);
+    }
+
+    // ------------------------------------------------------------ CPUs
+
+    /// Physical CPU `id`.
+    pub fn pcpu(&self, id: usize) -> &Pcpu {
+        &self.pcpus[id]
+    }
+
+    /// Kicks received by physical CPU `id`.
+    pub fn kicks_of(&self, id: usize) -> u64 {
+        self.pcpus[id].kicks.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn kick(&self, id: usize) {
+        if let Some(p) = self.pcpus.get(id) {
+            p.kicks.fetch_add(1, Ordering::SeqCst);
+            p.kick.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Consumes the kick flag of physical CPU `id`.
+    pub(crate) fn take_kick(&self, id: usize) -> bool {
+        self.pcpus
+            .get(id)
+            .is_some_and(|p| p.kick.swap(false, Ordering::SeqCst))
+    }
+
+    pub(crate) fn register_tlb(&self, vm: usize, tlb: &Arc<TlbCache>) {
+        let mut t = self.tlbs.lock().expect("tlb registry");
+        let list = t.entry(vm).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(tlb));
+    }
+
+    pub(crate) fn broadcast_invalidate(&self, vm: usize) -> bool {
+        if !self.faults.broadcast.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.broadcasts.fetch_add(1, Ordering::SeqCst);
+        let t = self.tlbs.lock().expect("tlb registry");
+        for tlb in t.get(&vm).into_iter().flatten().filter_map(Weak::upgrade) {
+            tlb.flush();
+        }
+        true
+    }
+
+    /// Broadcast invalidations performed.
+    pub fn broadcasts(&self) -> u64 {
+        self.broadcasts.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn inject(&self, vm: usize, vcpu: usize, irq: usize) -> bool {
+        let known = self
+            .tlbs
+            .lock()
+            .expect("tlb registry")
+            .get(&vm)
+            .is_some_and(|l| l.iter().filter_map(Weak::upgrade).any(|t| t.vcpu == vcpu));
+        if known {
+            self.irqs.lock().expect("irq list").push((vm, vcpu, irq));
+        }
+        known
+    }
+
+    /// Interrupts injected so far: (vm, vcpu, irq).
+    pub fn injected(&self) -> Vec<(usize, usize, usize)> {
+        self.irqs.lock().expect("irq list").clone()
+    }
+
+    /// Nanoseconds since the machine was made.
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.mem, self.layout) };
+    }
+}
+
+impl core::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Machine")
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("size", &format_args!("{:#x}", self.size))
+            .field("frames_in_use", &self.frames_in_use())
+            .finish()
+    }
+}

@@ -1,0 +1,551 @@
+//! [`MockVCpu`]: a software vCPU for any nested format. It runs a scripted guest
+//! ([`Program`]) by walking the VM's real nested tables in simulated memory exactly
+//! as the hardware walker would (`NestedFormat::kind`, `output_addr`, `leaf_flags`),
+//! checks permissions, caches translations in a per-vCPU TLB (so a missing
+//! invalidation shows up as a stale read), and returns the `ExitReason`s a hardware
+//! vCPU would.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use addrspace::{
+    AccessKind, DescKind, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, PAGE_SIZE,
+};
+use vcpu_api::{
+    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
+    VCpuResult,
+};
+
+use crate::machine::Machine;
+use crate::program::{GuestLog, OP_SIZE, Op, Probe, Program};
+
+/// General registers of the mock (register 0 takes hypercall results and the start
+/// argument).
+pub const REGS: usize = 32;
+
+/// A vCPU's software TLB: guest page → (host page, flags).
+#[derive(Debug, Default)]
+pub struct TlbCache {
+    pub(crate) vcpu: usize,
+    map: Mutex<HashMap<usize, (usize, MappingFlags)>>,
+    /// Translations served from the cache.
+    pub hits: AtomicU64,
+    /// Table walks.
+    pub walks: AtomicU64,
+    /// Full invalidations.
+    pub flushes: AtomicU64,
+}
+
+impl TlbCache {
+    pub(crate) fn flush(&self) {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        self.map.lock().expect("tlb").clear();
+    }
+
+    fn get(&self, page: usize) -> Option<(usize, MappingFlags)> {
+        self.map.lock().expect("tlb").get(&page).copied()
+    }
+
+    fn insert(&self, page: usize, entry: (usize, MappingFlags)) {
+        self.map.lock().expect("tlb").insert(page, entry);
+    }
+}
+
+/// Faults to inject into one mock vCPU (to show that the checks catch them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MockFaults {
+    /// `invalidate_guest_tlb` does nothing (a broken arch layer).
+    pub ignore_invalidate: bool,
+    /// The vCPU walks an empty table instead of the VM's root (a wrong nested root).
+    pub wrong_root: bool,
+}
+
+/// Creation parameters of a [`MockVCpu`].
+#[derive(Clone, Debug)]
+pub struct MockVCpuConfig {
+    /// The guest code (shared by all vCPUs of the VM).
+    pub program: Arc<Program>,
+    /// Where checks are recorded.
+    pub log: Arc<GuestLog>,
+    /// Injected faults.
+    pub faults: MockFaults,
+}
+
+impl MockVCpuConfig {
+    /// A vCPU running `program`, logging into `log`.
+    pub fn new(program: Arc<Program>, log: Arc<GuestLog>) -> Self {
+        Self {
+            program,
+            log,
+            faults: MockFaults::default(),
+        }
+    }
+}
+
+/// Why a translation failed.
+struct Fault;
+
+/// A software vCPU whose nested tables have format `F`.
+pub struct MockVCpu<F: NestedFormat> {
+    vm_id: usize,
+    vcpu_id: usize,
+    machine: Arc<Machine>,
+    config: MockVCpuConfig,
+    root: Option<HostPhysAddr>,
+    pc: u64,
+    regs: [u64; REGS],
+    tlb: Arc<TlbCache>,
+    /// The access of the last nested page fault (for `decode_mmio`).
+    last_fault: Option<(GuestPhysAddr, AccessKind)>,
+    irqs: Vec<usize>,
+    _format: PhantomData<F>,
+}
+
+impl<F: NestedFormat> MockVCpu<F> {
+    /// The software TLB (counters).
+    pub fn tlb(&self) -> &Arc<TlbCache> {
+        &self.tlb
+    }
+
+    /// Register `i`.
+    pub fn reg(&self, i: usize) -> u64 {
+        self.regs[i % REGS]
+    }
+
+    /// Interrupts injected and not yet taken.
+    pub fn pending_irqs(&self) -> &[usize] {
+        &self.irqs
+    }
+
+    /// Reads descriptor `index` of the table at `table` (atomically, as the walker
+    /// does), or faults when the table is not simulated memory.
+    fn descriptor(&self, table: HostPhysAddr, index: usize) -> Result<u64, Fault> {
+        let hpa = table + index * 8;
+        if !self.machine.contains(hpa, 8) {
+            return Err(Fault);
+        }
+        let ptr = self.machine.phys_to_virt(hpa).as_ptr::<AtomicU64>();
+        // SAFETY: `hpa` is 8-byte aligned simulated memory (tables are 4 KiB frames)
+        // that lives as long as the machine; table memory is accessed atomically.
+        Ok(unsafe { &*ptr }.load(Ordering::Acquire))
+    }
+
+    /// Walks the nested tables for `gpa` like the hardware: from the root, reading
+    /// each level's descriptor and decoding it with the format.
+    fn walk(&self, gpa: usize) -> Result<(usize, MappingFlags), Fault> {
+        let root = self.root.ok_or(Fault)?;
+        if self.config.faults.wrong_root || (gpa as u128) >> F::GPA_BITS != 0 {
+            return Err(Fault);
+        }
+        self.tlb.walks.fetch_add(1, Ordering::Relaxed);
+        let mut table = root;
+        let mut level = F::LEVELS - 1;
+        loop {
+            let entries = if level == F::LEVELS - 1 {
+                F::ROOT_ENTRIES
+            } else {
+                512
+            };
+            let index = (gpa >> (12 + 9 * level)) & (entries - 1);
+            let raw = self.descriptor(table, index)?;
+            match F::kind(raw, level) {
+                DescKind::Table if level > 0 => {
+                    table = F::output_addr(raw, level);
+                    level -= 1;
+                }
+                DescKind::Leaf => {
+                    let span = 1usize << (12 + 9 * level);
+                    let hpa = F::output_addr(raw, level).as_usize() + (gpa & (span - 1));
+                    return Ok((hpa & !(PAGE_SIZE - 1), F::leaf_flags(raw)));
+                }
+                _ => return Err(Fault),
+            }
+        }
+    }
+
+    /// Translates `gpa` for `access` through the TLB, walking on a miss. A cached
+    /// entry is used as it is, even if the tables changed since: that is what makes
+    /// a missing invalidation visible.
+    fn translate(&self, gpa: usize, access: AccessKind) -> Result<HostPhysAddr, Fault> {
+        let page = gpa & !(PAGE_SIZE - 1);
+        let (hpa_page, flags) = match self.tlb.get(page) {
+            Some(e) => {
+                self.tlb.hits.fetch_add(1, Ordering::Relaxed);
+                e
+            }
+            None => {
+                let e = self.walk(gpa)?;
+                self.tlb.insert(page, e);
+                e
+            }
+        };
+        if !flags.allows(access) {
+            return Err(Fault);
+        }
+        let hpa = HostPhysAddr::from_usize(hpa_page + (gpa & (PAGE_SIZE - 1)));
+        if !self.machine.contains(hpa, 1) || flags.contains(MappingFlags::DEVICE) {
+            // A pass-through device or memory outside the machine: the mock has no
+            // device behind it, so it reports the access as a fault.
+            return Err(Fault);
+        }
+        Ok(hpa)
+    }
+
+    /// Loads or stores `width` bytes at `gpa`, byte by byte so a page crossing
+    /// translates both pages. Errors with the first address that faulted.
+    fn access(
+        &self,
+        gpa: GuestPhysAddr,
+        width: AccessWidth,
+        write: Option<u64>,
+    ) -> Result<u64, GuestPhysAddr> {
+        let kind = if write.is_some() {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        let mut ptrs = [core::ptr::null_mut::<u8>(); 8];
+        for (i, p) in ptrs.iter_mut().enumerate().take(width.bytes()) {
+            let a = gpa + i;
+            let hpa = self.translate(a.as_usize(), kind).map_err(|Fault| a)?;
+            *p = self.machine.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        }
+        let mut value = 0u64;
+        for (i, p) in ptrs.iter().enumerate().take(width.bytes()) {
+            // SAFETY: each pointer is a byte of simulated memory that the VM's tables
+            // map to this guest (checked by `translate`); volatile because other
+            // vCPU threads and the host touch guest memory concurrently.
+            unsafe {
+                match write {
+                    Some(v) => p.write_volatile((v >> (8 * i)) as u8),
+                    None => value |= u64::from(p.read_volatile()) << (8 * i),
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    fn fault(&mut self, gpa: GuestPhysAddr, access: AccessKind) -> ExitReason {
+        self.last_fault = Some((gpa, access));
+        ExitReason::NestedPageFault { gpa, access }
+    }
+
+    fn probe(&mut self, p: &Probe) -> Option<ExitReason> {
+        let pcpu = Machine::current_pcpu();
+        while !p.stop.load(Ordering::SeqCst) {
+            if self.machine.take_kick(pcpu) {
+                return Some(ExitReason::Kicked);
+            }
+            let epoch = p.epoch.load(Ordering::SeqCst);
+            match self.access(p.gpa, AccessWidth::Qword, None) {
+                Ok(v) => {
+                    let good = epoch >= 3 && v == p.expect.load(Ordering::SeqCst);
+                    if good {
+                        p.good_vcpus
+                            .fetch_or(1 << (self.vcpu_id % 64), Ordering::SeqCst);
+                    }
+                    let counter = match epoch {
+                        0 => &p.before,
+                        1 => &p.stale,
+                        2 => &p.transitional,
+                        _ if good => &p.good,
+                        _ => &p.wrong,
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(gpa) => {
+                    if epoch == 1 {
+                        p.faults_unmapped.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return Some(self.fault(gpa, AccessKind::Read));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
+    type Format = F;
+    type CreateConfig = MockVCpuConfig;
+    type SetupConfig = ();
+
+    fn new(vm_id: usize, vcpu_id: usize, config: MockVCpuConfig) -> VCpuResult<Self> {
+        let machine = Machine::current();
+        let tlb = Arc::new(TlbCache {
+            vcpu: vcpu_id,
+            ..TlbCache::default()
+        });
+        machine.register_tlb(vm_id, &tlb);
+        Ok(Self {
+            vm_id,
+            vcpu_id,
+            machine,
+            config,
+            root: None,
+            pc: 0,
+            regs: [0; REGS],
+            tlb,
+            last_fault: None,
+            irqs: Vec::new(),
+            _format: PhantomData,
+        })
+    }
+
+    fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
+        if !root.as_usize().is_multiple_of(F::ROOT_FRAMES * PAGE_SIZE) {
+            return Err(VCpuError::InvalidValue {
+                what: "nested root",
+                value: root.as_usize() as u64,
+            });
+        }
+        self.root = Some(root);
+        self.tlb.flush();
+        Ok(())
+    }
+
+    fn set_entry(&mut self, entry: GuestPhysAddr) -> VCpuResult {
+        self.pc = entry.as_usize() as u64;
+        Ok(())
+    }
+
+    fn setup(&mut self, _config: ()) -> VCpuResult {
+        Ok(())
+    }
+
+    fn bind(&mut self) -> VCpuResult {
+        Machine::set_running(Some((self.vm_id, self.vcpu_id)));
+        Ok(())
+    }
+
+    fn unbind(&mut self) -> VCpuResult {
+        Machine::set_running(None);
+        Ok(())
+    }
+
+    fn run(&mut self) -> VCpuResult<ExitReason> {
+        if self.root.is_none() {
+            return Err(VCpuError::NotConfigured {
+                missing: "nested root",
+            });
+        }
+        // Entering on this pCPU: the vCPU now runs here.
+        Machine::set_running(Some((self.vm_id, self.vcpu_id)));
+        let program = self.config.program.clone();
+        let pcpu = Machine::current_pcpu();
+        loop {
+            if self.machine.take_kick(pcpu) {
+                return Ok(ExitReason::Kicked);
+            }
+            let pc = self.pc;
+            let Some(op) = program.op_at(pc) else {
+                // Running off the program is a bug of the test's script.
+                return Ok(ExitReason::FailEntry { reason: pc });
+            };
+            let pc_gpa = GuestPhysAddr::from_usize(pc as usize);
+            if self.translate(pc as usize, AccessKind::Execute).is_err() {
+                return Ok(self.fault(pc_gpa, AccessKind::Execute));
+            }
+            let next = pc + OP_SIZE;
+            match op {
+                Op::Read { gpa, width, reg } => match self.access(*gpa, *width, None) {
+                    Ok(v) => self.regs[*reg % REGS] = v,
+                    Err(at) => return Ok(self.fault(at, AccessKind::Read)),
+                },
+                Op::Write { gpa, width, value } => {
+                    if let Err(at) = self.access(*gpa, *width, Some(width.truncate(*value))) {
+                        return Ok(self.fault(at, AccessKind::Write));
+                    }
+                }
+                Op::WriteReg {
+                    gpa,
+                    width,
+                    reg,
+                    xor,
+                } => {
+                    let v = width.truncate(self.regs[*reg % REGS] ^ xor);
+                    if let Err(at) = self.access(*gpa, *width, Some(v)) {
+                        return Ok(self.fault(at, AccessKind::Write));
+                    }
+                }
+                Op::Fetch { gpa } => {
+                    if self.translate(gpa.as_usize(), AccessKind::Execute).is_err() {
+                        return Ok(self.fault(*gpa, AccessKind::Execute));
+                    }
+                }
+                Op::Set { reg, value } => self.regs[*reg % REGS] = *value,
+                Op::Check { reg, value, what } => {
+                    let got = self.regs[*reg % REGS];
+                    self.config.log.record(
+                        self.vcpu_id,
+                        what,
+                        got == *value,
+                        format!("register {reg} = {got:#x}, expected {value:#x}"),
+                    );
+                }
+                Op::Hypercall { nr, args } => {
+                    self.pc = next;
+                    return Ok(ExitReason::Hypercall {
+                        nr: *nr,
+                        args: *args,
+                    });
+                }
+                Op::Halt => {
+                    self.pc = next;
+                    return Ok(ExitReason::Halt);
+                }
+                Op::CpuUp { target, entry, arg } => {
+                    self.pc = next;
+                    return Ok(ExitReason::CpuUp {
+                        target_cpu: *target,
+                        entry_point: *entry,
+                        arg: *arg,
+                    });
+                }
+                Op::CpuDown => {
+                    self.pc = next;
+                    return Ok(ExitReason::CpuDown { state: 0 });
+                }
+                Op::Shutdown => return Ok(ExitReason::SystemShutdown),
+                Op::Reset => return Ok(ExitReason::SystemReset),
+                Op::Jump { to } => {
+                    self.pc = to.as_usize() as u64;
+                    continue;
+                }
+                Op::Probe(p) => {
+                    if let Some(exit) = self.probe(p) {
+                        return Ok(exit);
+                    }
+                }
+            }
+            self.pc = next;
+        }
+    }
+
+    fn gpr(&self, index: usize) -> VCpuResult<u64> {
+        self.regs
+            .get(index)
+            .copied()
+            .ok_or(VCpuError::InvalidRegister { index })
+    }
+
+    fn set_gpr(&mut self, index: usize, value: u64) -> VCpuResult {
+        let r = self
+            .regs
+            .get_mut(index)
+            .ok_or(VCpuError::InvalidRegister { index })?;
+        *r = value;
+        Ok(())
+    }
+
+    fn pc(&self) -> u64 {
+        self.pc
+    }
+
+    fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
+        self.regs[0] = arg;
+        Ok(())
+    }
+
+    fn set_return_value(&mut self, value: u64) {
+        // Calls exit with the PC already past the calling op.
+        self.regs[0] = value;
+    }
+
+    fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
+        self.irqs.push(vector);
+        Ok(())
+    }
+
+    fn invalidate_guest_tlb(&mut self) {
+        if !self.config.faults.ignore_invalidate {
+            self.tlb.flush();
+        }
+    }
+
+    fn decode_mmio(
+        &mut self,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+        _mem: &dyn GuestMemory,
+    ) -> Result<MmioAccess, MmioDecodeError> {
+        let pc = self.pc;
+        match self.last_fault {
+            Some((g, a)) if g == gpa && a == access => {}
+            _ => return Err(MmioDecodeError::NotAFault),
+        }
+        let unsupported = MmioDecodeError::Unsupported { pc, insn: 0 };
+        let (width, op) = match self.config.program.op_at(pc) {
+            Some(Op::Read { gpa: g, width, reg }) if *g == gpa => (
+                *width,
+                MmioOp::Read {
+                    reg: *reg,
+                    sign_extend: false,
+                    reg_width: AccessWidth::Qword,
+                },
+            ),
+            Some(Op::Write {
+                gpa: g,
+                width,
+                value,
+            }) if *g == gpa => (
+                *width,
+                MmioOp::Write {
+                    value: width.truncate(*value),
+                },
+            ),
+            Some(Op::WriteReg {
+                gpa: g,
+                width,
+                reg,
+                xor,
+            }) if *g == gpa => (
+                *width,
+                MmioOp::Write {
+                    value: width.truncate(self.regs[*reg % REGS] ^ xor),
+                },
+            ),
+            Some(Op::Probe(_)) => return Err(MmioDecodeError::NoSyndrome { pc }),
+            _ => return Err(unsupported),
+        };
+        Ok(MmioAccess {
+            gpa,
+            width,
+            op,
+            insn_len: OP_SIZE as u8,
+        })
+    }
+
+    fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
+        if let (
+            MmioOp::Read {
+                reg, sign_extend, ..
+            },
+            Some(v),
+        ) = (access.op, read_value)
+        {
+            let v = access.width.truncate(v);
+            self.regs[reg % REGS] = if sign_extend {
+                access.width.sign_extend(v)
+            } else {
+                v
+            };
+        }
+        self.last_fault = None;
+        self.pc += u64::from(access.insn_len);
+        Ok(())
+    }
+}
+
+impl<F: NestedFormat> core::fmt::Debug for MockVCpu<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MockVCpu")
+            .field("format", &F::NAME)
+            .field("vm", &self.vm_id)
+            .field("vcpu", &self.vcpu_id)
+            .field("pc", &format_args!("{:#x}", self.pc))
+            .finish()
+    }
+}
