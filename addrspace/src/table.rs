@@ -473,7 +473,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     if Self::can_leaf(level, gpa, slot_end, base, src) {
                         // Tables are never empty, so something below is mapped.
                         return Err(self
-                            .first_mapped(sub, level - 1, gpa, slot_end)
+                            .first_where(sub, level - 1, gpa, slot_end, true)
                             .unwrap_or(gpa));
                     }
                     need += self.plan_map(Some(sub), level - 1, gpa, slot_end, base, src)?;
@@ -535,13 +535,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         added
     }
 
-    /// The first address in `[start, end)` translated by the subtree at `table`.
-    fn first_mapped(
+    /// The first address in `[start, end)` that the subtree at `table` translates
+    /// (`mapped = true`) or does not translate (`mapped = false`).
+    fn first_where(
         &self,
         table: HostPhysAddr,
         level: usize,
         start: usize,
         end: usize,
+        mapped: bool,
     ) -> Option<usize> {
         let entries = self.entries(table, level);
         let mut gpa = start;
@@ -549,44 +551,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
             let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
             match F::kind(raw, level) {
-                DescKind::Invalid => {}
                 DescKind::Table if level > 0 => {
-                    if let Some(found) =
-                        self.first_mapped(F::output_addr(raw, level), level - 1, gpa, slot_end)
-                    {
+                    let sub = F::output_addr(raw, level);
+                    if let Some(found) = self.first_where(sub, level - 1, gpa, slot_end, mapped) {
                         return Some(found);
                     }
                 }
-                _ => return Some(gpa),
-            }
-            gpa = slot_end;
-        }
-        None
-    }
-
-    /// The first address in `[start, end)` the subtree at `table` does not translate.
-    fn first_hole(
-        &self,
-        table: HostPhysAddr,
-        level: usize,
-        start: usize,
-        end: usize,
-    ) -> Option<usize> {
-        let entries = self.entries(table, level);
-        let mut gpa = start;
-        while gpa < end {
-            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
-            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
-            match F::kind(raw, level) {
+                DescKind::Leaf if mapped => return Some(gpa),
                 DescKind::Leaf => {}
-                DescKind::Table if level > 0 => {
-                    if let Some(hole) =
-                        self.first_hole(F::output_addr(raw, level), level - 1, gpa, slot_end)
-                    {
-                        return Some(hole);
-                    }
-                }
-                _ => return Some(gpa),
+                // Invalid (or malformed, which no walker can use) entries.
+                _ if !mapped => return Some(gpa),
+                _ => {}
             }
             gpa = slot_end;
         }
@@ -600,11 +575,12 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 range.start().as_usize().max(Self::gpa_limit()),
             ));
         }
-        self.first_hole(
+        self.first_where(
             self.root,
             F::LEVELS - 1,
             range.start().as_usize(),
             range.end().as_usize(),
+            false,
         )
         .map(GuestPhysAddr::from_usize)
     }

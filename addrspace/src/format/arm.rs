@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, NestedFormat, fields};
+use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const VALID: u64 = 1 << 0;
@@ -27,6 +27,9 @@ const AF: u64 = 1 << 10;
 const XN: u64 = 0b10 << 53;
 const XN_MASK: u64 = 0b11 << 53;
 const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+
+/// S2AP: the read and write permissions.
+const S2AP: [FlagBits; 2] = [(MappingFlags::READ, S2AP_R), (MappingFlags::WRITE, S2AP_W)];
 
 /// MemAttr for Normal, Outer and Inner Write-Back Cacheable.
 const MEMATTR_NORMAL_WB: u64 = 0b1111;
@@ -153,12 +156,7 @@ impl<const IPA_BITS: u32> NestedFormat for ArmStage2<IPA_BITS> {
         if level == 0 {
             raw |= TABLE_OR_PAGE;
         }
-        if flags.contains(MappingFlags::READ) {
-            raw |= S2AP_R;
-        }
-        if flags.contains(MappingFlags::WRITE) {
-            raw |= S2AP_W;
-        }
+        raw |= encode_flags(flags, &S2AP);
         if !flags.contains(MappingFlags::EXECUTE) {
             raw |= XN;
         }
@@ -203,13 +201,7 @@ impl<const IPA_BITS: u32> NestedFormat for ArmStage2<IPA_BITS> {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = MappingFlags::empty();
-        if raw & S2AP_R != 0 {
-            flags |= MappingFlags::READ;
-        }
-        if raw & S2AP_W != 0 {
-            flags |= MappingFlags::WRITE;
-        }
+        let mut flags = decode_flags(raw, &S2AP);
         if raw & XN_MASK == 0 {
             flags |= MappingFlags::EXECUTE;
         }

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use super::{DescKind, NestedFormat, fields};
+use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const R: u64 = 1 << 0;
@@ -18,6 +18,13 @@ const IGNORE_PAT: u64 = 1 << 6;
 /// Bit 7 of a PDPTE/PDE: this entry maps a 1 GiB / 2 MiB page.
 const PAGE_SIZE: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// READ, WRITE and EXECUTE are bits 0, 1 and 2 of every EPT entry.
+const ACCESS: [FlagBits; 3] = [
+    (MappingFlags::READ, R),
+    (MappingFlags::WRITE, W),
+    (MappingFlags::EXECUTE, X),
+];
 
 /// EPT memory types (SDM 29.3.7.1, table 12-8 "Memory Types That Can Be Encoded").
 const MT_UC: u64 = 0;
@@ -64,16 +71,7 @@ impl NestedFormat for Ept {
 
     #[inline]
     fn leaf_attrs(flags: MappingFlags, level: usize) -> u64 {
-        let mut raw = 0;
-        if flags.contains(MappingFlags::READ) {
-            raw |= R;
-        }
-        if flags.contains(MappingFlags::WRITE) {
-            raw |= W;
-        }
-        if flags.contains(MappingFlags::EXECUTE) {
-            raw |= X;
-        }
+        let mut raw = encode_flags(flags, &ACCESS);
         raw |= if flags.contains(MappingFlags::DEVICE) {
             (MT_UC << MEMTYPE_SHIFT) | IGNORE_PAT
         } else if flags.contains(MappingFlags::UNCACHED) {
@@ -116,16 +114,7 @@ impl NestedFormat for Ept {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = MappingFlags::empty();
-        if raw & R != 0 {
-            flags |= MappingFlags::READ;
-        }
-        if raw & W != 0 {
-            flags |= MappingFlags::WRITE;
-        }
-        if raw & X != 0 {
-            flags |= MappingFlags::EXECUTE;
-        }
+        let mut flags = decode_flags(raw, &ACCESS);
         match (raw & MEMTYPE_MASK) >> MEMTYPE_SHIFT {
             MT_UC => flags |= MappingFlags::DEVICE,
             MT_WC => flags |= MappingFlags::UNCACHED,

@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, NestedFormat, fields};
+use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const V: u64 = 1 << 0;
@@ -27,6 +27,15 @@ const SW_UNCACHED: u64 = 1 << 9;
 const PPN_SHIFT: u64 = 10;
 /// PPN, bits 53:10.
 const PPN_MASK: u64 = ((1 << 44) - 1) << PPN_SHIFT;
+
+/// The flags a leaf records, and where (the RSW bits only for software).
+const FLAGS: [FlagBits; 5] = [
+    (MappingFlags::READ, R),
+    (MappingFlags::WRITE, W),
+    (MappingFlags::EXECUTE, X),
+    (MappingFlags::DEVICE, SW_DEVICE),
+    (MappingFlags::UNCACHED, SW_UNCACHED),
+];
 
 /// RISC-V G-stage tables with `LEVELS` levels: 3 = Sv39x4 (41-bit GPA), 4 = Sv48x4
 /// (50-bit GPA). 56-bit physical addresses, 2 MiB and 1 GiB leaves.
@@ -85,22 +94,9 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
 
     #[inline]
     fn leaf_attrs(flags: MappingFlags, _level: usize) -> u64 {
-        let mut raw = V | U | A;
-        if flags.contains(MappingFlags::READ) {
-            raw |= R;
-        }
-        if flags.contains(MappingFlags::WRITE) {
-            raw |= W | D;
-        }
-        if flags.contains(MappingFlags::EXECUTE) {
-            raw |= X;
-        }
-        if flags.contains(MappingFlags::DEVICE) {
-            raw |= SW_DEVICE;
-        } else if flags.contains(MappingFlags::UNCACHED) {
-            raw |= SW_UNCACHED;
-        }
-        raw
+        // DEVICE with UNCACHED is refused before encoding; D goes with W.
+        let raw = V | U | A | encode_flags(flags, &FLAGS);
+        if raw & W != 0 { raw | D } else { raw }
     }
 
     #[inline]
@@ -132,23 +128,7 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = MappingFlags::empty();
-        if raw & R != 0 {
-            flags |= MappingFlags::READ;
-        }
-        if raw & W != 0 {
-            flags |= MappingFlags::WRITE;
-        }
-        if raw & X != 0 {
-            flags |= MappingFlags::EXECUTE;
-        }
-        if raw & SW_DEVICE != 0 {
-            flags |= MappingFlags::DEVICE;
-        }
-        if raw & SW_UNCACHED != 0 {
-            flags |= MappingFlags::UNCACHED;
-        }
-        flags
+        decode_flags(raw, &FLAGS)
     }
 
     fn level_name(level: usize) -> &'static str {
