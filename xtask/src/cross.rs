@@ -120,10 +120,7 @@ pub(crate) fn cross_cargo(arch: Arch, subcommand: &str) -> Command {
         .env("RUSTC_BOOTSTRAP", "1")
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTFLAGS")
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace_root().join("target").join("cross"),
-        )
+        .env("CARGO_TARGET_DIR", cross_target_dir())
         .current_dir(workspace_root());
     cmd
 }

@@ -1,0 +1,65 @@
+//! The hypervisor's console on COM1: `print!`/`println!`, a `log` logger, and
+//! [`Out`] for the test monitor.
+
+use core::fmt::{self, Write};
+
+use hal_x86_64::serial::Serial;
+
+static SERIAL: spin::Mutex<Serial> = spin::Mutex::new(Serial);
+
+/// Initialises the UART and installs the logger.
+pub(crate) fn init() {
+    SERIAL.lock().init();
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Writes formatted text to the console.
+pub(crate) fn print(args: fmt::Arguments<'_>) {
+    let _ = SERIAL.lock().write_fmt(args);
+}
+
+/// `print!` to COM1.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+/// `println!` to COM1.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// A `fmt::Write` to the console.
+pub(crate) struct Out;
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        SERIAL.lock().write_str(s)
+    }
+}
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            print(format_args!(
+                "[{:5} {}] {}\n",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,299 @@
+//! Runs the test VM through vm-core's [`Vm`] and answers the test guest through
+//! [`Monitor`].
+//!
+//! Scheduling: the board has one physical CPU for the VM's two vCPUs. It runs one
+//! vCPU until that vCPU halts (HLT with interrupts off: stopped for good), stops,
+//! or starts another vCPU; a vCPU that was just started runs next, so the
+//! secondary answers while the primary waits for it. This is cooperative: it
+//! relies on the secondary not waiting for the primary, which holds for the test
+//! protocol (`platforms::guest::run_secondary` never waits).
+
+use alloc::sync::Arc;
+use core::fmt::Write;
+
+use hal_x86_64::guest_paging::identity_tables;
+use hal_x86_64::{SvmSetupConfig, SvmVCpu};
+use platforms::monitor::{Action, Monitor};
+use platforms::protocol::{Call, RO_PATTERN};
+use vm_core::{AccessKind, GuestPhysAddr, HalFrames, Vm, VmExit};
+
+use crate::console::Out;
+use crate::device::TestDevice;
+use crate::hal::{CURRENT_VCPU, CURRENT_VM};
+use crate::layout::{self, GUEST_TABLES, LAYOUT};
+
+/// The vCPU type of this board.
+type VCpu = SvmVCpu<HalFrames>;
+
+/// COM1's data register, as the guest sees it (emulated: the guest's bytes are
+/// printed on the hypervisor's console).
+const GUEST_COM1: u16 = 0x3f8;
+/// COM1's line status register: reads say "transmitter empty".
+const GUEST_COM1_LSR: u16 = 0x3fd;
+/// The guest's power-off port (the QEMU/Bochs ACPI PM1a control convention) and
+/// the value that means "power off".
+const GUEST_SHUTDOWN_PORT: u16 = 0x604;
+const GUEST_SHUTDOWN_VALUE: u64 = 0x2000;
+
+/// The test guest's flat binary (from `HV_GUEST_IMAGE` at build time).
+static GUEST_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.bin"));
+
+/// How the VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The guest powered off through its shutdown port.
+    PowerOff,
+    /// Something failed (already printed).
+    Failed,
+}
+
+/// Builds the test VM, runs it to the end and returns the monitor's counts.
+pub(crate) fn run_test_vm() -> (u32, u32) {
+    let out = &mut Out;
+    let mut monitor = Monitor::new("x86_64");
+    let config = match crate::vm_config() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "[x86_64] embedded VM config: {e}");
+            monitor.host_check("embedded VM config is valid", false, out);
+            return monitor.finish(out);
+        }
+    };
+    let layout_ok = layout::check(&config);
+    if let Err(why) = layout_ok {
+        let _ = writeln!(out, "[x86_64] config vs layout: {why}");
+    }
+    monitor.host_check("VM config matches the board layout", layout_ok.is_ok(), out);
+    monitor.host_check("guest image embedded", !GUEST_IMAGE.is_empty(), out);
+
+    let vm = match prepare(config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            let _ = writeln!(out, "[x86_64] VM setup failed: {e}");
+            monitor.host_check("VM created and loaded", false, out);
+            return monitor.finish(out);
+        }
+    };
+    let _ = writeln!(out, "[x86_64] VM {} created:\n{vm}", vm.id());
+    CURRENT_VM.store(vm.id(), core::sync::atomic::Ordering::Relaxed);
+    let end = schedule(&vm, &mut monitor);
+    monitor.host_check("guest powered off", end == End::PowerOff, out);
+    let stats = vm.stats();
+    let _ = writeln!(out, "[x86_64] VM stats: {stats:?}");
+    monitor.finish(out)
+}
+
+/// Creates the VM, loads the guest and its page tables, writes the read-only
+/// pattern, attaches the test device, and boots vCPU 0.
+fn prepare(config: vm_core::VmConfig) -> vm_core::VmResult<Arc<Vm<VCpu>>> {
+    let vm = Vm::<VCpu>::new(config, |_| {
+        (
+            (),
+            SvmSetupConfig {
+                guest_cr3: GUEST_TABLES,
+            },
+        )
+    })?;
+    for (i, table) in identity_tables(GUEST_TABLES).iter().enumerate() {
+        let mut bytes = [0u8; 4096];
+        for (chunk, entry) in bytes.chunks_exact_mut(8).zip(table) {
+            chunk.copy_from_slice(&entry.to_le_bytes());
+        }
+        let gpa = GUEST_TABLES as usize + i * 4096;
+        vm.write_guest(GuestPhysAddr::from_usize(gpa), &bytes)?;
+    }
+    vm.load_kernel(GUEST_IMAGE)?;
+    vm.write_to_guest_of(
+        GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
+        &RO_PATTERN,
+    )?;
+    vm.attach_device("test-device", Arc::new(TestDevice::default()))?;
+    vm.boot()?;
+    Ok(vm)
+}
+
+/// Runs the vCPUs on this pCPU until the guest powers off or something fails.
+fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
+    let out = &mut Out;
+    let n = vm.vcpu_count();
+    let mut current = 0usize;
+    let mut line = Line::new();
+    // vCPUs that halted with interrupts off: they never run again.
+    let mut parked = alloc::vec![false; n];
+    loop {
+        let Some(v) = (0..n)
+            .map(|i| (current + i) % n)
+            .find(|&i| vm.is_vcpu_started(i) && !parked[i])
+        else {
+            let _ = writeln!(
+                out,
+                "[x86_64] every vCPU is halted; the guest never powered off"
+            );
+            return End::Failed;
+        };
+        current = v;
+        CURRENT_VCPU.store(v, core::sync::atomic::Ordering::Relaxed);
+        let exit = match vm.run_vcpu(v) {
+            Ok(exit) => exit,
+            Err(e) => {
+                let _ = writeln!(out, "[x86_64] vCPU {v}: {e}");
+                return End::Failed;
+            }
+        };
+        match exit {
+            VmExit::Hypercall { nr, args } => {
+                let Some(call) = Call::from_x86(nr) else {
+                    let _ = writeln!(out, "[x86_64] vCPU {v}: unknown hypercall {nr:#x}");
+                    let _ = vm.set_return_value(v, u64::MAX);
+                    continue;
+                };
+                let ret = match monitor.on_call(call, [args[0], args[1], args[2], args[3]], out) {
+                    Action::Return(value) => value,
+                    Action::Unmap { gpa } => {
+                        match vm.unmap_region(GuestPhysAddr::from_usize(gpa as usize), 0x1000) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                let _ = writeln!(out, "[x86_64] unmap {gpa:#x}: {e}");
+                                1
+                            }
+                        }
+                    }
+                    Action::StartCpu { cpu, entry, arg } => {
+                        let target = usize::try_from(cpu).unwrap_or(usize::MAX);
+                        let entry = GuestPhysAddr::from_usize(entry as usize);
+                        match vm.start_vcpu(target, entry, arg) {
+                            Ok(()) => {
+                                // Run the new vCPU next (see the module docs).
+                                current = target;
+                                0
+                            }
+                            Err(e) => {
+                                let _ = writeln!(out, "[x86_64] start vCPU {cpu}: {e}");
+                                1
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = vm.set_return_value(v, ret) {
+                    let _ = writeln!(out, "[x86_64] vCPU {v}: {e}");
+                    return End::Failed;
+                }
+            }
+            VmExit::UnservedAccess(a) => {
+                let write = a.access == AccessKind::Write;
+                if !monitor.on_unserved_access(a.gpa.as_usize() as u64, write, out) {
+                    let _ = writeln!(out, "[x86_64] vCPU {v}: {:?}\n{}", a.why, a.walk);
+                    return End::Failed;
+                }
+                if let Err(e) = vm.skip_access(v) {
+                    let _ = writeln!(out, "[x86_64] vCPU {v}: cannot skip the access: {e}");
+                    return End::Failed;
+                }
+            }
+            VmExit::IoWrite { port, width, data } => match port {
+                GUEST_COM1 => line.push(data as u8),
+                GUEST_SHUTDOWN_PORT if data == GUEST_SHUTDOWN_VALUE => {
+                    line.flush();
+                    let _ = writeln!(out, "[x86_64] guest powered off (vCPU {v})");
+                    let _ = vm.shutdown();
+                    return End::PowerOff;
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "[x86_64] vCPU {v}: ignored {}-byte write of {data:#x} to port {port:#x}",
+                        width.bytes()
+                    );
+                }
+            },
+            VmExit::IoRead { port, width } => {
+                let value = match port {
+                    GUEST_COM1_LSR => 0x60,
+                    _ => u64::MAX,
+                };
+                let r = vm.with_vcpu(v, |cpu| {
+                    use vcpu_api::ArchVCpu;
+                    let old = cpu.gpr(0).unwrap_or(0);
+                    cpu.set_gpr(0, hal_x86_64::vcpu::in_result(old, value, width))
+                });
+                if !matches!(r, Ok(Ok(()))) {
+                    return End::Failed;
+                }
+            }
+            VmExit::SysRegRead { addr, .. } => {
+                let _ = writeln!(out, "[x86_64] vCPU {v}: RDMSR {:#x} reads 0", addr.0);
+                let _ = vm.set_return_value(v, 0);
+            }
+            VmExit::SysRegWrite { addr, value } => {
+                let _ = writeln!(
+                    out,
+                    "[x86_64] vCPU {v}: WRMSR {:#x} <- {value:#x} ignored",
+                    addr.0
+                );
+                let _ = vm.set_return_value(v, 0);
+            }
+            VmExit::Halt | VmExit::CpuDown { .. } => {
+                parked[v] = true;
+                let _ = writeln!(out, "[x86_64] vCPU {v} halted");
+            }
+            VmExit::CpuUp { target, .. } => current = target,
+            VmExit::CpuUpRefused { target_cpu, reason } => {
+                let _ = writeln!(out, "[x86_64] CPU up of {target_cpu} refused: {reason:?}");
+                let _ = vm.set_return_value(v, u64::MAX);
+            }
+            VmExit::ExternalInterrupt { .. } | VmExit::Paused => {}
+            VmExit::Shutdown => return End::PowerOff,
+            VmExit::Reset => {
+                let (rip, info) = vm
+                    .with_vcpu(v, |cpu| {
+                        use vcpu_api::ArchVCpu;
+                        (cpu.pc(), cpu.last_exit_info())
+                    })
+                    .unwrap_or((0, (0, 0, 0)));
+                let _ = writeln!(
+                    out,
+                    "[x86_64] vCPU {v} triple-faulted at rip {rip:#x} (exit {info:x?})"
+                );
+                return End::Failed;
+            }
+            VmExit::Stopped => return End::Failed,
+            other => {
+                let _ = writeln!(out, "[x86_64] vCPU {v}: unexpected exit {other:?}");
+                return End::Failed;
+            }
+        }
+    }
+}
+
+/// The guest's console output, printed a line at a time with a prefix.
+struct Line {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if b != b'\n' && self.len < self.buf.len() {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        if b == b'\n' || self.len == self.buf.len() {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            let text = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<not UTF-8>");
+            crate::println!("[guest] {text}");
+            self.len = 0;
+        }
+    }
+}
