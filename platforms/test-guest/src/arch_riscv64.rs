@@ -196,10 +196,18 @@ impl GuestOps for Riscv64 {
         // SAFETY: per the caller (an aligned address of the layout).
         unsafe {
             match width {
-                Width::W8 => asm!("lb {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W16 => asm!("lh {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W32 => asm!("lw {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W64 => asm!("ld {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
+                Width::W8 => {
+                    asm!("lb {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W16 => {
+                    asm!("lh {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W32 => {
+                    asm!("lw {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W64 => {
+                    asm!("ld {v}, 0({a})", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
             }
         }
         v
