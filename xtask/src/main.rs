@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, the only entry point CI uses.
 //!
 //! - `test`: rustfmt check, clippy (`-D warnings`), every host test, `cargo doc`
-//!   (`-D warnings`), then the bare-metal cross builds.
+//!   (`-D warnings`), the bare-metal cross builds, then `qemu` for every
+//!   architecture that has a board.
 //! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
 //! - `qemu <arch> [--config <file>]`: builds the board's hypervisor image, boots it in
@@ -113,6 +114,12 @@ fn test() -> Result<(), Failed> {
         step(&format!("cross build {}", arch.name()), || {
             cross::build(arch)
         })?;
+    }
+    // The QEMU suite of every architecture that has a board.
+    for arch in cross::Arch::ALL {
+        if qemu::board(arch).is_ok() {
+            step(&format!("qemu {}", arch.name()), || qemu::qemu(arch, None))?;
+        }
     }
     println!(
         "xtask: all checks passed in {:.0} s",
