@@ -26,6 +26,11 @@ use crate::program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub const REGS: usize = 32;
 
 /// A vCPU's software TLB: guest page → (host page, flags).
+///
+/// The vCPU holds its lock for a whole access (translation and memory access), and
+/// an invalidation takes the same lock: like a hardware TLBI followed by a barrier,
+/// an invalidation completes only once accesses that used the old translation have
+/// completed, and no walk that began before it can insert a stale entry after it.
 #[derive(Debug, Default)]
 pub struct TlbCache {
     pub(crate) vcpu: usize,
@@ -38,18 +43,12 @@ pub struct TlbCache {
     pub flushes: AtomicU64,
 }
 
+type Entries = HashMap<usize, (usize, MappingFlags)>;
+
 impl TlbCache {
     pub(crate) fn flush(&self) {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         self.map.lock().expect("tlb").clear();
-    }
-
-    fn get(&self, page: usize) -> Option<(usize, MappingFlags)> {
-        self.map.lock().expect("tlb").get(&page).copied()
-    }
-
-    fn insert(&self, page: usize, entry: (usize, MappingFlags)) {
-        self.map.lock().expect("tlb").insert(page, entry);
     }
 }
 
@@ -165,19 +164,25 @@ impl<F: NestedFormat> MockVCpu<F> {
         }
     }
 
-    /// Translates `gpa` for `access` through the TLB, walking on a miss. A cached
-    /// entry is used as it is, even if the tables changed since: that is what makes
-    /// a missing invalidation visible.
-    fn translate(&self, gpa: usize, access: AccessKind) -> Result<HostPhysAddr, Fault> {
+    /// Translates `gpa` for `access` through the TLB (`entries`, locked by the
+    /// caller for the whole access), walking on a miss. A cached entry is used as it
+    /// is, even if the tables changed since: that is what makes a missing
+    /// invalidation visible.
+    fn translate(
+        &self,
+        entries: &mut Entries,
+        gpa: usize,
+        access: AccessKind,
+    ) -> Result<HostPhysAddr, Fault> {
         let page = gpa & !(PAGE_SIZE - 1);
-        let (hpa_page, flags) = match self.tlb.get(page) {
+        let (hpa_page, flags) = match entries.get(&page) {
             Some(e) => {
                 self.tlb.hits.fetch_add(1, Ordering::Relaxed);
-                e
+                *e
             }
             None => {
                 let e = self.walk(gpa)?;
-                self.tlb.insert(page, e);
+                entries.insert(page, e);
                 e
             }
         };
@@ -193,8 +198,16 @@ impl<F: NestedFormat> MockVCpu<F> {
         Ok(hpa)
     }
 
+    /// An instruction fetch at `gpa`.
+    fn fetch(&self, gpa: usize) -> Result<(), Fault> {
+        let mut entries = self.tlb.map.lock().expect("tlb");
+        self.translate(&mut entries, gpa, AccessKind::Execute)
+            .map(|_| ())
+    }
+
     /// Loads or stores `width` bytes at `gpa`, byte by byte so a page crossing
-    /// translates both pages. Errors with the first address that faulted.
+    /// translates both pages, holding the TLB for the whole access. Errors with the
+    /// first address that faulted (and then touches no byte).
     fn access(
         &self,
         gpa: GuestPhysAddr,
@@ -206,10 +219,13 @@ impl<F: NestedFormat> MockVCpu<F> {
         } else {
             AccessKind::Read
         };
+        let mut entries = self.tlb.map.lock().expect("tlb");
         let mut ptrs = [core::ptr::null_mut::<u8>(); 8];
         for (i, p) in ptrs.iter_mut().enumerate().take(width.bytes()) {
             let a = gpa + i;
-            let hpa = self.translate(a.as_usize(), kind).map_err(|Fault| a)?;
+            let hpa = self
+                .translate(&mut entries, a.as_usize(), kind)
+                .map_err(|Fault| a)?;
             *p = self.machine.phys_to_virt(hpa).as_mut_ptr::<u8>();
         }
         let mut value = 0u64;
@@ -224,6 +240,7 @@ impl<F: NestedFormat> MockVCpu<F> {
                 }
             }
         }
+        drop(entries);
         Ok(value)
     }
 
@@ -345,7 +362,7 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 return Ok(ExitReason::FailEntry { reason: pc });
             };
             let pc_gpa = GuestPhysAddr::from_usize(pc as usize);
-            if self.translate(pc as usize, AccessKind::Execute).is_err() {
+            if self.fetch(pc as usize).is_err() {
                 return Ok(self.fault(pc_gpa, AccessKind::Execute));
             }
             let next = pc + OP_SIZE;
@@ -371,7 +388,7 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                     }
                 }
                 Op::Fetch { gpa } => {
-                    if self.translate(gpa.as_usize(), AccessKind::Execute).is_err() {
+                    if self.fetch(gpa.as_usize()).is_err() {
                         return Ok(self.fault(*gpa, AccessKind::Execute));
                     }
                 }
