@@ -142,7 +142,7 @@ pub struct SvmCpu {
 
 static CPU: spin::Once<SvmCpu> = spin::Once::new();
 
-/// The SVM state set up by [`enable`] (or [`set_cpu_for_tests`]), if any.
+/// The SVM state set up by `enable` (or by the unit tests), if any.
 pub fn cpu() -> Option<&'static SvmCpu> {
     CPU.get()
 }

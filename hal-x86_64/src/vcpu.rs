@@ -141,6 +141,8 @@ pub struct SvmVCpu<F: FrameAllocator + Default> {
     entry_set: bool,
     flush_control: u8,
     flush_pending: bool,
+    /// VMRUNs that carried a TLB flush (TLB_CONTROL != 0).
+    flushed_entries: u64,
     pending: Pending,
     last_npf: Option<LastNpf>,
 }
@@ -206,6 +208,12 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     /// Whether the next VMRUN flushes this guest's TLB entries.
     pub fn flush_pending(&self) -> bool {
         self.flush_pending
+    }
+
+    /// How many VMRUNs of this vCPU carried a TLB flush (after creation, nCR3
+    /// changes and [`ArchVCpu::invalidate_guest_tlb`]).
+    pub fn flushed_entries(&self) -> u64 {
+        self.flushed_entries
     }
 
     fn advance_rip(&mut self, len: u64) {
@@ -474,6 +482,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
             flush_control: cpu.features.flush_control(),
             // The ASID may have been used by an earlier VM with the same id.
             flush_pending: true,
+            flushed_entries: 0,
             pending: Pending::None,
             last_npf: None,
         };
@@ -609,6 +618,9 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                 // area; the trampoline restores every callee-saved register.
                 unsafe { hal_x86_64_svm_vmrun(&mut self.gprs, vmcb_pa, host_vmcb) };
                 self.flush_pending = false;
+                if flush != tlb_control::DO_NOTHING {
+                    self.flushed_entries += 1;
+                }
                 let c = &mut self.vmcb_mut().control;
                 c.tlb_control = tlb_control::DO_NOTHING;
                 let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);

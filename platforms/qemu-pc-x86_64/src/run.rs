@@ -120,6 +120,8 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
     let mut line = Line::new();
     // vCPUs that halted with interrupts off: they never run again.
     let mut parked = alloc::vec![false; n];
+    // After an unmap: (vCPU, its flushed VMRUNs before), checked at its next exit.
+    let mut flush_check: Option<(usize, u64)> = None;
     loop {
         let Some(v) = (0..n)
             .map(|i| (current + i) % n)
@@ -140,6 +142,19 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                 return End::Failed;
             }
         };
+        if let Some((cpu, before)) = flush_check
+            && cpu == v
+        {
+            // QEMU flushes its TLB on every VMRUN anyway, so the guest's check
+            // cannot see a missing flush: check our half of it here.
+            let after = vm.with_vcpu(v, |c| c.flushed_entries()).unwrap_or(0);
+            monitor.host_check(
+                "VMRUN after the unmap flushed the TLB (TLB_CONTROL)",
+                after > before,
+                out,
+            );
+            flush_check = None;
+        }
         match exit {
             VmExit::Hypercall { nr, args } => {
                 let Some(call) = Call::from_x86(nr) else {
@@ -150,6 +165,8 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                 let ret = match monitor.on_call(call, [args[0], args[1], args[2], args[3]], out) {
                     Action::Return(value) => value,
                     Action::Unmap { gpa } => {
+                        let before = vm.with_vcpu(v, |c| c.flushed_entries()).unwrap_or(0);
+                        flush_check = Some((v, before));
                         match vm.unmap_region(GuestPhysAddr::from_usize(gpa as usize), 0x1000) {
                             Ok(()) => 0,
                             Err(e) => {
