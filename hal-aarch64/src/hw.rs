@@ -372,3 +372,67 @@ pub(crate) fn save_el1(el1: &mut El1Regs) {
         asm!("isb", options(nostack, preserves_flags));
     }
 }
+
+/// This CPU's index: MPIDR_EL1.Aff0 (QEMU virt numbers CPUs 0..n in Aff0).
+pub fn cpu_id() -> usize {
+    (mrs!("mpidr_el1") & 0xff) as usize
+}
+
+/// Monotonic time from the generic timer: CNTPCT_EL0 scaled by CNTFRQ_EL0.
+pub fn now_ns() -> u64 {
+    let freq = mrs!("cntfrq_el0").max(1);
+    // SAFETY: ISB only orders the counter read after earlier instructions.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+    let ticks = mrs!("cntpct_el0");
+    (u128::from(ticks) * 1_000_000_000 / u128::from(freq)) as u64
+}
+
+/// A PSCI call to the platform firmware (the hypervisor's own CPU_ON, CPU_OFF,
+/// SYSTEM_OFF) by `smc #0`; returns x0.
+///
+/// # Safety
+///
+/// The call must be one the caller is prepared for: CPU_ON starts another CPU at
+/// `x[2]` with `x[3]` in its x0, CPU_OFF and SYSTEM_OFF do not return.
+pub unsafe fn firmware_psci(x: [u64; 4]) -> u64 {
+    let ret: u64;
+    // SAFETY: per the caller; an SMC from EL2 goes to the firmware (EL3, or QEMU's
+    // built-in PSCI when it emulates no EL3), which preserves x4..x30.
+    unsafe {
+        asm!(
+            "smc #0",
+            inlateout("x0") x[0] => ret,
+            inlateout("x1") x[1] => _,
+            inlateout("x2") x[2] => _,
+            inlateout("x3") x[3] => _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Cleans the data cache to the point of coherency for `[start, start + len)` of the
+/// hypervisor's address space and invalidates every instruction cache in the inner
+/// shareable domain: what code written by the hypervisor needs before a guest runs it
+/// with its MMU (and so its caches) off.
+pub fn sync_code_for_guest(start: usize, len: usize) {
+    // CTR_EL0.DminLine, bits 19:16: log2 of the smallest data cache line in words.
+    let line = 4usize << ((mrs!("ctr_el0") >> 16) & 0xf);
+    let mut addr = start & !(line - 1);
+    let end = start.saturating_add(len);
+    // SAFETY: cache maintenance by VA and barriers do not change memory contents;
+    // the caller names memory the hypervisor maps.
+    unsafe {
+        while addr < end {
+            asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags));
+            addr += line;
+        }
+        asm!(
+            "dsb ish",
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}

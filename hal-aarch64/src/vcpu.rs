@@ -99,6 +99,7 @@ pub struct Aarch64VCpu<F: Stage2Format> {
     hcr: Hcr,
     last_abort: Option<LastAbort>,
     bound: bool,
+    reload_el1: bool,
     flush_on_bind: bool,
     _format: PhantomData<F>,
 }
@@ -385,6 +386,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             hcr: Hcr::GUEST,
             last_abort: None,
             bound: false,
+            reload_el1: false,
             flush_on_bind: true,
             _format: PhantomData,
         })
@@ -405,6 +407,8 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
         Ok(())
     }
 
+    /// Also resets the vCPU to the state PSCI CPU_ON promises (DEN0022 §6.4): EL1h
+    /// with interrupts masked, MMU off, general and FP/SIMD registers cleared.
     fn set_entry(&mut self, entry: GuestPhysAddr) -> VCpuResult {
         if !entry.as_usize().is_multiple_of(4) {
             return Err(VCpuError::InvalidValue {
@@ -413,8 +417,14 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             });
         }
         self.entry = Some(entry);
+        // A bound vCPU has its EL1 registers live on its physical CPU: `run` loads
+        // the reset values there before the next entry.
+        self.reload_el1 = self.bound;
+        self.frame = TrapFrame::default();
+        self.el1 = El1Regs::reset();
         self.frame.elr = entry.as_usize() as u64;
         self.frame.spsr = SPSR_EL1H_DAIF_MASKED;
+        self.last_abort = None;
         Ok(())
     }
 
@@ -463,6 +473,11 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
                 missing: "bind before run",
             });
         }
+        if core::mem::take(&mut self.reload_el1) {
+            let vttbr = self.configured()?;
+            let vtcr = self.vtcr.unwrap_or_default();
+            bind_hw(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)?;
+        }
         loop {
             let trap = enter_hw(&mut self.frame)?;
             let trap = match trap {
@@ -509,6 +524,12 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
 
     fn set_return_value(&mut self, value: u64) {
         self.frame.x[0] = value;
+    }
+
+    /// PSCI CPU_ON's context id goes to the started CPU's x0 (DEN0022 §5.6).
+    fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
+        self.frame.x[0] = arg;
+        Ok(())
     }
 
     fn inject_interrupt(&mut self, _vector: usize) -> VCpuResult {
@@ -874,6 +895,18 @@ mod tests {
             v.handle_trap(decode_trap(0x9200_0010, 0, 0)),
             Err(VCpuError::InvalidValue { value: 0x10, .. })
         ));
+    }
+
+    #[test]
+    fn start_argument_and_reset() {
+        let mut v = vcpu(PsciConduit::Hvc);
+        v.set_gpr(5, 9).unwrap();
+        v.set_entry(GuestPhysAddr::from_usize(0x4000_0014)).unwrap();
+        v.set_start_arg(0x5ec0_0001).unwrap();
+        assert_eq!(v.gpr(0), Ok(0x5ec0_0001));
+        assert_eq!(v.gpr(5), Ok(0));
+        assert_eq!(v.pc(), 0x4000_0014);
+        assert_eq!(v.frame().spsr, SPSR_EL1H_DAIF_MASKED);
     }
 
     #[test]

@@ -68,7 +68,35 @@ pub(crate) fn board(arch: Arch) -> Result<Board, Failed> {
             ok_status: &[33],
             timeout: Duration::from_secs(60),
         }),
-        Arch::Aarch64 | Arch::Riscv64 => Err(Failed(format!(
+        // EL2 from QEMU's boot (`virtualization=on`), `-cpu max` for a 52-bit
+        // PARange (the 48-bit IPA run needs more than 44), GICv3 for kick SGIs, two
+        // CPUs so the guest's second vCPU runs on its own physical CPU. The
+        // hypervisor ends QEMU with semihosting SYS_EXIT: status 0 when every check
+        // passed, 1 when one failed, 2 on a hypervisor panic.
+        Arch::Aarch64 => Ok(Board {
+            package: "qemu-virt-aarch64",
+            guest: Some("test-guest"),
+            required_output: &["hello from the guest"],
+            qemu_package: "qemu-system-arm",
+            qemu: "qemu-system-aarch64",
+            args: &[
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "max",
+                "-smp",
+                "2",
+                "-m",
+                "512M",
+                "-nographic",
+                "-no-reboot",
+                "-semihosting",
+            ],
+            flat_binary: false,
+            ok_status: &[0],
+            timeout: Duration::from_secs(60),
+        }),
+        Arch::Riscv64 => Err(Failed(format!(
             "no {} board yet (it comes with its board issue)",
             arch.name()
         ))),

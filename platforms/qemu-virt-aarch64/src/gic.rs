@@ -1,0 +1,108 @@
+//! Just enough GICv3 (Arm IHI 0069H) for kicks: software-generated interrupt 0 from
+//! one physical CPU to another. A guest runs with HCR_EL2.IMO set, so the SGI takes
+//! the target CPU out of the guest (an IRQ exit) and the run loop acknowledges it.
+//! QEMU virt with `gic-version=3`: distributor at 0x0800_0000, redistributors from
+//! 0x080a_0000, 128 KiB (RD_base + SGI_base frames) per CPU.
+
+use core::arch::asm;
+use core::ptr::{read_volatile, write_volatile};
+
+const GICD_BASE: usize = 0x0800_0000;
+const GICR_BASE: usize = 0x080a_0000;
+const GICR_STRIDE: usize = 0x2_0000;
+const SGI_BASE: usize = 0x1_0000;
+
+/// GICD_CTLR: EnableGrp0, EnableGrp1, ARE (one security state: QEMU virt without EL3
+/// has GICD_CTLR.DS = 1); RWP (bit 31) while a write takes effect.
+const GICD_CTLR: usize = 0x0;
+const GICD_CTLR_ENABLE: u32 = (1 << 4) | (1 << 1) | 1;
+const RWP: u32 = 1 << 31;
+/// GICR_WAKER: ProcessorSleep (bit 1), ChildrenAsleep (bit 2).
+const GICR_WAKER: usize = 0x14;
+/// In the SGI_base frame: group, enable and priority of SGIs and PPIs.
+const GICR_IGROUPR0: usize = 0x80;
+const GICR_ISENABLER0: usize = 0x100;
+const GICR_IPRIORITYR: usize = 0x400;
+
+/// The SGI used for kicks.
+pub(crate) const KICK_SGI: u32 = 0;
+
+fn mmio_read(addr: usize) -> u32 {
+    // SAFETY: GIC registers of QEMU virt, mapped as Device memory at EL2.
+    unsafe { read_volatile(addr as *const u32) }
+}
+
+fn mmio_write(addr: usize, value: u32) {
+    // SAFETY: as in `mmio_read`.
+    unsafe { write_volatile(addr as *mut u32, value) }
+}
+
+/// Enables the distributor (once, on CPU 0).
+pub(crate) fn init_distributor() {
+    mmio_write(GICD_BASE + GICD_CTLR, GICD_CTLR_ENABLE);
+    while mmio_read(GICD_BASE + GICD_CTLR) & RWP != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Wakes this CPU's redistributor, enables [`KICK_SGI`] as a group-1 interrupt and
+/// enables the system-register CPU interface at EL2.
+pub(crate) fn init_cpu(cpu: usize) {
+    let rd = GICR_BASE + cpu * GICR_STRIDE;
+    let waker = mmio_read(rd + GICR_WAKER);
+    mmio_write(rd + GICR_WAKER, waker & !(1 << 1));
+    while mmio_read(rd + GICR_WAKER) & (1 << 2) != 0 {
+        core::hint::spin_loop();
+    }
+    let sgi = rd + SGI_BASE;
+    mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
+    // Priority 0x80 for SGI 0 (byte-wide field; the register is word-accessible).
+    let prio = mmio_read(sgi + GICR_IPRIORITYR);
+    mmio_write(sgi + GICR_IPRIORITYR, (prio & !0xff) | 0x80);
+    mmio_write(sgi + GICR_ISENABLER0, 1 << KICK_SGI);
+    // SAFETY: ICC_SRE_EL2.SRE | Enable: system-register access to the CPU
+    // interface at EL2 (and allowed at EL1); priority mask lowest; group 1 on. No
+    // interrupt is taken at EL2 (PSTATE.I stays masked there).
+    unsafe {
+        asm!(
+            "msr icc_sre_el2, {sre}",
+            "isb",
+            "msr icc_pmr_el1, {pmr}",
+            "msr icc_igrpen1_el1, {on}",
+            "isb",
+            sre = in(reg) 0b1001u64,
+            pmr = in(reg) 0xffu64,
+            on = in(reg) 1u64,
+            options(nostack),
+        );
+    }
+}
+
+/// Sends [`KICK_SGI`] to physical CPU `cpu` (MPIDR Aff0 = `cpu`, Aff1..3 = 0).
+pub(crate) fn kick(cpu: usize) {
+    if cpu >= 16 {
+        return;
+    }
+    // ICC_SGI1R_EL1: TargetList in 15:0 (Aff0 bits), INTID in 27:24.
+    let value = (1u64 << cpu) | (u64::from(KICK_SGI) << 24);
+    // SAFETY: generating an SGI has no effect on memory.
+    unsafe {
+        asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack));
+    }
+}
+
+/// Acknowledges and completes the pending group-1 interrupt, if any; returns its
+/// INTID.
+pub(crate) fn acknowledge() -> Option<u32> {
+    let iar: u64;
+    // SAFETY: reading ICC_IAR1_EL1 acknowledges the interrupt; no memory effect.
+    unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack)) };
+    let intid = (iar & 0xff_ffff) as u32;
+    // 1020..=1023 are special INTIDs: nothing pending.
+    if (1020..=1023).contains(&intid) {
+        return None;
+    }
+    // SAFETY: ends the interrupt just acknowledged.
+    unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar, options(nostack)) };
+    Some(intid)
+}

@@ -1,0 +1,174 @@
+//! The QEMU virt aarch64 board: a hypervisor that boots at EL2 (`-M
+//! virt,virtualization=on -cpu max`), runs the self-checking test guest twice, once
+//! with a 40-bit IPA (3-level stage 2 from two concatenated level-1 tables) and once
+//! with a 48-bit IPA (4 levels), prints each check and `N passed, M failed`, and
+//! ends QEMU with status 0 only when every check passed (semihosting SYS_EXIT).
+//!
+//! - `boot`: entry at EL2, per-CPU stacks, the EL2 identity map (MMU and caches on).
+//! - `console`: the PL011, shared by both physical CPUs and the guests.
+//! - `fdt`: the RAM size from QEMU's device tree.
+//! - `frames`, `hal`: the frame pool and the `vm_core::VmHal` implementation.
+//! - `gic`: GICv3 SGIs for kicks.
+//! - `smp`: the second physical CPU, which runs the guest's second vCPU.
+//! - `runner`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
+//! - `layout`, `test_device`: the test VM's layout and its emulated device.
+//!
+//! On the host this builds to a stub that says how to run it, plus the unit tests of
+//! the portable modules.
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod console;
+mod fdt;
+mod frames;
+#[cfg(target_os = "none")]
+mod gic;
+#[cfg(target_os = "none")]
+mod hal;
+mod layout;
+#[cfg(target_os = "none")]
+mod runner;
+#[cfg(target_os = "none")]
+mod smp;
+mod test_device;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("qemu-virt-aarch64 boots under QEMU: use `cargo xtask qemu aarch64`");
+}
+
+#[cfg(target_os = "none")]
+pub(crate) use bare_metal::{primary_main, secondary_main};
+
+#[cfg(target_os = "none")]
+mod bare_metal {
+    //! The boot path, the exit path and the panic handler.
+
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48};
+    use buddy_system_allocator::LockedHeap;
+    use hal_aarch64::PsciConduit;
+    use platforms::monitor::Summary;
+
+    use crate::{boot, console, fdt, gic, hal, println, runner, smp};
+
+    /// QEMU virt RAM base; QEMU puts the DTB there when the image is linked higher.
+    const RAM_BASE: usize = 0x4000_0000;
+    /// RAM size when the DTB cannot be read (`-m 512M`, what xtask passes).
+    const DEFAULT_RAM_SIZE: usize = 0x2000_0000;
+    /// The heap for `alloc` (vm-core's VMs, areas, devices), right after the image.
+    const HEAP_SIZE: usize = 0x80_0000;
+
+    #[global_allocator]
+    static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+    /// CPU 0 from `_start`, at EL2 with a stack and a clear .bss.
+    pub(crate) extern "C" fn primary_main() -> ! {
+        // SAFETY: first thing at EL2 on this CPU; the identity map keeps addresses.
+        unsafe { boot::enable_el2_mmu() };
+        console::Pl011::init();
+        let el = hal_aarch64::hw::current_el();
+        if el != 2 {
+            println!(
+                "qemu-virt-aarch64: running at EL{el}, not EL2: start QEMU with -M virt,virtualization=on"
+            );
+            exit(3);
+        }
+        let heap = boot::image_end();
+        // SAFETY: [heap, heap + HEAP_SIZE) is RAM after the image that nothing else
+        // uses: the frame pool starts after it.
+        unsafe { HEAP.lock().init(heap, HEAP_SIZE) };
+        console::init_logger();
+        // SAFETY: QEMU leaves the DTB at the RAM base (1 MiB at most, below the image).
+        let dtb = unsafe { core::slice::from_raw_parts(RAM_BASE as *const u8, 0x10_0000) };
+        let (ram_base, ram_size) = match fdt::memory(dtb) {
+            Ok((base, size)) => (base as usize, size as usize),
+            Err(e) => {
+                println!("qemu-virt-aarch64: no RAM size from the DTB ({e:?}), assuming 512 MiB");
+                (RAM_BASE, DEFAULT_RAM_SIZE)
+            }
+        };
+        let pool = heap + HEAP_SIZE;
+        hal::init_frames(pool, (ram_base + ram_size).saturating_sub(pool));
+        // SAFETY: at EL2 on CPU 0, before any guest.
+        unsafe { hal_aarch64::hw::init_cpu() };
+        gic::init_distributor();
+        gic::init_cpu(0);
+        println!(
+            "qemu-virt-aarch64: hypervisor at EL2, RAM {:#x}..{:#x}, frame pool {} frames",
+            ram_base,
+            ram_base + ram_size,
+            hal::free_frames()
+        );
+        let runs = [
+            runner::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
+            runner::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
+        ];
+        let summary = Summary {
+            passed: runs.iter().map(|r| r.0).sum(),
+            failed: runs.iter().map(|r| r.1).sum(),
+        };
+        println!("{summary}");
+        exit(if summary.failed == 0 && summary.passed > 0 {
+            0
+        } else {
+            1
+        })
+    }
+
+    /// The other CPUs, from PSCI CPU_ON, at EL2 on their own stack.
+    pub(crate) extern "C" fn secondary_main() -> ! {
+        // SAFETY: first thing at EL2 on this CPU, as on CPU 0.
+        unsafe {
+            boot::enable_el2_mmu();
+            hal_aarch64::hw::init_cpu();
+        }
+        smp::secondary_work(hal_aarch64::hw::cpu_id())
+    }
+
+    static EXITING: AtomicBool = AtomicBool::new(false);
+
+    /// Ends QEMU with `code` as its exit status: semihosting SYS_EXIT
+    /// (ADP_Stopped_ApplicationExit with a status, `-semihosting`), else PSCI
+    /// SYSTEM_OFF (status 0: xtask still reads the summary line).
+    pub(crate) fn exit(code: u32) -> ! {
+        if !EXITING.swap(true, Ordering::SeqCst) {
+            let block: [u64; 2] = [0x2_0026, u64::from(code)];
+            // SAFETY: the semihosting call reads the two-word block and ends QEMU;
+            // x0 = SYS_EXIT (0x18), x1 = the block.
+            unsafe {
+                core::arch::asm!(
+                    "hlt #0xf000",
+                    in("x0") 0x18u64,
+                    in("x1") block.as_ptr(),
+                    options(nostack)
+                );
+            }
+        }
+        // SAFETY: powering the machine off is all that is left.
+        unsafe {
+            hal_aarch64::hw::firmware_psci([u64::from(hal_aarch64::psci::SYSTEM_OFF), 0, 0, 0])
+        };
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        console::print_unlocked(format_args!(
+            "\nqemu-virt-aarch64: panic on CPU {}: {info}\n",
+            hal_aarch64::hw::cpu_id()
+        ));
+        exit(2)
+    }
+}
