@@ -236,10 +236,18 @@ impl GuestOps for Aarch64 {
         // SAFETY: per the caller (an aligned address of the layout).
         unsafe {
             match width {
-                Width::W8 => asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W16 => asm!("ldrh {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W32 => asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W64 => asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
+                Width::W8 => {
+                    asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W16 => {
+                    asm!("ldrh {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W32 => {
+                    asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W64 => {
+                    asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
             }
         }
         v
@@ -250,10 +258,18 @@ impl GuestOps for Aarch64 {
         // SAFETY: per the caller (an aligned address of the layout).
         unsafe {
             match width {
-                Width::W8 => asm!("ldrsb {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W16 => asm!("ldrsh {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W32 => asm!("ldrsw {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
-                Width::W64 => asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly)),
+                Width::W8 => {
+                    asm!("ldrsb {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W16 => {
+                    asm!("ldrsh {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W32 => {
+                    asm!("ldrsw {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
+                Width::W64 => {
+                    asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly))
+                }
             }
         }
         v
@@ -263,10 +279,18 @@ impl GuestOps for Aarch64 {
         // SAFETY: per the caller (an aligned address of the layout it may overwrite).
         unsafe {
             match width {
-                Width::W8 => asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-                Width::W16 => asm!("strh {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-                Width::W32 => asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
-                Width::W64 => asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack)),
+                Width::W8 => {
+                    asm!("strb {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+                }
+                Width::W16 => {
+                    asm!("strh {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+                }
+                Width::W32 => {
+                    asm!("str {v:w}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+                }
+                Width::W64 => {
+                    asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack))
+                }
             }
         }
     }
