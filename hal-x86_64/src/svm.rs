@@ -129,6 +129,10 @@ impl SvmFeatures {
 
 /// The SVM state of the physical CPU: its features and where `VMSAVE` keeps the
 /// host's hidden segment state between runs.
+///
+/// There is one, for the boot CPU: the QEMU board runs every vCPU on one physical
+/// CPU. More physical CPUs need one host save area and host VMCB each (per-CPU
+/// state), which is not implemented.
 #[derive(Clone, Copy, Debug)]
 pub struct SvmCpu {
     /// What the processor offers.

@@ -766,7 +766,8 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 }
 
-/// The width of a port access in bytes, for callers that write RAX after an `IN`.
+/// RAX after an `IN` of `width` that read `value`: AL and AX merge into the old
+/// RAX, EAX is zero-extended (callers handling [`ExitReason::IoRead`] write this).
 pub fn in_result(old_rax: u64, value: u64, width: AccessWidth) -> u64 {
     insn::load_result(old_rax, value, width, false, width)
 }
