@@ -132,7 +132,6 @@ pub(crate) fn memory(b: &[u8]) -> Result<(u64, u64), FdtError> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use std::vec::Vec;
 
     use super::*;
@@ -148,7 +147,7 @@ mod tests {
             s.extend_from_slice(&FDT_BEGIN_NODE.to_be_bytes());
             s.extend_from_slice(name);
             s.push(0);
-            while s.len() % 4 != 0 {
+            while !s.len().is_multiple_of(4) {
                 s.push(0);
             }
         };
@@ -157,7 +156,7 @@ mod tests {
             s.extend_from_slice(&(data.len() as u32).to_be_bytes());
             s.extend_from_slice(&nameoff.to_be_bytes());
             s.extend_from_slice(data);
-            while s.len() % 4 != 0 {
+            while !s.len().is_multiple_of(4) {
                 s.push(0);
             }
         };
