@@ -441,6 +441,264 @@ mod tests {
         );
     }
 
+    /// Syndromes QEMU 7.2 (`-cpu max`) reported for the test guest's accesses under
+    /// this hypervisor: (ESR_EL2, FAR_EL2, HPFAR_EL2) -> IPA, width, sign-extend,
+    /// register, 64-bit register, write, fault kind and level.
+    #[test]
+    fn syndromes_captured_from_qemu() {
+        use AccessWidth::*;
+        use FaultKind::*;
+        #[rustfmt::skip]
+        type Case = (u64, u64, u64, u64, AccessWidth, bool, u8, bool, bool, FaultKind, u8);
+        let cases: [Case; 16] = [
+            // ldr x9, first touch of the lazy region (no table below level 2)
+            (
+                0x93c9_8006,
+                0x5000_0000,
+                0x50_0000,
+                0x5000_0000,
+                Qword,
+                false,
+                9,
+                true,
+                false,
+                Translation,
+                2,
+            ),
+            // ldr x9 at the end of the lazy region, level-3 table present
+            (
+                0x93c9_8007,
+                0x501f_fff8,
+                0x501_ff0,
+                0x501f_fff8,
+                Qword,
+                false,
+                9,
+                true,
+                false,
+                Translation,
+                3,
+            ),
+            // str x9 to the read-only region: permission fault
+            (
+                0x93c9_804f,
+                0x5100_0008,
+                0x51_0000,
+                0x5100_0008,
+                Qword,
+                false,
+                9,
+                true,
+                true,
+                Permission,
+                3,
+            ),
+            // strb/ldrb, strh/ldrh, str/ldr w, str/ldr x on the test device's SCRATCH
+            (
+                0x9309_0046,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Byte,
+                false,
+                9,
+                false,
+                true,
+                Translation,
+                2,
+            ),
+            (
+                0x9309_0006,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Byte,
+                false,
+                9,
+                false,
+                false,
+                Translation,
+                2,
+            ),
+            (
+                0x9349_0046,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Word,
+                false,
+                9,
+                false,
+                true,
+                Translation,
+                2,
+            ),
+            (
+                0x934a_0006,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Word,
+                false,
+                10,
+                false,
+                false,
+                Translation,
+                2,
+            ),
+            (
+                0x9389_0046,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Dword,
+                false,
+                9,
+                false,
+                true,
+                Translation,
+                2,
+            ),
+            (
+                0x938a_0006,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Dword,
+                false,
+                10,
+                false,
+                false,
+                Translation,
+                2,
+            ),
+            (
+                0x93c9_8046,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Qword,
+                false,
+                9,
+                true,
+                true,
+                Translation,
+                2,
+            ),
+            (
+                0x93ca_8006,
+                0x0b00_0008,
+                0xb_0000,
+                0x0b00_0008,
+                Qword,
+                false,
+                10,
+                true,
+                false,
+                Translation,
+                2,
+            ),
+            // ldrsb x9, ldrsh x9, ldrsw x9 on NEGATIVE_REG
+            (
+                0x9329_8006,
+                0x0b00_0018,
+                0xb_0000,
+                0x0b00_0018,
+                Byte,
+                true,
+                9,
+                true,
+                false,
+                Translation,
+                2,
+            ),
+            (
+                0x9369_8006,
+                0x0b00_0018,
+                0xb_0000,
+                0x0b00_0018,
+                Word,
+                true,
+                9,
+                true,
+                false,
+                Translation,
+                2,
+            ),
+            (
+                0x93a9_8006,
+                0x0b00_0018,
+                0xb_0000,
+                0x0b00_0018,
+                Dword,
+                true,
+                9,
+                true,
+                false,
+                Translation,
+                2,
+            ),
+            // ldr w9 of COUNTER
+            (
+                0x9389_0006,
+                0x0b00_0010,
+                0xb_0000,
+                0x0b00_0010,
+                Dword,
+                false,
+                9,
+                false,
+                false,
+                Translation,
+                2,
+            ),
+            // the probe's ldr x3 (reference/qemu-probe output)
+            (
+                0x93c3_8007,
+                0x8000_1000,
+                0x80_0010,
+                0x8000_1000,
+                Qword,
+                false,
+                3,
+                true,
+                false,
+                Translation,
+                3,
+            ),
+        ];
+        for (esr, far, hpfar, ipa, width, sse, reg, reg64, write, kind, level) in cases {
+            let Trap::DataAbort {
+                ipa: got,
+                abort,
+                insn_len,
+            } = decode_trap(esr, far, hpfar)
+            else {
+                panic!("{esr:#x} is not a data abort");
+            };
+            assert_eq!(got, GuestPhysAddr::from_usize(ipa as usize), "{esr:#x}");
+            assert_eq!(insn_len, 4);
+            assert_eq!(abort.write, write, "{esr:#x}");
+            assert_eq!(
+                (abort.status.kind, abort.status.level),
+                (kind, Some(level)),
+                "{esr:#x}"
+            );
+            let s = abort.syndrome.expect("ISV");
+            assert_eq!(
+                (s.width, s.sign_extend, s.reg, s.reg64),
+                (width, sse, reg, reg64),
+                "{esr:#x}"
+            );
+        }
+        // hvc #0 and smc #0 as trapped (the SMC by HCR_EL2.TSC).
+        assert_eq!(decode_trap(0x5a00_0000, 0, 0), Trap::Hvc { imm: 0 });
+        assert_eq!(
+            decode_trap(0x5e00_0000, 0x40f0_0000, 0x40_f000),
+            Trap::Smc { imm: 0 }
+        );
+    }
+
     /// The page offset comes from FAR_EL2 (the guest VA), the page from HPFAR_EL2:
     /// with the guest's MMU on the two differ above bit 11.
     #[test]
