@@ -164,8 +164,12 @@ unsafe impl FrameAllocator for PoolAllocator {
         for j in i..i + count {
             st.used[j / 64] |= 1 << (j % 64);
         }
-        if count == 1 && i == st.hint {
-            st.hint = i + 1;
+        // A single-frame search scanned `[hint, i)` and found every frame used, so
+        // nothing below `i + 1` is free now. (Moving the hint only when `i == hint`
+        // left it behind the first used frame for good, and every later allocation
+        // rescanned everything allocated since: O(n) per frame.)
+        if count == 1 || i == st.hint {
+            st.hint = st.hint.max(i + count);
         }
         self.allocated.fetch_add(count, Ordering::Relaxed);
         Some(HostPhysAddr::from_usize(self.base + i * FRAME_SIZE))
