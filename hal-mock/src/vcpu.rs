@@ -245,6 +245,9 @@ impl<F: NestedFormat> MockVCpu<F> {
     }
 
     fn fault(&mut self, gpa: GuestPhysAddr, access: AccessKind) -> ExitReason {
+        // A VM exit takes time on hardware (the other vCPUs keep running meanwhile);
+        // yielding here lets vCPUs racing for the same page overlap as they would.
+        std::thread::yield_now();
         self.last_fault = Some((gpa, access));
         ExitReason::NestedPageFault { gpa, access }
     }

@@ -228,8 +228,12 @@ impl<V: ArchVCpu> Vm<V> {
                 error,
             })?;
         match outcome {
-            FaultOutcome::Mapped { .. } => self.count_fault(vcpu, inner, gpa, access),
+            FaultOutcome::Mapped { .. } => {
+                self.faults_mapped.fetch_add(1, Ordering::Relaxed);
+                self.count_fault(vcpu, inner, gpa, access)
+            }
             FaultOutcome::Spurious => {
+                self.faults_spurious.fetch_add(1, Ordering::Relaxed);
                 inner.arch.invalidate_guest_tlb();
                 self.count_fault(vcpu, inner, gpa, access)
             }

@@ -62,6 +62,11 @@ pub struct VmStats {
     pub shootdowns: u64,
     /// The TLB generation (bumped by each shootdown).
     pub tlb_generation: u64,
+    /// Nested page faults that mapped a page (lazy fault-in).
+    pub faults_mapped: u64,
+    /// Nested page faults found already resolved (another vCPU was first, or a
+    /// stale TLB entry).
+    pub faults_spurious: u64,
     /// Guest-memory frames owned by allocated regions.
     pub data_frames: usize,
     /// Page-table frames.
@@ -159,6 +164,8 @@ pub struct Vm<V: ArchVCpu> {
     pub(crate) tlb_gen: AtomicU64,
     kicks: AtomicU64,
     shootdowns: AtomicU64,
+    pub(crate) faults_mapped: AtomicU64,
+    pub(crate) faults_spurious: AtomicU64,
     pub(crate) fault_loop_limit: AtomicUsize,
 }
 
@@ -247,6 +254,8 @@ impl<V: ArchVCpu> Vm<V> {
             tlb_gen: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
             shootdowns: AtomicU64::new(0),
+            faults_mapped: AtomicU64::new(0),
+            faults_spurious: AtomicU64::new(0),
             fault_loop_limit: AtomicUsize::new(DEFAULT_FAULT_LOOP_LIMIT),
         }))
     }
@@ -359,6 +368,8 @@ impl<V: ArchVCpu> Vm<V> {
             kicks: self.kicks.load(Ordering::Relaxed),
             shootdowns: self.shootdowns.load(Ordering::Relaxed),
             tlb_generation: self.tlb_gen.load(Ordering::SeqCst),
+            faults_mapped: self.faults_mapped.load(Ordering::Relaxed),
+            faults_spurious: self.faults_spurious.load(Ordering::Relaxed),
             data_frames: space.data_frames(),
             table_frames: space.table_frames(),
             deferred_frames: space.deferred_frames(),

@@ -190,7 +190,12 @@ fn the_base_variant_is_valid() {
 }
 
 /// (text to replace, replacement, expected variant, expected start of the message)
-type Case = (&'static str, &'static str, fn(&ConfigError) -> bool, &'static str);
+type Case = (
+    &'static str,
+    &'static str,
+    fn(&ConfigError) -> bool,
+    &'static str,
+);
 
 #[test]
 fn bad_configs_name_their_field() {

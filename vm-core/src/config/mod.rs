@@ -1,6 +1,6 @@
 //! VM configuration: the types (`no_std`), a builder, and validation. TOML loading
-//! ([`VmConfig::from_toml`]) and code generation for build scripts
-//! ([`VmConfig::to_rust_source`]) are behind the `std` feature.
+//! (`VmConfig::from_toml`) and code generation for build scripts
+//! (`VmConfig::to_rust_source`) are behind the `std` feature.
 //!
 //! The format is axvisor's classic VM config, accepted unchanged:
 //!
@@ -235,7 +235,7 @@ pub struct DevicesConfig {
 }
 
 /// A whole VM configuration. Build it with [`VmConfigBuilder`] or (feature `std`)
-/// [`VmConfig::from_toml`]; both validate.
+/// `VmConfig::from_toml`; both validate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
     /// VM id (also its VMID for TLB maintenance).

@@ -1,0 +1,566 @@
+//! Memory regions of whole VMs on the mock: identical mapping and its fallback,
+//! pass-through planning (unsorted, overlapping, adjacent, unaligned) and collisions
+//! with RAM, two VMs that cannot reach each other, lazy pages faulted by 4 vCPUs at
+//! once, and the guest-memory copy API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::sync::Arc;
+
+use addrspace::{AccessKind, ArmStage2Ipa48, Ept, HostPhysAddr, NestedFormat, Npt, Sv39x4};
+use common::*;
+use hal_mock::{Action, GuestLog, Machine, Op, Program, run_vm};
+use vcpu_api::AccessWidth::{Byte, Qword};
+use vm_core::{
+    ConfigError, MapType, MappingFlags, PassthroughRange, Populate, Unserved, VmConfigBuilder,
+    VmError, VmExit,
+};
+
+const RAM: u64 = 0x4100_0000;
+
+fn identical_config(id: usize) -> vm_core::VmConfig {
+    VmConfigBuilder::new(id, "identical", 1)
+        .entry_point(gpa(RAM))
+        .memory_region(
+            gpa(RAM),
+            0x10_0000,
+            MappingFlags::RWX,
+            MapType::Identical,
+            Populate::Eager,
+        )
+        .build()
+        .unwrap()
+}
+
+/// The first VM gets its RAM at HPA = GPA; the second asks for the same host range,
+/// which is taken, and falls back to allocated memory; so does one whose HAL
+/// refuses. Without memory for the fallback, creation fails naming the region.
+#[test]
+fn identical_mapping_and_its_fallback() {
+    // The machine's memory covers the requested GPA range.
+    let machine = Machine::new(0x4000_0000, 64 << 20);
+    let _g = machine.enter(0);
+    let log = Arc::new(GuestLog::default());
+    let vm1 = mock_vm::<Npt>(identical_config(1), Program::new(), &log);
+    let t = vm1.walk(gpa(RAM + 0x1234)).translation().unwrap();
+    assert_eq!(
+        t.hpa,
+        HostPhysAddr::from_usize((RAM + 0x1234) as usize),
+        "identity"
+    );
+    let vm2 = mock_vm::<Npt>(identical_config(2), Program::new(), &log);
+    let t2 = vm2.walk(gpa(RAM + 0x1234)).translation().unwrap();
+    assert_ne!(t2.hpa, t.hpa, "the taken range must not be shared");
+    // Both work as RAM and do not see each other.
+    vm1.write_to_guest_of(gpa(RAM + 0x1000), &1u64).unwrap();
+    vm2.write_to_guest_of(gpa(RAM + 0x1000), &2u64).unwrap();
+    assert_eq!(vm1.read_from_guest_of::<u64>(gpa(RAM + 0x1000)).unwrap(), 1);
+    assert_eq!(vm2.read_from_guest_of::<u64>(gpa(RAM + 0x1000)).unwrap(), 2);
+    drop(vm1);
+    // The range is free again, but the HAL is told to refuse: fallback too.
+    machine.refuse_alloc_at(true);
+    let vm3 = mock_vm::<Npt>(identical_config(3), Program::new(), &log);
+    assert_ne!(
+        vm3.walk(gpa(RAM)).translation().unwrap().hpa,
+        HostPhysAddr::from_usize(RAM as usize)
+    );
+    drop((vm2, vm3));
+    assert_eq!(machine.frames_in_use(), 0);
+    // No memory for the fallback: only the root frame is left to allocate.
+    machine.fail_frames_after(1);
+    let err = vm_core::Vm::<hal_mock::MockVCpu<Npt>>::new(identical_config(4), |_| {
+        (
+            hal_mock::MockVCpuConfig::new(Arc::new(Program::new()), log.clone()),
+            (),
+        )
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, VmError::NoMemory { field, size: 0x10_0000 } if field.index == Some(0)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("kernel.memory_regions[0]: no 0x100000 bytes")
+    );
+    machine.never_fail();
+    assert_eq!(machine.frames_in_use(), 0, "a failed creation leaked");
+}
+
+fn passthrough_vm<F: NestedFormat>() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let hpa = HostPhysAddr::from_usize;
+    let config = VmConfigBuilder::new(1, "pt", 1)
+        .entry_point(gpa(0x8000_0000))
+        .memory_region(
+            gpa(0x8000_0000),
+            0x10_0000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        // Unsorted; [1] unaligned; [0] adjacent to [1]; [2] overlaps [0];
+        // [3] elsewhere with GPA != HPA; [4] adjacent to [3] with another offset.
+        .passthrough_device("b", gpa(0x0900_1000), hpa(0x0900_1000), 0x1000, 1)
+        .passthrough_device("a", gpa(0x0900_0010), hpa(0x0900_0010), 0x20, 2)
+        .passthrough_device("c", gpa(0x0900_1800), hpa(0x0900_1800), 0x1800, 3)
+        .passthrough_device("d", gpa(0x1000_0000), hpa(0x2000_0000), 0x2000, 4)
+        .passthrough_device("e", gpa(0x1000_2000), hpa(0x3000_0000), 0x10, 5)
+        .build()
+        .unwrap();
+    let log = Arc::new(GuestLog::default());
+    let vm = mock_vm::<F>(config, Program::new(), &log);
+    let r = |g: u64, h: usize, size| PassthroughRange {
+        gpa: gpa(g),
+        hpa: hpa(h),
+        size,
+    };
+    assert_eq!(
+        vm.passthrough_ranges(),
+        [
+            r(0x0900_0000, 0x0900_0000, 0x3000),
+            r(0x1000_0000, 0x2000_0000, 0x2000),
+            r(0x1000_2000, 0x3000_0000, 0x1000),
+        ]
+    );
+    for (g, h) in [
+        (0x0900_0000u64, 0x0900_0000usize),
+        (0x0900_2ff8, 0x0900_2ff8),
+        (0x1000_1000, 0x2000_1000),
+        (0x1000_2008, 0x3000_0008),
+    ] {
+        let t = vm
+            .walk(gpa(g))
+            .translation()
+            .unwrap_or_else(|| panic!("{g:#x} unmapped"));
+        assert_eq!(t.hpa, hpa(h), "{g:#x}");
+        assert!(
+            t.flags.contains(MappingFlags::DEVICE),
+            "{g:#x}: {}",
+            t.flags
+        );
+    }
+    assert!(vm.walk(gpa(0x0900_3000)).translation().is_none());
+    // The copy API refuses device memory.
+    assert!(matches!(
+        vm.read_from_guest_of::<u32>(gpa(0x0900_0000)),
+        Err(VmError::AddrSpace {
+            error: addrspace::Error::DeviceMemory { .. },
+            ..
+        })
+    ));
+    // A RAM region over a pass-through device is refused, naming the device range.
+    let err = vm
+        .map_region(gpa(0x0900_2000), 0x2000, MappingFlags::RW, Populate::Lazy)
+        .unwrap_err();
+    assert!(
+        matches!(err, VmError::AddrSpace { error: addrspace::Error::Overlap { existing, .. }, .. }
+            if existing.start() == gpa(0x0900_0000)),
+        "{err:?}"
+    );
+    drop(vm);
+    assert_eq!(machine.frames_in_use(), 0);
+}
+
+#[test]
+fn passthrough_merge_npt() {
+    passthrough_vm::<Npt>();
+}
+
+#[test]
+fn passthrough_merge_arm_ipa48() {
+    passthrough_vm::<ArmStage2Ipa48>();
+}
+
+/// Devices colliding with RAM are refused: in the config, and at run time.
+#[test]
+fn ram_device_collisions_are_refused() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let hpa = HostPhysAddr::from_usize;
+    let base = || {
+        VmConfigBuilder::new(1, "c", 1)
+            .entry_point(gpa(0x8000_0000))
+            .memory_region(
+                gpa(0x8000_0000),
+                0x10_0000,
+                MappingFlags::RWX,
+                MapType::Alloc,
+                Populate::Eager,
+            )
+    };
+    let log = Arc::new(GuestLog::default());
+    let new = |c| {
+        vm_core::Vm::<hal_mock::MockVCpu<Sv39x4>>::new(c, |_| {
+            (
+                hal_mock::MockVCpuConfig::new(Arc::new(Program::new()), log.clone()),
+                (),
+            )
+        })
+    };
+    let err = new(base()
+        .passthrough_device("uart", gpa(0x800f_f000), hpa(0x0900_0000), 0x2000, 1)
+        .build_unchecked())
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VmError::Config(ConfigError::DeviceOverlapsRam {
+                region: 0,
+                at: 0x800f_f000,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let err = new(base()
+        .emu_device("dev", gpa(0x8000_0800), 0x100, 0, 0, &[])
+        .build_unchecked())
+    .unwrap_err();
+    assert!(
+        matches!(err, VmError::Config(ConfigError::DeviceOverlapsRam { .. })),
+        "{err:?}"
+    );
+    assert_eq!(machine.frames_in_use(), 0);
+    // At run time: an emulated device over RAM names the RAM area.
+    let vm = new(base().build().unwrap()).unwrap();
+    let err = vm
+        .add_mmio_device(
+            "late",
+            gpa(0x8008_0000),
+            0x1000,
+            Arc::new(TestDevice::default()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, VmError::AddrSpace { error: addrspace::Error::Overlap { existing, .. }, .. }
+            if existing.start() == gpa(0x8000_0000)),
+        "{err:?}"
+    );
+    assert!(
+        vm.mmio_devices().is_empty(),
+        "a refused device stays off the bus"
+    );
+}
+
+/// Two VMs with the same layout on one machine: each guest sees only its data, a
+/// guest access at the other VM's host-physical address is a reported fault, and
+/// their frames are disjoint.
+#[test]
+fn two_vms_cannot_reach_each_other() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let config = |id| {
+        VmConfigBuilder::new(id, "iso", 1)
+            .entry_point(gpa(0x8000_0000))
+            .memory_region(
+                gpa(0x8000_0000),
+                0x4_0000,
+                MappingFlags::RWX,
+                MapType::Alloc,
+                Populate::Eager,
+            )
+            .build()
+            .unwrap()
+    };
+    let log = Arc::new(GuestLog::default());
+    let vm1 = mock_vm::<Ept>(config(1), Program::new(), &log);
+    // VM 2's guest reads VM 1's data page by its host-physical address.
+    let foreign = vm1
+        .walk(gpa(0x8000_8000))
+        .translation()
+        .unwrap()
+        .hpa
+        .as_usize() as u64;
+    let program = Program::new().at(
+        gpa(0x8000_0000),
+        vec![
+            Op::Write {
+                gpa: gpa(0x8000_8000),
+                width: Qword,
+                value: 2,
+            },
+            Op::Read {
+                gpa: gpa(0x8000_8000),
+                width: Qword,
+                reg: 1,
+            },
+            Op::Check {
+                reg: 1,
+                value: 2,
+                what: "own data",
+            },
+            Op::Set {
+                reg: 2,
+                value: 0xdead,
+            },
+            Op::Read {
+                gpa: gpa(foreign),
+                width: Qword,
+                reg: 2,
+            },
+            Op::Check {
+                reg: 2,
+                value: 0xdead,
+                what: "foreign read not served",
+            },
+            Op::Write {
+                gpa: gpa(foreign),
+                width: Byte,
+                value: 0xff,
+            },
+            Op::Shutdown,
+        ],
+    );
+    let vm2 = mock_vm::<Ept>(config(2), program, &log);
+    vm1.write_to_guest_of(gpa(0x8000_8000), &1u64).unwrap();
+    let report = run_vm(&machine, &vm2, 1, |_, _, exit| match exit {
+        VmExit::UnservedAccess(a) => {
+            assert_eq!(a.why, Unserved::NoArea);
+            assert!(a.walk.translation().is_none());
+            Action::Skip
+        }
+        other => panic!("{other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(log.counts(), (2, 0), "{:?}", log.failures());
+    let unserved: Vec<_> = report
+        .exits
+        .iter()
+        .filter_map(|(_, e)| match e {
+            VmExit::UnservedAccess(a) => Some((a.gpa, a.access)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unserved,
+        [
+            (gpa(foreign), AccessKind::Read),
+            (gpa(foreign), AccessKind::Write)
+        ]
+    );
+    assert_eq!(
+        vm1.read_from_guest_of::<u64>(gpa(0x8000_8000)).unwrap(),
+        1,
+        "VM 1 untouched"
+    );
+    let frames = |vm: &vm_core::Vm<hal_mock::MockVCpu<Ept>>| -> Vec<usize> {
+        (0..0x40)
+            .map(|p| {
+                vm.walk(gpa(0x8000_0000 + p * 0x1000))
+                    .translation()
+                    .unwrap()
+                    .hpa
+                    .as_usize()
+            })
+            .collect()
+    };
+    let (f1, f2) = (frames(&vm1), frames(&vm2));
+    assert!(f1.iter().all(|f| !f2.contains(f)), "shared frames");
+    drop((vm1, vm2));
+    assert_eq!(machine.frames_in_use(), 0);
+}
+
+/// Four vCPU threads fault the same lazy pages at once: each page gets exactly one
+/// frame (every vCPU's marker lands in the same page), and nothing leaks.
+fn concurrent_faults<F: NestedFormat>() {
+    const LAZY: u64 = 0x9000_0000;
+    const PAGES: u64 = 256;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let config = VmConfigBuilder::new(1, "lazy", 4)
+        .entry_point(gpa(0x8000_0000))
+        .memory_region(
+            gpa(0x8000_0000),
+            0x1_0000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            gpa(LAZY),
+            (PAGES * 0x1000) as usize,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Lazy,
+        )
+        .build()
+        .unwrap();
+    const WAIT: u64 = 1;
+    const GATE: u64 = 2;
+    let gate = std::sync::Barrier::new(4);
+    // vCPU `t` runs at 0x8000_0000 + t * 0x1000, touches every lazy page and leaves
+    // its marker `t + 1` in byte `t` of each.
+    let code = |t: u64| {
+        let mut ops = vec![];
+        if t == 0 {
+            ops.extend((1..4).map(|s| Op::CpuUp {
+                target: s,
+                entry: gpa(0x8000_0000 + s * 0x1000),
+                arg: 0,
+            }));
+        }
+        // All four start faulting together.
+        ops.push(Op::Hypercall {
+            nr: GATE,
+            args: [0; 6],
+        });
+        for p in 0..PAGES {
+            ops.push(Op::Read {
+                gpa: gpa(LAZY + p * 0x1000),
+                width: Qword,
+                reg: 1,
+            });
+            ops.push(Op::Write {
+                gpa: gpa(LAZY + p * 0x1000 + t),
+                width: Byte,
+                value: t + 1,
+            });
+        }
+        ops.push(if t == 0 {
+            Op::Hypercall {
+                nr: WAIT,
+                args: [0; 6],
+            }
+        } else {
+            Op::CpuDown
+        });
+        ops.push(Op::Shutdown);
+        ops
+    };
+    let program = (0..4).fold(Program::new(), |p, t| {
+        p.at(gpa(0x8000_0000 + t * 0x1000), code(t))
+    });
+    let log = Arc::new(GuestLog::default());
+    let vm = mock_vm::<F>(config, program, &log);
+    let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
+        // vCPU 0 waits until the others have stopped.
+        VmExit::Hypercall { nr: GATE, .. } => {
+            gate.wait();
+            Action::Return(0)
+        }
+        VmExit::Hypercall { nr: WAIT, .. } => {
+            while (1..4).any(|i| vm.is_vcpu_started(i)) {
+                std::thread::yield_now();
+            }
+            Action::Return(0)
+        }
+        other => panic!("{other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let stats = vm.stats();
+    assert_eq!(
+        stats.data_frames,
+        16 + PAGES as usize,
+        "one frame per lazy page"
+    );
+    assert_eq!(stats.faults_mapped, PAGES, "each lazy page was mapped once");
+    // The race did happen: vCPUs faulted on pages another vCPU was mapping.
+    assert!(
+        stats.faults_spurious > 0,
+        "no concurrent fault on the same page"
+    );
+    eprintln!(
+        "{}: {} lazy faults, {} found resolved by another vCPU",
+        F::NAME,
+        stats.faults_mapped,
+        stats.faults_spurious
+    );
+    assert_eq!(stats.deferred_frames, 0);
+    // Every lazy page is mapped once, to a distinct frame.
+    let mut frames: Vec<usize> = (0..PAGES)
+        .map(|p| {
+            vm.walk(gpa(LAZY + p * 0x1000))
+                .translation()
+                .unwrap()
+                .hpa
+                .as_usize()
+        })
+        .collect();
+    frames.sort_unstable();
+    frames.dedup();
+    assert_eq!(frames.len(), PAGES as usize);
+    for p in 0..PAGES {
+        let markers: [u8; 4] = vm.read_from_guest_of(gpa(LAZY + p * 0x1000)).unwrap();
+        assert_eq!(
+            markers,
+            [1, 2, 3, 4],
+            "page {p}: every vCPU wrote into the same frame"
+        );
+    }
+    drop(vm);
+    assert_eq!(machine.frames_in_use(), 0, "frames leaked");
+}
+
+#[test]
+fn four_vcpus_fault_the_same_lazy_pages_npt() {
+    concurrent_faults::<Npt>();
+}
+
+#[test]
+fn four_vcpus_fault_the_same_lazy_pages_sv39x4() {
+    concurrent_faults::<Sv39x4>();
+}
+
+#[test]
+fn four_vcpus_fault_the_same_lazy_pages_arm_ipa48() {
+    concurrent_faults::<ArmStage2Ipa48>();
+}
+
+/// The copy API: alignment checked, page and region crossings handled, holes are
+/// errors (nothing copied), lazy pages faulted in on access.
+#[test]
+fn guest_memory_copy_api() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let config = VmConfigBuilder::new(1, "copy", 1)
+        .entry_point(gpa(0x8000_0000))
+        .memory_region(
+            gpa(0x8000_0000),
+            0x2000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            gpa(0x8000_2000),
+            0x2000,
+            MappingFlags::READ,
+            MapType::Alloc,
+            Populate::Lazy,
+        )
+        .build()
+        .unwrap();
+    let log = Arc::new(GuestLog::default());
+    let vm = mock_vm::<Npt>(config, Program::new(), &log);
+    assert!(matches!(
+        vm.read_from_guest_of::<u64>(gpa(0x8000_0004)),
+        Err(VmError::Unaligned { align: 8, .. })
+    ));
+    // Across the page and region boundary into a lazy (host-writable) region.
+    let data: Vec<u8> = (0..32).collect();
+    vm.write_guest(gpa(0x8000_1ff0), &data).unwrap();
+    let mut back = [0u8; 32];
+    vm.read_guest(gpa(0x8000_1ff0), &mut back).unwrap();
+    assert_eq!(&back[..], &data[..]);
+    assert_eq!(vm.stats().data_frames, 3, "one lazy page faulted in");
+    // A hole: error, nothing written.
+    assert!(matches!(
+        vm.write_guest(gpa(0x8000_3ff8), &[1; 16]),
+        Err(VmError::AddrSpace {
+            error: addrspace::Error::NoArea { .. },
+            ..
+        })
+    ));
+    assert_eq!(vm.read_from_guest_of::<u64>(gpa(0x8000_3ff8)).unwrap(), 0);
+    vm.load_kernel(&[0xaa; 0x100]).unwrap();
+    assert_eq!(vm.read_from_guest_of::<u8>(gpa(0x8000_00ff)).unwrap(), 0xaa);
+    let dump = vm.to_string();
+    assert!(
+        dump.contains("alloc (lazy)") && dump.contains("vCPU 0"),
+        "{dump}"
+    );
+}

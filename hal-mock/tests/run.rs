@@ -1,0 +1,399 @@
+//! The run loop on the mock: the fault-loop detector, the lifecycle and its state
+//! errors, pause and resume, MMIO errors (no model, a refusing device, an
+//! undecodable access), and refused CPU ups.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use addrspace::{AccessKind, ArmStage2Ipa40, Npt, Sv48x4};
+use common::*;
+use hal_mock::{
+    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVCpuConfig, Op, Probe, Program, run_vm,
+};
+use vcpu_api::AccessWidth::{Dword, Qword};
+use vm_core::{
+    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, Vm, VmConfig,
+    VmConfigBuilder, VmError, VmExit, VmState,
+};
+
+const RAM: u64 = 0x8000_0000;
+const LAZY: u64 = 0x9000_0000;
+const DEV: u64 = 0x0b00_0000;
+
+fn config(cpus: usize) -> VmConfig {
+    VmConfigBuilder::new(1, "run", cpus)
+        .entry_point(gpa(RAM))
+        .memory_region(
+            gpa(RAM),
+            0x10_0000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            gpa(LAZY),
+            0x10_0000,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Lazy,
+        )
+        .emu_device("test-device", gpa(DEV), 0x1000, 0, 0, &[])
+        .emu_device("unattached", gpa(DEV + 0x1000), 0x1000, 0, 0, &[])
+        .build()
+        .unwrap()
+}
+
+fn vm_with<F: addrspace::NestedFormat>(
+    cpus: usize,
+    program: Program,
+    faults: MockFaults,
+) -> Arc<Vm<MockVCpu<F>>> {
+    let program = Arc::new(program);
+    let log = Arc::new(GuestLog::default());
+    Vm::new(config(cpus), |_| {
+        let mut c = MockVCpuConfig::new(program.clone(), log.clone());
+        c.faults = faults;
+        (c, ())
+    })
+    .unwrap()
+}
+
+/// A vCPU that walks the wrong table faults forever on a page vm-core has mapped:
+/// the detector stops it with the GPA, the access and the walk (which shows the page
+/// is mapped in the VM's tables).
+#[test]
+fn fault_loop_is_detected() {
+    for limit in [None, Some(5)] {
+        let machine = Machine::with_defaults();
+        let _g = machine.enter(0);
+        let vm = vm_with::<Sv48x4>(
+            1,
+            Program::new().at(gpa(RAM), vec![Op::Shutdown]),
+            MockFaults {
+                wrong_root: true,
+                ..MockFaults::default()
+            },
+        );
+        if let Some(l) = limit {
+            vm.set_fault_loop_limit(l);
+        }
+        vm.boot().unwrap();
+        let err = vm.run_vcpu(0).unwrap_err();
+        let expected = limit.unwrap_or(vm_core::DEFAULT_FAULT_LOOP_LIMIT);
+        match &err {
+            VmError::FaultLoop {
+                vcpu: 0,
+                gpa: g,
+                access: AccessKind::Execute,
+                count,
+                walk,
+            } => {
+                assert_eq!(*g, gpa(RAM));
+                assert_eq!(*count, expected);
+                assert!(walk.translation().is_some(), "the VM's tables map it");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("faulted") && text.contains("walk of"),
+            "{text}"
+        );
+        assert_eq!(vm.stats().faults_spurious, expected as u64);
+    }
+}
+
+#[test]
+fn lifecycle_state_errors() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = vm_with::<Npt>(
+        2,
+        Program::new().at(gpa(RAM), vec![Op::Halt, Op::Shutdown]),
+        MockFaults::default(),
+    );
+    assert_eq!(vm.state(), VmState::Created);
+    assert!(matches!(
+        vm.run_vcpu(0),
+        Err(VmError::State {
+            state: VmState::Created,
+            ..
+        })
+    ));
+    assert!(matches!(
+        vm.pause(),
+        Err(VmError::State {
+            state: VmState::Created,
+            ..
+        })
+    ));
+    vm.boot().unwrap();
+    assert!(matches!(
+        vm.boot(),
+        Err(VmError::State {
+            op: "boot",
+            state: VmState::Running
+        })
+    ));
+    assert!(matches!(
+        vm.run_vcpu(1),
+        Err(VmError::VCpuNotStarted { vcpu: 1 })
+    ));
+    assert!(matches!(
+        vm.run_vcpu(7),
+        Err(VmError::NoSuchVCpu { vcpu: 7, count: 2 })
+    ));
+    assert!(matches!(
+        vm.start_vcpu(0, gpa(RAM), 0),
+        Err(VmError::VCpuAlreadyStarted { vcpu: 0 })
+    ));
+    assert!(matches!(
+        vm.resume(),
+        Err(VmError::State { op: "resume", .. })
+    ));
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    assert_eq!(vm.vcpu_state(0).unwrap(), vcpu_api::VCpuState::Ready);
+    vm.pause().unwrap();
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Paused);
+    vm.resume().unwrap();
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
+    assert_eq!(vm.state(), VmState::Stopped);
+    assert!(matches!(
+        vm.run_vcpu(0),
+        Err(VmError::State {
+            state: VmState::Stopped,
+            ..
+        })
+    ));
+    assert!(matches!(vm.shutdown(), Err(VmError::State { .. })));
+    assert!(matches!(
+        vm.skip_access(0),
+        Err(VmError::NothingToComplete { vcpu: 0 })
+    ));
+}
+
+/// Pausing a VM whose vCPUs are in the guest kicks them out; they come back after
+/// the resume.
+#[test]
+fn pause_kicks_running_vcpus_and_resume_continues() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let probe = Arc::new(Probe::new(gpa(RAM + 0x8000)));
+    let vm = vm_with::<ArmStage2Ipa40>(
+        2,
+        Program::new()
+            .at(
+                gpa(RAM),
+                vec![
+                    Op::CpuUp {
+                        target: 1,
+                        entry: gpa(RAM + 0x1000),
+                        arg: 0,
+                    },
+                    Op::Probe(probe.clone()),
+                    Op::CpuDown,
+                ],
+            )
+            .at(
+                gpa(RAM + 0x1000),
+                vec![Op::Probe(probe.clone()), Op::CpuDown],
+            ),
+        MockFaults::default(),
+    );
+    let report = std::thread::scope(|s| {
+        let r = s.spawn(|| run_vm(&machine, &vm, 1, |_, _, e| panic!("{e:?}")));
+        while !(vm.is_vcpu_started(1) && Probe::get(&probe.before) > 1000) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        vm.pause().unwrap();
+        // Paused: no vCPU is in the guest, so the probe count stands still.
+        let frozen = Probe::get(&probe.before);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(Probe::get(&probe.before), frozen);
+        vm.resume().unwrap();
+        while Probe::get(&probe.before) < frozen + 1000 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        probe.stop.store(true, Ordering::SeqCst);
+        r.join().unwrap()
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.count(|e| *e == VmExit::Paused) >= 1);
+    assert!(vm.stats().kicks >= 1);
+}
+
+/// MMIO: an attached device answers; a device with no model, a register the device
+/// refuses and an access outside are unserved (and can be completed with a value);
+/// an access that cannot be decoded (an instruction fetch from the device) is an
+/// error carrying the PC.
+#[test]
+fn mmio_paths() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let log = Arc::new(GuestLog::default());
+    let program = Program::new().at(
+        gpa(RAM),
+        vec![
+            Op::Read {
+                gpa: gpa(DEV + COUNTER),
+                width: Dword,
+                reg: 1,
+            },
+            Op::Check {
+                reg: 1,
+                value: 0,
+                what: "first access",
+            },
+            Op::Read {
+                gpa: gpa(DEV + 0x1008),
+                width: Qword,
+                reg: 2,
+            },
+            Op::Check {
+                reg: 2,
+                value: 0x1234,
+                what: "unattached device completed with a value",
+            },
+            Op::Write {
+                gpa: gpa(DEV + ID),
+                width: Qword,
+                value: 1,
+            },
+            Op::Read {
+                gpa: gpa(DEV + COUNTER),
+                width: Dword,
+                reg: 1,
+            },
+            Op::Check {
+                reg: 1,
+                value: 2,
+                what: "refused write still counted",
+            },
+            Op::Fetch { gpa: gpa(DEV) },
+            Op::Shutdown,
+        ],
+    );
+    let vm = Vm::<MockVCpu<Npt>>::new(config(1), |_| {
+        (
+            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
+            (),
+        )
+    })
+    .unwrap();
+    let device = Arc::new(TestDevice::default());
+    vm.attach_device("test-device", device.clone()).unwrap();
+    assert!(matches!(
+        vm.attach_device("nope", device.clone()),
+        Err(VmError::Bus(vm_core::BusError::NoSuchDevice { .. }))
+    ));
+    let report = run_vm(&machine, &vm, 1, |_, _, exit| match exit {
+        VmExit::UnservedAccess(a) => match a.why {
+            Unserved::NoDevice { area } => {
+                assert_eq!(area.start(), gpa(DEV + 0x1000));
+                Action::Complete(0x1234)
+            }
+            Unserved::Device(DeviceError::Denied { offset: 0 }) => Action::Skip,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    });
+    assert_eq!(log.failures(), Vec::<String>::new());
+    assert_eq!(log.counts(), (3, 0));
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        matches!(&report.errors[0].1, VmError::MmioDecode { gpa: g, pc, .. } if *g == gpa(DEV) && *pc == RAM + 7 * 4),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(device.accesses.load(Ordering::SeqCst), 3);
+}
+
+/// CPU up of a vCPU that does not exist or is already on is refused, and the guest
+/// gets the caller's error code; a valid one starts the target with its argument.
+#[test]
+fn cpu_up_refusals() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let log = Arc::new(GuestLog::default());
+    let program = Program::new()
+        .at(
+            gpa(RAM),
+            vec![
+                Op::CpuUp {
+                    target: 5,
+                    entry: gpa(RAM + 0x1000),
+                    arg: 1,
+                },
+                Op::Check {
+                    reg: 0,
+                    value: u64::MAX - 1,
+                    what: "no such vCPU",
+                },
+                Op::CpuUp {
+                    target: 0,
+                    entry: gpa(RAM + 0x1000),
+                    arg: 1,
+                },
+                Op::Check {
+                    reg: 0,
+                    value: u64::MAX - 3,
+                    what: "already on",
+                },
+                Op::CpuUp {
+                    target: 1,
+                    entry: gpa(RAM + 0x1000),
+                    arg: 0x42,
+                },
+                Op::Check {
+                    reg: 0,
+                    value: 0,
+                    what: "started",
+                },
+                Op::Halt,
+                Op::Shutdown,
+            ],
+        )
+        .at(
+            gpa(RAM + 0x1000),
+            vec![
+                Op::Check {
+                    reg: 0,
+                    value: 0x42,
+                    what: "arg",
+                },
+                Op::CpuDown,
+            ],
+        );
+    let vm = Vm::<MockVCpu<Npt>>::new(config(2), |_| {
+        (
+            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
+            (),
+        )
+    })
+    .unwrap();
+    let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
+        VmExit::CpuUpRefused {
+            reason: CpuUpRefusal::NoSuchVCpu,
+            target_cpu: 5,
+        } => Action::Return(u64::MAX - 1),
+        VmExit::CpuUpRefused {
+            reason: CpuUpRefusal::AlreadyOn,
+            target_cpu: 0,
+        } => Action::Return(u64::MAX - 3),
+        VmExit::Halt => {
+            while vm.is_vcpu_started(1) {
+                std::thread::yield_now();
+            }
+            Action::Resume
+        }
+        other => panic!("{other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(log.counts(), (4, 0), "{:?}", log.failures());
+    assert_eq!(report.count(|e| matches!(e, VmExit::CpuDown { .. })), 1);
+}
