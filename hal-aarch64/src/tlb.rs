@@ -3,7 +3,7 @@
 //!
 //! Arm ARM (DDI 0487K.a) D8.16 "TLB maintenance requirements": after changing a
 //! stage-2 descriptor, `DSB ISHST` (the write reaches the walkers), `TLBI IPAS2E1IS`
-//! for each page (stage-2-only entries of the current VMID, IPA[47:12] in Xt[35:0]),
+//! for each page (stage-2-only entries of the current VMID, IPA bits 47:12 in Xt bits 35:0),
 //! `DSB ISH`, then `TLBI VMALLE1IS` (combined stage-1+2 entries cache the old output
 //! and cannot be found by IPA), `DSB ISH`, `ISB`. The VMID of both TLBIs is the one in
 //! VTTBR_EL2, so the target VMID is loaded for the duration. Never the stage-1-only

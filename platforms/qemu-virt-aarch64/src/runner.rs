@@ -6,6 +6,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
 use hal_aarch64::psci::{PsciConduit, PsciError, SMCCC_NOT_SUPPORTED};
@@ -36,6 +37,8 @@ struct Run<F: Stage2Format> {
     label: &'static str,
     vm: Arc<Vm<Aarch64VCpu<F>>>,
     monitor: Mutex<Monitor>,
+    /// Exits for a physical interrupt (kicks), all vCPUs.
+    irq_exits: AtomicU32,
 }
 
 impl<F: Stage2Format> Run<F> {
@@ -87,7 +90,12 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
         label,
         vm,
         monitor: Mutex::new(monitor),
+        irq_exits: AtomicU32::new(0),
     });
+    // A kick to this CPU before vCPU 0's first entry: the SGI stays pending at EL2
+    // (interrupts masked) and must take the guest out at once (HCR_EL2.IMO). This is
+    // what `VmHal::kick_pcpu` sends.
+    crate::gic::kick(hal_aarch64::hw::cpu_id());
     vcpu_loop(&run, 0);
     // vCPU 0 is done (powered the VM off, or failed): stop the VM, then wait for the
     // other CPU, which leaves its loop when its vCPU is off or the VM stopped.
@@ -96,6 +104,10 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     if !idle {
         run.host_check("second physical CPU finished", false);
     }
+    run.host_check(
+        "a kick (GIC SGI) takes a running vCPU out of the guest",
+        run.irq_exits.load(Ordering::SeqCst) >= 1,
+    );
     let stats = run.vm.stats();
     println!(
         "[{label}] {} shootdowns, {} kicks, {} page-table frames, {} data frames",
@@ -257,8 +269,11 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             vm.set_return_value(vcpu, code.to_x0()).is_ok()
         }
         VmExit::ExternalInterrupt { .. } => {
-            // A kick (SGI) or nothing: acknowledged, the vCPU runs on.
-            let _ = crate::gic::acknowledge();
+            // A kick (SGI): acknowledged, the vCPU runs on.
+            if let Some(intid) = crate::gic::acknowledge() {
+                run.irq_exits.fetch_add(1, Ordering::SeqCst);
+                println!("[{label}] vCPU {vcpu}: interrupt {intid} (kick) taken from the guest");
+            }
             true
         }
         // WFI: nothing to wait for in this guest (no interrupts): resume.
@@ -315,7 +330,9 @@ fn schedule<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         .unwrap_or(vcpu);
     let job_run = run.clone();
     let job = alloc::boxed::Box::new(move || {
-        crate::gic::init_cpu(hal_aarch64::hw::cpu_id());
+        let cpu = hal_aarch64::hw::cpu_id();
+        crate::gic::init_cpu(cpu);
+        println!("[{}] vCPU {vcpu} runs on physical CPU {cpu}", job_run.label);
         vcpu_loop(&job_run, vcpu);
     });
     if let Err(e) = crate::smp::run_on(pcpu, job) {
