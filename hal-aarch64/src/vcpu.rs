@@ -402,7 +402,9 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             });
         }
         self.vttbr = Some(F::vttbr(root, self.vmid));
-        // Translations of this VMID cached for an earlier table must go.
+        // Translations of this VMID cached for an earlier table (an earlier VM with
+        // the same VMID) must go, on every CPU, before the vCPU first runs.
+        flush_all(self.vmid);
         self.flush_on_bind = true;
         Ok(())
     }
@@ -603,7 +605,7 @@ enum HwExit {
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-use hw_glue::{bind_hw, enter_hw, flush_local, hw_pa_range, unbind_hw};
+use hw_glue::{bind_hw, enter_hw, flush_all, flush_local, hw_pa_range, unbind_hw};
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hw_glue {
@@ -640,6 +642,10 @@ mod hw_glue {
         crate::tlb::flush_guest_local(vmid);
     }
 
+    pub(super) fn flush_all(vmid: u16) {
+        crate::tlb::flush_guest_all(vmid);
+    }
+
     pub(super) fn enter_hw(frame: &mut TrapFrame) -> VCpuResult<HwExit> {
         // SAFETY: `run` only calls this while the vCPU is bound to this CPU.
         let kind = unsafe { hw::enter(frame) };
@@ -655,7 +661,7 @@ mod hw_glue {
 }
 
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-use host_glue::{bind_hw, enter_hw, flush_local, hw_pa_range, unbind_hw};
+use host_glue::{bind_hw, enter_hw, flush_all, flush_local, hw_pa_range, unbind_hw};
 
 #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
 mod host_glue {
@@ -681,6 +687,8 @@ mod host_glue {
     }
 
     pub(super) fn flush_local(_vmid: u16) {}
+
+    pub(super) fn flush_all(_vmid: u16) {}
 
     pub(super) fn enter_hw(_: &mut TrapFrame) -> VCpuResult<HwExit> {
         Err(NO_EL2)
