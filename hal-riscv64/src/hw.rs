@@ -69,6 +69,9 @@ use crate::vcpu::{
 global_asm!(
     r#"
 .section .text.hal_rv64_guest, "ax"
+// Module-level assembly does not see the target's FP features: name them.
+.option push
+.option arch, +d
 .balign 4
 .global hal_rv64_run_guest
 hal_rv64_run_guest:
@@ -381,6 +384,7 @@ hal_rv64_probe_stimecmp:
     li a0, 0
     li a1, 0
     ret
+.option pop
 "#,
     host = const OFF_HOST,
     sstatus = const OFF_SSTATUS,

@@ -96,10 +96,32 @@ pub(crate) fn board(arch: Arch) -> Result<Board, Failed> {
             ok_status: &[0],
             timeout: Duration::from_secs(60),
         }),
-        Arch::Riscv64 => Err(Failed(format!(
-            "no {} board yet (it comes with its board issue)",
-            arch.name()
-        ))),
+        // The H extension (`h=true`) gives HS-mode under the bundled OpenSBI, which
+        // starts the ELF at 0x8020_0000; two harts so the guest's second vCPU runs on
+        // its own. The hypervisor ends QEMU through the SiFive test device: status 0
+        // when every check passed, 1 when one failed, 2 on a hypervisor panic.
+        Arch::Riscv64 => Ok(Board {
+            package: "qemu-virt-riscv64",
+            guest: Some("test-guest"),
+            required_output: &["hello from the guest"],
+            qemu_package: "qemu-system-misc",
+            qemu: "qemu-system-riscv64",
+            args: &[
+                "-M",
+                "virt",
+                "-cpu",
+                "rv64,h=true",
+                "-smp",
+                "2",
+                "-m",
+                "128M",
+                "-nographic",
+                "-no-reboot",
+            ],
+            flat_binary: false,
+            ok_status: &[0],
+            timeout: Duration::from_secs(60),
+        }),
     }
 }
 

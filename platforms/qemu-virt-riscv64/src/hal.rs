@@ -1,0 +1,105 @@
+//! The board's `vm_core::VmHal`: frames from [`FRAMES`] (the RAM between the image and
+//! the DTB), physical memory seen as is (the hypervisor runs with `satp` = Bare), the
+//! hart id in `tp` as the pCPU id, kicks as SBI IPIs (a supervisor software interrupt
+//! that makes the guest on that hart exit), and guest TLB shootdowns as HFENCE.GVMA
+//! here plus a remote HFENCE.GVMA through the firmware on every hart.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
+use vm_core::VmHal;
+
+use crate::boot::{MAX_HARTS, NS_PER_TICK, hart_id, ticks};
+use crate::frames::BitmapFrames;
+
+/// Frames of up to 256 MiB of RAM, one bit each.
+pub(crate) static FRAMES: BitmapFrames<1024> = BitmapFrames::new();
+
+/// Per hart: the VM and vCPU it runs (`usize::MAX`: none).
+static CURRENT: [(AtomicUsize, AtomicUsize); MAX_HARTS] =
+    [const { (AtomicUsize::new(usize::MAX), AtomicUsize::new(usize::MAX)) }; MAX_HARTS];
+
+/// Records what this hart runs, for `current_vm_id`/`current_vcpu_id`.
+pub(crate) fn set_current(vm: Option<usize>, vcpu: Option<usize>) {
+    if let Some((v, c)) = CURRENT.get(hart_id()) {
+        v.store(vm.unwrap_or(usize::MAX), Ordering::SeqCst);
+        c.store(vcpu.unwrap_or(usize::MAX), Ordering::SeqCst);
+    }
+}
+
+fn current(pick: impl Fn(&(AtomicUsize, AtomicUsize)) -> &AtomicUsize) -> Option<usize> {
+    let v = pick(CURRENT.get(hart_id())?).load(Ordering::SeqCst);
+    (v != usize::MAX).then_some(v)
+}
+
+struct BoardHal;
+
+#[crate_interface::impl_interface]
+impl VmHal for BoardHal {
+    fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        FRAMES.alloc(count, align_frames)
+    }
+
+    fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
+        let freed = FRAMES.dealloc(hpa, count);
+        if freed != count {
+            log::error!("dealloc_frames({hpa:?}, {count}): only {freed} were allocated");
+        }
+    }
+
+    fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool {
+        size.is_multiple_of(FRAME_SIZE) && FRAMES.reserve(hpa, size / FRAME_SIZE)
+    }
+
+    fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
+        FRAMES.dealloc(hpa, size / FRAME_SIZE);
+    }
+
+    fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
+        HostVirtAddr::from_usize(hpa.as_usize())
+    }
+
+    fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr {
+        HostPhysAddr::from_usize(hva.as_usize())
+    }
+
+    fn current_vm_id() -> Option<usize> {
+        current(|c| &c.0)
+    }
+
+    fn current_vcpu_id() -> Option<usize> {
+        current(|c| &c.1)
+    }
+
+    fn current_pcpu_id() -> usize {
+        hart_id()
+    }
+
+    /// This board routes no device interrupts to guests (its config says
+    /// `interrupt_mode = "no_irq"`): no interrupt can be delivered.
+    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
+        false
+    }
+
+    fn kick_pcpu(pcpu_id: usize) {
+        if let Err(e) = hal_riscv64::firmware::send_ipi(pcpu_id as u64) {
+            log::error!("kick of hart {pcpu_id}: SBI send_ipi failed with {e}");
+        }
+    }
+
+    fn broadcast_guest_tlb_invalidate(vmid: usize, gpa: usize, size: usize) -> bool {
+        let vmid = hal_riscv64::vmid_for(vmid);
+        match hal_riscv64::broadcast_hfence_gvma(vmid, gpa as u64, size as u64) {
+            Ok(()) => true,
+            Err(e) => {
+                // vm-core falls back to kicking the vCPUs in the guest.
+                log::warn!("remote HFENCE.GVMA failed with SBI error {e}; kicking instead");
+                false
+            }
+        }
+    }
+
+    fn now_ns() -> u64 {
+        ticks().saturating_mul(NS_PER_TICK)
+    }
+}

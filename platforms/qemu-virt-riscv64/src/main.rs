@@ -1,0 +1,138 @@
+//! The QEMU virt riscv64 board: a hypervisor image that OpenSBI starts in HS-mode
+//! (`qemu-system-riscv64 -M virt -cpu rv64,h=true -smp 2`), builds the test VM from its
+//! embedded config (`configs/qemu-virt-riscv64.toml`) with vm-core twice, once with
+//! Sv39x4 and once with Sv48x4 G-stage tables, runs the self-checking test guest in
+//! VS-mode, prints each check and the closing `N passed, M failed`, and powers QEMU
+//! off through the SiFive test device: status 0 when every check passed, 1 otherwise
+//! (2 on a panic).
+//!
+//! Boot: `boot.rs` (stacks, `tp` = hart id); memory: the RAM between the image and the
+//! DTB feeds `hal::FRAMES`, which backs the heap and every VM frame; the second hart
+//! and why vCPU 1 runs there: `harts.rs`; the runs: `run.rs`.
+//!
+//! On the host this builds to a stub (the modules that do not touch hardware are
+//! unit-tested there).
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![cfg_attr(
+    not(all(target_os = "none", target_arch = "riscv64")),
+    allow(dead_code)
+)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+extern crate alloc;
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod boot;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod console;
+mod device;
+mod frames;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod hal;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod harts;
+mod layout;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod run;
+
+include!(concat!(env!("OUT_DIR"), "/vm_config.rs"));
+include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+#[global_allocator]
+static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
+
+/// Frames taken from the pool for the heap (4 MiB).
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+const HEAP_FRAMES: usize = 1024;
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+unsafe extern "C" {
+    static __image_end: u8;
+}
+
+/// The boot hart's Rust entry (from `_start`), with OpenSBI's a0 (hart id) and a1
+/// (the DTB's physical address).
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
+    use addrspace::{FRAME_SIZE, HostPhysAddr};
+    use console::println;
+
+    println!(
+        "hvcore riscv64: QEMU virt board, HS-mode with G-stage translation (boot hart {hart})"
+    );
+    // QEMU places the DTB at the top of RAM and OpenSBI below our image: the RAM in
+    // between is free. Check the DTB's magic (0xd00dfeed, big-endian) before
+    // trusting its address as the end of RAM.
+    // SAFETY: a1 from OpenSBI is the DTB's physical address, readable RAM.
+    let magic = unsafe { core::ptr::read_volatile(dtb as usize as *const u32) };
+    if u32::from_be(magic) != 0xd00d_feed {
+        fail(format_args!("no DTB at a1 = {dtb:#x} (magic {magic:#x})"));
+    }
+    let start = HostPhysAddr::from_usize(core::ptr::addr_of!(__image_end) as usize);
+    let end = HostPhysAddr::from_usize(dtb as usize & !(FRAME_SIZE - 1));
+    let frames = hal::FRAMES.init(start, end);
+    println!(
+        "memory: {frames} frames ({} MiB) free in [{start:?}, {end:?})",
+        frames * FRAME_SIZE >> 20
+    );
+    let Some(heap) = hal::FRAMES.alloc(HEAP_FRAMES, 1) else {
+        fail(format_args!("no room for the heap"));
+    };
+    // SAFETY: the frames were just taken from the pool for the heap alone and are
+    // RAM (identity-mapped: satp is Bare).
+    unsafe { HEAP.lock().init(heap.as_usize(), HEAP_FRAMES * FRAME_SIZE) };
+    console::init_log(log::LevelFilter::Warn);
+
+    let info = match hal_riscv64::init_hart() {
+        Ok(info) => info,
+        Err(e) => fail(format_args!("hart {hart} cannot run guests: {e}")),
+    };
+    println!(
+        "hart {hart}: Sv39x4 {}, Sv48x4 {}, {} VMID bits, Sstc {}",
+        yes(info.sv39x4),
+        yes(info.sv48x4),
+        info.vmid_bits,
+        yes(info.sstc)
+    );
+    let second = harts::start_second_hart(hart as usize);
+    match second {
+        Some(h) => println!("hart {h}: started for the second vCPU"),
+        None => println!("no second hart: the second vCPU cannot run (use -smp 2)"),
+    }
+
+    let (passed, failed) = run::run_all(&info, second);
+    println!("{}", platforms::monitor::Summary { passed, failed });
+    boot::power_off(if failed == 0 && passed > 0 { 0 } else { 1 })
+}
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Prints why the hypervisor cannot go on, then powers off with status 1.
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+fn fail(why: core::fmt::Arguments<'_>) -> ! {
+    console::println!("hvcore riscv64: {why}");
+    console::println!("0 passed, 1 failed");
+    boot::power_off(1)
+}
+
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::print_panic(format_args!(
+        "hvcore riscv64: panic on hart {}: {info}\n0 passed, 1 failed\n",
+        boot::hart_id()
+    ));
+    boot::power_off(2)
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("qemu-virt-riscv64 runs under QEMU: use `cargo xtask qemu riscv64`");
+}

@@ -1,0 +1,336 @@
+//! The test runs: one VM per G-stage mode (Sv39x4, then Sv48x4), each built from the
+//! embedded config through vm-core, with the test guest loaded and the test device
+//! attached; vCPU 0 runs on the boot hart and vCPU 1, once the guest starts it with
+//! SBI HSM, on the second hart. Every hypercall of the test protocol goes to one
+//! [`Monitor`] per VM, which prints each check.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+
+use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
+use hal_riscv64::sbi::{EID_HSM, error as sbi_err, hart_state};
+use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
+use platforms::monitor::{Action, Monitor};
+use platforms::protocol::{Call, RISCV_EXTENSION_ID, RO_PATTERN};
+use spin::Mutex;
+use vm_core::{CpuUpRefusal, Vm, VmExit};
+
+use crate::console::{self, println};
+use crate::device::TestDevice;
+use crate::layout::{self, LAYOUT, TEST_DEVICE};
+use crate::{GUEST_IMAGE, hal, harts};
+
+type SharedMonitor = Arc<Mutex<Monitor>>;
+
+/// Runs `f` with the monitor and prints what it wrote as one block.
+fn with_monitor<R>(monitor: &Mutex<Monitor>, f: impl FnOnce(&mut Monitor, &mut String) -> R) -> R {
+    let mut out = String::new();
+    let r = f(&mut monitor.lock(), &mut out);
+    console::print_str(&out);
+    r
+}
+
+fn host_check(monitor: &Mutex<Monitor>, name: &str, passed: bool) {
+    with_monitor(monitor, |m, out| m.host_check(name, passed, out));
+}
+
+/// Both G-stage modes, one VM each. Returns (passed, failed) over both.
+pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>) -> (u32, u32) {
+    let mut total = (0, 0);
+    let mut add = |(p, f): (u32, u32)| {
+        total.0 += p;
+        total.1 += f;
+    };
+    if info.sv39x4 {
+        add(run_vm::<addrspace::Sv39x4>("sv39x4", 1, second_hart));
+    } else {
+        println!("[sv39x4] FAIL the hart does not implement Sv39x4");
+        add((0, 1));
+    }
+    if info.sv48x4 {
+        add(run_vm::<addrspace::Sv48x4>("sv48x4", 2, second_hart));
+    } else {
+        println!("[sv48x4] FAIL the hart does not implement Sv48x4");
+        add((0, 1));
+    }
+    total
+}
+
+/// One VM with G-stage format `F` and VM id (and VMID) `vm_id`, run to its end.
+fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>) -> (u32, u32) {
+    println!("[{label}] ---- test VM {vm_id}: {} G-stage ----", F::NAME);
+    let monitor: SharedMonitor = Arc::new(Mutex::new(Monitor::new(label)));
+    let finish = |monitor: &SharedMonitor| with_monitor(monitor, |m, out| m.finish(out));
+
+    let mut config = match crate::vm_config() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("[{label}] embedded VM config: {e}");
+            host_check(&monitor, "embedded VM config is valid", false);
+            return finish(&monitor);
+        }
+    };
+    config.id = vm_id;
+    let agrees = layout::check(&config);
+    if let Err(e) = &agrees {
+        println!("[{label}] VM config vs the board layout: {e}");
+    }
+    host_check(
+        &monitor,
+        "VM config matches the test layout",
+        agrees.is_ok(),
+    );
+    if agrees.is_err() {
+        return finish(&monitor);
+    }
+
+    let free_before = hal::FRAMES.free_frames();
+    let setup = Riscv64SetupConfig {
+        console: Some(&console::GUEST_CONSOLE),
+        forwarded_extensions: &[RISCV_EXTENSION_ID],
+        cross_check_mmio_decode: true,
+    };
+    let device = Arc::new(TestDevice::new());
+    let built = Vm::<Riscv64VCpu<F>>::new(config, |_| (Riscv64CreateConfig::default(), setup))
+        .and_then(|vm| {
+            vm.load_kernel(GUEST_IMAGE)?;
+            vm.write_to_guest_of(
+                GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
+                &RO_PATTERN,
+            )?;
+            vm.attach_device(TEST_DEVICE, device.clone())?;
+            Ok(vm)
+        });
+    let vm = match built {
+        Ok(vm) => vm,
+        Err(e) => {
+            println!("[{label}] creating the VM: {e}");
+            host_check(&monitor, "VM created", false);
+            return finish(&monitor);
+        }
+    };
+    println!("{vm}");
+
+    // hgatp as the vCPUs will run with it: MODE, VMID, 16 KiB-aligned root.
+    let root = vm.nested_root();
+    let hgatp = vm.with_vcpu(0, |v| v.hgatp()).unwrap_or(0);
+    let vmid = hal_riscv64::vmid_for(vm_id);
+    println!(
+        "[{label}] hgatp {hgatp:#x}: MODE {}, VMID {}, root {root:?}",
+        hal_riscv64::csr::hgatp::mode(hgatp),
+        hal_riscv64::csr::hgatp::vmid(hgatp)
+    );
+    host_check(
+        &monitor,
+        "hgatp names the format, the VMID and the 16 KiB-aligned root",
+        hgatp == F::hgatp(root, vmid)
+            && hal_riscv64::csr::hgatp::mode(hgatp) == F::MODE
+            && root.as_usize().is_multiple_of(0x4000),
+    );
+
+    if let Err(e) = vm.boot() {
+        println!("[{label}] boot: {e}");
+        host_check(&monitor, "VM booted", false);
+        return finish(&monitor);
+    }
+    let started = crate::boot::ticks();
+    vcpu_loop(&vm, 0, &monitor, label, second_hart);
+    // vCPU 1 stopped itself before vCPU 0 powered off; if not, shutdown has kicked it.
+    let second_done = harts::wait_idle(5_000_000_000);
+    host_check(&monitor, "second hart finished its vCPU", second_done);
+    println!(
+        "[{label}] guest ran {} ms",
+        (crate::boot::ticks() - started) * crate::boot::NS_PER_TICK / 1_000_000
+    );
+
+    // The hypervisor's side of the checks.
+    let mut decoded = hal_riscv64::DecodeStats::default();
+    for i in 0..vm.vcpu_count() {
+        if let Ok(s) = vm.with_vcpu(i, |v| v.decode_stats()) {
+            decoded.from_htinst += s.from_htinst;
+            decoded.fetched += s.fetched;
+            decoded.cross_checked += s.cross_checked;
+            decoded.mismatches += s.mismatches;
+        }
+    }
+    // Every emulated access (the device's count) and every refused access the
+    // monitor forgave was decoded once, from htinst or from the instruction fetched
+    // with HLVX; with both available they must agree.
+    println!(
+        "[{label}] MMIO decode: {} from htinst ({} cross-checked with the instruction fetched by HLVX, {} disagreed), {} from the fetched instruction",
+        decoded.from_htinst, decoded.cross_checked, decoded.mismatches, decoded.fetched
+    );
+    host_check(
+        &monitor,
+        "every MMIO access decoded, htinst never contradicted",
+        decoded.from_htinst + decoded.fetched >= device.accesses() && decoded.mismatches == 0,
+    );
+    let stats = vm.stats();
+    println!(
+        "[{label}] TLB: {} shootdowns, {} kicks; the device saw {} accesses",
+        stats.shootdowns,
+        stats.kicks,
+        device.accesses()
+    );
+    host_check(
+        &monitor,
+        "unmap shot down the guest TLB",
+        stats.shootdowns > 0,
+    );
+    // vCPU 1's job dropped its reference when it ended: this is the last one.
+    drop(vm);
+    let free_after = hal::FRAMES.free_frames();
+    println!("[{label}] VM dropped: {free_after} frames free, {free_before} before it was built");
+    host_check(
+        &monitor,
+        "every frame of the VM freed after drop",
+        free_after == free_before,
+    );
+    finish(&monitor)
+}
+
+/// Runs vCPU `vcpu` until it stops, the VM ends, or the run fails.
+fn vcpu_loop<F: GStage>(
+    vm: &Arc<Vm<Riscv64VCpu<F>>>,
+    vcpu: usize,
+    monitor: &SharedMonitor,
+    label: &'static str,
+    second_hart: Option<u64>,
+) {
+    hal::set_current(Some(vm.id()), Some(vcpu));
+    loop {
+        let exit = match vm.run_vcpu(vcpu) {
+            Ok(exit) => exit,
+            Err(e) => {
+                println!("[{label}] vCPU {vcpu}: {e}");
+                host_check(monitor, "vCPU ran without a VM error", false);
+                let _ = vm.shutdown();
+                break;
+            }
+        };
+        match exit {
+            VmExit::Hypercall { nr, args } => hypercall(vm, vcpu, nr, args, monitor, label),
+            VmExit::UnservedAccess(a) => {
+                let write = a.access == AccessKind::Write;
+                let forgiven = with_monitor(monitor, |m, out| {
+                    m.on_unserved_access(a.gpa.as_usize() as u64, write, out)
+                });
+                if !forgiven {
+                    println!(
+                        "[{label}] vCPU {vcpu}: {:?} at {:?}: {:?}\n{}",
+                        a.access, a.gpa, a.why, a.walk
+                    );
+                    let _ = vm.shutdown();
+                    break;
+                }
+                if let Err(e) = vm.skip_access(vcpu) {
+                    println!("[{label}] vCPU {vcpu}: skipping the refused access: {e}");
+                    host_check(monitor, "refused access skipped", false);
+                    let _ = vm.shutdown();
+                    break;
+                }
+            }
+            VmExit::CpuUp { target, .. } => {
+                let posted = second_hart.is_some_and(|h| {
+                    println!("[{label}] vCPU {target} started: it runs on hart {h}");
+                    let vm = vm.clone();
+                    let monitor = monitor.clone();
+                    harts::post(alloc::boxed::Box::new(move || {
+                        vcpu_loop(&vm, target, &monitor, label, None);
+                    }))
+                });
+                if !posted {
+                    println!("[{label}] vCPU {target} started but no free hart can run it");
+                    host_check(monitor, "second vCPU scheduled", false);
+                }
+            }
+            VmExit::CpuUpRefused { target_cpu, reason } => {
+                println!("[{label}] hart_start of {target_cpu} refused: {reason:?}");
+                let code = match reason {
+                    CpuUpRefusal::NoSuchVCpu => sbi_err::INVALID_PARAM,
+                    CpuUpRefusal::AlreadyOn => sbi_err::ALREADY_AVAILABLE,
+                    CpuUpRefusal::Refused => sbi_err::FAILED,
+                };
+                let _ = vm.with_vcpu(vcpu, |v| v.set_sbi_error(code));
+            }
+            // WFI without interrupts to wait for, or a host interrupt: run again.
+            VmExit::Halt | VmExit::ExternalInterrupt { .. } | VmExit::Paused => {}
+            VmExit::CpuDown { .. } => {
+                println!("[{label}] vCPU {vcpu} stopped");
+                break;
+            }
+            VmExit::Shutdown | VmExit::Reset => {
+                println!("[{label}] vCPU {vcpu} powered the VM off");
+                break;
+            }
+            VmExit::Stopped => break,
+            other => {
+                println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
+                host_check(monitor, "no unexpected exit", false);
+                let _ = vm.shutdown();
+                break;
+            }
+        }
+    }
+    hal::set_current(None, None);
+}
+
+/// Answers an SBI call the vCPU forwarded: our test extension through the monitor,
+/// HSM `hart_get_status` from vm-core's view of the vCPUs, anything else
+/// `SBI_ERR_NOT_SUPPORTED` (IPIs among them: this board routes no interrupts).
+fn hypercall<F: GStage>(
+    vm: &Vm<Riscv64VCpu<F>>,
+    vcpu: usize,
+    eid: u64,
+    args: [u64; 6],
+    monitor: &Mutex<Monitor>,
+    label: &str,
+) {
+    let fid = vm
+        .with_vcpu(vcpu, |v| v.pending_sbi().map(|p| p.fid))
+        .ok()
+        .flatten();
+    let answer: Result<u64, i64> = match fid.map(|fid| (Call::from_riscv(eid, fid), fid)) {
+        Some((Some(call), _)) => {
+            let action = with_monitor(monitor, |m, out| {
+                m.on_call(call, [args[0], args[1], args[2], args[3]], out)
+            });
+            match action {
+                Action::Return(v) => Ok(v),
+                Action::Unmap { gpa } => {
+                    match vm.unmap_region(GuestPhysAddr::from_usize(gpa as usize), PAGE_SIZE) {
+                        Ok(()) => Ok(0),
+                        Err(e) => {
+                            println!("[{label}] unmap {gpa:#x}: {e}");
+                            Ok(1)
+                        }
+                    }
+                }
+                // vCPUs are started with SBI HSM on RISC-V.
+                Action::StartCpu { .. } => Err(sbi_err::NOT_SUPPORTED),
+            }
+        }
+        Some((None, 2)) if eid == EID_HSM => {
+            let hart = args[0];
+            match usize::try_from(hart) {
+                Ok(h) if h < vm.vcpu_count() => Ok(if vm.is_vcpu_started(h) {
+                    hart_state::STARTED
+                } else {
+                    hart_state::STOPPED
+                }),
+                _ => Err(sbi_err::INVALID_PARAM),
+            }
+        }
+        _ => {
+            println!("[{label}] vCPU {vcpu}: SBI call {eid:#x}/{fid:?} not supported");
+            Err(sbi_err::NOT_SUPPORTED)
+        }
+    };
+    let result = match answer {
+        Ok(v) => vm.set_return_value(vcpu, v),
+        Err(code) => vm.with_vcpu(vcpu, |v| v.set_sbi_error(code)),
+    };
+    if let Err(e) = result {
+        println!("[{label}] vCPU {vcpu}: answering the call: {e}");
+    }
+}
