@@ -990,6 +990,45 @@ mod tests {
         assert_eq!(load_result(Qword, false, Qword, u64::MAX), u64::MAX);
     }
 
+    /// Guest-controlled syndromes and registers, pseudo-random (xorshift64), through
+    /// decoding, trap handling and MMIO completion: errors are fine, panics are not,
+    /// and a decoded access always has a width the syndrome allows.
+    #[test]
+    fn random_syndromes_never_panic() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for conduit in [PsciConduit::Hvc, PsciConduit::Smc] {
+            let mut v = vcpu(conduit);
+            for _ in 0..100_000 {
+                let mut esr = next() & 0xffff_ffff;
+                if next() % 2 == 0 {
+                    let ec = [0x24u64, 0x20, 0x16, 0x17, 0x01, 0x18, 0x00][(next() % 7) as usize];
+                    esr = (esr & 0x03ff_ffff) | (ec << 26);
+                }
+                for i in 0..8 {
+                    let value = if next() % 4 == 0 {
+                        0x8400_0000 | (next() & 0x4000_001f)
+                    } else {
+                        next()
+                    };
+                    v.set_gpr(i, value).unwrap();
+                }
+                let trap = decode_trap(esr, next(), next());
+                if let Ok(Some(ExitReason::NestedPageFault { gpa, access })) = v.handle_trap(trap)
+                    && let Ok(a) = v.decode_mmio(gpa, access, &NoMem)
+                {
+                    assert!(a.insn_len == 4 || a.insn_len == 2);
+                    v.complete_mmio(&a, Some(next())).unwrap();
+                }
+            }
+        }
+    }
+
     struct NoMem;
     impl GuestMemory for NoMem {
         fn read(&self, _: GuestPhysAddr, _: &mut [u8]) -> bool {
