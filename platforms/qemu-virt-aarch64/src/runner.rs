@@ -14,7 +14,7 @@ use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Fo
 use platforms::monitor::{Action, Monitor};
 use platforms::protocol::{Call, RO_PATTERN};
 use spin::Mutex;
-use vm_core::{CpuUpRefusal, Vm, VmError, VmExit};
+use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
 use crate::layout::{LAYOUT, TEST_DEVICE, check_config};
 use crate::test_device::TestDevice;
@@ -194,6 +194,12 @@ fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
     loop {
         let exit = match run.vm.run_vcpu(vcpu) {
             Ok(exit) => exit,
+            // Another CPU stopped the VM (the guest powered off) while this vCPU
+            // was out of the guest: its run is over.
+            Err(VmError::State {
+                state: VmState::Stopped,
+                ..
+            }) => break,
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
                 run.fail(&format!("vCPU {vcpu} ran without a VM error"));
