@@ -1,7 +1,7 @@
-//! Per-hart HS-mode setup ([`init_hart`]), what the hart supports ([`HartInfo`]), TLB
+//! Per-hart HS-mode setup (`init_hart`), what the hart supports ([`HartInfo`]), TLB
 //! maintenance for guest-physical translations (HFENCE.GVMA, locally and on every hart
 //! through the firmware), and the SBI calls the hypervisor itself makes to the
-//! firmware below it ([`firmware`]).
+//! firmware below it (`firmware`).
 
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
@@ -16,9 +16,9 @@ use crate::trap::{HEDELEG, HIDELEG};
 #[cfg(target_arch = "riscv64")]
 use crate::vcpu::{HartOps, VsCsr, VsCsrs};
 
-/// The VMID bits the harts keep (narrowed by [`init_hart`]; 14 is the RV64 field).
+/// The VMID bits the harts keep (narrowed by `init_hart`; 14 is the RV64 field).
 static VMID_MASK: AtomicU16 = AtomicU16::new(0x3fff);
-/// Whether the harts have Sstc (`vstimecmp`), as found by [`init_hart`].
+/// Whether the harts have Sstc (`vstimecmp`), as found by `init_hart`.
 static SSTC: AtomicBool = AtomicBool::new(false);
 
 /// The VMID of VM `vm_id`: its id cut to the VMID bits the harts implement. VMs whose
@@ -28,7 +28,7 @@ pub fn vmid_for(vm_id: usize) -> u16 {
     (vm_id as u16) & VMID_MASK.load(Ordering::Relaxed)
 }
 
-/// What [`init_hart`] found.
+/// What `init_hart` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HartInfo {
     /// `hgatp` accepts Sv39x4.
@@ -120,8 +120,8 @@ pub fn init_hart() -> Result<HartInfo, HartError> {
 pub fn hfence_gvma_range(vmid: u16, gpa: u64, size: u64) {
     const PAGE: u64 = 0x1000;
     let vmid = u64::from(vmid);
-    // SAFETY of ordering: the page-table stores that preceded this call must be
-    // visible to the walker first (privileged spec 8.3.2: HFENCE.GVMA orders them).
+    // HFENCE.GVMA also orders the page-table stores before it against the G-stage
+    // walks after it (privileged spec 8.3.2), so no separate fence is needed.
     if size == 0 || size > 64 * PAGE {
         hw::hfence_gvma_vmid(vmid);
         return;

@@ -15,11 +15,12 @@
 //!   error is `vm-core`'s call. SBI calls that need nothing of the VM (base, timer,
 //!   console, remote fences, SRST) are served here.
 //! - **Guest-physical TLB maintenance is HFENCE.GVMA** by GPA (shifted right by 2) and
-//!   VMID ([`hfence_gvma_range`], [`broadcast_hfence_gvma`]), never SFENCE.VMA.
+//!   VMID (`hfence_gvma_range`, `broadcast_hfence_gvma`), never SFENCE.VMA.
 //!
 //! On hosts other than riscv64 the crate builds without its `asm!`: the vCPU can be
 //! created and configured, and `bind`/`run` return
-//! [`vcpu_api::VCpuError::Unsupported`].
+//! [`vcpu_api::VCpuError::Unsupported`]; `init_hart`, `hfence_gvma_range`,
+//! `broadcast_hfence_gvma` and the `firmware` calls exist on riscv64 only.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
