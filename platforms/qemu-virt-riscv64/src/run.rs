@@ -13,7 +13,8 @@ use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Ris
 use platforms::monitor::{Action, Monitor};
 use platforms::protocol::{Call, RISCV_EXTENSION_ID, RO_PATTERN};
 use spin::Mutex;
-use vm_core::{CpuUpRefusal, Vm, VmExit};
+use vcpu_api::VCpuState;
+use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
 use crate::console::{self, println};
 use crate::device::TestDevice;
@@ -201,6 +202,14 @@ fn vcpu_loop<F: GStage>(
     loop {
         let exit = match vm.run_vcpu(vcpu) {
             Ok(exit) => exit,
+            // Another vCPU powered the VM off between two runs of this one.
+            Err(VmError::State {
+                state: VmState::Stopped,
+                ..
+            }) => {
+                println!("[{label}] vCPU {vcpu}: the VM is stopped");
+                break;
+            }
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
                 host_check(monitor, "vCPU ran without a VM error", false);
@@ -236,6 +245,7 @@ fn vcpu_loop<F: GStage>(
                     let vm = vm.clone();
                     let monitor = monitor.clone();
                     harts::post(alloc::boxed::Box::new(move || {
+                        kick_check(&vm, &monitor, label);
                         vcpu_loop(&vm, target, &monitor, label, None);
                     }))
                 });
@@ -273,6 +283,34 @@ fn vcpu_loop<F: GStage>(
         }
     }
     hal::set_current(None, None);
+}
+
+/// The kick path, from the second hart before it runs vCPU 1: vCPU 0 now waits in the
+/// guest for vCPU 1 and cannot leave it by itself, so pausing the VM must kick it out
+/// (vm-core's eviction: `kick_pcpu`, an SBI IPI, a supervisor software interrupt
+/// while V = 1, `ExitReason::Kicked`). Then the VM resumes.
+fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &Mutex<Monitor>, label: &str) {
+    let start = crate::boot::ticks();
+    while vm.vcpu_state(0) != Ok(VCpuState::Running) {
+        if (crate::boot::ticks() - start) * crate::boot::NS_PER_TICK > 1_000_000_000 {
+            println!("[{label}] vCPU 0 did not enter the guest within 1 s");
+            host_check(monitor, "pause kicks vCPU 0 out of the guest", false);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    let before = vm.stats().kicks;
+    let paused = vm.pause();
+    let kicks = vm.stats().kicks - before;
+    let resumed = vm.resume();
+    println!(
+        "[{label}] pause from the second hart: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}"
+    );
+    host_check(
+        monitor,
+        "pause kicks vCPU 0 out of the guest",
+        paused.is_ok() && resumed.is_ok() && kicks > 0,
+    );
 }
 
 /// Answers an SBI call the vCPU forwarded: our test extension through the monitor,

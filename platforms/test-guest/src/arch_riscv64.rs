@@ -8,7 +8,8 @@
 //! in a0 and value in a1): our test protocol is the extension of
 //! [`Call::riscv_ids`]; vCPU 1 is started with HSM `hart_start` (it enters
 //! `guest_secondary_entry` with a0 = hart id and a1 = the argument) and stops with
-//! `hart_stop`; the VM powers off with SRST; the console is DBCN `console_write` when
+//! `hart_stop`; the VM powers off with SRST once `hart_get_status` says vCPU 1 has
+//! stopped; the console is DBCN `console_write` when
 //! the hypervisor offers it, the legacy `console_putchar` otherwise.
 
 use core::arch::{asm, global_asm};
@@ -41,6 +42,8 @@ const EID_LEGACY_SHUTDOWN: u64 = 0x08;
 const EID_HSM: u64 = 0x48_534d;
 const EID_SRST: u64 = 0x5352_5354;
 const EID_DBCN: u64 = 0x4442_434e;
+/// HSM `hart_get_status`: the hart runs.
+const HART_STARTED: u64 = 0;
 
 /// What [`trap_report`] prints with [`Call::Print`] (outside the check numbers).
 const TRAP_CAUSE: u64 = 0xe0;
@@ -186,6 +189,15 @@ impl GuestOps for Riscv64 {
     }
 
     fn shutdown(&self) -> ! {
+        // Power off only once vCPU 1 has stopped (HSM hart_get_status): the checks
+        // wait for its mailbox answer, not for its report, which it makes after.
+        // Bounded, so a vCPU 1 that never stops cannot keep the VM alive.
+        for _ in 0..20_000 {
+            match sbi(EID_HSM, 2, [1, 0, 0, 0]) {
+                (0, HART_STARTED) => (0..1000).for_each(|_| core::hint::spin_loop()),
+                _ => break,
+            }
+        }
         sbi(EID_SRST, 0, [0, 0, 0, 0]);
         sbi(EID_LEGACY_SHUTDOWN, 0, [0; 4]);
         self.stop_self()
