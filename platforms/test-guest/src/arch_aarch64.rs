@@ -224,6 +224,14 @@ impl GuestOps for Aarch64 {
         }
     }
 
+    /// `YIELD`: the spin-wait hint. QEMU's single-threaded TCG switches to the
+    /// other vCPU on it (a plain spin would hold the CPU for its whole time slice);
+    /// elsewhere it costs nothing.
+    fn relax(&self) {
+        // SAFETY: a hint without architectural effect.
+        unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+
     fn shutdown(&self) -> ! {
         psci([PSCI_SYSTEM_OFF, 0, 0, 0]);
         self.stop_self()
