@@ -18,6 +18,7 @@ mod pool;
 mod report;
 mod space;
 mod subject;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,16 +53,17 @@ fn run() -> Result<(), String> {
         eprintln!("bench: warning: debug build, figures are meaningless (use --release)");
     }
     let started = Instant::now();
+    let load_start = load_average();
     let cfg = if quick {
         space::Config {
-            rounds: 3,
+            rounds: 5,
             translations: 1_000_000,
             reads: 2_000,
             only,
         }
     } else {
         space::Config {
-            rounds: 9,
+            rounds: 15,
             translations: 1_000_000,
             reads: 10_000,
             only,
@@ -72,12 +74,28 @@ fn run() -> Result<(), String> {
         "bench: {} mode, {} rounds, pool of {} MiB",
         if quick { "quick" } else { "full" },
         cfg.rounds,
-        frames * addrspace::FRAME_SIZE >> 20
+        (frames * addrspace::FRAME_SIZE) >> 20
     );
     pool::init(frames)?;
 
     eprintln!("bench: address-space workloads");
-    let figs = space::run(&cfg)?;
+    let mut figs = space::run(&cfg)?;
+    if cfg.only.as_deref().is_none_or(|o| "vm".contains(o)) {
+        eprintln!("bench: VM workloads (hal-mock)");
+        figs.extend(vm::run(if quick {
+            vm::Config {
+                fault_pages: 8192,
+                fault_runs: 3,
+                unmaps: 20,
+            }
+        } else {
+            vm::Config {
+                fault_pages: 16384,
+                fault_runs: 5,
+                unmaps: 100,
+            }
+        })?);
+    }
 
     std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
     let json_path = out.join("summary.json");
@@ -110,12 +128,24 @@ fn run() -> Result<(), String> {
 
     print!("{}", report::table(&figs));
     println!(
-        "\nwrote {} and {} in {:.0} s ({} mode, {} rounds, medians)",
+        "\nwrote {} and {} in {:.0} s ({} mode, {} rounds, medians); load average {} at \
+         start, {} at end ({} CPUs: figures from a busy machine are noisier)",
         json_path.display(),
         svg_path.display(),
         started.elapsed().as_secs_f64(),
         if quick { "quick" } else { "full" },
-        cfg.rounds
+        cfg.rounds,
+        load_start,
+        load_average(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     Ok(())
+}
+
+/// The 1-minute load average, or `?` where `/proc/loadavg` does not exist.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }

@@ -25,6 +25,12 @@ pub fn init(frames: usize) -> Result<&'static PoolAllocator, String> {
         return Ok(pool);
     }
     let pool = POOL.get_or_init(|| PoolAllocator::with_base(frames, POOL_BASE));
+    let huge = back_with_huge_pages(pool, frames);
+    eprintln!(
+        "bench: pool of {} MiB, {} MiB of it in 2 MiB host pages",
+        (frames * FRAME_SIZE) >> 20,
+        huge >> 20
+    );
     let all = pool
         .alloc_frames(frames, 1)
         .ok_or_else(|| format!("cannot take all {frames} frames of a fresh pool"))?;
@@ -47,20 +53,67 @@ pub fn pool() -> &'static PoolAllocator {
     POOL.get().expect("pool::init runs before any benchmark")
 }
 
+unsafe extern "C" {
+    /// `madvise(2)` from the C library std already links.
+    fn madvise(addr: *mut core::ffi::c_void, len: usize, advice: i32) -> i32;
+}
+
+/// Linux `MADV_HUGEPAGE`.
+const MADV_HUGEPAGE: i32 = 14;
+/// Linux `MADV_COLLAPSE` (6.1+): make the range huge pages now.
+const MADV_COLLAPSE: i32 = 25;
+
+/// Asks the host kernel to back the pool with 2 MiB pages, as a hypervisor's direct
+/// map is (so `phys_to_virt` memory costs the same host TLB misses as on real
+/// hardware: almost none). Returns the bytes that are huge-page backed; failure only
+/// costs accuracy, so it is reported, not fatal.
+fn back_with_huge_pages(pool: &PoolAllocator, frames: usize) -> usize {
+    const M2: usize = 0x20_0000;
+    let start = pool
+        .phys_to_virt(HostPhysAddr::from_usize(POOL_BASE))
+        .as_usize();
+    let end = start + frames * FRAME_SIZE;
+    let (lo, hi) = (start.next_multiple_of(M2), end & !(M2 - 1));
+    if lo >= hi {
+        return 0;
+    }
+    for advice in [MADV_HUGEPAGE, MADV_COLLAPSE] {
+        // SAFETY: `[lo, hi)` lies inside the pool's one host allocation, which lives
+        // for the whole program; these advices change only how it is backed, never
+        // its contents.
+        let rc = unsafe { madvise(lo as *mut core::ffi::c_void, hi - lo, advice) };
+        if rc != 0 {
+            eprintln!(
+                "bench: warning: madvise({advice}) on the pool failed: {}",
+                std::io::Error::last_os_error()
+            );
+            return 0;
+        }
+    }
+    hi - lo
+}
+
 /// Frames in use in the pool now.
 pub fn in_use() -> usize {
     pool().in_use()
 }
 
-/// axaddrspace's HAL: static functions over the same global pool.
-pub struct PeerHal;
+/// axaddrspace's HAL: static functions over the same global pool. With `ZERO` it
+/// also zeroes every frame it hands out, as a HAL must for guest memory (axaddrspace
+/// maps the frames of allocated areas as they come; it zeroes only its tables).
+pub struct PeerHal<const ZERO: bool = false>;
 
-impl PagingHandler for PeerHal {
+impl<const ZERO: bool> PagingHandler for PeerHal<ZERO> {
     #[inline]
     fn alloc_frames(num: usize, align: usize) -> Option<PhysAddr> {
-        pool()
-            .alloc_frames(num, (align / FRAME_SIZE).max(1))
-            .map(|hpa| PhysAddr::from_usize(hpa.as_usize()))
+        let hpa = pool().alloc_frames(num, (align / FRAME_SIZE).max(1))?;
+        if ZERO {
+            let hva = pool().phys_to_virt(hpa).as_mut_ptr::<u8>();
+            // SAFETY: the frames were just allocated and are not yet handed out; the
+            // pool maps them contiguously and writable.
+            unsafe { std::ptr::write_bytes(hva, 0, num * FRAME_SIZE) };
+        }
+        Some(PhysAddr::from_usize(hpa.as_usize()))
     }
 
     #[inline]

@@ -46,7 +46,7 @@ pub fn table(figs: &[Figure]) -> String {
         for (i, (c, w)) in cells.iter().zip(width).enumerate() {
             let pad = w - c.chars().count();
             // Text columns left-aligned, numbers right-aligned.
-            if i < 2 || i >= 5 {
+            if !(2..5).contains(&i) {
                 out.push_str(c);
                 out.push_str(&" ".repeat(pad));
             } else {

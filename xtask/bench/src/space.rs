@@ -36,10 +36,10 @@ const READ_LEN: usize = 64 << 10;
 const READ_OFF: usize = 0x800;
 
 /// Pool frames the address-space workloads need with `rounds` rounds: the largest
-/// live set (256 MiB of guest frames and their tables) plus the frames the peer leaks
-/// in `refault` (never returned), plus slack.
+/// live set (256 MiB of guest frames and their tables) plus the frames the two peer
+/// subjects leak in `refault` (never returned), plus slack.
 pub fn pool_frames(rounds: usize) -> usize {
-    ALLOC_AREA / FRAME_SIZE + rounds * REFAULTS + 8192
+    ALLOC_AREA / FRAME_SIZE + 2 * rounds * REFAULTS + 8192
 }
 
 /// Settings of one run.
@@ -51,8 +51,8 @@ pub struct Config {
     pub translations: usize,
     /// Reads per `read_64k` sample.
     pub reads: usize,
-    /// Run only the workload groups whose name contains this (`leaf`, `populate`,
-    /// `fault`, `read`, `1t`, `growth`): for profiling.
+    /// Run only the workload groups whose name contains this (`leaf1g`, `leaf2m`,
+    /// `leaf4k`, `populate`, `fault`, `read`, `1t`, `growth`): for profiling.
     pub only: Option<String>,
 }
 
@@ -229,7 +229,28 @@ fn map_1t_round<S: Subject>() -> Result<Vec<f64>, String> {
     Ok(vec![median(&times)])
 }
 
-/// One round of the 4 KiB-leaf growth series: `[map s for each size of GROWTH]`.
+/// Bytes written to push the tables of the previous map out of every cache level
+/// (twice this machine's 32 MiB L3).
+const EVICT: usize = 64 << 20;
+
+/// Writes [`EVICT`] bytes of scratch memory, so that the next map starts with its
+/// table frames out of the caches whatever its size: without it a 64 MiB map reuses
+/// 128 KiB of tables hot in L2 while a 4 GiB map streams 8 MiB through L3, and the
+/// per-page times compare caches, not the engine's growth.
+fn evict_caches() {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![1; EVICT]);
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let v = s[0].wrapping_add(1);
+        s.fill(v);
+        black_box(&mut *s);
+    });
+}
+
+/// One round of the 4 KiB-leaf growth series: `[map s for each size of GROWTH]`,
+/// each map starting with cold caches.
 fn growth_round<S: Subject>() -> Result<Vec<f64>, String> {
     let mut out = Vec::with_capacity(GROWTH.len());
     for size in GROWTH {
@@ -239,6 +260,7 @@ fn growth_round<S: Subject>() -> Result<Vec<f64>, String> {
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps {
             let mut s = S::new()?;
+            evict_caches();
             let (r, t) = timed(|| s.map_linear(GPA, HPA_LIN + K4, size));
             r?;
             times.push(t);
@@ -285,8 +307,8 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
         .map(|_| GPA + (rng.next_u64() as usize % G1))
         .collect();
     for (leaf, off) in [("1g", 0), ("2m", M2), ("4k", K4)] {
-        if !cfg.wants("leaf") {
-            break;
+        if !cfg.wants(&format!("leaf{leaf}")) {
+            continue;
         }
         eprintln!("  1 GiB linear, {leaf} leaves");
         let [o, a, p] = alternate(
@@ -362,14 +384,26 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
     // ---- populate 256 MiB.
     if cfg.wants("populate") {
         eprintln!("  populate 256 MiB");
-        let [o, a, p] = alternate(
+        let [o, a, p, z] = alternate(
             rounds,
             &mut [
                 &mut populate_round::<Ept4>,
                 &mut populate_round::<Arm>,
                 &mut populate_round::<Peer>,
+                &mut populate_round::<Peer<true>>,
             ],
         )?;
+        figs.push(
+            Figure::pair(
+                "populate_256m_zeroing_peer",
+                "ms",
+                median_of(&o, 0) * 1e3,
+                median_of(&z, 0) * 1e3,
+            )
+            .note(
+                "populate_256m against the peer with a HAL that zeroes guest frames (equal work)",
+            ),
+        );
         for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
             rows.push(
                 Figure::pair(
@@ -386,14 +420,25 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
     // ---- lazy map + fault every page, refault.
     if cfg.wants("fault") {
         eprintln!("  lazy map 256 MiB, fault every page, refault");
-        let [o, a, p] = alternate(
+        let [o, a, p, z] = alternate(
             rounds,
             &mut [
                 &mut fault_round::<Ept4>,
                 &mut fault_round::<Arm>,
                 &mut fault_round::<Peer>,
+                &mut fault_round::<Peer<true>>,
             ],
         )?;
+        figs.push(
+            Figure::pair(
+                "fault_lazy_zeroing_peer",
+                "ns/page",
+                median_of(&o, 0),
+                median_of(&z, 0),
+            )
+            .target(Target::RatioAtMost(1.0))
+            .note("fault_lazy against the peer with a HAL that zeroes guest frames (equal work)"),
+        );
         for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
             rows.push(
             Figure::pair(
@@ -563,7 +608,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                     spread(&p),
                 )
                 .target(Target::OursAtMost(15.0))
-                .note("(max / min time per page over 64 MiB, 256 MiB, 1 GiB, 4 GiB) - 1"),
+                .note("(max / min time per page over 64 MiB, 256 MiB, 1 GiB, 4 GiB) - 1; caches evicted before each map"),
             );
             for (j, &size) in GROWTH.iter().enumerate() {
                 rows.push(Figure::pair(

@@ -117,15 +117,20 @@ impl<F: NestedFormat> Subject for Ours<F> {
     }
 }
 
-/// axaddrspace 0.5.15's address space (4-level EPT on x86_64), frames from the pool.
-pub struct Peer(axaddrspace::AddrSpace<PeerHal>);
+/// axaddrspace 0.5.15's address space (4-level EPT on x86_64), frames from the pool;
+/// with `ZERO`, through a HAL that zeroes the frames it hands out.
+pub struct Peer<const ZERO: bool = false>(axaddrspace::AddrSpace<PeerHal<ZERO>>);
 
 /// The peer's flags for read-write normal memory (EPT R+W, write-back).
 const PEER_RW: axaddrspace::MappingFlags =
     axaddrspace::MappingFlags::READ.union(axaddrspace::MappingFlags::WRITE);
 
-impl Subject for Peer {
-    const NAME: &'static str = "axaddrspace 0.5.15 (EPT)";
+impl<const ZERO: bool> Subject for Peer<ZERO> {
+    const NAME: &'static str = if ZERO {
+        "axaddrspace 0.5.15 (EPT, zeroing HAL)"
+    } else {
+        "axaddrspace 0.5.15 (EPT)"
+    };
     const ROOT_FRAMES: usize = 1;
 
     fn new() -> Result<Self, String> {

@@ -1,0 +1,292 @@
+//! The VM figures of issue #7 on `hal-mock` (simulated machine, software vCPUs on host
+//! threads, real nested tables in x86 EPT format): lazy-fault throughput with 1 and 2
+//! vCPU threads, and how long `Vm::unmap_region` takes to return with 1, 2, 4 and 8
+//! vCPU threads in the guest, with the kicks it sends, while a second VM on the same
+//! machine must receive none. The peer has no VM layer: these figures are ours only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use addrspace::{Ept, GuestPhysAddr};
+use hal_mock::{Action, GuestLog, Machine, MockVCpu, MockVCpuConfig, Op, Probe, Program, run_vm};
+use vcpu_api::AccessWidth;
+use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmExit};
+
+use crate::harness::{Figure, Target, median, timed};
+
+type MockVm = Vm<MockVCpu<Ept>>;
+
+const CODE: usize = 0x1000_0000;
+/// Code bytes per vCPU entry (each op is `hal_mock::OP_SIZE` bytes).
+const CODE_PER_VCPU: usize = 0x4_0000;
+const CODE_SIZE: usize = 0x20_0000;
+const RAM: usize = 0x4000_0000;
+const DATA: usize = 0x2000_0000;
+const VICTIM: usize = 0x3000_0000;
+/// Physical CPU of the second VM's vCPU.
+const OTHER_PCPU: usize = 40;
+
+fn gpa(v: usize) -> GuestPhysAddr {
+    GuestPhysAddr::from_usize(v)
+}
+
+/// Settings of the VM figures.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Pages faulted per fault-throughput run.
+    pub fault_pages: usize,
+    /// Runs per fault-throughput figure.
+    pub fault_runs: usize,
+    /// Unmaps timed per vCPU count.
+    pub unmaps: usize,
+}
+
+/// One lazy-fault run: `vcpus` vCPU threads write one word in each page of their
+/// share of a lazy region of `pages` pages; returns faults per second of the whole
+/// run (boot to the last vCPU down).
+fn fault_run(vcpus: usize, pages: usize) -> Result<f64, String> {
+    let machine = Machine::new(
+        0x1_0000_0000,
+        (pages * 4096 + (32 << 20)).next_multiple_of(4096),
+    );
+    let _g = machine.enter(0);
+    let share = pages / vcpus;
+    if (share + vcpus + 2) as u64 * hal_mock::OP_SIZE > CODE_PER_VCPU as u64 {
+        return Err(format!("{share} pages per vCPU do not fit its code area"));
+    }
+    let mut program = Program::new();
+    for v in 0..vcpus {
+        let mut ops = Vec::with_capacity(share + vcpus + 1);
+        if v == 0 {
+            ops.extend((1..vcpus).map(|t| Op::CpuUp {
+                target: t as u64,
+                entry: gpa(CODE + t * CODE_PER_VCPU),
+                arg: 0,
+            }));
+        }
+        ops.extend((0..share).map(|p| Op::Write {
+            gpa: gpa(RAM + (v * share + p) * 4096 + 8),
+            width: AccessWidth::Qword,
+            value: p as u64,
+        }));
+        ops.push(Op::CpuDown);
+        program = program.at(gpa(CODE + v * CODE_PER_VCPU), ops);
+    }
+    let program = Arc::new(program);
+    let log = Arc::new(GuestLog::default());
+    let config = VmConfigBuilder::new(1, "faults", vcpus)
+        .entry_point(gpa(CODE))
+        .memory_region(
+            gpa(CODE),
+            CODE_SIZE,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            gpa(RAM),
+            pages * 4096,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Lazy,
+        )
+        .build()
+        .map_err(|e| format!("fault VM config: {e}"))?;
+    let vm: Arc<MockVm> = Vm::new(config, |_| {
+        (MockVCpuConfig::new(program.clone(), log.clone()), ())
+    })
+    .map_err(|e| format!("fault VM: {e}"))?;
+    let on_exit = |_: &MockVm, _: usize, _: &VmExit| Action::Stop;
+    let (report, t) = timed(|| run_vm(&machine, &vm, 1, on_exit));
+    if !report.errors.is_empty() {
+        return Err(format!("fault VM errors: {:?}", report.errors));
+    }
+    let faults = vm.stats().faults_mapped as usize;
+    if faults < share * vcpus {
+        return Err(format!(
+            "fault VM: {faults} faults for {} pages written",
+            share * vcpus
+        ));
+    }
+    Ok(faults as f64 / t)
+}
+
+/// A VM whose `cpus` vCPUs start and then spin reading `probe`'s page (in the guest)
+/// until the probe is stopped.
+fn spinning_vm(id: usize, cpus: usize, probe: &Arc<Probe>) -> Result<Arc<MockVm>, String> {
+    let secondary = CODE + 0x1000;
+    let mut primary: Vec<Op> = (1..cpus)
+        .map(|t| Op::CpuUp {
+            target: t as u64,
+            entry: gpa(secondary),
+            arg: 0,
+        })
+        .collect();
+    primary.extend([Op::Probe(probe.clone()), Op::CpuDown]);
+    let program = Arc::new(
+        Program::new()
+            .at(gpa(CODE), primary)
+            .at(gpa(secondary), vec![Op::Probe(probe.clone()), Op::CpuDown]),
+    );
+    let log = Arc::new(GuestLog::default());
+    let config = VmConfigBuilder::new(id, "spin", cpus)
+        .entry_point(gpa(CODE))
+        .memory_region(
+            gpa(CODE),
+            0x10_0000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            gpa(DATA),
+            0x1000,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .build()
+        .map_err(|e| format!("spin VM config: {e}"))?;
+    Vm::new(config, |_| {
+        (MockVCpuConfig::new(program.clone(), log.clone()), ())
+    })
+    .map_err(|e| format!("spin VM: {e}"))
+}
+
+/// Waits up to `limit` for `cond`.
+fn wait(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// What the shootdown run measured.
+struct Shootdown {
+    /// Median µs for `unmap_region` of one page to return.
+    us: f64,
+    /// Median number of distinct vCPUs (pCPUs) kicked per unmap.
+    kicked: f64,
+    /// Kicks sent per unmap (re-kicks included).
+    kicks: f64,
+    /// Kicks the other VM and its pCPU received.
+    other_kicks: u64,
+}
+
+/// VM A with `n` vCPU threads spinning in the guest (pCPUs 1..=n) and VM B with one
+/// (pCPU [`OTHER_PCPU`]); the host maps then unmaps a page of A `unmaps` times.
+fn shootdown_run(n: usize, unmaps: usize) -> Result<Shootdown, String> {
+    let machine = Machine::new(0x1_0000_0000, 64 << 20);
+    let _g = machine.enter(0);
+    let probe_a = Arc::new(Probe::new(gpa(DATA)));
+    let probe_b = Arc::new(Probe::new(gpa(DATA)));
+    let vm_a = spinning_vm(1, n, &probe_a)?;
+    let vm_b = spinning_vm(2, 1, &probe_b)?;
+    let on_exit = |_: &MockVm, _: usize, _: &VmExit| Action::Stop;
+    let stop = || {
+        probe_a
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        probe_b
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let (result, report_a, report_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| run_vm(&machine, &vm_a, 1, on_exit));
+        let b = s.spawn(|| run_vm(&machine, &vm_b, OTHER_PCPU, on_exit));
+        let measure = || -> Result<(Vec<f64>, Vec<f64>, u64), String> {
+            let ready = wait(Duration::from_secs(20), || {
+                (0..n).all(|v| vm_a.is_vcpu_started(v))
+                    && Probe::get(&probe_a.before) > 100 * n as u64
+                    && Probe::get(&probe_b.before) > 100
+            });
+            if !ready {
+                return Err(format!("{n} spinning vCPUs did not start"));
+            }
+            let mut times = Vec::with_capacity(unmaps);
+            let mut kicked = Vec::with_capacity(unmaps);
+            let mut kicks = 0;
+            let per_pcpu = || (1..=n).map(|p| machine.kicks_of(p)).collect::<Vec<u64>>();
+            for _ in 0..unmaps {
+                vm_a.map_region(gpa(VICTIM), 0x1000, MappingFlags::RW, Populate::Eager)
+                    .map_err(|e| format!("map victim: {e}"))?;
+                let before = vm_a.stats().kicks;
+                let pcpus_before = per_pcpu();
+                let (r, t) = timed(|| vm_a.unmap_region(gpa(VICTIM), 0x1000));
+                r.map_err(|e| format!("unmap victim: {e}"))?;
+                kicks += vm_a.stats().kicks - before;
+                let distinct = per_pcpu()
+                    .iter()
+                    .zip(&pcpus_before)
+                    .filter(|(after, before)| after > before)
+                    .count();
+                kicked.push(distinct as f64);
+                times.push(t * 1e6);
+            }
+            Ok((times, kicked, kicks))
+        };
+        let result = measure();
+        stop();
+        (result, a.join(), b.join())
+    });
+    let (times, kicked, kicks) = result?;
+    for (name, report) in [("A", report_a), ("B", report_b)] {
+        let report = report.map_err(|_| format!("VM {name} runner panicked"))?;
+        if !report.errors.is_empty() {
+            return Err(format!("VM {name} errors: {:?}", report.errors));
+        }
+    }
+    Ok(Shootdown {
+        us: median(&times),
+        kicked: median(&kicked),
+        kicks: kicks as f64 / unmaps as f64,
+        other_kicks: vm_b.stats().kicks + machine.kicks_of(OTHER_PCPU),
+    })
+}
+
+/// Runs the VM workloads and returns their figures.
+pub fn run(cfg: Config) -> Result<Vec<Figure>, String> {
+    let mut figs = Vec::new();
+    for vcpus in [1, 2] {
+        eprintln!("  lazy faults with {vcpus} vCPU thread(s)");
+        let runs: Result<Vec<f64>, String> = (0..cfg.fault_runs)
+            .map(|_| fault_run(vcpus, cfg.fault_pages))
+            .collect();
+        figs.push(
+            Figure::solo(format!("mock_faults_per_s_{vcpus}"), "faults/s", median(&runs?))
+                .note(format!(
+                    "hal-mock, EPT, {} lazy pages written by {vcpus} vCPU thread(s), boot to last CPU down",
+                    cfg.fault_pages
+                )),
+        );
+    }
+    let mut other = 0;
+    for n in [1, 2, 4, 8] {
+        eprintln!("  unmap_region with {n} vCPU thread(s) in the guest");
+        let s = shootdown_run(n, cfg.unmaps)?;
+        other += s.other_kicks;
+        figs.push(
+            Figure::solo(format!("shootdown_us_{n}"), "µs", s.us).note(format!(
+                "median of {} one-page unmaps; {} kicks sent per unmap, re-kicks included",
+                cfg.unmaps,
+                crate::harness::num(s.kicks)
+            )),
+        );
+        figs.push(
+            Figure::solo(format!("shootdown_kicked_{n}"), "vCPUs", s.kicked).note(
+                "distinct vCPUs kicked per unmap (those in the guest; the others invalidate \
+                 before their next entry)",
+            ),
+        );
+    }
+    figs.push(
+        Figure::solo("shootdown_kicks_other_vm", "kicks", other as f64)
+            .target(Target::OursEquals(0.0))
+            .note("kicks received by a second VM spinning on its own pCPU during all the unmaps above"),
+    );
+    Ok(figs)
+}
