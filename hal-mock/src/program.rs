@@ -190,6 +190,8 @@ pub struct Probe {
     pub expect: AtomicU64,
     /// Reads in epoch 0.
     pub before: AtomicU64,
+    /// Bit `i` set once vCPU `i` read in epoch 0.
+    pub before_vcpus: AtomicU64,
     /// Successful reads in epoch 1 (must stay 0).
     pub stale: AtomicU64,
     /// Faults in epoch 1 (the expected outcome).

@@ -261,6 +261,10 @@ impl<F: NestedFormat> MockVCpu<F> {
             let epoch = p.epoch.load(Ordering::SeqCst);
             match self.access(p.gpa, AccessWidth::Qword, None) {
                 Ok(v) => {
+                    if epoch == 0 {
+                        p.before_vcpus
+                            .fetch_or(1 << (self.vcpu_id % 64), Ordering::SeqCst);
+                    }
                     let good = epoch >= 3 && v == p.expect.load(Ordering::SeqCst);
                     if good {
                         p.good_vcpus
