@@ -437,3 +437,66 @@ impl core::fmt::Debug for Machine {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_aligned_contiguous_and_counted() {
+        let m = Machine::new(0x1_0000_1000, 0x40_0000);
+        let a = m.alloc_frames(1, 1).unwrap();
+        assert_eq!(a.as_usize(), 0x1_0000_1000);
+        // 4 frames aligned to 16 KiB: the first aligned index is past `a`.
+        let b = m.alloc_frames(4, 4).unwrap();
+        assert!(b.as_usize().is_multiple_of(0x4000));
+        assert_eq!(m.frames_in_use(), 5);
+        m.dealloc_frames(b, 4);
+        m.dealloc_frames(a, 1);
+        assert_eq!(m.frames_in_use(), 0);
+        m.fail_frames_after(2);
+        assert!(m.alloc_frames(3, 1).is_none());
+        let c = m.alloc_frames(2, 1).unwrap();
+        assert!(m.alloc_frames(1, 1).is_none());
+        m.never_fail();
+        m.dealloc_frames(c, 2);
+    }
+
+    #[test]
+    fn alloc_at_succeeds_only_on_free_memory() {
+        let m = Machine::new(0x4000_0000, 0x10_0000);
+        let hpa = HostPhysAddr::from_usize;
+        assert!(m.alloc_at(hpa(0x4001_0000), 0x2000));
+        assert!(!m.alloc_at(hpa(0x4001_1000), 0x1000), "taken");
+        assert!(!m.alloc_at(hpa(0x3fff_f000), 0x2000), "outside");
+        assert!(!m.alloc_at(hpa(0x400f_f000), 0x2000), "runs past the end");
+        m.refuse_alloc_at(true);
+        assert!(
+            !m.alloc_at(hpa(0x4002_0000), 0x1000),
+            "refused by injection"
+        );
+        m.refuse_alloc_at(false);
+        m.dealloc_frames(hpa(0x4001_0000), 2);
+        assert!(m.alloc_at(hpa(0x4001_1000), 0x1000), "free again");
+    }
+
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn double_free_is_caught() {
+        let m = Machine::new(0x1000, 0x4000);
+        let a = m.alloc_frames(1, 1).unwrap();
+        m.dealloc_frames(a, 1);
+        m.dealloc_frames(a, 1);
+    }
+
+    #[test]
+    fn kicks_are_sticky_until_taken() {
+        let m = Machine::with_defaults();
+        m.kick(3);
+        assert_eq!(m.kicks_of(3), 1);
+        assert!(m.take_kick(3));
+        assert!(!m.take_kick(3));
+        assert!(!m.take_kick(4));
+        m.kick(MAX_PCPUS + 1); // ignored
+    }
+}

@@ -397,3 +397,172 @@ fn cpu_up_refusals() {
     assert_eq!(log.counts(), (4, 0), "{:?}", log.failures());
     assert_eq!(report.count(|e| matches!(e, VmExit::CpuDown { .. })), 1);
 }
+
+/// A protect to read-only while the vCPU has the page writable in its TLB: the next
+/// write faults (the caller's own TLB is invalidated before its next entry) and is
+/// reported as a permission violation; a later protect back to RW lets it write.
+#[test]
+fn protect_region_downgrade_is_seen_at_once() {
+    const PROTECT: u64 = 1;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let page = RAM + 0x8000;
+    let log = Arc::new(GuestLog::default());
+    let program = Program::new().at(
+        gpa(RAM),
+        vec![
+            Op::Write {
+                gpa: gpa(page),
+                width: Qword,
+                value: 1,
+            },
+            Op::Hypercall {
+                nr: PROTECT,
+                args: [page, 1, 0, 0, 0, 0],
+            },
+            Op::Write {
+                gpa: gpa(page),
+                width: Qword,
+                value: 2,
+            },
+            Op::Read {
+                gpa: gpa(page),
+                width: Qword,
+                reg: 1,
+            },
+            Op::Check {
+                reg: 1,
+                value: 1,
+                what: "refused write did not land",
+            },
+            Op::Hypercall {
+                nr: PROTECT,
+                args: [page, 3, 0, 0, 0, 0],
+            },
+            Op::Write {
+                gpa: gpa(page),
+                width: Qword,
+                value: 3,
+            },
+            Op::Read {
+                gpa: gpa(page),
+                width: Qword,
+                reg: 1,
+            },
+            Op::Check {
+                reg: 1,
+                value: 3,
+                what: "write after RW again",
+            },
+            Op::Shutdown,
+        ],
+    );
+    let vm = Vm::<MockVCpu<Sv48x4>>::new(config(1), |_| {
+        (
+            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
+            (),
+        )
+    })
+    .unwrap();
+    let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
+        VmExit::Hypercall { nr: PROTECT, args } => {
+            let flags = MappingFlags::from_bits_truncate(args[1] as u32);
+            vm.protect_region(gpa(args[0]), 0x1000, flags).unwrap();
+            Action::Return(0)
+        }
+        VmExit::UnservedAccess(a) => {
+            assert!(
+                matches!(a.why, Unserved::Permission { flags, .. } if flags == MappingFlags::READ)
+            );
+            assert_eq!((a.gpa, a.access), (gpa(page), AccessKind::Write));
+            Action::Skip
+        }
+        other => panic!("{other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(log.counts(), (2, 0), "{:?}", log.failures());
+    assert_eq!(report.count(|e| matches!(e, VmExit::UnservedAccess(_))), 1);
+    assert_eq!(vm.stats().shootdowns, 2);
+}
+
+/// Interrupts queued from another thread reach the vCPU before its next entry.
+#[test]
+fn interrupts_are_injected_at_the_next_entry() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = vm_with::<Npt>(
+        1,
+        Program::new().at(gpa(RAM), vec![Op::Halt, Op::Halt, Op::Shutdown]),
+        MockFaults::default(),
+    );
+    vm.boot().unwrap();
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = machine.enter(5);
+            vm.inject_interrupt(0, 33).unwrap();
+            vm.inject_interrupt(0, 34).unwrap();
+        });
+    });
+    assert!(matches!(
+        vm.inject_interrupt(3, 1),
+        Err(VmError::NoSuchVCpu { vcpu: 3, .. })
+    ));
+    assert_eq!(
+        vm.with_vcpu(0, |v| v.pending_irqs().to_vec()).unwrap(),
+        Vec::<usize>::new()
+    );
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    assert_eq!(
+        vm.with_vcpu(0, |v| v.pending_irqs().to_vec()).unwrap(),
+        [33, 34]
+    );
+    // Unbind and run again (binds on this pCPU).
+    vm.unbind_vcpu(0).unwrap();
+    assert_eq!(vm.vcpu_state(0).unwrap(), vcpu_api::VCpuState::Free);
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
+}
+
+/// Out of frames while faulting in a lazy page: the run ends with the address
+/// space's error, and nothing leaks.
+#[test]
+fn out_of_memory_on_a_lazy_fault() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = vm_with::<ArmStage2Ipa40>(
+        1,
+        Program::new().at(
+            gpa(RAM),
+            vec![
+                Op::Read {
+                    gpa: gpa(LAZY),
+                    width: Qword,
+                    reg: 1,
+                },
+                Op::Shutdown,
+            ],
+        ),
+        MockFaults::default(),
+    );
+    vm.boot().unwrap();
+    machine.fail_frames_after(0);
+    let err = vm.run_vcpu(0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VmError::AddrSpace {
+                op: "nested page fault",
+                error: addrspace::Error::NoMemory { .. }
+            }
+        ),
+        "{err:?}"
+    );
+    machine.never_fail();
+    assert_eq!(
+        vm.run_vcpu(0).unwrap(),
+        VmExit::Shutdown,
+        "the guest retries and goes on"
+    );
+    drop(vm);
+    assert_eq!(machine.frames_in_use(), 0);
+}

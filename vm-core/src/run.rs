@@ -74,6 +74,13 @@ impl<V: ArchVCpu> Vm<V> {
                     };
                 }
             }
+            let irqs = core::mem::take(&mut *slot.irqs.lock());
+            for vector in irqs {
+                if let Err(e) = inner.arch.inject_interrupt(vector) {
+                    slot.in_guest.store(false, Ordering::SeqCst);
+                    return Err(err(e));
+                }
+            }
             let gen_now = self.tlb_gen.load(Ordering::SeqCst);
             if slot.seen_gen.load(Ordering::SeqCst) != gen_now {
                 inner.arch.invalidate_guest_tlb();

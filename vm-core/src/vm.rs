@@ -52,6 +52,9 @@ pub const DEFAULT_FAULT_LOOP_LIMIT: usize = 16;
 /// How long a shootdown waits for a kicked vCPU before kicking it again.
 const REKICK_NS: u64 = 1_000_000;
 
+/// After this long without an acknowledgement, a shootdown logs a warning.
+const WARN_NS: u64 = 1_000_000_000;
+
 /// Counters of one VM (for benchmarks and diagnostics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VmStats {
@@ -134,6 +137,8 @@ pub(crate) struct VCpuSlot<V> {
     pub(crate) seen_gen: AtomicU64,
     /// The physical CPU it last ran on.
     pub(crate) pcpu: AtomicUsize,
+    /// Interrupts to inject at the next entry.
+    pub(crate) irqs: Mutex<Vec<usize>>,
 }
 
 /// A guest-memory view for instruction decoders.
@@ -240,6 +245,7 @@ impl<V: ArchVCpu> Vm<V> {
                 in_guest: AtomicBool::new(false),
                 seen_gen: AtomicU64::new(0),
                 pcpu: AtomicUsize::new(usize::MAX),
+                irqs: Mutex::new(Vec::new()),
             });
         }
         Ok(Arc::new(Self {
@@ -497,6 +503,37 @@ impl<V: ArchVCpu> Vm<V> {
         let slot = self.slot(vcpu)?;
         let mut inner = slot.inner.lock();
         Ok(f(&mut inner.arch))
+    }
+
+    /// Queues interrupt `vector` for vCPU `vcpu`: it is handed to
+    /// `ArchVCpu::inject_interrupt` right before the vCPU's next entry, and a vCPU
+    /// in the guest now is kicked so that entry comes soon. Callable from any
+    /// thread, while the vCPU runs.
+    pub fn inject_interrupt(&self, vcpu: usize, vector: usize) -> VmResult {
+        let slot = self.slot(vcpu)?;
+        slot.irqs.lock().push(vector);
+        if slot.in_guest.load(Ordering::SeqCst) {
+            self.kick(slot);
+        }
+        Ok(())
+    }
+
+    /// Unbinds vCPU `vcpu` from the physical CPU it ran on (`ArchVCpu::unbind`), so
+    /// its next `run_vcpu` binds it again wherever it is called. Call it between
+    /// runs, on the pCPU it last ran on.
+    pub fn unbind_vcpu(&self, vcpu: usize) -> VmResult {
+        let slot = self.slot(vcpu)?;
+        let mut inner = slot.inner.lock();
+        if slot.state.get() != VCpuState::Ready {
+            return Ok(());
+        }
+        let err = |error| VmError::VCpu { vcpu, error };
+        inner.arch.unbind().map_err(err)?;
+        slot.state
+            .transition(VCpuState::Ready, VCpuState::Free)
+            .map_err(|e| err(VCpuError::State(e)))?;
+        slot.pcpu.store(usize::MAX, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Sets the result of the hypercall (or other call) that made vCPU `vcpu` exit.
@@ -759,13 +796,25 @@ impl<V: ArchVCpu> Vm<V> {
                 continue;
             }
             self.kick(slot);
-            let mut last = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+            let start = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+            let mut last = start;
+            let mut warned = false;
             while busy(slot) {
                 core::hint::spin_loop();
                 let now = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
                 if now.saturating_sub(last) > REKICK_NS {
                     self.kick(slot);
                     last = now;
+                }
+                if !warned && now.saturating_sub(start) > WARN_NS {
+                    warned = true;
+                    log::warn!(
+                        "VM {}: a vCPU on pCPU {} has not left the guest {} ms after a kick; \
+                         still waiting (check kick_pcpu and the arch exit path)",
+                        self.id,
+                        slot.pcpu.load(Ordering::Relaxed),
+                        WARN_NS / 1_000_000
+                    );
                 }
             }
         }
