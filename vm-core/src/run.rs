@@ -213,7 +213,9 @@ impl<V: ArchVCpu> Vm<V> {
                 Some(d) => self.emulate(vcpu, inner, gpa, access, base, d),
                 None => {
                     let start = base.as_usize() & !(PAGE_SIZE - 1);
-                    let end = (base.as_usize() + length).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+                    let end = (base.as_usize().saturating_add(length))
+                        .div_ceil(PAGE_SIZE)
+                        .saturating_mul(PAGE_SIZE);
                     let area = GpaRange::from_bounds(
                         GuestPhysAddr::from_usize(start),
                         GuestPhysAddr::from_usize(end),

@@ -455,11 +455,12 @@ const REGIONS: &str = "kernel.memory_regions";
 const PASSTHROUGH: &str = "devices.passthrough_devices";
 const EMU: &str = "devices.emu_devices";
 
-/// `[start, end)` as u64, or the overflow error.
+/// `[start, end)` as u64, or the overflow error (also when the end cannot be
+/// rounded up to a page).
 fn span(field: Field, start: u64, size: u64) -> ConfigResult<(u64, u64)> {
     match start.checked_add(size) {
-        Some(end) => Ok((start, end)),
-        None => Err(ConfigError::Overflow { field, start, size }),
+        Some(end) if end <= u64::MAX - (PAGE - 1) => Ok((start, end)),
+        _ => Err(ConfigError::Overflow { field, start, size }),
     }
 }
 
@@ -470,9 +471,15 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> Option<u64> {
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// `[start, end)` widened to 4 KiB pages.
+/// `[start, end)` widened to 4 KiB pages (the end saturates at the last page
+/// boundary; validation refuses ranges that reach it).
 pub(crate) fn page_span(start: u64, end: u64) -> (u64, u64) {
-    (start & !(PAGE - 1), end.div_ceil(PAGE) * PAGE)
+    (
+        start & !(PAGE - 1),
+        end.div_ceil(PAGE)
+            .saturating_mul(PAGE)
+            .max(start & !(PAGE - 1)),
+    )
 }
 
 impl VmConfig {
