@@ -7,7 +7,7 @@ use core::fmt;
 
 use crate::fault::FaultOutcome;
 use crate::format::NestedFormat;
-use crate::table::{Frames, Linear, PageTable, Translation, Walk};
+use crate::table::{Frames, LeafSlot, Linear, PageTable, Translation, Walk};
 use crate::{
     AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
     PAGE_SIZE, Result,
@@ -372,6 +372,16 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         Ok(frames)
     }
 
+    /// One zeroed frame.
+    fn alloc_data_frame(&self) -> Result<HostPhysAddr> {
+        let frame = self.pt.allocator().alloc_frame().ok_or(Error::NoMemory {
+            needed: 1,
+            allocated: 0,
+        })?;
+        self.zero_frame(frame);
+        Ok(frame)
+    }
+
     fn zero_frame(&self, frame: HostPhysAddr) {
         let ptr = self.pt.allocator().phys_to_virt(frame).as_mut_ptr::<u8>();
         // SAFETY: the frame was just allocated for this space and is not mapped, so
@@ -522,10 +532,22 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                 access,
             });
         }
-        if self.pt.query(gpa).is_some() {
+        let slot = self.pt.leaf_slot(gpa.as_usize());
+        if slot == LeafSlot::Mapped {
             return Ok(FaultOutcome::Spurious);
         }
         let page = GuestPhysAddr::from_usize(gpa.as_usize() & !(PAGE_SIZE - 1));
+        if let (Backend::Alloc(_), LeafSlot::Free { table, index }) = (area.backend, slot) {
+            // The common lazy fault: the tables exist, one walk found the entry.
+            let frame = self.alloc_data_frame()?;
+            self.pt.set_free_leaf(table, index, frame, area.flags);
+            self.data_frames += 1;
+            return Ok(FaultOutcome::Mapped {
+                gpa: page,
+                hpa: frame,
+                flags: area.flags,
+            });
+        }
         let range = GpaRange::from_raw(page.as_usize(), page.as_usize() + PAGE_SIZE);
         let hpa = match area.backend {
             Backend::Linear { hpa } => {
@@ -538,7 +560,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                 hpa + (page - area.range.start())
             }
             _ => {
-                let frame = self.alloc_data_frames(1)?;
+                let frame = [self.alloc_data_frame()?];
                 if let Err(e) = self.pt.map_source(range, &Frames(&frame), area.flags) {
                     self.free_unlinked(&frame);
                     return Err(e);
@@ -556,47 +578,95 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     // ---------------------------------------------------------------- guest memory
 
-    /// Calls `f(hva, offset, len)` for each piece of `[gpa, gpa + len)` that lies in one
-    /// host page, after checking that the whole range is readable RAM. Nothing is
-    /// copied when any part fails.
+    /// Calls `f(hva, offset, len)` for each piece of `[gpa, gpa + len)` whose host
+    /// memory is contiguous (pages whose host-virtual addresses follow each other are
+    /// merged into one piece), after checking that the whole range is readable RAM.
+    /// Nothing is copied when any part fails.
     fn for_each_chunk(
         &self,
         gpa: GuestPhysAddr,
         len: usize,
         mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<()> {
+        /// Pieces kept from the checking walk; more are found again by a second walk.
+        const KEPT: usize = 8;
         if len == 0 {
             return Ok(());
         }
-        gpa.as_usize()
+        let end = gpa
+            .as_usize()
             .checked_add(len)
             .ok_or(Error::Overflow { gpa, size: len })?;
-        // Pass 1 checks, pass 2 copies, so a failing access copies nothing.
-        for pass in 0..2 {
-            let mut off = 0;
-            while off < len {
-                let cur = gpa + off;
-                let t = self
-                    .pt
-                    .query(cur)
-                    .ok_or_else(|| self.why_untranslated(cur))?;
-                if t.flags.contains(MappingFlags::DEVICE) {
-                    return Err(Error::DeviceMemory { gpa: cur });
-                }
-                let in_page = PAGE_SIZE - (cur.as_usize() & (PAGE_SIZE - 1));
-                let chunk = in_page.min(len - off);
-                if pass == 1 {
-                    let frame = HostPhysAddr::from_usize(t.hpa.as_usize() & !(PAGE_SIZE - 1));
-                    let hva = self.pt.allocator().phys_to_virt(frame).as_mut_ptr::<u8>();
-                    // The offset stays inside the frame: `chunk <= in_page`.
-                    f(
-                        hva.wrapping_add(t.hpa.as_usize() & (PAGE_SIZE - 1)),
-                        off,
-                        chunk,
-                    );
-                }
-                off += chunk;
+        // Pass 1 checks every leaf and keeps the first pieces; pass 2 copies. So a
+        // failing access copies nothing.
+        let mut kept = [(core::ptr::null_mut::<u8>(), 0usize, 0usize); KEPT];
+        let mut pieces = 0;
+        let mut device = None;
+        let walked = self.for_each_piece(gpa.as_usize(), end, &mut device, |hva, off, n| {
+            if let Some(slot) = kept.get_mut(pieces) {
+                *slot = (hva, off, n);
             }
+            pieces += 1;
+        });
+        match (walked, device) {
+            (Err(hole), Some(d)) if d < hole => return Err(Error::DeviceMemory { gpa: gpa_of(d) }),
+            (Err(hole), _) => return Err(self.why_untranslated(gpa_of(hole))),
+            (Ok(()), Some(d)) => return Err(Error::DeviceMemory { gpa: gpa_of(d) }),
+            (Ok(()), None) => {}
+        }
+        if pieces <= KEPT {
+            for &(hva, off, n) in &kept[..pieces] {
+                f(hva, off, n);
+            }
+            return Ok(());
+        }
+        // Nothing changed since the first walk (`&self`), so this one succeeds too.
+        self.for_each_piece(gpa.as_usize(), end, &mut device, f)
+            .map_err(|hole| self.why_untranslated(gpa_of(hole)))
+    }
+
+    /// Walks `[start, end)` leaf by leaf, calling `emit(hva, offset, len)` for each
+    /// run of host-contiguous memory, and noting in `device` the first address in a
+    /// `DEVICE` leaf. Returns the first untranslated address, if any.
+    fn for_each_piece(
+        &self,
+        start: usize,
+        end: usize,
+        device: &mut Option<usize>,
+        mut emit: impl FnMut(*mut u8, usize, usize),
+    ) -> core::result::Result<(), usize> {
+        let alloc = self.pt.allocator();
+        let mut run: Option<(*mut u8, usize, usize)> = None;
+        self.pt.for_each_translation(start, end, |leaf_gpa, t| {
+            if t.flags.contains(MappingFlags::DEVICE) {
+                device.get_or_insert(leaf_gpa);
+                return;
+            }
+            let leaf_end = (leaf_gpa | (t.size.bytes() - 1)).saturating_add(1).min(end);
+            let (mut cur, mut hpa) = (leaf_gpa, t.hpa.as_usize());
+            while cur < leaf_end {
+                let chunk = (PAGE_SIZE - (hpa & (PAGE_SIZE - 1))).min(leaf_end - cur);
+                let frame = HostPhysAddr::from_usize(hpa & !(PAGE_SIZE - 1));
+                // The offset stays inside the frame: `chunk` ends at its end at most.
+                let hva = alloc
+                    .phys_to_virt(frame)
+                    .as_mut_ptr::<u8>()
+                    .wrapping_add(hpa & (PAGE_SIZE - 1));
+                match &mut run {
+                    Some((h, _, n)) if h.wrapping_add(*n) == hva => *n += chunk,
+                    _ => {
+                        if let Some((h, off, n)) = run.take() {
+                            emit(h, off, n);
+                        }
+                        run = Some((hva, cur - start, chunk));
+                    }
+                }
+                cur += chunk;
+                hpa += chunk;
+            }
+        })?;
+        if let Some((h, off, n)) = run {
+            emit(h, off, n);
         }
         Ok(())
     }
@@ -609,9 +679,10 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     pub fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<()> {
         self.for_each_chunk(gpa, buf.len(), |src, off, len| {
             let dst = &mut buf[off..off + len];
-            // SAFETY: `src..src + len` lies in one mapped RAM frame (checked by
-            // `for_each_chunk`; RAM by the `map_linear` contract or our allocation),
-            // and guest memory never aliases `buf`.
+            // SAFETY: `src..src + len` lies in mapped RAM frames whose host-virtual
+            // addresses follow each other (checked by `for_each_chunk`; RAM by the
+            // `map_linear` contract or our allocation), and guest memory never
+            // aliases `buf`.
             unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) }
         })
     }
@@ -650,6 +721,11 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         };
         self.write(gpa, bytes)
     }
+}
+
+/// A guest-physical address from a raw value.
+fn gpa_of(v: usize) -> GuestPhysAddr {
+    GuestPhysAddr::from_usize(v)
 }
 
 impl<F: NestedFormat, A: FrameAllocator> Drop for AddrSpace<F, A> {

@@ -82,6 +82,23 @@ impl Source for Frames<'_> {
     }
 }
 
+/// What [`PageTable::leaf_slot`] found on the way to a 4 KiB entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeafSlot {
+    /// A leaf translates the address.
+    Mapped,
+    /// Every table down to the 4 KiB level exists; entry `index` of `table` is invalid.
+    Free {
+        /// The 4 KiB-level table.
+        table: HostPhysAddr,
+        /// The entry's index in it.
+        index: usize,
+    },
+    /// A table on the way is missing (or a descriptor is malformed): the general
+    /// map path decides.
+    Missing,
+}
+
 /// Frames given back by an operation and held until its flush completes.
 struct Deferred {
     seq: u64,
@@ -933,6 +950,108 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     }
 
     // ---------------------------------------------------------------- query & walk
+
+    /// Calls `f(gpa, translation of gpa)` for each leaf covering `[start, end)`, in
+    /// address order, where `gpa` is `start` or the leaf's first address, whichever is
+    /// larger; one descent per table, not per page. Stops at the first address that
+    /// is not translated and returns it.
+    pub(crate) fn for_each_translation(
+        &self,
+        start: usize,
+        end: usize,
+        mut f: impl FnMut(usize, Translation),
+    ) -> core::result::Result<(), usize> {
+        if end > Self::gpa_limit() {
+            // Report what lies below the limit first, as a page-by-page walk would.
+            self.leaves_in(
+                self.root,
+                F::LEVELS - 1,
+                start.min(Self::gpa_limit()),
+                Self::gpa_limit(),
+                &mut f,
+            )?;
+            return Err(start.max(Self::gpa_limit()));
+        }
+        self.leaves_in(self.root, F::LEVELS - 1, start, end, &mut f)
+    }
+
+    fn leaves_in(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        f: &mut impl FnMut(usize, Translation),
+    ) -> core::result::Result<(), usize> {
+        let entries = self.entries(table, level);
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match (F::kind(raw, level), PageSize::at_level(level)) {
+                (DescKind::Table, _) if level > 0 => {
+                    self.leaves_in(F::output_addr(raw, level), level - 1, gpa, slot_end, f)?
+                }
+                (DescKind::Leaf, Some(size)) => {
+                    let base = F::output_addr(raw, level).as_usize();
+                    f(
+                        gpa,
+                        Translation {
+                            hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
+                            flags: F::leaf_flags(raw),
+                            size,
+                        },
+                    );
+                }
+                _ => return Err(gpa),
+            }
+            gpa = slot_end;
+        }
+        Ok(())
+    }
+
+    /// One walk to the 4 KiB entry of `gpa`, for the lazy-fault path: whether `gpa`
+    /// is translated, or where its 4 KiB leaf would go when every table above exists.
+    pub(crate) fn leaf_slot(&self, gpa: usize) -> LeafSlot {
+        if gpa >= Self::gpa_limit() {
+            return LeafSlot::Missing;
+        }
+        let mut table = self.root;
+        let mut level = F::LEVELS - 1;
+        loop {
+            let index = Self::index(gpa, level);
+            let raw = self.entries(table, level)[index].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Table if level > 0 => {
+                    table = F::output_addr(raw, level);
+                    level -= 1;
+                }
+                // As `query`: a leaf translates unless it sits above the largest block.
+                DescKind::Leaf if PageSize::at_level(level).is_some() => return LeafSlot::Mapped,
+                DescKind::Invalid if level == 0 => return LeafSlot::Free { table, index },
+                _ => return LeafSlot::Missing,
+            }
+        }
+    }
+
+    /// Writes a 4 KiB leaf to `hpa` with `flags` (checked) into a slot that
+    /// [`PageTable::leaf_slot`] found free, with no change to the table since: the
+    /// table still links it and needs no new table.
+    pub(crate) fn set_free_leaf(
+        &mut self,
+        table: HostPhysAddr,
+        index: usize,
+        hpa: HostPhysAddr,
+        flags: MappingFlags,
+    ) {
+        let entry = &self.entries(table, 0)[index];
+        debug_assert_eq!(
+            F::kind(entry.load(Ordering::Relaxed), 0),
+            DescKind::Invalid,
+            "set_free_leaf on a valid entry"
+        );
+        entry.store(F::leaf(hpa, flags, 0), Ordering::Release);
+    }
 
     /// Translates `gpa`, or `None` when no leaf covers it.
     #[inline]
