@@ -146,11 +146,13 @@ pub fn run_primary<G: GuestOps>(g: &G, l: &GuestLayout) -> ! {
     g.shutdown()
 }
 
-/// What vCPU 1 runs: answer in the mailbox, report, stop.
+/// What vCPU 1 runs: its own check and report, then the answer in the mailbox, then
+/// stop. The mailbox comes last so that once vCPU 0 sees it, the report is in (vCPU 0
+/// may power the VM off right after).
 pub fn run_secondary<G: GuestOps>(g: &G, l: &GuestLayout, arg: u64) -> ! {
-    st(g, l.mailbox, Width::W64, arg ^ MAILBOX_MAGIC);
     let sum = g.call(Call::Add, [arg, 0, 0, 0]);
     report(g, Check::SecondaryRuns, ensure(sum == arg, 1));
+    st(g, l.mailbox, Width::W64, arg ^ MAILBOX_MAGIC);
     g.stop_self()
 }
 
