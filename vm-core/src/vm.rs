@@ -467,11 +467,9 @@ impl<V: ArchVCpu> Vm<V> {
         if slot.started.load(Ordering::SeqCst) {
             return Err(VmError::VCpuAlreadyStarted { vcpu });
         }
-        // A vCPU that is not started never holds its lock for long; a held lock means
-        // it is being started or run right now.
-        let Some(mut inner) = slot.inner.try_lock() else {
-            return Err(VmError::VCpuAlreadyStarted { vcpu });
-        };
+        // A vCPU that is not started is not running, so its lock is free or held
+        // briefly (`with_vcpu`, or its own `run_vcpu` returning after a CPU down).
+        let mut inner = slot.inner.lock();
         if slot.started.load(Ordering::SeqCst) {
             return Err(VmError::VCpuAlreadyStarted { vcpu });
         }
