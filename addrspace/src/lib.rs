@@ -19,7 +19,7 @@
 //! - **No globals.** Frames come from an allocator passed in by value or reference.
 //!
 //! The crate is `no_std` with `alloc`; the `testing` feature adds
-//! [`testing::PoolAllocator`] (it needs `std`).
+//! `testing::PoolAllocator`, a host frame pool for tests and benchmarks (it needs `std`).
 
 #![cfg_attr(not(any(test, feature = "testing")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -1,5 +1,5 @@
 //! Nested page-table descriptor formats: one small type per architecture that encodes
-//! and decodes descriptors. The engine in [`crate::table`] is generic over them.
+//! and decodes descriptors. The table engine ([`crate::PageTable`]) is generic over them.
 //!
 //! Levels are numbered from the leaf: engine level 0 holds 4 KiB pages, level 1 2 MiB
 //! blocks, level 2 1 GiB blocks, and so on up to `LEVELS - 1`, the root. Each format
