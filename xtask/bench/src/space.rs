@@ -582,14 +582,47 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
     // ---- 4 KiB-leaf growth.
     if cfg.wants("growth") {
         eprintln!("  map 64 MiB .. 4 GiB with 4 KiB leaves");
-        let [o, a, p] = alternate(
+        // The hardware floor: zero then fill the same bytes the 4 KiB tables of each
+        // size take (size / 512), from the same cold start.
+        let floor_frames = GROWTH[GROWTH.len() - 1] / 512 / FRAME_SIZE;
+        let floor = pool::pool()
+            .alloc_frames(floor_frames, 1)
+            .ok_or("pool: no room for the memset floor")?;
+        let floor_hva = pool::pool().phys_to_virt(floor).as_mut_ptr::<u8>();
+        let mut memset_round = || -> Result<Vec<f64>, String> {
+            let mut out = Vec::with_capacity(GROWTH.len());
+            for size in GROWTH {
+                let reps = (G1 / size).max(1);
+                let mut times = Vec::with_capacity(reps);
+                for _ in 0..reps {
+                    evict_caches();
+                    let ((), t) = timed(|| {
+                        // SAFETY: `floor` frames are ours until the end of this group and
+                        // `size / 512` bytes fit in them (sized for the largest size).
+                        unsafe {
+                            std::ptr::write_bytes(floor_hva, 0, size / 512);
+                            std::ptr::write_bytes(floor_hva, 0x33, size / 512);
+                        }
+                        black_box(floor_hva);
+                    });
+                    times.push(t);
+                }
+                out.push(median(&times));
+            }
+            Ok(out)
+        };
+        let result = alternate(
             rounds,
             &mut [
                 &mut growth_round::<Ept4>,
                 &mut growth_round::<Arm>,
                 &mut growth_round::<Peer>,
+                &mut memset_round,
             ],
-        )?;
+        );
+        // SAFETY: allocated above, no longer used.
+        unsafe { pool::pool().dealloc_frames(floor, floor_frames) };
+        let [o, a, p, m] = result?;
         let spread = |samples: &[Vec<f64>]| {
             let per_page: Vec<f64> = GROWTH
                 .iter()
@@ -600,6 +633,19 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
             let hi = per_page.iter().copied().fold(0.0, f64::max);
             (hi / lo - 1.0) * 100.0
         };
+        figs.push(
+            Figure::solo("map_4k_growth_memset_floor", "% spread", spread(&m)).note(
+                "the same spread for zeroing then filling the tables' bytes with memset \
+                 (what the hardware gives for that write pattern)",
+            ),
+        );
+        for (j, &size) in GROWTH.iter().enumerate() {
+            figs.push(Figure::solo(
+                format!("memset_floor_{}", size_name(size)),
+                "µs",
+                median_of(&m, j) * 1e6,
+            ));
+        }
         for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
             rows.push(
                 Figure::pair(
