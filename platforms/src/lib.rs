@@ -3,6 +3,9 @@
 //! hypervisor-side test monitor that prints each result and the closing
 //! `N passed, M failed` line.
 //!
+//! With the default `host` feature it also has the hypervisor side that needs
+//! `vm-core`: the emulated test device and the config-vs-layout check.
+//!
 //! The boards themselves are sub-crates (`platforms/qemu-virt-aarch64`, ...), and the
 //! test guest is `platforms/test-guest`; this crate is portable `no_std` code without
 //! `cfg(target_arch)`, tested on the host.
@@ -17,5 +20,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod guest;
+#[cfg(feature = "host")]
+pub mod host;
+pub mod layouts;
 pub mod monitor;
 pub mod protocol;

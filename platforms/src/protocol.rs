@@ -189,11 +189,12 @@ pub const RO_PATTERN: u64 = 0x5254_5441_505f_4f52;
 /// What the secondary vCPU writes to the mailbox: its start argument xor this.
 pub const MAILBOX_MAGIC: u64 = 0x5345_434f_4e44_4152;
 
-/// Where things are in the test VM's guest-physical space. Each board defines one
-/// and its embedded VM config must agree (the monitor checks it at boot).
+/// Where things are in the test VM's guest-physical space. Each board has one in
+/// [`crate::layouts`]; its embedded VM config must agree (checked at boot by
+/// `platforms::host::check_config`, and on the host by this crate's tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestLayout {
-    /// Start of the RAM the guest image is loaded into (eagerly mapped RW+X).
+    /// Start of the guest RAM (eagerly mapped RWX).
     pub ram_base: u64,
     /// Its size.
     pub ram_size: u64,
@@ -217,4 +218,38 @@ pub struct GuestLayout {
     pub scratch: u64,
     /// Stack tops for vCPU 0 and vCPU 1 (inside RAM).
     pub stacks: [u64; 2],
+    /// Where the guest image is loaded and entered (inside RAM).
+    pub image: u64,
+}
+
+impl GuestLayout {
+    /// The layout every board uses, around its own addresses: 16 MiB of RAM at
+    /// `ram_base` with the image at `ram_base + image_offset`, a 2 MiB lazy region, a
+    /// 4 KiB read-only region, the test device, an address in no region, and inside
+    /// RAM the unmap page (+0xF0_0000), the mailbox (+0xE0_0000), two scratch pages
+    /// (+0xE1_0000) and the two stack tops (+0xD0_0000, +0xD8_0000).
+    pub const fn standard(
+        ram_base: u64,
+        image_offset: u64,
+        lazy_base: u64,
+        ro_base: u64,
+        mmio_base: u64,
+        outside: u64,
+    ) -> Self {
+        Self {
+            ram_base,
+            ram_size: 0x100_0000,
+            lazy_base,
+            lazy_size: 0x20_0000,
+            ro_base,
+            ro_size: 0x1000,
+            mmio_base,
+            unmap_page: ram_base + 0xf0_0000,
+            outside,
+            mailbox: ram_base + 0xe0_0000,
+            scratch: ram_base + 0xe1_0000,
+            stacks: [ram_base + 0xd0_0000, ram_base + 0xd8_0000],
+            image: ram_base + image_offset,
+        }
+    }
 }

@@ -24,7 +24,6 @@ extern crate alloc;
 mod boot;
 #[cfg(target_os = "none")]
 mod console;
-mod device;
 #[cfg(target_os = "none")]
 mod hal;
 mod heap;

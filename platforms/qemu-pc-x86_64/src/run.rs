@@ -18,9 +18,9 @@ use platforms::protocol::{Call, RO_PATTERN};
 use vm_core::{AccessKind, GuestPhysAddr, HalFrames, Vm, VmExit};
 
 use crate::console::Out;
-use crate::device::TestDevice;
 use crate::hal::{CURRENT_VCPU, CURRENT_VM};
 use crate::layout::{self, GUEST_TABLES, LAYOUT};
+use platforms::host::TestDevice;
 
 /// The vCPU type of this board.
 type VCpu = SvmVCpu<HalFrames>;

@@ -7,7 +7,7 @@ use core::fmt::{self, Write};
 use spin::Mutex;
 
 /// PL011 registers (ARM DDI 0183G §3.2): data, flags (TXFF = bit 5), control.
-const UART_BASE: usize = 0x0900_0000;
+const UART_BASE: usize = crate::layout::UART_BASE as usize;
 const UARTDR: usize = 0x00;
 const UARTFR: usize = 0x18;
 const UARTCR: usize = 0x30;

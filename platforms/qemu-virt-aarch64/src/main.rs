@@ -38,7 +38,6 @@ mod layout;
 mod runner;
 #[cfg(target_os = "none")]
 mod smp;
-mod test_device;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -28,7 +28,6 @@ extern crate alloc;
 mod boot;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod console;
-mod device;
 mod frames;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod hal;

@@ -17,9 +17,9 @@ use vcpu_api::VCpuState;
 use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
 use crate::console::{self, println};
-use crate::device::TestDevice;
 use crate::layout::{self, LAYOUT, TEST_DEVICE};
 use crate::{GUEST_IMAGE, hal, harts};
+use platforms::host::TestDevice;
 
 type SharedMonitor = Arc<Mutex<Monitor>>;
 

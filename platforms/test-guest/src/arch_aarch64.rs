@@ -15,22 +15,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use platforms::guest::{self, GuestOps, Width};
 use platforms::protocol::{Call, GuestLayout};
 
-/// The board's layout (`/work/helpers/LAYOUTS.md`, column qemu-virt-aarch64; the
-/// board's config `configs/qemu-virt-aarch64.toml` must agree, the hypervisor checks).
-const LAYOUT: GuestLayout = GuestLayout {
-    ram_base: 0x4000_0000,
-    ram_size: 0x100_0000,
-    lazy_base: 0x5000_0000,
-    lazy_size: 0x20_0000,
-    ro_base: 0x5100_0000,
-    ro_size: 0x1000,
-    mmio_base: 0x0b00_0000,
-    unmap_page: 0x40f0_0000,
-    outside: 0x6000_0000,
-    mailbox: 0x40e0_0000,
-    scratch: 0x40e1_0000,
-    stacks: [0x40d0_0000, 0x40d8_0000],
-};
+/// The board's layout (shared with the hypervisor, whose VM config is checked
+/// against it).
+const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_AARCH64;
 
 /// PL011 data register and flag register (FR.TXFF, bit 5: transmit FIFO full).
 const UART_DR: u64 = 0x0900_0000;

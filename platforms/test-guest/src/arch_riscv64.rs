@@ -18,22 +18,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use platforms::guest::{self, GuestOps, Width};
 use platforms::protocol::{Call, GuestLayout};
 
-/// The board's layout (`/work/helpers/LAYOUTS.md`, column qemu-virt-riscv64; the
-/// board's config `configs/qemu-virt-riscv64.toml` must agree, the hypervisor checks).
-const LAYOUT: GuestLayout = GuestLayout {
-    ram_base: 0x8000_0000,
-    ram_size: 0x100_0000,
-    lazy_base: 0x9000_0000,
-    lazy_size: 0x20_0000,
-    ro_base: 0x9100_0000,
-    ro_size: 0x1000,
-    mmio_base: 0x0b00_0000,
-    unmap_page: 0x80f0_0000,
-    outside: 0xa000_0000,
-    mailbox: 0x80e0_0000,
-    scratch: 0x80e1_0000,
-    stacks: [0x80d0_0000, 0x80d8_0000],
-};
+/// The board's layout (shared with the hypervisor, whose VM config is checked
+/// against it).
+const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_RISCV64;
 
 /// SBI extensions (SBI specification v2.0).
 const EID_BASE: u64 = 0x10;

@@ -10,22 +10,9 @@ use core::arch::{asm, global_asm};
 use platforms::guest::{self, GuestOps, Width};
 use platforms::protocol::{Call, GuestLayout};
 
-/// The board's layout (`/work/helpers/LAYOUTS.md`, column qemu-pc-x86_64; the
-/// board's config `configs/qemu-pc-x86_64.toml` must agree, the hypervisor checks).
-const LAYOUT: GuestLayout = GuestLayout {
-    ram_base: 0,
-    ram_size: 0x100_0000,
-    lazy_base: 0x4000_0000,
-    lazy_size: 0x20_0000,
-    ro_base: 0x4100_0000,
-    ro_size: 0x1000,
-    mmio_base: 0xd000_0000,
-    unmap_page: 0xf0_0000,
-    outside: 0x8000_0000,
-    mailbox: 0xe0_0000,
-    scratch: 0xe1_0000,
-    stacks: [0xd0_0000, 0xd8_0000],
-};
+/// The board's layout (shared with the hypervisor, whose VM config is checked
+/// against it).
+const LAYOUT: GuestLayout = platforms::layouts::QEMU_PC_X86_64;
 
 /// Port the guest writes to power the VM off.
 const SHUTDOWN_PORT: u16 = 0x604;
