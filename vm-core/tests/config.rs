@@ -1,5 +1,5 @@
-//! VM config loading: the board configs of `configs/` load with the layouts of
-//! LAYOUTS.md, and each bad config gives its field-named error. This test binary
+//! VM config loading: the board configs of `configs/` load with the board layouts
+//! (`platforms::layouts`), and each bad config gives its field-named error. This test binary
 //! uses only the config part of vm-core and links without any `VmHal`
 //! implementation, as a board's build script does.
 

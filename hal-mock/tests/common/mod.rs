@@ -51,7 +51,7 @@ impl MmioDevice for TestDevice {
     }
 }
 
-/// The guest-physical layout of a board's test VM (LAYOUTS.md).
+/// The guest-physical layout of a board's test VM (as in `platforms::layouts`).
 #[derive(Clone, Copy, Debug)]
 pub struct Layout {
     pub ram: u64,
