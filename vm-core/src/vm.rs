@@ -786,34 +786,44 @@ impl<V: ArchVCpu> Vm<V> {
         }
     }
 
-    /// Kicks every vCPU for which `busy` holds and waits until it no longer does,
-    /// kicking again every millisecond (a kick may race with an entry).
+    /// Kicks every vCPU for which `busy` holds, then waits until it holds for none,
+    /// kicking the stragglers again every millisecond (a kick may race with an
+    /// entry). All kicks go out before the first wait, so the vCPUs acknowledge in
+    /// parallel.
     fn evict(&self, busy: impl Fn(&VCpuSlot<V>) -> bool) {
-        for slot in &self.vcpus {
-            if !busy(slot) {
-                continue;
-            }
+        let mut pending: Vec<&VCpuSlot<V>> = self.vcpus.iter().filter(|s| busy(s)).collect();
+        if pending.is_empty() {
+            return;
+        }
+        for slot in &pending {
             self.kick(slot);
-            let start = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
-            let mut last = start;
-            let mut warned = false;
-            while busy(slot) {
-                core::hint::spin_loop();
-                let now = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
-                if now.saturating_sub(last) > REKICK_NS {
+        }
+        let start = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+        let mut last = start;
+        let mut warned = false;
+        loop {
+            pending.retain(|s| busy(s));
+            if pending.is_empty() {
+                return;
+            }
+            core::hint::spin_loop();
+            let now = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
+            if now.saturating_sub(last) > REKICK_NS {
+                for slot in &pending {
                     self.kick(slot);
-                    last = now;
                 }
-                if !warned && now.saturating_sub(start) > WARN_NS {
-                    warned = true;
-                    log::warn!(
-                        "VM {}: a vCPU on pCPU {} has not left the guest {} ms after a kick; \
-                         still waiting (check kick_pcpu and the arch exit path)",
-                        self.id,
-                        slot.pcpu.load(Ordering::Relaxed),
-                        WARN_NS / 1_000_000
-                    );
-                }
+                last = now;
+            }
+            if !warned && now.saturating_sub(start) > WARN_NS {
+                warned = true;
+                log::warn!(
+                    "VM {}: {} vCPU(s) (first on pCPU {}) not out of the guest {} ms after a \
+                     kick; still waiting (check kick_pcpu and the arch exit path)",
+                    self.id,
+                    pending.len(),
+                    pending[0].pcpu.load(Ordering::Relaxed),
+                    WARN_NS / 1_000_000
+                );
             }
         }
     }
