@@ -99,6 +99,52 @@ pub(crate) enum LeafSlot {
     Missing,
 }
 
+/// Frames reserved for one operation before it changes any descriptor. Up to eight
+/// live inline (a map of a few huge leaves, the splits at the two ends of a range), so
+/// the common operations never touch the heap for them.
+pub(crate) struct Reserve {
+    inline: [HostPhysAddr; Reserve::INLINE],
+    len: usize,
+    more: Vec<HostPhysAddr>,
+}
+
+impl Reserve {
+    const INLINE: usize = 8;
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            inline: [HostPhysAddr::from_usize(0); Self::INLINE],
+            len: 0,
+            more: Vec::with_capacity(n.saturating_sub(Self::INLINE)),
+        }
+    }
+
+    fn push(&mut self, frame: HostPhysAddr) {
+        if self.len < Self::INLINE {
+            self.inline[self.len] = frame;
+            self.len += 1;
+        } else {
+            self.more.push(frame);
+        }
+    }
+
+    fn pop(&mut self) -> Option<HostPhysAddr> {
+        if let Some(frame) = self.more.pop() {
+            return Some(frame);
+        }
+        self.len = self.len.checked_sub(1)?;
+        Some(self.inline[self.len])
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len + self.more.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Frames given back by an operation and held until its flush completes.
 struct Deferred {
     seq: u64,
@@ -279,8 +325,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Allocates `n` single frames, or none.
-    fn reserve(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
-        let mut frames = Vec::with_capacity(n);
+    fn reserve(&self, n: usize) -> Result<Reserve> {
+        let mut frames = Reserve::with_capacity(n);
         for _ in 0..n {
             match self.alloc.alloc_frame() {
                 Some(f) => frames.push(f),
@@ -298,15 +344,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Gives back reserved frames that were never linked.
-    fn release(&self, frames: &mut Vec<HostPhysAddr>) {
-        for f in frames.drain(..) {
+    fn release(&self, frames: &mut Reserve) {
+        while let Some(f) = frames.pop() {
             // SAFETY: `f` came from `reserve` (one frame) and was never linked.
             unsafe { self.alloc.dealloc_frames(f, 1) };
         }
     }
 
     /// Takes a reserved frame, zeroes it and returns it.
-    fn take(&self, reserve: &mut Vec<HostPhysAddr>) -> HostPhysAddr {
+    fn take(&self, reserve: &mut Reserve) -> HostPhysAddr {
         // The plan counted every table this operation creates; running out would be an
         // engine bug, so fail loudly in tests and fall back to the allocator otherwise.
         let frame = reserve.pop().or_else(|| {
@@ -513,7 +559,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         base: usize,
         src: &S,
         flags: MappingFlags,
-        reserve: &mut Vec<HostPhysAddr>,
+        reserve: &mut Reserve,
     ) -> usize {
         let entries = self.entries(table, level);
         if level == 0 {
@@ -676,7 +722,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         entry: &AtomicU64,
         raw: u64,
         level: usize,
-        reserve: &mut Vec<HostPhysAddr>,
+        reserve: &mut Reserve,
     ) -> HostPhysAddr {
         let t = self.take(reserve);
         let base = F::output_addr(raw, level).as_usize();
@@ -735,12 +781,12 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// Allocates `n` frames for a later `*_reserved` call, or none.
-    pub(crate) fn reserve_frames(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
+    pub(crate) fn reserve_frames(&self, n: usize) -> Result<Reserve> {
         self.reserve(n)
     }
 
     /// Returns unused reserved frames.
-    pub(crate) fn release_frames(&self, frames: &mut Vec<HostPhysAddr>) {
+    pub(crate) fn release_frames(&self, frames: &mut Reserve) {
         self.release(frames)
     }
 
@@ -750,7 +796,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         &mut self,
         range: GpaRange,
         mut visit: Option<&mut dyn FnMut(usize, usize, usize)>,
-        reserve: &mut Vec<HostPhysAddr>,
+        reserve: &mut Reserve,
     ) {
         let (start, end) = (range.start().as_usize(), range.end().as_usize());
         let mut freed = Vec::new();
@@ -780,7 +826,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         start: usize,
         end: usize,
         visit: &mut Option<&mut dyn FnMut(usize, usize, usize)>,
-        reserve: &mut Vec<HostPhysAddr>,
+        reserve: &mut Reserve,
         freed: &mut Vec<HostPhysAddr>,
     ) -> (usize, bool) {
         let entries = self.entries(table, level);
@@ -902,7 +948,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         start: usize,
         end: usize,
         flags: MappingFlags,
-        reserve: &mut Vec<HostPhysAddr>,
+        reserve: &mut Reserve,
     ) -> (usize, bool) {
         let entries = self.entries(table, level);
         let sp = span(level);
