@@ -177,13 +177,68 @@ pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     deferred: VecDeque<Deferred>,
     /// Sequence number of the next deferred entry.
     next_seq: u64,
+    /// Software paging-structure cache (see [`Psc`]).
+    psc: Psc,
     _format: PhantomData<F>,
+}
+
+/// A software paging-structure cache, like the ones hardware walkers keep: for 1 GiB
+/// regions of the first 2 TiB of guest-physical space, the level-1 table (the one
+/// with 2 MiB entries) a walk last went through, so `query` and the lazy-fault path
+/// start there instead of at the root. One slot per region modulo the slot count;
+/// each slot is one atomic word (the table's address with `region + 1` in its low 12
+/// bits), so a lookup never sees half of an update.
+///
+/// Invariant: a slot only names a table that is linked into the tree. Tables are
+/// only unlinked by `unmap_reserved` (with `&mut self`), which clears every slot.
+struct Psc([AtomicU64; Psc::SLOTS]);
+
+impl Psc {
+    const SLOTS: usize = 16;
+    /// Regions whose tag (`region + 1`) fits in the 12 low bits of a frame address.
+    const REGIONS: usize = 2048;
+
+    const fn new() -> Self {
+        Self([const { AtomicU64::new(0) }; Self::SLOTS])
+    }
+
+    /// The cached level-1 table of `gpa`'s 1 GiB region.
+    #[inline(always)]
+    fn get(&self, gpa: usize) -> Option<HostPhysAddr> {
+        let region = gpa >> 30;
+        if region >= Self::REGIONS {
+            return None;
+        }
+        // Acquire: pairs with the release in `put`, which itself follows the acquire
+        // load of the link to the table, so the table's contents are visible.
+        let v = self.0[region % Self::SLOTS].load(Ordering::Acquire);
+        (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize((v & !0xfff) as usize))
+    }
+
+    /// Remembers `table` as the level-1 table of `gpa`'s region.
+    #[inline(always)]
+    fn put(&self, gpa: usize, table: HostPhysAddr) {
+        let region = gpa >> 30;
+        if region < Self::REGIONS {
+            let v = table.as_usize() as u64 | (region as u64 + 1);
+            self.0[region % Self::SLOTS].store(v, Ordering::Release);
+        }
+    }
+
+    /// Forgets everything (before tables are unlinked).
+    fn clear(&mut self) {
+        for slot in &mut self.0 {
+            *slot.get_mut() = 0;
+        }
+    }
 }
 
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// An empty table: allocates and zeroes the root (`F::ROOT_FRAMES` contiguous
     /// frames aligned to their total size).
     pub fn new(alloc: A) -> Result<Self> {
+        // Level 1 is never the root, which the paging-structure cache relies on.
+        const { assert!(F::LEVELS >= 3, "nested formats have at least 3 levels") };
         let root = alloc
             .alloc_frames(F::ROOT_FRAMES, F::ROOT_FRAMES)
             .ok_or(Error::NoMemory {
@@ -196,6 +251,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             tables: F::ROOT_FRAMES,
             deferred: VecDeque::new(),
             next_seq: 0,
+            psc: Psc::new(),
             _format: PhantomData,
         };
         // SAFETY: the root frames were just allocated for this table and are not
@@ -799,6 +855,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         reserve: &mut Reserve,
     ) {
         let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        // Tables may be unlinked below: the cache may not name them any more.
+        self.psc.clear();
         let mut freed = Vec::new();
         let (added, _) = self.clear(
             self.root,
@@ -1062,8 +1120,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if gpa >= Self::gpa_limit() {
             return LeafSlot::Missing;
         }
-        let mut table = self.root;
-        let mut level = F::LEVELS - 1;
+        let (mut table, mut level) = self.walk_start(gpa);
         loop {
             let index = Self::index(gpa, level);
             let raw = self.entries(table, level)[index].load(Ordering::Acquire);
@@ -1071,6 +1128,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 DescKind::Table if level > 0 => {
                     table = F::output_addr(raw, level);
                     level -= 1;
+                    if level == 1 {
+                        self.psc.put(gpa, table);
+                    }
                 }
                 // As `query`: a leaf translates unless it sits above the largest block.
                 DescKind::Leaf if PageSize::at_level(level).is_some() => return LeafSlot::Mapped,
@@ -1099,6 +1159,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         entry.store(F::leaf(hpa, flags, 0), Ordering::Release);
     }
 
+    /// Where a walk of `gpa` starts: its region's cached level-1 table, or the root.
+    #[inline(always)]
+    fn walk_start(&self, gpa: usize) -> (HostPhysAddr, usize) {
+        match self.psc.get(gpa) {
+            Some(table) => (table, 1),
+            None => (self.root, F::LEVELS - 1),
+        }
+    }
+
     /// Translates `gpa`, or `None` when no leaf covers it.
     #[inline]
     pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
@@ -1106,14 +1175,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if gpa >= Self::gpa_limit() {
             return None;
         }
-        let mut table = self.root;
-        let mut level = F::LEVELS - 1;
+        let (mut table, mut level) = self.walk_start(gpa);
         loop {
             let raw = self.entries(table, level)[Self::index(gpa, level)].load(Ordering::Acquire);
             match F::kind(raw, level) {
                 DescKind::Table if level > 0 => {
                     table = F::output_addr(raw, level);
                     level -= 1;
+                    if level == 1 {
+                        self.psc.put(gpa, table);
+                    }
                 }
                 DescKind::Leaf => {
                     let size = PageSize::at_level(level)?;

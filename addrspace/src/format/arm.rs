@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const VALID: u64 = 1 << 0;
@@ -30,6 +30,22 @@ const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// S2AP: the read and write permissions.
 const S2AP: [FlagBits; 2] = [(MappingFlags::READ, S2AP_R), (MappingFlags::WRITE, S2AP_W)];
+
+/// Whether S2AP >> 6 is READ/WRITE's bit pattern.
+const S2AP_SAME_ORDER: bool = MappingFlags::READ.bits() as u64 == S2AP_R >> 6
+    && MappingFlags::WRITE.bits() as u64 == S2AP_W >> 6;
+
+/// The memory-type flags of each MemAttr value: 0b00xx Device, 0b0101 Normal
+/// Non-cacheable, anything else cacheable Normal memory.
+const MEMATTR_FLAGS: [MappingFlags; 16] = {
+    let mut t = [MappingFlags::empty(); 16];
+    t[0b0000] = MappingFlags::DEVICE;
+    t[0b0001] = MappingFlags::DEVICE;
+    t[0b0010] = MappingFlags::DEVICE;
+    t[0b0011] = MappingFlags::DEVICE;
+    t[MEMATTR_NORMAL_NC as usize] = MappingFlags::UNCACHED;
+    t
+};
 
 /// MemAttr for Normal, Outer and Inner Write-Back Cacheable.
 const MEMATTR_NORMAL_WB: u64 = 0b1111;
@@ -201,16 +217,14 @@ impl<const IPA_BITS: u32> NestedFormat for ArmStage2<IPA_BITS> {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = decode_flags(raw, &S2AP);
+        // S2AP[1:0] (bits 7:6) are WRITE/READ in the order of their flag bits
+        // (asserted), the memory type picks DEVICE or UNCACHED by table.
+        const { assert!(S2AP_SAME_ORDER) };
+        let mut flags = MappingFlags::from_bits_retain(((raw >> 6) & 0b11) as u32);
         if raw & XN_MASK == 0 {
             flags |= MappingFlags::EXECUTE;
         }
-        match (raw & MEMATTR_MASK) >> MEMATTR_SHIFT {
-            0b0000..=0b0011 => flags |= MappingFlags::DEVICE,
-            MEMATTR_NORMAL_NC => flags |= MappingFlags::UNCACHED,
-            _ => {}
-        }
-        flags
+        flags.union(MEMATTR_FLAGS[((raw & MEMATTR_MASK) >> MEMATTR_SHIFT) as usize])
     }
 
     fn level_name(level: usize) -> &'static str {

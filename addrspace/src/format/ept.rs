@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const R: u64 = 1 << 0;
@@ -24,6 +24,23 @@ const ACCESS: [FlagBits; 3] = [
     (MappingFlags::READ, R),
     (MappingFlags::WRITE, W),
     (MappingFlags::EXECUTE, X),
+];
+
+/// Whether READ/WRITE/EXECUTE have the bit values of R/W/X.
+const ACCESS_SAME_BITS: bool = MappingFlags::READ.bits() as u64 == R
+    && MappingFlags::WRITE.bits() as u64 == W
+    && MappingFlags::EXECUTE.bits() as u64 == X;
+
+/// The memory-type flags of each EPT memory type (UC = DEVICE, WC = UNCACHED).
+const MEMTYPE_FLAGS: [MappingFlags; 8] = [
+    MappingFlags::DEVICE,
+    MappingFlags::UNCACHED,
+    MappingFlags::empty(),
+    MappingFlags::empty(),
+    MappingFlags::empty(),
+    MappingFlags::empty(),
+    MappingFlags::empty(),
+    MappingFlags::empty(),
 ];
 
 /// EPT memory types (SDM 29.3.7.1, table 12-8 "Memory Types That Can Be Encoded").
@@ -114,13 +131,11 @@ impl NestedFormat for Ept {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = decode_flags(raw, &ACCESS);
-        match (raw & MEMTYPE_MASK) >> MEMTYPE_SHIFT {
-            MT_UC => flags |= MappingFlags::DEVICE,
-            MT_WC => flags |= MappingFlags::UNCACHED,
-            _ => {}
-        }
-        flags
+        // R/W/X sit in bits 0..2 like READ/WRITE/EXECUTE (asserted below), so the
+        // permissions are one mask; the memory type picks DEVICE or UNCACHED.
+        const { assert!(ACCESS_SAME_BITS) };
+        let access = MappingFlags::from_bits_retain((raw & (R | W | X)) as u32);
+        access.union(MEMTYPE_FLAGS[((raw & MEMTYPE_MASK) >> MEMTYPE_SHIFT) as usize])
     }
 
     fn level_name(level: usize) -> &'static str {

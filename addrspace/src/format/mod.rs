@@ -108,15 +108,6 @@ pub(crate) fn encode_flags(flags: MappingFlags, table: &[FlagBits]) -> u64 {
         .fold(0, |raw, (_, bits)| raw | bits)
 }
 
-/// The flags of `table` whose bits are all set in `raw`.
-#[inline(always)]
-pub(crate) fn decode_flags(raw: u64, table: &[FlagBits]) -> MappingFlags {
-    table
-        .iter()
-        .filter(|(_, bits)| raw & bits == *bits)
-        .fold(MappingFlags::empty(), |flags, (f, _)| flags | *f)
-}
-
 /// Writes `name=value` pairs separated by spaces.
 pub(crate) fn fields(f: &mut fmt::Formatter<'_>, pairs: &[(&str, u64)]) -> fmt::Result {
     for (i, (name, value)) in pairs.iter().enumerate() {

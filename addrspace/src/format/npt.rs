@@ -23,6 +23,15 @@ const PS: u64 = 1 << 7;
 const NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// The memory-type flags of each PCD:PWT combination (PAT index with the reset PAT):
+/// 0 WB, 1 WT, 2 UC- (`UNCACHED`), 3 UC (`DEVICE`).
+const CACHE_FLAGS: [MappingFlags; 4] = [
+    MappingFlags::empty(),
+    MappingFlags::empty(),
+    MappingFlags::UNCACHED,
+    MappingFlags::DEVICE,
+];
+
 /// AMD NPT: long-mode entries, 48-bit GPA, 52-bit HPA, 2 MiB and 1 GiB leaves.
 ///
 /// Tables: P | R/W | U/S | A. Leaves: P | U/S | A | D (accessed and dirty preset, so
@@ -104,19 +113,15 @@ impl NestedFormat for Npt {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        let mut flags = MappingFlags::READ;
-        if raw & RW != 0 {
-            flags |= MappingFlags::WRITE;
-        }
+        // R/W is bit 1 like WRITE (asserted); NX clear means executable; PCD/PWT pick
+        // the memory type by table (index = PCD:PWT).
+        const { assert!(MappingFlags::WRITE.bits() as u64 == RW) };
+        let mut flags =
+            MappingFlags::from_bits_retain((raw & RW) as u32 | MappingFlags::READ.bits());
         if raw & NX == 0 {
             flags |= MappingFlags::EXECUTE;
         }
-        match raw & (PCD | PWT) {
-            x if x == PCD | PWT => flags |= MappingFlags::DEVICE,
-            PCD => flags |= MappingFlags::UNCACHED,
-            _ => {}
-        }
-        flags
+        flags.union(CACHE_FLAGS[((raw >> 3) & 0b11) as usize])
     }
 
     fn level_name(level: usize) -> &'static str {

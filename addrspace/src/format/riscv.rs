@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, decode_flags, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const V: u64 = 1 << 0;
@@ -36,6 +36,14 @@ const FLAGS: [FlagBits; 5] = [
     (MappingFlags::DEVICE, SW_DEVICE),
     (MappingFlags::UNCACHED, SW_UNCACHED),
 ];
+
+/// Whether R/W/X are READ/WRITE/EXECUTE shifted left by 1 and the RSW bits are
+/// DEVICE/UNCACHED shifted left by 4 (what `leaf_flags` relies on).
+const SHIFTED_BITS: bool = (MappingFlags::READ.bits() as u64) << 1 == R
+    && (MappingFlags::WRITE.bits() as u64) << 1 == W
+    && (MappingFlags::EXECUTE.bits() as u64) << 1 == X
+    && (MappingFlags::DEVICE.bits() as u64) << 4 == SW_DEVICE
+    && (MappingFlags::UNCACHED.bits() as u64) << 4 == SW_UNCACHED;
 
 /// RISC-V G-stage tables with `LEVELS` levels: 3 = Sv39x4 (41-bit GPA), 4 = Sv48x4
 /// (50-bit GPA). 56-bit physical addresses, 2 MiB and 1 GiB leaves.
@@ -128,7 +136,12 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
 
     #[inline]
     fn leaf_flags(raw: u64) -> MappingFlags {
-        decode_flags(raw, &FLAGS)
+        // R/W/X sit one bit above READ/WRITE/EXECUTE (asserted), the RSW bits eight
+        // above DEVICE/UNCACHED's... so each group is one shift and mask.
+        const { assert!(SHIFTED_BITS) };
+        let access = (raw >> 1) & 0b111;
+        let memtype = (raw >> 4) & (0b11 << 4);
+        MappingFlags::from_bits_retain((access | memtype) as u32)
     }
 
     fn level_name(level: usize) -> &'static str {

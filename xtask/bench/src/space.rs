@@ -82,20 +82,20 @@ fn check_returned<S: Subject>(before: usize, what: &str) -> Result<(), String> {
 fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, String> {
     let before = pool::in_use();
     let hpa = HPA_LIN + hpa_off;
-    // A map of a few huge leaves takes about a microsecond: time it on `MAP_REPS`
-    // fresh spaces and keep the median, so one sample is not one timer tick.
+    // A map of a few huge leaves takes well under a microsecond, close to the timer's
+    // resolution: map `MAP_REPS` fresh spaces in one timed loop and divide, so the
+    // figure is not a count of timer ticks.
     let reps = if hpa_off == K4 { 1 } else { MAP_REPS };
-    let mut maps = Vec::with_capacity(reps);
-    let mut s = S::new()?;
-    for rep in 0..reps {
-        if rep > 0 {
-            s = S::new()?;
-        }
-        let (r, t) = timed(|| s.map_linear(GPA, hpa, G1));
-        r?;
-        maps.push(t);
-    }
-    let map = median(&maps);
+    let mut spaces = (0..reps).map(|_| S::new()).collect::<Result<Vec<S>, String>>()?;
+    let (r, total) = timed(|| {
+        spaces
+            .iter_mut()
+            .try_for_each(|s| s.map_linear(GPA, hpa, G1))
+    });
+    r?;
+    let map = total / reps as f64;
+    let mut s = spaces.pop().ok_or("no space")?;
+    drop(spaces);
     let tables = pool::in_use() - before;
     let ((acc, missed), tr) = timed(|| {
         let (mut acc, mut missed) = (0usize, 0usize);
