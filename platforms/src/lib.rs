@@ -19,6 +19,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "build")]
+pub mod build;
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod host;

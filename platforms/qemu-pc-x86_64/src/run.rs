@@ -35,8 +35,7 @@ const GUEST_COM1_LSR: u16 = 0x3fd;
 const GUEST_SHUTDOWN_PORT: u16 = 0x604;
 const GUEST_SHUTDOWN_VALUE: u64 = 0x2000;
 
-/// The test guest's flat binary (from `HV_GUEST_IMAGE` at build time).
-static GUEST_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guest.bin"));
+include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
 
 /// How the VM ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
