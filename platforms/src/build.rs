@@ -4,9 +4,9 @@
 
 extern crate std;
 
-use std::{format, println};
 use std::path::{Path, PathBuf};
 use std::string::String;
+use std::{format, println};
 
 /// Does everything a board's `build.rs` needs, for board `board` (its config is
 /// `configs/<board>.toml` unless `HV_VM_CONFIG` names another file, its linker script

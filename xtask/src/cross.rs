@@ -37,6 +37,15 @@ impl Arch {
         }
     }
 
+    /// The architecture's HAL crate.
+    pub(crate) fn hal(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "hal-aarch64",
+            Arch::Riscv64 => "hal-riscv64",
+            Arch::X86_64 => "hal-x86_64",
+        }
+    }
+
     pub(crate) fn target(self) -> &'static str {
         match self {
             Arch::Aarch64 => "aarch64-unknown-none",
@@ -50,12 +59,14 @@ impl Arch {
 pub(crate) const PORTABLE: &[&str] = &["addrspace", "vcpu-api", "vm-core"];
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CLIPPY: &str = "/usr/bin/cargo-clippy";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
 
 /// Installs Debian's Rust toolchain and library source unless already there.
 pub(crate) fn ensure_toolchain() -> Result<(), Failed> {
     let ready = Path::new(DEBIAN_CARGO).exists()
+        && Path::new(DEBIAN_CLIPPY).exists()
         && Path::new(RUST_SRC).exists()
         && Command::new(DEBIAN_RUSTC)
             .arg("--version")
@@ -71,6 +82,7 @@ pub(crate) fn ensure_toolchain() -> Result<(), Failed> {
         "cargo-web",
         "rust-web-src",
         "libstd-rust-web-dev",
+        "rust-web-clippy",
         "lld",
     ])
 }
@@ -148,4 +160,33 @@ pub(crate) fn build(arch: Arch) -> Result<(), Failed> {
         cmd.args(["-p", krate]);
     }
     run(&mut cmd)
+}
+
+/// Runs clippy (`-D warnings`) on the bare-metal code of `arch`, which host clippy
+/// never sees (boot code, trap vectors, world switches): the HAL and the board
+/// together, then the test guest on its own (it links without the hypervisor's
+/// allocator, so it must not share a build with the board).
+pub(crate) fn clippy(arch: Arch, board: Option<&str>) -> Result<(), Failed> {
+    ensure_toolchain()?;
+    // The board's build script embeds a guest image; clippy needs none.
+    let dir = cross_target_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Failed(format!("{}: {e}", dir.display())))?;
+    let empty_guest = dir.join("no-guest.bin");
+    std::fs::write(&empty_guest, [])
+        .map_err(|e| Failed(format!("{}: {e}", empty_guest.display())))?;
+    let mut hypervisor = vec![arch.hal()];
+    hypervisor.extend(board);
+    for packages in [hypervisor, vec!["test-guest"]] {
+        let mut cmd = cross_cargo(arch, "clippy");
+        // Debian's cargo runs the `cargo-clippy` it finds first on PATH: its own.
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("/usr/bin:{path}"))
+            .env("HV_GUEST_IMAGE", &empty_guest);
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        cmd.args(["--", "-D", "warnings"]);
+        run(&mut cmd)?;
+    }
+    Ok(())
 }

@@ -114,6 +114,9 @@ fn test() -> Result<(), Failed> {
         step(&format!("cross build {}", arch.name()), || {
             cross::build(arch)
         })?;
+        step(&format!("cross clippy {}", arch.name()), || {
+            cross::clippy(arch, qemu::board(arch).ok().map(|b| b.package))
+        })?;
     }
     // The QEMU suite of every architecture that has a board.
     for arch in cross::Arch::ALL {

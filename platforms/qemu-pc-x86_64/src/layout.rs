@@ -19,9 +19,6 @@ const _: () = assert!(
     "the guest's page tables must lie in RAM below the image"
 );
 
-/// Where the guest image is loaded and entered.
-pub(crate) const GUEST_ENTRY: u64 = LAYOUT.image;
-
 /// The first disagreement between `config` and [`LAYOUT`].
 pub(crate) fn check(config: &VmConfig) -> Result<(), Mismatch> {
     host::check_config(config, &LAYOUT)

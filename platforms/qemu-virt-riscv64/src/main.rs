@@ -76,7 +76,7 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     let frames = hal::FRAMES.init(start, end);
     println!(
         "memory: {frames} frames ({} MiB) free in [{start:?}, {end:?})",
-        frames * FRAME_SIZE >> 20
+        (frames * FRAME_SIZE) >> 20
     );
     let Some(heap) = hal::FRAMES.alloc(HEAP_FRAMES, 1) else {
         fail(format_args!("no room for the heap"));

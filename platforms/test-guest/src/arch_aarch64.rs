@@ -42,8 +42,11 @@ const SMCCC_NOT_SUPPORTED: u64 = u64::MAX;
 #[repr(C, align(4096))]
 struct Table([u64; 4]);
 
+/// MAIR index of the Device-nGnRE attribute (AttrIndx 0, see `MAIR` below).
+const ATTR_DEVICE: u64 = 0;
+
 static IDENTITY_MAP: Table = Table([
-    (1 << 54) | (1 << 53) | (1 << 10) | (0 << 2) | 0b01,
+    (1 << 54) | (1 << 53) | (1 << 10) | (ATTR_DEVICE << 2) | 0b01,
     0x4000_0000 | (1 << 10) | (0b11 << 8) | (1 << 2) | 0b01,
     0,
     0,
