@@ -2,9 +2,10 @@
 //! vCPU run loop, and TLB coherency across vCPUs.
 //!
 //! Design principles:
-//! - **Portable.** No `cfg(target_arch)`, no `asm!`: everything architectural comes
-//!   through [`vcpu_api::ArchVCpu`] (the vCPU) and [`VmHal`] (the platform), and the
-//!   nested format is the vCPU's `ArchVCpu::Format`.
+//! - **Portable.** No architecture-conditional code and no inline assembly: everything
+//!   architectural comes
+//!   through [`vcpu_api::ArchVCpu`] (the vCPU) and [`VmHal`] (the platform), and
+//!   the nested format is the vCPU's `ArchVCpu::Format`.
 //! - **vm-core never touches a page-table entry**: the address space
 //!   ([`addrspace::AddrSpace`]) does, and reports what to invalidate.
 //! - **Coherent unmaps.** When [`Vm::unmap_region`] or [`Vm::protect_region`]
