@@ -543,19 +543,9 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
-        if let (
-            MmioOp::Read {
-                reg, sign_extend, ..
-            },
-            Some(v),
-        ) = (access.op, read_value)
-        {
-            let v = access.width.truncate(v);
-            self.regs[reg % REGS] = if sign_extend {
-                access.width.sign_extend(v)
-            } else {
-                v
-            };
+        if let (MmioOp::Read { reg, .. }, Some(v)) = (access.op, read_value) {
+            let r = &mut self.regs[reg % REGS];
+            *r = access.load_result(*r, v);
         }
         self.last_fault = None;
         self.pc += u64::from(access.insn_len);

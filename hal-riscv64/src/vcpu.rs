@@ -957,20 +957,9 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
-        if let (
-            MmioOp::Read {
-                reg, sign_extend, ..
-            },
-            Some(value),
-        ) = (access.op, read_value)
-        {
-            let value = access.width.truncate(value);
-            let value = if sign_extend {
-                access.width.sign_extend(value)
-            } else {
-                value
-            };
-            self.set_gpr(reg, value)?;
+        if let (MmioOp::Read { reg, .. }, Some(value)) = (access.op, read_value) {
+            let old = self.gpr(reg)?;
+            self.set_gpr(reg, access.load_result(old, value))?;
         }
         self.regs.sepc = self.regs.sepc.wrapping_add(u64::from(access.insn_len));
         self.fault = None;

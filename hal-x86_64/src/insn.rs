@@ -276,30 +276,6 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
     })
 }
 
-/// The new value of a register after a load of `loaded` (of `width`) completed by
-/// `op`: extended to the destination width, merged into `old` for 1- and 2-byte
-/// destinations, zero-extended for 4-byte ones (Intel SDM vol. 1, 3.4.1.1).
-pub fn load_result(
-    old: u64,
-    loaded: u64,
-    width: AccessWidth,
-    sign_extend: bool,
-    reg_width: AccessWidth,
-) -> u64 {
-    let value = width.truncate(loaded);
-    let value = if sign_extend {
-        width.sign_extend(value)
-    } else {
-        value
-    };
-    match reg_width {
-        AccessWidth::Byte => (old & !0xff) | (value & 0xff),
-        AccessWidth::Word => (old & !0xffff) | (value & 0xffff),
-        AccessWidth::Dword => value & 0xffff_ffff,
-        AccessWidth::Qword => value,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,30 +499,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn load_results() {
-        let old = 0xaaaa_aaaa_aaaa_aaaa;
-        assert_eq!(
-            load_result(old, 0x1ff, Byte, false, Byte),
-            0xaaaa_aaaa_aaaa_aaff
-        );
-        assert_eq!(
-            load_result(old, 0xfffe, Word, false, Word),
-            0xaaaa_aaaa_aaaa_fffe
-        );
-        assert_eq!(load_result(old, 0xfffe, Word, false, Dword), 0xfffe);
-        assert_eq!(
-            load_result(old, 0xfffe, Word, true, Qword),
-            0xffff_ffff_ffff_fffe
-        );
-        assert_eq!(load_result(old, 0xfe, Byte, true, Dword), 0xffff_fffe);
-        assert_eq!(
-            load_result(old, 0xffff_fffe, Dword, true, Qword),
-            0xffff_ffff_ffff_fffe
-        );
-        assert_eq!(load_result(old, u64::MAX, Dword, false, Dword), 0xffff_ffff);
-        assert_eq!(load_result(old, 7, Qword, false, Qword), 7);
     }
 }

@@ -747,18 +747,9 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
-        if let (
-            MmioOp::Read {
-                reg,
-                sign_extend,
-                reg_width,
-            },
-            Some(value),
-        ) = (access.op, read_value)
-        {
+        if let (MmioOp::Read { reg, .. }, Some(value)) = (access.op, read_value) {
             let old = self.gpr(reg)?;
-            let new = insn::load_result(old, value, access.width, sign_extend, reg_width);
-            self.set_gpr(reg, new)?;
+            self.set_gpr(reg, access.load_result(old, value))?;
         }
         self.last_npf = None;
         self.advance_rip(u64::from(access.insn_len));
@@ -769,7 +760,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
 /// RAX after an `IN` of `width` that read `value`: AL and AX merge into the old
 /// RAX, EAX is zero-extended (callers handling [`ExitReason::IoRead`] write this).
 pub fn in_result(old_rax: u64, value: u64, width: AccessWidth) -> u64 {
-    insn::load_result(old_rax, value, width, false, width)
+    width.write_register(old_rax, value)
 }
 
 #[cfg(test)]

@@ -53,6 +53,18 @@ impl AccessWidth {
         }
     }
 
+    /// A 64-bit register holding `old` after `value` is written to its low part of
+    /// this width: 8 and 16 bits keep the other bits (x86 `AL`, `AX`), 32 bits clear
+    /// the upper half (Arm `Wt`, x86 32-bit operands), 64 bits replace it.
+    pub const fn write_register(self, old: u64, value: u64) -> u64 {
+        match self {
+            Self::Byte => (old & !0xff) | (value & 0xff),
+            Self::Word => (old & !0xffff) | (value & 0xffff),
+            Self::Dword => value & 0xffff_ffff,
+            Self::Qword => value,
+        }
+    }
+
     /// `value` (of this width) sign-extended to 64 bits.
     pub const fn sign_extend(self, value: u64) -> u64 {
         let shift = 64 - self.bits();
@@ -96,6 +108,32 @@ pub struct MmioAccess {
     pub op: MmioOp,
     /// Bytes to advance the guest PC by once the access is emulated.
     pub insn_len: u8,
+}
+
+impl MmioAccess {
+    /// What the destination register of this load holds once it returned `loaded`,
+    /// given the register's value `old` before: the value cut to the access width,
+    /// sign-extended if the instruction says so, then written at the register's width.
+    /// A 32-bit destination clears the upper half (Arm `Wt`, x86 32-bit operands); an
+    /// 8- or 16-bit one (x86 `AL`, `AX`) keeps the register's other bits, so `old`
+    /// only matters there. For a store it returns `old`.
+    pub const fn load_result(&self, old: u64, loaded: u64) -> u64 {
+        let MmioOp::Read {
+            sign_extend,
+            reg_width,
+            ..
+        } = self.op
+        else {
+            return old;
+        };
+        let value = self.width.truncate(loaded);
+        let value = if sign_extend {
+            self.width.sign_extend(value)
+        } else {
+            value
+        };
+        reg_width.write_register(old, value)
+    }
 }
 
 /// Why an MMIO access could not be decoded. The guest is not resumed; the VM layer
@@ -249,4 +287,58 @@ pub enum ExitReason {
         /// The hardware's reason code.
         reason: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AccessWidth::*;
+
+    fn load(width: AccessWidth, sign_extend: bool, reg_width: AccessWidth) -> MmioAccess {
+        MmioAccess {
+            gpa: GuestPhysAddr::from_usize(0x1000),
+            width,
+            op: MmioOp::Read {
+                reg: 0,
+                sign_extend,
+                reg_width,
+            },
+            insn_len: 4,
+        }
+    }
+
+    /// x86 destinations: 8/16-bit merge, 32-bit zero-extends, 64-bit replaces.
+    #[test]
+    fn load_results_x86() {
+        let old = 0xaaaa_aaaa_aaaa_aaaa;
+        let r = |w, s, rw, v| load(w, s, rw).load_result(old, v);
+        assert_eq!(r(Byte, false, Byte, 0x1ff), 0xaaaa_aaaa_aaaa_aaff);
+        assert_eq!(r(Word, false, Word, 0xfffe), 0xaaaa_aaaa_aaaa_fffe);
+        assert_eq!(r(Word, false, Dword, 0xfffe), 0xfffe);
+        assert_eq!(r(Word, true, Qword, 0xfffe), 0xffff_ffff_ffff_fffe);
+        assert_eq!(r(Byte, true, Dword, 0xfe), 0xffff_fffe);
+        assert_eq!(r(Dword, true, Qword, 0xffff_fffe), 0xffff_ffff_ffff_fffe);
+        assert_eq!(r(Dword, false, Dword, u64::MAX), 0xffff_ffff);
+        assert_eq!(r(Qword, false, Qword, 7), 7);
+    }
+
+    /// Arm destinations: `Xt` takes the (sign-extended) value, `Wt` its low half.
+    #[test]
+    fn load_results_arm() {
+        let r = |w, s, rw, v| load(w, s, rw).load_result(0, v);
+        assert_eq!(r(Byte, true, Qword, 0x80), 0xffff_ffff_ffff_ff80);
+        assert_eq!(r(Byte, true, Dword, 0x80), 0xffff_ff80);
+        assert_eq!(r(Word, false, Qword, 0x1_8000), 0x8000);
+        assert_eq!(r(Dword, true, Qword, 0x8000_0000), 0xffff_ffff_8000_0000);
+        assert_eq!(r(Qword, false, Qword, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_store_leaves_the_register() {
+        let store = MmioAccess {
+            op: MmioOp::Write { value: 1 },
+            ..load(Qword, false, Qword)
+        };
+        assert_eq!(store.load_result(5, 9), 5);
+    }
 }
