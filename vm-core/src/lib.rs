@@ -3,9 +3,8 @@
 //!
 //! Design principles:
 //! - **Portable.** No architecture-conditional code and no inline assembly: everything
-//!   architectural comes
-//!   through [`vcpu_api::ArchVCpu`] (the vCPU) and [`VmHal`] (the platform), and
-//!   the nested format is the vCPU's `ArchVCpu::Format`.
+//!   architectural comes through [`vcpu_api::ArchVCpu`] (the vCPU) and [`VmHal`] (the
+//!   platform), and the nested format is the vCPU's `ArchVCpu::Format`.
 //! - **vm-core never touches a page-table entry**: the address space
 //!   ([`addrspace::AddrSpace`]) does, and reports what to invalidate.
 //! - **Coherent unmaps.** When [`Vm::unmap_region`] or [`Vm::protect_region`]
