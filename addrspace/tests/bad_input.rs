@@ -6,19 +6,12 @@
 use addrspace::testing::PoolAllocator;
 use addrspace::{
     AccessKind, AddrSpace, Area, ArmStage2Ipa40, Ept, Error, FaultOutcome, GpaRange, GuestPhysAddr,
-    HostPhysAddr, MappingFlags, NestedFormat, Npt, Populate, Sv39x4, Translation,
+    MappingFlags, NestedFormat, Npt, Populate, Sv39x4, Translation,
 };
 
-const K4: usize = 0x1000;
-const M2: usize = 0x20_0000;
+mod common;
 
-fn gpa(v: usize) -> GuestPhysAddr {
-    GuestPhysAddr::from_usize(v)
-}
-
-fn hpa(v: usize) -> HostPhysAddr {
-    HostPhysAddr::from_usize(v)
-}
+use common::{K4, M2, gpa, hpa};
 
 type Space<'a, F> = AddrSpace<F, &'a PoolAllocator>;
 

@@ -14,18 +14,11 @@ use addrspace::{
 };
 use proptest::prelude::*;
 
-const K4: usize = 0x1000;
-const M2: usize = 0x20_0000;
-const G1: usize = 0x4000_0000;
-const WINDOW: usize = 4 * G1;
+mod common;
 
-/// Cases per format; CI runs at least 2,000 (override with `MODEL_CASES`).
-fn cases() -> u32 {
-    std::env::var("MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
+use common::{G1, K4, M2, cases, thread_pool, with_budget};
+
+const WINDOW: usize = 4 * G1;
 
 /// A reference model: disjoint segments `start -> (end, hpa at start, flags)`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -221,14 +214,8 @@ fn flags_at(i: usize) -> MappingFlags {
     ALL[i % ALL.len()]
 }
 
-thread_local! {
-    /// One pool per test thread, reused by every case (each case gives back all it
-    /// took, which the case checks), so cases do not pay for fresh host memory.
-    static POOL: &'static PoolAllocator = Box::leak(Box::new(PoolAllocator::with_base(16 * 1024, 0x10_0000_0000)));
-}
-
 fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let pool: &PoolAllocator = POOL.with(|p| *p);
+    let pool = thread_pool(16 * 1024, 0x10_0000_0000);
     pool.never_fail();
     let (allocated, freed) = (pool.allocated(), pool.freed());
     {
@@ -238,10 +225,6 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for (step, op) in ops.into_iter().enumerate() {
             let before = table_segments(&pt);
             let in_use = pool.in_use();
-            let set_budget = |b: Option<usize>| match b {
-                Some(n) => pool.fail_after(n),
-                None => pool.never_fail(),
-            };
             let mut failed = false;
             match op.clone() {
                 Op::Map {
@@ -252,18 +235,16 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     budget,
                 } => {
                     let flags = flags_at(flags);
-                    set_budget(budget);
                     // SAFETY: the test pool's frames are never reached through these
                     // mappings; the HPAs are only numbers here.
-                    let got = unsafe {
+                    let got = with_budget(pool, budget, || unsafe {
                         pt.map(
                             GuestPhysAddr::from_usize(gpa),
                             HostPhysAddr::from_usize(hpa),
                             size,
                             flags,
                         )
-                    };
-                    pool.never_fail();
+                    });
                     let valid = PageTable::<F, &PoolAllocator>::check_flags(flags).is_ok();
                     match (got, model.first_mapped(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => {
@@ -291,9 +272,9 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::Unmap { gpa, size, budget } => {
-                    set_budget(budget);
-                    let got = pt.unmap(GuestPhysAddr::from_usize(gpa), size);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        pt.unmap(GuestPhysAddr::from_usize(gpa), size)
+                    });
                     match (got, model.first_hole(gpa, gpa + size)) {
                         (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
                             prop_assert_eq!(at.as_usize(), hole)
@@ -323,9 +304,9 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     budget,
                 } => {
                     let flags = flags_at(flags);
-                    set_budget(budget);
-                    let got = pt.protect(GuestPhysAddr::from_usize(gpa), size, flags);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        pt.protect(GuestPhysAddr::from_usize(gpa), size, flags)
+                    });
                     let valid = PageTable::<F, &PoolAllocator>::check_flags(flags).is_ok();
                     match (got, model.first_hole(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid),

@@ -7,21 +7,13 @@
 
 use addrspace::testing::PoolAllocator;
 use addrspace::{
-    AccessKind, AddrSpace, ArmStage2Ipa48, Ept, Error, FaultOutcome, GuestPhysAddr, HostPhysAddr,
-    MappingFlags, PageSize, PageTable, Populate, Sv48x4,
+    AccessKind, AddrSpace, ArmStage2Ipa48, Ept, Error, FaultOutcome, MappingFlags, PageSize,
+    PageTable, Populate, Sv48x4,
 };
 
-const K4: usize = 0x1000;
-const M2: usize = 0x20_0000;
-const G1: usize = 0x4000_0000;
+mod common;
 
-fn gpa(v: usize) -> GuestPhysAddr {
-    GuestPhysAddr::from_usize(v)
-}
-
-fn hpa(v: usize) -> HostPhysAddr {
-    HostPhysAddr::from_usize(v)
-}
+use common::{G1, K4, M2, gpa, hpa};
 
 /// axaddrspace refused (or corrupted) unmaps that cut a 2 MiB leaf: we split it.
 #[test]

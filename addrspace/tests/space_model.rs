@@ -16,19 +16,14 @@ use addrspace::{
 };
 use proptest::prelude::*;
 
-const K4: usize = 0x1000;
-const M2: usize = 0x20_0000;
+mod common;
+
+use common::{K4, M2, cases, thread_pool, with_budget};
+
 /// Guest-physical window the operations touch.
 const WINDOW: usize = 32 << 20;
 /// Host RAM that linear areas map (2 MiB-aligned, part of the pool).
 const CHUNK: usize = 8 << 20;
-
-fn cases() -> u32 {
-    std::env::var("MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -274,13 +269,8 @@ fn flags_at(i: usize) -> MappingFlags {
     ][i % 8]
 }
 
-thread_local! {
-    static POOL: &'static PoolAllocator =
-        Box::leak(Box::new(PoolAllocator::with_base(40 * 1024, 0x4_0000_0000)));
-}
-
 fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let pool: &PoolAllocator = POOL.with(|p| *p);
+    let pool = thread_pool(40 * 1024, 0x4_0000_0000);
     pool.never_fail();
     let base_in_use = pool.in_use();
     let chunk = pool.alloc_frames(CHUNK / K4, M2 / K4).expect("chunk");
@@ -294,10 +284,6 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for (step, op) in ops.into_iter().enumerate() {
             let in_use = pool.in_use();
             let areas_before: Vec<_> = space.areas().copied().collect();
-            let set_budget = |b: Option<usize>| match b {
-                Some(n) => pool.fail_after(n),
-                None => pool.never_fail(),
-            };
             let valid = |f: MappingFlags| PageTable::<F, &PoolAllocator>::check_flags(f).is_ok();
             let mut failed = false;
             match op.clone() {
@@ -347,15 +333,14 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     budget,
                 } => {
                     let flags = flags_at(flags);
-                    set_budget(budget);
                     let populate = if lazy {
                         Populate::Lazy
                     } else {
                         Populate::Eager
                     };
-                    let got =
-                        space.map_alloc(GuestPhysAddr::from_usize(gpa), size, flags, populate);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        space.map_alloc(GuestPhysAddr::from_usize(gpa), size, flags, populate)
+                    });
                     match (got, m.first_overlap(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid(flags)),
                         (Err(Error::Overlap { existing, .. }), Some((s, e))) => {
@@ -414,9 +399,9 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::Unmap { gpa, size, budget } => {
-                    set_budget(budget);
-                    let got = space.unmap(GuestPhysAddr::from_usize(gpa), size);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        space.unmap(GuestPhysAddr::from_usize(gpa), size)
+                    });
                     match (got, m.first_uncovered(gpa, gpa + size)) {
                         (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
                             prop_assert_eq!(at.as_usize(), hole)
@@ -446,9 +431,9 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     budget,
                 } => {
                     let flags = flags_at(flags);
-                    set_budget(budget);
-                    let got = space.protect(GuestPhysAddr::from_usize(gpa), size, flags);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        space.protect(GuestPhysAddr::from_usize(gpa), size, flags)
+                    });
                     match (got, m.first_uncovered(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid(flags)),
                         (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
@@ -477,9 +462,9 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } => {
                     let access = [AccessKind::Read, AccessKind::Write, AccessKind::Execute]
                         [access as usize % 3];
-                    set_budget(budget);
-                    let got = space.handle_page_fault(GuestPhysAddr::from_usize(gpa), access);
-                    pool.never_fail();
+                    let got = with_budget(pool, budget, || {
+                        space.handle_page_fault(GuestPhysAddr::from_usize(gpa), access)
+                    });
                     let page = gpa & !(K4 - 1);
                     let expect = match m.area_at(gpa) {
                         None => Ok(FaultOutcome::NoArea),
