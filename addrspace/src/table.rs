@@ -19,6 +19,7 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::format::{DescKind, NestedFormat};
@@ -143,6 +144,23 @@ impl Reserve {
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What [`PageTable::scan`] finds at each step.
+enum Piece {
+    /// A leaf descriptor `raw` at `level`.
+    Leaf { raw: u64, level: usize },
+    /// No usable descriptor.
+    Hole,
+}
+
+/// Where a walk stopped: the first descriptor on the way that is not a table.
+struct Stop {
+    table: HostPhysAddr,
+    level: usize,
+    index: usize,
+    raw: u64,
+    kind: DescKind,
 }
 
 /// Frames given back by an operation and held until its flush completes.
@@ -654,6 +672,36 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         added
     }
 
+    /// Visits `[start, end)` of the subtree at `table` (at `level`) in address
+    /// order: `f(gpa, piece)` for each leaf or hole, `gpa` being where the piece starts
+    /// inside the range, until `f` breaks. The one range walker behind the hole and
+    /// mapping finders, the guest-memory copy and the leaf visitors.
+    fn scan<B>(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        f: &mut impl FnMut(usize, Piece) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let entries = self.entries(table, level);
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match F::kind(raw, level) {
+                DescKind::Table if level > 0 => {
+                    self.scan(F::output_addr(raw, level), level - 1, gpa, slot_end, f)?
+                }
+                DescKind::Leaf => f(gpa, Piece::Leaf { raw, level })?,
+                // Invalid, or malformed (which no walker can use).
+                _ => f(gpa, Piece::Hole)?,
+            }
+            gpa = slot_end;
+        }
+        ControlFlow::Continue(())
+    }
+
     /// The first address in `[start, end)` that the subtree at `table` translates
     /// (`mapped = true`) or does not translate (`mapped = false`).
     fn first_where(
@@ -664,27 +712,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         end: usize,
         mapped: bool,
     ) -> Option<usize> {
-        let entries = self.entries(table, level);
-        let mut gpa = start;
-        while gpa < end {
-            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
-            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
-            match F::kind(raw, level) {
-                DescKind::Table if level > 0 => {
-                    let sub = F::output_addr(raw, level);
-                    if let Some(found) = self.first_where(sub, level - 1, gpa, slot_end, mapped) {
-                        return Some(found);
-                    }
-                }
-                DescKind::Leaf if mapped => return Some(gpa),
-                DescKind::Leaf => {}
-                // Invalid (or malformed, which no walker can use) entries.
-                _ if !mapped => return Some(gpa),
-                _ => {}
-            }
-            gpa = slot_end;
+        let found = self.scan(table, level, start, end, &mut |gpa, piece| match piece {
+            Piece::Leaf { .. } if mapped => ControlFlow::Break(gpa),
+            Piece::Hole if !mapped => ControlFlow::Break(gpa),
+            _ => ControlFlow::Continue(()),
+        });
+        match found {
+            ControlFlow::Break(gpa) => Some(gpa),
+            ControlFlow::Continue(()) => None,
         }
-        None
     }
 
     /// The first address of `range` that is not translated, if any.
@@ -1065,53 +1101,37 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         end: usize,
         mut f: impl FnMut(usize, Translation),
     ) -> core::result::Result<(), usize> {
-        if end > Self::gpa_limit() {
-            // Report what lies below the limit first, as a page-by-page walk would.
-            self.leaves_in(
-                self.root,
-                F::LEVELS - 1,
-                start.min(Self::gpa_limit()),
-                Self::gpa_limit(),
-                &mut f,
-            )?;
-            return Err(start.max(Self::gpa_limit()));
+        let limit = Self::gpa_limit();
+        // What lies below the limit comes first, as a page-by-page walk would.
+        let found = self.scan(
+            self.root,
+            F::LEVELS - 1,
+            start.min(limit),
+            end.min(limit),
+            &mut |gpa, piece| match piece {
+                Piece::Leaf { raw, level } => match PageSize::at_level(level) {
+                    Some(size) => {
+                        let base = F::output_addr(raw, level).as_usize();
+                        f(
+                            gpa,
+                            Translation {
+                                hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
+                                flags: F::leaf_flags(raw),
+                                size,
+                            },
+                        );
+                        ControlFlow::Continue(())
+                    }
+                    None => ControlFlow::Break(gpa),
+                },
+                Piece::Hole => ControlFlow::Break(gpa),
+            },
+        );
+        match found {
+            ControlFlow::Break(gpa) => Err(gpa),
+            ControlFlow::Continue(()) if end > limit => Err(start.max(limit)),
+            ControlFlow::Continue(()) => Ok(()),
         }
-        self.leaves_in(self.root, F::LEVELS - 1, start, end, &mut f)
-    }
-
-    fn leaves_in(
-        &self,
-        table: HostPhysAddr,
-        level: usize,
-        start: usize,
-        end: usize,
-        f: &mut impl FnMut(usize, Translation),
-    ) -> core::result::Result<(), usize> {
-        let entries = self.entries(table, level);
-        let mut gpa = start;
-        while gpa < end {
-            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
-            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
-            match (F::kind(raw, level), PageSize::at_level(level)) {
-                (DescKind::Table, _) if level > 0 => {
-                    self.leaves_in(F::output_addr(raw, level), level - 1, gpa, slot_end, f)?
-                }
-                (DescKind::Leaf, Some(size)) => {
-                    let base = F::output_addr(raw, level).as_usize();
-                    f(
-                        gpa,
-                        Translation {
-                            hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
-                            flags: F::leaf_flags(raw),
-                            size,
-                        },
-                    );
-                }
-                _ => return Err(gpa),
-            }
-            gpa = slot_end;
-        }
-        Ok(())
     }
 
     /// One walk to the 4 KiB entry of `gpa`, for the lazy-fault path: whether `gpa`
@@ -1120,23 +1140,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if gpa >= Self::gpa_limit() {
             return LeafSlot::Missing;
         }
-        let (mut table, mut level) = self.walk_start(gpa);
-        loop {
-            let index = Self::index(gpa, level);
-            let raw = self.entries(table, level)[index].load(Ordering::Acquire);
-            match F::kind(raw, level) {
-                DescKind::Table if level > 0 => {
-                    table = F::output_addr(raw, level);
-                    level -= 1;
-                    if level == 1 {
-                        self.psc.put(gpa, table);
-                    }
-                }
-                // As `query`: a leaf translates unless it sits above the largest block.
-                DescKind::Leaf if PageSize::at_level(level).is_some() => return LeafSlot::Mapped,
-                DescKind::Invalid if level == 0 => return LeafSlot::Free { table, index },
-                _ => return LeafSlot::Missing,
-            }
+        let stop = self.descend(gpa);
+        match stop.kind {
+            // As `query`: a leaf translates unless it sits above the largest block.
+            DescKind::Leaf if PageSize::at_level(stop.level).is_some() => LeafSlot::Mapped,
+            DescKind::Invalid if stop.level == 0 => LeafSlot::Free {
+                table: stop.table,
+                index: stop.index,
+            },
+            _ => LeafSlot::Missing,
         }
     }
 
@@ -1168,6 +1180,33 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         }
     }
 
+    /// Walks `gpa` (below the GPA limit) down through table descriptors, from its
+    /// region's cached level-1 table or the root, caching the level-1 table it passes,
+    /// and returns the first descriptor that is not a table.
+    #[inline(always)]
+    fn descend(&self, gpa: usize) -> Stop {
+        let (mut table, mut level) = self.walk_start(gpa);
+        loop {
+            let index = Self::index(gpa, level);
+            let raw = self.entries(table, level)[index].load(Ordering::Acquire);
+            let kind = F::kind(raw, level);
+            if kind != DescKind::Table || level == 0 {
+                return Stop {
+                    table,
+                    level,
+                    index,
+                    raw,
+                    kind,
+                };
+            }
+            table = F::output_addr(raw, level);
+            level -= 1;
+            if level == 1 {
+                self.psc.put(gpa, table);
+            }
+        }
+    }
+
     /// Translates `gpa`, or `None` when no leaf covers it.
     #[inline]
     pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
@@ -1175,29 +1214,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if gpa >= Self::gpa_limit() {
             return None;
         }
-        let (mut table, mut level) = self.walk_start(gpa);
-        loop {
-            let raw = self.entries(table, level)[Self::index(gpa, level)].load(Ordering::Acquire);
-            match F::kind(raw, level) {
-                DescKind::Table if level > 0 => {
-                    table = F::output_addr(raw, level);
-                    level -= 1;
-                    if level == 1 {
-                        self.psc.put(gpa, table);
-                    }
-                }
-                DescKind::Leaf => {
-                    let size = PageSize::at_level(level)?;
-                    let base = F::output_addr(raw, level).as_usize();
-                    return Some(Translation {
-                        hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
-                        flags: F::leaf_flags(raw),
-                        size,
-                    });
-                }
-                _ => return None,
-            }
+        let stop = self.descend(gpa);
+        if stop.kind != DescKind::Leaf {
+            return None;
         }
+        let size = PageSize::at_level(stop.level)?;
+        let base = F::output_addr(stop.raw, stop.level).as_usize();
+        Some(Translation {
+            hpa: HostPhysAddr::from_usize(base + (gpa & (span(stop.level) - 1))),
+            flags: F::leaf_flags(stop.raw),
+            size,
+        })
     }
 
     /// The translation trace of `gpa`: every level's table, index, raw descriptor and
@@ -1319,54 +1346,32 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
 
     /// Visits every leaf as `(gpa of the leaf, translation of its first byte)` in
     /// address order.
-    pub fn for_each_leaf(&self, mut f: impl FnMut(GuestPhysAddr, Translation)) {
-        self.visit(self.root, F::LEVELS - 1, 0, 0, usize::MAX, &mut f);
+    pub fn for_each_leaf(&self, f: impl FnMut(GuestPhysAddr, Translation)) {
+        self.leaves(0, Self::gpa_limit(), f);
     }
 
     /// Visits the leaves that overlap `range`, in address order.
-    pub fn for_each_leaf_in(
-        &self,
-        range: &GpaRange,
-        mut f: impl FnMut(GuestPhysAddr, Translation),
-    ) {
-        let (start, end) = (range.start().as_usize(), range.end().as_usize());
-        self.visit(self.root, F::LEVELS - 1, 0, start, end, &mut f);
+    pub fn for_each_leaf_in(&self, range: &GpaRange, f: impl FnMut(GuestPhysAddr, Translation)) {
+        let end = range.end().as_usize().min(Self::gpa_limit());
+        self.leaves(range.start().as_usize().min(end), end, f);
     }
 
-    fn visit(
-        &self,
-        table: HostPhysAddr,
-        level: usize,
-        base: usize,
-        start: usize,
-        end: usize,
-        f: &mut impl FnMut(GuestPhysAddr, Translation),
-    ) {
-        for (i, e) in self.entries(table, level).iter().enumerate() {
-            let gpa = base + i * span(level);
-            if gpa.saturating_add(span(level)) <= start || gpa >= end {
-                continue;
+    fn leaves(&self, start: usize, end: usize, mut f: impl FnMut(GuestPhysAddr, Translation)) {
+        let _ = self.scan::<()>(self.root, F::LEVELS - 1, start, end, &mut |gpa, piece| {
+            if let Piece::Leaf { raw, level } = piece
+                && let Some(size) = PageSize::at_level(level)
+            {
+                f(
+                    GuestPhysAddr::from_usize(gpa & !(span(level) - 1)),
+                    Translation {
+                        hpa: F::output_addr(raw, level),
+                        flags: F::leaf_flags(raw),
+                        size,
+                    },
+                );
             }
-            let raw = e.load(Ordering::Acquire);
-            match F::kind(raw, level) {
-                DescKind::Table if level > 0 => {
-                    self.visit(F::output_addr(raw, level), level - 1, gpa, start, end, f)
-                }
-                DescKind::Leaf => {
-                    if let Some(size) = PageSize::at_level(level) {
-                        f(
-                            GuestPhysAddr::from_usize(gpa),
-                            Translation {
-                                hpa: F::output_addr(raw, level),
-                                flags: F::leaf_flags(raw),
-                                size,
-                            },
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
+            ControlFlow::Continue(())
+        });
     }
 }
 
