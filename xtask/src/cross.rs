@@ -166,7 +166,7 @@ pub(crate) fn build(arch: Arch) -> Result<(), Failed> {
 /// never sees (boot code, trap vectors, world switches): the HAL and the board
 /// together, then the test guest on its own (it links without the hypervisor's
 /// allocator, so it must not share a build with the board).
-pub(crate) fn clippy(arch: Arch, board: Option<&str>) -> Result<(), Failed> {
+pub(crate) fn clippy(arch: Arch, board: &str) -> Result<(), Failed> {
     ensure_toolchain()?;
     // The board's build script embeds a guest image; clippy needs none.
     let dir = cross_target_dir();
@@ -174,9 +174,7 @@ pub(crate) fn clippy(arch: Arch, board: Option<&str>) -> Result<(), Failed> {
     let empty_guest = dir.join("no-guest.bin");
     std::fs::write(&empty_guest, [])
         .map_err(|e| Failed(format!("{}: {e}", empty_guest.display())))?;
-    let mut hypervisor = vec![arch.hal()];
-    hypervisor.extend(board);
-    for packages in [hypervisor, vec!["test-guest"]] {
+    for packages in [vec![arch.hal(), board], vec!["test-guest"]] {
         let mut cmd = cross_cargo(arch, "clippy");
         // Debian's cargo runs the `cargo-clippy` it finds first on PATH: its own.
         let path = std::env::var("PATH").unwrap_or_default();

@@ -115,14 +115,11 @@ fn test() -> Result<(), Failed> {
             cross::build(arch)
         })?;
         step(&format!("cross clippy {}", arch.name()), || {
-            cross::clippy(arch, qemu::board(arch).ok().map(|b| b.package))
+            cross::clippy(arch, qemu::board(arch).package)
         })?;
     }
-    // The QEMU suite of every architecture that has a board.
     for arch in cross::Arch::ALL {
-        if qemu::board(arch).is_ok() {
-            step(&format!("qemu {}", arch.name()), || qemu::qemu(arch, None))?;
-        }
+        step(&format!("qemu {}", arch.name()), || qemu::qemu(arch, None))?;
     }
     println!(
         "xtask: all checks passed in {:.0} s",
