@@ -29,7 +29,7 @@ _start32:
     mov     %eax, %ebp
     mov     %ebx, %esi
     mov     $boot_stack_top, %esp
-    // Zero .bss (page tables, stack, heap, statics).
+    // Zero .bss (page tables, stack, statics).
     mov     $__bss_start, %edi
     mov     $__bss_end, %ecx
     sub     %edi, %ecx

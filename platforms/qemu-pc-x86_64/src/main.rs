@@ -26,7 +26,6 @@ mod boot;
 mod console;
 #[cfg(target_os = "none")]
 mod hal;
-mod heap;
 mod layout;
 #[cfg(target_os = "none")]
 mod run;
@@ -43,9 +42,10 @@ mod exit {
     pub(crate) const FAILURE: u32 = 0x11;
 }
 
+/// The heap for `alloc` (vm-core's VMs, areas, devices), as on the other boards.
 #[cfg(target_os = "none")]
 #[global_allocator]
-static HEAP: heap::Heap = heap::Heap::empty();
+static HEAP: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::empty();
 
 /// Heap size, taken from the frame allocator at boot.
 #[cfg(target_os = "none")]
@@ -98,7 +98,7 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
         fail(format_args!("no {HEAP_BYTES} bytes for the heap"));
     };
     // SAFETY: frames just taken from the allocator for good, identity-mapped.
-    unsafe { HEAP.init(heap.as_usize() as *mut u8, HEAP_BYTES) };
+    unsafe { HEAP.lock().init(heap.as_usize(), HEAP_BYTES) };
 
     // SAFETY: CPL 0 on bare metal; FRAMES hands out frames we own.
     match unsafe { hal_x86_64::svm::enable(&hal::FRAMES) } {
