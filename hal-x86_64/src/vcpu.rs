@@ -14,8 +14,8 @@ use core::fmt;
 
 use addrspace::{AccessKind, FrameAllocator, GuestPhysAddr, HostPhysAddr, Npt, PAGE_SIZE};
 use vcpu_api::{
-    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp,
-    SysRegAddr, VCpuError, VCpuResult,
+    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, SysRegAddr, VCpuError,
+    VCpuResult,
 };
 
 use crate::exit::{NpfErrorCode, SvmExit};
@@ -757,12 +757,6 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 }
 
-/// RAX after an `IN` of `width` that read `value`: AL and AX merge into the old
-/// RAX, EAX is zero-extended (callers handling [`ExitReason::IoRead`] write this).
-pub fn in_result(old_rax: u64, value: u64, width: AccessWidth) -> u64 {
-    width.write_register(old_rax, value)
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -770,6 +764,7 @@ mod tests {
     use std::vec::Vec;
 
     use addrspace::HostVirtAddr;
+    use vcpu_api::AccessWidth;
 
     use super::*;
     use crate::exit::code;
@@ -936,8 +931,9 @@ mod tests {
                 width: AccessWidth::Word
             })
         );
+        // What the caller then writes to RAX: AX merges into the old value.
         assert_eq!(
-            in_result(0x1234_5641, 0xbeef, AccessWidth::Word),
+            AccessWidth::Word.write_register(0x1234_5641, 0xbeef),
             0x1234_beef
         );
         let rep_outsb = (0x3f8 << 16) | (1 << 4) | (1 << 3) | (1 << 2);

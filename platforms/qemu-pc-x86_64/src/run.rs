@@ -227,10 +227,11 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                     GUEST_COM1_LSR => 0x60,
                     _ => u64::MAX,
                 };
+                // AL and AX merge into RAX, EAX zero-extends it.
                 let r = vm.with_vcpu(v, |cpu| {
                     use vcpu_api::ArchVCpu;
                     let old = cpu.gpr(0).unwrap_or(0);
-                    cpu.set_gpr(0, hal_x86_64::vcpu::in_result(old, value, width))
+                    cpu.set_gpr(0, width.write_register(old, value))
                 });
                 if !matches!(r, Ok(Ok(()))) {
                     return End::Failed;
