@@ -11,38 +11,20 @@
 
 use core::fmt;
 
-use vcpu_api::AccessWidth;
+use vcpu_api::{AccessWidth, MmioOp};
 
 /// The longest x86 instruction.
 pub const MAX_INSN_LEN: usize = 15;
-
-/// What a decoded memory instruction does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemOp {
-    /// A load into general register `reg` (RAX = 0 .. R15 = 15).
-    Load {
-        /// Destination register.
-        reg: usize,
-        /// Whether the loaded value is sign-extended (`movsx`, `movsxd`).
-        sign_extend: bool,
-        /// The destination operand size: a 1- or 2-byte destination keeps the
-        /// register's other bits, a 4-byte one clears bits 63:32, 8 bytes is all.
-        reg_width: AccessWidth,
-    },
-    /// A store of `value` (already cut to the access width).
-    Store {
-        /// The value written.
-        value: u64,
-    },
-}
 
 /// A decoded memory instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemInsn {
     /// Bytes accessed.
     pub width: AccessWidth,
-    /// Load or store.
-    pub op: MemOp,
+    /// Load (into RAX = 0 .. R15 = 15; `reg_width` is the destination operand size,
+    /// `sign_extend` set for `movsx`/`movsxd`) or store (of a value already cut to
+    /// the access width).
+    pub op: MmioOp,
     /// Instruction length in bytes.
     pub len: u8,
 }
@@ -176,7 +158,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
             gpr(r) & 0xff
         }
     };
-    let load = |reg: usize, sign_extend, reg_width| MemOp::Load {
+    let load = |reg: usize, sign_extend, reg_width| MmioOp::Read {
         reg,
         sign_extend,
         reg_width,
@@ -187,10 +169,10 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
             let modrm = c.next()?;
             let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
             if b == 0x88 {
-                (AccessWidth::Byte, MemOp::Store { value: reg8(reg) })
+                (AccessWidth::Byte, MmioOp::Write { value: reg8(reg) })
             } else {
                 let value = op_width.truncate(gpr(reg));
-                (op_width, MemOp::Store { value })
+                (op_width, MmioOp::Write { value })
             }
         }
         // MOV r8, r/m8 / MOV r, r/m
@@ -224,14 +206,14 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
             }
             if b == 0xc6 {
                 let value = c.imm(1)?;
-                (AccessWidth::Byte, MemOp::Store { value })
+                (AccessWidth::Byte, MmioOp::Write { value })
             } else {
                 let value = match op_width {
                     AccessWidth::Word => c.imm(2)?,
                     AccessWidth::Dword => c.imm(4)?,
                     _ => AccessWidth::Dword.sign_extend(c.imm(4)?),
                 };
-                (op_width, MemOp::Store { value })
+                (op_width, MmioOp::Write { value })
             }
         }
         // MOV AL/rAX, moffs and MOV moffs, AL/rAX.
@@ -246,7 +228,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
                 (width, load(0, false, width))
             } else {
                 let value = width.truncate(gpr(0));
-                (width, MemOp::Store { value })
+                (width, MmioOp::Write { value })
             }
         }
         0x0f => {
@@ -294,7 +276,7 @@ mod tests {
     fn store(width: AccessWidth, value: u64, len: u8) -> Result<MemInsn, InsnError> {
         Ok(MemInsn {
             width,
-            op: MemOp::Store { value },
+            op: MmioOp::Write { value },
             len,
         })
     }
@@ -308,7 +290,7 @@ mod tests {
     ) -> Result<MemInsn, InsnError> {
         Ok(MemInsn {
             width,
-            op: MemOp::Load {
+            op: MmioOp::Read {
                 reg,
                 sign_extend,
                 reg_width,

@@ -20,7 +20,7 @@ use vcpu_api::{
 
 use crate::exit::{NpfErrorCode, SvmExit};
 use crate::guest_paging::{CR0_PG, CR4_PAE, GuestPaging};
-use crate::insn::{self, MAX_INSN_LEN, MemOp};
+use crate::insn::{self, MAX_INSN_LEN};
 use crate::permission::{IOPM_BYTES, MSRPM_BYTES};
 use crate::svm::{self, EFER_LMA, EFER_LME, EFER_SVME};
 use crate::vmcb::{Vmcb, VmcbSegment, intercept1, intercept2, tlb_control};
@@ -722,28 +722,18 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         let unsupported = MmioDecodeError::Unsupported { pc, insn: first8 };
         let decoded =
             insn::decode(&bytes[..have], |i| self.gpr(i).unwrap_or(0)).map_err(|_| unsupported)?;
-        let op = match (decoded.op, access) {
-            (
-                MemOp::Load {
-                    reg,
-                    sign_extend,
-                    reg_width,
-                },
-                AccessKind::Read,
-            ) => MmioOp::Read {
-                reg,
-                sign_extend,
-                reg_width,
-            },
-            (MemOp::Store { value }, AccessKind::Write) => MmioOp::Write { value },
-            _ => return Err(unsupported),
-        };
-        Ok(MmioAccess {
-            gpa,
-            width: decoded.width,
-            op,
-            insn_len: decoded.len,
-        })
+        // A load must have caused a read fault, a store a write fault.
+        match (decoded.op, access) {
+            (MmioOp::Read { .. }, AccessKind::Read) | (MmioOp::Write { .. }, AccessKind::Write) => {
+                Ok(MmioAccess {
+                    gpa,
+                    width: decoded.width,
+                    op: decoded.op,
+                    insn_len: decoded.len,
+                })
+            }
+            _ => Err(unsupported),
+        }
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {

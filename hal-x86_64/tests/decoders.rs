@@ -6,10 +6,10 @@
 use addrspace::GuestPhysAddr;
 use hal_x86_64::exit::SvmExit;
 use hal_x86_64::guest_paging::{CR0_PG, CR4_PAE, EFER_LMA, GuestPaging};
-use hal_x86_64::insn::{self, MemOp};
+use hal_x86_64::insn;
 use hal_x86_64::multiboot::memory_map;
 use proptest::prelude::*;
-use vcpu_api::{AccessWidth, GuestMemory};
+use vcpu_api::{AccessWidth, GuestMemory, MmioOp};
 
 /// Encodes `mov reg, [base + disp]` (load) or `mov [base + disp], reg` (store) of
 /// `width` in 64-bit mode, the way an assembler does (Intel SDM vol. 2, 2.1-2.2).
@@ -76,7 +76,7 @@ proptest! {
         if let Ok(d) = insn::decode(&bytes, |i| i as u64) {
             prop_assert!(d.len as usize <= bytes.len().min(insn::MAX_INSN_LEN));
             prop_assert!(d.len >= 2);
-            if let MemOp::Load { reg, .. } = d.op {
+            if let MmioOp::Read { reg, .. } = d.op {
                 prop_assert!(reg < 16);
             }
         }
@@ -100,10 +100,10 @@ proptest! {
         if load {
             prop_assert_eq!(
                 d.op,
-                MemOp::Load { reg: reg as usize, sign_extend: false, reg_width: width }
+                MmioOp::Read { reg: reg as usize, sign_extend: false, reg_width: width }
             );
         } else {
-            prop_assert_eq!(d.op, MemOp::Store { value: width.truncate(regs(reg as usize)) });
+            prop_assert_eq!(d.op, MmioOp::Write { value: width.truncate(regs(reg as usize)) });
         }
     }
 
