@@ -2,6 +2,8 @@
 //! GPA of the guest's identity page tables, and the check that the embedded VM
 //! config builds it.
 
+use addrspace::FRAME_SIZE;
+use hal_x86_64::guest_paging::IDENTITY_TABLE_FRAMES;
 use platforms::host::{self, Mismatch};
 use platforms::protocol::GuestLayout;
 use vm_core::VmConfig;
@@ -10,12 +12,13 @@ use vm_core::VmConfig;
 pub(crate) const LAYOUT: GuestLayout = platforms::layouts::QEMU_PC_X86_64;
 
 /// Guest-physical address of the identity page tables the hypervisor writes for
-/// the guest (6 frames, in RAM below the image at 1 MiB, used by nothing else).
+/// the guest ([`IDENTITY_TABLE_FRAMES`] frames, in RAM below the image at 1 MiB, used
+/// by nothing else).
 pub(crate) const GUEST_TABLES: u64 = 0x1000;
 
 // RAM starts at 0 on this board, so only the upper bound needs checking.
 const _: () = assert!(
-    GUEST_TABLES + 6 * 0x1000 <= LAYOUT.image,
+    GUEST_TABLES + (IDENTITY_TABLE_FRAMES * FRAME_SIZE) as u64 <= LAYOUT.image,
     "the guest's page tables must lie in RAM below the image"
 );
 

@@ -93,14 +93,11 @@ fn prepare(config: vm_core::VmConfig) -> vm_core::VmResult<Arc<Vm<VCpu>>> {
             },
         )
     })?;
-    for (i, table) in identity_tables(GUEST_TABLES).iter().enumerate() {
-        let mut bytes = [0u8; 4096];
-        for (chunk, entry) in bytes.chunks_exact_mut(8).zip(table) {
-            chunk.copy_from_slice(&entry.to_le_bytes());
-        }
-        let gpa = GUEST_TABLES as usize + i * 4096;
-        vm.write_guest(GuestPhysAddr::from_usize(gpa), &bytes)?;
-    }
+    // The tables as `u64`s in host order, which is the guest's (little-endian).
+    vm.write_to_guest_of(
+        GuestPhysAddr::from_usize(GUEST_TABLES as usize),
+        &identity_tables(GUEST_TABLES),
+    )?;
     vm.load_kernel(GUEST_IMAGE)?;
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
