@@ -25,10 +25,11 @@ use crate::permission::{IOPM_BYTES, MSRPM_BYTES};
 use crate::svm::{self, EFER_LMA, EFER_LME, EFER_SVME};
 use crate::vmcb::{Vmcb, VmcbSegment, intercept1, intercept2, tlb_control};
 
-/// Index of RAX, RSP and RDI in the vCPU's general registers.
+/// Indices of general registers (the `ArchVCpu` numbering).
 const RAX: usize = 0;
 const RCX: usize = 1;
 const RDX: usize = 2;
+const RBX: usize = 3;
 const RSP: usize = 4;
 const RSI: usize = 6;
 const RDI: usize = 7;
@@ -227,20 +228,15 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     fn emulate_cpuid(&mut self) {
         let leaf = self.vmcb().save.rax as u32;
         let sub = self.gprs[RCX] as u32;
-        let (a, b, mut c, d) = svm::cpuid(leaf, sub);
-        match leaf {
-            1 => c |= 1 << 31,
-            0x8000_0001 => c &= !(1 << 2),
-            0x8000_000a => c = 0,
-            _ => {}
-        }
-        let (a, b, c, d) = if leaf == 0x8000_000a {
-            (0, 0, 0, 0)
-        } else {
-            (a, b, c, d)
+        let (a, b, c, d) = match (leaf, svm::cpuid(leaf, sub)) {
+            (1, (a, b, c, d)) => (a, b, c | 1 << 31, d),
+            // SVM (ECX[2]) hidden, and its feature leaf empty.
+            (0x8000_0001, (a, b, c, d)) => (a, b, c & !(1 << 2), d),
+            (0x8000_000a, _) => (0, 0, 0, 0),
+            (_, r) => r,
         };
         self.vmcb_mut().save.rax = u64::from(a);
-        self.gprs[3] = u64::from(b);
+        self.gprs[RBX] = u64::from(b);
         self.gprs[RCX] = u64::from(c);
         self.gprs[RDX] = u64::from(d);
         self.advance_rip(2);
@@ -972,6 +968,32 @@ mod tests {
                 reason: code::INVALID
             })
         );
+    }
+
+    /// CPUID answers with the host's values in EAX, EBX, ECX, EDX, edited for three
+    /// leaves (runs CPUID on the host, so it needs an x86_64 host).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cpuid_passes_the_host_through_with_edits() {
+        let mut v = vcpu();
+        let mut cpuid = |leaf: u32| {
+            v.set_gpr(RAX, leaf.into()).unwrap();
+            v.set_gpr(RCX, 0).unwrap();
+            let pc = v.pc();
+            assert_eq!(exit(&mut v, code::CPUID, 0, 0), None, "handled here");
+            assert_eq!(v.pc(), pc + 2);
+            [RAX, RBX, RCX, RDX].map(|r| v.gpr(r).unwrap() as u32)
+        };
+        let host = |leaf| {
+            let (a, b, c, d) = svm::cpuid(leaf, 0);
+            [a, b, c, d]
+        };
+        assert_eq!(cpuid(0), host(0), "vendor leaf as is");
+        let [a, b, c, d] = host(1);
+        assert_eq!(cpuid(1), [a, b, c | 1 << 31, d], "hypervisor present");
+        let [a, b, c, d] = host(0x8000_0001);
+        assert_eq!(cpuid(0x8000_0001), [a, b, c & !(1 << 2), d], "no SVM");
+        assert_eq!(cpuid(0x8000_000a), [0; 4], "no SVM features");
     }
 
     #[test]
