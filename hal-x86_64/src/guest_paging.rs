@@ -7,14 +7,14 @@
 use addrspace::GuestPhysAddr;
 use vcpu_api::GuestMemory;
 
+use crate::svm::EFER_LMA;
+
 /// CR0.PG.
 pub const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.
 pub const CR4_PAE: u64 = 1 << 5;
 /// CR4.LA57 (5-level paging).
 pub const CR4_LA57: u64 = 1 << 12;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
 
 const P: u64 = 1;
 const RW: u64 = 1 << 1;
