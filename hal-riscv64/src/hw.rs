@@ -75,74 +75,28 @@ global_asm!(
 .balign 4
 .global hal_rv64_run_guest
 hal_rv64_run_guest:
+    // Host ra, sp, gp, tp, s0..s11.
     sd ra, {host}+0*8(a0)
     sd sp, {host}+1*8(a0)
     sd gp, {host}+2*8(a0)
     sd tp, {host}+3*8(a0)
-    sd s0, {host}+4*8(a0)
-    sd s1, {host}+5*8(a0)
-    sd s2, {host}+6*8(a0)
-    sd s3, {host}+7*8(a0)
-    sd s4, {host}+8*8(a0)
-    sd s5, {host}+9*8(a0)
-    sd s6, {host}+10*8(a0)
-    sd s7, {host}+11*8(a0)
-    sd s8, {host}+12*8(a0)
-    sd s9, {host}+13*8(a0)
-    sd s10, {host}+14*8(a0)
-    sd s11, {host}+15*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11
+    sd s\n, {host}+(4+\n)*8(a0)
+    .endr
     // Host fs0..fs11 and fcsr (callee-saved in the lp64d ABI) are kept in `regs`;
     // the guest's FP registers are loaded when it has FP state (fp_live), before
     // sstatus is written so the guest starts with FS = Clean and a later Dirty
     // means it changed them.
-    fsd fs0, {host_fs}+0*8(a0)
-    fsd fs1, {host_fs}+1*8(a0)
-    fsd fs2, {host_fs}+2*8(a0)
-    fsd fs3, {host_fs}+3*8(a0)
-    fsd fs4, {host_fs}+4*8(a0)
-    fsd fs5, {host_fs}+5*8(a0)
-    fsd fs6, {host_fs}+6*8(a0)
-    fsd fs7, {host_fs}+7*8(a0)
-    fsd fs8, {host_fs}+8*8(a0)
-    fsd fs9, {host_fs}+9*8(a0)
-    fsd fs10, {host_fs}+10*8(a0)
-    fsd fs11, {host_fs}+11*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11
+    fsd fs\n, {host_fs}+\n*8(a0)
+    .endr
     frcsr t0
     sd t0, {host_fcsr}(a0)
     ld t0, {fp_live}(a0)
     beqz t0, 2f
-    fld f0, {fp}+0*8(a0)
-    fld f1, {fp}+1*8(a0)
-    fld f2, {fp}+2*8(a0)
-    fld f3, {fp}+3*8(a0)
-    fld f4, {fp}+4*8(a0)
-    fld f5, {fp}+5*8(a0)
-    fld f6, {fp}+6*8(a0)
-    fld f7, {fp}+7*8(a0)
-    fld f8, {fp}+8*8(a0)
-    fld f9, {fp}+9*8(a0)
-    fld f10, {fp}+10*8(a0)
-    fld f11, {fp}+11*8(a0)
-    fld f12, {fp}+12*8(a0)
-    fld f13, {fp}+13*8(a0)
-    fld f14, {fp}+14*8(a0)
-    fld f15, {fp}+15*8(a0)
-    fld f16, {fp}+16*8(a0)
-    fld f17, {fp}+17*8(a0)
-    fld f18, {fp}+18*8(a0)
-    fld f19, {fp}+19*8(a0)
-    fld f20, {fp}+20*8(a0)
-    fld f21, {fp}+21*8(a0)
-    fld f22, {fp}+22*8(a0)
-    fld f23, {fp}+23*8(a0)
-    fld f24, {fp}+24*8(a0)
-    fld f25, {fp}+25*8(a0)
-    fld f26, {fp}+26*8(a0)
-    fld f27, {fp}+27*8(a0)
-    fld f28, {fp}+28*8(a0)
-    fld f29, {fp}+29*8(a0)
-    fld f30, {fp}+30*8(a0)
-    fld f31, {fp}+31*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    fld f\n, {fp}+\n*8(a0)
+    .endr
     ld t0, {fcsr}(a0)
     fscsr t0
 2:
@@ -156,73 +110,21 @@ hal_rv64_run_guest:
     csrrw t0, stvec, t0
     sd t0, {host_stvec}(a0)
     csrw sscratch, a0
-    ld x1, 1*8(a0)
-    ld x2, 2*8(a0)
-    ld x3, 3*8(a0)
-    ld x4, 4*8(a0)
-    ld x5, 5*8(a0)
-    ld x6, 6*8(a0)
-    ld x7, 7*8(a0)
-    ld x8, 8*8(a0)
-    ld x9, 9*8(a0)
-    ld x11, 11*8(a0)
-    ld x12, 12*8(a0)
-    ld x13, 13*8(a0)
-    ld x14, 14*8(a0)
-    ld x15, 15*8(a0)
-    ld x16, 16*8(a0)
-    ld x17, 17*8(a0)
-    ld x18, 18*8(a0)
-    ld x19, 19*8(a0)
-    ld x20, 20*8(a0)
-    ld x21, 21*8(a0)
-    ld x22, 22*8(a0)
-    ld x23, 23*8(a0)
-    ld x24, 24*8(a0)
-    ld x25, 25*8(a0)
-    ld x26, 26*8(a0)
-    ld x27, 27*8(a0)
-    ld x28, 28*8(a0)
-    ld x29, 29*8(a0)
-    ld x30, 30*8(a0)
-    ld x31, 31*8(a0)
+    // The guest's x1..x31, a0 (x10, the base register) last.
+    .irp n, 1,2,3,4,5,6,7,8,9,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    ld x\n, \n*8(a0)
+    .endr
     ld x10, 10*8(a0)
     sret
 
 .balign 4
 .global hal_rv64_guest_exit
 hal_rv64_guest_exit:
+    // a0 <-> sscratch: the guest's a0 is stored from sscratch after the others.
     csrrw a0, sscratch, a0
-    sd x1, 1*8(a0)
-    sd x2, 2*8(a0)
-    sd x3, 3*8(a0)
-    sd x4, 4*8(a0)
-    sd x5, 5*8(a0)
-    sd x6, 6*8(a0)
-    sd x7, 7*8(a0)
-    sd x8, 8*8(a0)
-    sd x9, 9*8(a0)
-    sd x11, 11*8(a0)
-    sd x12, 12*8(a0)
-    sd x13, 13*8(a0)
-    sd x14, 14*8(a0)
-    sd x15, 15*8(a0)
-    sd x16, 16*8(a0)
-    sd x17, 17*8(a0)
-    sd x18, 18*8(a0)
-    sd x19, 19*8(a0)
-    sd x20, 20*8(a0)
-    sd x21, 21*8(a0)
-    sd x22, 22*8(a0)
-    sd x23, 23*8(a0)
-    sd x24, 24*8(a0)
-    sd x25, 25*8(a0)
-    sd x26, 26*8(a0)
-    sd x27, 27*8(a0)
-    sd x28, 28*8(a0)
-    sd x29, 29*8(a0)
-    sd x30, 30*8(a0)
-    sd x31, 31*8(a0)
+    .irp n, 1,2,3,4,5,6,7,8,9,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    sd x\n, \n*8(a0)
+    .endr
     csrr t0, sscratch
     sd t0, 10*8(a0)
     csrw sscratch, zero
@@ -235,55 +137,17 @@ hal_rv64_guest_exit:
     andi t1, t1, 3
     li t2, 3
     bne t1, t2, 3f
-    fsd f0, {fp}+0*8(a0)
-    fsd f1, {fp}+1*8(a0)
-    fsd f2, {fp}+2*8(a0)
-    fsd f3, {fp}+3*8(a0)
-    fsd f4, {fp}+4*8(a0)
-    fsd f5, {fp}+5*8(a0)
-    fsd f6, {fp}+6*8(a0)
-    fsd f7, {fp}+7*8(a0)
-    fsd f8, {fp}+8*8(a0)
-    fsd f9, {fp}+9*8(a0)
-    fsd f10, {fp}+10*8(a0)
-    fsd f11, {fp}+11*8(a0)
-    fsd f12, {fp}+12*8(a0)
-    fsd f13, {fp}+13*8(a0)
-    fsd f14, {fp}+14*8(a0)
-    fsd f15, {fp}+15*8(a0)
-    fsd f16, {fp}+16*8(a0)
-    fsd f17, {fp}+17*8(a0)
-    fsd f18, {fp}+18*8(a0)
-    fsd f19, {fp}+19*8(a0)
-    fsd f20, {fp}+20*8(a0)
-    fsd f21, {fp}+21*8(a0)
-    fsd f22, {fp}+22*8(a0)
-    fsd f23, {fp}+23*8(a0)
-    fsd f24, {fp}+24*8(a0)
-    fsd f25, {fp}+25*8(a0)
-    fsd f26, {fp}+26*8(a0)
-    fsd f27, {fp}+27*8(a0)
-    fsd f28, {fp}+28*8(a0)
-    fsd f29, {fp}+29*8(a0)
-    fsd f30, {fp}+30*8(a0)
-    fsd f31, {fp}+31*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    fsd f\n, {fp}+\n*8(a0)
+    .endr
     frcsr t1
     sd t1, {fcsr}(a0)
     li t1, 1
     sd t1, {fp_live}(a0)
 3:
-    fld fs0, {host_fs}+0*8(a0)
-    fld fs1, {host_fs}+1*8(a0)
-    fld fs2, {host_fs}+2*8(a0)
-    fld fs3, {host_fs}+3*8(a0)
-    fld fs4, {host_fs}+4*8(a0)
-    fld fs5, {host_fs}+5*8(a0)
-    fld fs6, {host_fs}+6*8(a0)
-    fld fs7, {host_fs}+7*8(a0)
-    fld fs8, {host_fs}+8*8(a0)
-    fld fs9, {host_fs}+9*8(a0)
-    fld fs10, {host_fs}+10*8(a0)
-    fld fs11, {host_fs}+11*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11
+    fld fs\n, {host_fs}+\n*8(a0)
+    .endr
     ld t1, {host_fcsr}(a0)
     fscsr t1
     csrr t0, 0x600
@@ -302,88 +166,41 @@ hal_rv64_guest_exit:
     ld sp, {host}+1*8(a0)
     ld gp, {host}+2*8(a0)
     ld tp, {host}+3*8(a0)
-    ld s0, {host}+4*8(a0)
-    ld s1, {host}+5*8(a0)
-    ld s2, {host}+6*8(a0)
-    ld s3, {host}+7*8(a0)
-    ld s4, {host}+8*8(a0)
-    ld s5, {host}+9*8(a0)
-    ld s6, {host}+10*8(a0)
-    ld s7, {host}+11*8(a0)
-    ld s8, {host}+12*8(a0)
-    ld s9, {host}+13*8(a0)
-    ld s10, {host}+14*8(a0)
-    ld s11, {host}+15*8(a0)
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11
+    ld s\n, {host}+(4+\n)*8(a0)
+    .endr
     ret
 
-// Accesses that may fault: each swaps stvec to a local fixup for one instruction.
-// A fault there comes from HS-mode (V = 0), so it leaves hstatus.SPV = 0 and
-// sstatus.SPP = 1; the vCPU rewrites both before the next entry. a1 = 1 on success,
-// 0 after a fault.
+// Accesses that may fault: `fallible name, insn` is a routine that runs `insn` with
+// stvec swapped to a local fixup. A fault there comes from HS-mode (V = 0), so it
+// leaves hstatus.SPV = 0 and sstatus.SPP = 1; the vCPU rewrites both before the next
+// entry. Returns a1 = 1 on success, a1 = 0 and a0 = 0 after a fault.
+.macro fallible name, insn:vararg
+.balign 4
+.global \name
+\name:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    \insn
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a0, 0
+    li a1, 0
+    ret
+.endm
 
 // a0 = guest-virtual address -> a0 = HLVX.HU (execute permission, as the guest's
 // instruction fetch would need)
-.balign 4
-.global hal_rv64_hlvx_hu
-hal_rv64_hlvx_hu:
-    la t0, 1f
-    csrrw t1, stvec, t0
-    .insn r 0x73, 4, 0x32, a0, a0, x3
-    csrw stvec, t1
-    li a1, 1
-    ret
-.balign 4
-1:  csrw stvec, t1
-    li a0, 0
-    li a1, 0
-    ret
-
+fallible hal_rv64_hlvx_hu, .insn r 0x73, 4, 0x32, a0, a0, x3
 // a0 = guest address -> a0 = HLV.BU
-.balign 4
-.global hal_rv64_hlv_bu
-hal_rv64_hlv_bu:
-    la t0, 1f
-    csrrw t1, stvec, t0
-    .insn r 0x73, 4, 0x30, a0, a0, x1
-    csrw stvec, t1
-    li a1, 1
-    ret
-.balign 4
-1:  csrw stvec, t1
-    li a0, 0
-    li a1, 0
-    ret
-
-// a0 = guest address, a1 = byte -> HSV.B; a1 = 1 on success
-.balign 4
-.global hal_rv64_hsv_b
-hal_rv64_hsv_b:
-    la t0, 1f
-    csrrw t1, stvec, t0
-    .insn r 0x73, 4, 0x31, x0, a0, a1
-    csrw stvec, t1
-    li a1, 1
-    ret
-.balign 4
-1:  csrw stvec, t1
-    li a1, 0
-    ret
-
-// -> a0 = stimecmp, a1 = 1 if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
-.balign 4
-.global hal_rv64_probe_stimecmp
-hal_rv64_probe_stimecmp:
-    la t0, 1f
-    csrrw t1, stvec, t0
-    csrr a0, 0x14d
-    csrw stvec, t1
-    li a1, 1
-    ret
-.balign 4
-1:  csrw stvec, t1
-    li a0, 0
-    li a1, 0
-    ret
+fallible hal_rv64_hlv_bu, .insn r 0x73, 4, 0x30, a0, a0, x1
+// a0 = guest address, a1 = byte -> HSV.B
+fallible hal_rv64_hsv_b, .insn r 0x73, 4, 0x31, x0, a0, a1
+// -> a0 = stimecmp if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
+fallible hal_rv64_probe_stimecmp, csrr a0, 0x14d
 .option pop
 "#,
     host = const OFF_HOST,
