@@ -43,6 +43,45 @@ global_asm!(
     b       __hv_guest_exit
 .endm
 
+// The TrapFrame layout, written once for entry (`op` = ldp) and exit (`op` = stp):
+// x2..x29 at 8 * n from `base` (x0, x1 and x30 are moved around these by hand)...
+.macro HV_GPR_PAIRS op, base
+    \op     x2, x3, [\base, #16]
+    \op     x4, x5, [\base, #32]
+    \op     x6, x7, [\base, #48]
+    \op     x8, x9, [\base, #64]
+    \op     x10, x11, [\base, #80]
+    \op     x12, x13, [\base, #96]
+    \op     x14, x15, [\base, #112]
+    \op     x16, x17, [\base, #128]
+    \op     x18, x19, [\base, #144]
+    \op     x20, x21, [\base, #160]
+    \op     x22, x23, [\base, #176]
+    \op     x24, x25, [\base, #192]
+    \op     x26, x27, [\base, #208]
+    \op     x28, x29, [\base, #224]
+.endm
+
+// ... and V0..V31 at 16 * n from `base` (the frame's FpRegs).
+.macro HV_FP_PAIRS op, base
+    \op     q0, q1, [\base, #0]
+    \op     q2, q3, [\base, #32]
+    \op     q4, q5, [\base, #64]
+    \op     q6, q7, [\base, #96]
+    \op     q8, q9, [\base, #128]
+    \op     q10, q11, [\base, #160]
+    \op     q12, q13, [\base, #192]
+    \op     q14, q15, [\base, #224]
+    \op     q16, q17, [\base, #256]
+    \op     q18, q19, [\base, #288]
+    \op     q20, q21, [\base, #320]
+    \op     q22, q23, [\base, #352]
+    \op     q24, q25, [\base, #384]
+    \op     q26, q27, [\base, #416]
+    \op     q28, q29, [\base, #448]
+    \op     q30, q31, [\base, #480]
+.endm
+
 // VBAR_EL2: 16 entries of 0x80 bytes (Arm ARM D1.3.2 "Exception vectors").
 .balign 2048
 .global __hv_el2_vectors
@@ -94,40 +133,12 @@ __hv_guest_enter:
     msr     elr_el2, x9
     msr     spsr_el2, x10
     add     x9, x0, #{fp}
-    ldp     q0, q1, [x9, #0]
-    ldp     q2, q3, [x9, #32]
-    ldp     q4, q5, [x9, #64]
-    ldp     q6, q7, [x9, #96]
-    ldp     q8, q9, [x9, #128]
-    ldp     q10, q11, [x9, #160]
-    ldp     q12, q13, [x9, #192]
-    ldp     q14, q15, [x9, #224]
-    ldp     q16, q17, [x9, #256]
-    ldp     q18, q19, [x9, #288]
-    ldp     q20, q21, [x9, #320]
-    ldp     q22, q23, [x9, #352]
-    ldp     q24, q25, [x9, #384]
-    ldp     q26, q27, [x9, #416]
-    ldp     q28, q29, [x9, #448]
-    ldp     q30, q31, [x9, #480]
+    HV_FP_PAIRS ldp, x9
     ldr     x10, [x9, #{fpsr}]
     ldr     x11, [x9, #{fpcr}]
     msr     fpsr, x10
     msr     fpcr, x11
-    ldp     x2, x3, [x0, #16]
-    ldp     x4, x5, [x0, #32]
-    ldp     x6, x7, [x0, #48]
-    ldp     x8, x9, [x0, #64]
-    ldp     x10, x11, [x0, #80]
-    ldp     x12, x13, [x0, #96]
-    ldp     x14, x15, [x0, #112]
-    ldp     x16, x17, [x0, #128]
-    ldp     x18, x19, [x0, #144]
-    ldp     x20, x21, [x0, #160]
-    ldp     x22, x23, [x0, #176]
-    ldp     x24, x25, [x0, #192]
-    ldp     x26, x27, [x0, #208]
-    ldp     x28, x29, [x0, #224]
+    HV_GPR_PAIRS ldp, x0
     ldr     x30, [x0, #240]
     ldp     x0, x1, [x0]
     eret
@@ -136,20 +147,7 @@ __hv_guest_enter:
 // the exit kind in x1.
 __hv_guest_exit:
     mrs     x0, tpidr_el2
-    stp     x2, x3, [x0, #16]
-    stp     x4, x5, [x0, #32]
-    stp     x6, x7, [x0, #48]
-    stp     x8, x9, [x0, #64]
-    stp     x10, x11, [x0, #80]
-    stp     x12, x13, [x0, #96]
-    stp     x14, x15, [x0, #112]
-    stp     x16, x17, [x0, #128]
-    stp     x18, x19, [x0, #144]
-    stp     x20, x21, [x0, #160]
-    stp     x22, x23, [x0, #176]
-    stp     x24, x25, [x0, #192]
-    stp     x26, x27, [x0, #208]
-    stp     x28, x29, [x0, #224]
+    HV_GPR_PAIRS stp, x0
     str     x30, [x0, #240]
     ldp     x2, x3, [sp], #16
     stp     x2, x3, [x0]
@@ -157,22 +155,7 @@ __hv_guest_exit:
     mrs     x3, spsr_el2
     stp     x2, x3, [x0, #{elr}]
     add     x2, x0, #{fp}
-    stp     q0, q1, [x2, #0]
-    stp     q2, q3, [x2, #32]
-    stp     q4, q5, [x2, #64]
-    stp     q6, q7, [x2, #96]
-    stp     q8, q9, [x2, #128]
-    stp     q10, q11, [x2, #160]
-    stp     q12, q13, [x2, #192]
-    stp     q14, q15, [x2, #224]
-    stp     q16, q17, [x2, #256]
-    stp     q18, q19, [x2, #288]
-    stp     q20, q21, [x2, #320]
-    stp     q22, q23, [x2, #352]
-    stp     q24, q25, [x2, #384]
-    stp     q26, q27, [x2, #416]
-    stp     q28, q29, [x2, #448]
-    stp     q30, q31, [x2, #480]
+    HV_FP_PAIRS stp, x2
     mrs     x3, fpsr
     mrs     x4, fpcr
     str     x3, [x2, #{fpsr}]
