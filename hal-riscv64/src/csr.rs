@@ -122,14 +122,10 @@ pub mod hvip {
     pub const VSEIP: u64 = 1 << interrupt::VSEI;
 }
 
-/// `hgatp` MODE values (section 8.2.10).
+/// `hgatp` fields (section 8.2.10), to read a value back. The values are built by the
+/// G-stage formats of `addrspace` (`Sv39x4::hgatp`, `Sv48x4::hgatp`, with their
+/// `MODE`).
 pub mod hgatp {
-    /// Bare: no G-stage translation.
-    pub const MODE_BARE: u64 = 0;
-    /// Sv39x4.
-    pub const MODE_SV39X4: u64 = 8;
-    /// Sv48x4.
-    pub const MODE_SV48X4: u64 = 9;
     /// VMID field, bits 57:44.
     pub const VMID_SHIFT: u32 = 44;
     /// VMID field width in RV64.
@@ -160,11 +156,12 @@ mod tests {
     #[test]
     fn hgatp_fields_agree_with_addrspace() {
         let root = HostPhysAddr::from_usize(0x8040_4000);
+        // MODE 8 = Sv39x4, 9 = Sv48x4 (table 8.4).
         let v = Sv39x4::hgatp(root, 0x2a);
-        assert_eq!(hgatp::mode(v), hgatp::MODE_SV39X4);
+        assert_eq!(hgatp::mode(v), 8);
         assert_eq!(hgatp::vmid(v), 0x2a);
         let v = Sv48x4::hgatp(root, 0x3fff);
-        assert_eq!(hgatp::mode(v), hgatp::MODE_SV48X4);
+        assert_eq!(hgatp::mode(v), 9);
         assert_eq!(hgatp::vmid(v), 0x3fff);
     }
 

@@ -6,6 +6,9 @@
 use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
 #[cfg(target_arch = "riscv64")]
+use addrspace::{HostPhysAddr, Sv39x4, Sv48x4};
+
+#[cfg(target_arch = "riscv64")]
 use crate::csr::{HCOUNTEREN_ALL, henvcfg, hgatp, hvip};
 #[cfg(target_arch = "riscv64")]
 use crate::hw::{self, csr_clear, csr_read, csr_set, csr_write};
@@ -78,16 +81,19 @@ pub fn init_hart() -> Result<HartInfo, HartError> {
     csr_write!(0x604, 0);
     csr_write!(0x605, 0);
     csr_write!(0x606, HCOUNTEREN_ALL);
-    let probe = |mode: u64| {
-        csr_write!(0x680, (mode << 60) | (0x3fff << hgatp::VMID_SHIFT));
+    // Each mode with every VMID bit set (root 0): the hart keeps the MODE only if it
+    // implements it, and only the VMID bits it has.
+    let probe = |value: u64| {
+        csr_write!(0x680, value);
         csr_read!(0x680)
     };
-    let v39 = probe(hgatp::MODE_SV39X4);
-    let v48 = probe(hgatp::MODE_SV48X4);
+    let root = HostPhysAddr::from_usize(0);
+    let v39 = probe(Sv39x4::hgatp(root, 0x3fff));
+    let v48 = probe(Sv48x4::hgatp(root, 0x3fff));
     csr_write!(0x680, 0);
     hw::hfence_gvma_all();
-    let sv39x4 = hgatp::mode(v39) == hgatp::MODE_SV39X4;
-    let sv48x4 = hgatp::mode(v48) == hgatp::MODE_SV48X4;
+    let sv39x4 = hgatp::mode(v39) == Sv39x4::MODE;
+    let sv48x4 = hgatp::mode(v48) == Sv48x4::MODE;
     if !sv39x4 && !sv48x4 {
         return Err(HartError::NoGStage { readback: v39 });
     }

@@ -8,7 +8,7 @@
 use core::marker::PhantomData;
 use core::mem::offset_of;
 
-use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, NestedFormat, Sv39x4, Sv48x4};
+use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, NestedFormat, RiscvGStage};
 use vcpu_api::{
     AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
     VCpuResult,
@@ -19,7 +19,8 @@ use crate::insn::{self, Htinst, MemInsn, MemOp};
 use crate::sbi::{self, RemoteFence, SbiRequest, error as sbi_err};
 use crate::trap::{Trap, TrapInfo, exception, interrupt};
 
-/// A G-stage format: Sv39x4 or Sv48x4, and how `hgatp` names it.
+/// A G-stage format: Sv39x4 or Sv48x4, and how `hgatp` names it. Implemented by
+/// `addrspace`'s [`RiscvGStage`] formats, whose own `MODE` and `hgatp` it forwards to.
 pub trait GStage: NestedFormat {
     /// `hgatp.MODE`.
     const MODE: u64;
@@ -27,17 +28,10 @@ pub trait GStage: NestedFormat {
     fn hgatp(root: HostPhysAddr, vmid: u16) -> u64;
 }
 
-impl GStage for Sv39x4 {
-    const MODE: u64 = Sv39x4::MODE;
+impl<const LEVELS: usize> GStage for RiscvGStage<LEVELS> {
+    const MODE: u64 = RiscvGStage::<LEVELS>::MODE;
     fn hgatp(root: HostPhysAddr, vmid: u16) -> u64 {
-        Sv39x4::hgatp(root, vmid)
-    }
-}
-
-impl GStage for Sv48x4 {
-    const MODE: u64 = Sv48x4::MODE;
-    fn hgatp(root: HostPhysAddr, vmid: u16) -> u64 {
-        Sv48x4::hgatp(root, vmid)
+        RiscvGStage::<LEVELS>::hgatp(root, vmid)
     }
 }
 
@@ -285,7 +279,7 @@ pub struct PendingSbi {
 const WFI: u64 = 0x1050_0073;
 
 /// A RISC-V vCPU in VS-mode whose guest-physical memory is translated by the G-stage
-/// format `F` ([`Sv39x4`] or [`Sv48x4`]).
+/// format `F` ([`Sv39x4`](addrspace::Sv39x4) or [`Sv48x4`](addrspace::Sv48x4)).
 ///
 /// It serves the SBI calls that need nothing of the VM (base, timer, console, remote
 /// fences, legacy shutdown, SRST) and returns the rest as exits: HSM `hart_start` as
@@ -1012,6 +1006,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use std::vec::Vec;
+
+    use addrspace::{Sv39x4, Sv48x4};
 
     use super::*;
     use crate::sbi::{EID_DBCN, EID_HSM, EID_IPI, EID_SRST, EID_TIME};
