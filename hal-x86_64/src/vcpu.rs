@@ -52,11 +52,11 @@ pub struct SvmSetupConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
     None,
-    /// VMMCALL: result in RAX, then skip the 3-byte instruction.
+    /// VMMCALL: result in RAX, then skip the instruction.
     Hypercall,
-    /// RDMSR: result in EDX:EAX, then skip 2 bytes.
+    /// RDMSR: result in EDX:EAX, then skip the instruction.
     MsrRead,
-    /// WRMSR: skip 2 bytes.
+    /// WRMSR: skip the instruction.
     MsrWrite,
 }
 
@@ -222,6 +222,13 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
         s.rip = s.rip.wrapping_add(len);
     }
 
+    /// Steps RIP over the instruction of a fixed-length intercept.
+    fn skip(&mut self, exit: SvmExit) {
+        if let Some(len) = exit.fixed_insn_len() {
+            self.advance_rip(len);
+        }
+    }
+
     /// Answers CPUID like the host, hiding SVM from the guest and setting the
     /// hypervisor-present bit (CPUID Fn0000_0001 ECX\[31\]).
     #[cfg(target_arch = "x86_64")]
@@ -239,7 +246,6 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
         self.gprs[RBX] = u64::from(b);
         self.gprs[RCX] = u64::from(c);
         self.gprs[RDX] = u64::from(d);
-        self.advance_rip(2);
     }
 
     /// Turns a decoded exit into what the caller sees; `None` when it was handled
@@ -284,17 +290,18 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                 }
             }
             SvmExit::Hlt => {
-                self.advance_rip(1);
+                self.skip(exit);
                 ExitReason::Halt
             }
             SvmExit::Pause => {
-                self.advance_rip(2);
+                self.skip(exit);
                 return Ok(None);
             }
             SvmExit::Cpuid => {
                 #[cfg(target_arch = "x86_64")]
                 {
                     self.emulate_cpuid();
+                    self.skip(exit);
                     return Ok(None);
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -668,14 +675,14 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         match core::mem::replace(&mut self.pending, Pending::None) {
             Pending::Hypercall => {
                 self.vmcb_mut().save.rax = value;
-                self.advance_rip(3);
+                self.skip(SvmExit::Vmmcall);
             }
             Pending::MsrRead => {
                 self.vmcb_mut().save.rax = value & 0xffff_ffff;
                 self.gprs[RDX] = value >> 32;
-                self.advance_rip(2);
+                self.skip(SvmExit::Msr { write: false });
             }
-            Pending::MsrWrite => self.advance_rip(2),
+            Pending::MsrWrite => self.skip(SvmExit::Msr { write: true }),
             Pending::None => self.vmcb_mut().save.rax = value,
         }
     }
