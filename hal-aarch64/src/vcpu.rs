@@ -144,8 +144,7 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
     }
 
     fn reg(&self, index: u8) -> u64 {
-        // x31 in a load/store or MSR/MRS is XZR.
-        self.frame.x.get(usize::from(index)).copied().unwrap_or(0)
+        xreg(&self.frame.x, index)
     }
 
     fn set_reg(&mut self, index: u8, value: u64) {
@@ -314,6 +313,12 @@ fn stage2_fault(kind: FaultKind) -> bool {
     )
 }
 
+/// General register `index` as a load/store or MSR/MRS names it: x0..x30, and 31 is
+/// XZR, which reads as zero.
+fn xreg(regs: &[u64; 31], index: u8) -> u64 {
+    regs.get(usize::from(index)).copied().unwrap_or(0)
+}
+
 /// The MMIO access a data abort describes, from its syndrome and the registers
 /// (`regs[31]` does not exist: register 31 is XZR, which stores 0). A pure function.
 pub fn mmio_access(
@@ -327,9 +332,8 @@ pub fn mmio_access(
         return Err(MmioDecodeError::NoSyndrome { pc });
     };
     let op = if abort.write {
-        let value = regs.get(usize::from(s.reg)).copied().unwrap_or(0);
         MmioOp::Write {
-            value: s.width.truncate(value),
+            value: s.width.truncate(xreg(regs, s.reg)),
         }
     } else {
         MmioOp::Read {
@@ -566,8 +570,8 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
                 return Err(VCpuError::InvalidRegister { index: reg });
             }
             // Register 31 is XZR here: it reads as zero and `set_reg` drops the write.
-            let old = self.frame.x.get(reg).copied().unwrap_or(0);
-            self.set_reg(reg as u8, access.load_result(old, raw));
+            let index = reg as u8;
+            self.set_reg(index, access.load_result(self.reg(index), raw));
         }
         self.step(access.insn_len);
         self.last_abort = None;
