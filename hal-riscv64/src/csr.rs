@@ -7,10 +7,14 @@
 pub mod num {
     /// `sstatus`.
     pub const SSTATUS: u16 = 0x100;
+    /// `sie`.
+    pub const SIE: u16 = 0x104;
     /// `stvec`.
     pub const STVEC: u16 = 0x105;
     /// `sscratch`.
     pub const SSCRATCH: u16 = 0x140;
+    /// `sip`.
+    pub const SIP: u16 = 0x144;
     /// `stimecmp` (Sstc).
     pub const STIMECMP: u16 = 0x14d;
     /// `vsstatus`.

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use addrspace::{HostPhysAddr, Sv39x4, Sv48x4};
 
 #[cfg(target_arch = "riscv64")]
-use crate::csr::{HCOUNTEREN_ALL, henvcfg, hgatp, hvip};
+use crate::csr::{HCOUNTEREN_ALL, henvcfg, hgatp, hvip, num};
 #[cfg(target_arch = "riscv64")]
 use crate::hw::{self, csr_clear, csr_read, csr_set, csr_write};
 #[cfg(target_arch = "riscv64")]
@@ -75,22 +75,22 @@ impl core::fmt::Display for HartError {
 #[cfg(target_arch = "riscv64")]
 pub fn init_hart() -> Result<HartInfo, HartError> {
     install_trap_vector();
-    csr_write!(0x602, HEDELEG);
-    csr_write!(0x603, HIDELEG);
-    csr_write!(0x645, 0);
-    csr_write!(0x604, 0);
-    csr_write!(0x605, 0);
-    csr_write!(0x606, HCOUNTEREN_ALL);
+    csr_write!(num::HEDELEG, HEDELEG);
+    csr_write!(num::HIDELEG, HIDELEG);
+    csr_write!(num::HVIP, 0);
+    csr_write!(num::HIE, 0);
+    csr_write!(num::HTIMEDELTA, 0);
+    csr_write!(num::HCOUNTEREN, HCOUNTEREN_ALL);
     // Each mode with every VMID bit set (root 0): the hart keeps the MODE only if it
     // implements it, and only the VMID bits it has.
     let probe = |value: u64| {
-        csr_write!(0x680, value);
-        csr_read!(0x680)
+        csr_write!(num::HGATP, value);
+        csr_read!(num::HGATP)
     };
     let root = HostPhysAddr::from_usize(0);
     let v39 = probe(Sv39x4::hgatp(root, 0x3fff));
     let v48 = probe(Sv48x4::hgatp(root, 0x3fff));
-    csr_write!(0x680, 0);
+    csr_write!(num::HGATP, 0);
     hw::hfence_gvma_all();
     let sv39x4 = hgatp::mode(v39) == Sv39x4::MODE;
     let sv48x4 = hgatp::mode(v48) == Sv48x4::MODE;
@@ -102,14 +102,14 @@ pub fn init_hart() -> Result<HartInfo, HartError> {
     VMID_MASK.fetch_and(vmid as u16, Ordering::Relaxed);
     let sstc = hw::has_sstc();
     if sstc {
-        csr_set!(0x60a, henvcfg::STCE);
-        csr_write!(0x24d, u64::MAX);
+        csr_set!(num::HENVCFG, henvcfg::STCE);
+        csr_write!(num::VSTIMECMP, u64::MAX);
     }
     SSTC.store(sstc, Ordering::Relaxed);
     // Kicks arrive as supervisor software interrupts: enabled in sie so they end
     // guest execution (HS interrupts are always enabled while V = 1), while
     // sstatus.SIE = 0 keeps them pending in HS-mode until the next entry.
-    csr_set!(0x104, 1 << crate::trap::interrupt::SSI);
+    csr_set!(num::SIE, 1 << crate::trap::interrupt::SSI);
     Ok(HartInfo {
         sv39x4,
         sv48x4,
@@ -156,17 +156,17 @@ pub fn broadcast_hfence_gvma(vmid: u16, gpa: u64, size: u64) -> Result<(), i64> 
 #[cfg(target_arch = "riscv64")]
 pub(crate) fn save_vs_csrs() -> VsCsrs {
     VsCsrs {
-        vsstatus: csr_read!(0x200),
-        vsie: csr_read!(0x204),
-        vstvec: csr_read!(0x205),
-        vsscratch: csr_read!(0x240),
-        vsepc: csr_read!(0x241),
-        vscause: csr_read!(0x242),
-        vstval: csr_read!(0x243),
-        vsatp: csr_read!(0x280),
-        hvip: csr_read!(0x645),
+        vsstatus: csr_read!(num::VSSTATUS),
+        vsie: csr_read!(num::VSIE),
+        vstvec: csr_read!(num::VSTVEC),
+        vsscratch: csr_read!(num::VSSCRATCH),
+        vsepc: csr_read!(num::VSEPC),
+        vscause: csr_read!(num::VSCAUSE),
+        vstval: csr_read!(num::VSTVAL),
+        vsatp: csr_read!(num::VSATP),
+        hvip: csr_read!(num::HVIP),
         vstimecmp: if SSTC.load(Ordering::Relaxed) {
-            csr_read!(0x24d)
+            csr_read!(num::VSTIMECMP)
         } else {
             u64::MAX
         },
@@ -175,17 +175,17 @@ pub(crate) fn save_vs_csrs() -> VsCsrs {
 
 #[cfg(target_arch = "riscv64")]
 pub(crate) fn load_vs_csrs(vs: &VsCsrs) {
-    csr_write!(0x200, vs.vsstatus);
-    csr_write!(0x204, vs.vsie);
-    csr_write!(0x205, vs.vstvec);
-    csr_write!(0x240, vs.vsscratch);
-    csr_write!(0x241, vs.vsepc);
-    csr_write!(0x242, vs.vscause);
-    csr_write!(0x243, vs.vstval);
-    csr_write!(0x280, vs.vsatp);
-    csr_write!(0x645, vs.hvip);
+    csr_write!(num::VSSTATUS, vs.vsstatus);
+    csr_write!(num::VSIE, vs.vsie);
+    csr_write!(num::VSTVEC, vs.vstvec);
+    csr_write!(num::VSSCRATCH, vs.vsscratch);
+    csr_write!(num::VSEPC, vs.vsepc);
+    csr_write!(num::VSCAUSE, vs.vscause);
+    csr_write!(num::VSTVAL, vs.vstval);
+    csr_write!(num::VSATP, vs.vsatp);
+    csr_write!(num::HVIP, vs.hvip);
     if SSTC.load(Ordering::Relaxed) {
-        csr_write!(0x24d, vs.vstimecmp);
+        csr_write!(num::VSTIMECMP, vs.vstimecmp);
     }
 }
 
@@ -198,10 +198,10 @@ impl HwOps {
     /// Runs `f` with the guest's translation off (vsatp = Bare), so HLV/HSV
     /// addresses are guest-physical.
     fn with_bare_vsatp<R>(f: impl FnOnce() -> R) -> R {
-        let vsatp = csr_read!(0x280);
-        csr_write!(0x280, 0);
+        let vsatp = csr_read!(num::VSATP);
+        csr_write!(num::VSATP, 0);
         let r = f();
-        csr_write!(0x280, vsatp);
+        csr_write!(num::VSATP, vsatp);
         r
     }
 }
@@ -237,23 +237,23 @@ impl HartOps for HwOps {
 
     fn vs_csr(&mut self, csr: VsCsr) -> u64 {
         match csr {
-            VsCsr::Vsstatus => csr_read!(0x200),
-            VsCsr::Vstvec => csr_read!(0x205),
-            VsCsr::Vsepc => csr_read!(0x241),
-            VsCsr::Vscause => csr_read!(0x242),
-            VsCsr::Vstval => csr_read!(0x243),
-            VsCsr::Vsatp => csr_read!(0x280),
+            VsCsr::Vsstatus => csr_read!(num::VSSTATUS),
+            VsCsr::Vstvec => csr_read!(num::VSTVEC),
+            VsCsr::Vsepc => csr_read!(num::VSEPC),
+            VsCsr::Vscause => csr_read!(num::VSCAUSE),
+            VsCsr::Vstval => csr_read!(num::VSTVAL),
+            VsCsr::Vsatp => csr_read!(num::VSATP),
         }
     }
 
     fn set_vs_csr(&mut self, csr: VsCsr, value: u64) {
         match csr {
-            VsCsr::Vsstatus => csr_write!(0x200, value),
-            VsCsr::Vstvec => csr_write!(0x205, value),
-            VsCsr::Vsepc => csr_write!(0x241, value),
-            VsCsr::Vscause => csr_write!(0x242, value),
-            VsCsr::Vstval => csr_write!(0x243, value),
-            VsCsr::Vsatp => csr_write!(0x280, value),
+            VsCsr::Vsstatus => csr_write!(num::VSSTATUS, value),
+            VsCsr::Vstvec => csr_write!(num::VSTVEC, value),
+            VsCsr::Vsepc => csr_write!(num::VSEPC, value),
+            VsCsr::Vscause => csr_write!(num::VSCAUSE, value),
+            VsCsr::Vstval => csr_write!(num::VSTVAL, value),
+            VsCsr::Vsatp => csr_write!(num::VSATP, value),
         }
     }
 
@@ -263,8 +263,8 @@ impl HartOps for HwOps {
         }
         // The guest's time is time + htimedelta (0 here), compared with vstimecmp;
         // hip.VSTIP follows it. Drop a timer interrupt injected through hvip.
-        csr_write!(0x24d, stime_value);
-        csr_clear!(0x645, hvip::VSTIP);
+        csr_write!(num::VSTIMECMP, stime_value);
+        csr_clear!(num::HVIP, hvip::VSTIP);
         true
     }
 
@@ -293,7 +293,7 @@ impl HartOps for HwOps {
     }
 
     fn clear_kick(&mut self) {
-        csr_clear!(0x144, 1 << crate::trap::interrupt::SSI);
+        csr_clear!(num::SIP, 1 << crate::trap::interrupt::SSI);
     }
 }
 
@@ -335,7 +335,7 @@ fn install_trap_vector() {
     unsafe extern "C" {
         fn hal_rv64_host_trap();
     }
-    csr_write!(0x105, hal_rv64_host_trap as *const () as usize as u64);
+    csr_write!(num::STVEC, hal_rv64_host_trap as *const () as usize as u64);
 }
 
 #[cfg(target_arch = "riscv64")]
@@ -350,10 +350,11 @@ hal_rv64_host_trap:
     csrr a0, scause
     csrr a1, sepc
     csrr a2, stval
-    csrr a3, 0x643
+    csrr a3, {csr_htval}
     call hal_rv64_host_trap_rust
 1:  j 1b
-"#
+"#,
+    csr_htval = const num::HTVAL,
 );
 
 #[cfg(target_arch = "riscv64")]

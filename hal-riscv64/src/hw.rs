@@ -9,45 +9,46 @@
 
 use core::arch::{asm, global_asm};
 
+use crate::csr::num;
 use crate::vcpu::GuestRegs;
 
-/// Reads CSR `$csr` (a literal number).
+/// Reads CSR `$csr` (a constant: a [`crate::csr::num`] name).
 macro_rules! csr_read {
-    ($csr:literal) => {{
+    ($csr:expr) => {{
         let value: u64;
         // SAFETY: reading a CSR has no memory effects; the caller names a CSR that
         // exists in HS-mode.
-        unsafe { core::arch::asm!(concat!("csrr {0}, ", stringify!($csr)), out(reg) value, options(nomem, nostack)) };
+        unsafe { core::arch::asm!("csrr {0}, {1}", out(reg) value, const $csr, options(nomem, nostack)) };
         value
     }};
 }
 
-/// Writes `$value` to CSR `$csr` (a literal number).
+/// Writes `$value` to CSR `$csr` (a constant, as for `csr_read!`).
 macro_rules! csr_write {
-    ($csr:literal, $value:expr) => {{
+    ($csr:expr, $value:expr) => {{
         let value: u64 = $value;
         // SAFETY: the caller names a CSR that exists in HS-mode and a value whose
         // effect it has considered (no CSR write here changes memory mappings of the
         // hypervisor itself).
-        unsafe { core::arch::asm!(concat!("csrw ", stringify!($csr), ", {0}"), in(reg) value, options(nostack)) };
+        unsafe { core::arch::asm!("csrw {1}, {0}", in(reg) value, const $csr, options(nostack)) };
     }};
 }
 
 /// Sets bits of CSR `$csr`.
 macro_rules! csr_set {
-    ($csr:literal, $bits:expr) => {{
+    ($csr:expr, $bits:expr) => {{
         let bits: u64 = $bits;
         // SAFETY: as `csr_write!`.
-        unsafe { core::arch::asm!(concat!("csrs ", stringify!($csr), ", {0}"), in(reg) bits, options(nostack)) };
+        unsafe { core::arch::asm!("csrs {1}, {0}", in(reg) bits, const $csr, options(nostack)) };
     }};
 }
 
 /// Clears bits of CSR `$csr`.
 macro_rules! csr_clear {
-    ($csr:literal, $bits:expr) => {{
+    ($csr:expr, $bits:expr) => {{
         let bits: u64 = $bits;
         // SAFETY: as `csr_write!`.
-        unsafe { core::arch::asm!(concat!("csrc ", stringify!($csr), ", {0}"), in(reg) bits, options(nostack)) };
+        unsafe { core::arch::asm!("csrc {1}, {0}", in(reg) bits, const $csr, options(nostack)) };
     }};
 }
 
@@ -103,7 +104,7 @@ hal_rv64_run_guest:
     ld t0, {sstatus}(a0)
     csrw sstatus, t0
     ld t0, {hstatus}(a0)
-    csrw 0x600, t0
+    csrw {csr_hstatus}, t0
     ld t0, {sepc}(a0)
     csrw sepc, t0
     la t0, hal_rv64_guest_exit
@@ -150,15 +151,15 @@ hal_rv64_guest_exit:
     .endr
     ld t1, {host_fcsr}(a0)
     fscsr t1
-    csrr t0, 0x600
+    csrr t0, {csr_hstatus}
     sd t0, {hstatus}(a0)
     csrr t0, scause
     sd t0, {scause}(a0)
     csrr t0, stval
     sd t0, {stval}(a0)
-    csrr t0, 0x643
+    csrr t0, {csr_htval}
     sd t0, {htval}(a0)
-    csrr t0, 0x64a
+    csrr t0, {csr_htinst}
     sd t0, {htinst}(a0)
     ld t0, {host_stvec}(a0)
     csrw stvec, t0
@@ -200,7 +201,7 @@ fallible hal_rv64_hlv_bu, .insn r 0x73, 4, 0x30, a0, a0, x1
 // a0 = guest address, a1 = byte -> HSV.B
 fallible hal_rv64_hsv_b, .insn r 0x73, 4, 0x31, x0, a0, a1
 // -> a0 = stimecmp if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
-fallible hal_rv64_probe_stimecmp, csrr a0, 0x14d
+fallible hal_rv64_probe_stimecmp, csrr a0, {csr_stimecmp}
 .option pop
 "#,
     host = const OFF_HOST,
@@ -217,6 +218,10 @@ fallible hal_rv64_probe_stimecmp, csrr a0, 0x14d
     fp = const OFF_FP,
     host_fcsr = const OFF_HOST_FCSR,
     host_fs = const OFF_HOST_FS,
+    csr_hstatus = const num::HSTATUS,
+    csr_htval = const num::HTVAL,
+    csr_htinst = const num::HTINST,
+    csr_stimecmp = const num::STIMECMP,
 );
 
 unsafe extern "C" {

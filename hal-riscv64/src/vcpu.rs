@@ -965,8 +965,9 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
 impl<F: GStage> Riscv64VCpu<F> {
     /// Loads the per-entry state into the hart and runs the guest until its next trap.
     fn enter(&mut self) {
+        use crate::csr::num;
         use crate::hw::{csr_read, csr_set, csr_write};
-        csr_write!(0x680, self.hgatp);
+        csr_write!(num::HGATP, self.hgatp);
         if self.vs_reload {
             crate::hart::load_vs_csrs(&self.vs);
             self.vs_reload = false;
@@ -977,10 +978,10 @@ impl<F: GStage> Riscv64VCpu<F> {
             self.flush_pending = false;
         }
         if self.inject != 0 {
-            csr_set!(0x645, self.inject);
+            csr_set!(num::HVIP, self.inject);
             self.inject = 0;
         }
-        let host = csr_read!(0x100);
+        let host = csr_read!(num::SSTATUS);
         let fs = if self.regs.fp_live != 0 {
             sstatus::FS_CLEAN
         } else {
