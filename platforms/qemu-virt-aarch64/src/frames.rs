@@ -5,8 +5,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Bytes in a frame.
-pub(crate) const FRAME: usize = 0x1000;
+use addrspace::FRAME_SIZE;
 
 /// Why a free was refused (the bitmap is left unchanged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,9 +37,9 @@ pub(crate) struct BitmapFrames {
 impl BitmapFrames {
     /// A pool over `[base, base + size)`, rounded inwards to whole frames.
     pub(crate) fn new(base: usize, size: usize) -> Self {
-        let start = base.next_multiple_of(FRAME);
-        let end = base.saturating_add(size) & !(FRAME - 1);
-        let frames = end.saturating_sub(start) / FRAME;
+        let start = base.next_multiple_of(FRAME_SIZE);
+        let end = base.saturating_add(size) & !(FRAME_SIZE - 1);
+        let frames = end.saturating_sub(start) / FRAME_SIZE;
         Self {
             base: start,
             frames,
@@ -96,20 +95,20 @@ impl BitmapFrames {
             return None;
         }
         let align = align_frames.max(1).checked_next_power_of_two()?;
-        let align_bytes = align.checked_mul(FRAME)?;
+        let align_bytes = align.checked_mul(FRAME_SIZE)?;
         // The first index whose address is aligned.
-        let mut i = (self.base.checked_next_multiple_of(align_bytes)? - self.base) / FRAME;
+        let mut i = (self.base.checked_next_multiple_of(align_bytes)? - self.base) / FRAME_SIZE;
         while i.checked_add(count)? <= self.frames {
             match (i..i + count).find(|&j| self.is_used(j)) {
                 None => {
                     self.set(i, count, true);
-                    return Some(self.base + i * FRAME);
+                    return Some(self.base + i * FRAME_SIZE);
                 }
                 // Skip past the used frame, to the next aligned address.
                 Some(j) => {
                     let next =
-                        (self.base + (j + 1) * FRAME).checked_next_multiple_of(align_bytes)?;
-                    i = (next - self.base) / FRAME;
+                        (self.base + (j + 1) * FRAME_SIZE).checked_next_multiple_of(align_bytes)?;
+                    i = (next - self.base) / FRAME_SIZE;
                 }
             }
         }
@@ -134,7 +133,7 @@ impl BitmapFrames {
             .ok_or(FreeError::OutOfPool { hpa, count })?;
         if let Some(j) = (first..first + count).find(|&j| !self.is_used(j)) {
             return Err(FreeError::NotAllocated {
-                hpa: self.base + j * FRAME,
+                hpa: self.base + j * FRAME_SIZE,
             });
         }
         self.set(first, count, false);
@@ -143,10 +142,10 @@ impl BitmapFrames {
 
     /// The index of frame `hpa` if `[hpa, + count frames)` lies in the pool.
     fn index(&self, hpa: usize, count: usize) -> Option<usize> {
-        if !hpa.is_multiple_of(FRAME) || hpa < self.base {
+        if !hpa.is_multiple_of(FRAME_SIZE) || hpa < self.base {
             return None;
         }
-        let first = (hpa - self.base) / FRAME;
+        let first = (hpa - self.base) / FRAME_SIZE;
         (first.checked_add(count)? <= self.frames).then_some(first)
     }
 }
@@ -159,7 +158,7 @@ mod tests {
 
     #[test]
     fn contiguous_aligned_allocations() {
-        let mut f = BitmapFrames::new(BASE + 0x1000, 64 * FRAME);
+        let mut f = BitmapFrames::new(BASE + 0x1000, 64 * FRAME_SIZE);
         assert_eq!(f.total_frames(), 64);
         let a = f.alloc(1, 1).unwrap();
         assert_eq!(a, BASE + 0x1000);
@@ -177,7 +176,7 @@ mod tests {
 
     #[test]
     fn exhaustion_and_fragmentation() {
-        let mut f = BitmapFrames::new(BASE, 8 * FRAME);
+        let mut f = BitmapFrames::new(BASE, 8 * FRAME_SIZE);
         let all: Vec<_> = (0..8).map(|_| f.alloc(1, 1).unwrap()).collect();
         assert_eq!(f.alloc(1, 1), None);
         f.dealloc(all[2], 1).unwrap();
@@ -191,28 +190,30 @@ mod tests {
 
     #[test]
     fn fixed_address_allocations() {
-        let mut f = BitmapFrames::new(BASE, 16 * FRAME);
-        assert!(f.alloc_at(BASE + 4 * FRAME, 4));
-        assert!(!f.alloc_at(BASE + 6 * FRAME, 4), "overlaps");
-        assert!(!f.alloc_at(BASE + 14 * FRAME, 4), "past the end");
-        assert!(!f.alloc_at(BASE - FRAME, 1), "below the pool");
+        let mut f = BitmapFrames::new(BASE, 16 * FRAME_SIZE);
+        assert!(f.alloc_at(BASE + 4 * FRAME_SIZE, 4));
+        assert!(!f.alloc_at(BASE + 6 * FRAME_SIZE, 4), "overlaps");
+        assert!(!f.alloc_at(BASE + 14 * FRAME_SIZE, 4), "past the end");
+        assert!(!f.alloc_at(BASE - FRAME_SIZE, 1), "below the pool");
         assert!(!f.alloc_at(BASE + 1, 1), "unaligned");
         assert_eq!(f.alloc(4, 4), Some(BASE));
-        assert_eq!(f.alloc(4, 4), Some(BASE + 8 * FRAME));
+        assert_eq!(f.alloc(4, 4), Some(BASE + 8 * FRAME_SIZE));
     }
 
     #[test]
     fn bad_frees_are_refused() {
-        let mut f = BitmapFrames::new(BASE, 4 * FRAME);
+        let mut f = BitmapFrames::new(BASE, 4 * FRAME_SIZE);
         let a = f.alloc(2, 1).unwrap();
         assert_eq!(
             f.dealloc(a, 3),
-            Err(FreeError::NotAllocated { hpa: a + 2 * FRAME })
+            Err(FreeError::NotAllocated {
+                hpa: a + 2 * FRAME_SIZE
+            })
         );
         assert_eq!(
-            f.dealloc(BASE + 4 * FRAME, 1),
+            f.dealloc(BASE + 4 * FRAME_SIZE, 1),
             Err(FreeError::OutOfPool {
-                hpa: BASE + 4 * FRAME,
+                hpa: BASE + 4 * FRAME_SIZE,
                 count: 1
             })
         );
@@ -226,8 +227,8 @@ mod tests {
 
     #[test]
     fn unaligned_pool_bounds_round_inwards() {
-        let f = BitmapFrames::new(BASE + 0x800, 3 * FRAME);
-        assert_eq!(f.base(), BASE + FRAME);
+        let f = BitmapFrames::new(BASE + 0x800, 3 * FRAME_SIZE);
+        assert_eq!(f.base(), BASE + FRAME_SIZE);
         assert_eq!(f.total_frames(), 2);
     }
 }

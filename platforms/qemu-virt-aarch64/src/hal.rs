@@ -4,11 +4,11 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{HostPhysAddr, HostVirtAddr};
+use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
 use spin::Mutex;
 
 use crate::boot::MAX_CPUS;
-use crate::frames::{BitmapFrames, FRAME};
+use crate::frames::BitmapFrames;
 
 /// The frame pool (set up once at boot).
 static FRAMES: Mutex<Option<BitmapFrames>> = Mutex::new(None);
@@ -70,11 +70,11 @@ impl vm_core::VmHal for BoardHal {
         FRAMES
             .lock()
             .as_mut()
-            .is_some_and(|f| f.alloc_at(hpa.as_usize(), size.div_ceil(FRAME)))
+            .is_some_and(|f| f.alloc_at(hpa.as_usize(), size.div_ceil(FRAME_SIZE)))
     }
 
     fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
-        Self::dealloc_frames(hpa, size.div_ceil(FRAME));
+        Self::dealloc_frames(hpa, size.div_ceil(FRAME_SIZE));
     }
 
     fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
