@@ -1175,6 +1175,17 @@ mod tests {
         }
     }
 
+    /// The trap CSRs of a guest-page fault (`scause`) at `gpa` with the guest's
+    /// translation off: stval = the GPA, htval = GPA >> 2.
+    fn guest_page_fault(scause: u64, gpa: u64, htinst: u64) -> TrapInfo {
+        TrapInfo {
+            scause,
+            stval: gpa,
+            htval: gpa >> 2,
+            htinst,
+        }
+    }
+
     fn ecall(
         v: &mut Riscv64VCpu<Sv39x4>,
         hart: &mut MockHart,
@@ -1465,12 +1476,7 @@ mod tests {
         let exit = trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::LOAD_GUEST_PAGE_FAULT,
-                stval: gpa,
-                htval: gpa >> 2,
-                htinst: 0x2501,
-            },
+            guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, gpa, 0x2501),
         );
         let g = GuestPhysAddr::from_usize(gpa as usize);
         assert_eq!(
@@ -1521,12 +1527,7 @@ mod tests {
         trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::STORE_GUEST_PAGE_FAULT,
-                stval: gpa,
-                htval: gpa >> 2,
-                htinst: 0,
-            },
+            guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, gpa, 0),
         );
         let g = GuestPhysAddr::from_usize(gpa as usize);
         let access = v
@@ -1547,12 +1548,7 @@ mod tests {
         trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::STORE_GUEST_PAGE_FAULT,
-                stval: gpa,
-                htval: gpa >> 2,
-                htinst: 0,
-            },
+            guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, gpa, 0),
         );
         let access = v
             .decode_mmio_with(&mut h, g, AccessKind::Write, &Mem(&MockHart::default()))
@@ -1573,12 +1569,7 @@ mod tests {
         trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::LOAD_GUEST_PAGE_FAULT,
-                stval: 0x0b00_0000,
-                htval: 0x0b00_0000 >> 2,
-                htinst: 0,
-            },
+            guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0),
         );
         let g = GuestPhysAddr::from_usize(0x0b00_0000);
         let access = v
@@ -1597,12 +1588,7 @@ mod tests {
         trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::LOAD_GUEST_PAGE_FAULT,
-                stval: 0x0b00_0000,
-                htval: 0x0b00_0000 >> 2,
-                htinst: 0,
-            },
+            guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0),
         );
         assert_eq!(
             v.decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&mem)),
@@ -1616,12 +1602,7 @@ mod tests {
         let mut h = MockHart::default();
         // amoadd.w a0, a1, (a2) at the PC, no htinst.
         h.put(PC, &0x00b6_252fu32.to_le_bytes());
-        let fault = TrapInfo {
-            scause: exception::STORE_GUEST_PAGE_FAULT,
-            stval: 0x0b00_0000,
-            htval: 0x0b00_0000 >> 2,
-            htinst: 0,
-        };
+        let fault = guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, 0x0b00_0000, 0);
         trap(&mut v, &mut h, fault);
         let g = GuestPhysAddr::from_usize(0x0b00_0000);
         let none = MockHart::default();
@@ -1681,12 +1662,7 @@ mod tests {
         trap(
             &mut v,
             &mut h,
-            TrapInfo {
-                scause: exception::LOAD_GUEST_PAGE_FAULT,
-                stval: 0x0b00_0000,
-                htval: 0x0b00_0000 >> 2,
-                htinst: 0x2503,
-            },
+            guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0x2503),
         );
         let g = GuestPhysAddr::from_usize(0x0b00_0000);
         let a = v
