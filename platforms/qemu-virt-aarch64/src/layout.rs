@@ -10,9 +10,6 @@ use vm_core::VmConfig;
 /// The layout the test guest is built for.
 pub(crate) const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_AARCH64;
 
-/// The name of the emulated test device in the config.
-pub(crate) const TEST_DEVICE: &str = host::TEST_DEVICE;
-
 /// The PL011 every guest shares with the hypervisor (pass-through, GPA = HPA).
 pub(crate) const UART_BASE: u64 = platforms::layouts::QEMU_VIRT_AARCH64_UART;
 

@@ -11,7 +11,8 @@
 //! - `gic`: GICv3 SGIs for kicks.
 //! - `smp`: the second physical CPU, which runs the guest's second vCPU.
 //! - `runner`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
-//! - `layout`, `test_device`: the test VM's layout and its emulated device.
+//! - `layout`: the test VM's layout (`platforms::layouts`) and the check that the
+//!   embedded VM config builds it; the emulated device is `platforms::host::TestDevice`.
 //!
 //! On the host this builds to a stub that says how to run it, plus the unit tests of
 //! the portable modules.
