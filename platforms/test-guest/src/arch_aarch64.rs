@@ -19,9 +19,10 @@ use platforms::protocol::{Call, GuestLayout};
 /// against it).
 const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_AARCH64;
 
-/// PL011 data register and flag register (FR.TXFF, bit 5: transmit FIFO full).
-const UART_DR: u64 = 0x0900_0000;
-const UART_FR: u64 = 0x0900_0018;
+/// The PL011 the hypervisor passes through: data register at its base, flag register
+/// at +0x18 (FR.TXFF, bit 5: transmit FIFO full).
+const UART_DR: u64 = platforms::layouts::QEMU_VIRT_AARCH64_UART;
+const UART_FR: u64 = UART_DR + 0x18;
 const UART_TXFF: u32 = 1 << 5;
 
 /// PSCI function ids (Arm DEN0022): PSCI_VERSION, CPU_OFF, CPU_ON (SMC64),
