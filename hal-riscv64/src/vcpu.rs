@@ -739,6 +739,12 @@ impl<F: GStage> Riscv64VCpu<F> {
 /// Our implementation version for `get_impl_version`: the crate's major.minor.
 const IMPL_VERSION: u64 = 0x0001;
 
+/// What `bind` and `run` return where there is no hart to run a guest on.
+#[cfg(not(target_arch = "riscv64"))]
+const NOT_RISCV64: VCpuError = VCpuError::Unsupported {
+    feature: "RISC-V hypervisor extension (not a riscv64 build)",
+};
+
 /// The most bytes one DBCN read or write moves (the guest loops for more, as the
 /// specification allows).
 const DBCN_CHUNK: usize = 256;
@@ -826,9 +832,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         }
         #[cfg(not(target_arch = "riscv64"))]
         {
-            Err(VCpuError::Unsupported {
-                feature: "RISC-V hypervisor extension (not a riscv64 build)",
-            })
+            Err(NOT_RISCV64)
         }
     }
 
@@ -867,9 +871,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         }
         #[cfg(not(target_arch = "riscv64"))]
         {
-            Err(VCpuError::Unsupported {
-                feature: "RISC-V hypervisor extension (not a riscv64 build)",
-            })
+            Err(NOT_RISCV64)
         }
     }
 
