@@ -193,6 +193,11 @@ pub(crate) trait HartOps {
     fn vs_csr(&mut self, csr: VsCsr) -> u64;
     /// Writes a VS CSR.
     fn set_vs_csr(&mut self, csr: VsCsr, value: u64);
+    /// Whether the guest runs with its own translation off (`vsatp.MODE` = Bare): its
+    /// virtual addresses are then guest-physical.
+    fn guest_translation_off(&mut self) -> bool {
+        self.vs_csr(VsCsr::Vsatp) >> 60 == 0
+    }
     /// Arms the guest's timer (`vstimecmp`) and clears a pending injected timer
     /// interrupt; `false` when the hart has no Sstc.
     fn set_guest_timer(&mut self, stime_value: u64) -> bool;
@@ -397,7 +402,7 @@ impl<F: GStage> Riscv64VCpu<F> {
                 // htval = 0 is allowed by the specification; with the guest's
                 // translation off the guest-virtual address is the GPA.
                 let gpa = gpa.unwrap_or_else(|| {
-                    let bare = ops.vs_csr(VsCsr::Vsatp) >> 60 == 0;
+                    let bare = ops.guest_translation_off();
                     log::warn!(
                         "vCPU {}: guest-page fault at gva {gva:#x} without htval (vsatp {})",
                         self.vcpu_id,
@@ -613,7 +618,7 @@ impl<F: GStage> Riscv64VCpu<F> {
         let half = |ops: &mut dyn HartOps, at: u64| -> Option<u16> {
             ops.fetch_half(at).or_else(|| {
                 let mem = mem?;
-                if ops.vs_csr(VsCsr::Vsatp) >> 60 != 0 {
+                if !ops.guest_translation_off() {
                     return None;
                 }
                 let mut b = [0u8; 2];
