@@ -286,18 +286,21 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
         None
     }
 
-    fn configured(&self) -> VCpuResult<u64> {
+    /// Loads the vCPU onto this CPU (EL1 registers, VMPIDR, VTCR, VTTBR, HCR), once
+    /// its entry point, setup and nested root are all set.
+    fn load(&self) -> VCpuResult {
         if self.entry.is_none() {
             return Err(VCpuError::NotConfigured {
                 missing: "entry point",
             });
         }
-        if self.vtcr.is_none() {
-            return Err(VCpuError::NotConfigured { missing: "setup" });
-        }
-        self.vttbr.ok_or(VCpuError::NotConfigured {
+        let vtcr = self
+            .vtcr
+            .ok_or(VCpuError::NotConfigured { missing: "setup" })?;
+        let vttbr = self.vttbr.ok_or(VCpuError::NotConfigured {
             missing: "nested root",
-        })
+        })?;
+        bind_hw(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)
     }
 }
 
@@ -440,12 +443,10 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     }
 
     fn bind(&mut self) -> VCpuResult {
-        let vttbr = self.configured()?;
         if self.bound {
             return Err(VCpuError::Busy);
         }
-        let vtcr = self.vtcr.unwrap_or_default();
-        bind_hw(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)?;
+        self.load()?;
         if core::mem::take(&mut self.flush_on_bind) {
             flush_local(self.vmid);
         }
@@ -471,9 +472,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             });
         }
         if core::mem::take(&mut self.reload_el1) {
-            let vttbr = self.configured()?;
-            let vtcr = self.vtcr.unwrap_or_default();
-            bind_hw(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)?;
+            self.load()?;
         }
         loop {
             let trap = enter_hw(&mut self.frame)?;
