@@ -33,7 +33,6 @@ mod frames;
 mod hal;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod harts;
-mod layout;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod run;
 

@@ -10,16 +10,18 @@ use alloc::sync::Arc;
 use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
 use hal_riscv64::sbi::{EID_HSM, error as sbi_err, hart_state};
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
+use platforms::host::{self, TEST_DEVICE, TestDevice};
 use platforms::monitor::{Action, Monitor};
-use platforms::protocol::{Call, RISCV_EXTENSION_ID, RO_PATTERN};
+use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID, RO_PATTERN};
 use spin::Mutex;
 use vcpu_api::VCpuState;
 use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
 use crate::console::{self, println};
-use crate::layout::{self, LAYOUT, TEST_DEVICE};
 use crate::{GUEST_IMAGE, hal, harts};
-use platforms::host::TestDevice;
+
+/// Where the test guest expects things; the embedded VM config is checked against it.
+const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_RISCV64;
 
 type SharedMonitor = Arc<Mutex<Monitor>>;
 
@@ -72,7 +74,7 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         }
     };
     config.id = vm_id;
-    let agrees = layout::check(&config);
+    let agrees = host::check_config(&config, &LAYOUT);
     if let Err(e) = &agrees {
         println!("[{label}] VM config vs the board layout: {e}");
     }
