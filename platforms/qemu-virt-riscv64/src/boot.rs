@@ -70,7 +70,7 @@ pub(crate) fn hart_id() -> usize {
 }
 
 /// Monotonic time in ticks of QEMU virt's 10 MHz timebase (`time` CSR).
-pub(crate) fn ticks() -> u64 {
+fn ticks() -> u64 {
     let t: u64;
     // SAFETY: reads the time CSR (OpenSBI enables it for S-mode).
     unsafe { core::arch::asm!("csrr {0}, time", out(reg) t, options(nomem, nostack)) };
@@ -79,7 +79,24 @@ pub(crate) fn ticks() -> u64 {
 
 /// Nanoseconds per tick of the 10 MHz timebase of QEMU virt (the DTB's
 /// `timebase-frequency`, fixed by the machine model).
-pub(crate) const NS_PER_TICK: u64 = 100;
+const NS_PER_TICK: u64 = 100;
+
+/// Monotonic time in nanoseconds.
+pub(crate) fn now_ns() -> u64 {
+    ticks().saturating_mul(NS_PER_TICK)
+}
+
+/// Spins until `done()` holds or `timeout_ns` have passed; `true` if it held.
+pub(crate) fn spin_until(timeout_ns: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = now_ns();
+    while !done() {
+        if now_ns() - start > timeout_ns {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
 
 /// Waits for an interrupt (a kick): `wfi` wakes when an interrupt enabled in `sie`
 /// is pending, whatever `sstatus.SIE` says; then clears the software interrupt.

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
 use vm_core::VmHal;
 
-use crate::boot::{MAX_HARTS, NS_PER_TICK, hart_id, ticks};
+use crate::boot::{MAX_HARTS, hart_id};
 use crate::frames::BitmapFrames;
 
 /// Frames of up to 256 MiB of RAM, one bit each.
@@ -100,6 +100,6 @@ impl VmHal for BoardHal {
     }
 
     fn now_ns() -> u64 {
-        ticks().saturating_mul(NS_PER_TICK)
+        crate::boot::now_ns()
     }
 }

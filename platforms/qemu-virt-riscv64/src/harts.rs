@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hal_riscv64::sbi::hart_state;
 use spin::Mutex;
 
-use crate::boot::{MAX_HARTS, NS_PER_TICK, ticks, wait_for_kick};
+use crate::boot::{MAX_HARTS, spin_until, wait_for_kick};
 use crate::console::println;
 
 /// Work for the second hart.
@@ -38,13 +38,9 @@ pub(crate) fn start_second_hart(boot_hart: usize) -> Option<u64> {
             println!("hart {hart}: SBI hart_start failed with {e}");
             continue;
         }
-        let start = ticks();
-        while !READY.load(Ordering::SeqCst) {
-            if (ticks() - start) * NS_PER_TICK > 1_000_000_000 {
-                println!("hart {hart}: started but not ready after 1 s");
-                return None;
-            }
-            core::hint::spin_loop();
+        if !spin_until(1_000_000_000, || READY.load(Ordering::SeqCst)) {
+            println!("hart {hart}: started but not ready after 1 s");
+            return None;
         }
         SECOND.store(hart, Ordering::SeqCst);
         return Some(hart);
@@ -66,14 +62,7 @@ pub(crate) fn post(job: Job) -> bool {
 
 /// Waits up to `timeout_ns` for the second hart's job to finish; `true` if it did.
 pub(crate) fn wait_idle(timeout_ns: u64) -> bool {
-    let start = ticks();
-    while BUSY.load(Ordering::SeqCst) {
-        if (ticks() - start) * NS_PER_TICK > timeout_ns {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+    spin_until(timeout_ns, || !BUSY.load(Ordering::SeqCst))
 }
 
 /// The second hart's Rust entry (from `_start_secondary`).

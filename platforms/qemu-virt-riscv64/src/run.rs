@@ -136,14 +136,14 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         host_check(&monitor, "VM booted", false);
         return finish(&monitor);
     }
-    let started = crate::boot::ticks();
+    let started = crate::boot::now_ns();
     vcpu_loop(&vm, 0, &monitor, label, second_hart);
     // vCPU 1 stopped itself before vCPU 0 powered off; if not, shutdown has kicked it.
     let second_done = harts::wait_idle(5_000_000_000);
     host_check(&monitor, "second hart finished its vCPU", second_done);
     println!(
         "[{label}] guest ran {} ms",
-        (crate::boot::ticks() - started) * crate::boot::NS_PER_TICK / 1_000_000
+        (crate::boot::now_ns() - started) / 1_000_000
     );
 
     // The hypervisor's side of the checks.
@@ -292,14 +292,10 @@ fn vcpu_loop<F: GStage>(
 /// (vm-core's eviction: `kick_pcpu`, an SBI IPI, a supervisor software interrupt
 /// while V = 1, `ExitReason::Kicked`). Then the VM resumes.
 fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &Mutex<Monitor>, label: &str) {
-    let start = crate::boot::ticks();
-    while vm.vcpu_state(0) != Ok(VCpuState::Running) {
-        if (crate::boot::ticks() - start) * crate::boot::NS_PER_TICK > 1_000_000_000 {
-            println!("[{label}] vCPU 0 did not enter the guest within 1 s");
-            host_check(monitor, "pause kicks vCPU 0 out of the guest", false);
-            return;
-        }
-        core::hint::spin_loop();
+    if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::Running)) {
+        println!("[{label}] vCPU 0 did not enter the guest within 1 s");
+        host_check(monitor, "pause kicks vCPU 0 out of the guest", false);
+        return;
     }
     let before = vm.stats().kicks;
     let paused = vm.pause();
