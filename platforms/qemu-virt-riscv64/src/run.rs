@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 
 use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
-use hal_riscv64::sbi::{EID_HSM, error as sbi_err, hart_state};
+use hal_riscv64::sbi::{SbiRequest, error as sbi_err, hart_state};
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
 use platforms::host::{self, TEST_DEVICE, TestDevice};
 use platforms::monitor::{Action, Monitor};
@@ -326,7 +326,13 @@ fn hypercall<F: GStage>(
         .with_vcpu(vcpu, |v| v.pending_sbi().map(|p| p.fid))
         .ok()
         .flatten();
-    let answer: Result<u64, i64> = match fid.map(|fid| (Call::from_riscv(eid, fid), fid)) {
+    let request = fid.map(|fid| {
+        (
+            Call::from_riscv(eid, fid),
+            SbiRequest::decode(eid, fid, args),
+        )
+    });
+    let answer: Result<u64, i64> = match request {
         Some((Some(call), _)) => {
             let action = with_monitor(monitor, |m, out| {
                 m.on_call(call, [args[0], args[1], args[2], args[3]], out)
@@ -346,17 +352,14 @@ fn hypercall<F: GStage>(
                 Action::StartCpu { .. } => Err(sbi_err::NOT_SUPPORTED),
             }
         }
-        Some((None, 2)) if eid == EID_HSM => {
-            let hart = args[0];
-            match usize::try_from(hart) {
-                Ok(h) if h < vm.vcpu_count() => Ok(if vm.is_vcpu_started(h) {
-                    hart_state::STARTED
-                } else {
-                    hart_state::STOPPED
-                }),
-                _ => Err(sbi_err::INVALID_PARAM),
-            }
-        }
+        Some((None, SbiRequest::HartStatus { hart })) => match usize::try_from(hart) {
+            Ok(h) if h < vm.vcpu_count() => Ok(if vm.is_vcpu_started(h) {
+                hart_state::STARTED
+            } else {
+                hart_state::STOPPED
+            }),
+            _ => Err(sbi_err::INVALID_PARAM),
+        },
         _ => {
             println!("[{label}] vCPU {vcpu}: SBI call {eid:#x}/{fid:?} not supported");
             Err(sbi_err::NOT_SUPPORTED)
