@@ -116,15 +116,22 @@ fn yes(b: bool) -> &'static str {
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 fn fail(why: core::fmt::Arguments<'_>) -> ! {
     console::println!("hvcore riscv64: {why}");
-    console::println!("0 passed, 1 failed");
+    console::println!("{FAILED}");
     boot::power_off(1)
 }
+
+/// The closing line of a run that could not happen.
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+const FAILED: platforms::monitor::Summary = platforms::monitor::Summary {
+    passed: 0,
+    failed: 1,
+};
 
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     console::print_panic(format_args!(
-        "hvcore riscv64: panic on hart {}: {info}\n0 passed, 1 failed\n",
+        "hvcore riscv64: panic on hart {}: {info}\n{FAILED}\n",
         boot::hart_id()
     ));
     boot::power_off(2)
