@@ -701,33 +701,36 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(())
     }
 
+    /// Runs the copy `op` against the address space; when it finds lazy pages not
+    /// populated yet, faults in `[gpa, gpa + len)` and runs it again (copies touch
+    /// nothing before they fail, so the first try left memory unchanged).
+    fn with_populated<R>(
+        &self,
+        what: &'static str,
+        gpa: GuestPhysAddr,
+        len: usize,
+        mut op: impl FnMut(&AddrSpace<V::Format, HalFrames>) -> addrspace::Result<R>,
+    ) -> VmResult<R> {
+        match op(&self.space.read()) {
+            Err(addrspace::Error::NotPopulated { .. }) => {}
+            r => return r.map_err(space_err(what)),
+        }
+        self.populate(gpa, len)?;
+        op(&self.space.read()).map_err(space_err(what))
+    }
+
     /// Copies guest memory at `gpa` into `buf` (across pages and regions; lazy pages
     /// are faulted in). Errors, with nothing copied, at holes, devices and reserved
     /// ranges.
     pub fn read_guest(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> VmResult {
-        match self.space.read().read(gpa, buf) {
-            Err(addrspace::Error::NotPopulated { .. }) => {}
-            r => return r.map_err(space_err("read guest memory")),
-        }
-        self.populate(gpa, buf.len())?;
-        self.space
-            .read()
-            .read(gpa, buf)
-            .map_err(space_err("read guest memory"))
+        let len = buf.len();
+        self.with_populated("read guest memory", gpa, len, |s| s.read(gpa, buf))
     }
 
     /// Copies `buf` into guest memory at `gpa`, whatever the guest's permissions
     /// (loading a read-only region is allowed); errors as [`Vm::read_guest`].
     pub fn write_guest(&self, gpa: GuestPhysAddr, buf: &[u8]) -> VmResult {
-        match self.space.read().write(gpa, buf) {
-            Err(addrspace::Error::NotPopulated { .. }) => {}
-            r => return r.map_err(space_err("write guest memory")),
-        }
-        self.populate(gpa, buf.len())?;
-        self.space
-            .read()
-            .write(gpa, buf)
-            .map_err(space_err("write guest memory"))
+        self.with_populated("write guest memory", gpa, buf.len(), |s| s.write(gpa, buf))
     }
 
     fn check_align<T>(gpa: GuestPhysAddr) -> VmResult {
@@ -742,27 +745,17 @@ impl<V: ArchVCpu> Vm<V> {
     /// `T`.
     pub fn read_from_guest_of<T: Pod>(&self, gpa: GuestPhysAddr) -> VmResult<T> {
         Self::check_align::<T>(gpa)?;
-        let mut value = core::mem::MaybeUninit::<T>::zeroed();
-        // SAFETY: zeroed memory is initialised; the slice covers exactly the value.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(
-                value.as_mut_ptr().cast::<u8>(),
-                core::mem::size_of::<T>(),
-            )
-        };
-        self.read_guest(gpa, bytes)?;
-        // SAFETY: `T: Pod` is valid for every bit pattern.
-        Ok(unsafe { value.assume_init() })
+        self.with_populated("read guest memory", gpa, size_of::<T>(), |s| {
+            s.read_obj(gpa)
+        })
     }
 
     /// Writes `value` at `gpa`, which must be aligned for `T`.
     pub fn write_to_guest_of<T: Pod>(&self, gpa: GuestPhysAddr, value: &T) -> VmResult {
         Self::check_align::<T>(gpa)?;
-        // SAFETY: `T: Pod` has no padding, so all its bytes are initialised.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        };
-        self.write_guest(gpa, bytes)
+        self.with_populated("write guest memory", gpa, size_of::<T>(), |s| {
+            s.write_obj(gpa, value)
+        })
     }
 
     /// Copies an image into guest RAM at `gpa` (the safe replacement for the seed's
