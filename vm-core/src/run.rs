@@ -3,16 +3,28 @@
 
 use core::sync::atomic::Ordering;
 
-use addrspace::{AccessKind, FaultOutcome, GpaRange, GuestPhysAddr, PAGE_SIZE};
-use vcpu_api::{ArchVCpu, ExitReason, MmioOp, VCpuError, VCpuState};
+use addrspace::{
+    AccessKind, AddrSpace, FaultOutcome, GpaRange, GuestPhysAddr, NestedFormat, PAGE_SIZE,
+};
+use vcpu_api::{ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, VCpuError, VCpuState};
 
 use crate::device::MmioDevice;
 use crate::error::{VmError, VmResult};
 use crate::exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
-use crate::vm::{SpaceView, VCpuInner, VCpuSlot, Vm, VmState};
+use crate::frames::HalFrames;
+use crate::vm::{VCpuInner, VCpuSlot, Vm, VmState};
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+
+/// A guest-memory view for instruction decoders.
+struct SpaceView<'a, F: NestedFormat>(&'a AddrSpace<F, HalFrames>);
+
+impl<F: NestedFormat> GuestMemory for SpaceView<'_, F> {
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+        self.0.read(gpa, buf).is_ok()
+    }
+}
 
 /// What handling one exit decided.
 type Step = VmResult<Option<VmExit>>;
@@ -291,6 +303,27 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(None)
     }
 
+    /// Decodes the access vCPU `vcpu` is stopped at (`gpa`, `access`), the decoder
+    /// reading guest memory through the VM's tables; an error carries the PC.
+    pub(crate) fn decode(
+        &self,
+        vcpu: usize,
+        inner: &mut VCpuInner<V>,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+    ) -> VmResult<MmioAccess> {
+        let decoded = {
+            let space = self.space.read();
+            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
+        };
+        decoded.map_err(|error| VmError::MmioDecode {
+            vcpu,
+            gpa,
+            pc: inner.arch.pc(),
+            error,
+        })
+    }
+
     fn emulate(
         &self,
         vcpu: usize,
@@ -300,16 +333,7 @@ impl<V: ArchVCpu> Vm<V> {
         base: GuestPhysAddr,
         device: Arc<dyn MmioDevice>,
     ) -> Step {
-        let decoded = {
-            let space = self.space.read();
-            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
-        };
-        let acc = decoded.map_err(|error| VmError::MmioDecode {
-            vcpu,
-            gpa,
-            pc: inner.arch.pc(),
-            error,
-        })?;
+        let acc = self.decode(vcpu, inner, gpa, access)?;
         let offset = (gpa.as_usize() - base.as_usize()) as u64;
         let result = match acc.op {
             MmioOp::Read { .. } => device.read(offset, acc.width).map(Some),

@@ -10,10 +10,10 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering}
 
 use addrspace::{
     AccessKind, AddrSpace, Area, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr,
-    MappingFlags, NestedFormat, PAGE_SIZE, Pod, Populate, Walk,
+    MappingFlags, PAGE_SIZE, Pod, Populate, Walk,
 };
 use spin::{Mutex, RwLock};
-use vcpu_api::{ArchVCpu, GuestMemory, VCpuError, VCpuState, VCpuStateCell};
+use vcpu_api::{ArchVCpu, VCpuError, VCpuState, VCpuStateCell};
 
 use crate::config::{Field, MapType, VmConfig, page_span};
 use crate::device::{MmioBus, MmioDevice};
@@ -139,15 +139,6 @@ pub(crate) struct VCpuSlot<V> {
     pub(crate) pcpu: AtomicUsize,
     /// Interrupts to inject at the next entry.
     pub(crate) irqs: Mutex<Vec<usize>>,
-}
-
-/// A guest-memory view for instruction decoders.
-pub(crate) struct SpaceView<'a, F: NestedFormat>(pub(crate) &'a AddrSpace<F, HalFrames>);
-
-impl<F: NestedFormat> GuestMemory for SpaceView<'_, F> {
-    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
-        self.0.read(gpa, buf).is_ok()
-    }
 }
 
 /// A virtual machine: the address space in the nested format of `V`, the emulated
@@ -555,21 +546,7 @@ impl<V: ArchVCpu> Vm<V> {
         let Some((gpa, access)) = inner.pending.take() else {
             return Err(VmError::NothingToComplete { vcpu });
         };
-        let decoded = {
-            let space = self.space.read();
-            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
-        };
-        let acc = match decoded {
-            Ok(a) => a,
-            Err(error) => {
-                return Err(VmError::MmioDecode {
-                    vcpu,
-                    gpa,
-                    pc: inner.arch.pc(),
-                    error,
-                });
-            }
-        };
+        let acc = self.decode(vcpu, &mut inner, gpa, access)?;
         inner
             .arch
             .complete_mmio(&acc, read_value)
