@@ -9,6 +9,8 @@ use core::fmt;
 use addrspace::GuestPhysAddr;
 use vcpu_api::AccessWidth;
 
+use crate::config::page_span;
+
 /// Why a device refused an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceError {
@@ -47,6 +49,14 @@ pub trait MmioDevice: Send + Sync {
 
     /// Writes `value` (already cut to `width`) at `offset`.
     fn write(&self, offset: u64, width: AccessWidth, value: u64) -> Result<(), DeviceError>;
+}
+
+/// The 4 KiB pages an emulated device at `[base, base + length)` claims in the
+/// address space (reserved there, so nothing else maps them): their start and size.
+pub(crate) fn device_pages(base: GuestPhysAddr, length: usize) -> (GuestPhysAddr, usize) {
+    let start = base.as_usize() as u64;
+    let (s, e) = page_span(start, start.saturating_add(length as u64));
+    (GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
 }
 
 /// One device on the bus.

@@ -8,7 +8,7 @@ use addrspace::{
 };
 use vcpu_api::{ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, VCpuError, VCpuState};
 
-use crate::device::MmioDevice;
+use crate::device::{MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
 use crate::exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
 use crate::frames::HalFrames;
@@ -224,15 +224,8 @@ impl<V: ArchVCpu> Vm<V> {
             return match device {
                 Some(d) => self.emulate(vcpu, inner, gpa, access, base, d),
                 None => {
-                    let start = base.as_usize() & !(PAGE_SIZE - 1);
-                    let end = (base.as_usize().saturating_add(length))
-                        .div_ceil(PAGE_SIZE)
-                        .saturating_mul(PAGE_SIZE);
-                    let area = GpaRange::from_bounds(
-                        GuestPhysAddr::from_usize(start),
-                        GuestPhysAddr::from_usize(end),
-                    )
-                    .map_err(|error| VmError::AddrSpace {
+                    let (start, size) = device_pages(base, length);
+                    let area = GpaRange::new(start, size).map_err(|error| VmError::AddrSpace {
                         op: "emulated device range",
                         error,
                     })?;

@@ -15,8 +15,8 @@ use addrspace::{
 use spin::{Mutex, RwLock};
 use vcpu_api::{ArchVCpu, VCpuError, VCpuState, VCpuStateCell};
 
-use crate::config::{Field, MapType, VmConfig, page_span};
-use crate::device::{MmioBus, MmioDevice};
+use crate::config::{Field, MapType, VmConfig};
+use crate::device::{MmioBus, MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
 use crate::frames::HalFrames;
 use crate::passthrough::{PassthroughRange, plan_passthrough};
@@ -204,10 +204,9 @@ impl<V: ArchVCpu> Vm<V> {
         let mut bus = MmioBus::new();
         for (i, d) in config.devices.emu_devices.iter().enumerate() {
             let field = Field::at("devices.emu_devices", i);
-            let start = d.base_gpa.as_usize() as u64;
-            let (s, e) = page_span(start, start.saturating_add(d.length as u64));
+            let (start, size) = device_pages(d.base_gpa, d.length);
             space
-                .map_reserved(GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
+                .map_reserved(start, size)
                 .map_err(|error| VmError::MapRegion { field, error })?;
             bus.add(&d.name, d.base_gpa, d.length, None)?;
         }
@@ -569,15 +568,14 @@ impl<V: ArchVCpu> Vm<V> {
         length: usize,
         device: Arc<dyn MmioDevice>,
     ) -> VmResult {
-        let start = base.as_usize() as u64;
-        let (s, e) = page_span(start, start.saturating_add(length as u64));
+        let (start, size) = device_pages(base, length);
         let mut space = self.space.write();
         let mut bus = self.bus.write();
         // Check the bus first so a refused device leaves the space unchanged.
         let mut probe = bus.clone();
         probe.add(name, base, length, Some(device.clone()))?;
         space
-            .map_reserved(GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
+            .map_reserved(start, size)
             .map_err(space_err("add_mmio_device"))?;
         *bus = probe;
         Ok(())
