@@ -5,7 +5,9 @@ use alloc::vec::Vec;
 
 use addrspace::{GuestPhysAddr, HostPhysAddr};
 
-use crate::config::{ConfigError, ConfigResult, Field, PassthroughDeviceConfig, page_span};
+use crate::config::{
+    ConfigError, ConfigResult, Field, PASSTHROUGH, PassthroughDeviceConfig, passthrough_pages,
+};
 
 /// One GPA→HPA device mapping to create (4 KiB-aligned, non-empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,29 +30,8 @@ pub fn plan_passthrough(
     // (start, end, offset = gpa - hpa, index)
     let mut spans: Vec<(u64, u64, u64, usize)> = Vec::with_capacity(devices.len());
     for (i, d) in devices.iter().enumerate() {
-        let field = Field::at("devices.passthrough_devices", i);
-        let (gpa, hpa) = (d.base_gpa.as_usize() as u64, d.base_hpa.as_usize() as u64);
-        if d.length == 0 {
-            return Err(ConfigError::ZeroSize { field });
-        }
-        if gpa % 0x1000 != hpa % 0x1000 {
-            return Err(ConfigError::PageOffsetMismatch { field, gpa, hpa });
-        }
-        let end = gpa
-            .checked_add(d.length as u64)
-            .ok_or(ConfigError::Overflow {
-                field,
-                start: gpa,
-                size: d.length as u64,
-            })?;
-        hpa.checked_add(d.length as u64)
-            .ok_or(ConfigError::Overflow {
-                field: field.part("base_hpa"),
-                start: hpa,
-                size: d.length as u64,
-            })?;
-        let (start, end) = page_span(gpa, end);
-        spans.push((start, end, gpa.wrapping_sub(hpa), i));
+        let ((start, end), offset) = passthrough_pages(Field::at(PASSTHROUGH, i), d)?;
+        spans.push((start, end, offset, i));
     }
     spans.sort_by_key(|s| (s.0, s.1));
     let mut out: Vec<(u64, u64, u64, usize)> = Vec::new();
@@ -64,8 +45,8 @@ pub fn plan_passthrough(
             }
             if s.0 < last.1 {
                 return Err(ConfigError::DeviceOverlap {
-                    field: Field::at("devices.passthrough_devices", s.3),
-                    other: Field::at("devices.passthrough_devices", last.3),
+                    field: Field::at(PASSTHROUGH, s.3),
+                    other: Field::at(PASSTHROUGH, last.3),
                     at: s.0,
                 });
             }

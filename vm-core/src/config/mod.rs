@@ -452,7 +452,7 @@ impl VmConfigBuilder {
 }
 
 const REGIONS: &str = "kernel.memory_regions";
-const PASSTHROUGH: &str = "devices.passthrough_devices";
+pub(crate) const PASSTHROUGH: &str = "devices.passthrough_devices";
 const EMU: &str = "devices.emu_devices";
 
 /// `[start, end)` as u64, or the overflow error (also when the end cannot be
@@ -480,6 +480,25 @@ pub(crate) fn page_span(start: u64, end: u64) -> (u64, u64) {
             .saturating_mul(PAGE)
             .max(start & !(PAGE - 1)),
     )
+}
+
+/// Checks pass-through device `d` (entry `field`) on its own: not empty, GPA and HPA
+/// at the same offset within a page, neither range overflowing. Returns its GPA range
+/// widened to pages and its GPA - HPA offset (wrapping).
+pub(crate) fn passthrough_pages(
+    field: Field,
+    d: &PassthroughDeviceConfig,
+) -> ConfigResult<((u64, u64), u64)> {
+    if d.length == 0 {
+        return Err(ConfigError::ZeroSize { field });
+    }
+    let (gpa, hpa) = (d.base_gpa.as_usize() as u64, d.base_hpa.as_usize() as u64);
+    if gpa % PAGE != hpa % PAGE {
+        return Err(ConfigError::PageOffsetMismatch { field, gpa, hpa });
+    }
+    let (start, end) = span(field, gpa, d.length as u64)?;
+    span(field.part("base_hpa"), hpa, d.length as u64)?;
+    Ok((page_span(start, end), gpa.wrapping_sub(hpa)))
 }
 
 impl VmConfig {
@@ -624,18 +643,8 @@ impl VmConfig {
         let mut pt: Vec<(Field, (u64, u64), u64)> = Vec::new();
         for (i, d) in self.devices.passthrough_devices.iter().enumerate() {
             let field = Field::at(PASSTHROUGH, i);
-            if d.length == 0 {
-                return Err(ConfigError::ZeroSize { field });
-            }
-            let (gpa, hpa) = (d.base_gpa.as_usize() as u64, d.base_hpa.as_usize() as u64);
-            if gpa % PAGE != hpa % PAGE {
-                return Err(ConfigError::PageOffsetMismatch { field, gpa, hpa });
-            }
-            let s = span(field, gpa, d.length as u64)?;
-            span(field.part("base_hpa"), hpa, d.length as u64)?;
-            hits_ram(field, s)?;
-            let page = page_span(s.0, s.1);
-            let offset = gpa.wrapping_sub(hpa);
+            let (page, offset) = passthrough_pages(field, d)?;
+            hits_ram(field, page)?;
             for (other, o, o_off) in &pt {
                 if let Some(at) = overlap(page, *o)
                     && *o_off != offset
