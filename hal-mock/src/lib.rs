@@ -11,6 +11,8 @@
 //!   ([`Program`] of [`Op`]s) by walking the nested tables in simulated memory, with
 //!   a per-vCPU TLB.
 //! - [`run_vm`]: one thread per vCPU until the VM ends.
+//! - [`probe_vm`] and [`wait_until`]: the coherency scenario (vCPUs spinning on one
+//!   page in the guest) that the tests and the benchmark share.
 //! - [`configs`]: the board configs of `configs/`, embedded through the same build
 //!   script code generator a board uses.
 
@@ -20,6 +22,7 @@ mod hal;
 mod machine;
 mod program;
 mod runner;
+mod scenario;
 mod vcpu;
 
 /// The board configs of `configs/`, turned into Rust by this crate's build script
@@ -33,4 +36,8 @@ pub use hal::MockHal;
 pub use machine::{Entered, MAX_PCPUS, Machine, Pcpu};
 pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub use runner::{Action, OnExit, RunReport, run_vm};
+pub use scenario::{PROBE_CODE, PROBE_DATA, probe_vm, wait_until};
 pub use vcpu::{MockFaults, MockVCpu, MockVCpuConfig, REGS, TlbCache};
+
+/// A VM of mock vCPUs whose nested tables have format `F`.
+pub type MockVm<F> = vm_core::Vm<MockVCpu<F>>;

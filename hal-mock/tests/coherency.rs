@@ -6,86 +6,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use addrspace::{ArmStage2Ipa40, Ept, NestedFormat, Npt, Sv39x4, Sv48x4};
-use common::*;
-use hal_mock::{
-    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVCpuConfig, Op, Probe, Program, run_vm,
-};
-use vm_core::{MapType, MappingFlags, Populate, Unserved, Vm, VmConfig, VmConfigBuilder, VmExit};
+use hal_mock::{Action, Machine, MockFaults, MockVm, PROBE_DATA, Probe, run_vm, wait_until};
+use vm_core::{MappingFlags, Populate, Unserved, VmExit};
 
-const CODE: u64 = 0x1000_0000;
-const DATA: u64 = 0x2000_0000;
 const OLD: u64 = 0x0101_0101_0101_0101;
 const NEW: u64 = 0x0202_0202_0202_0202;
 
-fn config(id: usize, cpus: usize) -> VmConfig {
-    VmConfigBuilder::new(id, "probe", cpus)
-        .entry_point(gpa(CODE))
-        .memory_region(
-            gpa(CODE),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
-        .memory_region(
-            gpa(DATA),
-            0x1000,
-            MappingFlags::RW,
-            MapType::Alloc,
-            Populate::Eager,
-        )
-        .build()
-        .unwrap()
-}
-
+/// A probe VM (see `hal_mock::probe_vm`) whose data page holds `OLD`.
 fn probe_vm<F: NestedFormat>(
     id: usize,
-    cpus: u64,
-    probe: &Arc<Probe>,
+    cpus: usize,
     faults: MockFaults,
-) -> Arc<Vm<MockVCpu<F>>> {
-    let secondary = CODE + 0x1000;
-    let mut primary: Vec<Op> = (1..cpus)
-        .map(|t| Op::CpuUp {
-            target: t,
-            entry: gpa(secondary),
-            arg: 0,
-        })
-        .collect();
-    primary.extend([Op::Probe(probe.clone()), Op::CpuDown]);
-    let program = Arc::new(
-        Program::new()
-            .at(gpa(CODE), primary)
-            .at(gpa(secondary), vec![Op::Probe(probe.clone()), Op::CpuDown]),
-    );
-    let log = Arc::new(GuestLog::default());
-    let vm = Vm::new(config(id, cpus as usize), |_| {
-        let mut c = MockVCpuConfig::new(program.clone(), log.clone());
-        c.faults = faults;
-        (c, ())
-    })
-    .unwrap();
-    vm.write_to_guest_of(gpa(DATA), &OLD).unwrap();
-    vm
-}
-
-fn wait(what: &str, limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            eprintln!("gave up waiting for {what}");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
+) -> (Arc<MockVm<F>>, Arc<Probe>) {
+    let (vm, probe) = hal_mock::probe_vm::<F>(id, cpus, faults).unwrap();
+    vm.write_to_guest_of(PROBE_DATA, &OLD).unwrap();
+    (vm, probe)
 }
 
 /// What one run of the protocol saw.
@@ -104,13 +44,11 @@ fn run<F: NestedFormat>(broadcast: bool, faults: MockFaults) -> Outcome {
     let machine = Machine::with_defaults();
     machine.set_broadcast(broadcast);
     let _g = machine.enter(0);
-    let probe = Arc::new(Probe::new(gpa(DATA)));
-    let probe_b = Arc::new(Probe::new(gpa(DATA)));
-    let vm_a = probe_vm::<F>(1, 3, &probe, faults);
-    let vm_b = probe_vm::<F>(2, 1, &probe_b, MockFaults::default());
-    let on_exit = |_: &Vm<MockVCpu<F>>, vcpu: usize, exit: &VmExit| match exit {
+    let (vm_a, probe) = probe_vm::<F>(1, 3, faults);
+    let (vm_b, probe_b) = probe_vm::<F>(2, 1, MockFaults::default());
+    let on_exit = |_: &MockVm<F>, vcpu: usize, exit: &VmExit| match exit {
         // The probe page is gone for a while: run again (the read is retried).
-        VmExit::UnservedAccess(a) if a.gpa == gpa(DATA) && a.why == Unserved::NoArea => {
+        VmExit::UnservedAccess(a) if a.gpa == PROBE_DATA && a.why == Unserved::NoArea => {
             Action::Resume
         }
         other => panic!("vCPU {vcpu}: unexpected {other:?}"),
@@ -118,24 +56,28 @@ fn run<F: NestedFormat>(broadcast: bool, faults: MockFaults) -> Outcome {
     let (report_a, report_b) = std::thread::scope(|s| {
         let a = s.spawn(|| run_vm(&machine, &vm_a, 1, on_exit));
         let b = s.spawn(|| run_vm(&machine, &vm_b, 10, on_exit));
-        assert!(wait("every vCPU to read", Duration::from_secs(10), || {
-            probe.before_vcpus.load(Ordering::SeqCst) == 0b111
-                && probe_b.before_vcpus.load(Ordering::SeqCst) == 0b1
-        }));
-        vm_a.unmap_region(gpa(DATA), 0x1000).unwrap();
+        assert!(wait_until(
+            "every vCPU to read",
+            Duration::from_secs(10),
+            || {
+                probe.before_vcpus.load(Ordering::SeqCst) == 0b111
+                    && probe_b.before_vcpus.load(Ordering::SeqCst) == 0b1
+            }
+        ));
+        vm_a.unmap_region(PROBE_DATA, 0x1000).unwrap();
         probe.set_epoch(1);
-        wait(
+        wait_until(
             "faults on the unmapped page",
             Duration::from_millis(300),
             || Probe::get(&probe.faults_unmapped) >= 3,
         );
         probe.set_epoch(2);
-        vm_a.map_region(gpa(DATA), 0x1000, MappingFlags::RW, Populate::Eager)
+        vm_a.map_region(PROBE_DATA, 0x1000, MappingFlags::RW, Populate::Eager)
             .unwrap();
-        vm_a.write_to_guest_of(gpa(DATA), &NEW).unwrap();
+        vm_a.write_to_guest_of(PROBE_DATA, &NEW).unwrap();
         probe.expect.store(NEW, Ordering::SeqCst);
         probe.set_epoch(3);
-        wait(
+        wait_until(
             "every vCPU to read the new data",
             Duration::from_millis(if faults.ignore_invalidate {
                 300

@@ -13,7 +13,8 @@ use std::time::Duration;
 use addrspace::{AccessKind, ArmStage2Ipa40, Npt, Sv48x4};
 use common::*;
 use hal_mock::{
-    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVCpuConfig, Op, Probe, Program, run_vm,
+    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVCpuConfig, Op, Probe, Program, probe_vm,
+    run_vm,
 };
 use vcpu_api::AccessWidth::{Dword, Qword};
 use vm_core::{
@@ -183,28 +184,7 @@ fn lifecycle_state_errors() {
 fn pause_kicks_running_vcpus_and_resume_continues() {
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
-    let probe = Arc::new(Probe::new(gpa(RAM + 0x8000)));
-    let vm = vm_with::<ArmStage2Ipa40>(
-        2,
-        Program::new()
-            .at(
-                gpa(RAM),
-                vec![
-                    Op::CpuUp {
-                        target: 1,
-                        entry: gpa(RAM + 0x1000),
-                        arg: 0,
-                    },
-                    Op::Probe(probe.clone()),
-                    Op::CpuDown,
-                ],
-            )
-            .at(
-                gpa(RAM + 0x1000),
-                vec![Op::Probe(probe.clone()), Op::CpuDown],
-            ),
-        MockFaults::default(),
-    );
+    let (vm, probe) = probe_vm::<ArmStage2Ipa40>(1, 2, MockFaults::default()).unwrap();
     let report = std::thread::scope(|s| {
         let r = s.spawn(|| run_vm(&machine, &vm, 1, |_, _, e| panic!("{e:?}")));
         while !(vm.is_vcpu_started(1) && Probe::get(&probe.before) > 1000) {

@@ -5,23 +5,23 @@
 //! machine must receive none. The peer has no VM layer: these figures are ours only.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use addrspace::{Ept, GuestPhysAddr};
-use hal_mock::{Action, GuestLog, Machine, MockVCpu, MockVCpuConfig, Op, Probe, Program, run_vm};
+use hal_mock::{
+    Action, GuestLog, Machine, MockFaults, MockVCpuConfig, MockVm, Op, Probe, Program, probe_vm,
+    run_vm, wait_until,
+};
 use vcpu_api::AccessWidth;
 use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmExit};
 
 use crate::harness::{Figure, Target, median, timed};
-
-type MockVm = Vm<MockVCpu<Ept>>;
 
 const CODE: usize = 0x1000_0000;
 /// Code bytes per vCPU entry (each op is `hal_mock::OP_SIZE` bytes).
 const CODE_PER_VCPU: usize = 0x4_0000;
 const CODE_SIZE: usize = 0x20_0000;
 const RAM: usize = 0x4000_0000;
-const DATA: usize = 0x2000_0000;
 const VICTIM: usize = 0x3000_0000;
 /// Physical CPU of the second VM's vCPU.
 const OTHER_PCPU: usize = 40;
@@ -92,11 +92,11 @@ fn fault_run(vcpus: usize, pages: usize) -> Result<f64, String> {
         )
         .build()
         .map_err(|e| format!("fault VM config: {e}"))?;
-    let vm: Arc<MockVm> = Vm::new(config, |_| {
+    let vm: Arc<MockVm<Ept>> = Vm::new(config, |_| {
         (MockVCpuConfig::new(program.clone(), log.clone()), ())
     })
     .map_err(|e| format!("fault VM: {e}"))?;
-    let on_exit = |_: &MockVm, _: usize, _: &VmExit| Action::Stop;
+    let on_exit = |_: &MockVm<Ept>, _: usize, _: &VmExit| Action::Stop;
     let (report, t) = timed(|| run_vm(&machine, &vm, 1, on_exit));
     if !report.errors.is_empty() {
         return Err(format!("fault VM errors: {:?}", report.errors));
@@ -109,60 +109,6 @@ fn fault_run(vcpus: usize, pages: usize) -> Result<f64, String> {
         ));
     }
     Ok(faults as f64 / t)
-}
-
-/// A VM whose `cpus` vCPUs start and then spin reading `probe`'s page (in the guest)
-/// until the probe is stopped.
-fn spinning_vm(id: usize, cpus: usize, probe: &Arc<Probe>) -> Result<Arc<MockVm>, String> {
-    let secondary = CODE + 0x1000;
-    let mut primary: Vec<Op> = (1..cpus)
-        .map(|t| Op::CpuUp {
-            target: t as u64,
-            entry: gpa(secondary),
-            arg: 0,
-        })
-        .collect();
-    primary.extend([Op::Probe(probe.clone()), Op::CpuDown]);
-    let program = Arc::new(
-        Program::new()
-            .at(gpa(CODE), primary)
-            .at(gpa(secondary), vec![Op::Probe(probe.clone()), Op::CpuDown]),
-    );
-    let log = Arc::new(GuestLog::default());
-    let config = VmConfigBuilder::new(id, "spin", cpus)
-        .entry_point(gpa(CODE))
-        .memory_region(
-            gpa(CODE),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
-        .memory_region(
-            gpa(DATA),
-            0x1000,
-            MappingFlags::RW,
-            MapType::Alloc,
-            Populate::Eager,
-        )
-        .build()
-        .map_err(|e| format!("spin VM config: {e}"))?;
-    Vm::new(config, |_| {
-        (MockVCpuConfig::new(program.clone(), log.clone()), ())
-    })
-    .map_err(|e| format!("spin VM: {e}"))
-}
-
-/// Waits up to `limit` for `cond`.
-fn wait(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// What the shootdown run measured.
@@ -180,13 +126,13 @@ struct Shootdown {
 /// VM A with `n` vCPU threads spinning in the guest (pCPUs 1..=n) and VM B with one
 /// (pCPU [`OTHER_PCPU`]); the host maps then unmaps a page of A `unmaps` times.
 fn shootdown_run(n: usize, unmaps: usize) -> Result<Shootdown, String> {
-    let machine = Machine::new(0x1_0000_0000, 64 << 20);
+    let machine = Machine::with_defaults();
     let _g = machine.enter(0);
-    let probe_a = Arc::new(Probe::new(gpa(DATA)));
-    let probe_b = Arc::new(Probe::new(gpa(DATA)));
-    let vm_a = spinning_vm(1, n, &probe_a)?;
-    let vm_b = spinning_vm(2, 1, &probe_b)?;
-    let on_exit = |_: &MockVm, _: usize, _: &VmExit| Action::Stop;
+    let (vm_a, probe_a) =
+        probe_vm::<Ept>(1, n, MockFaults::default()).map_err(|e| format!("VM A: {e}"))?;
+    let (vm_b, probe_b) =
+        probe_vm::<Ept>(2, 1, MockFaults::default()).map_err(|e| format!("VM B: {e}"))?;
+    let on_exit = |_: &MockVm<Ept>, _: usize, _: &VmExit| Action::Stop;
     let stop = || {
         probe_a
             .stop
@@ -199,7 +145,7 @@ fn shootdown_run(n: usize, unmaps: usize) -> Result<Shootdown, String> {
         let a = s.spawn(|| run_vm(&machine, &vm_a, 1, on_exit));
         let b = s.spawn(|| run_vm(&machine, &vm_b, OTHER_PCPU, on_exit));
         let measure = || -> Result<(Vec<f64>, Vec<f64>, u64), String> {
-            let ready = wait(Duration::from_secs(20), || {
+            let ready = wait_until("the spinning vCPUs", Duration::from_secs(20), || {
                 (0..n).all(|v| vm_a.is_vcpu_started(v))
                     && Probe::get(&probe_a.before) > 100 * n as u64
                     && Probe::get(&probe_b.before) > 100

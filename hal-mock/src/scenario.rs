@@ -1,0 +1,81 @@
+//! Scenarios the coherency tests and the benchmark share: [`probe_vm`], a VM whose
+//! vCPUs all spin in the guest reading one data page (a [`Probe`]), and
+//! [`wait_until`], the bounded wait a host thread uses meanwhile.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use addrspace::{GuestPhysAddr, NestedFormat};
+use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmResult};
+
+use crate::MockVm;
+use crate::program::{GuestLog, Op, Probe, Program};
+use crate::vcpu::{MockFaults, MockVCpuConfig};
+
+/// Where a [`probe_vm`] guest's code lies: 1 MiB of eagerly mapped RWX RAM (vCPU 0
+/// starts here, the others one page in).
+pub const PROBE_CODE: GuestPhysAddr = GuestPhysAddr::from_usize(0x1000_0000);
+
+/// The page a [`probe_vm`] guest reads: 4 KiB of eagerly mapped RW RAM.
+pub const PROBE_DATA: GuestPhysAddr = GuestPhysAddr::from_usize(0x2000_0000);
+
+/// VM `id` with `cpus` mock vCPUs (each with `faults` injected): vCPU 0 starts the
+/// others, then every vCPU runs the read loop of the returned probe of [`PROBE_DATA`]
+/// until the probe's `stop` is set, and stops itself (CPU down). Only the probe page
+/// and the code are mapped.
+pub fn probe_vm<F: NestedFormat>(
+    id: usize,
+    cpus: usize,
+    faults: MockFaults,
+) -> VmResult<(Arc<MockVm<F>>, Arc<Probe>)> {
+    let probe = Arc::new(Probe::new(PROBE_DATA));
+    let secondary = PROBE_CODE + 0x1000;
+    let mut primary: Vec<Op> = (1..cpus as u64)
+        .map(|target| Op::CpuUp {
+            target,
+            entry: secondary,
+            arg: 0,
+        })
+        .collect();
+    primary.extend([Op::Probe(probe.clone()), Op::CpuDown]);
+    let program = Program::new()
+        .at(PROBE_CODE, primary)
+        .at(secondary, vec![Op::Probe(probe.clone()), Op::CpuDown]);
+    let config = VmConfigBuilder::new(id, "probe", cpus)
+        .entry_point(PROBE_CODE)
+        .memory_region(
+            PROBE_CODE,
+            0x10_0000,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            PROBE_DATA,
+            0x1000,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .build()?;
+    let vcpu = MockVCpuConfig {
+        faults,
+        ..MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()))
+    };
+    let vm = Vm::new(config, |_| (vcpu.clone(), ()))?;
+    Ok((vm, probe))
+}
+
+/// Polls `cond` every millisecond until it holds (`true`) or `limit` has passed
+/// (`false`, after saying on stderr that it gave up waiting for `what`).
+pub fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > limit {
+            eprintln!("gave up waiting for {what}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
