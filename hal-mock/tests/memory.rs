@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use addrspace::{AccessKind, ArmStage2Ipa48, Ept, HostPhysAddr, NestedFormat, Npt, Sv39x4};
 use common::*;
-use hal_mock::{Action, GuestLog, Machine, Op, Program, run_vm};
+use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
 use vcpu_api::AccessWidth::{Byte, Qword};
 use vm_core::{
     ConfigError, MapType, MappingFlags, PassthroughRange, Populate, Unserved, VmConfigBuilder,
@@ -70,12 +70,12 @@ fn identical_mapping_and_its_fallback() {
     assert_eq!(machine.frames_in_use(), 0);
     // No memory for the fallback: only the root frame is left to allocate.
     machine.fail_frames_after(1);
-    let err = vm_core::Vm::<hal_mock::MockVCpu<Npt>>::new(identical_config(4), |_| {
-        (
-            hal_mock::MockVCpuConfig::new(Arc::new(Program::new()), log.clone()),
-            (),
-        )
-    })
+    let err = try_mock_vm::<Npt>(
+        identical_config(4),
+        Program::new(),
+        &log,
+        MockFaults::default(),
+    )
     .unwrap_err();
     assert!(
         matches!(err, VmError::NoMemory { field, size: 0x10_0000 } if field.index == Some(0)),
@@ -193,14 +193,7 @@ fn ram_device_collisions_are_refused() {
             )
     };
     let log = Arc::new(GuestLog::default());
-    let new = |c| {
-        vm_core::Vm::<hal_mock::MockVCpu<Sv39x4>>::new(c, |_| {
-            (
-                hal_mock::MockVCpuConfig::new(Arc::new(Program::new()), log.clone()),
-                (),
-            )
-        })
-    };
+    let new = |c| try_mock_vm::<Sv39x4>(c, Program::new(), &log, MockFaults::default());
     let err = new(base()
         .passthrough_device("uart", gpa(0x800f_f000), hpa(0x0900_0000), 0x2000, 1)
         .build_unchecked())
@@ -347,7 +340,7 @@ fn two_vms_cannot_reach_each_other() {
         1,
         "VM 1 untouched"
     );
-    let frames = |vm: &vm_core::Vm<hal_mock::MockVCpu<Ept>>| -> Vec<usize> {
+    let frames = |vm: &MockVm<Ept>| -> Vec<usize> {
         (0..0x40)
             .map(|p| {
                 vm.walk(gpa(0x8000_0000 + p * 0x1000))

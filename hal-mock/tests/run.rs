@@ -13,12 +13,11 @@ use std::time::Duration;
 use addrspace::{AccessKind, ArmStage2Ipa40, Npt, Sv48x4};
 use common::*;
 use hal_mock::{
-    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVCpuConfig, Op, Probe, Program, probe_vm,
-    run_vm,
+    Action, GuestLog, Machine, MockFaults, MockVm, Op, Probe, Program, probe_vm, run_vm,
 };
 use vcpu_api::AccessWidth::{Dword, Qword};
 use vm_core::{
-    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, Vm, VmConfig,
+    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig,
     VmConfigBuilder, VmError, VmExit, VmState,
 };
 
@@ -53,14 +52,13 @@ fn vm_with<F: addrspace::NestedFormat>(
     cpus: usize,
     program: Program,
     faults: MockFaults,
-) -> Arc<Vm<MockVCpu<F>>> {
-    let program = Arc::new(program);
-    let log = Arc::new(GuestLog::default());
-    Vm::new(config(cpus), |_| {
-        let mut c = MockVCpuConfig::new(program.clone(), log.clone());
-        c.faults = faults;
-        (c, ())
-    })
+) -> Arc<MockVm<F>> {
+    try_mock_vm(
+        config(cpus),
+        program,
+        &Arc::new(GuestLog::default()),
+        faults,
+    )
     .unwrap()
 }
 
@@ -258,13 +256,7 @@ fn mmio_paths() {
             Op::Shutdown,
         ],
     );
-    let vm = Vm::<MockVCpu<Npt>>::new(config(1), |_| {
-        (
-            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
-            (),
-        )
-    })
-    .unwrap();
+    let vm = mock_vm::<Npt>(config(1), program, &log);
     let device = Arc::new(TestDevice::default());
     vm.attach_device("test-device", device.clone()).unwrap();
     assert!(matches!(
@@ -349,13 +341,7 @@ fn cpu_up_refusals() {
                 Op::CpuDown,
             ],
         );
-    let vm = Vm::<MockVCpu<Npt>>::new(config(2), |_| {
-        (
-            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
-            (),
-        )
-    })
-    .unwrap();
+    let vm = mock_vm::<Npt>(config(2), program, &log);
     let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
         VmExit::CpuUpRefused {
             reason: CpuUpRefusal::NoSuchVCpu,
@@ -437,13 +423,7 @@ fn protect_region_downgrade_is_seen_at_once() {
             Op::Shutdown,
         ],
     );
-    let vm = Vm::<MockVCpu<Sv48x4>>::new(config(1), |_| {
-        (
-            MockVCpuConfig::new(Arc::new(program.clone()), log.clone()),
-            (),
-        )
-    })
-    .unwrap();
+    let vm = mock_vm::<Sv48x4>(config(1), program, &log);
     let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
         VmExit::Hypercall { nr: PROTECT, args } => {
             let flags = MappingFlags::from_bits_truncate(args[1] as u32);

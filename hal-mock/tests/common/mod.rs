@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use addrspace::GuestPhysAddr;
 use addrspace::NestedFormat;
-use hal_mock::{GuestLog, MockVCpu, MockVCpuConfig, Program};
+use hal_mock::{GuestLog, MockFaults, MockVCpuConfig, MockVm, Program};
 use vcpu_api::AccessWidth;
-use vm_core::{DeviceError, MmioDevice, Vm, VmConfig};
+use vm_core::{DeviceError, MmioDevice, Vm, VmConfig, VmResult};
 
 /// The test device of `platforms::protocol::test_device` (registers re-stated here
 /// to keep hal-mock independent of the board crates).
@@ -103,15 +103,26 @@ pub fn gpa(v: u64) -> GuestPhysAddr {
     GuestPhysAddr::from_usize(v as usize)
 }
 
-/// Builds a VM of mock vCPUs running `program`, all logging into `log`.
+/// Builds a VM of mock vCPUs running `program` with `faults`, all logging into `log`.
+pub fn try_mock_vm<F: NestedFormat>(
+    config: VmConfig,
+    program: Program,
+    log: &Arc<GuestLog>,
+    faults: MockFaults,
+) -> VmResult<Arc<MockVm<F>>> {
+    let vcpu = MockVCpuConfig {
+        faults,
+        ..MockVCpuConfig::new(Arc::new(program), log.clone())
+    };
+    Vm::new(config, |_| (vcpu.clone(), ()))
+}
+
+/// [`try_mock_vm`] without injected faults; panics on an error.
 pub fn mock_vm<F: NestedFormat>(
     config: VmConfig,
     program: Program,
     log: &Arc<GuestLog>,
-) -> Arc<Vm<MockVCpu<F>>> {
-    let program = Arc::new(program);
-    Vm::new(config, |_| {
-        (MockVCpuConfig::new(program.clone(), log.clone()), ())
-    })
-    .unwrap_or_else(|e| panic!("Vm::new: {e}"))
+) -> Arc<MockVm<F>> {
+    try_mock_vm(config, program, log, MockFaults::default())
+        .unwrap_or_else(|e| panic!("Vm::new: {e}"))
 }
