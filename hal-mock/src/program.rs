@@ -174,8 +174,9 @@ impl GuestLog {
 
 /// The read loop of the coherency tests. The host moves `epoch` through
 /// 0 (mapped) → 1 (after `unmap_region` returned) → 2 (remapping) → 3 (after the
-/// new data is written); each read the guest does is classified by the epoch it
-/// observed (SeqCst) *before* translating:
+/// new data is written); each successful read the guest does is classified by the
+/// epoch it observed (SeqCst) *before* translating and again *after* the access
+/// (a read during which the epoch changed counts as `transitional`):
 /// - epoch 1: any read that succeeds went through a stale translation (`stale`);
 /// - epoch 3: a read must return `expect` (`good`), anything else is `wrong`.
 #[derive(Debug, Default)]
@@ -196,7 +197,7 @@ pub struct Probe {
     pub stale: AtomicU64,
     /// Faults in epoch 1 (the expected outcome).
     pub faults_unmapped: AtomicU64,
-    /// Reads in epoch 2 (anything goes).
+    /// Reads in epoch 2, or during which the epoch changed (anything goes).
     pub transitional: AtomicU64,
     /// Correct reads in epoch 3.
     pub good: AtomicU64,

@@ -260,6 +260,12 @@ impl<F: NestedFormat> MockVCpu<F> {
             }
             let epoch = p.epoch.load(Ordering::SeqCst);
             match self.access(p.gpa, AccessWidth::Qword, None) {
+                // The host moved on while this read ran (the thread may have been
+                // preempted between the epoch and the access): it belongs to neither
+                // phase.
+                Ok(_) if p.epoch.load(Ordering::SeqCst) != epoch => {
+                    p.transitional.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(v) => {
                     if epoch == 0 {
                         p.before_vcpus
