@@ -12,6 +12,7 @@ use std::sync::Arc;
 use addrspace::{AccessKind, ArmStage2Ipa48, Ept, HostPhysAddr, NestedFormat, Npt, Sv39x4};
 use common::*;
 use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
+use platforms::host::TestDevice;
 use vcpu_api::AccessWidth::{Byte, Qword};
 use vm_core::{
     ConfigError, MapType, MappingFlags, PassthroughRange, Populate, Unserved, VmConfigBuilder,

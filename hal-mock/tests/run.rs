@@ -15,6 +15,8 @@ use common::*;
 use hal_mock::{
     Action, GuestLog, Machine, MockFaults, MockVm, Op, Probe, Program, probe_vm, run_vm,
 };
+use platforms::host::{TEST_DEVICE, TestDevice};
+use platforms::protocol::test_device::{COUNTER, ID};
 use vcpu_api::AccessWidth::{Dword, Qword};
 use vm_core::{
     CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig,
@@ -42,7 +44,7 @@ fn config(cpus: usize) -> VmConfig {
             MapType::Alloc,
             Populate::Lazy,
         )
-        .emu_device("test-device", gpa(DEV), 0x1000, 0, 0, &[])
+        .emu_device(TEST_DEVICE, gpa(DEV), 0x1000, 0, 0, &[])
         .emu_device("unattached", gpa(DEV + 0x1000), 0x1000, 0, 0, &[])
         .build()
         .unwrap()
@@ -258,7 +260,7 @@ fn mmio_paths() {
     );
     let vm = mock_vm::<Npt>(config(1), program, &log);
     let device = Arc::new(TestDevice::default());
-    vm.attach_device("test-device", device.clone()).unwrap();
+    vm.attach_device(TEST_DEVICE, device.clone()).unwrap();
     assert!(matches!(
         vm.attach_device("nope", device.clone()),
         Err(VmError::Bus(vm_core::BusError::NoSuchDevice { .. }))
@@ -282,7 +284,7 @@ fn mmio_paths() {
         "{:?}",
         report.errors
     );
-    assert_eq!(device.accesses.load(Ordering::SeqCst), 3);
+    assert_eq!(device.accesses(), 3);
 }
 
 /// CPU up of a vCPU that does not exist or is already on is refused, and the guest
