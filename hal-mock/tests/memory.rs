@@ -94,15 +94,7 @@ fn passthrough_vm<F: NestedFormat>() {
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
     let hpa = HostPhysAddr::from_usize;
-    let config = VmConfigBuilder::new(1, "pt", 1)
-        .entry_point(gpa(0x8000_0000))
-        .memory_region(
-            gpa(0x8000_0000),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    let config = ram_config(1, "pt", 1, 0x8000_0000, 0x10_0000)
         // Unsorted; [1] unaligned; [0] adjacent to [1]; [2] overlaps [0];
         // [3] elsewhere with GPA != HPA; [4] adjacent to [3] with another offset.
         .passthrough_device("b", gpa(0x0900_1000), hpa(0x0900_1000), 0x1000, 1)
@@ -182,17 +174,7 @@ fn ram_device_collisions_are_refused() {
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
     let hpa = HostPhysAddr::from_usize;
-    let base = || {
-        VmConfigBuilder::new(1, "c", 1)
-            .entry_point(gpa(0x8000_0000))
-            .memory_region(
-                gpa(0x8000_0000),
-                0x10_0000,
-                MappingFlags::RWX,
-                MapType::Alloc,
-                Populate::Eager,
-            )
-    };
+    let base = || ram_config(1, "c", 1, 0x8000_0000, 0x10_0000);
     let log = Arc::new(GuestLog::default());
     let new = |c| try_mock_vm::<Sv39x4>(c, Program::new(), &log, MockFaults::default());
     let err = new(base()
@@ -248,15 +230,7 @@ fn two_vms_cannot_reach_each_other() {
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
     let config = |id| {
-        VmConfigBuilder::new(id, "iso", 1)
-            .entry_point(gpa(0x8000_0000))
-            .memory_region(
-                gpa(0x8000_0000),
-                0x4_0000,
-                MappingFlags::RWX,
-                MapType::Alloc,
-                Populate::Eager,
-            )
+        ram_config(id, "iso", 1, 0x8000_0000, 0x4_0000)
             .build()
             .unwrap()
     };
@@ -365,15 +339,7 @@ fn concurrent_faults<F: NestedFormat>() {
     const PAGES: u64 = 256;
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
-    let config = VmConfigBuilder::new(1, "lazy", 4)
-        .entry_point(gpa(0x8000_0000))
-        .memory_region(
-            gpa(0x8000_0000),
-            0x1_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    let config = ram_config(1, "lazy", 4, 0x8000_0000, 0x1_0000)
         .memory_region(
             gpa(LAZY),
             (PAGES * 0x1000) as usize,
@@ -510,15 +476,7 @@ fn four_vcpus_fault_the_same_lazy_pages_arm_ipa48() {
 fn guest_memory_copy_api() {
     let machine = Machine::with_defaults();
     let _g = machine.enter(0);
-    let config = VmConfigBuilder::new(1, "copy", 1)
-        .entry_point(gpa(0x8000_0000))
-        .memory_region(
-            gpa(0x8000_0000),
-            0x2000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    let config = ram_config(1, "copy", 1, 0x8000_0000, 0x2000)
         .memory_region(
             gpa(0x8000_2000),
             0x2000,

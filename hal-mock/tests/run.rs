@@ -19,8 +19,8 @@ use platforms::host::{TEST_DEVICE, TestDevice};
 use platforms::protocol::test_device::{COUNTER, ID};
 use vcpu_api::AccessWidth::{Dword, Qword};
 use vm_core::{
-    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig,
-    VmConfigBuilder, VmError, VmExit, VmState,
+    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig, VmError,
+    VmExit, VmState,
 };
 
 const RAM: u64 = 0x8000_0000;
@@ -28,15 +28,7 @@ const LAZY: u64 = 0x9000_0000;
 const DEV: u64 = 0x0b00_0000;
 
 fn config(cpus: usize) -> VmConfig {
-    VmConfigBuilder::new(1, "run", cpus)
-        .entry_point(gpa(RAM))
-        .memory_region(
-            gpa(RAM),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    ram_config(1, "run", cpus, RAM, 0x10_0000)
         .memory_region(
             gpa(LAZY),
             0x10_0000,

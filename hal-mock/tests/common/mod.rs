@@ -1,4 +1,4 @@
-//! Shared pieces of the hal-mock integration tests: building VMs of mock vCPUs.
+//! Shared pieces of the hal-mock integration tests: VM configs and VMs of mock vCPUs.
 //! (The test device, its registers and the boards' guest layouts come from
 //! `platforms`, as the boards use them.)
 
@@ -9,10 +9,24 @@ use std::sync::Arc;
 use addrspace::GuestPhysAddr;
 use addrspace::NestedFormat;
 use hal_mock::{GuestLog, MockFaults, MockVCpuConfig, MockVm, Program};
-use vm_core::{Vm, VmConfig, VmResult};
+use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfig, VmConfigBuilder, VmResult};
 
 pub fn gpa(v: u64) -> GuestPhysAddr {
     GuestPhysAddr::from_usize(v as usize)
+}
+
+/// VM `id` named `name` with `cpus` vCPUs entered at `ram`, where `size` bytes of
+/// eagerly allocated RWX RAM lie; add to it and build.
+pub fn ram_config(id: usize, name: &str, cpus: usize, ram: u64, size: usize) -> VmConfigBuilder {
+    VmConfigBuilder::new(id, name, cpus)
+        .entry_point(gpa(ram))
+        .memory_region(
+            gpa(ram),
+            size,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
 }
 
 /// Builds a VM of mock vCPUs running `program` with `faults`, all logging into `log`.
