@@ -40,6 +40,13 @@ pub const QEMU_PC_X86_64: GuestLayout = GuestLayout::standard(
     0x8000_0000,
 );
 
+/// The x86_64 guest's console: COM1's data register (emulated by the hypervisor).
+pub const QEMU_PC_X86_64_COM1: u16 = 0x3f8;
+/// The x86_64 guest's power-off port (the QEMU/Bochs ACPI PM1a control convention)...
+pub const QEMU_PC_X86_64_SHUTDOWN_PORT: u16 = 0x604;
+/// ...and the 16-bit value written there to power off.
+pub const QEMU_PC_X86_64_SHUTDOWN_VALUE: u16 = 0x2000;
+
 /// Every board's layout, with the board's name.
 pub const ALL: [(&str, GuestLayout); 3] = [
     ("qemu-virt-aarch64", QEMU_VIRT_AARCH64),

@@ -13,6 +13,7 @@ use core::fmt::Write;
 
 use hal_x86_64::guest_paging::identity_tables;
 use hal_x86_64::{SvmSetupConfig, SvmVCpu};
+use platforms::layouts;
 use platforms::monitor::{Action, Monitor};
 use platforms::protocol::{Call, RO_PATTERN};
 use vm_core::{AccessKind, GuestPhysAddr, HalFrames, Vm, VmExit};
@@ -27,13 +28,12 @@ type VCpu = SvmVCpu<HalFrames>;
 
 /// COM1's data register, as the guest sees it (emulated: the guest's bytes are
 /// printed on the hypervisor's console).
-const GUEST_COM1: u16 = 0x3f8;
+const GUEST_COM1: u16 = layouts::QEMU_PC_X86_64_COM1;
 /// COM1's line status register: reads say "transmitter empty".
-const GUEST_COM1_LSR: u16 = 0x3fd;
-/// The guest's power-off port (the QEMU/Bochs ACPI PM1a control convention) and
-/// the value that means "power off".
-const GUEST_SHUTDOWN_PORT: u16 = 0x604;
-const GUEST_SHUTDOWN_VALUE: u64 = 0x2000;
+const GUEST_COM1_LSR: u16 = GUEST_COM1 + 5;
+/// The guest's power-off port and the value that means "power off".
+const GUEST_SHUTDOWN_PORT: u16 = layouts::QEMU_PC_X86_64_SHUTDOWN_PORT;
+const GUEST_SHUTDOWN_VALUE: u64 = layouts::QEMU_PC_X86_64_SHUTDOWN_VALUE as u64;
 
 include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
 

@@ -14,12 +14,10 @@ use platforms::protocol::{Call, GuestLayout};
 /// against it).
 const LAYOUT: GuestLayout = platforms::layouts::QEMU_PC_X86_64;
 
-/// Port the guest writes to power the VM off.
-const SHUTDOWN_PORT: u16 = 0x604;
-/// The value written there.
-const SHUTDOWN_VALUE: u16 = 0x2000;
-/// COM1's data register.
-const COM1: u16 = 0x3f8;
+use platforms::layouts::{
+    QEMU_PC_X86_64_COM1 as COM1, QEMU_PC_X86_64_SHUTDOWN_PORT as SHUTDOWN_PORT,
+    QEMU_PC_X86_64_SHUTDOWN_VALUE as SHUTDOWN_VALUE,
+};
 
 global_asm!(
     r#"
