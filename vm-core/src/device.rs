@@ -155,11 +155,10 @@ impl MmioBus {
         length: usize,
         device: Option<Arc<dyn MmioDevice>>,
     ) -> Result<(), BusError> {
-        let end = base.as_usize().checked_add(length);
-        if length == 0 || end.is_none() {
-            return Err(BusError::BadRange { name: name.into() });
-        }
-        let end = end.unwrap_or(usize::MAX);
+        let end = match base.as_usize().checked_add(length) {
+            Some(end) if length != 0 => end,
+            _ => return Err(BusError::BadRange { name: name.into() }),
+        };
         for e in &self.entries {
             let (s, t) = (e.base.as_usize(), e.base.as_usize() + e.length);
             let at = s.max(base.as_usize());
