@@ -1,14 +1,23 @@
 //! What the boards' hypervisors share on top of `vm-core` (feature `host`): the
-//! emulated test device and the check that a VM config matches a [`GuestLayout`].
+//! emulated test device, the check that a VM config matches a [`GuestLayout`], the
+//! construction of the test VM, and the run-loop steps every board takes for the
+//! test protocol (the monitor shared between CPUs, the `unmap` call, refused
+//! accesses).
 
-use core::fmt;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use vcpu_api::AccessWidth;
-use vm_core::{DeviceError, MapType, MappingFlags, MmioDevice, Populate, VmConfig};
+use vcpu_api::{AccessWidth, ArchVCpu};
+use vm_core::{
+    AccessKind, DeviceError, GuestPhysAddr, MapType, MappingFlags, MmioDevice, Populate,
+    UnservedAccess, Vm, VmConfig, VmError,
+};
 
-use crate::protocol::GuestLayout;
+use crate::monitor::{Action, Monitor};
 use crate::protocol::test_device::{COUNTER, ID, ID_VALUE, NEGATIVE, NEGATIVE_REG, SCRATCH, SIZE};
+use crate::protocol::{GuestLayout, RO_PATTERN};
 
 /// The name of the test device in the VM configs (`[devices] emu_devices`).
 pub const TEST_DEVICE: &str = "test-device";
@@ -189,6 +198,172 @@ pub fn check_config(config: &VmConfig, layout: &GuestLayout) -> Result<(), Misma
         });
     }
     Ok(())
+}
+
+/// A run's [`Monitor`], shared by the CPUs that run its vCPUs: every call prints what
+/// the monitor wrote as one block through the board's console.
+pub struct SharedMonitor {
+    monitor: spin::Mutex<Monitor>,
+    print: fn(&str),
+}
+
+impl SharedMonitor {
+    /// A monitor labelled `label` printing through `print`.
+    pub const fn new(label: &'static str, print: fn(&str)) -> Self {
+        Self {
+            monitor: spin::Mutex::new(Monitor::new(label)),
+            print,
+        }
+    }
+
+    /// Runs `f` on the monitor and prints what it wrote.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Monitor, &mut String) -> R) -> R {
+        let mut out = String::new();
+        let r = f(&mut self.monitor.lock(), &mut out);
+        (self.print)(&out);
+        r
+    }
+
+    /// Records a check made by the hypervisor.
+    pub fn host_check(&self, name: &str, passed: bool) {
+        self.with(|m, out| m.host_check(name, passed, out));
+    }
+
+    /// Ends the run; `(passed, failed)`.
+    pub fn finish(&self) -> (u32, u32) {
+        self.with(|m, out| m.finish(out))
+    }
+}
+
+/// Builds the test VM of `layout` from `config`: checks the config against the
+/// layout (a host check of `monitor`), creates the VM with `vcpu_config`, loads
+/// `image`, writes [`RO_PATTERN`] at the start of the read-only region and attaches
+/// a [`TestDevice`]. Boot stays with the board (after its own preparations).
+pub fn build_test_vm<V: ArchVCpu>(
+    config: VmConfig,
+    layout: &GuestLayout,
+    image: &[u8],
+    vcpu_config: impl FnMut(usize) -> (V::CreateConfig, V::SetupConfig),
+    monitor: &SharedMonitor,
+) -> Result<(Arc<Vm<V>>, Arc<TestDevice>), BuildError> {
+    let agrees = check_config(&config, layout);
+    monitor.with(|m, out| {
+        if let Err(e) = agrees {
+            let _ = writeln!(out, "[{}] config: {e}", m.label());
+        }
+        m.host_check("VM config matches the guest layout", agrees.is_ok(), out);
+    });
+    agrees.map_err(BuildError::Layout)?;
+    if image.is_empty() {
+        return Err(BuildError::NoImage);
+    }
+    let vm = Vm::<V>::new(config, vcpu_config)?;
+    vm.load_kernel(image)?;
+    vm.write_to_guest_of(
+        GuestPhysAddr::from_usize(layout.ro_base as usize),
+        &RO_PATTERN,
+    )?;
+    let device = Arc::new(TestDevice::new());
+    vm.attach_device(TEST_DEVICE, device.clone())?;
+    Ok((vm, device))
+}
+
+/// Why [`build_test_vm`] failed.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The config does not build the layout's VM.
+    Layout(Mismatch),
+    /// No guest image was embedded.
+    NoImage,
+    /// vm-core refused a step.
+    Vm(VmError),
+}
+
+impl From<VmError> for BuildError {
+    fn from(e: VmError) -> Self {
+        Self::Vm(e)
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Layout(m) => write!(f, "{m}"),
+            Self::NoImage => {
+                f.write_str("no guest image was embedded (build with `cargo xtask qemu <arch>`)")
+            }
+            Self::Vm(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The test protocol's `unmap(gpa)`: unmaps the 4 KiB page (TLBs of every vCPU
+/// invalidated when this returns) and gives the guest 0, or 1 when vm-core refused
+/// (written to `out`).
+pub fn unmap_page<V: ArchVCpu>(vm: &Vm<V>, gpa: u64, out: &mut dyn Write) -> u64 {
+    match vm.unmap_region(
+        GuestPhysAddr::from_usize(gpa as usize),
+        addrspace::PAGE_SIZE,
+    ) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(out, "unmap {gpa:#x}: {e}");
+            1
+        }
+    }
+}
+
+/// Answers a test-protocol call once the monitor chose `action`: `Some(value)` for
+/// the guest, `None` for [`Action::StartCpu`], which the board handles (how vCPUs
+/// start is its business).
+pub fn act_on<V: ArchVCpu>(vm: &Vm<V>, action: Action, out: &mut dyn Write) -> Option<u64> {
+    match action {
+        Action::Return(v) => Some(v),
+        Action::Unmap { gpa } => Some(unmap_page(vm, gpa, out)),
+        Action::StartCpu { .. } => None,
+    }
+}
+
+/// A guest access vm-core could not serve: when the monitor forgives it (the guest
+/// announced exactly that fault), the instruction is skipped and the vCPU goes on
+/// (`true`); otherwise the access and its translation walk are written to `out` and
+/// the vCPU must stop (`false`, as when the skip itself fails).
+pub fn settle_unserved<V: ArchVCpu>(
+    vm: &Vm<V>,
+    vcpu: usize,
+    access: &UnservedAccess,
+    monitor: &SharedMonitor,
+) -> bool {
+    let write = access.access == AccessKind::Write;
+    let gpa = access.gpa.as_usize() as u64;
+    if !monitor.with(|m, out| m.on_unserved_access(gpa, write, out)) {
+        monitor.with(|m, out| {
+            let _ = writeln!(
+                out,
+                "[{}] vCPU {vcpu}: {:?} {:?} at {:?}\n{}",
+                m.label(),
+                access.why,
+                access.access,
+                access.gpa,
+                access.walk
+            );
+        });
+        return false;
+    }
+    match vm.skip_access(vcpu) {
+        Ok(()) => true,
+        Err(e) => {
+            monitor.with(|m, out| {
+                let _ = writeln!(
+                    out,
+                    "[{}] vCPU {vcpu}: cannot skip the refused access: {e}",
+                    m.label()
+                );
+                m.host_check("refused access skipped", false, out);
+            });
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "host")]
+extern crate alloc;
+
 #[cfg(feature = "build")]
 pub mod build;
 pub mod guest;

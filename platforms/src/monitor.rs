@@ -59,6 +59,11 @@ impl Monitor {
         }
     }
 
+    /// The label that prefixes this run's lines.
+    pub fn label(&self) -> &'static str {
+        self.label
+    }
+
     /// Handles a test-protocol hypercall with its first four arguments; `out` gets
     /// the log lines.
     pub fn on_call(&mut self, call: Call, args: [u64; 4], out: &mut dyn Write) -> Action {

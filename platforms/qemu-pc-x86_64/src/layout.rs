@@ -1,12 +1,9 @@
-//! The test VM's layout on this board ([`platforms::layouts::QEMU_PC_X86_64`]), the
-//! GPA of the guest's identity page tables, and the check that the embedded VM
-//! config builds it.
+//! The test VM's layout on this board ([`platforms::layouts::QEMU_PC_X86_64`]) and
+//! the GPA of the guest's identity page tables.
 
 use addrspace::FRAME_SIZE;
 use hal_x86_64::guest_paging::IDENTITY_TABLE_FRAMES;
-use platforms::host::{self, Mismatch};
 use platforms::protocol::GuestLayout;
-use vm_core::VmConfig;
 
 /// Where the test guest expects things.
 pub(crate) const LAYOUT: GuestLayout = platforms::layouts::QEMU_PC_X86_64;
@@ -22,18 +19,15 @@ const _: () = assert!(
     "the guest's page tables must lie in RAM below the image"
 );
 
-/// The first disagreement between `config` and [`LAYOUT`].
-pub(crate) fn check(config: &VmConfig) -> Result<(), Mismatch> {
-    host::check_config(config, &LAYOUT)
-}
-
 #[cfg(test)]
 mod tests {
+    use platforms::host;
+
     use super::*;
 
     #[test]
     fn the_embedded_config_matches_the_layout() {
         let config = crate::vm_config().expect("the embedded config is valid");
-        assert_eq!(check(&config), Ok(()));
+        assert_eq!(host::check_config(&config, &LAYOUT), Ok(()));
     }
 }

@@ -13,15 +13,15 @@ use core::fmt::Write;
 
 use hal_x86_64::guest_paging::identity_tables;
 use hal_x86_64::{SvmSetupConfig, SvmVCpu};
+use platforms::host::{self, SharedMonitor};
 use platforms::layouts;
-use platforms::monitor::{Action, Monitor};
-use platforms::protocol::{Call, RO_PATTERN};
-use vm_core::{AccessKind, GuestPhysAddr, HalFrames, Vm, VmExit};
+use platforms::monitor::Action;
+use platforms::protocol::Call;
+use vm_core::{GuestPhysAddr, HalFrames, Vm, VmExit};
 
 use crate::console::Out;
 use crate::hal::{CURRENT_VCPU, CURRENT_VM};
-use crate::layout::{self, GUEST_TABLES, LAYOUT};
-use platforms::host::TestDevice;
+use crate::layout::{GUEST_TABLES, LAYOUT};
 
 /// The vCPU type of this board.
 type VCpu = SvmVCpu<HalFrames>;
@@ -46,70 +46,65 @@ enum End {
     Failed,
 }
 
+/// Prints through COM1 (the monitor's lines).
+fn print(s: &str) {
+    let _ = Out.write_str(s);
+}
+
 /// Builds the test VM, runs it to the end and returns the monitor's counts.
 pub(crate) fn run_test_vm() -> (u32, u32) {
     let out = &mut Out;
-    let mut monitor = Monitor::new("x86_64");
+    let monitor = SharedMonitor::new("x86_64", print);
     let config = match crate::vm_config() {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(out, "[x86_64] embedded VM config: {e}");
-            monitor.host_check("embedded VM config is valid", false, out);
-            return monitor.finish(out);
+            monitor.host_check("embedded VM config is valid", false);
+            return monitor.finish();
         }
     };
-    let layout_ok = layout::check(&config);
-    if let Err(why) = layout_ok {
-        let _ = writeln!(out, "[x86_64] config vs layout: {why}");
-    }
-    monitor.host_check("VM config matches the board layout", layout_ok.is_ok(), out);
-    monitor.host_check("guest image embedded", !GUEST_IMAGE.is_empty(), out);
+    monitor.host_check("guest image embedded", !GUEST_IMAGE.is_empty());
 
-    let vm = match prepare(config) {
+    let vm = match prepare(config, &monitor) {
         Ok(vm) => vm,
         Err(e) => {
             let _ = writeln!(out, "[x86_64] VM setup failed: {e}");
-            monitor.host_check("VM created and loaded", false, out);
-            return monitor.finish(out);
+            monitor.host_check("VM created and loaded", false);
+            return monitor.finish();
         }
     };
     let _ = writeln!(out, "[x86_64] VM {} created:\n{vm}", vm.id());
     CURRENT_VM.store(vm.id(), core::sync::atomic::Ordering::Relaxed);
-    let end = schedule(&vm, &mut monitor);
-    monitor.host_check("guest powered off", end == End::PowerOff, out);
+    let end = schedule(&vm, &monitor);
+    monitor.host_check("guest powered off", end == End::PowerOff);
     let stats = vm.stats();
     let _ = writeln!(out, "[x86_64] VM stats: {stats:?}");
-    monitor.finish(out)
+    monitor.finish()
 }
 
-/// Creates the VM, loads the guest and its page tables, writes the read-only
-/// pattern, attaches the test device, and boots vCPU 0.
-fn prepare(config: vm_core::VmConfig) -> vm_core::VmResult<Arc<Vm<VCpu>>> {
-    let vm = Vm::<VCpu>::new(config, |_| {
-        (
-            (),
-            SvmSetupConfig {
-                guest_cr3: GUEST_TABLES,
-            },
-        )
-    })?;
+/// Creates the test VM (`platforms::host::build_test_vm`: layout check, guest image,
+/// read-only pattern, test device), writes the guest's identity page tables, and
+/// boots vCPU 0.
+fn prepare(
+    config: vm_core::VmConfig,
+    monitor: &SharedMonitor,
+) -> Result<Arc<Vm<VCpu>>, host::BuildError> {
+    let setup = SvmSetupConfig {
+        guest_cr3: GUEST_TABLES,
+    };
+    let (vm, _device) =
+        host::build_test_vm::<VCpu>(config, &LAYOUT, GUEST_IMAGE, |_| ((), setup), monitor)?;
     // The tables as `u64`s in host order, which is the guest's (little-endian).
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(GUEST_TABLES as usize),
         &identity_tables(GUEST_TABLES),
     )?;
-    vm.load_kernel(GUEST_IMAGE)?;
-    vm.write_to_guest_of(
-        GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
-        &RO_PATTERN,
-    )?;
-    vm.attach_device("test-device", Arc::new(TestDevice::default()))?;
     vm.boot()?;
     Ok(vm)
 }
 
 /// Runs the vCPUs on this pCPU until the guest powers off or something fails.
-fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
+fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
     let out = &mut Out;
     let n = vm.vcpu_count();
     let mut current = 0usize;
@@ -147,7 +142,6 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
             monitor.host_check(
                 "VMRUN after the unmap flushed the TLB (TLB_CONTROL)",
                 after > before,
-                out,
             );
             flush_check = None;
         }
@@ -158,19 +152,9 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                     let _ = vm.set_return_value(v, u64::MAX);
                     continue;
                 };
-                let ret = match monitor.on_call(call, [args[0], args[1], args[2], args[3]], out) {
-                    Action::Return(value) => value,
-                    Action::Unmap { gpa } => {
-                        let before = vm.with_vcpu(v, |c| c.flushed_entries()).unwrap_or(0);
-                        flush_check = Some((v, before));
-                        match vm.unmap_region(GuestPhysAddr::from_usize(gpa as usize), 0x1000) {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                let _ = writeln!(out, "[x86_64] unmap {gpa:#x}: {e}");
-                                1
-                            }
-                        }
-                    }
+                let action = monitor
+                    .with(|m, out| m.on_call(call, [args[0], args[1], args[2], args[3]], out));
+                let ret = match action {
                     Action::StartCpu { cpu, entry, arg } => {
                         let target = usize::try_from(cpu).unwrap_or(usize::MAX);
                         let entry = GuestPhysAddr::from_usize(entry as usize);
@@ -186,6 +170,14 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                             }
                         }
                     }
+                    action => {
+                        if let Action::Unmap { .. } = action {
+                            // Checked at this vCPU's next exit (see `flush_check`).
+                            let before = vm.with_vcpu(v, |c| c.flushed_entries()).unwrap_or(0);
+                            flush_check = Some((v, before));
+                        }
+                        host::act_on(vm, action, out).unwrap_or(u64::MAX)
+                    }
                 };
                 if let Err(e) = vm.set_return_value(v, ret) {
                     let _ = writeln!(out, "[x86_64] vCPU {v}: {e}");
@@ -193,13 +185,7 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &mut Monitor) -> End {
                 }
             }
             VmExit::UnservedAccess(a) => {
-                let write = a.access == AccessKind::Write;
-                if !monitor.on_unserved_access(a.gpa.as_usize() as u64, write, out) {
-                    let _ = writeln!(out, "[x86_64] vCPU {v}: {:?}\n{}", a.why, a.walk);
-                    return End::Failed;
-                }
-                if let Err(e) = vm.skip_access(v) {
-                    let _ = writeln!(out, "[x86_64] vCPU {v}: cannot skip the access: {e}");
+                if !host::settle_unserved(vm, v, &a, monitor) {
                     return End::Failed;
                 }
             }

@@ -8,16 +8,15 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
+use addrspace::{GuestPhysAddr, PAGE_SIZE};
 use hal_aarch64::psci::{PsciConduit, PsciError, SMCCC_NOT_SUPPORTED};
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
-use platforms::host::{TEST_DEVICE, TestDevice};
-use platforms::monitor::{Action, Monitor};
-use platforms::protocol::{Call, RO_PATTERN};
-use spin::Mutex;
+use platforms::host::{self, SharedMonitor};
+use platforms::monitor::Action;
+use platforms::protocol::Call;
 use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
-use crate::layout::{LAYOUT, check_config};
+use crate::layout::{LAYOUT, check_uart};
 use crate::{console, println};
 
 mod generated {
@@ -36,22 +35,14 @@ const SECONDARY_TIMEOUT_NS: u64 = 5_000_000_000;
 struct Run<F: Stage2Format> {
     label: &'static str,
     vm: Arc<Vm<Aarch64VCpu<F>>>,
-    monitor: Mutex<Monitor>,
+    monitor: SharedMonitor,
     /// Exits for a physical interrupt (kicks), all vCPUs.
     irq_exits: AtomicU32,
 }
 
 impl<F: Stage2Format> Run<F> {
-    /// Runs `f` on the monitor and prints what it wrote, as one block.
-    fn with_monitor<R>(&self, f: impl FnOnce(&mut Monitor, &mut String) -> R) -> R {
-        let mut out = String::new();
-        let r = f(&mut self.monitor.lock(), &mut out);
-        console::print_str(&out);
-        r
-    }
-
     fn host_check(&self, name: &str, passed: bool) {
-        self.with_monitor(|m, out| m.host_check(name, passed, out));
+        self.monitor.host_check(name, passed);
     }
 
     /// A failure the run cannot continue from: report it, stop the VM.
@@ -75,21 +66,18 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
         hal_aarch64::tlb::vmid_of(vm_id),
         psci
     );
-    let mut monitor = Monitor::new(label);
-    let vm = match build_vm::<F>(label, vm_id, psci, &mut monitor) {
+    let monitor = SharedMonitor::new(label, console::print_str);
+    let vm = match build_vm::<F>(vm_id, psci, &monitor) {
         Ok(vm) => vm,
         Err(e) => {
-            let mut out = String::new();
-            monitor.host_check(&format!("VM set up ({e})"), false, &mut out);
-            let result = monitor.finish(&mut out);
-            console::print_str(&out);
-            return result;
+            monitor.host_check(&format!("VM set up ({e})"), false);
+            return monitor.finish();
         }
     };
     let run = Arc::new(Run {
         label,
         vm,
-        monitor: Mutex::new(monitor),
+        monitor,
         irq_exits: AtomicU32::new(0),
     });
     // A kick to this CPU before vCPU 0's first entry: the SGI stays pending at EL2
@@ -121,55 +109,42 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     };
     let Run { vm, monitor, .. } = run;
     drop(vm);
-    let mut monitor = monitor.into_inner();
-    let mut out = String::new();
     let frames_after = crate::hal::free_frames();
     monitor.host_check(
         "every frame of the VM freed after it is dropped",
         frames_after == frames_before,
-        &mut out,
     );
-    let result = monitor.finish(&mut out);
-    console::print_str(&out);
-    result
+    monitor.finish()
 }
 
 /// The VM for one run: the embedded config with `vm_id`, the guest loaded, the
 /// read-only pattern written, the test device attached, booted.
 fn build_vm<F: Stage2Format>(
-    label: &'static str,
     vm_id: usize,
     psci: PsciConduit,
-    monitor: &mut Monitor,
+    monitor: &SharedMonitor,
 ) -> Result<Arc<Vm<Aarch64VCpu<F>>>, String> {
-    let mut out = String::new();
     let mut config = vm_config().map_err(|e| format!("embedded config: {e}"))?;
     config.id = vm_id;
-    let layout = check_config(&config);
-    if let Err(e) = layout {
-        println!("[{label}] config: {e}");
+    // The board's addition to the layout check (which `build_test_vm` makes).
+    if let Err(e) = check_uart(&config) {
+        monitor.host_check(&format!("config: {e}"), false);
+        return Err(format!("{e}"));
     }
-    monitor.host_check("config matches the guest layout", layout.is_ok(), &mut out);
-    console::print_str(&out);
-    if GUEST_IMAGE.is_empty() {
-        return Err("no guest image: build with `cargo xtask qemu aarch64`".into());
-    }
-    let vm = Vm::<Aarch64VCpu<F>>::new(config, |_| {
-        (
-            Aarch64CreateConfig { mpidr: None, psci },
-            Aarch64SetupConfig::default(),
-        )
-    })
-    .map_err(|e| format!("{e}"))?;
-    vm.load_kernel(GUEST_IMAGE).map_err(|e| format!("{e}"))?;
-    sync_guest_code(&vm, GUEST_IMAGE.len());
-    vm.write_to_guest_of(
-        GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
-        &RO_PATTERN,
+    let (vm, _device) = host::build_test_vm::<Aarch64VCpu<F>>(
+        config,
+        &LAYOUT,
+        GUEST_IMAGE,
+        |_| {
+            (
+                Aarch64CreateConfig { mpidr: None, psci },
+                Aarch64SetupConfig::default(),
+            )
+        },
+        monitor,
     )
     .map_err(|e| format!("{e}"))?;
-    vm.attach_device(TEST_DEVICE, Arc::new(TestDevice::new()))
-        .map_err(|e| format!("{e}"))?;
+    sync_guest_code(&vm, GUEST_IMAGE.len());
     console::print_fmt(format_args!("{vm}"));
     vm.boot().map_err(|e| format!("{e}"))?;
     Ok(vm)
@@ -222,15 +197,19 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             let ret = match Call::from_arm(nr) {
                 Some(call) => {
                     let args = [args[0], args[1], args[2], args[3]];
-                    match run.with_monitor(|m, out| m.on_call(call, args, out)) {
-                        Action::Return(v) => v,
-                        Action::Unmap { gpa } => unmap_page(run, gpa),
+                    match run.monitor.with(|m, out| m.on_call(call, args, out)) {
                         Action::StartCpu { cpu, entry, arg } => start_cpu(
                             run,
                             cpu as usize,
                             GuestPhysAddr::from_usize(entry as usize),
                             arg,
                         ),
+                        action => {
+                            let mut out = String::new();
+                            let value = host::act_on(vm, action, &mut out);
+                            console::print_str(&out);
+                            value.unwrap_or(SMCCC_NOT_SUPPORTED)
+                        }
                     }
                 }
                 // Not ours (e.g. PSCI by HVC when PSCI goes by SMC): SMCCC says -1.
@@ -244,20 +223,9 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             true
         }
         VmExit::UnservedAccess(a) => {
-            let write = a.access == AccessKind::Write;
-            let gpa = a.gpa.as_usize() as u64;
-            if run.with_monitor(|m, out| m.on_unserved_access(gpa, write, out)) {
-                if let Err(e) = vm.skip_access(vcpu) {
-                    println!("[{label}] vCPU {vcpu}: cannot skip the access: {e}");
-                    run.fail("refused access skipped");
-                    return false;
-                }
+            if host::settle_unserved(vm, vcpu, &a, &run.monitor) {
                 return true;
             }
-            println!(
-                "[{label}] vCPU {vcpu}: {:?} {:?} at {:?}\n{}",
-                a.why, a.access, a.gpa, a.walk
-            );
             let _ = vm.shutdown();
             false
         }
@@ -289,20 +257,6 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
             run.fail("only expected exits");
             false
-        }
-    }
-}
-
-/// The test protocol's `unmap(gpa)`: 0 once the page is unmapped everywhere.
-fn unmap_page<F: Stage2Format>(run: &Arc<Run<F>>, gpa: u64) -> u64 {
-    match run
-        .vm
-        .unmap_region(GuestPhysAddr::from_usize(gpa as usize), PAGE_SIZE)
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            println!("[{}] unmap {gpa:#x}: {e}", run.label);
-            1
         }
     }
 }

@@ -4,16 +4,12 @@
 //! SBI HSM, on the second hart. Every hypercall of the test protocol goes to one
 //! [`Monitor`] per VM, which prints each check.
 
-use alloc::string::String;
 use alloc::sync::Arc;
 
-use addrspace::{AccessKind, GuestPhysAddr, PAGE_SIZE};
 use hal_riscv64::sbi::{SbiRequest, error as sbi_err, hart_state};
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
-use platforms::host::{self, TEST_DEVICE, TestDevice};
-use platforms::monitor::{Action, Monitor};
-use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID, RO_PATTERN};
-use spin::Mutex;
+use platforms::host::{self, SharedMonitor};
+use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
 use vcpu_api::VCpuState;
 use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
 
@@ -22,20 +18,6 @@ use crate::{GUEST_IMAGE, hal, harts};
 
 /// Where the test guest expects things; the embedded VM config is checked against it.
 const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_RISCV64;
-
-type SharedMonitor = Arc<Mutex<Monitor>>;
-
-/// Runs `f` with the monitor and prints what it wrote as one block.
-fn with_monitor<R>(monitor: &Mutex<Monitor>, f: impl FnOnce(&mut Monitor, &mut String) -> R) -> R {
-    let mut out = String::new();
-    let r = f(&mut monitor.lock(), &mut out);
-    console::print_str(&out);
-    r
-}
-
-fn host_check(monitor: &Mutex<Monitor>, name: &str, passed: bool) {
-    with_monitor(monitor, |m, out| m.host_check(name, passed, out));
-}
 
 /// Both G-stage modes, one VM each. Returns (passed, failed) over both.
 pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>) -> (u32, u32) {
@@ -62,30 +44,17 @@ pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>) -> (u32, u32) {
 /// One VM with G-stage format `F` and VM id (and VMID) `vm_id`, run to its end.
 fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>) -> (u32, u32) {
     println!("[{label}] ---- test VM {vm_id}: {} G-stage ----", F::NAME);
-    let monitor: SharedMonitor = Arc::new(Mutex::new(Monitor::new(label)));
-    let finish = |monitor: &SharedMonitor| with_monitor(monitor, |m, out| m.finish(out));
+    let monitor = Arc::new(SharedMonitor::new(label, console::print_str));
 
     let mut config = match crate::vm_config() {
         Ok(c) => c,
         Err(e) => {
             println!("[{label}] embedded VM config: {e}");
-            host_check(&monitor, "embedded VM config is valid", false);
-            return finish(&monitor);
+            monitor.host_check("embedded VM config is valid", false);
+            return monitor.finish();
         }
     };
     config.id = vm_id;
-    let agrees = host::check_config(&config, &LAYOUT);
-    if let Err(e) = &agrees {
-        println!("[{label}] VM config vs the board layout: {e}");
-    }
-    host_check(
-        &monitor,
-        "VM config matches the test layout",
-        agrees.is_ok(),
-    );
-    if agrees.is_err() {
-        return finish(&monitor);
-    }
 
     let free_before = hal::FRAMES.free_frames();
     let setup = Riscv64SetupConfig {
@@ -93,23 +62,19 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         forwarded_extensions: &[RISCV_EXTENSION_ID],
         cross_check_mmio_decode: true,
     };
-    let device = Arc::new(TestDevice::new());
-    let built = Vm::<Riscv64VCpu<F>>::new(config, |_| (Riscv64CreateConfig::default(), setup))
-        .and_then(|vm| {
-            vm.load_kernel(GUEST_IMAGE)?;
-            vm.write_to_guest_of(
-                GuestPhysAddr::from_usize(LAYOUT.ro_base as usize),
-                &RO_PATTERN,
-            )?;
-            vm.attach_device(TEST_DEVICE, device.clone())?;
-            Ok(vm)
-        });
-    let vm = match built {
-        Ok(vm) => vm,
+    let built = host::build_test_vm::<Riscv64VCpu<F>>(
+        config,
+        &LAYOUT,
+        GUEST_IMAGE,
+        |_| (Riscv64CreateConfig::default(), setup),
+        &monitor,
+    );
+    let (vm, device) = match built {
+        Ok(built) => built,
         Err(e) => {
             println!("[{label}] creating the VM: {e}");
-            host_check(&monitor, "VM created", false);
-            return finish(&monitor);
+            monitor.host_check("VM created", false);
+            return monitor.finish();
         }
     };
     println!("{vm}");
@@ -123,8 +88,7 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         hal_riscv64::csr::hgatp::mode(hgatp),
         hal_riscv64::csr::hgatp::vmid(hgatp)
     );
-    host_check(
-        &monitor,
+    monitor.host_check(
         "hgatp names the format, the VMID and the 16 KiB-aligned root",
         hgatp == F::hgatp(root, vmid)
             && hal_riscv64::csr::hgatp::mode(hgatp) == F::MODE
@@ -133,14 +97,14 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
 
     if let Err(e) = vm.boot() {
         println!("[{label}] boot: {e}");
-        host_check(&monitor, "VM booted", false);
-        return finish(&monitor);
+        monitor.host_check("VM booted", false);
+        return monitor.finish();
     }
     let started = crate::boot::now_ns();
     vcpu_loop(&vm, 0, &monitor, label, second_hart);
     // vCPU 1 stopped itself before vCPU 0 powered off; if not, shutdown has kicked it.
     let second_done = harts::wait_idle(5_000_000_000);
-    host_check(&monitor, "second hart finished its vCPU", second_done);
+    monitor.host_check("second hart finished its vCPU", second_done);
     println!(
         "[{label}] guest ran {} ms",
         (crate::boot::now_ns() - started) / 1_000_000
@@ -163,8 +127,7 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         "[{label}] MMIO decode: {} from htinst ({} cross-checked with the instruction fetched by HLVX, {} disagreed), {} from the fetched instruction",
         decoded.from_htinst, decoded.cross_checked, decoded.mismatches, decoded.fetched
     );
-    host_check(
-        &monitor,
+    monitor.host_check(
         "every MMIO access decoded, htinst never contradicted",
         decoded.from_htinst + decoded.fetched >= device.accesses() && decoded.mismatches == 0,
     );
@@ -175,28 +138,23 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         stats.kicks,
         device.accesses()
     );
-    host_check(
-        &monitor,
-        "unmap shot down the guest TLB",
-        stats.shootdowns > 0,
-    );
+    monitor.host_check("unmap shot down the guest TLB", stats.shootdowns > 0);
     // vCPU 1's job dropped its reference when it ended: this is the last one.
     drop(vm);
     let free_after = hal::FRAMES.free_frames();
     println!("[{label}] VM dropped: {free_after} frames free, {free_before} before it was built");
-    host_check(
-        &monitor,
+    monitor.host_check(
         "every frame of the VM freed after drop",
         free_after == free_before,
     );
-    finish(&monitor)
+    monitor.finish()
 }
 
 /// Runs vCPU `vcpu` until it stops, the VM ends, or the run fails.
 fn vcpu_loop<F: GStage>(
     vm: &Arc<Vm<Riscv64VCpu<F>>>,
     vcpu: usize,
-    monitor: &SharedMonitor,
+    monitor: &Arc<SharedMonitor>,
     label: &'static str,
     second_hart: Option<u64>,
 ) {
@@ -214,7 +172,7 @@ fn vcpu_loop<F: GStage>(
             }
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
-                host_check(monitor, "vCPU ran without a VM error", false);
+                monitor.host_check("vCPU ran without a VM error", false);
                 let _ = vm.shutdown();
                 break;
             }
@@ -222,21 +180,7 @@ fn vcpu_loop<F: GStage>(
         match exit {
             VmExit::Hypercall { nr, args } => hypercall(vm, vcpu, nr, args, monitor, label),
             VmExit::UnservedAccess(a) => {
-                let write = a.access == AccessKind::Write;
-                let forgiven = with_monitor(monitor, |m, out| {
-                    m.on_unserved_access(a.gpa.as_usize() as u64, write, out)
-                });
-                if !forgiven {
-                    println!(
-                        "[{label}] vCPU {vcpu}: {:?} at {:?}: {:?}\n{}",
-                        a.access, a.gpa, a.why, a.walk
-                    );
-                    let _ = vm.shutdown();
-                    break;
-                }
-                if let Err(e) = vm.skip_access(vcpu) {
-                    println!("[{label}] vCPU {vcpu}: skipping the refused access: {e}");
-                    host_check(monitor, "refused access skipped", false);
+                if !host::settle_unserved(vm, vcpu, &a, monitor) {
                     let _ = vm.shutdown();
                     break;
                 }
@@ -253,7 +197,7 @@ fn vcpu_loop<F: GStage>(
                 });
                 if !posted {
                     println!("[{label}] vCPU {target} started but no free hart can run it");
-                    host_check(monitor, "second vCPU scheduled", false);
+                    monitor.host_check("second vCPU scheduled", false);
                 }
             }
             VmExit::CpuUpRefused { target_cpu, reason } => {
@@ -278,7 +222,7 @@ fn vcpu_loop<F: GStage>(
             VmExit::Stopped => break,
             other => {
                 println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
-                host_check(monitor, "no unexpected exit", false);
+                monitor.host_check("no unexpected exit", false);
                 let _ = vm.shutdown();
                 break;
             }
@@ -291,10 +235,10 @@ fn vcpu_loop<F: GStage>(
 /// guest for vCPU 1 and cannot leave it by itself, so pausing the VM must kick it out
 /// (vm-core's eviction: `kick_pcpu`, an SBI IPI, a supervisor software interrupt
 /// while V = 1, `ExitReason::Kicked`). Then the VM resumes.
-fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &Mutex<Monitor>, label: &str) {
+fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &SharedMonitor, label: &str) {
     if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::Running)) {
         println!("[{label}] vCPU 0 did not enter the guest within 1 s");
-        host_check(monitor, "pause kicks vCPU 0 out of the guest", false);
+        monitor.host_check("pause kicks vCPU 0 out of the guest", false);
         return;
     }
     let before = vm.stats().kicks;
@@ -304,8 +248,7 @@ fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &Mutex<Monitor>, labe
     println!(
         "[{label}] pause from the second hart: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}"
     );
-    host_check(
-        monitor,
+    monitor.host_check(
         "pause kicks vCPU 0 out of the guest",
         paused.is_ok() && resumed.is_ok() && kicks > 0,
     );
@@ -319,7 +262,7 @@ fn hypercall<F: GStage>(
     vcpu: usize,
     eid: u64,
     args: [u64; 6],
-    monitor: &Mutex<Monitor>,
+    monitor: &SharedMonitor,
     label: &str,
 ) {
     let fid = vm
@@ -334,23 +277,13 @@ fn hypercall<F: GStage>(
     });
     let answer: Result<u64, i64> = match request {
         Some((Some(call), _)) => {
-            let action = with_monitor(monitor, |m, out| {
-                m.on_call(call, [args[0], args[1], args[2], args[3]], out)
-            });
-            match action {
-                Action::Return(v) => Ok(v),
-                Action::Unmap { gpa } => {
-                    match vm.unmap_region(GuestPhysAddr::from_usize(gpa as usize), PAGE_SIZE) {
-                        Ok(()) => Ok(0),
-                        Err(e) => {
-                            println!("[{label}] unmap {gpa:#x}: {e}");
-                            Ok(1)
-                        }
-                    }
-                }
-                // vCPUs are started with SBI HSM on RISC-V.
-                Action::StartCpu { .. } => Err(sbi_err::NOT_SUPPORTED),
-            }
+            let action =
+                monitor.with(|m, out| m.on_call(call, [args[0], args[1], args[2], args[3]], out));
+            let mut out = alloc::string::String::new();
+            let value = host::act_on(vm, action, &mut out);
+            console::print_str(&out);
+            // `None` is StartCpu: vCPUs are started with SBI HSM on RISC-V.
+            value.ok_or(sbi_err::NOT_SUPPORTED)
         }
         Some((None, SbiRequest::HartStatus { hart })) => match usize::try_from(hart) {
             Ok(h) if h < vm.vcpu_count() => Ok(if vm.is_vcpu_started(h) {
