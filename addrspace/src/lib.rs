@@ -18,8 +18,10 @@
 //!   [`FrameAllocator::phys_to_virt`].
 //! - **No globals.** Frames come from an allocator passed in by value or reference.
 //!
-//! The crate is `no_std` with `alloc`; the `testing` feature adds
-//! `testing::PoolAllocator`, a host frame pool for tests and benchmarks (it needs `std`).
+//! The crate is `no_std` with `alloc`. [`BitmapFrames`] is a ready frame allocator
+//! for a hypervisor image (a fixed physical window, one bit per frame); the `testing`
+//! feature adds `testing::PoolAllocator`, a host frame pool for tests and benchmarks
+//! on the same bitmap (it needs `std`).
 
 #![cfg_attr(not(any(test, feature = "testing")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -27,6 +29,7 @@
 extern crate alloc;
 
 mod addr;
+mod bitmap;
 mod error;
 mod fault;
 mod flags;
@@ -39,6 +42,7 @@ mod table;
 pub mod testing;
 
 pub use addr::{GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, PageSize};
+pub use bitmap::{BitmapFrames, FreeError};
 pub use error::{Error, Result};
 pub use fault::FaultOutcome;
 pub use flags::{AccessKind, MappingFlags};

@@ -1,12 +1,14 @@
 //! Test support: [`PoolAllocator`], a frame allocator over one host allocation with
-//! its own simulated host-physical range, allocation counters and failure injection.
-//! Built for tests and benchmarks (feature `testing`), never for a hypervisor image.
+//! its own simulated host-physical range, allocation counters and failure injection,
+//! on the crate's frame bitmap. Built for tests and benchmarks (feature `testing`),
+//! never for a hypervisor image.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use crate::bitmap::FrameBitmap;
+use crate::{FRAME_SIZE, FrameAllocator, FreeError, HostPhysAddr, HostVirtAddr};
 
 /// Frames from one zero-initialised host allocation, addressed as host-physical
 /// `[base, base + frames * 4 KiB)`.
@@ -18,18 +20,11 @@ pub struct PoolAllocator {
     frames: usize,
     mem: *mut u8,
     layout: Layout,
-    state: Mutex<State>,
+    bitmap: Mutex<FrameBitmap<Vec<u64>>>,
     allocated: AtomicUsize,
     freed: AtomicUsize,
     /// Frames that may still be handed out before allocation fails.
     budget: AtomicUsize,
-}
-
-struct State {
-    /// One bit per frame, set when in use.
-    used: Vec<u64>,
-    /// No free frame below this index.
-    hint: usize,
 }
 
 // SAFETY: the pool memory is only reached through `phys_to_virt` by users that own
@@ -49,11 +44,15 @@ impl PoolAllocator {
     ///
     /// # Panics
     ///
-    /// If the host cannot provide the memory (test code).
+    /// If `base` is not frame-aligned or the host cannot provide the memory (test
+    /// code).
     pub fn with_base(frames: usize, base: usize) -> Self {
         let frames = frames.max(1);
         let layout = Layout::from_size_align(frames * FRAME_SIZE, FRAME_SIZE)
             .unwrap_or_else(|_| panic!("pool of {frames} frames is too large"));
+        let start = HostPhysAddr::from_usize(base);
+        let mut bitmap = FrameBitmap::new_vec(start, frames);
+        bitmap.add_free(start, start + frames * FRAME_SIZE);
         // SAFETY: the layout has a non-zero size.
         let mem = unsafe { alloc_zeroed(layout) };
         assert!(!mem.is_null(), "host allocation of {frames} frames failed");
@@ -62,17 +61,15 @@ impl PoolAllocator {
             frames,
             mem,
             layout,
-            state: Mutex::new(State {
-                used: vec![0; frames.div_ceil(64)],
-                hint: 0,
-            }),
+            bitmap: Mutex::new(bitmap),
             allocated: AtomicUsize::new(0),
             freed: AtomicUsize::new(0),
             budget: AtomicUsize::new(usize::MAX),
         }
     }
 
-    /// Frames handed out so far (each frame of a contiguous allocation counts).
+    /// Frames handed out so far, by allocations and [`PoolAllocator::alloc_at`]
+    /// (each frame of a contiguous allocation counts).
     pub fn allocated(&self) -> usize {
         self.allocated.load(Ordering::Relaxed)
     }
@@ -87,7 +84,8 @@ impl PoolAllocator {
         self.allocated() - self.freed()
     }
 
-    /// Lets `n` more frames be allocated, then fails every allocation.
+    /// Lets `n` more frames be allocated, then fails every allocation
+    /// ([`PoolAllocator::alloc_at`] is not limited).
     pub fn fail_after(&self, n: usize) {
         self.budget.store(n, Ordering::Relaxed);
     }
@@ -105,6 +103,22 @@ impl PoolAllocator {
         )
     }
 
+    /// Takes the `count` frames at `hpa` (a fixed address, e.g. identity-mapped
+    /// guest RAM) if all of them are in the pool and free; `false`, and nothing
+    /// taken, otherwise or when `count` is 0. Give them back with
+    /// [`FrameAllocator::dealloc_frames`].
+    pub fn alloc_at(&self, hpa: HostPhysAddr, count: usize) -> bool {
+        let taken = self.lock().reserve(hpa, count);
+        if taken {
+            self.allocated.fetch_add(count, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FrameBitmap<Vec<u64>>> {
+        self.bitmap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take_budget(&self, n: usize) -> bool {
         self.budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
@@ -118,80 +132,29 @@ impl PoolAllocator {
     }
 }
 
-fn bit(used: &[u64], i: usize) -> bool {
-    used[i / 64] & (1 << (i % 64)) != 0
-}
-
-// SAFETY: frames are tracked in a bitmap and handed out once, aligned as asked;
+// SAFETY: frames are tracked in the bitmap and handed out once, aligned as asked;
 // `phys_to_virt` maps the whole pool contiguously and the pool lives as long as `self`.
 unsafe impl FrameAllocator for PoolAllocator {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         if count == 0 || !align_frames.is_power_of_two() || !self.take_budget(count) {
             return None;
         }
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut i = st.hint;
-        // The first candidate index whose physical frame number is aligned.
-        let fix = |i: usize| {
-            let pfn = self.base / FRAME_SIZE + i;
-            i + (align_frames - pfn % align_frames) % align_frames
-        };
-        if count == 1 {
-            // Fast path: skip full words.
-            while i < self.frames {
-                let w = st.used[i / 64];
-                if w == u64::MAX {
-                    i = (i / 64 + 1) * 64;
-                    continue;
-                }
-                if !bit(&st.used, i) {
-                    break;
-                }
-                i += 1;
-            }
-        } else {
-            i = fix(i);
-            while i + count <= self.frames {
-                match (i..i + count).find(|&j| bit(&st.used, j)) {
-                    Some(busy) => i = fix(busy + 1),
-                    None => break,
-                }
-            }
-        }
-        if i + count > self.frames {
-            return None;
-        }
-        for j in i..i + count {
-            st.used[j / 64] |= 1 << (j % 64);
-        }
-        // A single-frame search scanned `[hint, i)` and found every frame used, so
-        // nothing below `i + 1` is free now. (Moving the hint only when `i == hint`
-        // left it behind the first used frame for good, and every later allocation
-        // rescanned everything allocated since: O(n) per frame.)
-        if count == 1 || i == st.hint {
-            st.hint = st.hint.max(i + count);
-        }
+        let hpa = self.lock().alloc(count, align_frames)?;
         self.allocated.fetch_add(count, Ordering::Relaxed);
-        Some(HostPhysAddr::from_usize(self.base + i * FRAME_SIZE))
+        Some(hpa)
     }
 
+    /// # Panics
+    ///
+    /// On a double free or frames not from this pool (the bugs tests look for).
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
-        let off = hpa.as_usize().wrapping_sub(self.base);
-        assert!(
-            off.is_multiple_of(FRAME_SIZE) && off / FRAME_SIZE + count <= self.frames,
-            "freeing {hpa:?} ({count} frames), not from this pool"
-        );
-        let first = off / FRAME_SIZE;
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for j in first..first + count {
-            assert!(
-                bit(&st.used, j),
-                "double free of {:#x}",
-                self.base + j * FRAME_SIZE
-            );
-            st.used[j / 64] &= !(1 << (j % 64));
+        match self.lock().dealloc(hpa, count) {
+            Ok(()) => {}
+            Err(FreeError::NotAllocated { hpa }) => panic!("double free of {hpa:#x}"),
+            Err(FreeError::OutOfWindow { .. }) => {
+                panic!("freeing {hpa:?} ({count} frames), not from this pool")
+            }
         }
-        st.hint = st.hint.min(first);
         self.freed.fetch_add(count, Ordering::Relaxed);
     }
 
@@ -234,5 +197,46 @@ mod tests {
         // SAFETY: as above.
         unsafe { pool.dealloc_frames(one, 1) };
         assert_eq!(pool.in_use(), 1);
+    }
+
+    #[test]
+    fn alloc_at_takes_only_free_frames_of_the_pool() {
+        let pool = PoolAllocator::with_base(256, 0x4000_0000);
+        let hpa = HostPhysAddr::from_usize;
+        assert!(pool.alloc_at(hpa(0x4001_0000), 2));
+        assert!(!pool.alloc_at(hpa(0x4001_1000), 1), "taken");
+        assert!(!pool.alloc_at(hpa(0x3fff_f000), 2), "below the pool");
+        assert!(!pool.alloc_at(hpa(0x400f_f000), 2), "runs past the end");
+        assert!(!pool.alloc_at(hpa(0x4002_0800), 1), "unaligned");
+        assert!(!pool.alloc_at(hpa(0x4002_0000), 0), "empty");
+        assert_eq!(pool.in_use(), 2);
+        // Not limited by the failure budget, and never handed out again.
+        pool.fail_after(0);
+        assert!(pool.alloc_at(hpa(0x4000_0000), 1));
+        pool.never_fail();
+        assert_eq!(pool.alloc_frame(), Some(hpa(0x4000_1000)));
+        // SAFETY: frames from this pool, not in use.
+        unsafe { pool.dealloc_frames(hpa(0x4001_0000), 2) };
+        assert!(pool.alloc_at(hpa(0x4001_1000), 1), "free again");
+        assert_eq!(pool.in_use(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "double free")]
+    fn double_free_is_caught() {
+        let pool = PoolAllocator::with_base(4, 0x1000);
+        let a = pool.alloc_frame().unwrap();
+        // SAFETY: from this pool, not in use.
+        unsafe { pool.dealloc_frames(a, 1) };
+        // SAFETY: the double free under test; nothing uses the frame.
+        unsafe { pool.dealloc_frames(a, 1) };
+    }
+
+    #[test]
+    #[should_panic(expected = "not from this pool")]
+    fn foreign_free_is_caught() {
+        let pool = PoolAllocator::with_base(4, 0x1000);
+        // SAFETY: the bad free under test; the frame is not the pool's.
+        unsafe { pool.dealloc_frames(HostPhysAddr::from_usize(0x5000), 1) };
     }
 }

@@ -1,15 +1,16 @@
-//! [`Machine`]: one simulated host — physical memory at its own host-physical range,
-//! a frame allocator over it, physical CPUs with kick flags, failure injection and
-//! counters. Each test makes its own; threads join one with [`Machine::enter`].
+//! [`Machine`]: one simulated host — physical memory at its own host-physical range
+//! with a frame allocator over it (an `addrspace::testing::PoolAllocator`), physical
+//! CPUs with kick flags, failure injection and counters. Each test makes its own;
+//! threads join one with [`Machine::enter`].
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
+use addrspace::testing::PoolAllocator;
+use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
 
 use crate::vcpu::TlbCache;
 
@@ -25,18 +26,9 @@ pub struct Pcpu {
     pub kicks: AtomicU64,
 }
 
-struct Frames {
-    /// One bit per frame, set when in use.
-    used: Vec<u64>,
-    /// No free frame below this index.
-    hint: usize,
-}
-
-/// Failure injection switches.
+/// Failure injection switches (the frame budget is the pool's).
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    /// Frames `alloc_frames` may still hand out (`usize::MAX`: unlimited).
-    pub(crate) frame_budget: AtomicUsize,
     /// Make every `alloc_memory_region_at` fail.
     pub(crate) refuse_alloc_at: AtomicBool,
     /// Answer `broadcast_guest_tlb_invalidate` with a broadcast (flushing every
@@ -48,10 +40,9 @@ pub(crate) struct Faults {
 pub struct Machine {
     base: usize,
     size: usize,
-    mem: *mut u8,
-    layout: Layout,
-    frames: Mutex<Frames>,
-    in_use: AtomicUsize,
+    /// The memory and its frames: allocations, reservations, the failure budget and
+    /// the in-use count.
+    pool: PoolAllocator,
     pcpus: Vec<Pcpu>,
     pub(crate) faults: Faults,
     start: Instant,
@@ -61,13 +52,6 @@ pub struct Machine {
     irqs: Mutex<Vec<(usize, usize, usize)>>,
     broadcasts: AtomicU64,
 }
-
-// SAFETY: the memory block is only reached through `phys_to_virt` by owners of the
-// frames (the address spaces, the software vCPUs walking tables with atomic loads);
-// every other field is synchronised.
-unsafe impl Send for Machine {}
-// SAFETY: as above.
-unsafe impl Sync for Machine {}
 
 thread_local! {
     static CURRENT: RefCell<Option<Arc<Machine>>> = const { RefCell::new(None) };
@@ -97,26 +81,12 @@ impl Machine {
     /// On an unaligned or empty range, or when the host has no memory (test code).
     pub fn new(base: usize, size: usize) -> Arc<Self> {
         assert!(base.is_multiple_of(FRAME_SIZE) && size.is_multiple_of(FRAME_SIZE) && size > 0);
-        let layout = Layout::from_size_align(size, FRAME_SIZE).expect("machine size");
-        // SAFETY: the layout has a non-zero size.
-        let mem = unsafe { alloc_zeroed(layout) };
-        assert!(!mem.is_null(), "host allocation of {size:#x} bytes failed");
-        let frames = size / FRAME_SIZE;
         Arc::new(Self {
             base,
             size,
-            mem,
-            layout,
-            frames: Mutex::new(Frames {
-                used: vec![0; frames.div_ceil(64)],
-                hint: 0,
-            }),
-            in_use: AtomicUsize::new(0),
+            pool: PoolAllocator::with_base(size / FRAME_SIZE, base),
             pcpus: (0..MAX_PCPUS).map(|_| Pcpu::default()).collect(),
-            faults: Faults {
-                frame_budget: AtomicUsize::new(usize::MAX),
-                ..Faults::default()
-            },
+            faults: Faults::default(),
             start: Instant::now(),
             tlbs: Mutex::new(HashMap::new()),
             irqs: Mutex::new(Vec::new()),
@@ -193,12 +163,13 @@ impl Machine {
             self.base,
             self.base + self.size
         );
-        HostVirtAddr::from_usize(self.mem as usize + (hpa.as_usize() - self.base))
+        self.pool.phys_to_virt(hpa)
     }
 
     /// The host-physical address of host pointer `hva` (inside the memory block).
     pub fn virt_to_phys(&self, hva: HostVirtAddr) -> HostPhysAddr {
-        let off = hva.as_usize().wrapping_sub(self.mem as usize);
+        let mem = self.pool.phys_to_virt(HostPhysAddr::from_usize(self.base));
+        let off = hva.as_usize().wrapping_sub(mem.as_usize());
         assert!(
             off < self.size,
             "hal-mock: virt_to_phys({hva:#x}) outside the machine"
@@ -208,68 +179,10 @@ impl Machine {
 
     // ------------------------------------------------------------ frames
 
-    fn frame_index(&self, hpa: HostPhysAddr) -> usize {
-        (hpa.as_usize() - self.base) / FRAME_SIZE
-    }
-
-    fn is_used(f: &Frames, i: usize) -> bool {
-        f.used[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn set_used(f: &mut Frames, i: usize, used: bool) {
-        if used {
-            f.used[i / 64] |= 1 << (i % 64);
-        } else {
-            f.used[i / 64] &= !(1 << (i % 64));
-        }
-    }
-
-    /// Allocates `count` contiguous frames aligned to `align` frames.
+    /// Allocates `count` contiguous frames aligned to `align` frames (a power of
+    /// two).
     pub fn alloc_frames(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
-        if count == 0 {
-            return None;
-        }
-        let ok = self
-            .faults
-            .frame_budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                if b == usize::MAX {
-                    Some(b)
-                } else {
-                    b.checked_sub(count)
-                }
-            })
-            .is_ok();
-        if !ok {
-            return None;
-        }
-        let align = align.max(1);
-        let total = self.size / FRAME_SIZE;
-        let mut f = self.frames.lock().expect("frame lock");
-        // Alignment is of the host-physical address: the base is 4 KiB-aligned only.
-        let base_frame = self.base / FRAME_SIZE;
-        let mut i = f.hint;
-        while i + count <= total {
-            let misalign = (base_frame + i) % align;
-            if misalign != 0 {
-                i += align - misalign;
-                continue;
-            }
-            match (i..i + count).find(|&j| Self::is_used(&f, j)) {
-                Some(j) => i = j + 1,
-                None => {
-                    for j in i..i + count {
-                        Self::set_used(&mut f, j, true);
-                    }
-                    if count == 1 && align == 1 {
-                        f.hint = i + 1;
-                    }
-                    self.in_use.fetch_add(count, Ordering::SeqCst);
-                    return Some(HostPhysAddr::from_usize(self.base + i * FRAME_SIZE));
-                }
-            }
-        }
-        None
+        self.pool.alloc_frames(count, align)
     }
 
     /// Frees frames.
@@ -278,62 +191,34 @@ impl Machine {
     ///
     /// On a double free or a foreign frame (the bugs these tests look for).
     pub fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
-        assert!(
-            self.contains(hpa, count * FRAME_SIZE),
-            "hal-mock: freeing foreign frames {hpa:#x} x{count}"
-        );
-        let mut f = self.frames.lock().expect("frame lock");
-        let first = self.frame_index(hpa);
-        for j in first..first + count {
-            assert!(
-                Self::is_used(&f, j),
-                "hal-mock: double free of frame {:#x}",
-                self.base + j * FRAME_SIZE
-            );
-            Self::set_used(&mut f, j, false);
-        }
-        f.hint = f.hint.min(first);
-        self.in_use.fetch_sub(count, Ordering::SeqCst);
+        // SAFETY: the memory block lives as long as the machine, so a frame freed
+        // while still in use stays valid memory; what is freed wrongly is the bug
+        // under test, and the pool's checks panic on it.
+        unsafe { self.pool.dealloc_frames(hpa, count) }
     }
 
     /// Reserves `[hpa, hpa + size)` if every frame is free simulated memory.
     pub fn alloc_at(&self, hpa: HostPhysAddr, size: usize) -> bool {
-        if self.faults.refuse_alloc_at.load(Ordering::SeqCst)
-            || !hpa.as_usize().is_multiple_of(FRAME_SIZE)
-            || !size.is_multiple_of(FRAME_SIZE)
-            || size == 0
-            || !self.contains(hpa, size)
-        {
-            return false;
-        }
-        let mut f = self.frames.lock().expect("frame lock");
-        let first = self.frame_index(hpa);
-        let n = size / FRAME_SIZE;
-        if (first..first + n).any(|j| Self::is_used(&f, j)) {
-            return false;
-        }
-        for j in first..first + n {
-            Self::set_used(&mut f, j, true);
-        }
-        self.in_use.fetch_add(n, Ordering::SeqCst);
-        true
+        !self.faults.refuse_alloc_at.load(Ordering::SeqCst)
+            && size.is_multiple_of(FRAME_SIZE)
+            && self.pool.alloc_at(hpa, size / FRAME_SIZE)
     }
 
     /// Frames in use now (allocations and reservations).
     pub fn frames_in_use(&self) -> usize {
-        self.in_use.load(Ordering::SeqCst)
+        self.pool.in_use()
     }
 
     // ------------------------------------------------------------ injection
 
     /// Lets `n` more frames be allocated, then fails every `alloc_frames`.
     pub fn fail_frames_after(&self, n: usize) {
-        self.faults.frame_budget.store(n, Ordering::SeqCst);
+        self.pool.fail_after(n);
     }
 
     /// Removes the frame limit.
     pub fn never_fail(&self) {
-        self.faults.frame_budget.store(usize::MAX, Ordering::SeqCst);
+        self.pool.never_fail();
     }
 
     /// Makes every `alloc_memory_region_at` fail (or work again).
@@ -418,13 +303,6 @@ impl Machine {
     /// Nanoseconds since the machine was made.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.mem, self.layout) };
     }
 }
 

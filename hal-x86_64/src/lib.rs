@@ -7,9 +7,9 @@
 //!   before the next VMRUN after an invalidation.
 //! - Exit decoding ([`exit`]), the MMIO instruction decoder ([`insn`]), the guest
 //!   page walk that fetches the faulting instruction ([`guest_paging`]), the
-//!   permission-map layout ([`permission`]), CPUID feature decoding ([`svm`]), the
-//!   multiboot memory map ([`multiboot`]) and the frame allocator ([`frames`]) are
-//!   pure code, unit-tested on the host.
+//!   permission-map layout ([`permission`]), CPUID feature decoding ([`svm`]) and the
+//!   multiboot memory map ([`multiboot`]) are pure code, unit-tested on the host. The
+//!   board's frame allocator is `addrspace::BitmapFrames`.
 //! - What touches hardware (VMRUN, MSRs, port I/O) is behind `cfg(target_arch =
 //!   "x86_64")`, and only runs on bare metal.
 //!
@@ -20,7 +20,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod exit;
-pub mod frames;
 pub mod guest_paging;
 pub mod insn;
 pub mod multiboot;
@@ -32,7 +31,6 @@ pub mod vcpu;
 pub mod vmcb;
 
 pub use exit::{IoioInfo, NpfErrorCode, SvmExit};
-pub use frames::BitmapFrames;
 pub use svm::{SvmError, SvmFeatures};
 pub use vcpu::{SvmSetupConfig, SvmVCpu};
 pub use vmcb::Vmcb;

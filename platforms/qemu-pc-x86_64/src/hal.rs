@@ -8,13 +8,12 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
-use hal_x86_64::BitmapFrames;
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
 use vm_core::VmHal;
 
 /// Frames of the first 1 GiB of physical memory, one bit each; physical memory is
 /// identity-mapped (virt = phys) by the boot code, which maps the first 4 GiB.
-pub(crate) static FRAMES: BitmapFrames<4096> = BitmapFrames::new(0, 0);
+pub(crate) static FRAMES: BitmapFrames<4096> = BitmapFrames::new(HostPhysAddr::from_usize(0), 0);
 
 /// The vCPU running now (`usize::MAX`: none), for `current_vcpu_id`.
 pub(crate) static CURRENT_VCPU: AtomicUsize = AtomicUsize::new(usize::MAX);

@@ -60,7 +60,7 @@ unsafe extern "C" {
 /// Called by `boot.rs` in long mode with the multiboot loader's EAX and EBX.
 #[cfg(target_os = "none")]
 extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
-    use addrspace::FrameAllocator;
+    use addrspace::{FrameAllocator, HostPhysAddr};
     use hal_x86_64::multiboot::{BootInfo, memory_map};
 
     console::init();
@@ -79,17 +79,18 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
             info.mmap_length as usize,
         )
     };
+    let hpa = |a: u64| HostPhysAddr::from_usize(a as usize);
     for r in memory_map(mmap).filter(|r| r.available) {
-        hal::FRAMES.add_free(r.base, r.base.saturating_add(r.len));
+        hal::FRAMES.add_free(hpa(r.base), hpa(r.base.saturating_add(r.len)));
     }
     // Low memory (BIOS data, the boot information) and the image stay out.
-    hal::FRAMES.remove(0, 0x10_0000);
+    hal::FRAMES.remove(hpa(0), hpa(0x10_0000));
     // Linker symbols: only their addresses are used.
     let (start, end) = (
         core::ptr::addr_of!(__image_start) as u64,
         core::ptr::addr_of!(__image_end) as u64,
     );
-    hal::FRAMES.remove(start, end);
+    hal::FRAMES.remove(hpa(start), hpa(end));
     println!(
         "memory: image {start:#x}..{end:#x}, {} free frames",
         hal::FRAMES.free_frames()

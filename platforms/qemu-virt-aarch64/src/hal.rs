@@ -4,23 +4,19 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
-use spin::Mutex;
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
 
 use crate::boot::MAX_CPUS;
-use crate::frames::BitmapFrames;
 
-/// The frame pool (set up once at boot).
-static FRAMES: Mutex<Option<BitmapFrames>> = Mutex::new(None);
-
-/// Gives the pool `[base, base + size)` to the allocator.
-pub(crate) fn init_frames(base: usize, size: usize) {
-    *FRAMES.lock() = Some(BitmapFrames::new(base, size));
-}
+/// The frame pool: the first 1 GiB of QEMU virt's RAM (from 0x4000_0000), one bit
+/// per frame (32 KiB). xtask gives QEMU 512 MiB; RAM past the window is left out.
+/// Boot gives it the RAM after the image and the heap; the EL2 map is the identity.
+pub(crate) static FRAMES: BitmapFrames<4096> =
+    BitmapFrames::new(HostPhysAddr::from_usize(0x4000_0000), 0);
 
 /// Frames currently free in the pool.
 pub(crate) fn free_frames() -> usize {
-    FRAMES.lock().as_ref().map_or(0, BitmapFrames::free_frames)
+    FRAMES.free_frames()
 }
 
 const NONE: usize = usize::MAX;
@@ -49,28 +45,18 @@ struct BoardHal;
 #[crate_interface::impl_interface]
 impl vm_core::VmHal for BoardHal {
     fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        FRAMES
-            .lock()
-            .as_mut()?
-            .alloc(count, align_frames)
-            .map(HostPhysAddr::from_usize)
+        FRAMES.alloc_frames(count, align_frames)
     }
 
     fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
-        let result = FRAMES
-            .lock()
-            .as_mut()
-            .map(|f| f.dealloc(hpa.as_usize(), count));
-        if let Some(Err(e)) = result {
-            log::error!("freeing {count} frames at {hpa:?}: {e:?}");
-        }
+        // SAFETY: vm-core gives back exactly what `alloc_frames` handed out, once
+        // nothing (no table, no vCPU translation) uses it any more; a bad free is
+        // refused and logged.
+        unsafe { FRAMES.dealloc_frames(hpa, count) }
     }
 
     fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool {
-        FRAMES
-            .lock()
-            .as_mut()
-            .is_some_and(|f| f.alloc_at(hpa.as_usize(), size.div_ceil(FRAME_SIZE)))
+        FRAMES.reserve(hpa, size.div_ceil(FRAME_SIZE))
     }
 
     fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
@@ -79,7 +65,7 @@ impl vm_core::VmHal for BoardHal {
 
     fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
         // The EL2 stage-1 map is the identity (boot.rs).
-        HostVirtAddr::from_usize(hpa.as_usize())
+        FRAMES.phys_to_virt(hpa)
     }
 
     fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr {

@@ -7,7 +7,8 @@
 //! - `boot`: entry at EL2, per-CPU stacks, the EL2 identity map (MMU and caches on).
 //! - `console`: the PL011, shared by both physical CPUs and the guests.
 //! - `fdt`: the RAM size from QEMU's device tree.
-//! - `frames`, `hal`: the frame pool and the `vm_core::VmHal` implementation.
+//! - `hal`: the frame pool (`addrspace::BitmapFrames`) and the `vm_core::VmHal`
+//!   implementation.
 //! - `gic`: GICv3 SGIs for kicks.
 //! - `smp`: the second physical CPU, which runs the guest's second vCPU.
 //! - `runner`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
@@ -22,6 +23,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
+#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -29,7 +31,6 @@ mod boot;
 #[cfg(target_os = "none")]
 mod console;
 mod fdt;
-mod frames;
 #[cfg(target_os = "none")]
 mod gic;
 #[cfg(target_os = "none")]
@@ -54,7 +55,7 @@ mod bare_metal {
 
     use core::sync::atomic::{AtomicBool, Ordering};
 
-    use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48};
+    use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, HostPhysAddr};
     use buddy_system_allocator::LockedHeap;
     use hal_aarch64::PsciConduit;
     use platforms::monitor::Summary;
@@ -97,8 +98,17 @@ mod bare_metal {
                 (RAM_BASE, DEFAULT_RAM_SIZE)
             }
         };
-        let pool = heap + HEAP_SIZE;
-        hal::init_frames(pool, (ram_base + ram_size).saturating_sub(pool));
+        let (pool, ram_end) = (heap + HEAP_SIZE, ram_base + ram_size);
+        hal::FRAMES.add_free(
+            HostPhysAddr::from_usize(pool),
+            HostPhysAddr::from_usize(ram_end),
+        );
+        let (_, window_end) = hal::FRAMES.phys_range();
+        if ram_end > window_end.as_usize() {
+            println!(
+                "qemu-virt-aarch64: RAM past {window_end:?} is beyond the frame pool's window"
+            );
+        }
         // SAFETY: at EL2 on CPU 0, before any guest.
         unsafe { hal_aarch64::hw::init_cpu() };
         gic::init_distributor();

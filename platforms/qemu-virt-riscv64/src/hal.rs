@@ -6,14 +6,18 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{FRAME_SIZE, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
 use vm_core::VmHal;
 
 use crate::boot::{MAX_HARTS, hart_id};
-use crate::frames::BitmapFrames;
 
-/// Frames of up to 256 MiB of RAM, one bit each.
-pub(crate) static FRAMES: BitmapFrames<1024> = BitmapFrames::new();
+/// QEMU virt's RAM starts here.
+const RAM_BASE: usize = 0x8000_0000;
+
+/// Frames of the first 256 MiB of RAM (xtask gives QEMU 128 MiB; RAM past the
+/// window is left out), one bit each; physical memory is seen as is.
+pub(crate) static FRAMES: BitmapFrames<1024> =
+    BitmapFrames::new(HostPhysAddr::from_usize(RAM_BASE), 0);
 
 /// Per hart: the VM and vCPU it runs (`usize::MAX`: none).
 static CURRENT: [(AtomicUsize, AtomicUsize); MAX_HARTS] =
@@ -37,14 +41,14 @@ struct BoardHal;
 #[crate_interface::impl_interface]
 impl VmHal for BoardHal {
     fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        FRAMES.alloc(count, align_frames)
+        FRAMES.alloc_frames(count, align_frames)
     }
 
     fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
-        let freed = FRAMES.dealloc(hpa, count);
-        if freed != count {
-            log::error!("dealloc_frames({hpa:?}, {count}): only {freed} were allocated");
-        }
+        // SAFETY: vm-core gives back exactly what `alloc_frames` handed out, once
+        // nothing (no table, no vCPU translation) uses it any more; a bad free is
+        // refused and logged.
+        unsafe { FRAMES.dealloc_frames(hpa, count) }
     }
 
     fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool {
@@ -52,11 +56,13 @@ impl VmHal for BoardHal {
     }
 
     fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
-        FRAMES.dealloc(hpa, size / FRAME_SIZE);
+        // SAFETY: the range was reserved by `alloc_memory_region_at` and the VM
+        // that used it is gone; a bad free is refused and logged.
+        unsafe { FRAMES.dealloc_frames(hpa, size / FRAME_SIZE) }
     }
 
     fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
-        HostVirtAddr::from_usize(hpa.as_usize())
+        FRAMES.phys_to_virt(hpa)
     }
 
     fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr {

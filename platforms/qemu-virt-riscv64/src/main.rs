@@ -28,7 +28,6 @@ extern crate alloc;
 mod boot;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod console;
-mod frames;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod hal;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
@@ -56,7 +55,7 @@ unsafe extern "C" {
 /// (the DTB's physical address).
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
-    use addrspace::{FRAME_SIZE, HostPhysAddr};
+    use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
     use console::println;
 
     println!(
@@ -72,12 +71,17 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     }
     let start = HostPhysAddr::from_usize(core::ptr::addr_of!(__image_end) as usize);
     let end = HostPhysAddr::from_usize(dtb as usize & !(FRAME_SIZE - 1));
-    let frames = hal::FRAMES.init(start, end);
+    hal::FRAMES.add_free(start, end);
+    let (_, window_end) = hal::FRAMES.phys_range();
+    if end > window_end {
+        println!("memory: RAM past {window_end:?} is beyond the frame pool's window");
+    }
+    let frames = hal::FRAMES.free_frames();
     println!(
         "memory: {frames} frames ({} MiB) free in [{start:?}, {end:?})",
         (frames * FRAME_SIZE) >> 20
     );
-    let Some(heap) = hal::FRAMES.alloc(HEAP_FRAMES, 1) else {
+    let Some(heap) = hal::FRAMES.alloc_frames(HEAP_FRAMES, 1) else {
         fail(format_args!("no room for the heap"));
     };
     // SAFETY: the frames were just taken from the pool for the heap alone and are

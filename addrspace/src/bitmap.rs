@@ -1,0 +1,691 @@
+//! Physical frames tracked one bit each, written once for every allocator of the
+//! workspace: [`FrameBitmap`] (the bookkeeping over a window of host-physical memory,
+//! generic over its storage) and [`BitmapFrames`] (a fixed window behind a spin lock,
+//! the boards' frame allocator).
+//!
+//! A window starts with every frame used; RAM is given to it with `add_free`. Frames
+//! are handed out first fit, contiguous and aligned to their physical frame number,
+//! reserved at a fixed address (identity-mapped guest RAM), and freed with checks:
+//! a free outside the window or of a frame that is already free is refused and
+//! changes nothing.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+
+/// Why a free was refused; the bitmap is left as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreeError {
+    /// The range is not frame-aligned, or not inside the allocator's window.
+    OutOfWindow {
+        /// The address given.
+        hpa: HostPhysAddr,
+        /// The frames given.
+        count: usize,
+    },
+    /// A frame of the range is not allocated (a double free).
+    NotAllocated {
+        /// The first such frame.
+        hpa: HostPhysAddr,
+    },
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::OutOfWindow { hpa, count } => {
+                write!(f, "{count} frames at {hpa:#x} are not inside the window")
+            }
+            Self::NotAllocated { hpa } => {
+                write!(f, "frame {hpa:#x} is not allocated (double free)")
+            }
+        }
+    }
+}
+
+impl core::error::Error for FreeError {}
+
+/// One bit per frame of the window `[base, base + frames)` (frame numbers), set when
+/// the frame is free; `S` holds the bits (`[u64; N]` or `Vec<u64>`).
+///
+/// Invariants: bits at and past `frames` are clear; `free` counts the set bits; no
+/// frame below `hint` is free.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameBitmap<S> {
+    /// Frame number (address / 4 KiB) of bit 0.
+    base: usize,
+    /// Frames in the window.
+    frames: usize,
+    bits: S,
+    free: usize,
+    hint: usize,
+}
+
+impl<const WORDS: usize> FrameBitmap<[u64; WORDS]> {
+    /// A window of `WORDS * 64` frames from `base` (frame-aligned), all used.
+    pub(crate) const fn new_array(base: HostPhysAddr) -> Self {
+        assert!(
+            base.as_usize().is_multiple_of(FRAME_SIZE),
+            "window base not frame-aligned"
+        );
+        Self {
+            base: base.as_usize() / FRAME_SIZE,
+            frames: WORDS * 64,
+            bits: [0; WORDS],
+            free: 0,
+            hint: 0,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl FrameBitmap<alloc::vec::Vec<u64>> {
+    /// A window of `frames` frames from `base` (frame-aligned), all used.
+    pub(crate) fn new_vec(base: HostPhysAddr, frames: usize) -> Self {
+        assert!(
+            base.as_usize().is_multiple_of(FRAME_SIZE),
+            "window base {base:#x} not frame-aligned"
+        );
+        Self {
+            base: base.as_usize() / FRAME_SIZE,
+            frames,
+            bits: alloc::vec![0; frames.div_ceil(64)],
+            free: 0,
+            hint: 0,
+        }
+    }
+}
+
+impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
+    /// Frames free now.
+    pub(crate) fn free_frames(&self) -> usize {
+        self.free
+    }
+
+    fn is_free(&self, i: usize) -> bool {
+        self.bits.as_ref()[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Marks frames `range` (indices in the window) free or used, counting changes.
+    fn set(&mut self, range: Range<usize>, free: bool) {
+        for i in range {
+            if self.is_free(i) != free {
+                let word = &mut self.bits.as_mut()[i / 64];
+                *word ^= 1 << (i % 64);
+                if free {
+                    self.free += 1;
+                } else {
+                    self.free -= 1;
+                }
+            }
+        }
+    }
+
+    /// The indices of frame numbers `[first, last)`, clipped to the window.
+    fn clip(&self, first: usize, last: usize) -> Range<usize> {
+        let first = first.saturating_sub(self.base).min(self.frames);
+        let last = last.saturating_sub(self.base).min(self.frames);
+        first..last.max(first)
+    }
+
+    /// The index of `hpa` if it is frame-aligned and `count` frames from it lie in the
+    /// window.
+    fn index(&self, hpa: HostPhysAddr, count: usize) -> Option<usize> {
+        let addr = hpa.as_usize();
+        if !addr.is_multiple_of(FRAME_SIZE) {
+            return None;
+        }
+        let i = (addr / FRAME_SIZE).checked_sub(self.base)?;
+        (i.checked_add(count)? <= self.frames).then_some(i)
+    }
+
+    fn addr(&self, i: usize) -> HostPhysAddr {
+        HostPhysAddr::from_usize((self.base + i) * FRAME_SIZE)
+    }
+
+    /// Marks the whole frames inside physical `[start, end)` free (rounded inwards,
+    /// clipped to the window).
+    pub(crate) fn add_free(&mut self, start: HostPhysAddr, end: HostPhysAddr) {
+        let range = self.clip(
+            start.as_usize().div_ceil(FRAME_SIZE),
+            end.as_usize() / FRAME_SIZE,
+        );
+        self.hint = self.hint.min(range.start);
+        self.set(range, true);
+    }
+
+    /// Marks every frame touching physical `[start, end)` used (rounded outwards,
+    /// clipped to the window).
+    pub(crate) fn remove(&mut self, start: HostPhysAddr, end: HostPhysAddr) {
+        let range = self.clip(
+            start.as_usize() / FRAME_SIZE,
+            end.as_usize().div_ceil(FRAME_SIZE),
+        );
+        self.set(range, false);
+    }
+
+    /// The first free index at or after `from`, skipping fully used words.
+    fn next_free(&self, from: usize) -> Option<usize> {
+        let words = self.bits.as_ref();
+        let mut w = from / 64;
+        let mut word = words.get(w)? & (u64::MAX << (from % 64));
+        while word == 0 {
+            w += 1;
+            word = *words.get(w)?;
+        }
+        let i = w * 64 + word.trailing_zeros() as usize;
+        (i < self.frames).then_some(i)
+    }
+
+    /// The first index at or after `i` whose frame number is a multiple of `align`.
+    fn align_up(&self, i: usize, align: usize) -> Option<usize> {
+        Some((self.base + i).checked_next_multiple_of(align)? - self.base)
+    }
+
+    /// Takes `count` contiguous free frames whose frame number is a multiple of
+    /// `align` (a power of two), the lowest such run; `None` when there is none,
+    /// `count` is 0 or `align` is not a power of two.
+    pub(crate) fn alloc(&mut self, count: usize, align: usize) -> Option<HostPhysAddr> {
+        if count == 0 || !align.is_power_of_two() || count > self.free {
+            return None;
+        }
+        // Every run starts on a free frame, and none is free below the hint.
+        let mut i = self.align_up(self.next_free(self.hint)?, align)?;
+        loop {
+            let end = i.checked_add(count).filter(|&e| e <= self.frames)?;
+            match (i..end).find(|&j| !self.is_free(j)) {
+                None => break,
+                Some(used) => i = self.align_up(self.next_free(used + 1)?, align)?,
+            }
+        }
+        // A single frame is the first free one after the hint; a run found at the
+        // hint covers it: either way nothing below the run's end is free now.
+        if (count == 1 && align == 1) || i == self.hint {
+            self.hint = i + count;
+        }
+        self.set(i..i + count, false);
+        Some(self.addr(i))
+    }
+
+    /// Takes the `count` frames at `hpa` if all of them are free and in the window;
+    /// `false` (and nothing taken) otherwise, or when `count` is 0.
+    pub(crate) fn reserve(&mut self, hpa: HostPhysAddr, count: usize) -> bool {
+        match self.index(hpa, count) {
+            Some(i) if count > 0 && (i..i + count).all(|j| self.is_free(j)) => {
+                self.set(i..i + count, false);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back the `count` frames at `hpa`, all of which must be allocated (by
+    /// `alloc` or `reserve`); refused, with nothing changed, otherwise.
+    pub(crate) fn dealloc(&mut self, hpa: HostPhysAddr, count: usize) -> Result<(), FreeError> {
+        let first = self
+            .index(hpa, count)
+            .ok_or(FreeError::OutOfWindow { hpa, count })?;
+        if let Some(j) = (first..first + count).find(|&j| self.is_free(j)) {
+            return Err(FreeError::NotAllocated { hpa: self.addr(j) });
+        }
+        self.set(first..first + count, true);
+        self.hint = self.hint.min(first);
+        Ok(())
+    }
+}
+
+/// A frame allocator over the fixed physical window `[base, base + WORDS * 64 *
+/// 4 KiB)`, one bit per frame behind a spin lock, for a hypervisor image's `static`.
+///
+/// Every frame starts used: [`BitmapFrames::add_free`] gives RAM to it and
+/// [`BitmapFrames::remove`] takes out what is not (the image, boot data). RAM outside
+/// the window is never handed out. The hypervisor sees physical memory at
+/// `phys + virt_offset` (a linear map).
+///
+/// ```
+/// use addrspace::{BitmapFrames, FrameAllocator, HostPhysAddr};
+///
+/// // 128 frames from 1 MiB, identity-mapped.
+/// let frames = BitmapFrames::<2>::new(HostPhysAddr::from_usize(0x10_0000), 0);
+/// frames.add_free(HostPhysAddr::from_usize(0), HostPhysAddr::from_usize(0x18_0000));
+/// let root = frames.alloc_frames(4, 4).unwrap();
+/// assert_eq!(root.as_usize(), 0x10_0000);
+/// assert_eq!(frames.dealloc(root, 4), Ok(()));
+/// assert!(frames.dealloc(root, 4).is_err(), "a double free is refused");
+/// ```
+pub struct BitmapFrames<const WORDS: usize> {
+    inner: spin::Mutex<FrameBitmap<[u64; WORDS]>>,
+    virt_offset: usize,
+}
+
+impl<const WORDS: usize> BitmapFrames<WORDS> {
+    /// An allocator for the window starting at `base` (frame-aligned), with no free
+    /// frame yet; physical `hpa` is seen at virtual `hpa + virt_offset`.
+    ///
+    /// # Panics
+    ///
+    /// If `base` is not frame-aligned (at compile time for a `static`).
+    pub const fn new(base: HostPhysAddr, virt_offset: usize) -> Self {
+        Self {
+            inner: spin::Mutex::new(FrameBitmap::new_array(base)),
+            virt_offset,
+        }
+    }
+
+    /// Marks the whole frames inside physical `[start, end)` free (the part inside
+    /// the window; partial frames at the edges are left out).
+    pub fn add_free(&self, start: HostPhysAddr, end: HostPhysAddr) {
+        self.inner.lock().add_free(start, end);
+    }
+
+    /// Marks every frame touching physical `[start, end)` used (the image, boot
+    /// data).
+    pub fn remove(&self, start: HostPhysAddr, end: HostPhysAddr) {
+        self.inner.lock().remove(start, end);
+    }
+
+    /// Frames currently free.
+    pub fn free_frames(&self) -> usize {
+        self.inner.lock().free_frames()
+    }
+
+    /// The physical window `[start, end)`: RAM outside it is never handed out.
+    pub fn phys_range(&self) -> (HostPhysAddr, HostPhysAddr) {
+        let b = self.inner.lock();
+        (b.addr(0), b.addr(b.frames))
+    }
+
+    /// Takes the `count` frames at `hpa` if all are free and in the window; `false`
+    /// (and nothing taken) otherwise, or when `count` is 0.
+    pub fn reserve(&self, hpa: HostPhysAddr, count: usize) -> bool {
+        self.inner.lock().reserve(hpa, count)
+    }
+
+    /// Gives back `count` frames at `hpa` from [`FrameAllocator::alloc_frames`] or
+    /// [`BitmapFrames::reserve`]. A range outside the window or with a frame that
+    /// is already free is refused, and nothing changes. (Frames of the window that
+    /// were never given with `add_free`, or were taken out with `remove`, look
+    /// allocated: freeing them is not caught.)
+    ///
+    /// The caller must make sure nothing uses the frames it gives back.
+    pub fn dealloc(&self, hpa: HostPhysAddr, count: usize) -> Result<(), FreeError> {
+        self.inner.lock().dealloc(hpa, count)
+    }
+}
+
+impl<const WORDS: usize> fmt::Debug for BitmapFrames<WORDS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (start, end) = self.phys_range();
+        f.debug_struct("BitmapFrames")
+            .field("window", &(start..end))
+            .field("free_frames", &self.free_frames())
+            .field("virt_offset", &format_args!("{:#x}", self.virt_offset))
+            .finish()
+    }
+}
+
+// SAFETY: a frame is handed out only when its bit says free, and marked used under
+// the lock, so no frame is given twice; the search keeps the alignment of the
+// physical frame number; `phys_to_virt` is the platform's fixed linear map
+// (`virt_offset`), contiguous for contiguous frames; the spin lock makes every
+// method callable from any CPU.
+unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        self.inner.lock().alloc(count, align_frames)
+    }
+
+    /// A bad free (outside the window, or of a free frame) is refused and logged.
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        if let Err(e) = self.dealloc(hpa, count) {
+            log::error!("dealloc_frames({hpa:?}, {count}) refused: {e}");
+        }
+    }
+
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        HostVirtAddr::from_usize(hpa.as_usize() + self.virt_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hpa(v: usize) -> HostPhysAddr {
+        HostPhysAddr::from_usize(v)
+    }
+
+    // ---------------------------------------------------------------- windows
+
+    #[test]
+    fn only_added_ram_is_handed_out() {
+        // 128 frames from 0x10_0000.
+        let f = BitmapFrames::<2>::new(hpa(0x10_0000), 0);
+        assert_eq!(f.phys_range(), (hpa(0x10_0000), hpa(0x18_0000)));
+        assert_eq!(f.alloc_frame(), None);
+        f.add_free(hpa(0x10_0000), hpa(0x18_0000));
+        f.remove(hpa(0x10_0000), hpa(0x12_0800)); // the "image": 32 frames + a partial one
+        assert_eq!(f.free_frames(), 128 - 33);
+        assert_eq!(f.alloc_frame(), Some(hpa(0x12_1000)));
+        // Unaligned edges of free RAM are rounded inwards.
+        let g = BitmapFrames::<1>::new(hpa(0), 0);
+        g.add_free(hpa(0x800), hpa(0x3800));
+        assert_eq!(g.free_frames(), 2);
+    }
+
+    #[test]
+    fn added_ram_rounds_inwards_and_is_capped_by_the_window() {
+        let f = BitmapFrames::<2>::new(hpa(0x8040_0000), 0);
+        assert_eq!(f.alloc_frames(1, 1), None, "empty before RAM is added");
+        f.add_free(hpa(0x8040_0800), hpa(0x8041_0000));
+        assert_eq!(f.free_frames(), 15);
+        assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x8040_1000)));
+        let big = BitmapFrames::<1>::new(hpa(0), 0);
+        big.add_free(hpa(0), hpa(1 << 30));
+        assert_eq!(big.free_frames(), 64);
+        // RAM of 3 frames from half a frame in: 2 whole frames, the first one up.
+        let base = 0x4100_0000;
+        let g = BitmapFrames::<1>::new(hpa(base), 0);
+        g.add_free(hpa(base + 0x800), hpa(base + 0x800 + 3 * FRAME_SIZE));
+        assert_eq!(g.free_frames(), 2);
+        assert_eq!(g.alloc_frames(1, 1), Some(hpa(base + FRAME_SIZE)));
+    }
+
+    // ---------------------------------------------------------------- first fit
+
+    #[test]
+    fn aligned_contiguous_allocations() {
+        let f = BitmapFrames::<4>::new(hpa(0x10_0000), 0);
+        f.add_free(hpa(0), hpa(usize::MAX));
+        assert_eq!(f.free_frames(), 256);
+        assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x10_0000)));
+        // 4 frames aligned to 16 KiB... and to 2 MiB (512 frames: none in window).
+        assert_eq!(f.alloc_frames(4, 4), Some(hpa(0x10_4000)));
+        assert_eq!(f.alloc_frames(1, 512), None);
+        // 3 frames: the hole at 0x10_1000..0x10_4000 fits exactly.
+        assert_eq!(f.alloc_frames(3, 1), Some(hpa(0x10_1000)));
+        assert_eq!(f.alloc_frames(2, 2), Some(hpa(0x10_8000)));
+        assert_eq!(f.dealloc(hpa(0x10_4000), 4), Ok(()));
+        assert_eq!(f.alloc_frames(4, 1), Some(hpa(0x10_4000)));
+        assert_eq!(f.alloc_frames(0, 1), None);
+        assert_eq!(
+            f.alloc_frames(1, 3),
+            None,
+            "alignment must be a power of two"
+        );
+    }
+
+    /// A G-stage root: 4 frames aligned to 16 KiB, after a single frame that breaks
+    /// the alignment of the first free frame.
+    #[test]
+    fn aligned_runs_and_first_fit_holes() {
+        let f = BitmapFrames::<4>::new(hpa(0x8040_0000), 0);
+        f.add_free(hpa(0x8040_1000), hpa(0x8050_0000));
+        assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x8040_1000)));
+        assert_eq!(f.alloc_frames(4, 4), Some(hpa(0x8040_4000)));
+        assert_eq!(
+            f.alloc_frames(1, 1),
+            Some(hpa(0x8040_2000)),
+            "first fit fills the hole"
+        );
+        assert_eq!(f.alloc_frames(2, 2), Some(hpa(0x8040_8000)));
+        assert_eq!(f.alloc_frames(1, 3), None, "not a power of two");
+        assert_eq!(f.alloc_frames(0, 1), None);
+    }
+
+    /// A concatenated stage-2 root (2 frames aligned to 8 KiB) and a 64 KiB-aligned
+    /// run, in a pool that starts one frame past a 64 KiB boundary.
+    #[test]
+    fn stage2_root_alignments() {
+        const BASE: usize = 0x4100_0000;
+        let f = BitmapFrames::<2>::new(hpa(BASE), 0);
+        f.add_free(hpa(BASE + 0x1000), hpa(BASE + 0x1000 + 64 * FRAME_SIZE));
+        assert_eq!(f.free_frames(), 64);
+        let a = f.alloc_frames(1, 1).unwrap();
+        assert_eq!(a, hpa(BASE + 0x1000));
+        // Two frames aligned to 8 KiB: skips one.
+        let b = f.alloc_frames(2, 2).unwrap();
+        assert_eq!(b, hpa(BASE + 0x2000));
+        assert_eq!(b.as_usize() % 0x2000, 0);
+        // 16 frames aligned to 64 KiB.
+        let c = f.alloc_frames(16, 16).unwrap();
+        assert_eq!(c.as_usize() % 0x1_0000, 0);
+        assert_eq!(f.free_frames(), 64 - 19);
+        f.dealloc(b, 2).unwrap();
+        assert_eq!(f.alloc_frames(1, 1), Some(hpa(BASE + 0x2000)));
+    }
+
+    #[test]
+    fn exhaustion_and_fragmentation() {
+        const BASE: usize = 0x4100_0000;
+        let f = BitmapFrames::<1>::new(hpa(BASE), 0);
+        f.add_free(hpa(BASE), hpa(BASE + 8 * FRAME_SIZE));
+        let all: Vec<_> = (0..8).map(|_| f.alloc_frames(1, 1).unwrap()).collect();
+        assert_eq!(f.alloc_frames(1, 1), None);
+        f.dealloc(all[2], 1).unwrap();
+        f.dealloc(all[4], 1).unwrap();
+        // Two free frames, but not adjacent.
+        assert_eq!(f.alloc_frames(2, 1), None);
+        assert_eq!(f.alloc_frames(1, 1), Some(all[2]));
+        assert_eq!(f.alloc_frames(9, 1), None);
+        assert_eq!(f.alloc_frames(0, 1), None);
+    }
+
+    // ---------------------------------------------------------------- reservations
+
+    #[test]
+    fn exhaustion_and_reservation() {
+        let f = BitmapFrames::<1>::new(hpa(0), 0x1000_0000);
+        f.add_free(hpa(0), hpa(64 * 0x1000));
+        assert!(f.reserve(hpa(0x8000), 8));
+        assert!(!f.reserve(hpa(0x8000), 1), "already taken");
+        assert!(!f.reserve(hpa(0x3f000), 2), "past the window");
+        assert!(!f.reserve(hpa(0x800), 1), "unaligned");
+        assert!(!f.reserve(hpa(usize::MAX & !0xfff), usize::MAX));
+        assert_eq!(f.free_frames(), 56);
+        assert_eq!(f.alloc_frames(57, 1), None);
+        assert_eq!(f.alloc_frames(8, 1), Some(hpa(0)));
+        assert_eq!(f.alloc_frames(48, 1), Some(hpa(0x10000)));
+        assert_eq!(f.alloc_frame(), None);
+        assert_eq!(f.phys_to_virt(hpa(0x1000)).as_usize(), 0x1000_1000);
+    }
+
+    #[test]
+    fn reservations() {
+        let f = BitmapFrames::<2>::new(hpa(0x8000_0000), 0);
+        f.add_free(hpa(0x8000_0000), hpa(0x8008_0000));
+        assert!(f.reserve(hpa(0x8001_0000), 16));
+        assert!(!f.reserve(hpa(0x8001_f000), 2), "overlaps the reservation");
+        assert!(!f.reserve(hpa(0x8007_f000), 2), "runs past the pool");
+        assert!(!f.reserve(hpa(0x7fff_f000), 1), "below the pool");
+        assert!(!f.reserve(hpa(0x8002_0800), 1), "unaligned");
+        assert!(!f.reserve(hpa(0x8003_0000), 0), "empty");
+        // 17 frames from 0x8000_0000 would run into the reservation: the next
+        // 16-frame-aligned start after it.
+        assert_eq!(f.alloc_frames(17, 16), Some(hpa(0x8002_0000)));
+        assert_eq!(f.dealloc(hpa(0x8001_0000), 16), Ok(()));
+        assert!(f.reserve(hpa(0x8001_0000), 16));
+    }
+
+    #[test]
+    fn fixed_address_allocations() {
+        const BASE: usize = 0x4100_0000;
+        let f = BitmapFrames::<1>::new(hpa(BASE), 0);
+        f.add_free(hpa(BASE), hpa(BASE + 16 * FRAME_SIZE));
+        assert!(f.reserve(hpa(BASE + 4 * FRAME_SIZE), 4));
+        assert!(!f.reserve(hpa(BASE + 6 * FRAME_SIZE), 4), "overlaps");
+        assert!(!f.reserve(hpa(BASE + 14 * FRAME_SIZE), 4), "past the end");
+        assert!(!f.reserve(hpa(BASE - FRAME_SIZE), 1), "below the pool");
+        assert!(!f.reserve(hpa(BASE + 1), 1), "unaligned");
+        assert_eq!(f.alloc_frames(4, 4), Some(hpa(BASE)));
+        assert_eq!(f.alloc_frames(4, 4), Some(hpa(BASE + 8 * FRAME_SIZE)));
+    }
+
+    // ---------------------------------------------------------------- frees
+
+    #[test]
+    fn exhaustion_and_dealloc() {
+        let f = BitmapFrames::<1>::new(hpa(0), 0);
+        f.add_free(hpa(0x1000), hpa(0x1000 + 8 * 0x1000));
+        let a = f.alloc_frames(6, 1).unwrap();
+        assert_eq!(f.alloc_frames(3, 1), None);
+        assert_eq!(f.free_frames(), 2);
+        assert_eq!(f.dealloc(a, 6), Ok(()));
+        assert_eq!(
+            f.dealloc(a, 6),
+            Err(FreeError::NotAllocated { hpa: a }),
+            "double free"
+        );
+        assert_eq!(f.free_frames(), 8, "double free changes nothing");
+        assert_eq!(f.alloc_frames(8, 1), Some(hpa(0x1000)));
+        assert_eq!(
+            f.dealloc(hpa(0x10_0000), 1),
+            Err(FreeError::OutOfWindow {
+                hpa: hpa(0x10_0000),
+                count: 1
+            }),
+            "outside the pool"
+        );
+    }
+
+    #[test]
+    fn bad_frees_are_refused() {
+        const BASE: usize = 0x4100_0000;
+        let mut f = FrameBitmap::new_vec(hpa(BASE), 4);
+        f.add_free(hpa(BASE), hpa(BASE + 4 * FRAME_SIZE));
+        let a = f.alloc(2, 1).unwrap();
+        assert_eq!(
+            f.dealloc(a, 3),
+            Err(FreeError::NotAllocated {
+                hpa: a + 2 * FRAME_SIZE
+            })
+        );
+        assert_eq!(
+            f.dealloc(hpa(BASE + 4 * FRAME_SIZE), 1),
+            Err(FreeError::OutOfWindow {
+                hpa: hpa(BASE + 4 * FRAME_SIZE),
+                count: 1
+            })
+        );
+        assert_eq!(
+            f.dealloc(hpa(BASE + 1), 1),
+            Err(FreeError::OutOfWindow {
+                hpa: hpa(BASE + 1),
+                count: 1
+            }),
+            "unaligned"
+        );
+        f.dealloc(a, 2).unwrap();
+        assert_eq!(f.free_frames(), 4);
+        assert!(matches!(
+            f.dealloc(a, 1),
+            Err(FreeError::NotAllocated { .. })
+        ));
+    }
+
+    /// `FrameAllocator::dealloc_frames` refuses (and logs) what `dealloc` refuses.
+    #[test]
+    fn the_trait_free_is_checked_too() {
+        let f = BitmapFrames::<1>::new(hpa(0x1000), 0);
+        f.add_free(hpa(0), hpa(usize::MAX));
+        let a = f.alloc_frame().unwrap();
+        // SAFETY: allocated just above, not used.
+        unsafe { f.dealloc_frames(a, 1) };
+        assert_eq!(f.free_frames(), 64);
+        // SAFETY: a double free and a foreign free, which the allocator refuses;
+        // nothing uses those frames.
+        unsafe {
+            f.dealloc_frames(a, 1);
+            f.dealloc_frames(hpa(0), 1);
+        }
+        assert_eq!(f.free_frames(), 64);
+        assert_eq!(f.alloc_frames(64, 1), Some(a));
+    }
+
+    // ---------------------------------------------------------------- the hint
+
+    /// The search hint never hides a free frame: frees below it, RAM added below
+    /// it and aligned runs that skip free frames all leave first fit exact.
+    #[test]
+    fn the_hint_never_hides_a_free_frame() {
+        let f = |i: usize| hpa(i * FRAME_SIZE);
+        let mut b = FrameBitmap::new_vec(hpa(0), 200);
+        b.add_free(f(2), f(200));
+        // Single frames move the hint past each.
+        assert_eq!(b.alloc(1, 1), Some(f(2)));
+        assert_eq!(b.alloc(1, 1), Some(f(3)));
+        // An aligned run skips frames 4..8: they must stay reachable.
+        assert_eq!(b.alloc(4, 8), Some(f(8)));
+        assert_eq!(b.alloc(2, 1), Some(f(4)));
+        // A free below the hint is found again.
+        b.dealloc(f(2), 1).unwrap();
+        assert_eq!(b.alloc(1, 1), Some(f(2)));
+        // RAM added below the hint is found too.
+        b.add_free(f(0), f(1));
+        assert_eq!(b.alloc(1, 1), Some(f(0)));
+        // The rest comes frame by frame in order, across words, to the last frame.
+        let rest: Vec<_> = core::iter::from_fn(|| b.alloc(1, 1)).collect();
+        let want: Vec<_> = [6, 7].into_iter().chain(12..200).map(f).collect();
+        assert_eq!(rest, want);
+        assert_eq!(b.free_frames(), 0);
+    }
+
+    /// The first fit matches a reference search over a plain `Vec<bool>` for
+    /// every sequence of allocations, reservations and frees tried.
+    #[test]
+    fn first_fit_matches_a_reference_model() {
+        const FRAMES: usize = 150;
+        let base = 3; // frame number: the window starts unaligned for align > 1
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50 {
+            let mut b = FrameBitmap::new_vec(hpa(base * FRAME_SIZE), FRAMES);
+            b.add_free(hpa(0), hpa(usize::MAX));
+            let mut used = [false; FRAMES];
+            let mut live: Vec<(HostPhysAddr, usize)> = Vec::new();
+            for _ in 0..300 {
+                match next() % 4 {
+                    0 | 1 => {
+                        let count = (next() % 9) as usize + 1;
+                        let align = 1 << (next() % 4);
+                        let want = (0..=FRAMES - count.min(FRAMES)).find(|&i| {
+                            (base + i).is_multiple_of(align)
+                                && i + count <= FRAMES
+                                && used[i..i + count].iter().all(|u| !u)
+                        });
+                        let got = b.alloc(count, align);
+                        assert_eq!(got, want.map(|i| hpa((base + i) * FRAME_SIZE)));
+                        if let Some(i) = want {
+                            used[i..i + count].iter_mut().for_each(|u| *u = true);
+                            live.push((got.unwrap(), count));
+                        }
+                    }
+                    2 => {
+                        let i = (next() as usize) % FRAMES;
+                        let count = ((next() % 4) as usize + 1).min(FRAMES - i);
+                        let free = used[i..i + count].iter().all(|u| !u);
+                        let at = hpa((base + i) * FRAME_SIZE);
+                        assert_eq!(b.reserve(at, count), free);
+                        if free {
+                            used[i..i + count].iter_mut().for_each(|u| *u = true);
+                            live.push((at, count));
+                        }
+                    }
+                    _ if !live.is_empty() => {
+                        let (at, count) = live.swap_remove((next() as usize) % live.len());
+                        assert_eq!(b.dealloc(at, count), Ok(()));
+                        let i = at.as_usize() / FRAME_SIZE - base;
+                        used[i..i + count].iter_mut().for_each(|u| *u = false);
+                    }
+                    _ => {}
+                }
+                assert_eq!(b.free_frames(), used.iter().filter(|u| !**u).count());
+            }
+        }
+    }
+}
