@@ -3,8 +3,9 @@
 //! hypervisor-side test monitor that prints each result and the closing
 //! `N passed, M failed` line.
 //!
-//! With the default `host` feature it also has the hypervisor side that needs
-//! `vm-core`: the emulated test device and the config-vs-layout check.
+//! With the default `host` feature it also has the hypervisor side: the emulated test
+//! device and the config-vs-layout check (which need `vm-core`), and the boards'
+//! console `log` logger.
 //!
 //! The boards themselves are sub-crates (`platforms/qemu-virt-aarch64`, ...), and the
 //! test guest is `platforms/test-guest`; this crate is portable `no_std` code without
@@ -28,5 +29,7 @@ pub mod guest;
 #[cfg(feature = "host")]
 pub mod host;
 pub mod layouts;
+#[cfg(feature = "host")]
+pub mod logger;
 pub mod monitor;
 pub mod protocol;

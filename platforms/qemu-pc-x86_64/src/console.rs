@@ -4,14 +4,15 @@
 use core::fmt::{self, Write};
 
 use hal_x86_64::serial::Serial;
+use platforms::logger::ConsoleLogger;
 
 static SERIAL: spin::Mutex<Serial> = spin::Mutex::new(Serial);
 
 /// Initialises the UART and installs the logger.
 pub(crate) fn init() {
+    static LOGGER: ConsoleLogger = ConsoleLogger::new(print);
     SERIAL.lock().init();
-    let _ = log::set_logger(&LOGGER);
-    log::set_max_level(log::LevelFilter::Info);
+    LOGGER.install(log::LevelFilter::Info);
 }
 
 /// Writes formatted text to the console.
@@ -39,27 +40,4 @@ impl Write for Out {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         SERIAL.lock().write_str(s)
     }
-}
-
-struct Logger;
-
-static LOGGER: Logger = Logger;
-
-impl log::Log for Logger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            print(format_args!(
-                "[{:5} {}] {}\n",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
-        }
-    }
-
-    fn flush(&self) {}
 }

@@ -4,6 +4,7 @@
 
 use core::fmt::{self, Write};
 
+use platforms::logger::ConsoleLogger;
 use spin::Mutex;
 
 /// PL011 registers (ARM DDI 0183G §3.2): data, flags (TXFF = bit 5), control.
@@ -76,32 +77,8 @@ macro_rules! println {
     };
 }
 
-struct Logger;
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            print_fmt(format_args!(
-                "[{} {}] {}\n",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: Logger = Logger;
-
 /// Routes `log` records (vm-core's warnings) to the console.
 pub(crate) fn init_logger() {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
+    static LOGGER: ConsoleLogger = ConsoleLogger::new(print_fmt);
+    LOGGER.install(log::LevelFilter::Info);
 }

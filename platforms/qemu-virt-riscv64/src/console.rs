@@ -4,6 +4,7 @@
 
 use core::fmt::{self, Write};
 
+use platforms::logger::ConsoleLogger;
 use spin::Mutex;
 
 /// The UART's registers: THR/RBR at 0, LSR at 5 (DR bit 0, THRE bit 5).
@@ -105,33 +106,9 @@ impl hal_riscv64::GuestConsole for GuestUart {
     }
 }
 
-/// `log` records on the console: `[WARN vm_core::run] ...`.
-struct Logger;
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            print(format_args!(
-                "[{} {}] {}\n",
-                record.level(),
-                record.target(),
-                record.args()
-            ));
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: Logger = Logger;
-
-/// Sends `log` records at `level` and above to the console.
+/// Sends `log` records at `level` and above to the console:
+/// `[WARN vm_core::run] ...`.
 pub(crate) fn init_log(level: log::LevelFilter) {
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(level);
-    }
+    static LOGGER: ConsoleLogger = ConsoleLogger::new(print);
+    LOGGER.install(level);
 }
