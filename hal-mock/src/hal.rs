@@ -1,7 +1,7 @@
 //! [`MockHal`]: `vm_core::VmHal` on the host, forwarding every call to the calling
 //! thread's [`Machine`](crate::Machine).
 
-use addrspace::{HostPhysAddr, HostVirtAddr};
+use addrspace::{GpaRange, HostPhysAddr, HostVirtAddr};
 
 use crate::machine::Machine;
 
@@ -57,8 +57,8 @@ impl vm_core::VmHal for MockHal {
         Machine::current().kick(pcpu_id)
     }
 
-    fn broadcast_guest_tlb_invalidate(vmid: usize, _gpa: usize, _size: usize) -> bool {
-        Machine::current().broadcast_invalidate(vmid)
+    fn broadcast_guest_tlb_invalidate(vm_id: usize, _range: GpaRange) -> bool {
+        Machine::current().broadcast_invalidate(vm_id)
     }
 
     /// Also yields the host thread: vm-core reads the time only in its wait loops,

@@ -1,7 +1,7 @@
 //! The hardware abstraction each platform implements once, as a `crate_interface`
 //! link-time trait: memory, identity, interrupts, cross-CPU kicks and time.
 
-use addrspace::{HostPhysAddr, HostVirtAddr};
+use addrspace::{GpaRange, HostPhysAddr, HostVirtAddr};
 
 /// What `vm-core` needs from the platform. Implement it with
 /// `#[crate_interface::impl_interface] impl VmHal for MyHal { .. }` in exactly one
@@ -46,12 +46,13 @@ pub trait VmHal {
     /// `ExitReason::Kicked` unless another exit comes first.
     fn kick_pcpu(pcpu_id: usize);
 
-    /// Invalidates the nested translations of `vmid` for `[gpa, gpa + size)` on every
-    /// physical CPU with a broadcast operation (Arm `TLBI IPAS2E1IS` + `VMALLE1IS`,
-    /// RISC-V remote `HFENCE.GVMA`) and returns `true` once complete; returns `false`
-    /// when the platform has no broadcast, and vm-core then kicks each vCPU in guest
-    /// mode and waits for its acknowledgement.
-    fn broadcast_guest_tlb_invalidate(vmid: usize, gpa: usize, size: usize) -> bool;
+    /// Invalidates the nested translations of VM `vm_id` (under the VMID the
+    /// platform gives it) for `range` on every physical CPU with a broadcast
+    /// operation (Arm `TLBI IPAS2E1IS` + `VMALLE1IS`, RISC-V remote `HFENCE.GVMA`) and
+    /// returns `true` once complete; returns `false` when the platform has no
+    /// broadcast, and vm-core then kicks each vCPU in guest mode and waits for its
+    /// acknowledgement.
+    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool;
 
     /// Monotonic time in nanoseconds.
     fn now_ns() -> u64;

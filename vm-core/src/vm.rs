@@ -808,9 +808,7 @@ impl<V: ArchVCpu> Vm<V> {
         self.shootdowns.fetch_add(1, Ordering::Relaxed);
         let new = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
         if crate_interface::call_interface!(crate::hal::VmHal::broadcast_guest_tlb_invalidate(
-            self.id,
-            range.start().as_usize(),
-            range.size()
+            self.id, range
         )) {
             return;
         }

@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
 use vm_core::VmHal;
 
 /// Frames of the first 1 GiB of physical memory, one bit each; physical memory is
@@ -78,7 +78,7 @@ impl VmHal for BoardHal {
         }
     }
 
-    fn broadcast_guest_tlb_invalidate(_vmid: usize, _gpa: usize, _size: usize) -> bool {
+    fn broadcast_guest_tlb_invalidate(_vm_id: usize, _range: GpaRange) -> bool {
         // No broadcast on x86: vm-core falls back to kicks (none needed here) and
         // the flush before each vCPU's next VMRUN.
         false

@@ -4,7 +4,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
 
 use crate::boot::MAX_CPUS;
 
@@ -94,11 +94,11 @@ impl vm_core::VmHal for BoardHal {
         crate::gic::kick(pcpu_id);
     }
 
-    fn broadcast_guest_tlb_invalidate(vmid: usize, gpa: usize, size: usize) -> bool {
+    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
         hal_aarch64::tlb::flush_guest_range(
-            hal_aarch64::tlb::vmid_of(vmid),
-            addrspace::GuestPhysAddr::from_usize(gpa),
-            size,
+            hal_aarch64::tlb::vmid_of(vm_id),
+            range.start(),
+            range.size(),
         );
         true
     }

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
 use vm_core::VmHal;
 
 use crate::boot::{MAX_HARTS, hart_id};
@@ -93,9 +93,10 @@ impl VmHal for BoardHal {
         }
     }
 
-    fn broadcast_guest_tlb_invalidate(vmid: usize, gpa: usize, size: usize) -> bool {
-        let vmid = hal_riscv64::vmid_for(vmid);
-        match hal_riscv64::broadcast_hfence_gvma(vmid, gpa as u64, size as u64) {
+    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
+        let vmid = hal_riscv64::vmid_for(vm_id);
+        let (gpa, size) = (range.start().as_usize() as u64, range.size() as u64);
+        match hal_riscv64::broadcast_hfence_gvma(vmid, gpa, size) {
             Ok(()) => true,
             Err(e) => {
                 // vm-core falls back to kicking the vCPUs in the guest.
