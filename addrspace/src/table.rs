@@ -1101,37 +1101,56 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         end: usize,
         mut f: impl FnMut(usize, Translation),
     ) -> core::result::Result<(), usize> {
-        let limit = Self::gpa_limit();
-        // What lies below the limit comes first, as a page-by-page walk would.
-        let found = self.scan(
-            self.root,
-            F::LEVELS - 1,
-            start.min(limit),
-            end.min(limit),
-            &mut |gpa, piece| match piece {
-                Piece::Leaf { raw, level } => match PageSize::at_level(level) {
-                    Some(size) => {
-                        let base = F::output_addr(raw, level).as_usize();
-                        f(
-                            gpa,
-                            Translation {
-                                hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
-                                flags: F::leaf_flags(raw),
-                                size,
-                            },
-                        );
-                        ControlFlow::Continue(())
-                    }
-                    None => ControlFlow::Break(gpa),
-                },
-                Piece::Hole => ControlFlow::Break(gpa),
-            },
-        );
-        match found {
-            ControlFlow::Break(gpa) => Err(gpa),
-            ControlFlow::Continue(()) if end > limit => Err(start.max(limit)),
-            ControlFlow::Continue(()) => Ok(()),
+        if end > Self::gpa_limit() {
+            // Report what lies below the limit first, as a page-by-page walk would.
+            self.leaves_in(
+                self.root,
+                F::LEVELS - 1,
+                start.min(Self::gpa_limit()),
+                Self::gpa_limit(),
+                &mut f,
+            )?;
+            return Err(start.max(Self::gpa_limit()));
         }
+        self.leaves_in(self.root, F::LEVELS - 1, start, end, &mut f)
+    }
+
+    /// The guest-memory copy's walk. It is [`PageTable::scan`] written out: the
+    /// copy is hot (`read_64k_vs_memcpy` in `cargo xtask bench`), and going through
+    /// `scan`'s closures measured 1-2 % slower there.
+    fn leaves_in(
+        &self,
+        table: HostPhysAddr,
+        level: usize,
+        start: usize,
+        end: usize,
+        f: &mut impl FnMut(usize, Translation),
+    ) -> core::result::Result<(), usize> {
+        let entries = self.entries(table, level);
+        let mut gpa = start;
+        while gpa < end {
+            let slot_end = ((gpa & !(span(level) - 1)) + span(level)).min(end);
+            let raw = entries[Self::index(gpa, level)].load(Ordering::Acquire);
+            match (F::kind(raw, level), PageSize::at_level(level)) {
+                (DescKind::Table, _) if level > 0 => {
+                    self.leaves_in(F::output_addr(raw, level), level - 1, gpa, slot_end, f)?
+                }
+                (DescKind::Leaf, Some(size)) => {
+                    let base = F::output_addr(raw, level).as_usize();
+                    f(
+                        gpa,
+                        Translation {
+                            hpa: HostPhysAddr::from_usize(base + (gpa & (span(level) - 1))),
+                            flags: F::leaf_flags(raw),
+                            size,
+                        },
+                    );
+                }
+                _ => return Err(gpa),
+            }
+            gpa = slot_end;
+        }
+        Ok(())
     }
 
     /// One walk to the 4 KiB entry of `gpa`, for the lazy-fault path: whether `gpa`
