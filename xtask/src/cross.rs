@@ -102,7 +102,11 @@ pub(crate) fn apt_install(packages: &[&str]) -> Result<(), Failed> {
             c.arg("apt-get");
             c
         };
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        // Wait for another apt or dpkg (a second xtask, unattended upgrades) instead of
+        // failing on its lock.
+        cmd.args(["-o", "DPkg::Lock::Timeout=600"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         run(&mut cmd)
     };
     apt(&["update", "-q"])?;
