@@ -1,10 +1,18 @@
 //! The vCPU's saved state: [`TrapFrame`] (general registers, ELR/SPSR, FP/SIMD, saved
 //! by the entry/exit code on every trap) and [`El1Regs`] (the EL1 system registers,
-//! switched when a vCPU is bound to or unbound from a physical CPU).
+//! switched by `bind` and `unbind` when a vCPU is bound to or unbound from a
+//! physical CPU).
 
 use core::mem::offset_of;
 
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+use core::arch::asm;
+
 use static_assertions::const_assert_eq;
+use vcpu_api::VCpuResult;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+use crate::regs::{Hcr, mrs, msr};
 
 /// The FP/SIMD registers V0..V31 with FPSR and FPCR.
 #[repr(C, align(16))]
@@ -140,5 +148,117 @@ impl El1Regs {
             cntv_ctl: 0,
             cntv_cval: 0,
         }
+    }
+}
+
+/// Loads a fully configured vCPU onto this CPU: its EL1 system registers, VMPIDR_EL2,
+/// VTCR_EL2, VTTBR_EL2 (the caller checked the root) and HCR_EL2.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub(crate) fn bind(el1: &El1Regs, hcr: u64, vtcr: u64, vttbr: u64, vmpidr: u64) -> VCpuResult {
+    // SAFETY: the vCPU is fully configured (its caller checked the root and setup),
+    // it is not bound elsewhere, and the table behind `vttbr` is owned by its VM,
+    // which outlives the binding.
+    unsafe { load_vcpu(el1, hcr, vtcr, vttbr, vmpidr) };
+    Ok(())
+}
+
+/// Saves the EL1 registers of the vCPU bound to this CPU and turns stage 2 off.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub(crate) fn unbind(el1: &mut El1Regs) -> VCpuResult {
+    save_el1(el1);
+    Ok(())
+}
+
+/// Off bare-metal aarch64 there is no EL2 to bind a vCPU on.
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+pub(crate) fn bind(_: &El1Regs, _: u64, _: u64, _: u64, _: u64) -> VCpuResult {
+    Err(crate::cpu::NO_EL2)
+}
+
+/// Off bare-metal aarch64 there is no EL2 to unbind from.
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+pub(crate) fn unbind(_: &mut El1Regs) -> VCpuResult {
+    Err(crate::cpu::NO_EL2)
+}
+
+/// Loads a vCPU onto this CPU: its EL1 system registers, VMPIDR_EL2, VTCR_EL2,
+/// VTTBR_EL2 and HCR_EL2.
+///
+/// # Safety
+///
+/// At EL2 on the CPU that will run the vCPU, with no other vCPU loaded; `vttbr`
+/// names a complete stage-2 table that stays alive while the vCPU is loaded.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+unsafe fn load_vcpu(el1: &El1Regs, hcr: u64, vtcr: u64, vttbr: u64, vmpidr: u64) {
+    // SAFETY: per the caller; the EL1 registers only affect the guest.
+    unsafe {
+        msr!("sctlr_el1", el1.sctlr);
+        msr!("tcr_el1", el1.tcr);
+        msr!("ttbr0_el1", el1.ttbr0);
+        msr!("ttbr1_el1", el1.ttbr1);
+        msr!("mair_el1", el1.mair);
+        msr!("amair_el1", el1.amair);
+        msr!("vbar_el1", el1.vbar);
+        msr!("contextidr_el1", el1.contextidr);
+        msr!("tpidr_el1", el1.tpidr_el1);
+        msr!("tpidr_el0", el1.tpidr_el0);
+        msr!("tpidrro_el0", el1.tpidrro_el0);
+        msr!("sp_el0", el1.sp_el0);
+        msr!("sp_el1", el1.sp_el1);
+        msr!("elr_el1", el1.elr_el1);
+        msr!("spsr_el1", el1.spsr_el1);
+        msr!("esr_el1", el1.esr_el1);
+        msr!("far_el1", el1.far_el1);
+        msr!("par_el1", el1.par_el1);
+        msr!("afsr0_el1", el1.afsr0);
+        msr!("afsr1_el1", el1.afsr1);
+        msr!("cpacr_el1", el1.cpacr);
+        msr!("cntkctl_el1", el1.cntkctl);
+        msr!("csselr_el1", el1.csselr);
+        msr!("cntv_cval_el0", el1.cntv_cval);
+        msr!("cntv_ctl_el0", el1.cntv_ctl);
+        msr!("vmpidr_el2", vmpidr);
+        msr!("vtcr_el2", vtcr);
+        msr!("vttbr_el2", vttbr);
+        msr!("hcr_el2", hcr);
+        asm!("isb", options(nostack, preserves_flags));
+    }
+}
+
+/// Saves the EL1 system registers of the vCPU loaded on this CPU and turns stage 2
+/// off again.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+fn save_el1(el1: &mut El1Regs) {
+    el1.sctlr = mrs!("sctlr_el1");
+    el1.tcr = mrs!("tcr_el1");
+    el1.ttbr0 = mrs!("ttbr0_el1");
+    el1.ttbr1 = mrs!("ttbr1_el1");
+    el1.mair = mrs!("mair_el1");
+    el1.amair = mrs!("amair_el1");
+    el1.vbar = mrs!("vbar_el1");
+    el1.contextidr = mrs!("contextidr_el1");
+    el1.tpidr_el1 = mrs!("tpidr_el1");
+    el1.tpidr_el0 = mrs!("tpidr_el0");
+    el1.tpidrro_el0 = mrs!("tpidrro_el0");
+    el1.sp_el0 = mrs!("sp_el0");
+    el1.sp_el1 = mrs!("sp_el1");
+    el1.elr_el1 = mrs!("elr_el1");
+    el1.spsr_el1 = mrs!("spsr_el1");
+    el1.esr_el1 = mrs!("esr_el1");
+    el1.far_el1 = mrs!("far_el1");
+    el1.par_el1 = mrs!("par_el1");
+    el1.afsr0 = mrs!("afsr0_el1");
+    el1.afsr1 = mrs!("afsr1_el1");
+    el1.cpacr = mrs!("cpacr_el1");
+    el1.cntkctl = mrs!("cntkctl_el1");
+    el1.csselr = mrs!("csselr_el1");
+    el1.cntv_ctl = mrs!("cntv_ctl_el0");
+    el1.cntv_cval = mrs!("cntv_cval_el0");
+    // SAFETY: the vCPU is no longer loaded; the hypervisor itself runs at EL2, which
+    // stage 2 does not translate, and no guest runs until the next `load_vcpu`.
+    unsafe {
+        msr!("cntv_ctl_el0", 0u64);
+        msr!("hcr_el2", Hcr::HOST.bits());
+        asm!("isb", options(nostack, preserves_flags));
     }
 }

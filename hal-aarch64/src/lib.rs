@@ -1,14 +1,23 @@
 //! The aarch64 HAL: a hypervisor at EL2 (without VHE) running EL1 guests under
 //! stage-2 translation.
 //!
-//! - [`esr`]: ESR_EL2/FAR_EL2/HPFAR_EL2 decoded into a [`Trap`] by pure functions
-//!   (data and instruction aborts with their syndrome, HVC, SMC, WFI/WFE, MSR/MRS).
-//! - [`psci`]: the guest's PSCI calls, through HVC or SMC as configured.
+//! One file per concept, with the same names in every `hal-<arch>`:
 //! - [`vcpu`]: [`Aarch64VCpu`], the [`vcpu_api::ArchVCpu`] for
-//!   [`addrspace::ArmStage2Ipa40`] and [`addrspace::ArmStage2Ipa48`] tables.
+//!   [`addrspace::ArmStage2Ipa40`] and [`addrspace::ArmStage2Ipa48`] tables, and the
+//!   dispatch of each trap.
+//! - [`context`]: the saved guest state (trap frame, EL1 system registers) and its
+//!   switch when a vCPU is bound to a physical CPU.
+//! - `entry`: the world switch (EL2 vectors, guest entry and exit).
+//! - [`exit`]: ESR_EL2/FAR_EL2/HPFAR_EL2 decoded into a [`Trap`] by pure functions
+//!   (data and instruction aborts with their syndrome, HVC, SMC, WFI/WFE, MSR/MRS).
+//! - [`mmio`]: the MMIO access of a data abort, from its syndrome.
+//! - [`firmware`]: the guest's PSCI calls (through HVC or SMC as configured) and the
+//!   SMCCC return codes.
 //! - [`tlb`]: stage-2 invalidation by IPA and VMID with the inner-shareable
-//!   broadcast TLBI forms.
-//! - [`regs`], [`context`]: register values and the saved vCPU state.
+//!   broadcast TLBI forms; VMIDs.
+//! - [`cpu`]: per-CPU EL2 bring-up, PARange, identity and time, the hypervisor's own
+//!   PSCI calls, cache maintenance for guest code.
+//! - [`regs`]: EL2 register values and the system-register accessors.
 //!
 //! Design principles:
 //! - Everything decided from guest-controlled values is a pure function tested on
@@ -23,14 +32,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod context;
-pub mod esr;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod hw;
-pub mod psci;
+pub mod cpu;
+mod entry;
+pub mod exit;
+pub mod firmware;
+pub mod mmio;
 pub mod regs;
 pub mod tlb;
 pub mod vcpu;
 
-pub use esr::{DataAbort, Esr, ExceptionClass, FaultKind, FaultStatus, Trap, decode_trap};
-pub use psci::PsciConduit;
+pub use exit::{DataAbort, Esr, ExceptionClass, FaultKind, FaultStatus, Trap, decode_trap};
+pub use firmware::PsciConduit;
 pub use vcpu::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};

@@ -1,5 +1,6 @@
-//! EL2 control register values: HCR_EL2, SPSR_EL2 for guest entry, and the reset
-//! values of the EL1 registers a new vCPU starts with.
+//! EL2 control register values: HCR_EL2, SPSR_EL2 for guest entry, the reset
+//! values of the EL1 registers a new vCPU starts with, and the `mrs!`/`msr!`
+//! system-register accessors the hardware code uses.
 //!
 //! Arm ARM (DDI 0487K.a) D24.2.48 "HCR_EL2", D24.2.39 "CPTR_EL2", D24.2.32
 //! "CNTHCTL_EL2", C5.2.19 "SPSR_EL2", D24.2.161 "SCTLR_EL1".
@@ -85,6 +86,30 @@ pub const MPIDR_RES1: u64 = 1 << 31;
 /// The affinity fields of an MPIDR (Aff3 in 39:32, Aff2..Aff0 in 23:0): what PSCI
 /// CPU_ON's target names.
 pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
+/// Reads a system register (bare-metal aarch64 only).
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+macro_rules! mrs {
+    ($name:literal) => {{
+        let value: u64;
+        // SAFETY: reading this system register at EL2 has no side effect.
+        unsafe {
+            core::arch::asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack, preserves_flags))
+        };
+        value
+    }};
+}
+
+/// Writes a system register; only inside `unsafe` code that justifies the value.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+macro_rules! msr {
+    ($name:literal, $value:expr) => {
+        core::arch::asm!(concat!("msr ", $name, ", {}"), in(reg) $value, options(nostack, preserves_flags))
+    };
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub(crate) use {mrs, msr};
 
 #[cfg(test)]
 mod tests {

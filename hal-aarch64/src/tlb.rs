@@ -102,7 +102,7 @@ fn flush_vmid_inner() {
 /// masked, so nothing else on this CPU sees the temporary value.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 fn with_vmid(vmid: u16, f: impl FnOnce()) {
-    use crate::hw::{mrs, msr};
+    use crate::regs::{mrs, msr};
     let saved = mrs!("vttbr_el2");
     let temporary = (saved & 0x0000_ffff_ffff_ffff) | (u64::from(vmid) << 48);
     // SAFETY: no guest runs on this CPU while the hypervisor executes, and EL2's own
@@ -121,6 +121,24 @@ fn with_vmid(vmid: u16, f: impl FnOnce()) {
             core::arch::asm!("isb", options(nostack, preserves_flags));
         }
     }
+}
+
+/// What the vCPU calls to drop its VMID's translations on this CPU: [`flush_guest_local`]
+/// on bare-metal aarch64; elsewhere nothing can hold a guest translation.
+pub(crate) fn flush_local(vmid: u16) {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    flush_guest_local(vmid);
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    let _ = vmid;
+}
+
+/// What the vCPU calls to drop its VMID's translations on every CPU
+/// ([`flush_guest_all`] on bare-metal aarch64).
+pub(crate) fn flush_all(vmid: u16) {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    flush_guest_all(vmid);
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    let _ = vmid;
 }
 
 #[cfg(test)]

@@ -8,15 +8,18 @@ use core::marker::PhantomData;
 
 use addrspace::{AccessKind, ArmStage2, GuestPhysAddr, HostPhysAddr, NestedFormat, PAGE_SIZE};
 use vcpu_api::{
-    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
-    VCpuResult,
+    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError, VCpuResult,
 };
 
+use crate::context;
 use crate::context::{El1Regs, TrapFrame};
-use crate::esr::{DataAbort, FaultKind, Trap};
-use crate::psci::{self, PsciCall, PsciConduit, PsciError};
+use crate::cpu::{pa_bits, pa_range};
+use crate::entry::{self, HwExit};
+use crate::exit::{DataAbort, FaultKind, Trap};
+use crate::firmware::{self as psci, PsciCall, PsciConduit, PsciError};
+use crate::mmio::{mmio_access, xreg};
 use crate::regs::{Hcr, MPIDR_AFFINITY_MASK, MPIDR_RES1, SPSR_EL1H_DAIF_MASKED};
-use crate::tlb::vmid_of;
+use crate::tlb::{flush_all, flush_local, vmid_of};
 
 /// An Arm stage-2 format this vCPU can program into VTCR_EL2/VTTBR_EL2.
 pub trait Stage2Format: NestedFormat {
@@ -33,20 +36,6 @@ impl<const IPA_BITS: u32> Stage2Format for ArmStage2<IPA_BITS> {
 
     fn vttbr(root: HostPhysAddr, vmid: u16) -> u64 {
         ArmStage2::<IPA_BITS>::vttbr(root, vmid)
-    }
-}
-
-/// The number of physical address bits a PARange encoding stands for
-/// (ID_AA64MMFR0_EL1.PARange).
-pub const fn pa_bits(pa_range: u8) -> u32 {
-    match pa_range {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 => 48,
-        _ => 52,
     }
 }
 
@@ -300,7 +289,7 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
         let vttbr = self.vttbr.ok_or(VCpuError::NotConfigured {
             missing: "nested root",
         })?;
-        bind_hw(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)
+        context::bind(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)
     }
 }
 
@@ -314,47 +303,6 @@ fn stage2_fault(kind: FaultKind) -> bool {
             | FaultKind::Permission
             | FaultKind::AddressSize
     )
-}
-
-/// General register `index` as a load/store or MSR/MRS names it: x0..x30, and 31 is
-/// XZR, which reads as zero.
-fn xreg(regs: &[u64; 31], index: u8) -> u64 {
-    regs.get(usize::from(index)).copied().unwrap_or(0)
-}
-
-/// The MMIO access a data abort describes, from its syndrome and the registers
-/// (`regs[31]` does not exist: register 31 is XZR, which stores 0). A pure function.
-pub fn mmio_access(
-    ipa: GuestPhysAddr,
-    abort: &DataAbort,
-    insn_len: u8,
-    regs: &[u64; 31],
-    pc: u64,
-) -> Result<MmioAccess, MmioDecodeError> {
-    let Some(s) = abort.syndrome else {
-        return Err(MmioDecodeError::NoSyndrome { pc });
-    };
-    let op = if abort.write {
-        MmioOp::Write {
-            value: s.width.truncate(xreg(regs, s.reg)),
-        }
-    } else {
-        MmioOp::Read {
-            reg: usize::from(s.reg),
-            sign_extend: s.sign_extend,
-            reg_width: if s.reg64 {
-                AccessWidth::Qword
-            } else {
-                AccessWidth::Dword
-            },
-        }
-    };
-    Ok(MmioAccess {
-        gpa: ipa,
-        width: s.width,
-        op,
-        insn_len,
-    })
 }
 
 impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
@@ -431,7 +379,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     fn setup(&mut self, config: Self::SetupConfig) -> VCpuResult {
         let pa_range = match config.pa_range {
             Some(r) => r,
-            None => hw_pa_range()?,
+            None => pa_range()?,
         };
         if F::GPA_BITS > pa_bits(pa_range) {
             return Err(VCpuError::Unsupported {
@@ -460,7 +408,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
                 missing: "bind before unbind",
             });
         }
-        unbind_hw(&mut self.el1)?;
+        context::unbind(&mut self.el1)?;
         self.bound = false;
         Ok(())
     }
@@ -475,7 +423,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             self.load()?;
         }
         loop {
-            let trap = enter_hw(&mut self.frame)?;
+            let trap = entry::enter(&mut self.frame)?;
             let trap = match trap {
                 HwExit::Sync(trap) => trap,
                 HwExit::Irq => {
@@ -578,115 +526,13 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     }
 }
 
-/// What the hardware exit path returned.
-#[cfg_attr(
-    not(all(target_arch = "aarch64", target_os = "none")),
-    allow(dead_code)
-)]
-enum HwExit {
-    Sync(Trap),
-    Irq,
-    Other(u64),
-}
-
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-use hw_glue::{bind_hw, enter_hw, flush_all, flush_local, hw_pa_range, unbind_hw};
-
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod hw_glue {
-    //! The vCPU's use of the hardware on bare-metal aarch64.
-    use super::HwExit;
-    use crate::context::{El1Regs, TrapFrame};
-    use crate::hw;
-    use vcpu_api::VCpuResult;
-
-    pub(super) fn hw_pa_range() -> VCpuResult<u8> {
-        Ok(hw::pa_range())
-    }
-
-    pub(super) fn bind_hw(
-        el1: &El1Regs,
-        hcr: u64,
-        vtcr: u64,
-        vttbr: u64,
-        vmpidr: u64,
-    ) -> VCpuResult {
-        // SAFETY: the vCPU is fully configured (its caller checked the root and
-        // setup), it is not bound elsewhere, and the table behind `vttbr` is owned
-        // by its VM, which outlives the binding.
-        unsafe { hw::load_vcpu(el1, hcr, vtcr, vttbr, vmpidr) };
-        Ok(())
-    }
-
-    pub(super) fn unbind_hw(el1: &mut El1Regs) -> VCpuResult {
-        hw::save_el1(el1);
-        Ok(())
-    }
-
-    pub(super) fn flush_local(vmid: u16) {
-        crate::tlb::flush_guest_local(vmid);
-    }
-
-    pub(super) fn flush_all(vmid: u16) {
-        crate::tlb::flush_guest_all(vmid);
-    }
-
-    pub(super) fn enter_hw(frame: &mut TrapFrame) -> VCpuResult<HwExit> {
-        // SAFETY: `run` only calls this while the vCPU is bound to this CPU.
-        let kind = unsafe { hw::enter(frame) };
-        Ok(match kind {
-            hw::EXIT_SYNC => {
-                let (esr, far, hpfar) = hw::trap_registers();
-                HwExit::Sync(crate::esr::decode_trap(esr, far, hpfar))
-            }
-            hw::EXIT_IRQ => HwExit::Irq,
-            other => HwExit::Other(other),
-        })
-    }
-}
-
-#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-use host_glue::{bind_hw, enter_hw, flush_all, flush_local, hw_pa_range, unbind_hw};
-
-#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-mod host_glue {
-    //! Off bare-metal aarch64 there is no EL2: every hardware step says so.
-    use super::HwExit;
-    use crate::context::{El1Regs, TrapFrame};
-    use vcpu_api::{VCpuError, VCpuResult};
-
-    const NO_EL2: VCpuError = VCpuError::Unsupported {
-        feature: "EL2 (hal-aarch64 runs guests only on bare-metal aarch64)",
-    };
-
-    pub(super) fn hw_pa_range() -> VCpuResult<u8> {
-        Err(NO_EL2)
-    }
-
-    pub(super) fn bind_hw(_: &El1Regs, _: u64, _: u64, _: u64, _: u64) -> VCpuResult {
-        Err(NO_EL2)
-    }
-
-    pub(super) fn unbind_hw(_: &mut El1Regs) -> VCpuResult {
-        Err(NO_EL2)
-    }
-
-    pub(super) fn flush_local(_vmid: u16) {}
-
-    pub(super) fn flush_all(_vmid: u16) {}
-
-    pub(super) fn enter_hw(_: &mut TrapFrame) -> VCpuResult<HwExit> {
-        Err(NO_EL2)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48};
-    use vcpu_api::SysRegAddr;
+    use vcpu_api::{AccessWidth, SysRegAddr};
 
     use super::*;
-    use crate::esr::decode_trap;
+    use crate::exit::decode_trap;
 
     type VCpu = Aarch64VCpu<ArmStage2Ipa40>;
 
@@ -910,7 +756,7 @@ mod tests {
         assert_eq!(trap(&mut v, 0x07e0_0001, 0, 0), None);
         assert_eq!(v.pc(), pc + 8);
         v.set_gpr(7, 0xabc).unwrap();
-        let mdscr = crate::esr::sysreg_id(2, 0, 0, 2, 2);
+        let mdscr = crate::exit::sysreg_id(2, 0, 0, 2, 2);
         let esr = (0x18u64 << 26) | (1 << 25) | u64::from(mdscr.0) | (7 << 5);
         assert_eq!(
             trap(&mut v, esr, 0, 0),

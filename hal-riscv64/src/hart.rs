@@ -1,192 +1,43 @@
-//! Per-hart HS-mode setup (`init_hart`), what the hart supports ([`HartInfo`]), TLB
-//! maintenance for guest-physical translations (HFENCE.GVMA, locally and on every hart
-//! through the firmware), and the SBI calls the hypervisor itself makes to the
-//! firmware below it (`firmware`).
+//! The hart as the trap handling sees it: [`HartOps`] (guest memory through the
+//! hypervisor load/store instructions, the VS CSRs, the guest timer, fences), so the
+//! trap handling runs on the host against a model; [`HwOps`], the real hart on riscv64,
+//! with the fault-tolerant HLVX/HLV/HSV routines; and `NoHart` for host builds.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-
+use crate::context::VsCsr;
 #[cfg(target_arch = "riscv64")]
-use addrspace::{HostPhysAddr, Sv39x4, Sv48x4};
-
+use crate::firmware::EID_RFENCE;
+use crate::firmware::RemoteFence;
 #[cfg(target_arch = "riscv64")]
-use crate::csr::{HCOUNTEREN_ALL, henvcfg, hgatp, hvip, num};
-#[cfg(target_arch = "riscv64")]
-use crate::hw::{self, csr_clear, csr_read, csr_set, csr_write};
-#[cfg(target_arch = "riscv64")]
-use crate::sbi::{EID_RFENCE, RemoteFence};
-#[cfg(target_arch = "riscv64")]
-use crate::trap::{HEDELEG, HIDELEG};
-#[cfg(target_arch = "riscv64")]
-use crate::vcpu::{HartOps, VsCsr, VsCsrs};
+use crate::regs::{csr_clear, csr_read, csr_write, hvip, num};
 
-/// The VMID bits the harts keep (narrowed by `init_hart`; 14 is the RV64 field).
-static VMID_MASK: AtomicU16 = AtomicU16::new(0x3fff);
-/// Whether the harts have Sstc (`vstimecmp`), as found by `init_hart`.
-static SSTC: AtomicBool = AtomicBool::new(false);
-
-/// The VMID of VM `vm_id`: its id cut to the VMID bits the harts implement. VMs whose
-/// ids differ only above those bits share a VMID; they stay correct because every
-/// vCPU flushes its VMID when it is bound to a hart.
-pub fn vmid_for(vm_id: usize) -> u16 {
-    (vm_id as u16) & VMID_MASK.load(Ordering::Relaxed)
-}
-
-/// What `init_hart` found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HartInfo {
-    /// `hgatp` accepts Sv39x4.
-    pub sv39x4: bool,
-    /// `hgatp` accepts Sv48x4.
-    pub sv48x4: bool,
-    /// VMID bits the hart keeps (0..=14).
-    pub vmid_bits: u32,
-    /// Sstc: the guest timer is `vstimecmp`.
-    pub sstc: bool,
-}
-
-/// Why a hart cannot run guests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HartError {
-    /// `hgatp` keeps neither Sv39x4 nor Sv48x4 (no hypervisor extension, or G-stage
-    /// translation not implemented).
-    NoGStage {
-        /// What `hgatp` read back after writing Sv39x4 with all VMID bits.
-        readback: u64,
-    },
-}
-
-impl core::fmt::Display for HartError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::NoGStage { readback } => write!(
-                f,
-                "hgatp does not keep Sv39x4 or Sv48x4 (read back {readback:#x})"
-            ),
-        }
+/// What the trap handling needs from the hart: guest memory access through the
+/// hypervisor load/store instructions, the VS CSRs, and fences.
+pub(crate) trait HartOps {
+    /// HLVX.HU: 16 instruction bits at guest-virtual `gva`, `None` on a fault.
+    fn fetch_half(&mut self, gva: u64) -> Option<u16>;
+    /// Reads guest-physical memory into `buf` (HLV.BU with the guest's translation
+    /// off); returns the bytes read before the first fault.
+    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize;
+    /// Writes guest-physical memory (HSV.B likewise); returns the bytes written.
+    fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize;
+    /// Reads a VS CSR.
+    fn vs_csr(&mut self, csr: VsCsr) -> u64;
+    /// Writes a VS CSR.
+    fn set_vs_csr(&mut self, csr: VsCsr, value: u64);
+    /// Whether the guest runs with its own translation off (`vsatp.MODE` = Bare): its
+    /// virtual addresses are then guest-physical.
+    fn guest_translation_off(&mut self) -> bool {
+        self.vs_csr(VsCsr::Vsatp) >> 60 == 0
     }
-}
-
-/// Sets the hart up for running guests, once per hart in HS-mode: trap delegation to
-/// VS-mode (`hedeleg`, `hideleg`), counters for the guest, the guest timer (Sstc),
-/// the software interrupt that kicks the hart out of a guest (`sie.SSIE`; `sstatus.SIE`
-/// stays 0), the hypervisor's own trap vector, and probes of the G-stage modes and
-/// VMID width. A hart without the hypervisor extension traps on the first `hstatus`
-/// access; the trap vector then panics with the cause.
-#[cfg(target_arch = "riscv64")]
-pub fn init_hart() -> Result<HartInfo, HartError> {
-    install_trap_vector();
-    csr_write!(num::HEDELEG, HEDELEG);
-    csr_write!(num::HIDELEG, HIDELEG);
-    csr_write!(num::HVIP, 0);
-    csr_write!(num::HIE, 0);
-    csr_write!(num::HTIMEDELTA, 0);
-    csr_write!(num::HCOUNTEREN, HCOUNTEREN_ALL);
-    // Each mode with every VMID bit set (root 0): the hart keeps the MODE only if it
-    // implements it, and only the VMID bits it has.
-    let probe = |value: u64| {
-        csr_write!(num::HGATP, value);
-        csr_read!(num::HGATP)
-    };
-    let root = HostPhysAddr::from_usize(0);
-    let v39 = probe(Sv39x4::hgatp(root, 0x3fff));
-    let v48 = probe(Sv48x4::hgatp(root, 0x3fff));
-    csr_write!(num::HGATP, 0);
-    hw::hfence_gvma_all();
-    let sv39x4 = hgatp::mode(v39) == Sv39x4::MODE;
-    let sv48x4 = hgatp::mode(v48) == Sv48x4::MODE;
-    if !sv39x4 && !sv48x4 {
-        return Err(HartError::NoGStage { readback: v39 });
-    }
-    let vmid = hgatp::vmid(if sv39x4 { v39 } else { v48 });
-    let vmid_bits = vmid.count_ones();
-    VMID_MASK.fetch_and(vmid as u16, Ordering::Relaxed);
-    let sstc = hw::has_sstc();
-    if sstc {
-        csr_set!(num::HENVCFG, henvcfg::STCE);
-        csr_write!(num::VSTIMECMP, u64::MAX);
-    }
-    SSTC.store(sstc, Ordering::Relaxed);
-    // Kicks arrive as supervisor software interrupts: enabled in sie so they end
-    // guest execution (HS interrupts are always enabled while V = 1), while
-    // sstatus.SIE = 0 keeps them pending in HS-mode until the next entry.
-    csr_set!(num::SIE, 1 << crate::trap::interrupt::SSI);
-    Ok(HartInfo {
-        sv39x4,
-        sv48x4,
-        vmid_bits,
-        sstc,
-    })
-}
-
-/// Invalidates the guest-physical translations of `vmid` for `[gpa, gpa + size)` on
-/// this hart: one HFENCE.GVMA per 4 KiB page (rs1 = GPA >> 2, rs2 = VMID), or one for
-/// the whole VMID when the range is larger than 64 pages. Never SFENCE.VMA: that one
-/// does not cover G-stage translations.
-#[cfg(target_arch = "riscv64")]
-pub fn hfence_gvma_range(vmid: u16, gpa: u64, size: u64) {
-    const PAGE: u64 = 0x1000;
-    let vmid = u64::from(vmid);
-    // HFENCE.GVMA also orders the page-table stores before it against the G-stage
-    // walks after it (privileged spec 8.3.2), so no separate fence is needed.
-    if size == 0 || size > 64 * PAGE {
-        hw::hfence_gvma_vmid(vmid);
-        return;
-    }
-    let start = gpa & !(PAGE - 1);
-    let end = gpa.saturating_add(size);
-    let mut page = start;
-    while page < end {
-        hw::hfence_gvma(page, vmid);
-        page += PAGE;
-    }
-}
-
-/// Invalidates the guest-physical translations of `vmid` for `[gpa, gpa + size)` on
-/// every hart: precisely on this one, then through the firmware's RFENCE
-/// `remote_hfence_gvma_vmid` on all harts (which returns once they are done). The
-/// remote request covers the whole VMID: OpenSBI up to v1.2 passes the GPA unshifted
-/// to HFENCE.GVMA for ranged requests (rs1 must be GPA >> 2), so a ranged request
-/// would miss the page; a whole-VMID fence is correct on every version.
-#[cfg(target_arch = "riscv64")]
-pub fn broadcast_hfence_gvma(vmid: u16, gpa: u64, size: u64) -> Result<(), i64> {
-    hfence_gvma_range(vmid, gpa, size);
-    firmware::remote_hfence_gvma_vmid_all(vmid)
-}
-
-#[cfg(target_arch = "riscv64")]
-pub(crate) fn save_vs_csrs() -> VsCsrs {
-    VsCsrs {
-        vsstatus: csr_read!(num::VSSTATUS),
-        vsie: csr_read!(num::VSIE),
-        vstvec: csr_read!(num::VSTVEC),
-        vsscratch: csr_read!(num::VSSCRATCH),
-        vsepc: csr_read!(num::VSEPC),
-        vscause: csr_read!(num::VSCAUSE),
-        vstval: csr_read!(num::VSTVAL),
-        vsatp: csr_read!(num::VSATP),
-        hvip: csr_read!(num::HVIP),
-        vstimecmp: if SSTC.load(Ordering::Relaxed) {
-            csr_read!(num::VSTIMECMP)
-        } else {
-            u64::MAX
-        },
-    }
-}
-
-#[cfg(target_arch = "riscv64")]
-pub(crate) fn load_vs_csrs(vs: &VsCsrs) {
-    csr_write!(num::VSSTATUS, vs.vsstatus);
-    csr_write!(num::VSIE, vs.vsie);
-    csr_write!(num::VSTVEC, vs.vstvec);
-    csr_write!(num::VSSCRATCH, vs.vsscratch);
-    csr_write!(num::VSEPC, vs.vsepc);
-    csr_write!(num::VSCAUSE, vs.vscause);
-    csr_write!(num::VSTVAL, vs.vstval);
-    csr_write!(num::VSATP, vs.vsatp);
-    csr_write!(num::HVIP, vs.hvip);
-    if SSTC.load(Ordering::Relaxed) {
-        csr_write!(num::VSTIMECMP, vs.vstimecmp);
-    }
+    /// Arms the guest's timer (`vstimecmp`) and clears a pending injected timer
+    /// interrupt; `false` when the hart has no Sstc.
+    fn set_guest_timer(&mut self, stime_value: u64) -> bool;
+    /// Whether [`HartOps::set_guest_timer`] can work.
+    fn has_guest_timer(&mut self) -> bool;
+    /// Runs a remote fence for the guest on every hart; returns the SBI error code.
+    fn remote_fence(&mut self, fence: RemoteFence) -> i64;
+    /// Clears the supervisor software interrupt that kicked this hart.
+    fn clear_kick(&mut self);
 }
 
 /// The real hart.
@@ -209,13 +60,13 @@ impl HwOps {
 #[cfg(target_arch = "riscv64")]
 impl HartOps for HwOps {
     fn fetch_half(&mut self, gva: u64) -> Option<u16> {
-        hw::hlvx_hu(gva)
+        hlvx_hu(gva)
     }
 
     fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize {
         Self::with_bare_vsatp(|| {
             for (i, b) in buf.iter_mut().enumerate() {
-                match hw::hlv_bu(gpa.wrapping_add(i as u64)) {
+                match hlv_bu(gpa.wrapping_add(i as u64)) {
                     Some(v) => *b = v,
                     None => return i,
                 }
@@ -227,7 +78,7 @@ impl HartOps for HwOps {
     fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize {
         Self::with_bare_vsatp(|| {
             for (i, b) in bytes.iter().enumerate() {
-                if !hw::hsv_b(gpa.wrapping_add(i as u64), *b) {
+                if !hsv_b(gpa.wrapping_add(i as u64), *b) {
                     return i;
                 }
             }
@@ -258,7 +109,7 @@ impl HartOps for HwOps {
     }
 
     fn set_guest_timer(&mut self, stime_value: u64) -> bool {
-        if !SSTC.load(Ordering::Relaxed) {
+        if !crate::cpu::sstc() {
             return false;
         }
         // The guest's time is time + htimedelta (0 here), compared with vstimecmp;
@@ -269,7 +120,7 @@ impl HartOps for HwOps {
     }
 
     fn has_guest_timer(&mut self) -> bool {
-        SSTC.load(Ordering::Relaxed)
+        crate::cpu::sstc()
     }
 
     fn remote_fence(&mut self, fence: RemoteFence) -> i64 {
@@ -277,23 +128,23 @@ impl HartOps for HwOps {
         // VMID in this hart's hgatp, which is the guest's.
         let all = u64::MAX;
         let (error, _) = match fence {
-            RemoteFence::FenceI => hw::sbi_call(EID_RFENCE, 0, [0, all, 0, 0, 0]),
+            RemoteFence::FenceI => crate::cpu::sbi_call(EID_RFENCE, 0, [0, all, 0, 0, 0]),
             RemoteFence::SfenceVma {
                 start,
                 size,
                 asid: None,
-            } => hw::sbi_call(EID_RFENCE, 6, [0, all, start, size, 0]),
+            } => crate::cpu::sbi_call(EID_RFENCE, 6, [0, all, start, size, 0]),
             RemoteFence::SfenceVma {
                 start,
                 size,
                 asid: Some(asid),
-            } => hw::sbi_call(EID_RFENCE, 5, [0, all, start, size, asid]),
+            } => crate::cpu::sbi_call(EID_RFENCE, 5, [0, all, start, size, asid]),
         };
         error
     }
 
     fn clear_kick(&mut self) {
-        csr_clear!(num::SIP, 1 << crate::trap::interrupt::SSI);
+        csr_clear!(num::SIP, 1 << crate::exit::interrupt::SSI);
     }
 }
 
@@ -302,7 +153,7 @@ impl HartOps for HwOps {
 pub(crate) struct NoHart;
 
 #[cfg(not(target_arch = "riscv64"))]
-impl crate::vcpu::HartOps for NoHart {
+impl HartOps for NoHart {
     fn fetch_half(&mut self, _gva: u64) -> Option<u16> {
         None
     }
@@ -312,109 +163,107 @@ impl crate::vcpu::HartOps for NoHart {
     fn write_guest_phys(&mut self, _gpa: u64, _bytes: &[u8]) -> usize {
         0
     }
-    fn vs_csr(&mut self, _csr: crate::vcpu::VsCsr) -> u64 {
+    fn vs_csr(&mut self, _csr: VsCsr) -> u64 {
         0
     }
-    fn set_vs_csr(&mut self, _csr: crate::vcpu::VsCsr, _value: u64) {}
+    fn set_vs_csr(&mut self, _csr: VsCsr, _value: u64) {}
     fn set_guest_timer(&mut self, _stime_value: u64) -> bool {
         false
     }
     fn has_guest_timer(&mut self) -> bool {
         false
     }
-    fn remote_fence(&mut self, _fence: crate::sbi::RemoteFence) -> i64 {
-        crate::sbi::error::NOT_SUPPORTED
+    fn remote_fence(&mut self, _fence: crate::firmware::RemoteFence) -> i64 {
+        crate::firmware::error::NOT_SUPPORTED
     }
     fn clear_kick(&mut self) {}
-}
-
-/// The hypervisor's own trap vector: a trap in HS-mode outside the guest is a bug,
-/// reported by a panic that names the cause.
-#[cfg(target_arch = "riscv64")]
-fn install_trap_vector() {
-    unsafe extern "C" {
-        fn hal_rv64_host_trap();
-    }
-    csr_write!(num::STVEC, hal_rv64_host_trap as *const () as usize as u64);
 }
 
 #[cfg(target_arch = "riscv64")]
 core::arch::global_asm!(
     r#"
-.section .text.hal_rv64_host_trap, "ax"
+.section .text.hal_rv64_fallible, "ax"
+.option push
+.option arch, +d
+// Accesses that may fault: `fallible name, insn` is a routine that runs `insn` with
+// stvec swapped to a local fixup. A fault there comes from HS-mode (V = 0), so it
+// leaves hstatus.SPV = 0 and sstatus.SPP = 1; the vCPU rewrites both before the next
+// entry. Returns a1 = 1 on success, a1 = 0 and a0 = 0 after a fault.
+.macro fallible name, insn:vararg
 .balign 4
-.global hal_rv64_host_trap
-hal_rv64_host_trap:
-    addi sp, sp, -16
-    sd ra, 8(sp)
-    csrr a0, scause
-    csrr a1, sepc
-    csrr a2, stval
-    csrr a3, {csr_htval}
-    call hal_rv64_host_trap_rust
-1:  j 1b
+.global \name
+\name:
+    la t0, 1f
+    csrrw t1, stvec, t0
+    \insn
+    csrw stvec, t1
+    li a1, 1
+    ret
+.balign 4
+1:  csrw stvec, t1
+    li a0, 0
+    li a1, 0
+    ret
+.endm
+
+// a0 = guest-virtual address -> a0 = HLVX.HU (execute permission, as the guest's
+// instruction fetch would need)
+fallible hal_rv64_hlvx_hu, .insn r 0x73, 4, 0x32, a0, a0, x3
+// a0 = guest address -> a0 = HLV.BU
+fallible hal_rv64_hlv_bu, .insn r 0x73, 4, 0x30, a0, a0, x1
+// a0 = guest address, a1 = byte -> HSV.B
+fallible hal_rv64_hsv_b, .insn r 0x73, 4, 0x31, x0, a0, a1
+// -> a0 = stimecmp if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
+fallible hal_rv64_probe_stimecmp, csrr a0, {csr_stimecmp}
+.option pop
 "#,
-    csr_htval = const num::HTVAL,
+    csr_stimecmp = const num::STIMECMP,
 );
 
 #[cfg(target_arch = "riscv64")]
-#[unsafe(no_mangle)]
-extern "C" fn hal_rv64_host_trap_rust(scause: u64, sepc: u64, stval: u64, htval: u64) -> ! {
-    let what = if scause >> 63 == 1 {
-        "interrupt"
-    } else {
-        crate::trap::exception_name(scause)
-    };
-    panic!(
-        "trap in HS-mode: {what} (scause {scause:#x}) at pc {sepc:#x}, stval {stval:#x}, htval {htval:#x}"
-    );
+unsafe extern "C" {
+    fn hal_rv64_hlvx_hu(gva: u64) -> Fallible;
+    fn hal_rv64_hlv_bu(addr: u64) -> Fallible;
+    fn hal_rv64_hsv_b(addr: u64, byte: u64) -> Fallible;
+    fn hal_rv64_probe_stimecmp() -> Fallible;
 }
 
-/// SBI calls the hypervisor makes to the firmware (OpenSBI) for itself.
+/// a0/a1 of the fixup routines: value and success flag.
 #[cfg(target_arch = "riscv64")]
-pub mod firmware {
-    use crate::hw::sbi_call;
-    use crate::sbi::{EID_HSM, EID_IPI, EID_RFENCE, EID_SRST};
+#[repr(C)]
+struct Fallible {
+    value: u64,
+    ok: u64,
+}
 
-    fn result((error, value): (i64, u64)) -> Result<u64, i64> {
-        if error == 0 { Ok(value) } else { Err(error) }
-    }
+/// HLVX.HU at guest-virtual `gva` (with the guest's privilege from hstatus.SPVP).
+#[cfg(target_arch = "riscv64")]
+pub(crate) fn hlvx_hu(gva: u64) -> Option<u16> {
+    // SAFETY: HLVX only reads guest memory through the guest's translation; a fault
+    // is caught by the routine's fixup.
+    let r = unsafe { hal_rv64_hlvx_hu(gva) };
+    (r.ok == 1).then_some(r.value as u16)
+}
 
-    /// HSM `hart_start`: hart `hart` starts in S-mode at `start_addr` (physical)
-    /// with a0 = its hart id and a1 = `opaque`.
-    pub fn hart_start(hart: u64, start_addr: u64, opaque: u64) -> Result<(), i64> {
-        result(sbi_call(EID_HSM, 0, [hart, start_addr, opaque, 0, 0])).map(|_| ())
-    }
+/// HLV.BU at guest `addr` (guest-virtual, translated by vsatp then hgatp).
+#[cfg(target_arch = "riscv64")]
+pub(crate) fn hlv_bu(addr: u64) -> Option<u8> {
+    // SAFETY: as `hlvx_hu`.
+    let r = unsafe { hal_rv64_hlv_bu(addr) };
+    (r.ok == 1).then_some(r.value as u8)
+}
 
-    /// HSM `hart_get_status`.
-    pub fn hart_status(hart: u64) -> Result<u64, i64> {
-        result(sbi_call(EID_HSM, 2, [hart, 0, 0, 0, 0]))
-    }
+/// HSV.B at guest `addr`.
+#[cfg(target_arch = "riscv64")]
+pub(crate) fn hsv_b(addr: u64, byte: u8) -> bool {
+    // SAFETY: HSV writes guest memory through the guest's translation with the
+    // guest's permissions: it cannot reach hypervisor memory. Faults are caught.
+    unsafe { hal_rv64_hsv_b(addr, u64::from(byte)) }.ok == 1
+}
 
-    /// IPI `send_ipi` to one hart: a supervisor software interrupt there (the kick).
-    pub fn send_ipi(hart: u64) -> Result<(), i64> {
-        let (mask, base) = (1u64 << (hart % 64), hart - hart % 64);
-        result(sbi_call(EID_IPI, 0, [mask, base, 0, 0, 0])).map(|_| ())
-    }
-
-    /// RFENCE `remote_hfence_gvma_vmid` for the whole VMID on every hart.
-    pub fn remote_hfence_gvma_vmid_all(vmid: u16) -> Result<(), i64> {
-        result(sbi_call(
-            EID_RFENCE,
-            3,
-            [0, u64::MAX, 0, 0, u64::from(vmid)],
-        ))
-        .map(|_| ())
-    }
-
-    /// SRST `system_reset` (0 shutdown, 1 cold reboot, 2 warm reboot; reason 0 none,
-    /// 1 system failure). Returns only if the firmware refused.
-    pub fn system_reset(reset_type: u32, reason: u32) -> i64 {
-        sbi_call(
-            EID_SRST,
-            0,
-            [u64::from(reset_type), u64::from(reason), 0, 0, 0],
-        )
-        .0
-    }
+/// Whether HS-mode can use `stimecmp`/`vstimecmp` (Sstc enabled by the firmware).
+#[cfg(target_arch = "riscv64")]
+pub(crate) fn has_sstc() -> bool {
+    // SAFETY: a CSR read whose fault is caught.
+    unsafe { hal_rv64_probe_stimecmp() }.ok == 1
 }

@@ -6,7 +6,6 @@
 //! tested on the host with a model of the hart; on riscv64 [`HwOps`] is the real one.
 
 use core::marker::PhantomData;
-use core::mem::offset_of;
 
 use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, NestedFormat, RiscvGStage};
 use vcpu_api::{
@@ -14,10 +13,12 @@ use vcpu_api::{
     VCpuResult,
 };
 
-use crate::csr::{hstatus, hvip, sstatus};
-use crate::insn::{self, Htinst, MemInsn, MemOp};
-use crate::sbi::{self, RemoteFence, SbiRequest, error as sbi_err};
-use crate::trap::{Trap, TrapInfo, exception, interrupt};
+use crate::context::{GuestRegs, VsCsr, VsCsrs};
+use crate::exit::{Trap, exception, interrupt};
+use crate::firmware::{self as sbi, SbiRequest, error as sbi_err};
+use crate::hart::HartOps;
+use crate::mmio::{self as insn, Htinst, MemInsn, MemOp};
+use crate::regs::{hstatus, sstatus};
 
 /// A G-stage format: Sv39x4 or Sv48x4, and how `hgatp` names it. Implemented by
 /// `addrspace`'s [`RiscvGStage`] formats, whose own `MODE` and `hgatp` it forwards to.
@@ -33,180 +34,6 @@ impl<const LEVELS: usize> GStage for RiscvGStage<LEVELS> {
     fn hgatp(root: HostPhysAddr, vmid: u16) -> u64 {
         RiscvGStage::<LEVELS>::hgatp(root, vmid)
     }
-}
-
-// Offsets of `GuestRegs` fields, used by the world switch in `hw.rs`.
-pub(crate) const OFF_SEPC: usize = 256;
-pub(crate) const OFF_SSTATUS: usize = 264;
-pub(crate) const OFF_HSTATUS: usize = 272;
-pub(crate) const OFF_SCAUSE: usize = 280;
-pub(crate) const OFF_STVAL: usize = 288;
-pub(crate) const OFF_HTVAL: usize = 296;
-pub(crate) const OFF_HTINST: usize = 304;
-pub(crate) const OFF_HOST: usize = 312;
-pub(crate) const OFF_HOST_STVEC: usize = 440;
-pub(crate) const OFF_FP_LIVE: usize = 448;
-pub(crate) const OFF_FCSR: usize = 456;
-pub(crate) const OFF_FP: usize = 464;
-pub(crate) const OFF_HOST_FCSR: usize = 720;
-pub(crate) const OFF_HOST_FS: usize = 728;
-
-/// The guest's registers and what the world switch keeps of the host, laid out for
-/// the assembly in `hw.rs`.
-#[repr(C)]
-#[derive(Clone, Debug)]
-pub(crate) struct GuestRegs {
-    /// x0..x31 (x0 is never loaded).
-    pub(crate) x: [u64; 32],
-    /// Guest PC.
-    pub(crate) sepc: u64,
-    /// sstatus at the last trap (SPP = the guest's privilege then); on entry the
-    /// value written before `sret`.
-    pub(crate) sstatus: u64,
-    /// hstatus, likewise.
-    pub(crate) hstatus: u64,
-    pub(crate) scause: u64,
-    pub(crate) stval: u64,
-    pub(crate) htval: u64,
-    pub(crate) htinst: u64,
-    /// Host ra, sp, gp, tp, s0..s11.
-    host: [u64; 16],
-    host_stvec: u64,
-    /// Non-zero once the guest has FP state in `fp`/`fcsr`.
-    pub(crate) fp_live: u64,
-    pub(crate) fcsr: u64,
-    pub(crate) fp: [u64; 32],
-    host_fcsr: u64,
-    host_fs: [u64; 12],
-}
-
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, sepc), OFF_SEPC);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, sstatus), OFF_SSTATUS);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, hstatus), OFF_HSTATUS);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, scause), OFF_SCAUSE);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, stval), OFF_STVAL);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, htval), OFF_HTVAL);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, htinst), OFF_HTINST);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, host), OFF_HOST);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, host_stvec), OFF_HOST_STVEC);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, fp_live), OFF_FP_LIVE);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, fcsr), OFF_FCSR);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, fp), OFF_FP);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, host_fcsr), OFF_HOST_FCSR);
-static_assertions::const_assert_eq!(offset_of!(GuestRegs, host_fs), OFF_HOST_FS);
-
-impl GuestRegs {
-    const fn new() -> Self {
-        Self {
-            x: [0; 32],
-            sepc: 0,
-            sstatus: 0,
-            hstatus: 0,
-            scause: 0,
-            stval: 0,
-            htval: 0,
-            htinst: 0,
-            host: [0; 16],
-            host_stvec: 0,
-            fp_live: 0,
-            fcsr: 0,
-            fp: [0; 32],
-            host_fcsr: 0,
-            host_fs: [0; 12],
-        }
-    }
-
-    fn trap(&self) -> TrapInfo {
-        TrapInfo {
-            scause: self.scause,
-            stval: self.stval,
-            htval: self.htval,
-            htinst: self.htinst,
-        }
-    }
-}
-
-/// The VS-level CSRs the trap handling reads or writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum VsCsr {
-    Vsstatus,
-    Vstvec,
-    Vsepc,
-    Vscause,
-    Vstval,
-    Vsatp,
-}
-
-/// The VS-level state of a vCPU that lives in hart CSRs while it runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VsCsrs {
-    /// `vsstatus`.
-    pub vsstatus: u64,
-    /// `vsie`.
-    pub vsie: u64,
-    /// `vstvec`.
-    pub vstvec: u64,
-    /// `vsscratch`.
-    pub vsscratch: u64,
-    /// `vsepc`.
-    pub vsepc: u64,
-    /// `vscause`.
-    pub vscause: u64,
-    /// `vstval`.
-    pub vstval: u64,
-    /// `vsatp`.
-    pub vsatp: u64,
-    /// `hvip` (pending virtual interrupts).
-    pub hvip: u64,
-    /// `vstimecmp` (when the hart has Sstc).
-    pub vstimecmp: u64,
-}
-
-impl VsCsrs {
-    /// The state an SBI HSM `hart_start` promises: translation off, interrupts
-    /// disabled, nothing pending, no timer armed.
-    pub const RESET: VsCsrs = VsCsrs {
-        vsstatus: 0,
-        vsie: 0,
-        vstvec: 0,
-        vsscratch: 0,
-        vsepc: 0,
-        vscause: 0,
-        vstval: 0,
-        vsatp: 0,
-        hvip: 0,
-        vstimecmp: u64::MAX,
-    };
-}
-
-/// What the trap handling needs from the hart: guest memory access through the
-/// hypervisor load/store instructions, the VS CSRs, and fences.
-pub(crate) trait HartOps {
-    /// HLVX.HU: 16 instruction bits at guest-virtual `gva`, `None` on a fault.
-    fn fetch_half(&mut self, gva: u64) -> Option<u16>;
-    /// Reads guest-physical memory into `buf` (HLV.BU with the guest's translation
-    /// off); returns the bytes read before the first fault.
-    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize;
-    /// Writes guest-physical memory (HSV.B likewise); returns the bytes written.
-    fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize;
-    /// Reads a VS CSR.
-    fn vs_csr(&mut self, csr: VsCsr) -> u64;
-    /// Writes a VS CSR.
-    fn set_vs_csr(&mut self, csr: VsCsr, value: u64);
-    /// Whether the guest runs with its own translation off (`vsatp.MODE` = Bare): its
-    /// virtual addresses are then guest-physical.
-    fn guest_translation_off(&mut self) -> bool {
-        self.vs_csr(VsCsr::Vsatp) >> 60 == 0
-    }
-    /// Arms the guest's timer (`vstimecmp`) and clears a pending injected timer
-    /// interrupt; `false` when the hart has no Sstc.
-    fn set_guest_timer(&mut self, stime_value: u64) -> bool;
-    /// Whether [`HartOps::set_guest_timer`] can work.
-    fn has_guest_timer(&mut self) -> bool;
-    /// Runs a remote fence for the guest on every hart; returns the SBI error code.
-    fn remote_fence(&mut self, fence: RemoteFence) -> i64;
-    /// Clears the supervisor software interrupt that kicked this hart.
-    fn clear_kick(&mut self);
 }
 
 /// A character device for the guest's SBI console (legacy putchar/getchar, DBCN).
@@ -434,7 +261,7 @@ impl<F: GStage> Riscv64VCpu<F> {
                 log::warn!(
                     "vCPU {}: {} (stval {stval:#x}) at pc {:#x}: redirected to the guest",
                     self.vcpu_id,
-                    crate::trap::exception_name(code),
+                    crate::exit::exception_name(code),
                     self.regs.sepc
                 );
                 self.redirect(code, stval, ops);
@@ -767,7 +594,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
             vm_id,
             vcpu_id,
             hart_id,
-            vmid: crate::hart::vmid_for(vm_id),
+            vmid: crate::tlb::vmid_for(vm_id),
             hgatp: 0,
             entry_set: false,
             setup_done: false,
@@ -844,7 +671,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     fn unbind(&mut self) -> VCpuResult {
         #[cfg(target_arch = "riscv64")]
         if self.bound && !self.vs_reload {
-            self.vs = crate::hart::save_vs_csrs();
+            self.vs = crate::context::save_vs_csrs();
         }
         self.bound = false;
         Ok(())
@@ -868,7 +695,15 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         {
             let mut ops = crate::hart::HwOps;
             loop {
-                self.enter();
+                crate::entry::enter(
+                    &mut self.regs,
+                    crate::entry::EntryState {
+                        hgatp: self.hgatp,
+                        load_vs: core::mem::take(&mut self.vs_reload).then_some(&self.vs),
+                        flush_vmid: core::mem::take(&mut self.flush_pending).then_some(self.vmid),
+                        inject: core::mem::take(&mut self.inject),
+                    },
+                );
                 if let Next::Exit(exit) = self.handle_trap(&mut ops) {
                     return Ok(exit);
                 }
@@ -916,22 +751,10 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     }
 
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
-        let bit = match vector as u64 {
-            interrupt::VSSI => hvip::VSSIP,
-            interrupt::VSTI => hvip::VSTIP,
-            interrupt::VSEI => hvip::VSEIP,
-            // The guest's view: supervisor software/timer/external (1, 5, 9) are the
-            // same interrupts as VS-level ones.
-            interrupt::SSI => hvip::VSSIP,
-            interrupt::STI => hvip::VSTIP,
-            interrupt::SEI => hvip::VSEIP,
-            other => {
-                return Err(VCpuError::InvalidValue {
-                    what: "interrupt (1/2 software, 5/6 timer, 9/10 external)",
-                    value: other,
-                });
-            }
-        };
+        let bit = crate::interrupt::hvip_bit(vector).ok_or(VCpuError::InvalidValue {
+            what: "interrupt (1/2 software, 5/6 timer, 9/10 external)",
+            value: vector as u64,
+        })?;
         self.inject |= bit;
         Ok(())
     }
@@ -968,44 +791,6 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     }
 }
 
-#[cfg(target_arch = "riscv64")]
-impl<F: GStage> Riscv64VCpu<F> {
-    /// Loads the per-entry state into the hart and runs the guest until its next trap.
-    fn enter(&mut self) {
-        use crate::csr::num;
-        use crate::hw::{csr_read, csr_set, csr_write};
-        csr_write!(num::HGATP, self.hgatp);
-        if self.vs_reload {
-            crate::hart::load_vs_csrs(&self.vs);
-            self.vs_reload = false;
-        }
-        if self.flush_pending {
-            crate::hw::hfence_gvma_vmid(u64::from(self.vmid));
-            crate::hw::hfence_vvma_all();
-            self.flush_pending = false;
-        }
-        if self.inject != 0 {
-            csr_set!(num::HVIP, self.inject);
-            self.inject = 0;
-        }
-        let host = csr_read!(num::SSTATUS);
-        let fs = if self.regs.fp_live != 0 {
-            sstatus::FS_CLEAN
-        } else {
-            host & sstatus::FS_MASK
-        };
-        self.regs.sstatus = (host
-            & !(sstatus::SPP | sstatus::SPIE | sstatus::SIE | sstatus::FS_MASK))
-            | (self.regs.sstatus & sstatus::SPP)
-            | fs;
-        self.regs.hstatus = hstatus::GUEST;
-        // SAFETY: hgatp holds this VM's root (set_nested_root checked it) whose
-        // tables only map memory given to the guest; hstatus has SPV, sstatus has
-        // SIE clear; `self` is borrowed mutably, so no other hart runs it.
-        unsafe { crate::hw::run_guest(&mut self.regs) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -1018,8 +803,8 @@ mod tests {
     use addrspace::{Sv39x4, Sv48x4};
 
     use super::*;
-    use crate::sbi::{EID_DBCN, EID_HSM, EID_IPI, EID_SRST, EID_TIME};
-    use crate::trap::SCAUSE_INTERRUPT;
+    use crate::exit::{SCAUSE_INTERRUPT, TrapInfo};
+    use crate::firmware::{EID_DBCN, EID_HSM, EID_IPI, EID_SRST, EID_TIME, RemoteFence};
 
     /// A model of the hart: guest memory by GPA (the guest's translation is off, so
     /// HLVX addresses are GPAs too), the VS CSRs, the timer and the fences asked for.
@@ -1447,7 +1232,7 @@ mod tests {
         ecall(
             &mut v,
             &mut h,
-            crate::sbi::EID_RFENCE,
+            crate::firmware::EID_RFENCE,
             1,
             [1, 0, 0x4000, 0x1000, 0, 0],
         );
@@ -1464,7 +1249,7 @@ mod tests {
         ecall(
             &mut v,
             &mut h,
-            crate::sbi::EID_RFENCE,
+            crate::firmware::EID_RFENCE,
             0,
             [1, 0, 0, 0, 0, 0],
         );
@@ -1776,10 +1561,13 @@ mod tests {
         w.set_nested_root(HostPhysAddr::from_usize(0x8040_4000))
             .unwrap();
         assert_eq!(w.hgatp() >> 60, 9);
-        assert_eq!(crate::csr::hgatp::vmid(w.hgatp()), 3);
+        assert_eq!(crate::regs::hgatp::vmid(w.hgatp()), 3);
         v.inject_interrupt(6).unwrap();
         v.inject_interrupt(1).unwrap();
-        assert_eq!(v.inject, hvip::VSTIP | hvip::VSSIP);
+        assert_eq!(
+            v.inject,
+            crate::regs::hvip::VSTIP | crate::regs::hvip::VSSIP
+        );
         assert!(matches!(
             v.inject_interrupt(12),
             Err(VCpuError::InvalidValue { value: 12, .. })

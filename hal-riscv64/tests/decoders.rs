@@ -1,9 +1,9 @@
 //! Property tests of the guest-controlled decoders: every input decodes without a
 //! panic, and what a decode returns is consistent with its input.
 
-use hal_riscv64::insn::{self, Htinst, MemOp};
-use hal_riscv64::sbi::SbiRequest;
-use hal_riscv64::trap::{Trap, TrapInfo};
+use hal_riscv64::exit::{Trap, TrapInfo};
+use hal_riscv64::firmware::SbiRequest;
+use hal_riscv64::mmio::{self as insn, Htinst, MemOp};
 use proptest::prelude::*;
 
 proptest! {

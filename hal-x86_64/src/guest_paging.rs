@@ -7,14 +7,7 @@
 use addrspace::GuestPhysAddr;
 use vcpu_api::GuestMemory;
 
-use crate::svm::EFER_LMA;
-
-/// CR0.PG.
-pub const CR0_PG: u64 = 1 << 31;
-/// CR4.PAE.
-pub const CR4_PAE: u64 = 1 << 5;
-/// CR4.LA57 (5-level paging).
-pub const CR4_LA57: u64 = 1 << 12;
+use crate::regs::{CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA};
 
 const P: u64 = 1;
 const RW: u64 = 1 << 1;

@@ -18,26 +18,13 @@ use vcpu_api::{
     VCpuResult,
 };
 
+use crate::context::{RAX, RBX, RCX, RDI, RDX, RSP, long_mode_start};
+use crate::cpu;
 use crate::exit::{NpfErrorCode, SvmExit};
-use crate::guest_paging::{CR0_PG, CR4_PAE, GuestPaging};
-use crate::insn::{self, MAX_INSN_LEN};
-use crate::permission::{IOPM_BYTES, MSRPM_BYTES};
-use crate::svm::{self, EFER_LMA, EFER_LME, EFER_SVME};
-use crate::vmcb::{Vmcb, VmcbSegment, intercept1, intercept2, tlb_control};
-
-/// Indices of general registers (the `ArchVCpu` numbering).
-const RAX: usize = 0;
-const RCX: usize = 1;
-const RDX: usize = 2;
-const RBX: usize = 3;
-const RSP: usize = 4;
-const RSI: usize = 6;
-const RDI: usize = 7;
-
-/// CR0 of the guest: PE, MP, ET, NE, WP, PG.
-pub const GUEST_CR0: u64 = 1 | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | CR0_PG;
-/// The power-on PAT value (APM vol. 2, 7.8.2), given to the guest as G_PAT.
-pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+use crate::firmware;
+use crate::guest_paging::GuestPaging;
+use crate::mmio::{self as insn, MAX_INSN_LEN};
+use crate::vmcb::{Frames, Vmcb, intercept1, intercept2, tlb_control};
 
 /// How the guest starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,68 +52,6 @@ enum Pending {
 struct LastNpf {
     gpa: GuestPhysAddr,
     error: NpfErrorCode,
-}
-
-/// A VMCB, IOPM and MSRPM held by the vCPU.
-struct Frames<F: FrameAllocator> {
-    alloc: F,
-    vmcb: HostPhysAddr,
-    iopm: HostPhysAddr,
-    msrpm: HostPhysAddr,
-}
-
-impl<F: FrameAllocator> Frames<F> {
-    fn new(alloc: F) -> VCpuResult<Self> {
-        let oom = VCpuError::Unsupported {
-            feature: "memory for the VMCB and permission maps",
-        };
-        let vmcb = alloc.alloc_frame().ok_or(oom)?;
-        let Some(iopm) = alloc.alloc_frames(IOPM_BYTES / PAGE_SIZE, 1) else {
-            // SAFETY: `vmcb` came from `alloc` just above and is not used.
-            unsafe { alloc.dealloc_frames(vmcb, 1) };
-            return Err(oom);
-        };
-        let Some(msrpm) = alloc.alloc_frames(MSRPM_BYTES / PAGE_SIZE, 1) else {
-            // SAFETY: both came from `alloc` just above and are not used.
-            unsafe {
-                alloc.dealloc_frames(vmcb, 1);
-                alloc.dealloc_frames(iopm, IOPM_BYTES / PAGE_SIZE);
-            }
-            return Err(oom);
-        };
-        let frames = Self {
-            alloc,
-            vmcb,
-            iopm,
-            msrpm,
-        };
-        // Intercept every port and every MSR: all bits set.
-        for (pa, len) in [(iopm, IOPM_BYTES), (msrpm, MSRPM_BYTES)] {
-            let va = frames.alloc.phys_to_virt(pa).as_usize() as *mut u8;
-            // SAFETY: `len` bytes of frames we own, contiguous in the virtual view.
-            unsafe { core::ptr::write_bytes(va, 0xff, len) };
-        }
-        // SAFETY: the VMCB frame is ours; all-zero is a valid `Vmcb`.
-        unsafe { frames.vmcb_ptr().write(Vmcb::zeroed()) };
-        Ok(frames)
-    }
-
-    fn vmcb_ptr(&self) -> *mut Vmcb {
-        self.alloc.phys_to_virt(self.vmcb).as_usize() as *mut Vmcb
-    }
-}
-
-impl<F: FrameAllocator> Drop for Frames<F> {
-    fn drop(&mut self) {
-        // SAFETY: the three allocations came from `alloc` in `new`; the vCPU is
-        // being dropped, so no VMRUN uses them any more.
-        unsafe {
-            self.alloc.dealloc_frames(self.vmcb, 1);
-            self.alloc.dealloc_frames(self.iopm, IOPM_BYTES / PAGE_SIZE);
-            self.alloc
-                .dealloc_frames(self.msrpm, MSRPM_BYTES / PAGE_SIZE);
-        }
-    }
 }
 
 /// An SVM vCPU whose VMCB and permission maps come from the frame allocator `F`
@@ -235,13 +160,7 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     fn emulate_cpuid(&mut self) {
         let leaf = self.vmcb().save.rax as u32;
         let sub = self.gprs[RCX] as u32;
-        let (a, b, c, d) = match (leaf, svm::cpuid(leaf, sub)) {
-            (1, (a, b, c, d)) => (a, b, c | 1 << 31, d),
-            // SVM (ECX[2]) hidden, and its feature leaf empty.
-            (0x8000_0001, (a, b, c, d)) => (a, b, c & !(1 << 2), d),
-            (0x8000_000a, _) => (0, 0, 0, 0),
-            (_, r) => r,
-        };
+        let (a, b, c, d) = firmware::cpuid_for_guest(leaf, cpu::cpuid(leaf, sub));
         self.vmcb_mut().save.rax = u64::from(a);
         self.gprs[RBX] = u64::from(b);
         self.gprs[RCX] = u64::from(c);
@@ -283,10 +202,9 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
             }
             SvmExit::Vmmcall => {
                 self.pending = Pending::Hypercall;
-                let g = &self.gprs;
                 ExitReason::Hypercall {
                     nr: self.vmcb().save.rax,
-                    args: [g[RDI], g[RSI], g[RDX], g[RCX], g[8], g[9]],
+                    args: firmware::hypercall_args(&self.gprs),
                 }
             }
             SvmExit::Hlt => {
@@ -379,93 +297,14 @@ impl<F: FrameAllocator + Default> Drop for SvmVCpu<F> {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    r#"
-    .text
-    .global hal_x86_64_svm_vmrun
-    // fn(gprs: *mut [u64; 16] (rdi), guest_vmcb_pa: u64 (rsi), host_vmcb_pa: u64 (rdx))
-hal_x86_64_svm_vmrun:
-    push    %rbp
-    push    %rbx
-    push    %r12
-    push    %r13
-    push    %r14
-    push    %r15
-    push    %rdi                    // [rsp + 16] after the next two pushes
-    push    %rdx                    // host VMCB
-    push    %rsi                    // guest VMCB
-    mov     %rdx, %rax
-    vmsave  %rax                    // host FS/GS/TR/LDTR/KernelGsBase/STAR...
-    mov     (%rsp), %rax            // guest VMCB
-    mov     8*1(%rdi), %rcx
-    mov     8*2(%rdi), %rdx
-    mov     8*3(%rdi), %rbx
-    mov     8*5(%rdi), %rbp
-    mov     8*6(%rdi), %rsi
-    mov     8*8(%rdi), %r8
-    mov     8*9(%rdi), %r9
-    mov     8*10(%rdi), %r10
-    mov     8*11(%rdi), %r11
-    mov     8*12(%rdi), %r12
-    mov     8*13(%rdi), %r13
-    mov     8*14(%rdi), %r14
-    mov     8*15(%rdi), %r15
-    mov     8*7(%rdi), %rdi
-    clgi
-    vmload  %rax
-    vmrun   %rax
-    // #VMEXIT: RSP and RAX (the guest VMCB) are the host's again, every other
-    // general register holds the guest's value.
-    vmsave  %rax
-    push    %rdi                    // guest RDI
-    mov     8*3(%rsp), %rdi         // gprs
-    mov     %rcx, 8*1(%rdi)
-    mov     %rdx, 8*2(%rdi)
-    mov     %rbx, 8*3(%rdi)
-    mov     %rbp, 8*5(%rdi)
-    mov     %rsi, 8*6(%rdi)
-    mov     %r8, 8*8(%rdi)
-    mov     %r9, 8*9(%rdi)
-    mov     %r10, 8*10(%rdi)
-    mov     %r11, 8*11(%rdi)
-    mov     %r12, 8*12(%rdi)
-    mov     %r13, 8*13(%rdi)
-    mov     %r14, 8*14(%rdi)
-    mov     %r15, 8*15(%rdi)
-    pop     %rax
-    mov     %rax, 8*7(%rdi)
-    pop     %rax                    // guest VMCB
-    pop     %rax                    // host VMCB
-    vmload  %rax
-    stgi
-    pop     %rdi
-    pop     %r15
-    pop     %r14
-    pop     %r13
-    pop     %r12
-    pop     %rbx
-    pop     %rbp
-    ret
-"#,
-    options(att_syntax)
-);
-
-#[cfg(target_arch = "x86_64")]
-unsafe extern "C" {
-    /// Runs the guest of the VMCB at `guest_vmcb` until the next #VMEXIT, loading
-    /// and saving the general registers other than RAX and RSP from `gprs`.
-    fn hal_x86_64_svm_vmrun(gprs: *mut [u64; 16], guest_vmcb: u64, host_vmcb: u64);
-}
-
 impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     type Format = Npt;
     type CreateConfig = ();
     type SetupConfig = SvmSetupConfig;
 
     fn new(vm_id: usize, vcpu_id: usize, _config: ()) -> VCpuResult<Self> {
-        let cpu = svm::cpu().ok_or(VCpuError::Unsupported {
-            feature: "SVM enabled on this CPU (call hal_x86_64::svm::enable first)",
+        let cpu = cpu::cpu().ok_or(VCpuError::Unsupported {
+            feature: "SVM enabled on this CPU (call hal_x86_64::cpu::enable first)",
         })?;
         let asid = cpu
             .features
@@ -555,24 +394,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                 value: config.guest_cr3,
             });
         }
-        let s = &mut self.vmcb_mut().save;
-        s.cs = VmcbSegment::CODE64;
-        for seg in [&mut s.ds, &mut s.es, &mut s.fs, &mut s.gs, &mut s.ss] {
-            *seg = VmcbSegment::DATA;
-        }
-        s.tr = VmcbSegment::TSS64;
-        s.ldtr = VmcbSegment::LDT_EMPTY;
-        s.gdtr = VmcbSegment::table(0, 0xffff);
-        s.idtr = VmcbSegment::table(0, 0);
-        s.cpl = 0;
-        s.efer = EFER_SVME | EFER_LME | EFER_LMA;
-        s.cr0 = GUEST_CR0;
-        s.cr3 = config.guest_cr3;
-        s.cr4 = CR4_PAE;
-        s.dr6 = 0xffff_0ff0;
-        s.dr7 = 0x400;
-        s.rflags = 0x2;
-        s.g_pat = DEFAULT_PAT;
+        long_mode_start(&mut self.vmcb_mut().save, config.guest_cr3);
         Ok(())
     }
 
@@ -597,7 +419,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let host_vmcb = svm::cpu()
+            let host_vmcb = cpu::cpu()
                 .ok_or(VCpuError::Unsupported {
                     feature: "SVM enabled on this CPU",
                 })?
@@ -619,7 +441,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                 // in `new`/`setup`; nCR3 is the VM's NPT root (kept alive by the
                 // VM layer while its vCPUs exist); SVM is enabled with a host save
                 // area; the trampoline restores every callee-saved register.
-                unsafe { hal_x86_64_svm_vmrun(&mut self.gprs, vmcb_pa, host_vmcb) };
+                unsafe { crate::entry::vmrun(&mut self.gprs, vmcb_pa, host_vmcb) };
                 self.flush_pending = false;
                 if flush != tlb_control::DO_NOTHING {
                     self.flushed_entries += 1;
@@ -688,14 +510,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
-        let Ok(vector) = u8::try_from(vector) else {
-            return Err(VCpuError::InvalidValue {
-                what: "interrupt vector",
-                value: vector as u64,
-            });
-        };
-        // EVENTINJ: vector, type 0 (external interrupt), valid (APM 15.20).
-        self.vmcb_mut().control.event_inj = u64::from(vector) | (1 << 31);
+        self.vmcb_mut().control.event_inj = crate::interrupt::external_interrupt(vector)?;
         Ok(())
     }
 
@@ -760,8 +575,10 @@ mod tests {
     use vcpu_api::AccessWidth;
 
     use super::*;
+    use crate::context::RSI;
+    use crate::cpu::SvmFeatures;
     use crate::exit::code;
-    use crate::svm::SvmFeatures;
+    use crate::regs::EFER_SVME;
 
     /// Host memory as frames: a leaked, page-aligned buffer shared by all tests.
     #[derive(Default, Clone, Copy)]
@@ -792,7 +609,7 @@ mod tests {
     }
 
     fn vcpu() -> SvmVCpu<TestFrames> {
-        crate::svm::set_cpu_for_tests(SvmFeatures::from_cpuid(1 << 2, 1, 16, 1).unwrap());
+        crate::cpu::set_cpu_for_tests(SvmFeatures::from_cpuid(1 << 2, 1, 16, 1).unwrap());
         let mut v = SvmVCpu::<TestFrames>::new(0, 0, ()).unwrap();
         v.setup(SvmSetupConfig { guest_cr3: 0x1000 }).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(0x10_0000)).unwrap();
@@ -992,7 +809,7 @@ mod tests {
             [RAX, RBX, RCX, RDX].map(|r| v.gpr(r).unwrap() as u32)
         };
         let host = |leaf| {
-            let (a, b, c, d) = svm::cpuid(leaf, 0);
+            let (a, b, c, d) = cpu::cpuid(leaf, 0);
             [a, b, c, d]
         };
         assert_eq!(cpuid(0), host(0), "vendor leaf as is");

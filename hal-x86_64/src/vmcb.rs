@@ -1,10 +1,15 @@
 //! The virtual machine control block (VMCB): its control area and state-save area,
 //! laid out as AMD64 APM vol. 2 (rev. 3.42), appendix B, tables B-1 and B-2, with
-//! every field offset checked at compile time.
+//! every field offset checked at compile time; and the frames a vCPU holds for its
+//! VMCB and permission maps.
 
 use core::mem::{offset_of, size_of};
 
+use addrspace::{FrameAllocator, HostPhysAddr, PAGE_SIZE};
 use static_assertions::const_assert_eq;
+use vcpu_api::{VCpuError, VCpuResult};
+
+use crate::permission::{IOPM_BYTES, MSRPM_BYTES};
 
 /// Bits of the first "miscellaneous" intercept vector (VMCB offset 0x00C, APM table B-1).
 pub mod intercept1 {
@@ -371,6 +376,71 @@ const_assert_eq!(0x400 + offset_of!(VmcbSave, g_pat), 0x668);
 const_assert_eq!(0x400 + offset_of!(VmcbSave, dbgctl), 0x670);
 const_assert_eq!(0x400 + offset_of!(VmcbSave, last_excp_to), 0x690);
 const_assert_eq!(size_of::<Vmcb>(), 0x1000);
+
+/// A VMCB, IOPM and MSRPM held by the vCPU.
+pub(crate) struct Frames<F: FrameAllocator> {
+    alloc: F,
+    pub(crate) vmcb: HostPhysAddr,
+    pub(crate) iopm: HostPhysAddr,
+    pub(crate) msrpm: HostPhysAddr,
+}
+
+impl<F: FrameAllocator> Frames<F> {
+    /// Allocates the three from `alloc`, every port and MSR intercepted, the VMCB
+    /// zeroed.
+    pub(crate) fn new(alloc: F) -> VCpuResult<Self> {
+        let oom = VCpuError::Unsupported {
+            feature: "memory for the VMCB and permission maps",
+        };
+        let vmcb = alloc.alloc_frame().ok_or(oom)?;
+        let Some(iopm) = alloc.alloc_frames(IOPM_BYTES / PAGE_SIZE, 1) else {
+            // SAFETY: `vmcb` came from `alloc` just above and is not used.
+            unsafe { alloc.dealloc_frames(vmcb, 1) };
+            return Err(oom);
+        };
+        let Some(msrpm) = alloc.alloc_frames(MSRPM_BYTES / PAGE_SIZE, 1) else {
+            // SAFETY: both came from `alloc` just above and are not used.
+            unsafe {
+                alloc.dealloc_frames(vmcb, 1);
+                alloc.dealloc_frames(iopm, IOPM_BYTES / PAGE_SIZE);
+            }
+            return Err(oom);
+        };
+        let frames = Self {
+            alloc,
+            vmcb,
+            iopm,
+            msrpm,
+        };
+        // Intercept every port and every MSR: all bits set.
+        for (pa, len) in [(iopm, IOPM_BYTES), (msrpm, MSRPM_BYTES)] {
+            let va = frames.alloc.phys_to_virt(pa).as_usize() as *mut u8;
+            // SAFETY: `len` bytes of frames we own, contiguous in the virtual view.
+            unsafe { core::ptr::write_bytes(va, 0xff, len) };
+        }
+        // SAFETY: the VMCB frame is ours; all-zero is a valid `Vmcb`.
+        unsafe { frames.vmcb_ptr().write(Vmcb::zeroed()) };
+        Ok(frames)
+    }
+
+    /// Where the hypervisor sees the VMCB.
+    pub(crate) fn vmcb_ptr(&self) -> *mut Vmcb {
+        self.alloc.phys_to_virt(self.vmcb).as_usize() as *mut Vmcb
+    }
+}
+
+impl<F: FrameAllocator> Drop for Frames<F> {
+    fn drop(&mut self) {
+        // SAFETY: the three allocations came from `alloc` in `new`; the vCPU is
+        // being dropped, so no VMRUN uses them any more.
+        unsafe {
+            self.alloc.dealloc_frames(self.vmcb, 1);
+            self.alloc.dealloc_frames(self.iopm, IOPM_BYTES / PAGE_SIZE);
+            self.alloc
+                .dealloc_frames(self.msrpm, MSRPM_BYTES / PAGE_SIZE);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

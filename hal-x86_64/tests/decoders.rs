@@ -5,10 +5,10 @@
 
 use addrspace::GuestPhysAddr;
 use hal_x86_64::exit::SvmExit;
-use hal_x86_64::guest_paging::{CR0_PG, CR4_PAE, GuestPaging};
-use hal_x86_64::insn;
+use hal_x86_64::guest_paging::GuestPaging;
+use hal_x86_64::mmio as insn;
 use hal_x86_64::multiboot::memory_map;
-use hal_x86_64::svm::EFER_LMA;
+use hal_x86_64::regs::{CR0_PG, CR4_PAE, EFER_LMA};
 use proptest::prelude::*;
 use vcpu_api::{AccessWidth, GuestMemory, MmioOp};
 

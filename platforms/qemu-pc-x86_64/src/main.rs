@@ -102,7 +102,7 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
     unsafe { HEAP.lock().init(heap.as_usize(), HEAP_BYTES) };
 
     // SAFETY: CPL 0 on bare metal; FRAMES hands out frames we own.
-    match unsafe { hal_x86_64::svm::enable(&hal::FRAMES) } {
+    match unsafe { hal_x86_64::cpu::enable(&hal::FRAMES) } {
         Ok(cpu) => println!("svm: {:?}", cpu.features),
         Err(e) => fail(format_args!("svm: {e}")),
     }

@@ -25,7 +25,7 @@ static CURRENT_VCPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }
 
 /// Records which vCPU this physical CPU runs (`None` when idle).
 pub(crate) fn set_current(vm_vcpu: Option<(usize, usize)>) {
-    let cpu = hal_aarch64::hw::cpu_id();
+    let cpu = hal_aarch64::cpu::cpu_id();
     let (vm, vcpu) = vm_vcpu.unwrap_or((NONE, NONE));
     if let (Some(a), Some(b)) = (CURRENT_VM.get(cpu), CURRENT_VCPU.get(cpu)) {
         a.store(vm, Ordering::SeqCst);
@@ -35,7 +35,7 @@ pub(crate) fn set_current(vm_vcpu: Option<(usize, usize)>) {
 
 fn current(table: &[AtomicUsize; MAX_CPUS]) -> Option<usize> {
     table
-        .get(hal_aarch64::hw::cpu_id())
+        .get(hal_aarch64::cpu::cpu_id())
         .map(|a| a.load(Ordering::SeqCst))
         .filter(|&v| v != NONE)
 }
@@ -81,7 +81,7 @@ impl vm_core::VmHal for BoardHal {
     }
 
     fn current_pcpu_id() -> usize {
-        hal_aarch64::hw::cpu_id()
+        hal_aarch64::cpu::cpu_id()
     }
 
     fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
@@ -104,6 +104,6 @@ impl vm_core::VmHal for BoardHal {
     }
 
     fn now_ns() -> u64 {
-        hal_aarch64::hw::now_ns()
+        hal_aarch64::cpu::now_ns()
     }
 }

@@ -11,7 +11,7 @@
 //!   implementation.
 //! - `gic`: GICv3 SGIs for kicks.
 //! - `smp`: the second physical CPU, which runs the guest's second vCPU.
-//! - `runner`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
+//! - `run`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
 //! - `layout`: the test VM's layout (`platforms::layouts`) and the check that the
 //!   embedded VM config builds it; the emulated device is `platforms::host::TestDevice`.
 //!
@@ -37,7 +37,7 @@ mod gic;
 mod hal;
 mod layout;
 #[cfg(target_os = "none")]
-mod runner;
+mod run;
 #[cfg(target_os = "none")]
 mod smp;
 
@@ -60,7 +60,7 @@ mod bare_metal {
     use hal_aarch64::PsciConduit;
     use platforms::monitor::Summary;
 
-    use crate::{boot, console, fdt, gic, hal, println, runner, smp};
+    use crate::{boot, console, fdt, gic, hal, println, run, smp};
 
     /// QEMU virt RAM base; QEMU puts the DTB there when the image is linked higher.
     const RAM_BASE: usize = 0x4000_0000;
@@ -77,7 +77,7 @@ mod bare_metal {
         // SAFETY: first thing at EL2 on this CPU; the identity map keeps addresses.
         unsafe { boot::enable_el2_mmu() };
         console::Pl011::init();
-        let el = hal_aarch64::hw::current_el();
+        let el = hal_aarch64::cpu::current_el();
         if el != 2 {
             println!(
                 "qemu-virt-aarch64: running at EL{el}, not EL2: start QEMU with -M virt,virtualization=on"
@@ -110,7 +110,7 @@ mod bare_metal {
             );
         }
         // SAFETY: at EL2 on CPU 0, before any guest.
-        unsafe { hal_aarch64::hw::init_cpu() };
+        unsafe { hal_aarch64::cpu::init_cpu() };
         gic::init_distributor();
         gic::init_cpu(0);
         println!(
@@ -120,8 +120,8 @@ mod bare_metal {
             hal::free_frames()
         );
         let runs = [
-            runner::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
-            runner::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
+            run::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
+            run::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
         ];
         let summary = Summary {
             passed: runs.iter().map(|r| r.0).sum(),
@@ -140,9 +140,9 @@ mod bare_metal {
         // SAFETY: first thing at EL2 on this CPU, as on CPU 0.
         unsafe {
             boot::enable_el2_mmu();
-            hal_aarch64::hw::init_cpu();
+            hal_aarch64::cpu::init_cpu();
         }
-        smp::secondary_work(hal_aarch64::hw::cpu_id())
+        smp::secondary_work(hal_aarch64::cpu::cpu_id())
     }
 
     static EXITING: AtomicBool = AtomicBool::new(false);
@@ -166,7 +166,7 @@ mod bare_metal {
         }
         // SAFETY: powering the machine off is all that is left.
         unsafe {
-            hal_aarch64::hw::firmware_psci([u64::from(hal_aarch64::psci::SYSTEM_OFF), 0, 0, 0])
+            hal_aarch64::cpu::firmware_psci([u64::from(hal_aarch64::firmware::SYSTEM_OFF), 0, 0, 0])
         };
         loop {
             core::hint::spin_loop();
@@ -177,7 +177,7 @@ mod bare_metal {
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         console::print_unlocked(format_args!(
             "\nqemu-virt-aarch64: panic on CPU {}: {info}\n",
-            hal_aarch64::hw::cpu_id()
+            hal_aarch64::cpu::cpu_id()
         ));
         exit(2)
     }

@@ -7,7 +7,7 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use hal_aarch64::psci;
+use hal_aarch64::firmware as psci;
 use spin::Mutex;
 
 use crate::boot::{MAX_CPUS, secondary_entry, stack_top};
@@ -43,11 +43,11 @@ pub(crate) fn run_on(cpu: usize, job: Job) -> Result<(), SmpError> {
         return Err(SmpError::Busy(cpu));
     }
     *JOBS[cpu].lock() = Some(job);
-    let start = hal_aarch64::hw::now_ns();
+    let start = hal_aarch64::cpu::now_ns();
     loop {
         // SAFETY: CPU_ON starts `cpu` at our secondary entry with its own stack.
         let ret = unsafe {
-            hal_aarch64::hw::firmware_psci([
+            hal_aarch64::cpu::firmware_psci([
                 u64::from(psci::CPU_ON_64),
                 cpu as u64,
                 secondary_entry(),
@@ -58,7 +58,7 @@ pub(crate) fn run_on(cpu: usize, job: Job) -> Result<(), SmpError> {
         if ret == 0 {
             return Ok(());
         }
-        if ret != already_on || hal_aarch64::hw::now_ns() - start > ALREADY_ON_RETRY_NS {
+        if ret != already_on || hal_aarch64::cpu::now_ns() - start > ALREADY_ON_RETRY_NS {
             JOBS[cpu].lock().take();
             BUSY[cpu].store(false, Ordering::SeqCst);
             return Err(SmpError::Firmware(ret));
@@ -72,9 +72,9 @@ pub(crate) fn wait_idle(cpu: usize, timeout_ns: u64) -> bool {
     let Some(busy) = BUSY.get(cpu) else {
         return true;
     };
-    let start = hal_aarch64::hw::now_ns();
+    let start = hal_aarch64::cpu::now_ns();
     while busy.load(Ordering::SeqCst) {
-        if hal_aarch64::hw::now_ns() - start > timeout_ns {
+        if hal_aarch64::cpu::now_ns() - start > timeout_ns {
             return false;
         }
         core::hint::spin_loop();
@@ -92,7 +92,7 @@ pub(crate) fn secondary_work(cpu: usize) -> ! {
         busy.store(false, Ordering::SeqCst);
     }
     // SAFETY: this CPU has nothing left to do; CPU_OFF does not return.
-    unsafe { hal_aarch64::hw::firmware_psci([u64::from(psci::CPU_OFF), 0, 0, 0]) };
+    unsafe { hal_aarch64::cpu::firmware_psci([u64::from(psci::CPU_OFF), 0, 0, 0]) };
     loop {
         core::hint::spin_loop();
     }

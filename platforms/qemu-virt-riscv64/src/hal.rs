@@ -88,7 +88,7 @@ impl VmHal for BoardHal {
     }
 
     fn kick_pcpu(pcpu_id: usize) {
-        if let Err(e) = hal_riscv64::firmware::send_ipi(pcpu_id as u64) {
+        if let Err(e) = hal_riscv64::cpu::send_ipi(pcpu_id as u64) {
             log::error!("kick of hart {pcpu_id}: SBI send_ipi failed with {e}");
         }
     }

@@ -9,7 +9,7 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hal_riscv64::sbi::hart_state;
+use hal_riscv64::firmware::hart_state;
 use spin::Mutex;
 
 use crate::boot::{MAX_HARTS, spin_until, wait_for_kick};
@@ -31,10 +31,10 @@ static SECOND: AtomicU64 = AtomicU64::new(u64::MAX);
 pub(crate) fn start_second_hart(boot_hart: usize) -> Option<u64> {
     let entry = crate::boot::_start_secondary as *const () as usize as u64;
     for hart in (0..MAX_HARTS as u64).filter(|&h| h != boot_hart as u64) {
-        if hal_riscv64::firmware::hart_status(hart) != Ok(hart_state::STOPPED) {
+        if hal_riscv64::cpu::hart_status(hart) != Ok(hart_state::STOPPED) {
             continue;
         }
-        if let Err(e) = hal_riscv64::firmware::hart_start(hart, entry, 0) {
+        if let Err(e) = hal_riscv64::cpu::hart_start(hart, entry, 0) {
             println!("hart {hart}: SBI hart_start failed with {e}");
             continue;
         }
@@ -56,7 +56,7 @@ pub(crate) fn post(job: Job) -> bool {
     }
     *JOB.lock() = Some(job);
     // Wake it from `wfi`.
-    let _ = hal_riscv64::firmware::send_ipi(hart);
+    let _ = hal_riscv64::cpu::send_ipi(hart);
     true
 }
 

@@ -6,7 +6,7 @@
 
 use alloc::sync::Arc;
 
-use hal_riscv64::sbi::{SbiRequest, error as sbi_err, hart_state};
+use hal_riscv64::firmware::{SbiRequest, error as sbi_err, hart_state};
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
 use platforms::host::{self, SharedMonitor};
 use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
@@ -85,13 +85,13 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
     let vmid = hal_riscv64::vmid_for(vm_id);
     println!(
         "[{label}] hgatp {hgatp:#x}: MODE {}, VMID {}, root {root:?}",
-        hal_riscv64::csr::hgatp::mode(hgatp),
-        hal_riscv64::csr::hgatp::vmid(hgatp)
+        hal_riscv64::regs::hgatp::mode(hgatp),
+        hal_riscv64::regs::hgatp::vmid(hgatp)
     );
     monitor.host_check(
         "hgatp names the format, the VMID and the 16 KiB-aligned root",
         hgatp == F::hgatp(root, vmid)
-            && hal_riscv64::csr::hgatp::mode(hgatp) == F::MODE
+            && hal_riscv64::regs::hgatp::mode(hgatp) == F::MODE
             && root.as_usize().is_multiple_of(0x4000),
     );
 

@@ -1,30 +1,13 @@
-//! Turning SVM on for a physical CPU and what the processor offers: CPUID
+//! The physical CPU: turning SVM on ([`enable`]) and what the processor offers: CPUID
 //! Fn8000_0001/Fn8000_000A decoding (pure), EFER.SVME and VM_HSAVE_PA (APM vol. 2,
-//! 15.4 "Enabling SVM", 15.30.4 "VM_HSAVE_PA MSR"), the ASID of a VM and how the
-//! TLB of one guest is flushed.
+//! 15.4 "Enabling SVM", 15.30.4 "VM_HSAVE_PA MSR"), and the MSR and CPUID
+//! instructions.
 
 use core::fmt;
 
 use addrspace::{FrameAllocator, HostPhysAddr};
 
-use crate::vmcb::tlb_control;
-
-/// EFER.
-pub const MSR_EFER: u32 = 0xc000_0080;
-/// VM_CR.
-pub const MSR_VM_CR: u32 = 0xc001_0114;
-/// VM_HSAVE_PA.
-pub const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
-/// EFER.SVME.
-pub const EFER_SVME: u64 = 1 << 12;
-/// EFER.NXE (the nested walk honours NX only with the host's EFER.NXE set).
-pub const EFER_NXE: u64 = 1 << 11;
-/// EFER.LME.
-pub const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
-/// VM_CR.SVMDIS.
-pub const VM_CR_SVMDIS: u64 = 1 << 4;
+use crate::regs::{EFER_NXE, EFER_SVME, MSR_EFER, MSR_VM_CR, MSR_VM_HSAVE_PA, VM_CR_SVMDIS};
 
 /// Why SVM cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,29 +84,6 @@ impl SvmFeatures {
             return Err(SvmError::NoNestedPaging);
         }
         Ok(f)
-    }
-
-    /// The TLB_CONTROL value that flushes one guest's translations: by ASID when
-    /// the processor can, else the whole TLB (QEMU's models lack FlushByAsid, and
-    /// values 3 and 7 are reserved without it).
-    pub const fn flush_control(&self) -> u8 {
-        if self.flush_by_asid {
-            tlb_control::FLUSH_ASID
-        } else {
-            tlb_control::FLUSH_ALL
-        }
-    }
-
-    /// The ASID of VM `vm_id`: `vm_id + 1` (ASID 0 is the host's, APM 15.16).
-    pub fn asid_for_vm(&self, vm_id: usize) -> Result<u32, SvmError> {
-        let asid = vm_id.checked_add(1).and_then(|a| u32::try_from(a).ok());
-        match asid {
-            Some(a) if a < self.nasid => Ok(a),
-            _ => Err(SvmError::NoAsid {
-                vm_id,
-                nasid: self.nasid,
-            }),
-        }
     }
 }
 
@@ -260,14 +220,12 @@ mod tests {
         assert_eq!(f.revision, 1);
         assert_eq!(f.nasid, 16);
         assert!(f.nested_paging && !f.nrips && !f.flush_by_asid && !f.decode_assists);
-        assert_eq!(f.flush_control(), tlb_control::FLUSH_ALL);
     }
 
     #[test]
     fn flush_by_asid_when_offered() {
         let f = SvmFeatures::from_cpuid(1 << 2, 1, 32768, 0xcf).unwrap();
         assert!(f.flush_by_asid && f.nrips && f.decode_assists);
-        assert_eq!(f.flush_control(), tlb_control::FLUSH_ASID);
     }
 
     #[test]
@@ -277,21 +235,5 @@ mod tests {
             SvmFeatures::from_cpuid(1 << 2, 1, 16, 0),
             Err(SvmError::NoNestedPaging)
         );
-    }
-
-    #[test]
-    fn asids() {
-        let (c, a, b, d) = QEMU_EPYC;
-        let f = SvmFeatures::from_cpuid(c, a, b, d).unwrap();
-        assert_eq!(f.asid_for_vm(0), Ok(1));
-        assert_eq!(f.asid_for_vm(14), Ok(15));
-        assert_eq!(
-            f.asid_for_vm(15),
-            Err(SvmError::NoAsid {
-                vm_id: 15,
-                nasid: 16
-            })
-        );
-        assert!(f.asid_for_vm(usize::MAX).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! CSR numbers and the fields of the hypervisor's registers (`hstatus`, `sstatus`,
 //! `henvcfg`, `hvip`), as the RISC-V Privileged Architecture 20211203 names them
 //! (chapter 4 for the S-mode CSRs, chapter 8 "Hypervisor Extension", table 2.2 for the
-//! numbers). Values only; the instructions that access them are in the `hw` module.
+//! numbers), and the `csr_read!`/`csr_write!`/`csr_set!`/`csr_clear!` instructions
+//! that access them (riscv64 only).
 
 /// CSR numbers.
 pub mod num {
@@ -117,7 +118,7 @@ pub const HCOUNTEREN_ALL: u64 = 0b111;
 
 /// `hvip` bits: pending VS-level interrupts the hypervisor injects (section 8.2.3).
 pub mod hvip {
-    use crate::trap::interrupt;
+    use crate::exit::interrupt;
     /// VSSIP.
     pub const VSSIP: u64 = 1 << interrupt::VSSI;
     /// VSTIP.
@@ -143,6 +144,53 @@ pub mod hgatp {
         (value >> VMID_SHIFT) & ((1 << VMID_MAX_BITS) - 1)
     }
 }
+
+/// Reads CSR `$csr` (a constant: a [`num`] name). riscv64 only.
+#[cfg(target_arch = "riscv64")]
+macro_rules! csr_read {
+    ($csr:expr) => {{
+        let value: u64;
+        // SAFETY: reading a CSR has no memory effects; the caller names a CSR that
+        // exists in HS-mode.
+        unsafe { core::arch::asm!("csrr {0}, {1}", out(reg) value, const $csr, options(nomem, nostack)) };
+        value
+    }};
+}
+
+/// Writes `$value` to CSR `$csr` (a constant, as for `csr_read!`).
+#[cfg(target_arch = "riscv64")]
+macro_rules! csr_write {
+    ($csr:expr, $value:expr) => {{
+        let value: u64 = $value;
+        // SAFETY: the caller names a CSR that exists in HS-mode and a value whose
+        // effect it has considered (no CSR write here changes memory mappings of the
+        // hypervisor itself).
+        unsafe { core::arch::asm!("csrw {1}, {0}", in(reg) value, const $csr, options(nostack)) };
+    }};
+}
+
+/// Sets bits of CSR `$csr`.
+#[cfg(target_arch = "riscv64")]
+macro_rules! csr_set {
+    ($csr:expr, $bits:expr) => {{
+        let bits: u64 = $bits;
+        // SAFETY: as `csr_write!`.
+        unsafe { core::arch::asm!("csrs {1}, {0}", in(reg) bits, const $csr, options(nostack)) };
+    }};
+}
+
+/// Clears bits of CSR `$csr`.
+#[cfg(target_arch = "riscv64")]
+macro_rules! csr_clear {
+    ($csr:expr, $bits:expr) => {{
+        let bits: u64 = $bits;
+        // SAFETY: as `csr_write!`.
+        unsafe { core::arch::asm!("csrc {1}, {0}", in(reg) bits, const $csr, options(nostack)) };
+    }};
+}
+
+#[cfg(target_arch = "riscv64")]
+pub(crate) use {csr_clear, csr_read, csr_set, csr_write};
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use addrspace::{GuestPhysAddr, PAGE_SIZE};
-use hal_aarch64::psci::{PsciConduit, PsciError, SMCCC_NOT_SUPPORTED};
+use hal_aarch64::firmware::{PsciConduit, PsciError, SMCCC_NOT_SUPPORTED};
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
 use platforms::host::{self, SharedMonitor};
 use platforms::monitor::Action;
@@ -83,7 +83,7 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     // A kick to this CPU before vCPU 0's first entry: the SGI stays pending at EL2
     // (interrupts masked) and must take the guest out at once (HCR_EL2.IMO). This is
     // what `VmHal::kick_pcpu` sends.
-    crate::gic::kick(hal_aarch64::hw::cpu_id());
+    crate::gic::kick(hal_aarch64::cpu::cpu_id());
     vcpu_loop(&run, 0);
     // vCPU 0 is done (powered the VM off, or failed): stop the VM, then wait for the
     // other CPU, which leaves its loop when its vCPU is off or the VM stopped.
@@ -156,7 +156,7 @@ fn sync_guest_code<F: Stage2Format>(vm: &Vm<Aarch64VCpu<F>>, len: usize) {
     let base = LAYOUT.ram_base as usize;
     for page in (base..base + len).step_by(PAGE_SIZE) {
         if let Some(t) = vm.walk(GuestPhysAddr::from_usize(page)).translation() {
-            hal_aarch64::hw::sync_code_for_guest(t.hpa.as_usize(), PAGE_SIZE);
+            hal_aarch64::cpu::sync_code_for_guest(t.hpa.as_usize(), PAGE_SIZE);
         }
     }
 }
@@ -290,7 +290,7 @@ fn schedule<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         .unwrap_or(vcpu);
     let job_run = run.clone();
     let job = alloc::boxed::Box::new(move || {
-        let cpu = hal_aarch64::hw::cpu_id();
+        let cpu = hal_aarch64::cpu::cpu_id();
         crate::gic::init_cpu(cpu);
         println!("[{}] vCPU {vcpu} runs on physical CPU {cpu}", job_run.label);
         vcpu_loop(&job_run, vcpu);

@@ -399,6 +399,13 @@ pub const fn decode_trap(esr: u64, far: u64, hpfar: u64) -> Trap {
     }
 }
 
+/// ESR_EL2, FAR_EL2 and HPFAR_EL2 of the last trap (bare-metal aarch64 only).
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub(crate) fn trap_registers() -> (u64, u64, u64) {
+    use crate::regs::mrs;
+    (mrs!("esr_el2"), mrs!("far_el2"), mrs!("hpfar_el2"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
