@@ -9,7 +9,7 @@ use core::fmt;
 use addrspace::GuestPhysAddr;
 use vcpu_api::AccessWidth;
 
-use crate::config::page_span;
+use crate::config::page_cover;
 
 /// Why a device refused an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +53,9 @@ pub trait MmioDevice: Send + Sync {
 
 /// The 4 KiB pages an emulated device at `[base, base + length)` claims in the
 /// address space (reserved there, so nothing else maps them): their start and size.
+/// An empty or overflowing range gives size 0, which the address space refuses.
 pub(crate) fn device_pages(base: GuestPhysAddr, length: usize) -> (GuestPhysAddr, usize) {
-    let start = base.as_usize() as u64;
-    let (s, e) = page_span(start, start.saturating_add(length as u64));
-    (GuestPhysAddr::from_usize(s as usize), (e - s) as usize)
+    page_cover(base, length).map_or((base, 0), |r| (r.start(), r.size()))
 }
 
 /// One device on the bus.

@@ -28,13 +28,13 @@ pub fn plan_passthrough(
     devices: &[PassthroughDeviceConfig],
 ) -> ConfigResult<Vec<PassthroughRange>> {
     // (start, end, offset = gpa - hpa, index)
-    let mut spans: Vec<(u64, u64, u64, usize)> = Vec::with_capacity(devices.len());
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(devices.len());
     for (i, d) in devices.iter().enumerate() {
-        let ((start, end), offset) = passthrough_pages(Field::at(PASSTHROUGH, i), d)?;
-        spans.push((start, end, offset, i));
+        let (pages, offset) = passthrough_pages(Field::at(PASSTHROUGH, i), d)?;
+        spans.push((pages.start().as_usize(), pages.end().as_usize(), offset, i));
     }
     spans.sort_by_key(|s| (s.0, s.1));
-    let mut out: Vec<(u64, u64, u64, usize)> = Vec::new();
+    let mut out: Vec<(usize, usize, usize, usize)> = Vec::new();
     for s in spans {
         if let Some(last) = out.last_mut()
             && s.0 <= last.1
@@ -56,9 +56,9 @@ pub fn plan_passthrough(
     Ok(out
         .into_iter()
         .map(|(start, end, offset, _)| PassthroughRange {
-            gpa: GuestPhysAddr::from_usize(start as usize),
-            hpa: HostPhysAddr::from_usize(start.wrapping_sub(offset) as usize),
-            size: (end - start) as usize,
+            gpa: GuestPhysAddr::from_usize(start),
+            hpa: HostPhysAddr::from_usize(start.wrapping_sub(offset)),
+            size: end - start,
         })
         .collect())
 }

@@ -597,3 +597,71 @@ fn builder_and_validate_agree_with_toml() {
     let src = built.to_rust_source("vm");
     assert!(src.contains(".memory_region(::vm_core::GuestPhysAddr::from_usize(0x90000000), 0x200000, ::vm_core::MappingFlags::from_bits_retain(0x3), ::vm_core::MapType::Alloc, ::vm_core::Populate::Lazy)"));
 }
+
+/// Issue 10: `cpu_num` had no upper bound; 2^63-1 panicked in `Vm::new` ("capacity
+/// overflow") and 2^40 aborted. Both are refused here, naming `base.cpu_num`.
+#[test]
+fn cpu_num_beyond_the_limit_is_refused() {
+    for n in ["9223372036854775807", "1099511627776", "1025"] {
+        let e = variant("cpu_num = 2\nphys", &format!("cpu_num = {n}\nphys")).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::TooManyCpus { max: 1024, .. }),
+            "{n}: {e:?}"
+        );
+        assert!(e.to_string().starts_with("base.cpu_num: "), "{e}");
+    }
+    // The limit itself is fine (the CPU lists must follow it).
+    let ids: Vec<String> = (0..1024).map(|i| i.to_string()).collect();
+    variant(
+        "cpu_num = 2\nphys_cpu_ids = [0, 1]",
+        &format!("cpu_num = 1024\nphys_cpu_ids = [{}]", ids.join(", ")),
+    )
+    .unwrap();
+}
+
+/// Issue 10: two emulated devices with the same name were accepted, though a board
+/// attaches a model by name and only one of them could get it.
+#[test]
+fn two_emulated_devices_with_one_name_are_refused() {
+    let e = variant(
+        r#"emu_devices = [["dev", 0x0b00_0000, 0x1000, 0, 0, []]]"#,
+        r#"emu_devices = [["dev", 0x0b00_0000, 0x1000, 0, 0, []], ["other", 0x0c00_0000, 0x1000, 0, 0, []], ["dev", 0x0d00_0000, 0x1000, 0, 0, []]]"#,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ConfigError::DuplicateName { other: 0, .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "devices.emu_devices[2].name: \"dev\" is also the name of [0]"
+    );
+}
+
+/// Issue 10: the generated Rust for a config with `dtb_path` but no `dtb_load_addr`
+/// (or a `ramdisk_load_addr` without `ramdisk_path`) set the missing half to 0 / "",
+/// building a different config than the one it was generated from.
+#[test]
+fn generated_source_keeps_a_missing_half_missing() {
+    let text = |from: &str, to: &str| {
+        let c = variant(from, to).unwrap();
+        (c.to_rust_source("vm"), c)
+    };
+    let (src, c) = text(
+        "kernel_load_addr = 0x8000_0000",
+        "kernel_load_addr = 0x8000_0000\ndtb_path = \"guest.dtb\"",
+    );
+    assert_eq!(c.kernel.dtb_load_addr, None);
+    assert!(src.contains(".dtb_path(\"guest.dtb\")"), "{src}");
+    assert!(!src.contains("dtb_load_addr"), "{src}");
+    let (src, c) = text(
+        "kernel_load_addr = 0x8000_0000",
+        "kernel_load_addr = 0x8000_0000\nramdisk_load_addr = 0x8080_0000",
+    );
+    assert_eq!(c.kernel.ramdisk_path, None);
+    assert!(
+        src.contains(".ramdisk_load_addr(::vm_core::GuestPhysAddr::from_usize(0x80800000))"),
+        "{src}"
+    );
+    assert!(!src.contains("ramdisk_path"), "{src}");
+}

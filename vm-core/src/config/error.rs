@@ -64,6 +64,13 @@ impl fmt::Display for Field {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hex(pub u64);
 
+impl From<usize> for Hex {
+    fn from(v: usize) -> Self {
+        // usize is at most 64 bits on every target this crate builds for.
+        Self(u64::try_from(v).unwrap_or(u64::MAX))
+    }
+}
+
 impl fmt::Display for Hex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut digits = [0u8; 16];
@@ -200,19 +207,26 @@ pub enum ConfigError {
         /// The entry and element.
         field: Field,
         /// The value.
-        value: u64,
+        value: usize,
     },
-    /// `start + size` overflows.
+    /// `start + size` overflows (or its end cannot be rounded up to a page).
     Overflow {
         /// The entry.
         field: Field,
         /// Start.
-        start: u64,
+        start: usize,
         /// Size.
-        size: u64,
+        size: usize,
     },
     /// `cpu_num` is 0.
     NoCpus,
+    /// `cpu_num` is above the limit ([`super::MAX_CPU_NUM`]).
+    TooManyCpus {
+        /// `base.cpu_num`.
+        cpu_num: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A CPU list whose length is not `cpu_num`.
     CpuListLength {
         /// The list.
@@ -243,14 +257,14 @@ pub enum ConfigError {
         /// The index of the earlier one.
         other: usize,
         /// First common address.
-        at: u64,
+        at: usize,
     },
     /// An address that must lie in RAM (entry point, load address) does not.
     NotInRam {
         /// The key.
         field: Field,
         /// The address.
-        value: u64,
+        value: usize,
     },
     /// A device range overlaps a memory region.
     DeviceOverlapsRam {
@@ -259,7 +273,7 @@ pub enum ConfigError {
         /// The memory region's index.
         region: usize,
         /// First common address.
-        at: u64,
+        at: usize,
     },
     /// Two device ranges overlap and cannot be merged (emulated devices, an emulated
     /// and a pass-through device, or pass-through devices with different GPA→HPA
@@ -270,7 +284,17 @@ pub enum ConfigError {
         /// The other device (`"devices.emu_devices[0]"`).
         other: Field,
         /// First common address.
-        at: u64,
+        at: usize,
+    },
+    /// Two entries share a name that must be unique (a board attaches an emulated
+    /// device's model by its name).
+    DuplicateName {
+        /// The later entry's name.
+        field: Field,
+        /// The name.
+        name: String,
+        /// The index of the earlier entry.
+        other: usize,
     },
     /// A pass-through device whose GPA and HPA have different offsets in their 4 KiB
     /// page, which a page mapping cannot express.
@@ -278,9 +302,9 @@ pub enum ConfigError {
         /// The device entry.
         field: Field,
         /// Its GPA.
-        gpa: u64,
+        gpa: usize,
         /// Its HPA.
-        hpa: u64,
+        hpa: usize,
     },
 }
 
@@ -345,12 +369,19 @@ impl fmt::Display for ConfigError {
             Self::Empty { field } => write!(f, "{field}: must not be empty"),
             Self::ZeroSize { field } => write!(f, "{field}: size is zero"),
             Self::Unaligned { field, value } => {
-                write!(f, "{field}: {} is not 4 KiB-aligned", Hex(*value))
+                write!(f, "{field}: {} is not 4 KiB-aligned", Hex::from(*value))
             }
-            Self::Overflow { field, start, size } => {
-                write!(f, "{field}: {} + {} overflows", Hex(*start), Hex(*size))
-            }
+            Self::Overflow { field, start, size } => write!(
+                f,
+                "{field}: {} + {} overflows",
+                Hex::from(*start),
+                Hex::from(*size)
+            ),
             Self::NoCpus => f.write_str("base.cpu_num: must be at least 1"),
+            Self::TooManyCpus { cpu_num, max } => write!(
+                f,
+                "base.cpu_num: {cpu_num} vCPUs is more than the limit of {max}"
+            ),
             Self::CpuListLength {
                 field,
                 len,
@@ -362,24 +393,27 @@ impl fmt::Display for ConfigError {
             Self::EmptyCpuSet { field } => write!(f, "{field}: CPU set 0 allows no CPU"),
             Self::NoMemory => f.write_str("kernel.memory_regions: no memory region"),
             Self::Overlap { field, other, at } => {
-                write!(f, "{field}: overlaps [{other}] at {}", Hex(*at))
+                write!(f, "{field}: overlaps [{other}] at {}", Hex::from(*at))
             }
             Self::NotInRam { field, value } => {
-                write!(f, "{field}: {} is in no memory region", Hex(*value))
+                write!(f, "{field}: {} is in no memory region", Hex::from(*value))
             }
             Self::DeviceOverlapsRam { field, region, at } => write!(
                 f,
                 "{field}: overlaps kernel.memory_regions[{region}] at {}",
-                Hex(*at)
+                Hex::from(*at)
             ),
             Self::DeviceOverlap { field, other, at } => {
-                write!(f, "{field}: overlaps {other} at {}", Hex(*at))
+                write!(f, "{field}: overlaps {other} at {}", Hex::from(*at))
+            }
+            Self::DuplicateName { field, name, other } => {
+                write!(f, "{field}: \"{name}\" is also the name of [{other}]")
             }
             Self::PageOffsetMismatch { field, gpa, hpa } => write!(
                 f,
                 "{field}: GPA {} and HPA {} differ in their offset within a 4 KiB page",
-                Hex(*gpa),
-                Hex(*hpa)
+                Hex::from(*gpa),
+                Hex::from(*hpa)
             ),
         }
     }

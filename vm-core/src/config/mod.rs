@@ -35,6 +35,8 @@
 //! first access), allowed only with map_type 0.
 
 mod error;
+mod sweep;
+mod validate;
 
 #[cfg(feature = "std")]
 mod codegen;
@@ -44,9 +46,11 @@ mod parse;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use addrspace::{GuestPhysAddr, HostPhysAddr, MappingFlags, PAGE_SIZE, Populate};
+use addrspace::{GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
 
 pub use error::{ConfigError, ConfigResult, Field, Hex};
+pub use validate::MAX_CPU_NUM;
+pub(crate) use validate::{PASSTHROUGH, page_cover, passthrough_pages};
 
 /// What kind of guest the VM runs (axvisor's `vm_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -150,13 +154,6 @@ pub struct MemoryRegionConfig {
     pub map_type: MapType,
     /// When its frames are allocated (only `Alloc` regions may be lazy).
     pub populate: Populate,
-}
-
-impl MemoryRegionConfig {
-    /// One past the last byte (saturating; validation refuses overflow).
-    pub fn end(&self) -> u64 {
-        (self.gpa.as_usize() as u64).saturating_add(self.size as u64)
-    }
 }
 
 /// One entry of `devices.passthrough_devices`: `[name, base_gpa, base_hpa, length, irq]`.
@@ -345,22 +342,52 @@ impl VmConfigBuilder {
     }
 
     /// Sets `kernel.bios_path` and `bios_load_addr`.
-    pub fn bios(mut self, path: &str, load_addr: GuestPhysAddr) -> Self {
+    pub fn bios(self, path: &str, load_addr: GuestPhysAddr) -> Self {
+        self.bios_path(path).bios_load_addr(load_addr)
+    }
+
+    /// Sets `kernel.bios_path` alone.
+    pub fn bios_path(mut self, path: &str) -> Self {
         self.config.kernel.bios_path = Some(path.to_string());
+        self
+    }
+
+    /// Sets `kernel.bios_load_addr` alone.
+    pub fn bios_load_addr(mut self, load_addr: GuestPhysAddr) -> Self {
         self.config.kernel.bios_load_addr = Some(load_addr);
         self
     }
 
     /// Sets `kernel.dtb_path` and `dtb_load_addr`.
-    pub fn dtb(mut self, path: &str, load_addr: GuestPhysAddr) -> Self {
+    pub fn dtb(self, path: &str, load_addr: GuestPhysAddr) -> Self {
+        self.dtb_path(path).dtb_load_addr(load_addr)
+    }
+
+    /// Sets `kernel.dtb_path` alone.
+    pub fn dtb_path(mut self, path: &str) -> Self {
         self.config.kernel.dtb_path = Some(path.to_string());
+        self
+    }
+
+    /// Sets `kernel.dtb_load_addr` alone.
+    pub fn dtb_load_addr(mut self, load_addr: GuestPhysAddr) -> Self {
         self.config.kernel.dtb_load_addr = Some(load_addr);
         self
     }
 
     /// Sets `kernel.ramdisk_path` and `ramdisk_load_addr`.
-    pub fn ramdisk(mut self, path: &str, load_addr: GuestPhysAddr) -> Self {
+    pub fn ramdisk(self, path: &str, load_addr: GuestPhysAddr) -> Self {
+        self.ramdisk_path(path).ramdisk_load_addr(load_addr)
+    }
+
+    /// Sets `kernel.ramdisk_path` alone.
+    pub fn ramdisk_path(mut self, path: &str) -> Self {
         self.config.kernel.ramdisk_path = Some(path.to_string());
+        self
+    }
+
+    /// Sets `kernel.ramdisk_load_addr` alone.
+    pub fn ramdisk_load_addr(mut self, load_addr: GuestPhysAddr) -> Self {
         self.config.kernel.ramdisk_load_addr = Some(load_addr);
         self
     }
@@ -448,238 +475,5 @@ impl VmConfigBuilder {
     pub fn build(self) -> ConfigResult<VmConfig> {
         self.config.validate()?;
         Ok(self.config)
-    }
-}
-
-const REGIONS: &str = "kernel.memory_regions";
-pub(crate) const PASSTHROUGH: &str = "devices.passthrough_devices";
-const EMU: &str = "devices.emu_devices";
-
-/// `[start, end)` as u64, or the overflow error (also when the end cannot be
-/// rounded up to a page).
-fn span(field: Field, start: u64, size: u64) -> ConfigResult<(u64, u64)> {
-    match start.checked_add(size) {
-        Some(end) if end <= u64::MAX - (PAGE - 1) => Ok((start, end)),
-        _ => Err(ConfigError::Overflow { field, start, size }),
-    }
-}
-
-fn overlap(a: (u64, u64), b: (u64, u64)) -> Option<u64> {
-    let start = a.0.max(b.0);
-    (start < a.1.min(b.1)).then_some(start)
-}
-
-const PAGE: u64 = PAGE_SIZE as u64;
-
-/// `[start, end)` widened to 4 KiB pages (the end saturates at the last page
-/// boundary; validation refuses ranges that reach it).
-pub(crate) fn page_span(start: u64, end: u64) -> (u64, u64) {
-    (
-        start & !(PAGE - 1),
-        end.div_ceil(PAGE)
-            .saturating_mul(PAGE)
-            .max(start & !(PAGE - 1)),
-    )
-}
-
-/// Checks pass-through device `d` (entry `field`) on its own: not empty, GPA and HPA
-/// at the same offset within a page, neither range overflowing. Returns its GPA range
-/// widened to pages and its GPA - HPA offset (wrapping).
-pub(crate) fn passthrough_pages(
-    field: Field,
-    d: &PassthroughDeviceConfig,
-) -> ConfigResult<((u64, u64), u64)> {
-    if d.length == 0 {
-        return Err(ConfigError::ZeroSize { field });
-    }
-    let (gpa, hpa) = (d.base_gpa.as_usize() as u64, d.base_hpa.as_usize() as u64);
-    if gpa % PAGE != hpa % PAGE {
-        return Err(ConfigError::PageOffsetMismatch { field, gpa, hpa });
-    }
-    let (start, end) = span(field, gpa, d.length as u64)?;
-    span(field.part("base_hpa"), hpa, d.length as u64)?;
-    Ok((page_span(start, end), gpa.wrapping_sub(hpa)))
-}
-
-impl VmConfig {
-    /// Checks everything a VM needs before it is built; the error names the first bad
-    /// field and its value.
-    pub fn validate(&self) -> ConfigResult<()> {
-        if self.name.is_empty() {
-            return Err(ConfigError::Empty {
-                field: Field::key("base.name"),
-            });
-        }
-        if self.cpu_num == 0 {
-            return Err(ConfigError::NoCpus);
-        }
-        if let Some(ids) = &self.phys_cpu_ids {
-            let field = Field::key("base.phys_cpu_ids");
-            if ids.len() != self.cpu_num {
-                return Err(ConfigError::CpuListLength {
-                    field,
-                    len: ids.len(),
-                    cpu_num: self.cpu_num,
-                });
-            }
-            for (i, id) in ids.iter().enumerate() {
-                if ids[..i].contains(id) {
-                    return Err(ConfigError::DuplicateCpuId {
-                        field: Field::at("base.phys_cpu_ids", i),
-                        id: *id,
-                    });
-                }
-            }
-        }
-        if let Some(sets) = &self.phys_cpu_sets {
-            if sets.len() != self.cpu_num {
-                return Err(ConfigError::CpuListLength {
-                    field: Field::key("base.phys_cpu_sets"),
-                    len: sets.len(),
-                    cpu_num: self.cpu_num,
-                });
-            }
-            if let Some(i) = sets.iter().position(|s| *s == 0) {
-                return Err(ConfigError::EmptyCpuSet {
-                    field: Field::at("base.phys_cpu_sets", i),
-                });
-            }
-        }
-        let ram = self.validate_regions()?;
-        let k = &self.kernel;
-        let in_ram = |v: GuestPhysAddr| {
-            let v = v.as_usize() as u64;
-            ram.iter().any(|r| r.0 <= v && v < r.1)
-        };
-        for (name, addr) in [
-            ("kernel.entry_point", Some(k.entry_point)),
-            ("kernel.kernel_load_addr", Some(k.kernel_load_addr)),
-            ("kernel.dtb_load_addr", k.dtb_load_addr),
-            ("kernel.bios_load_addr", k.bios_load_addr),
-            ("kernel.ramdisk_load_addr", k.ramdisk_load_addr),
-        ] {
-            if let Some(a) = addr
-                && !in_ram(a)
-            {
-                return Err(ConfigError::NotInRam {
-                    field: Field::key(name),
-                    value: a.as_usize() as u64,
-                });
-            }
-        }
-        self.validate_devices(&ram)
-    }
-
-    /// Checks each region and their overlaps; returns their `[start, end)`.
-    fn validate_regions(&self) -> ConfigResult<Vec<(u64, u64)>> {
-        let regions = &self.kernel.memory_regions;
-        if regions.is_empty() {
-            return Err(ConfigError::NoMemory);
-        }
-        let mut spans: Vec<(u64, u64)> = Vec::with_capacity(regions.len());
-        for (i, r) in regions.iter().enumerate() {
-            let field = Field::at(REGIONS, i);
-            let gpa = r.gpa.as_usize() as u64;
-            if r.size == 0 {
-                return Err(ConfigError::ZeroSize { field });
-            }
-            if !gpa.is_multiple_of(PAGE) {
-                return Err(ConfigError::Unaligned {
-                    field: field.part("gpa"),
-                    value: gpa,
-                });
-            }
-            if !(r.size as u64).is_multiple_of(PAGE) {
-                return Err(ConfigError::Unaligned {
-                    field: field.part("size"),
-                    value: r.size as u64,
-                });
-            }
-            let s = span(field, gpa, r.size as u64)?;
-            if r.flags.access().is_empty() {
-                return Err(ConfigError::NoAccess {
-                    field: field.part("flags"),
-                    flags: r.flags,
-                });
-            }
-            if r.flags.contains(MappingFlags::DEVICE) {
-                return Err(ConfigError::DeviceFlagOnRam {
-                    field: field.part("flags"),
-                    flags: r.flags,
-                });
-            }
-            if r.populate == Populate::Lazy && r.map_type != MapType::Alloc {
-                return Err(ConfigError::LazyNotAlloc {
-                    field: field.part("populate"),
-                    map_type: r.map_type.raw(),
-                });
-            }
-            if let Some((other, at)) = spans
-                .iter()
-                .enumerate()
-                .find_map(|(j, o)| overlap(s, *o).map(|at| (j, at)))
-            {
-                return Err(ConfigError::Overlap { field, other, at });
-            }
-            spans.push(s);
-        }
-        Ok(spans)
-    }
-
-    fn validate_devices(&self, ram: &[(u64, u64)]) -> ConfigResult<()> {
-        let hits_ram = |field: Field, s: (u64, u64)| -> ConfigResult<()> {
-            let (ps, pe) = page_span(s.0, s.1);
-            match ram
-                .iter()
-                .enumerate()
-                .find_map(|(j, r)| overlap((ps, pe), *r).map(|at| (j, at)))
-            {
-                Some((region, at)) => Err(ConfigError::DeviceOverlapsRam { field, region, at }),
-                None => Ok(()),
-            }
-        };
-        // Pass-through devices: checked one by one; overlaps among them are merged
-        // later when their GPA→HPA offsets agree.
-        let mut pt: Vec<(Field, (u64, u64), u64)> = Vec::new();
-        for (i, d) in self.devices.passthrough_devices.iter().enumerate() {
-            let field = Field::at(PASSTHROUGH, i);
-            let (page, offset) = passthrough_pages(field, d)?;
-            hits_ram(field, page)?;
-            for (other, o, o_off) in &pt {
-                if let Some(at) = overlap(page, *o)
-                    && *o_off != offset
-                {
-                    return Err(ConfigError::DeviceOverlap {
-                        field,
-                        other: *other,
-                        at,
-                    });
-                }
-            }
-            pt.push((field, page, offset));
-        }
-        let mut emu: Vec<(Field, (u64, u64))> = Vec::new();
-        for (i, d) in self.devices.emu_devices.iter().enumerate() {
-            let field = Field::at(EMU, i);
-            if d.name.is_empty() {
-                return Err(ConfigError::Empty {
-                    field: field.part("name"),
-                });
-            }
-            if d.length == 0 {
-                return Err(ConfigError::ZeroSize { field });
-            }
-            let s = span(field, d.base_gpa.as_usize() as u64, d.length as u64)?;
-            hits_ram(field, s)?;
-            let page = page_span(s.0, s.1);
-            let pt_spans = pt.iter().map(|(f, o, _)| (*f, *o));
-            for (other, o) in emu.iter().copied().chain(pt_spans) {
-                if let Some(at) = overlap(page, o) {
-                    return Err(ConfigError::DeviceOverlap { field, other, at });
-                }
-            }
-            emu.push((field, page));
-        }
-        Ok(())
     }
 }
