@@ -28,8 +28,10 @@ mod error;
 mod exit;
 mod frames;
 mod hal;
+pub mod image;
 mod passthrough;
 mod run;
+pub mod vgic;
 mod vm;
 
 pub use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
