@@ -57,8 +57,8 @@ impl vm_core::VmHal for MockHal {
         Machine::current().kick(pcpu_id)
     }
 
-    fn broadcast_guest_tlb_invalidate(vm_id: usize, _range: GpaRange) -> bool {
-        Machine::current().broadcast_invalidate(vm_id)
+    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
+        Machine::current().broadcast_invalidate(vm_id, range)
     }
 
     /// Also yields the host thread: vm-core reads the time only in its wait loops,

@@ -2,20 +2,48 @@
 //! with a frame allocator over it (an `addrspace::testing::PoolAllocator`), physical
 //! CPUs with kick flags, failure injection and counters. Each test makes its own;
 //! threads join one with [`Machine::enter`].
+//!
+//! Use-after-free detection: every frame has an allocation generation (odd while
+//! allocated, even while free, bumped by each allocation and each free), and a freed
+//! frame is filled with [`POISON`]. The software vCPU records the generation of the
+//! frame behind each translation it caches and of each table it walks, and checks it
+//! around every access: a mismatch is a use of a freed frame, counted in
+//! [`Machine::stale_uses`] with a description in [`Machine::stale_reports`].
+//!
+//! Use-after-removal detection: the machine has a clock ([`Machine::tick`]) that
+//! stamps each translation a software vCPU caches (after its walk). A host thread
+//! that removes or weakens translations ticks before the call and, once the call
+//! has returned, tells [`Machine::removed`] (for the pages a VM's watch covers, see
+//! [`Machine::watch_removals`]); a vCPU that then uses a translation stamped before
+//! that tick used a translation after the call that removed it returned, counted in
+//! [`Machine::stale_translations`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use addrspace::testing::PoolAllocator;
-use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use addrspace::{FRAME_SIZE, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr};
 
 use crate::vcpu::TlbCache;
 
 /// The most physical CPUs a machine has (kick flags).
 pub const MAX_PCPUS: usize = 64;
+
+/// The byte a freed frame is filled with.
+pub const POISON: u8 = 0xf5;
+
+/// One broadcast invalidation in this many stalls for [`STALL`] before it reaches
+/// each software TLB (a preempted caller).
+const STALL_EVERY: u64 = 8;
+
+/// See [`STALL_EVERY`].
+const STALL: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Descriptions of stale uses kept (the count goes on).
+const STALE_REPORTS_KEPT: usize = 16;
 
 /// A physical CPU of the simulated machine.
 #[derive(Debug, Default)]
@@ -31,8 +59,8 @@ pub struct Pcpu {
 pub(crate) struct Faults {
     /// Make every `alloc_memory_region_at` fail.
     pub(crate) refuse_alloc_at: AtomicBool,
-    /// Answer `broadcast_guest_tlb_invalidate` with a broadcast (flushing every
-    /// software TLB of the VM) instead of `false`.
+    /// Answer `broadcast_guest_tlb_invalidate` with a broadcast (invalidating the
+    /// range in every software TLB of the VM) instead of `false`.
     pub(crate) broadcast: AtomicBool,
 }
 
@@ -43,6 +71,16 @@ pub struct Machine {
     /// The memory and its frames: allocations, reservations, the failure budget and
     /// the in-use count.
     pool: PoolAllocator,
+    /// Allocation generation of each frame: odd while allocated, even while free.
+    generations: Box<[AtomicU64]>,
+    /// Uses of freed frames seen by software vCPUs, and the first few described.
+    stale_uses: AtomicU64,
+    stale_translations: AtomicU64,
+    stale_reports: Mutex<Vec<String>>,
+    clock: AtomicU64,
+    /// The watched VM and, per guest page, the tick taken before the last call that
+    /// removed or weakened its translation and has returned.
+    removals: OnceLock<(usize, HashMap<usize, AtomicU64>)>,
     pcpus: Vec<Pcpu>,
     pub(crate) faults: Faults,
     start: Instant,
@@ -85,6 +123,12 @@ impl Machine {
             base,
             size,
             pool: PoolAllocator::with_base(size / FRAME_SIZE, base),
+            generations: (0..size / FRAME_SIZE).map(|_| AtomicU64::new(0)).collect(),
+            stale_uses: AtomicU64::new(0),
+            stale_translations: AtomicU64::new(0),
+            stale_reports: Mutex::new(Vec::new()),
+            clock: AtomicU64::new(1),
+            removals: OnceLock::new(),
             pcpus: (0..MAX_PCPUS).map(|_| Pcpu::default()).collect(),
             faults: Faults::default(),
             start: Instant::now(),
@@ -182,15 +226,36 @@ impl Machine {
     /// Allocates `count` contiguous frames aligned to `align` frames (a power of
     /// two).
     pub fn alloc_frames(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
-        self.pool.alloc_frames(count, align)
+        let hpa = self.pool.alloc_frames(count, align)?;
+        self.mark_allocated(hpa, count);
+        Some(hpa)
     }
 
-    /// Frees frames.
+    /// Frees frames: their generation moves on and they are filled with [`POISON`].
     ///
     /// # Panics
     ///
     /// On a double free or a foreign frame (the bugs these tests look for).
     pub fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        assert!(
+            self.contains(hpa, count.saturating_mul(FRAME_SIZE)),
+            "hal-mock: freeing {hpa:#x} ({count} frames), not this machine's memory"
+        );
+        for i in 0..count {
+            let frame = hpa + i * FRAME_SIZE;
+            let was = self.generations[self.frame_index(frame)].fetch_add(1, Ordering::SeqCst);
+            assert!(was % 2 == 1, "hal-mock: double free of {frame:#x}");
+            let ptr = self.pool.phys_to_virt(frame).as_mut_ptr::<u64>();
+            for word in 0..FRAME_SIZE / 8 {
+                // SAFETY: the frame is simulated memory that lives as long as the
+                // machine; volatile because a buggy vCPU may still touch it (what the
+                // generation check reports).
+                unsafe {
+                    ptr.add(word)
+                        .write_volatile(u64::from_ne_bytes([POISON; 8]))
+                };
+            }
+        }
         // SAFETY: the memory block lives as long as the machine, so a frame freed
         // while still in use stays valid memory; what is freed wrongly is the bug
         // under test, and the pool's checks panic on it.
@@ -199,9 +264,117 @@ impl Machine {
 
     /// Reserves `[hpa, hpa + size)` if every frame is free simulated memory.
     pub fn alloc_at(&self, hpa: HostPhysAddr, size: usize) -> bool {
-        !self.faults.refuse_alloc_at.load(Ordering::SeqCst)
+        let taken = !self.faults.refuse_alloc_at.load(Ordering::SeqCst)
             && size.is_multiple_of(FRAME_SIZE)
-            && self.pool.alloc_at(hpa, size / FRAME_SIZE)
+            && self.pool.alloc_at(hpa, size / FRAME_SIZE);
+        if taken {
+            self.mark_allocated(hpa, size / FRAME_SIZE);
+        }
+        taken
+    }
+
+    fn frame_index(&self, hpa: HostPhysAddr) -> usize {
+        (hpa.as_usize() - self.base) / FRAME_SIZE
+    }
+
+    fn mark_allocated(&self, hpa: HostPhysAddr, count: usize) {
+        for i in 0..count {
+            let frame = hpa + i * FRAME_SIZE;
+            self.generations[self.frame_index(frame)].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The allocation generation of the frame holding `hpa` (odd while allocated,
+    /// even while free), or `None` outside the machine's memory.
+    pub fn generation(&self, hpa: HostPhysAddr) -> Option<u64> {
+        if !self.contains(hpa, 1) {
+            return None;
+        }
+        Some(self.generations[self.frame_index(hpa)].load(Ordering::SeqCst))
+    }
+
+    /// Records a use of a freed frame (called by the software vCPU).
+    pub(crate) fn report_stale(&self, what: impl FnOnce() -> String) {
+        self.stale_uses.fetch_add(1, Ordering::SeqCst);
+        self.keep_report(what);
+    }
+
+    /// Records a use of a translation after the call that removed it returned.
+    pub(crate) fn report_removed(&self, what: impl FnOnce() -> String) {
+        self.stale_translations.fetch_add(1, Ordering::SeqCst);
+        self.keep_report(what);
+    }
+
+    fn keep_report(&self, what: impl FnOnce() -> String) {
+        let mut reports = self.stale_reports.lock().expect("stale reports");
+        if reports.len() < STALE_REPORTS_KEPT {
+            reports.push(what());
+        }
+    }
+
+    /// Uses of freed frames seen so far (translations cached or tables walked while
+    /// the frame was freed or reallocated). Must stay 0.
+    pub fn stale_uses(&self) -> u64 {
+        self.stale_uses.load(Ordering::SeqCst)
+    }
+
+    /// Uses of a translation after the call that removed or weakened it returned
+    /// (for watched pages). Must stay 0.
+    pub fn stale_translations(&self) -> u64 {
+        self.stale_translations.load(Ordering::SeqCst)
+    }
+
+    /// The next tick of the machine's clock (see the module docs).
+    pub fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Watches the guest pages `pages` of VM `vm` for uses after removal (once per
+    /// machine).
+    ///
+    /// # Panics
+    ///
+    /// When a watch is already set (test code).
+    pub fn watch_removals(&self, vm: usize, pages: impl IntoIterator<Item = GuestPhysAddr>) {
+        let map = pages
+            .into_iter()
+            .map(|p| (p.as_usize() & !(FRAME_SIZE - 1), AtomicU64::new(0)))
+            .collect();
+        assert!(
+            self.removals.set((vm, map)).is_ok(),
+            "hal-mock: the machine already has a removal watch"
+        );
+    }
+
+    /// Records that a call removing or weakening the translations of `range` in VM
+    /// `vm`, begun after tick `since`, has returned.
+    pub fn removed(&self, vm: usize, range: GpaRange, since: u64) {
+        let Some((watched, pages)) = self.removals.get() else {
+            return;
+        };
+        if *watched != vm {
+            return;
+        }
+        for page in (range.start().as_usize()..range.end().as_usize()).step_by(FRAME_SIZE) {
+            if let Some(t) = pages.get(&page) {
+                t.fetch_max(since, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// The tick before the last returned call that removed the translation of guest
+    /// page `page` of VM `vm`, if the page is watched.
+    pub(crate) fn removed_at(&self, vm: usize, page: usize) -> Option<u64> {
+        let (watched, pages) = self.removals.get()?;
+        if *watched != vm {
+            return None;
+        }
+        pages.get(&page).map(|t| t.load(Ordering::SeqCst))
+    }
+
+    /// Descriptions of the first stale uses.
+    pub fn stale_reports(&self) -> Vec<String> {
+        self.stale_reports.lock().expect("stale reports").clone()
     }
 
     /// Frames in use now (allocations and reservations).
@@ -226,8 +399,9 @@ impl Machine {
         self.faults.refuse_alloc_at.store(refuse, Ordering::SeqCst);
     }
 
-    /// Makes `broadcast_guest_tlb_invalidate` flush every software TLB of the VM
-    /// and return `true` (like Arm's inner-shareable TLBI), instead of `false`.
+    /// Makes `broadcast_guest_tlb_invalidate` invalidate the range in every software
+    /// TLB of the VM and return `true` (like Arm's inner-shareable TLBI), instead of
+    /// `false`.
     pub fn set_broadcast(&self, on: bool) {
         self.faults.broadcast.store(on, Ordering::SeqCst);
     }
@@ -265,14 +439,30 @@ impl Machine {
         list.push(Arc::downgrade(tlb));
     }
 
-    pub(crate) fn broadcast_invalidate(&self, vm: usize) -> bool {
+    /// The broadcast invalidation of `range` for VM `vm`: every software TLB of the
+    /// VM drops its entries for the pages of `range` and only those (like `TLBI
+    /// IPAS2E1IS` / `HFENCE.GVMA` by address), waiting for an access in progress.
+    pub(crate) fn broadcast_invalidate(&self, vm: usize, range: GpaRange) -> bool {
         if !self.faults.broadcast.load(Ordering::SeqCst) {
             return false;
         }
-        self.broadcasts.fetch_add(1, Ordering::SeqCst);
-        let t = self.tlbs.lock().expect("tlb registry");
-        for tlb in t.get(&vm).into_iter().flatten().filter_map(Weak::upgrade) {
-            tlb.flush();
+        let n = self.broadcasts.fetch_add(1, Ordering::SeqCst);
+        let tlbs: Vec<Arc<TlbCache>> = {
+            let t = self.tlbs.lock().expect("tlb registry");
+            t.get(&vm)
+                .into_iter()
+                .flatten()
+                .filter_map(Weak::upgrade)
+                .collect()
+        };
+        for tlb in tlbs {
+            // The broadcast reaches each CPU at its own time, and its caller may be
+            // preempted meanwhile while vCPUs and other host threads go on: every
+            // few broadcasts stall before each TLB, so tests see those interleavings.
+            if n % STALL_EVERY == STALL_EVERY - 1 {
+                std::thread::sleep(STALL);
+            }
+            tlb.invalidate_range(range);
         }
         true
     }
@@ -365,6 +555,47 @@ mod tests {
         let a = m.alloc_frames(1, 1).unwrap();
         m.dealloc_frames(a, 1);
         m.dealloc_frames(a, 1);
+    }
+
+    #[test]
+    fn freed_frames_are_poisoned_and_move_to_a_new_generation() {
+        let m = Machine::new(0x1_0000, 0x4000);
+        let a = m.alloc_frames(1, 1).unwrap();
+        let g = m.generation(a).unwrap();
+        assert_eq!(g % 2, 1, "allocated: odd");
+        let p = m.phys_to_virt(a).as_mut_ptr::<u8>();
+        // SAFETY: a frame of the machine's memory, allocated above.
+        unsafe { p.write_bytes(0x11, FRAME_SIZE) };
+        m.dealloc_frames(a, 1);
+        assert_eq!(m.generation(a), Some(g + 1), "free: even");
+        // SAFETY: the machine's memory lives as long as the machine.
+        let bytes = unsafe { core::slice::from_raw_parts(p, FRAME_SIZE) };
+        assert!(bytes.iter().all(|&b| b == POISON));
+        assert_eq!(m.alloc_frames(1, 1), Some(a));
+        assert_eq!(m.generation(a), Some(g + 2));
+        assert!(m.alloc_at(a + FRAME_SIZE, 2 * FRAME_SIZE));
+        assert_eq!(m.generation(a + 2 * FRAME_SIZE), Some(1));
+        assert_eq!(
+            m.generation(HostPhysAddr::from_usize(0x1000)),
+            None,
+            "outside"
+        );
+    }
+
+    #[test]
+    fn removals_are_watched_per_vm_and_page() {
+        let m = Machine::with_defaults();
+        let g = GuestPhysAddr::from_usize;
+        assert_eq!(m.removed_at(1, 0x4000_0000), None, "nothing watched");
+        m.watch_removals(1, [g(0x4000_0000), g(0x4000_1000)]);
+        let t = m.tick();
+        assert!(m.tick() > t);
+        m.removed(1, GpaRange::new(g(0x4000_1000), 0x2000).unwrap(), t);
+        m.removed(2, GpaRange::new(g(0x4000_0000), 0x1000).unwrap(), t);
+        assert_eq!(m.removed_at(1, 0x4000_0000), Some(0));
+        assert_eq!(m.removed_at(1, 0x4000_1000), Some(t));
+        assert_eq!(m.removed_at(1, 0x4000_2000), None, "not watched");
+        assert_eq!(m.removed_at(2, 0x4000_0000), None, "another VM");
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub fn run_vm<F: NestedFormat>(
                 loop {
                     let exit = match vm.run_vcpu(vcpu) {
                         Ok(exit) => exit,
+                        // Another thread stopped the VM between two runs: the end.
+                        Err(VmError::State {
+                            state: VmState::Stopped,
+                            ..
+                        }) => break,
                         Err(e) => {
                             fail(e);
                             break;

@@ -3,7 +3,9 @@
 //! as the hardware walker would (`NestedFormat::kind`, `output_addr`, `leaf_flags`),
 //! checks permissions, caches translations in a per-vCPU TLB (so a missing
 //! invalidation shows up as a stale read), and returns the `ExitReason`s a hardware
-//! vCPU would.
+//! vCPU would. Every cached translation remembers the allocation generation of its
+//! host frame and every walk checks the generation of the tables it reads, so a use
+//! of a freed frame is reported to the [`Machine`] (see its docs).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -11,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use addrspace::{
-    AccessKind, DescKind, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, PAGE_SIZE,
+    AccessKind, DescKind, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
+    PAGE_SIZE,
 };
 use vcpu_api::{
     AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
@@ -25,7 +28,8 @@ use crate::program::{GuestLog, OP_SIZE, Op, Probe, Program};
 /// argument).
 pub const REGS: usize = 32;
 
-/// A vCPU's software TLB: guest page → (host page, flags).
+/// A vCPU's software TLB: guest page → cached translation (host page, flags, the
+/// frame's allocation generation, the machine tick after the walk).
 ///
 /// The vCPU holds its lock for a whole access (translation and memory access), and
 /// an invalidation takes the same lock: like a hardware TLBI followed by a barrier,
@@ -34,21 +38,63 @@ pub const REGS: usize = 32;
 #[derive(Debug, Default)]
 pub struct TlbCache {
     pub(crate) vcpu: usize,
-    map: Mutex<HashMap<usize, (usize, MappingFlags)>>,
+    map: Mutex<Entries>,
     /// Translations served from the cache.
     pub hits: AtomicU64,
     /// Table walks.
     pub walks: AtomicU64,
     /// Full invalidations.
     pub flushes: AtomicU64,
+    /// Invalidations of a range (broadcasts).
+    pub range_invalidations: AtomicU64,
 }
 
-type Entries = HashMap<usize, (usize, MappingFlags)>;
+/// A cached translation of one guest page.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// The host page.
+    hpa_page: usize,
+    flags: MappingFlags,
+    /// The allocation generation of the host frame when the entry was made (`None`
+    /// for memory outside the machine).
+    generation: Option<u64>,
+    /// The machine's tick after the walk that made it.
+    stamp: u64,
+}
+
+type Entries = HashMap<usize, Entry>;
 
 impl TlbCache {
     pub(crate) fn flush(&self) {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         self.map.lock().expect("tlb").clear();
+    }
+
+    /// Drops the entries of the pages of `range`, and only those.
+    pub(crate) fn invalidate_range(&self, range: GpaRange) {
+        self.range_invalidations.fetch_add(1, Ordering::SeqCst);
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        let mut map = self.map.lock().expect("tlb");
+        if range.size() / PAGE_SIZE < map.len() {
+            for page in (start & !(PAGE_SIZE - 1)..end).step_by(PAGE_SIZE) {
+                map.remove(&page);
+            }
+        } else {
+            map.retain(|page, _| !(start..end).contains(page));
+        }
+    }
+
+    /// The guest pages cached now (for tests of the invalidation itself).
+    pub fn cached_pages(&self) -> Vec<GuestPhysAddr> {
+        let mut pages: Vec<_> = self
+            .map
+            .lock()
+            .expect("tlb")
+            .keys()
+            .map(|&p| GuestPhysAddr::from_usize(p))
+            .collect();
+        pages.sort();
+        pages
     }
 }
 
@@ -119,16 +165,46 @@ impl<F: NestedFormat> MockVCpu<F> {
     }
 
     /// Reads descriptor `index` of the table at `table` (atomically, as the walker
-    /// does), or faults when the table is not simulated memory.
-    fn descriptor(&self, table: HostPhysAddr, index: usize) -> Result<u64, Fault> {
+    /// does), or faults when the table is not simulated memory. A table frame that
+    /// is free, or freed while it is read, is reported as a stale use.
+    fn descriptor(&self, gpa: usize, table: HostPhysAddr, index: usize) -> Result<u64, Fault> {
         let hpa = table + index * 8;
         if !self.machine.contains(hpa, 8) {
             return Err(Fault);
         }
+        let before = self.machine.generation(table);
         let ptr = self.machine.phys_to_virt(hpa).as_ptr::<AtomicU64>();
         // SAFETY: `hpa` is 8-byte aligned simulated memory (tables are 4 KiB frames)
         // that lives as long as the machine; table memory is accessed atomically.
-        Ok(unsafe { &*ptr }.load(Ordering::Acquire))
+        let raw = unsafe { &*ptr }.load(Ordering::Acquire);
+        let after = self.machine.generation(table);
+        if before != after || before.is_some_and(|g| g % 2 == 0) {
+            self.stale(gpa, table, || {
+                format!("walked a table frame that is free or was freed meanwhile (generation {before:?} -> {after:?})")
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Reports a use of a freed frame by this vCPU.
+    fn stale(&self, gpa: usize, hpa: HostPhysAddr, what: impl FnOnce() -> String) {
+        self.machine.report_stale(|| {
+            format!(
+                "VM {} vCPU {}: GPA {gpa:#x} -> HPA {hpa:#x}: {}",
+                self.vm_id,
+                self.vcpu_id,
+                what()
+            )
+        });
+    }
+
+    /// Whether the frame behind `hpa` no longer has the generation a cached
+    /// translation saw (it was freed, and maybe allocated again, since).
+    fn frame_changed(&self, hpa: HostPhysAddr, generation: Option<u64>) -> Option<String> {
+        let expected = generation?;
+        let now = self.machine.generation(hpa);
+        (now != Some(expected) || expected % 2 == 0)
+            .then(|| format!("cached at generation {expected}, now {now:?}"))
     }
 
     /// Walks the nested tables for `gpa` like the hardware: from the root, reading
@@ -148,7 +224,7 @@ impl<F: NestedFormat> MockVCpu<F> {
                 512
             };
             let index = (gpa >> (12 + 9 * level)) & (entries - 1);
-            let raw = self.descriptor(table, index)?;
+            let raw = self.descriptor(gpa, table, index)?;
             match F::kind(raw, level) {
                 DescKind::Table if level > 0 => {
                     table = F::output_addr(raw, level);
@@ -167,35 +243,58 @@ impl<F: NestedFormat> MockVCpu<F> {
     /// Translates `gpa` for `access` through the TLB (`entries`, locked by the
     /// caller for the whole access), walking on a miss. A cached entry is used as it
     /// is, even if the tables changed since: that is what makes a missing
-    /// invalidation visible.
+    /// invalidation visible. Returns the host address and the frame's generation
+    /// (to check again after the access).
     fn translate(
         &self,
         entries: &mut Entries,
         gpa: usize,
         access: AccessKind,
-    ) -> Result<HostPhysAddr, Fault> {
+    ) -> Result<(HostPhysAddr, Option<u64>), Fault> {
         let page = gpa & !(PAGE_SIZE - 1);
-        let (hpa_page, flags) = match entries.get(&page) {
+        let entry = match entries.get(&page) {
             Some(e) => {
                 self.tlb.hits.fetch_add(1, Ordering::Relaxed);
                 *e
             }
             None => {
-                let e = self.walk(gpa)?;
+                let (hpa_page, flags) = self.walk(gpa)?;
+                let e = Entry {
+                    hpa_page,
+                    flags,
+                    generation: self.machine.generation(HostPhysAddr::from_usize(hpa_page)),
+                    stamp: self.machine.tick(),
+                };
                 entries.insert(page, e);
                 e
             }
         };
-        if !flags.allows(access) {
+        if !entry.flags.allows(access) {
             return Err(Fault);
         }
-        let hpa = HostPhysAddr::from_usize(hpa_page + (gpa & (PAGE_SIZE - 1)));
-        if !self.machine.contains(hpa, 1) || flags.contains(MappingFlags::DEVICE) {
+        let hpa = HostPhysAddr::from_usize(entry.hpa_page + (gpa & (PAGE_SIZE - 1)));
+        if !self.machine.contains(hpa, 1) || entry.flags.contains(MappingFlags::DEVICE) {
             // A pass-through device or memory outside the machine: the mock has no
             // device behind it, so it reports the access as a fault.
             return Err(Fault);
         }
-        Ok(hpa)
+        if let Some(why) = self.frame_changed(hpa, entry.generation) {
+            self.stale(gpa, hpa, || {
+                format!("a translation to a freed frame was used ({why})")
+            });
+        }
+        if let Some(removed) = self.machine.removed_at(self.vm_id, page)
+            && entry.stamp < removed
+        {
+            self.machine.report_removed(|| {
+                format!(
+                    "VM {} vCPU {}: GPA {gpa:#x} -> HPA {hpa:#x}: used a translation cached at \
+                     tick {} after a call that removed it (begun at tick {removed}) returned",
+                    self.vm_id, self.vcpu_id, entry.stamp
+                )
+            });
+        }
+        Ok((hpa, entry.generation))
     }
 
     /// An instruction fetch at `gpa`.
@@ -220,16 +319,30 @@ impl<F: NestedFormat> MockVCpu<F> {
             AccessKind::Read
         };
         let mut entries = self.tlb.map.lock().expect("tlb");
-        let mut ptrs = [core::ptr::null_mut::<u8>(); 8];
-        for (i, p) in ptrs.iter_mut().enumerate().take(width.bytes()) {
+        let mut bytes = [(
+            core::ptr::null_mut::<u8>(),
+            HostPhysAddr::from_usize(0),
+            None,
+        ); 8];
+        let mut page: Option<(HostPhysAddr, Option<u64>)> = None;
+        for (i, b) in bytes.iter_mut().enumerate().take(width.bytes()) {
             let a = gpa + i;
-            let hpa = self
-                .translate(&mut entries, a.as_usize(), kind)
-                .map_err(|Fault| a)?;
-            *p = self.machine.phys_to_virt(hpa).as_mut_ptr::<u8>();
+            // Translate once per page the access touches.
+            let (hpa, generation) = match page {
+                Some((prev, g)) if !a.as_usize().is_multiple_of(PAGE_SIZE) => (prev + 1, g),
+                _ => self
+                    .translate(&mut entries, a.as_usize(), kind)
+                    .map_err(|Fault| a)?,
+            };
+            page = Some((hpa, generation));
+            *b = (
+                self.machine.phys_to_virt(hpa).as_mut_ptr::<u8>(),
+                hpa,
+                generation,
+            );
         }
         let mut value = 0u64;
-        for (i, p) in ptrs.iter().enumerate().take(width.bytes()) {
+        for (i, (p, _, _)) in bytes.iter().enumerate().take(width.bytes()) {
             // SAFETY: each pointer is a byte of simulated memory that the VM's tables
             // map to this guest (checked by `translate`); volatile because other
             // vCPU threads and the host touch guest memory concurrently.
@@ -239,6 +352,17 @@ impl<F: NestedFormat> MockVCpu<F> {
                     None => value |= u64::from(p.read_volatile()) << (8 * i),
                 }
             }
+        }
+        // A frame freed while the access ran was used after its free.
+        let freed = bytes
+            .iter()
+            .take(width.bytes())
+            .enumerate()
+            .find_map(|(i, (_, hpa, g))| Some((i, *hpa, self.frame_changed(*hpa, *g)?)));
+        if let Some((i, hpa, why)) = freed {
+            self.stale(gpa.as_usize() + i, hpa, || {
+                format!("the frame was freed while the access ran ({why})")
+            });
         }
         drop(entries);
         Ok(value)

@@ -2,7 +2,8 @@
 //! `unmap_region` returns no read succeeds through the old translation; after the
 //! page is mapped again to a new frame every vCPU reads the new data. vCPUs of
 //! another VM on the same machine are never kicked. A vCPU that ignores
-//! invalidations (a broken arch layer) is caught by the same probe.
+//! invalidations (a broken arch layer) is caught by the same probe, and by the
+//! machine's check of freed frames.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -36,6 +37,8 @@ struct Outcome {
     kicks_on_b_pcpu: u64,
     broadcasts: u64,
     errors: usize,
+    /// Uses of freed frames the machine saw.
+    freed_frame_uses: u64,
 }
 
 /// VM A (3 vCPUs on pCPUs 1..=3) probes its data page while the host unmaps and
@@ -97,6 +100,7 @@ fn run<F: NestedFormat>(broadcast: bool, faults: MockFaults) -> Outcome {
         kicks_on_b_pcpu: machine.kicks_of(10),
         broadcasts: machine.broadcasts(),
         errors: report_a.errors.len() + report_b.errors.len(),
+        freed_frame_uses: machine.stale_uses(),
     };
     assert_eq!(
         report_a.errors.len() + report_b.errors.len(),
@@ -130,6 +134,7 @@ fn check_coherent(o: &Outcome, broadcast: bool) {
     );
     assert!(Probe::get(&p.faults_unmapped) > 0);
     assert_eq!(o.errors, 0);
+    assert_eq!(o.freed_frame_uses, 0, "a vCPU used a freed frame");
     if broadcast {
         assert!(o.broadcasts >= 1);
         assert_eq!(o.kicks_a, 0, "a broadcast needs no kick");
@@ -182,5 +187,104 @@ fn ignored_invalidation_is_caught_ept() {
     assert!(
         Probe::get(&o.probe.stale) > 0,
         "the probe cannot see stale reads"
+    );
+    assert!(
+        o.freed_frame_uses > 0,
+        "the machine cannot see a freed frame used through a stale translation"
+    );
+}
+
+/// A VM whose one vCPU loads from pages `DATA` and `DATA + 0x1000`, then halts
+/// (twice), run to its first halt on this thread: both pages are in its TLB.
+fn two_pages_cached(machine: &Arc<Machine>) -> Arc<MockVm<Sv39x4>> {
+    const CODE: usize = 0x1000_0000;
+    const DATA: usize = 0x2000_0000;
+    let g = addrspace::GuestPhysAddr::from_usize;
+    let read = |gpa| hal_mock::Op::Read {
+        gpa: g(gpa),
+        width: vcpu_api::AccessWidth::Qword,
+        reg: 1,
+    };
+    let program = hal_mock::Program::new().at(
+        g(CODE),
+        vec![
+            read(DATA),
+            read(DATA + 0x1000),
+            hal_mock::Op::Halt,
+            hal_mock::Op::Halt,
+        ],
+    );
+    let config = vm_core::VmConfigBuilder::new(1, "two pages", 1)
+        .entry_point(g(CODE))
+        .memory_region(
+            g(CODE),
+            0x1000,
+            MappingFlags::RWX,
+            vm_core::MapType::Alloc,
+            Populate::Eager,
+        )
+        .memory_region(
+            g(DATA),
+            0x2000,
+            MappingFlags::RW,
+            vm_core::MapType::Alloc,
+            Populate::Eager,
+        )
+        .build()
+        .unwrap();
+    let vcpu = hal_mock::MockVCpuConfig::new(Arc::new(program), Arc::default());
+    let vm: Arc<MockVm<Sv39x4>> = vm_core::Vm::new(config, |_| (vcpu.clone(), ())).unwrap();
+    vm.boot().unwrap();
+    let _g = machine.enter(1);
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    let cached = vm.with_vcpu(0, |v| v.tlb().cached_pages()).unwrap();
+    assert!(cached.contains(&g(DATA)) && cached.contains(&g(DATA + 0x1000)));
+    vm
+}
+
+/// Regression: the mock's broadcast invalidation flushed every software TLB of the
+/// VM whatever the range, unlike `TLBI IPAS2E1IS` / `HFENCE.GVMA` by address, which
+/// hid a shootdown that missed part of what it should cover. Unmapping one page
+/// drops that page from the TLB and leaves the other.
+#[test]
+fn broadcast_invalidation_is_exact_to_the_range() {
+    let machine = Machine::with_defaults();
+    machine.set_broadcast(true);
+    let _g = machine.enter(0);
+    let vm = two_pages_cached(&machine);
+    let data = PROBE_DATA; // 0x2000_0000, as in `two_pages_cached`
+    vm.unmap_region(data, 0x1000).unwrap();
+    assert_eq!(machine.broadcasts(), 1);
+    assert_eq!(
+        vm.with_vcpu(0, |v| v.tlb().cached_pages()).unwrap(),
+        vec![
+            addrspace::GuestPhysAddr::from_usize(0x1000_0000),
+            data + 0x1000
+        ]
+    );
+}
+
+/// Without a broadcast, a vCPU outside the guest is not kicked and its TLB is left
+/// alone until its next entry, which invalidates it (the protocol's other half).
+#[test]
+fn kicks_leave_a_vcpu_outside_the_guest_to_its_next_entry() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = two_pages_cached(&machine);
+    let flushes = vm
+        .with_vcpu(0, |v| v.tlb().flushes.load(Ordering::SeqCst))
+        .unwrap();
+    vm.unmap_region(PROBE_DATA, 0x1000).unwrap();
+    assert_eq!(vm.stats().kicks, 0);
+    assert_eq!(
+        vm.with_vcpu(0, |v| v.tlb().cached_pages().len()).unwrap(),
+        3
+    );
+    let _p = machine.enter(1);
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    assert_eq!(
+        vm.with_vcpu(0, |v| v.tlb().flushes.load(Ordering::SeqCst))
+            .unwrap(),
+        flushes + 1
     );
 }
