@@ -2,6 +2,7 @@
 //! [`VmConfig`], with the lifecycle, guest-memory access, run-time mapping changes and
 //! the TLB coherency protocol. The run loop itself is in `run.rs`.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -9,7 +10,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use addrspace::{
-    AccessKind, AddrSpace, Area, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr,
+    AccessKind, AddrSpace, Area, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr,
     MappingFlags, PAGE_SIZE, Pod, Populate, Walk,
 };
 use spin::{Mutex, RwLock};
@@ -107,6 +108,40 @@ impl Drop for HostRanges {
     }
 }
 
+/// The flush tokens of a VM's unmaps and protects in the order of their table
+/// changes, each with whether its shootdown has finished.
+#[derive(Default)]
+struct FlushQueue {
+    next: u64,
+    entries: VecDeque<(u64, Flush, bool)>,
+}
+
+impl FlushQueue {
+    /// Queues `flush`; returns its ticket.
+    fn push(&mut self, flush: Flush) -> u64 {
+        let ticket = self.next;
+        self.next += 1;
+        self.entries.push_back((ticket, flush, false));
+        ticket
+    }
+
+    /// Notes that the shootdown of `ticket` has finished.
+    fn finish(&mut self, ticket: u64) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == ticket) {
+            e.2 = true;
+        }
+    }
+
+    /// The oldest token, if its shootdown has finished.
+    fn pop_finished(&mut self) -> Option<Flush> {
+        if self.entries.front()?.2 {
+            self.entries.pop_front().map(|e| e.1)
+        } else {
+            None
+        }
+    }
+}
+
 /// A vCPU's run-loop state, kept with the architecture vCPU under one lock.
 pub(crate) struct VCpuInner<V> {
     pub(crate) arch: V,
@@ -158,6 +193,9 @@ pub struct Vm<V: ArchVCpu> {
     pub(crate) bus: RwLock<MmioBus>,
     passthrough: Vec<PassthroughRange>,
     pub(crate) tlb_gen: AtomicU64,
+    /// Flush tokens of unmaps and protects, oldest first, until released (see
+    /// [`Vm::change_mappings`]). Locked only with the address space written.
+    flushes: Mutex<FlushQueue>,
     kicks: AtomicU64,
     shootdowns: AtomicU64,
     pub(crate) faults_mapped: AtomicU64,
@@ -248,6 +286,7 @@ impl<V: ArchVCpu> Vm<V> {
             bus: RwLock::new(bus),
             passthrough: plan,
             tlb_gen: AtomicU64::new(0),
+            flushes: Mutex::new(FlushQueue::default()),
             kicks: AtomicU64::new(0),
             shootdowns: AtomicU64::new(0),
             faults_mapped: AtomicU64::new(0),
@@ -630,27 +669,49 @@ impl<V: ArchVCpu> Vm<V> {
     /// Removes `[gpa, gpa + size)` from the guest. When this returns, no vCPU of
     /// this VM can use the old translations (those in the guest were kicked and
     /// acknowledged, the others invalidate before their next entry), and the frames
-    /// of allocated regions have been freed.
+    /// of allocated regions have been freed, unless an unmap or protect that began
+    /// earlier on another thread is still waiting for its vCPUs: then they are freed
+    /// with that one's (flush tokens complete in the order of the table changes, each
+    /// after its own shootdown and every older one).
     pub fn unmap_region(&self, gpa: GuestPhysAddr, size: usize) -> VmResult {
-        let flush = self
-            .space
-            .write()
-            .unmap(gpa, size)
-            .map_err(space_err("unmap_region"))?;
-        self.shootdown(flush.range());
-        self.space.write().complete_flush(flush);
-        Ok(())
+        self.change_mappings("unmap_region", |space| space.unmap(gpa, size))
     }
 
     /// Changes the flags of `[gpa, gpa + size)`; coherent like [`Vm::unmap_region`].
     pub fn protect_region(&self, gpa: GuestPhysAddr, size: usize, flags: MappingFlags) -> VmResult {
-        let flush = self
-            .space
-            .write()
-            .protect(gpa, size, flags)
-            .map_err(space_err("protect_region"))?;
-        self.shootdown(flush.range());
-        self.space.write().complete_flush(flush);
+        self.change_mappings("protect_region", |space| space.protect(gpa, size, flags))
+    }
+
+    /// Runs `change` (an unmap or protect) on the address space, makes every vCPU
+    /// drop the translations it removed or weakened, then releases the frames it
+    /// unlinked.
+    ///
+    /// Changes on several threads overlap (the address-space lock is not held while
+    /// vCPUs are waited for), and a change's shootdown only covers its own range. So
+    /// its token joins a queue in the order of the table changes, and tokens are
+    /// completed strictly in that order, each only once its own shootdown and those
+    /// of every older one have finished: a frame is never released before the
+    /// shootdown covering the translations that reached it completed, whatever runs
+    /// meanwhile (other changes, lazy faults, copies, new mappings: a range being
+    /// unmapped has no area any more, and whatever maps it again gets new frames).
+    fn change_mappings(
+        &self,
+        what: &'static str,
+        change: impl FnOnce(&mut AddrSpace<V::Format, HalFrames>) -> addrspace::Result<Flush>,
+    ) -> VmResult {
+        let (ticket, range) = {
+            let mut space = self.space.write();
+            let flush = change(&mut space).map_err(space_err(what))?;
+            let range = flush.range();
+            (self.flushes.lock().push(flush), range)
+        };
+        self.shootdown(range);
+        let mut space = self.space.write();
+        let mut queue = self.flushes.lock();
+        queue.finish(ticket);
+        while let Some(flush) = queue.pop_finished() {
+            space.complete_flush(flush);
+        }
         Ok(())
     }
 
