@@ -1,8 +1,16 @@
-//! The guest's PSCI calls (Arm DEN0022 "Power State Coordination Interface"), decoded
-//! from the SMCCC registers x0..x3 by a pure function, and the return codes.
+//! The guest's calls by HVC and SMC: PSCI (Arm DEN0022 "Power State Coordination
+//! Interface") decoded from the SMCCC registers x0..x3 into a
+//! [`vcpu_api::FirmwareCall`], other HVCs as hypercalls, and the reply encoded in x0
+//! with PSCI's return codes. Pure functions; which calls are served and what they
+//! answer is vm-core's decision.
 //!
 //! Function ids (DEN0022D §5.1): owner "standard secure service" (OEN 4), fast calls,
 //! `0x8400_00nn` for SMC32 and `0xc400_00nn` for SMC64. Return codes: §5.2.2.
+
+use addrspace::GuestPhysAddr;
+use vcpu_api::{Conduit, CpuState, FirmwareCall, FirmwareError, FirmwareReply, Hypercall, Service};
+
+use crate::regs::MPIDR_AFFINITY_MASK;
 
 /// PSCI_VERSION (SMC32).
 pub const PSCI_VERSION: u32 = 0x8400_0000;
@@ -14,8 +22,10 @@ pub const CPU_OFF: u32 = 0x8400_0002;
 pub const CPU_ON: u32 = 0x8400_0003;
 /// CPU_ON (SMC64).
 pub const CPU_ON_64: u32 = 0xc400_0003;
-/// AFFINITY_INFO (SMC32; SMC64 is `0xc400_0004`).
+/// AFFINITY_INFO (SMC32).
 pub const AFFINITY_INFO: u32 = 0x8400_0004;
+/// AFFINITY_INFO (SMC64).
+pub const AFFINITY_INFO_64: u32 = 0xc400_0004;
 /// MIGRATE_INFO_TYPE (SMC32).
 pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
 /// SYSTEM_OFF (SMC32).
@@ -24,12 +34,6 @@ pub const SYSTEM_OFF: u32 = 0x8400_0008;
 pub const SYSTEM_RESET: u32 = 0x8400_0009;
 /// PSCI_FEATURES (SMC32).
 pub const PSCI_FEATURES: u32 = 0x8400_000a;
-
-/// The PSCI version this hypervisor implements: 1.0 (major in bits 31:16).
-pub const VERSION_1_0: u64 = 0x0001_0000;
-
-/// MIGRATE_INFO_TYPE's answer: no Trusted OS, migration not required.
-pub const MIGRATE_NOT_REQUIRED: u64 = 2;
 
 /// PSCI return codes (signed 32-bit values, sign-extended into x0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,58 +79,42 @@ pub enum PsciConduit {
     Smc,
 }
 
-/// A decoded PSCI call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PsciCall {
-    /// PSCI_VERSION.
-    Version,
-    /// CPU_ON: start the CPU with MPIDR affinity `target` at `entry` with `context`
-    /// in its x0.
-    CpuOn {
-        /// Target affinity (MPIDR Aff3..Aff0 fields).
-        target: u64,
-        /// Entry point (IPA; the guest's MMU is off there).
-        entry: u64,
-        /// The value for the target's x0.
-        context: u64,
-    },
-    /// CPU_OFF.
-    CpuOff,
-    /// AFFINITY_INFO for `target` at `lowest_level`.
-    AffinityInfo {
-        /// Target affinity.
-        target: u64,
-        /// Lowest affinity level.
-        lowest_level: u64,
-    },
-    /// MIGRATE_INFO_TYPE.
-    MigrateInfoType,
-    /// SYSTEM_OFF.
-    SystemOff,
-    /// SYSTEM_RESET.
-    SystemReset,
-    /// PSCI_FEATURES for function `function`.
-    Features {
-        /// The function id asked about.
-        function: u32,
-    },
-    /// A PSCI function id this implementation does not serve (CPU_SUSPEND,
-    /// MIGRATE, ...): the answer is NOT_SUPPORTED.
-    Unsupported {
-        /// The function id.
-        function: u32,
-    },
-}
-
 /// Whether `function_id` (x0) is in the PSCI range: SMCCC fast call, owner 4
 /// (standard secure service), function numbers 0x00..=0x1f, SMC32 or SMC64.
 pub const fn is_psci(function_id: u64) -> bool {
     function_id >> 32 == 0 && (function_id as u32 & !0x4000_001f) == 0x8400_0000
 }
 
+/// Decodes the call the guest made by `conduit` (`hvc` or `smc`) from x0..x6, given
+/// which of the two carries PSCI: a PSCI function there is a PSCI call; any other
+/// HVC is a hypercall for the board; any other SMC is an unsupported function (the
+/// guest has no secure firmware behind it).
+pub fn decode_call(x: &[u64; 7], conduit: Conduit, psci: PsciConduit) -> FirmwareCall {
+    let psci_here = matches!(
+        (conduit, psci),
+        (Conduit::Hvc, PsciConduit::Hvc) | (Conduit::Smc, PsciConduit::Smc)
+    );
+    if psci_here && let Some(call) = decode_psci([x[0], x[1], x[2], x[3]]) {
+        return call;
+    }
+    match conduit {
+        Conduit::Hvc => FirmwareCall::Hypercall(Hypercall {
+            nr: x[0],
+            function: 0,
+            args: [x[1], x[2], x[3], x[4], x[5], x[6]],
+        }),
+        _ => FirmwareCall::Unsupported {
+            nr: x[0],
+            function: 0,
+        },
+    }
+}
+
 /// Decodes a PSCI call from x0..x3, or `None` if x0 is not a PSCI function id.
-/// SMC32 calls use only the low 32 bits of their arguments (SMCCC §2.6).
-pub fn decode(x: [u64; 4]) -> Option<PsciCall> {
+/// SMC32 calls use only the low 32 bits of their arguments (SMCCC §2.6). A function
+/// this implementation does not serve (CPU_SUSPEND, MIGRATE, AFFINITY_INFO above
+/// level 0, ...) is [`FirmwareCall::Unsupported`].
+pub fn decode_psci(x: [u64; 4]) -> Option<FirmwareCall> {
     if !is_psci(x[0]) {
         return None;
     }
@@ -134,90 +122,141 @@ pub fn decode(x: [u64; 4]) -> Option<PsciCall> {
     let smc64 = function & 0x4000_0000 != 0;
     let arg = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
     let call = match function & !0x4000_0000 {
-        PSCI_VERSION if !smc64 => PsciCall::Version,
-        CPU_OFF if !smc64 => PsciCall::CpuOff,
-        CPU_ON => PsciCall::CpuOn {
-            target: arg(x[1]),
-            entry: arg(x[2]),
-            context: arg(x[3]),
+        PSCI_VERSION if !smc64 => FirmwareCall::Version,
+        CPU_OFF if !smc64 => FirmwareCall::CpuOff,
+        CPU_ON => FirmwareCall::CpuOn {
+            target: arg(x[1]) & MPIDR_AFFINITY_MASK,
+            entry: GuestPhysAddr::from_usize(arg(x[2]) as usize),
+            arg: arg(x[3]),
         },
-        AFFINITY_INFO => PsciCall::AffinityInfo {
-            target: arg(x[1]),
-            lowest_level: arg(x[2]),
+        AFFINITY_INFO if arg(x[2]) == 0 => FirmwareCall::CpuStatus {
+            target: arg(x[1]) & MPIDR_AFFINITY_MASK,
         },
-        MIGRATE_INFO_TYPE if !smc64 => PsciCall::MigrateInfoType,
-        SYSTEM_OFF if !smc64 => PsciCall::SystemOff,
-        SYSTEM_RESET if !smc64 => PsciCall::SystemReset,
-        PSCI_FEATURES if !smc64 => PsciCall::Features {
-            function: x[1] as u32,
+        MIGRATE_INFO_TYPE if !smc64 => FirmwareCall::MigrateInfoType,
+        SYSTEM_OFF if !smc64 => FirmwareCall::SystemOff,
+        SYSTEM_RESET if !smc64 => FirmwareCall::SystemReset,
+        PSCI_FEATURES if !smc64 => FirmwareCall::Probe {
+            service: service_of(x[1] as u32),
         },
-        _ => PsciCall::Unsupported { function },
+        _ => FirmwareCall::Unsupported {
+            nr: u64::from(function),
+            function: 0,
+        },
     };
     Some(call)
 }
 
-/// PSCI_FEATURES: 0 for the functions [`decode`] serves, NOT_SUPPORTED otherwise.
-pub const fn features(function: u32) -> u64 {
+/// The service PSCI function `function` belongs to (what PSCI_FEATURES asks about),
+/// for the functions [`decode_psci`] decodes; `None` for any other.
+pub const fn service_of(function: u32) -> Option<Service> {
     match function {
-        PSCI_VERSION | CPU_OFF | CPU_ON | CPU_ON_64 | MIGRATE_INFO_TYPE | SYSTEM_OFF
-        | SYSTEM_RESET | PSCI_FEATURES => 0,
-        _ => PsciError::NotSupported.to_x0(),
+        PSCI_VERSION | PSCI_FEATURES => Some(Service::Base),
+        MIGRATE_INFO_TYPE => Some(Service::MigrateInfo),
+        CPU_ON | CPU_ON_64 | CPU_OFF | AFFINITY_INFO | AFFINITY_INFO_64 => Some(Service::CpuPower),
+        SYSTEM_OFF | SYSTEM_RESET => Some(Service::SystemPower),
+        _ => None,
     }
+}
+
+impl From<FirmwareError> for PsciError {
+    fn from(e: FirmwareError) -> Self {
+        match e {
+            FirmwareError::NotSupported => Self::NotSupported,
+            FirmwareError::InvalidParameters => Self::InvalidParameters,
+            FirmwareError::AlreadyOn => Self::AlreadyOn,
+            FirmwareError::InvalidAddress => Self::InvalidAddress,
+            FirmwareError::Failed => Self::InternalFailure,
+        }
+    }
+}
+
+/// x0 for `reply` to a PSCI call or a hypercall (SMCCC: one value in x0, -1 for an
+/// unknown function); `None` for a reply no such call can have (CPUID registers).
+pub fn encode_reply(reply: FirmwareReply) -> Option<u64> {
+    Some(match reply {
+        FirmwareReply::Value(v) => v,
+        FirmwareReply::Error(e) => PsciError::from(e).to_x0(),
+        // PSCI_FEATURES: 0 (no feature flags) or NOT_SUPPORTED.
+        FirmwareReply::Offered(true) => 0,
+        FirmwareReply::Offered(false) => PsciError::NotSupported.to_x0(),
+        FirmwareReply::Version { major, minor } => u64::from(major) << 16 | u64::from(minor),
+        // AFFINITY_INFO: ON 0, OFF 1, ON_PENDING 2 (DEN0022D §5.7.1).
+        FirmwareReply::CpuState(CpuState::On) => 0,
+        FirmwareReply::CpuState(CpuState::Off) => 1,
+        FirmwareReply::CpuState(CpuState::OnPending) => 2,
+        FirmwareReply::Cpuid(_) => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn cpu_on_64_keeps_full_arguments() {
-        assert_eq!(
-            decode([0xc400_0003, 1, 0x4000_1000, 0x1_0000_0005]),
-            Some(PsciCall::CpuOn {
-                target: 1,
-                entry: 0x4000_1000,
-                context: 0x1_0000_0005
-            })
-        );
+    fn on(target: u64, entry: usize, arg: u64) -> Option<FirmwareCall> {
+        Some(FirmwareCall::CpuOn {
+            target,
+            entry: GuestPhysAddr::from_usize(entry),
+            arg,
+        })
     }
 
     #[test]
+    fn cpu_on_64_keeps_full_arguments() {
+        assert_eq!(
+            decode_psci([0xc400_0003, 0x100, 0x4000_1000, 0x1_0000_0005]),
+            on(0x100, 0x4000_1000, 0x1_0000_0005)
+        );
+    }
+
+    /// SMC32 arguments are cut to 32 bits; MPIDR bits outside the affinity fields
+    /// (RES1 bit 31, U, MT) are not part of the target.
+    #[test]
     fn smc32_arguments_are_cut_to_32_bits() {
         assert_eq!(
-            decode([0x8400_0003, 0xffff_ffff_0000_0001, 0xdead_0000_4000_0000, 7]),
-            Some(PsciCall::CpuOn {
-                target: 1,
-                entry: 0x4000_0000,
-                context: 7
-            })
+            decode_psci([0x8400_0003, 0xffff_ffff_8000_0101, 0xdead_0000_4000_0000, 7]),
+            on(0x101, 0x4000_0000, 7)
         );
     }
 
     #[test]
     fn simple_calls() {
-        assert_eq!(decode([0x8400_0000, 0, 0, 0]), Some(PsciCall::Version));
-        assert_eq!(decode([0x8400_0002, 0, 0, 0]), Some(PsciCall::CpuOff));
-        assert_eq!(decode([0x8400_0008, 0, 0, 0]), Some(PsciCall::SystemOff));
-        assert_eq!(decode([0x8400_0009, 0, 0, 0]), Some(PsciCall::SystemReset));
+        let d = |x0| decode_psci([x0, 0, 0, 0]);
+        assert_eq!(d(0x8400_0000), Some(FirmwareCall::Version));
+        assert_eq!(d(0x8400_0002), Some(FirmwareCall::CpuOff));
+        assert_eq!(d(0x8400_0008), Some(FirmwareCall::SystemOff));
+        assert_eq!(d(0x8400_0009), Some(FirmwareCall::SystemReset));
+        assert_eq!(d(0x8400_0006), Some(FirmwareCall::MigrateInfoType));
         assert_eq!(
-            decode([0x8400_000a, 0xc400_0003, 0, 0]),
-            Some(PsciCall::Features {
-                function: 0xc400_0003
-            })
+            decode_psci([0xc400_0004, 0x101, 0, 0]),
+            Some(FirmwareCall::CpuStatus { target: 0x101 })
         );
-        // CPU_SUSPEND (SMC64) is PSCI but not served; SYSTEM_OFF has no SMC64 form.
-        assert_eq!(
-            decode([0xc400_0001, 0, 0, 0]),
-            Some(PsciCall::Unsupported {
-                function: 0xc400_0001
-            })
-        );
-        assert_eq!(
-            decode([0xc400_0008, 0, 0, 0]),
-            Some(PsciCall::Unsupported {
-                function: 0xc400_0008
-            })
-        );
+        // CPU_SUSPEND (SMC64) is PSCI but not served; SYSTEM_OFF has no SMC64 form;
+        // AFFINITY_INFO above level 0 is not served.
+        for x in [
+            [0xc400_0001, 0, 0, 0],
+            [0xc400_0008, 0, 0, 0],
+            [0x8400_0004, 1, 1, 0],
+        ] {
+            assert_eq!(
+                decode_psci(x),
+                Some(FirmwareCall::Unsupported {
+                    nr: x[0],
+                    function: 0
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn features_name_the_service() {
+        let probe = |f: u32| decode_psci([0x8400_000a, u64::from(f), 0, 0]);
+        let service = |s| Some(FirmwareCall::Probe { service: s });
+        assert_eq!(probe(CPU_ON_64), service(Some(Service::CpuPower)));
+        assert_eq!(probe(SYSTEM_RESET), service(Some(Service::SystemPower)));
+        assert_eq!(probe(PSCI_FEATURES), service(Some(Service::Base)));
+        assert_eq!(probe(CPU_SUSPEND), service(None));
+        // SMCCC_VERSION (what Linux asks about first) is not PSCI.
+        assert_eq!(probe(0x8000_0000), service(None));
     }
 
     /// Other SMCCC owners (our vendor hypervisor calls, 0xc600_00xx), PSCI numbers
@@ -231,15 +270,62 @@ mod tests {
             0x1_8400_0000,
             0x8500_0000,
         ] {
-            assert_eq!(decode([id, 0, 0, 0]), None, "{id:#x}");
+            assert_eq!(decode_psci([id, 0, 0, 0]), None, "{id:#x}");
         }
     }
 
+    /// PSCI by the configured instruction; other HVCs are hypercalls with x1..x6,
+    /// other SMCs unsupported.
     #[test]
-    fn return_codes_are_sign_extended() {
+    fn conduits() {
+        let mut x = [0x8400_0000u64, 1, 2, 3, 4, 5, 6];
+        assert_eq!(
+            decode_call(&x, Conduit::Smc, PsciConduit::Smc),
+            FirmwareCall::Version
+        );
+        assert_eq!(
+            decode_call(&x, Conduit::Hvc, PsciConduit::Smc),
+            FirmwareCall::Hypercall(Hypercall {
+                nr: 0x8400_0000,
+                function: 0,
+                args: [1, 2, 3, 4, 5, 6]
+            })
+        );
+        assert_eq!(
+            decode_call(&x, Conduit::Smc, PsciConduit::Hvc),
+            FirmwareCall::Unsupported {
+                nr: 0x8400_0000,
+                function: 0
+            }
+        );
+        x[0] = 0xc600_0002;
+        assert!(matches!(
+            decode_call(&x, Conduit::Hvc, PsciConduit::Hvc),
+            FirmwareCall::Hypercall(Hypercall {
+                nr: 0xc600_0002,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn replies_in_x0() {
         assert_eq!(PsciError::NotSupported.to_x0(), u64::MAX);
         assert_eq!(PsciError::AlreadyOn.to_x0(), (-4i64) as u64);
-        assert_eq!(features(CPU_ON), 0);
-        assert_eq!(features(CPU_SUSPEND), u64::MAX);
+        let e = |e| encode_reply(FirmwareReply::Error(e));
+        assert_eq!(e(FirmwareError::InvalidParameters), Some((-2i64) as u64));
+        assert_eq!(e(FirmwareError::Failed), Some((-6i64) as u64));
+        assert_eq!(e(FirmwareError::InvalidAddress), Some((-9i64) as u64));
+        assert_eq!(
+            encode_reply(FirmwareReply::Version { major: 1, minor: 0 }),
+            Some(0x1_0000)
+        );
+        assert_eq!(encode_reply(FirmwareReply::Offered(true)), Some(0));
+        assert_eq!(encode_reply(FirmwareReply::Offered(false)), Some(u64::MAX));
+        assert_eq!(
+            encode_reply(FirmwareReply::CpuState(CpuState::Off)),
+            Some(1)
+        );
+        assert_eq!(encode_reply(FirmwareReply::Cpuid(Default::default())), None);
     }
 }

@@ -1,8 +1,8 @@
 //! The MMIO access of a data abort, decoded from its syndrome (ESR_EL2.ISS: ISV, SAS,
-//! SSE, SRT, SF, WnR; see `exit.rs`) and the guest's registers by a pure function.
+//! SSE, SRT, SF, WnR, S1PTW; see `exit.rs`) and the guest's registers by a pure
+//! function, at the exit: the exit carries it ([`vcpu_api::FaultInsn`]).
 
-use addrspace::GuestPhysAddr;
-use vcpu_api::{AccessWidth, MmioAccess, MmioDecodeError, MmioOp};
+use vcpu_api::{AccessWidth, FaultInsn, MmioDecodeError, MmioInsn, MmioOp};
 
 use crate::exit::DataAbort;
 
@@ -12,17 +12,16 @@ pub(crate) fn xreg(regs: &[u64; 31], index: u8) -> u64 {
     regs.get(usize::from(index)).copied().unwrap_or(0)
 }
 
-/// The MMIO access a data abort describes, from its syndrome and the registers
-/// (`regs[31]` does not exist: register 31 is XZR, which stores 0). A pure function.
-pub fn mmio_access(
-    ipa: GuestPhysAddr,
-    abort: &DataAbort,
-    insn_len: u8,
-    regs: &[u64; 31],
-    pc: u64,
-) -> Result<MmioAccess, MmioDecodeError> {
+/// What a data abort at `pc` says about its instruction: the access its syndrome
+/// describes (a store's value read from `regs` now; `regs[31]` does not exist:
+/// register 31 is XZR, which stores 0), or why it cannot be emulated: a fault of the
+/// guest's own stage-1 walk, or no syndrome (ISV = 0: load/store pair, writeback).
+pub fn fault_insn(abort: &DataAbort, insn_len: u8, regs: &[u64; 31], pc: u64) -> FaultInsn {
+    if abort.s1ptw {
+        return FaultInsn::Refused(MmioDecodeError::TableWalk { pc });
+    }
     let Some(s) = abort.syndrome else {
-        return Err(MmioDecodeError::NoSyndrome { pc });
+        return FaultInsn::Refused(MmioDecodeError::NoSyndrome { pc });
     };
     let op = if abort.write {
         MmioOp::Write {
@@ -39,10 +38,9 @@ pub fn mmio_access(
             },
         }
     };
-    Ok(MmioAccess {
-        gpa: ipa,
+    FaultInsn::Decoded(MmioInsn {
         width: s.width,
         op,
-        insn_len,
+        len: insn_len,
     })
 }

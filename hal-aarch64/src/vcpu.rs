@@ -1,23 +1,24 @@
 //! [`Aarch64VCpu`]: an EL1 vCPU under EL2 with stage-2 translation, implementing
-//! [`vcpu_api::ArchVCpu`]. Trap handling (which exits become [`ExitReason`]s, which
-//! are answered here, such as PSCI_VERSION) is plain code over the decoded [`Trap`],
-//! tested on the host; only entering the guest and switching system registers need
-//! the hardware.
+//! [`vcpu_api::ArchVCpu`]. Trap handling (each trap becomes an [`ExitReason`] that
+//! carries what the VM layer needs: the fault with its syndrome's access, the PSCI
+//! call or hypercall decoded) is plain code over the decoded [`Trap`], tested on the
+//! host; only entering the guest and switching system registers need the hardware.
 
 use core::marker::PhantomData;
 
 use addrspace::{AccessKind, ArmStage2, GuestPhysAddr, HostPhysAddr, NestedFormat, PAGE_SIZE};
 use vcpu_api::{
-    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError, VCpuResult,
+    ArchVCpu, Conduit, ExitReason, FaultInsn, FirmwareReply, GuestCall, GuestMemory, MmioAccess,
+    MmioDecodeError, MmioOp, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuResult,
 };
 
 use crate::context;
 use crate::context::{El1Regs, TrapFrame};
 use crate::cpu::{pa_bits, pa_range};
 use crate::entry::{self, HwExit};
-use crate::exit::{DataAbort, FaultKind, Trap};
-use crate::firmware::{self as psci, PsciCall, PsciConduit, PsciError};
-use crate::mmio::{mmio_access, xreg};
+use crate::exit::{FaultKind, Trap};
+use crate::firmware::{self, PsciConduit};
+use crate::mmio::{fault_insn, xreg};
 use crate::regs::{Hcr, MPIDR_AFFINITY_MASK, MPIDR_RES1, SPSR_EL1H_DAIF_MASKED};
 use crate::tlb::{flush_all, flush_local, vmid_of};
 
@@ -42,13 +43,14 @@ impl<const IPA_BITS: u32> Stage2Format for ArmStage2<IPA_BITS> {
 /// Creation parameters of an [`Aarch64VCpu`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Aarch64CreateConfig {
-    /// The MPIDR affinity the guest sees (VMPIDR_EL2) and names in PSCI CPU_ON;
-    /// `None` puts the vCPU id in Aff0.
+    /// The MPIDR affinity the guest sees (VMPIDR_EL2) and names in PSCI CPU_ON (the
+    /// vCPU's [`ArchVCpu::cpu_id`]); `None` numbers the vCPUs by index
+    /// ([`default_mpidr`]).
     pub mpidr: Option<u64>,
     /// The instruction the guest uses for PSCI calls. PSCI function ids arriving
-    /// through the other instruction are not PSCI: through HVC they are
-    /// [`ExitReason::Hypercall`]s (the VM layer answers unknown ones with
-    /// SMCCC NOT_SUPPORTED), through SMC they get NOT_SUPPORTED here.
+    /// through the other instruction are not PSCI: through HVC they are hypercalls
+    /// for the board, through SMC unsupported functions (see
+    /// [`crate::firmware::decode_call`]).
     pub psci: PsciConduit,
 }
 
@@ -62,14 +64,6 @@ pub struct Aarch64SetupConfig {
 /// The exit value [`ExitReason::ExternalInterrupt`] carries: this HAL does not own
 /// the interrupt controller, so the board acknowledges the interrupt itself.
 pub const IRQ_NOT_ACKNOWLEDGED: u64 = u64::MAX;
-
-/// The last data abort, kept for [`ArchVCpu::decode_mmio`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LastAbort {
-    ipa: GuestPhysAddr,
-    abort: DataAbort,
-    insn_len: u8,
-}
 
 /// An AArch64 vCPU at EL1 whose memory is translated by stage-2 tables of format `F`
 /// ([`addrspace::ArmStage2Ipa40`]: 3 levels from two concatenated level-1 tables,
@@ -86,7 +80,6 @@ pub struct Aarch64VCpu<F: Stage2Format> {
     vttbr: Option<u64>,
     entry: Option<GuestPhysAddr>,
     hcr: Hcr,
-    last_abort: Option<LastAbort>,
     bound: bool,
     reload_el1: bool,
     flush_on_bind: bool,
@@ -146,13 +139,13 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
         self.frame.elr = self.frame.elr.wrapping_add(u64::from(bytes));
     }
 
-    /// Acts on one decoded trap: `Ok(None)` when it was answered here and the guest
-    /// resumes (PSCI_VERSION, an unserved SMC, WFE), `Ok(Some(exit))` for the VM
-    /// layer. Every instruction that is not an MMIO access has been stepped over by
-    /// the time the exit is returned (HVC by the hardware, SMC, WFI and MSR/MRS
-    /// here); a data abort is stepped over by [`ArchVCpu::complete_mmio`].
+    /// Acts on one decoded trap: `Ok(None)` when the guest resumes at once (WFE),
+    /// `Ok(Some(exit))` for the VM layer. WFI is stepped over here; an MMIO access,
+    /// a call and a system-register access are stepped over when they are completed
+    /// (`complete_mmio`, `complete_call`, `complete_sysreg`; HVC's return address is
+    /// already past it).
     pub(crate) fn handle_trap(&mut self, trap: Trap) -> VCpuResult<Option<ExitReason>> {
-        self.last_abort = None;
+        let pc = self.frame.elr;
         match trap {
             Trap::DataAbort {
                 ipa,
@@ -165,18 +158,17 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
                         value: u64::from(abort.status.code),
                     });
                 }
-                self.last_abort = Some(LastAbort {
-                    ipa,
-                    abort,
-                    insn_len,
-                });
                 // A fault on the guest's own table walk is a read of its table.
                 let access = if abort.write && !abort.s1ptw && !abort.cache_maintenance {
                     AccessKind::Write
                 } else {
                     AccessKind::Read
                 };
-                Ok(Some(ExitReason::NestedPageFault { gpa: ipa, access }))
+                Ok(Some(ExitReason::NestedPageFault(NestedFault {
+                    gpa: ipa,
+                    access,
+                    insn: fault_insn(&abort, insn_len, &self.frame.x, pc),
+                })))
             }
             Trap::InstrAbort { ipa, abort } => {
                 if !stage2_fault(abort.status.kind) {
@@ -185,38 +177,19 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
                         value: u64::from(abort.status.code),
                     });
                 }
-                let access = if abort.s1ptw {
-                    AccessKind::Read
+                let (access, why) = if abort.s1ptw {
+                    (AccessKind::Read, MmioDecodeError::TableWalk { pc })
                 } else {
-                    AccessKind::Execute
+                    (AccessKind::Execute, MmioDecodeError::Execute { pc })
                 };
-                Ok(Some(ExitReason::NestedPageFault { gpa: ipa, access }))
+                Ok(Some(ExitReason::NestedPageFault(NestedFault {
+                    gpa: ipa,
+                    access,
+                    insn: FaultInsn::Refused(why),
+                })))
             }
-            Trap::Hvc { .. } => {
-                let x = &self.frame.x;
-                if self.psci == PsciConduit::Hvc
-                    && let Some(call) = psci::decode([x[0], x[1], x[2], x[3]])
-                {
-                    return Ok(self.psci_call(call));
-                }
-                Ok(Some(ExitReason::Hypercall {
-                    nr: x[0],
-                    args: [x[1], x[2], x[3], x[4], x[5], x[6]],
-                }))
-            }
-            Trap::Smc { .. } => {
-                // A trapped SMC returns to the SMC itself (Arm ARM D1.3.2.1
-                // "preferred exception return address"): step over it.
-                self.step(4);
-                let x = &self.frame.x;
-                if self.psci == PsciConduit::Smc
-                    && let Some(call) = psci::decode([x[0], x[1], x[2], x[3]])
-                {
-                    return Ok(self.psci_call(call));
-                }
-                self.frame.x[0] = psci::SMCCC_NOT_SUPPORTED;
-                Ok(None)
-            }
+            Trap::Hvc { .. } => Ok(Some(self.call(Conduit::Hvc))),
+            Trap::Smc { .. } => Ok(Some(self.call(Conduit::Smc))),
             Trap::Wfi => {
                 self.step(4);
                 Ok(Some(ExitReason::Halt))
@@ -225,20 +198,18 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
                 self.step(4);
                 Ok(None)
             }
-            Trap::SysReg(access) => {
-                self.step(4);
-                if access.read {
-                    Ok(Some(ExitReason::SysRegRead {
-                        addr: access.addr,
+            Trap::SysReg(access) => Ok(Some(ExitReason::SysReg(SysRegAccess {
+                addr: access.addr,
+                op: if access.read {
+                    SysRegOp::Read {
                         reg: usize::from(access.reg),
-                    }))
+                    }
                 } else {
-                    Ok(Some(ExitReason::SysRegWrite {
-                        addr: access.addr,
+                    SysRegOp::Write {
                         value: self.reg(access.reg),
-                    }))
-                }
-            }
+                    }
+                },
+            }))),
             Trap::Other(esr) => Err(VCpuError::InvalidValue {
                 what: "ESR_EL2 of an unhandled trap from EL1",
                 value: esr.0,
@@ -246,33 +217,14 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
         }
     }
 
-    /// Serves or forwards a PSCI call (the calling instruction is already stepped
-    /// over).
-    fn psci_call(&mut self, call: PsciCall) -> Option<ExitReason> {
-        let answer = match call {
-            PsciCall::Version => psci::VERSION_1_0,
-            PsciCall::Features { function } => psci::features(function),
-            PsciCall::MigrateInfoType => psci::MIGRATE_NOT_REQUIRED,
-            PsciCall::AffinityInfo { .. } | PsciCall::Unsupported { .. } => {
-                PsciError::NotSupported.to_x0()
-            }
-            PsciCall::CpuOn {
-                target,
-                entry,
-                context,
-            } => {
-                return Some(ExitReason::CpuUp {
-                    target_cpu: target & MPIDR_AFFINITY_MASK,
-                    entry_point: GuestPhysAddr::from_usize(entry as usize),
-                    arg: context,
-                });
-            }
-            PsciCall::CpuOff => return Some(ExitReason::CpuDown { state: 0 }),
-            PsciCall::SystemOff => return Some(ExitReason::SystemShutdown),
-            PsciCall::SystemReset => return Some(ExitReason::SystemReset),
-        };
-        self.frame.x[0] = answer;
-        None
+    /// The exit of an HVC or SMC: the call decoded from x0..x6.
+    fn call(&self, conduit: Conduit) -> ExitReason {
+        let x = &self.frame.x;
+        let regs = [x[0], x[1], x[2], x[3], x[4], x[5], x[6]];
+        ExitReason::Call(GuestCall {
+            call: firmware::decode_call(&regs, conduit, self.psci),
+            conduit,
+        })
     }
 
     /// Loads the vCPU onto this CPU (EL1 registers, VMPIDR, VTCR, VTTBR, HCR), once
@@ -311,7 +263,13 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     type SetupConfig = Aarch64SetupConfig;
 
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self> {
-        let affinity = config.mpidr.unwrap_or(vcpu_id as u64 & 0xff);
+        let affinity = match config.mpidr {
+            Some(a) => a,
+            None => default_mpidr(vcpu_id).ok_or(VCpuError::InvalidValue {
+                what: "vCPU index (more than MPIDR's affinity fields can number)",
+                value: vcpu_id as u64,
+            })?,
+        };
         if affinity & !MPIDR_AFFINITY_MASK != 0 {
             return Err(VCpuError::InvalidValue {
                 what: "MPIDR affinity",
@@ -330,12 +288,15 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             vttbr: None,
             entry: None,
             hcr: Hcr::GUEST,
-            last_abort: None,
             bound: false,
             reload_el1: false,
             flush_on_bind: true,
             _format: PhantomData,
         })
+    }
+
+    fn cpu_id(&self) -> u64 {
+        self.mpidr()
     }
 
     fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
@@ -372,7 +333,6 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
         self.el1 = El1Regs::reset();
         self.frame.elr = entry.as_usize() as u64;
         self.frame.spsr = SPSR_EL1H_DAIF_MASKED;
-        self.last_abort = None;
         Ok(())
     }
 
@@ -466,10 +426,6 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
         self.frame.elr
     }
 
-    fn set_return_value(&mut self, value: u64) {
-        self.frame.x[0] = value;
-    }
-
     /// PSCI CPU_ON's context id goes to the started CPU's x0 (DEN0022 §5.6).
     fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
         self.frame.x[0] = arg;
@@ -493,43 +449,81 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     }
 
     fn decode_mmio(
-        &mut self,
-        gpa: GuestPhysAddr,
-        _access: AccessKind,
+        &self,
+        fault: &NestedFault,
         _mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError> {
-        let last = self.last_abort.ok_or(MmioDecodeError::NotAFault)?;
-        if last.ipa != gpa {
-            return Err(MmioDecodeError::NotAFault);
+        match fault.insn {
+            FaultInsn::Decoded(insn) => Ok(insn.at(fault.gpa)),
+            FaultInsn::Refused(e) => Err(e),
+            // Without a syndrome the instruction would have to be decoded from
+            // memory, which is not implemented for A64.
+            FaultInsn::Bytes(_) | FaultInsn::Fetch => {
+                Err(MmioDecodeError::NoSyndrome { pc: self.frame.elr })
+            }
         }
-        mmio_access(
-            last.ipa,
-            &last.abort,
-            last.insn_len,
-            &self.frame.x,
-            self.frame.elr,
-        )
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
         if let (MmioOp::Read { reg, .. }, Some(raw)) = (access.op, read_value) {
-            if reg > 31 {
-                return Err(VCpuError::InvalidRegister { index: reg });
-            }
+            let index = xindex(reg)?;
             // Register 31 is XZR here: it reads as zero and `set_reg` drops the write.
-            let index = reg as u8;
             self.set_reg(index, access.load_result(self.reg(index), raw));
         }
         self.step(access.insn_len);
-        self.last_abort = None;
+        Ok(())
+    }
+
+    /// x0 gets the reply (PSCI and SMCCC conventions); a trapped SMC returns to the
+    /// SMC itself (Arm ARM D1.3.2.1 "preferred exception return address") and is
+    /// stepped over, an HVC already returns past itself.
+    fn complete_call(&mut self, call: &GuestCall, reply: FirmwareReply) -> VCpuResult {
+        let x0 = firmware::encode_reply(reply).ok_or(VCpuError::InvalidValue {
+            what: "firmware reply (CPUID registers) to an HVC or SMC",
+            value: 0,
+        })?;
+        self.frame.x[0] = x0;
+        if call.conduit == Conduit::Smc {
+            self.step(4);
+        }
+        Ok(())
+    }
+
+    fn complete_sysreg(&mut self, access: &SysRegAccess, read_value: Option<u64>) -> VCpuResult {
+        if let (SysRegOp::Read { reg }, Some(value)) = (access.op, read_value) {
+            // MRS to XZR (31) discards the value.
+            self.set_reg(xindex(reg)?, value);
+        }
+        self.step(4);
         Ok(())
     }
 }
 
+/// A general register index of a load, store or MRS: 0..=31 (31 is XZR).
+fn xindex(reg: usize) -> VCpuResult<u8> {
+    u8::try_from(reg)
+        .ok()
+        .filter(|&r| r <= 31)
+        .ok_or(VCpuError::InvalidRegister { index: reg })
+}
+
+/// The MPIDR affinity of vCPU `index` when the creation parameters name none: 16
+/// CPUs per Aff0 (what a GICv3 SGI target list reaches), then Aff1, Aff2 and Aff3
+/// (bits 39:32) by 256; `None` past 2^28 vCPUs.
+pub const fn default_mpidr(index: usize) -> Option<u64> {
+    let i = index as u64;
+    if i >> 28 != 0 {
+        return None;
+    }
+    Some((i & 0xf) | ((i >> 4) & 0xff) << 8 | ((i >> 12) & 0xff) << 16 | (i >> 20) << 32)
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48};
-    use vcpu_api::{AccessWidth, SysRegAddr};
+    use vcpu_api::{AccessWidth, FirmwareCall, FirmwareError, Hypercall, SysRegAddr};
 
     use super::*;
     use crate::exit::decode_trap;
@@ -550,6 +544,22 @@ mod tests {
         v.handle_trap(decode_trap(esr, far, hpfar)).unwrap()
     }
 
+    /// The call of an HVC or SMC exit.
+    fn call_of(exit: Option<ExitReason>) -> GuestCall {
+        match exit {
+            Some(ExitReason::Call(c)) => c,
+            other => panic!("not a call: {other:?}"),
+        }
+    }
+
+    /// The fault of a data or instruction abort exit.
+    fn fault_of(exit: Option<ExitReason>) -> NestedFault {
+        match exit {
+            Some(ExitReason::NestedPageFault(f)) => f,
+            other => panic!("not a fault: {other:?}"),
+        }
+    }
+
     #[test]
     fn hypercall_passes_x0_to_x6() {
         let mut v = vcpu(PsciConduit::Smc);
@@ -557,98 +567,123 @@ mod tests {
             v.set_gpr(i, 0xc600_0002 + i as u64 * 0x10).unwrap();
         }
         let pc = v.pc();
+        let call = call_of(trap(&mut v, HVC0, 0, 0));
         assert_eq!(
-            trap(&mut v, HVC0, 0, 0),
-            Some(ExitReason::Hypercall {
-                nr: 0xc600_0002,
-                args: [
-                    0xc600_0012,
-                    0xc600_0022,
-                    0xc600_0032,
-                    0xc600_0042,
-                    0xc600_0052,
-                    0xc600_0062
-                ]
-            })
+            call,
+            GuestCall {
+                call: FirmwareCall::Hypercall(Hypercall {
+                    nr: 0xc600_0002,
+                    function: 0,
+                    args: [
+                        0xc600_0012,
+                        0xc600_0022,
+                        0xc600_0032,
+                        0xc600_0042,
+                        0xc600_0052,
+                        0xc600_0062
+                    ]
+                }),
+                conduit: Conduit::Hvc
+            }
         );
         // HVC's return address is already the next instruction.
         assert_eq!(v.pc(), pc);
-        v.set_return_value(30);
+        v.complete_call(&call, FirmwareReply::Value(30)).unwrap();
         assert_eq!(v.gpr(0), Ok(30));
         assert_eq!(v.pc(), pc);
     }
 
+    /// PSCI goes by the configured instruction and is decoded, not answered: the
+    /// reply comes back through `complete_call`, which steps past an SMC.
     #[test]
     fn psci_through_the_configured_conduit() {
-        // SMC conduit: CPU_ON by SMC is a CpuUp, stepped past the SMC.
         let mut v = vcpu(PsciConduit::Smc);
-        v.set_gpr(0, u64::from(psci::CPU_ON_64)).unwrap();
-        v.set_gpr(1, 1).unwrap();
+        v.set_gpr(0, u64::from(firmware::CPU_ON_64)).unwrap();
+        v.set_gpr(1, 0x101).unwrap();
         v.set_gpr(2, 0x4000_2000).unwrap();
         v.set_gpr(3, 0x5ec0_0001).unwrap();
         let pc = v.pc();
+        let call = call_of(trap(&mut v, SMC0, 0, 0));
         assert_eq!(
-            trap(&mut v, SMC0, 0, 0),
-            Some(ExitReason::CpuUp {
-                target_cpu: 1,
-                entry_point: GuestPhysAddr::from_usize(0x4000_2000),
-                arg: 0x5ec0_0001
-            })
+            call,
+            GuestCall {
+                call: FirmwareCall::CpuOn {
+                    target: 0x101,
+                    entry: GuestPhysAddr::from_usize(0x4000_2000),
+                    arg: 0x5ec0_0001
+                },
+                conduit: Conduit::Smc
+            }
         );
+        assert_eq!(v.pc(), pc, "nothing stepped before the reply");
+        v.complete_call(&call, FirmwareReply::Error(FirmwareError::AlreadyOn))
+            .unwrap();
+        assert_eq!(v.gpr(0), Ok((-4i64) as u64));
         assert_eq!(v.pc(), pc + 4);
         // The same call by HVC is not PSCI here: it goes to the VM layer as is.
-        v.set_gpr(0, u64::from(psci::PSCI_VERSION)).unwrap();
+        v.set_gpr(0, u64::from(firmware::PSCI_VERSION)).unwrap();
         assert!(matches!(
-            trap(&mut v, HVC0, 0, 0),
-            Some(ExitReason::Hypercall {
+            call_of(trap(&mut v, HVC0, 0, 0)).call,
+            FirmwareCall::Hypercall(Hypercall {
                 nr: 0x8400_0000,
                 ..
             })
         ));
-        // PSCI_VERSION by SMC is answered without an exit.
-        assert_eq!(trap(&mut v, SMC0, 0, 0), None);
-        assert_eq!(v.gpr(0), Ok(psci::VERSION_1_0));
+        let version = call_of(trap(&mut v, SMC0, 0, 0));
+        assert_eq!(version.call, FirmwareCall::Version);
+        v.complete_call(&version, FirmwareReply::Version { major: 1, minor: 0 })
+            .unwrap();
+        assert_eq!(v.gpr(0), Ok(0x1_0000));
     }
 
     #[test]
     fn psci_power_calls_by_hvc() {
         let mut v = vcpu(PsciConduit::Hvc);
-        for (id, exit) in [
-            (psci::CPU_OFF, ExitReason::CpuDown { state: 0 }),
-            (psci::SYSTEM_OFF, ExitReason::SystemShutdown),
-            (psci::SYSTEM_RESET, ExitReason::SystemReset),
+        for (id, call) in [
+            (firmware::CPU_OFF, FirmwareCall::CpuOff),
+            (firmware::SYSTEM_OFF, FirmwareCall::SystemOff),
+            (firmware::SYSTEM_RESET, FirmwareCall::SystemReset),
         ] {
             v.set_gpr(0, u64::from(id)).unwrap();
-            assert_eq!(trap(&mut v, HVC0, 0, 0), Some(exit), "{id:#x}");
+            assert_eq!(call_of(trap(&mut v, HVC0, 0, 0)).call, call, "{id:#x}");
         }
-        v.set_gpr(0, u64::from(psci::PSCI_FEATURES)).unwrap();
-        v.set_gpr(1, u64::from(psci::CPU_SUSPEND)).unwrap();
-        assert_eq!(trap(&mut v, HVC0, 0, 0), None);
-        assert_eq!(v.gpr(0), Ok(PsciError::NotSupported.to_x0()));
-        // An SMC when PSCI goes by HVC: SMCCC NOT_SUPPORTED, stepped over.
+        v.set_gpr(0, u64::from(firmware::PSCI_FEATURES)).unwrap();
+        v.set_gpr(1, u64::from(firmware::CPU_SUSPEND)).unwrap();
+        let probe = call_of(trap(&mut v, HVC0, 0, 0));
+        assert_eq!(probe.call, FirmwareCall::Probe { service: None });
+        v.complete_call(&probe, FirmwareReply::Offered(false))
+            .unwrap();
+        assert_eq!(v.gpr(0), Ok(u64::MAX));
+        // An SMC when PSCI goes by HVC: an unsupported function, stepped over when
+        // answered.
         let pc = v.pc();
-        v.set_gpr(0, u64::from(psci::SYSTEM_OFF)).unwrap();
-        assert_eq!(trap(&mut v, SMC0, 0, 0), None);
+        v.set_gpr(0, u64::from(firmware::SYSTEM_OFF)).unwrap();
+        let smc = call_of(trap(&mut v, SMC0, 0, 0));
+        assert!(matches!(smc.call, FirmwareCall::Unsupported { .. }));
+        v.complete_call(&smc, FirmwareReply::Error(FirmwareError::NotSupported))
+            .unwrap();
         assert_eq!(v.gpr(0), Ok(u64::MAX));
         assert_eq!(v.pc(), pc + 4);
+        // CPUID registers are no answer to an HVC.
+        assert!(
+            v.complete_call(&smc, FirmwareReply::Cpuid(Default::default()))
+                .is_err()
+        );
     }
 
     /// `str w1, [x0]` (w1 = 0x1234_5678_9abc_def0 in x1) to an MMIO IPA: ISV, SAS
-    /// 0b10, SRT 1, WnR, translation fault level 3 (ESR 0x93810047).
+    /// 0b10, SRT 1, WnR, translation fault level 3 (ESR 0x93810047). The exit
+    /// carries the access with the value cut to the width.
     #[test]
     fn mmio_store_takes_the_register_cut_to_width() {
         let mut v = vcpu(PsciConduit::Hvc);
         v.set_gpr(1, 0x1234_5678_9abc_def0).unwrap();
-        let exit = trap(&mut v, 0x9381_0047, 0x0b00_0008, 0xb_0000);
+        let fault = fault_of(trap(&mut v, 0x9381_0047, 0x0b00_0008, 0xb_0000));
         let gpa = GuestPhysAddr::from_usize(0x0b00_0008);
-        assert_eq!(
-            exit,
-            Some(ExitReason::NestedPageFault {
-                gpa,
-                access: AccessKind::Write
-            })
-        );
-        let access = v.decode_mmio(gpa, AccessKind::Write, &NoMem).unwrap();
+        assert_eq!((fault.gpa, fault.access), (gpa, AccessKind::Write));
+        // The register changing after the exit does not change the access.
+        v.set_gpr(1, 0).unwrap();
+        let access = v.decode_mmio(&fault, &NoMem).unwrap();
         assert_eq!(access.width, AccessWidth::Dword);
         assert_eq!(access.op, MmioOp::Write { value: 0x9abc_def0 });
         let pc = v.pc();
@@ -661,18 +696,17 @@ mod tests {
     #[test]
     fn mmio_sign_extending_loads() {
         let mut v = vcpu(PsciConduit::Hvc);
-        let gpa = GuestPhysAddr::from_usize(0x0b00_0018);
         v.set_gpr(2, 0x5555_5555_5555_5555).unwrap();
+        let mut load = |iss: u64, loaded: u64| {
+            let f = fault_of(trap(&mut v, 0x9200_0000 | iss, 0x0b00_0018, 0xb_0000));
+            let a = v.decode_mmio(&f, &NoMem).unwrap();
+            v.complete_mmio(&a, Some(loaded)).unwrap();
+        };
         let iss_ldrsb_w2 = (1 << 24) | (1 << 21) | (2 << 16) | 0b00_0111;
-        trap(&mut v, 0x9200_0000 | iss_ldrsb_w2, 0x0b00_0018, 0xb_0000);
-        let a = v.decode_mmio(gpa, AccessKind::Read, &NoMem).unwrap();
-        v.complete_mmio(&a, Some(0xffff_ffff_ffff_fffe)).unwrap();
-        assert_eq!(v.gpr(2), Ok(0xffff_fffe));
-
+        load(iss_ldrsb_w2, 0xffff_ffff_ffff_fffe);
         let iss_ldrsh_x3 = (1 << 24) | (1 << 22) | (1 << 21) | (3 << 16) | (1 << 15) | 0b00_0111;
-        trap(&mut v, 0x9200_0000 | iss_ldrsh_x3, 0x0b00_0018, 0xb_0000);
-        let a = v.decode_mmio(gpa, AccessKind::Read, &NoMem).unwrap();
-        v.complete_mmio(&a, Some(0xfffe)).unwrap();
+        load(iss_ldrsh_x3, 0xfffe);
+        assert_eq!(v.gpr(2), Ok(0xffff_fffe));
         assert_eq!(v.gpr(3), Ok(u64::MAX - 1));
     }
 
@@ -680,54 +714,64 @@ mod tests {
     #[test]
     fn mmio_xzr() {
         let mut v = vcpu(PsciConduit::Hvc);
-        let gpa = GuestPhysAddr::from_usize(0x0b00_0000);
         let before = *v.frame();
-        trap(&mut v, 0x93c0_0007 | (31 << 16), 0x0b00_0000, 0xb_0000);
-        let a = v.decode_mmio(gpa, AccessKind::Read, &NoMem).unwrap();
+        let f = fault_of(trap(
+            &mut v,
+            0x93c0_0007 | (31 << 16),
+            0x0b00_0000,
+            0xb_0000,
+        ));
+        let a = v.decode_mmio(&f, &NoMem).unwrap();
         v.complete_mmio(&a, Some(7)).unwrap();
         assert_eq!(v.frame().x, before.x);
-        trap(&mut v, 0x93c0_0047 | (31 << 16), 0x0b00_0000, 0xb_0000);
-        let a = v.decode_mmio(gpa, AccessKind::Write, &NoMem).unwrap();
+        let f = fault_of(trap(
+            &mut v,
+            0x93c0_0047 | (31 << 16),
+            0x0b00_0000,
+            0xb_0000,
+        ));
+        let a = v.decode_mmio(&f, &NoMem).unwrap();
         assert_eq!(a.op, MmioOp::Write { value: 0 });
     }
 
     /// `ldp x0, x1, [x2]` to MMIO: no syndrome (ISV = 0). The error names the PC; the
-    /// guest is not resumed.
+    /// guest is not resumed. Decoding is a function of the exit: other exits in
+    /// between change nothing.
     #[test]
     fn mmio_without_syndrome_is_an_error_with_the_pc() {
         let mut v = vcpu(PsciConduit::Hvc);
-        let gpa = GuestPhysAddr::from_usize(0x0b00_0000);
-        trap(&mut v, 0x9200_0007, 0x0b00_0000, 0xb_0000);
+        let f = fault_of(trap(&mut v, 0x9200_0007, 0x0b00_0000, 0xb_0000));
         assert_eq!(
-            v.decode_mmio(gpa, AccessKind::Read, &NoMem),
+            v.decode_mmio(&f, &NoMem),
             Err(MmioDecodeError::NoSyndrome { pc: 0x4000_0000 })
         );
-        // Another exit in between: no fault to decode any more.
+        let store = fault_of(trap(&mut v, 0x9381_0047, 0x0b00_0008, 0xb_0000));
         trap(&mut v, HVC0, 0, 0);
-        assert_eq!(
-            v.decode_mmio(gpa, AccessKind::Read, &NoMem),
-            Err(MmioDecodeError::NotAFault)
-        );
+        assert!(v.decode_mmio(&store, &NoMem).is_ok());
     }
 
     #[test]
     fn walk_faults_are_reads_and_fetch_faults_execute() {
         let mut v = vcpu(PsciConduit::Hvc);
-        // S1PTW with WnR (a hardware AF update of the guest's table): a read.
+        let pc = v.pc();
+        // S1PTW with WnR (a hardware AF update of the guest's table): a read, of
+        // the guest's table, which cannot be emulated.
         assert_eq!(
-            trap(&mut v, 0x9200_00c6, 0x1234, 0x50_0000),
-            Some(ExitReason::NestedPageFault {
+            fault_of(trap(&mut v, 0x9200_00c6, 0x1234, 0x50_0000)),
+            NestedFault {
                 gpa: GuestPhysAddr::from_usize(0x5000_0234),
-                access: AccessKind::Read
-            })
+                access: AccessKind::Read,
+                insn: FaultInsn::Refused(MmioDecodeError::TableWalk { pc })
+            }
         );
         // Instruction abort, translation fault level 2 (EC 0x20, IFSC 0b000110).
         assert_eq!(
-            trap(&mut v, 0x8200_0006, 0x6000_0000, 0x60_0000),
-            Some(ExitReason::NestedPageFault {
+            fault_of(trap(&mut v, 0x8200_0006, 0x6000_0000, 0x60_0000)),
+            NestedFault {
                 gpa: GuestPhysAddr::from_usize(0x6000_0000),
-                access: AccessKind::Execute
-            })
+                access: AccessKind::Execute,
+                insn: FaultInsn::Refused(MmioDecodeError::Execute { pc })
+            }
         );
         // A synchronous external abort is not a stage-2 fault: an error.
         assert!(matches!(
@@ -758,14 +802,22 @@ mod tests {
         v.set_gpr(7, 0xabc).unwrap();
         let mdscr = crate::exit::sysreg_id(2, 0, 0, 2, 2);
         let esr = (0x18u64 << 26) | (1 << 25) | u64::from(mdscr.0) | (7 << 5);
-        assert_eq!(
-            trap(&mut v, esr, 0, 0),
-            Some(ExitReason::SysRegWrite {
-                addr: SysRegAddr(mdscr.0),
-                value: 0xabc
-            })
-        );
+        let access = SysRegAccess {
+            addr: SysRegAddr(mdscr.0),
+            op: SysRegOp::Write { value: 0xabc },
+        };
+        assert_eq!(trap(&mut v, esr, 0, 0), Some(ExitReason::SysReg(access)));
+        assert_eq!(v.pc(), pc + 8, "stepped when completed");
+        v.complete_sysreg(&access, None).unwrap();
         assert_eq!(v.pc(), pc + 12);
+        // MRS x5 (Direction = 1): the value lands in x5.
+        let mrs_x5 = (0x18u64 << 26) | (1 << 25) | u64::from(mdscr.0) | (5 << 5) | 1;
+        let Some(ExitReason::SysReg(r)) = trap(&mut v, mrs_x5, 0, 0) else {
+            panic!("not a system register access");
+        };
+        assert_eq!(r.op, SysRegOp::Read { reg: 5 });
+        v.complete_sysreg(&r, Some(0x77)).unwrap();
+        assert_eq!(v.gpr(5), Ok(0x77));
         assert!(matches!(
             v.handle_trap(decode_trap(0xf200_0000, 0, 0)),
             Err(VCpuError::InvalidValue {
@@ -808,6 +860,34 @@ mod tests {
         ));
     }
 
+    /// The default MPIDR numbers 16 vCPUs per Aff0 and never repeats (it used to
+    /// be `index & 0xff`, which gave vCPU 256 the MPIDR of vCPU 0); the vCPU's CPU
+    /// id is its affinity.
+    #[test]
+    fn default_mpidrs_are_unique_past_256_vcpus() {
+        assert_eq!(default_mpidr(0), Some(0));
+        assert_eq!(default_mpidr(15), Some(0xf));
+        assert_eq!(default_mpidr(16), Some(0x100));
+        assert_eq!(default_mpidr(256), Some(0x1000));
+        assert_eq!(default_mpidr(4096), Some(0x1_0000));
+        assert_eq!(default_mpidr((1 << 20) + 3), Some(0x1_0000_0003));
+        assert_eq!(default_mpidr(1 << 28), None);
+        let ids: std::collections::BTreeSet<u64> = (0..5000).filter_map(default_mpidr).collect();
+        assert_eq!(ids.len(), 5000);
+        let v = VCpu::new(0, 256, Aarch64CreateConfig::default()).unwrap();
+        assert_eq!(v.cpu_id(), 0x1000);
+        let w = VCpu::new(
+            0,
+            0,
+            Aarch64CreateConfig {
+                mpidr: Some(0x101),
+                psci: PsciConduit::Hvc,
+            },
+        )
+        .unwrap();
+        assert_eq!(w.cpu_id(), 0x101);
+    }
+
     /// Guest-controlled syndromes and registers, pseudo-random (xorshift64), through
     /// decoding, trap handling and MMIO completion: errors are fine, panics are not,
     /// and a decoded access always has a width the syndrome allows.
@@ -837,11 +917,20 @@ mod tests {
                     v.set_gpr(i, value).unwrap();
                 }
                 let trap = decode_trap(esr, next(), next());
-                if let Ok(Some(ExitReason::NestedPageFault { gpa, access })) = v.handle_trap(trap)
-                    && let Ok(a) = v.decode_mmio(gpa, access, &NoMem)
-                {
-                    assert!(a.insn_len == 4 || a.insn_len == 2);
-                    v.complete_mmio(&a, Some(next())).unwrap();
+                match v.handle_trap(trap) {
+                    Ok(Some(ExitReason::NestedPageFault(f))) => {
+                        if let Ok(a) = v.decode_mmio(&f, &NoMem) {
+                            assert!(a.insn_len == 4 || a.insn_len == 2);
+                            v.complete_mmio(&a, Some(next())).unwrap();
+                        }
+                    }
+                    Ok(Some(ExitReason::Call(c))) => {
+                        v.complete_call(&c, FirmwareReply::Value(next())).unwrap();
+                    }
+                    Ok(Some(ExitReason::SysReg(a))) => {
+                        v.complete_sysreg(&a, Some(next())).unwrap();
+                    }
+                    _ => {}
                 }
             }
         }
@@ -849,8 +938,8 @@ mod tests {
 
     struct NoMem;
     impl GuestMemory for NoMem {
-        fn read(&self, _: GuestPhysAddr, _: &mut [u8]) -> bool {
-            false
+        fn read(&self, gpa: GuestPhysAddr, _: &mut [u8]) -> Result<(), addrspace::Error> {
+            Err(addrspace::Error::NotMapped { gpa })
         }
     }
 }

@@ -37,7 +37,7 @@ pub use machine::{Entered, MAX_PCPUS, Machine, POISON, Pcpu};
 pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub use runner::{Action, OnExit, RunReport, run_vm};
 pub use scenario::{PROBE_CODE, PROBE_DATA, probe_vm, wait_until};
-pub use vcpu::{MockFaults, MockVCpu, MockVCpuConfig, REGS, TlbCache};
+pub use vcpu::{MockFaults, MockVCpu, MockVCpuConfig, REGS, TlbCache, reply_word};
 
 /// A VM of mock vCPUs whose nested tables have format `F`.
 pub type MockVm<F> = vm_core::Vm<MockVCpu<F>>;

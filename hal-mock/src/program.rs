@@ -73,15 +73,19 @@ pub enum Op {
     },
     /// Waits for an interrupt (exits with `Halt`).
     Halt,
-    /// Starts another vCPU (PSCI CPU_ON-like); the result lands in register 0.
+    /// Starts another vCPU ([`vcpu_api::FirmwareCall::CpuOn`]); the result lands in
+    /// register 0 (see [`crate::reply_word`]).
     CpuUp {
-        /// The vCPU index.
+        /// The target's guest CPU id ([`crate::MockVCpuConfig::cpu_id`]; the vCPU
+        /// index by default).
         target: u64,
         /// Its entry.
         entry: GuestPhysAddr,
         /// Its argument (register 0 of the target).
         arg: u64,
     },
+    /// Any firmware call; the reply lands in register 0 (see [`crate::reply_word`]).
+    Call(vcpu_api::FirmwareCall),
     /// Stops this vCPU.
     CpuDown,
     /// Powers the VM off.

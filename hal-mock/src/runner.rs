@@ -105,10 +105,9 @@ pub fn run_vm<F: NestedFormat>(
                             vcpu_thread(s, machine, vm, pcpu_base, *target, report, on_exit);
                             continue;
                         }
-                        VmExit::Shutdown
-                        | VmExit::Reset
-                        | VmExit::Stopped
-                        | VmExit::CpuDown { .. } => break,
+                        VmExit::Shutdown | VmExit::Reset | VmExit::Stopped | VmExit::CpuDown => {
+                            break;
+                        }
                         VmExit::Paused => {
                             while vm.state() == VmState::Paused {
                                 std::thread::yield_now();

@@ -17,8 +17,9 @@ use addrspace::{
     PAGE_SIZE,
 };
 use vcpu_api::{
-    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
-    VCpuResult,
+    AccessWidth, ArchVCpu, Conduit, CpuState, ExitReason, FaultInsn, FirmwareCall, FirmwareError,
+    FirmwareReply, GuestCall, GuestMemory, Hypercall, MmioAccess, MmioDecodeError, MmioInsn,
+    MmioOp, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuResult,
 };
 
 use crate::machine::Machine;
@@ -116,6 +117,9 @@ pub struct MockVCpuConfig {
     pub log: Arc<GuestLog>,
     /// Injected faults.
     pub faults: MockFaults,
+    /// The id the guest names this vCPU by (CPU-on targets); `None` is the vCPU
+    /// index.
+    pub cpu_id: Option<u64>,
 }
 
 impl MockVCpuConfig {
@@ -125,8 +129,31 @@ impl MockVCpuConfig {
             program,
             log,
             faults: MockFaults::default(),
+            cpu_id: None,
         }
     }
+}
+
+/// How the mock answers a call in register 0 (like PSCI): a value as is, a probe 1
+/// or 0, errors as PSCI's negative codes (NOT_SUPPORTED -1, INVALID_PARAMETERS -2,
+/// ALREADY_ON -4, INTERNAL_FAILURE -6, INVALID_ADDRESS -9), a CPU state 0 (on), 1
+/// (off) or 2 (on pending), a version `major << 16 | minor`, CPUID its EAX.
+pub const fn reply_word(reply: FirmwareReply) -> u64 {
+    let code: i64 = match reply {
+        FirmwareReply::Value(v) => return v,
+        FirmwareReply::Offered(yes) => return yes as u64,
+        FirmwareReply::Version { major, minor } => return (major as u64) << 16 | minor as u64,
+        FirmwareReply::CpuState(CpuState::On) => 0,
+        FirmwareReply::CpuState(CpuState::Off) => 1,
+        FirmwareReply::CpuState(CpuState::OnPending) => 2,
+        FirmwareReply::Cpuid(r) => return r.eax as u64,
+        FirmwareReply::Error(FirmwareError::NotSupported) => -1,
+        FirmwareReply::Error(FirmwareError::InvalidParameters) => -2,
+        FirmwareReply::Error(FirmwareError::AlreadyOn) => -4,
+        FirmwareReply::Error(FirmwareError::Failed) => -6,
+        FirmwareReply::Error(FirmwareError::InvalidAddress) => -9,
+    };
+    code as u64
 }
 
 /// Why a translation failed.
@@ -136,14 +163,13 @@ struct Fault;
 pub struct MockVCpu<F: NestedFormat> {
     vm_id: usize,
     vcpu_id: usize,
+    cpu_id: u64,
     machine: Arc<Machine>,
     config: MockVCpuConfig,
     root: Option<HostPhysAddr>,
     pc: u64,
     regs: [u64; REGS],
     tlb: Arc<TlbCache>,
-    /// The access of the last nested page fault (for `decode_mmio`).
-    last_fault: Option<(GuestPhysAddr, AccessKind)>,
     irqs: Vec<usize>,
     _format: PhantomData<F>,
 }
@@ -368,12 +394,64 @@ impl<F: NestedFormat> MockVCpu<F> {
         Ok(value)
     }
 
+    /// The exit of a nested page fault at `gpa`, with what the op at the PC says
+    /// about the access, as a syndrome would: a load or store of the faulting
+    /// address is decoded (a store's value read now), anything else refused.
     fn fault(&mut self, gpa: GuestPhysAddr, access: AccessKind) -> ExitReason {
         // A VM exit takes time on hardware (the other vCPUs keep running meanwhile);
         // yielding here lets vCPUs racing for the same page overlap as they would.
         std::thread::yield_now();
-        self.last_fault = Some((gpa, access));
-        ExitReason::NestedPageFault { gpa, access }
+        let pc = self.pc;
+        let read = |width: AccessWidth, reg: usize| MmioInsn {
+            width,
+            op: MmioOp::Read {
+                reg,
+                sign_extend: false,
+                reg_width: AccessWidth::Qword,
+            },
+            len: OP_SIZE as u8,
+        };
+        let write = |width: AccessWidth, value: u64| MmioInsn {
+            width,
+            op: MmioOp::Write {
+                value: width.truncate(value),
+            },
+            len: OP_SIZE as u8,
+        };
+        let insn = match (access, self.config.program.op_at(pc)) {
+            (AccessKind::Execute, _) => FaultInsn::Refused(MmioDecodeError::Execute { pc }),
+            (_, Some(Op::Read { gpa: g, width, reg })) if *g == gpa => {
+                FaultInsn::Decoded(read(*width, *reg))
+            }
+            (
+                _,
+                Some(Op::Write {
+                    gpa: g,
+                    width,
+                    value,
+                }),
+            ) if *g == gpa => FaultInsn::Decoded(write(*width, *value)),
+            (
+                _,
+                Some(Op::WriteReg {
+                    gpa: g,
+                    width,
+                    reg,
+                    xor,
+                }),
+            ) if *g == gpa => FaultInsn::Decoded(write(*width, self.regs[*reg % REGS] ^ xor)),
+            (_, Some(Op::Probe(_))) => FaultInsn::Refused(MmioDecodeError::NoSyndrome { pc }),
+            _ => FaultInsn::Refused(MmioDecodeError::Unsupported { pc, insn: 0 }),
+        };
+        ExitReason::NestedPageFault(NestedFault { gpa, access, insn })
+    }
+
+    /// The exit of firmware call `call` (by "HVC": the PC is past the op).
+    fn call(&mut self, call: FirmwareCall) -> ExitReason {
+        ExitReason::Call(GuestCall {
+            call,
+            conduit: Conduit::Hvc,
+        })
     }
 
     fn probe(&mut self, p: &Probe) -> Option<ExitReason> {
@@ -436,16 +514,20 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
         Ok(Self {
             vm_id,
             vcpu_id,
+            cpu_id: config.cpu_id.unwrap_or(vcpu_id as u64),
             machine,
             config,
             root: None,
             pc: 0,
             regs: [0; REGS],
             tlb,
-            last_fault: None,
             irqs: Vec::new(),
             _format: PhantomData,
         })
+    }
+
+    fn cpu_id(&self) -> u64 {
+        self.cpu_id
     }
 
     fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
@@ -541,10 +623,15 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 }
                 Op::Hypercall { nr, args } => {
                     self.pc = next;
-                    return Ok(ExitReason::Hypercall {
+                    return Ok(self.call(FirmwareCall::Hypercall(Hypercall {
                         nr: *nr,
+                        function: 0,
                         args: *args,
-                    });
+                    })));
+                }
+                Op::Call(call) => {
+                    self.pc = next;
+                    return Ok(self.call(*call));
                 }
                 Op::Halt => {
                     self.pc = next;
@@ -552,18 +639,18 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 }
                 Op::CpuUp { target, entry, arg } => {
                     self.pc = next;
-                    return Ok(ExitReason::CpuUp {
-                        target_cpu: *target,
-                        entry_point: *entry,
+                    return Ok(self.call(FirmwareCall::CpuOn {
+                        target: *target,
+                        entry: *entry,
                         arg: *arg,
-                    });
+                    }));
                 }
                 Op::CpuDown => {
                     self.pc = next;
-                    return Ok(ExitReason::CpuDown { state: 0 });
+                    return Ok(self.call(FirmwareCall::CpuOff));
                 }
-                Op::Shutdown => return Ok(ExitReason::SystemShutdown),
-                Op::Reset => return Ok(ExitReason::SystemReset),
+                Op::Shutdown => return Ok(self.call(FirmwareCall::SystemOff)),
+                Op::Reset => return Ok(self.call(FirmwareCall::SystemReset)),
                 Op::Jump { to } => {
                     self.pc = to.as_usize() as u64;
                     continue;
@@ -603,11 +690,6 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
         Ok(())
     }
 
-    fn set_return_value(&mut self, value: u64) {
-        // Calls exit with the PC already past the calling op.
-        self.regs[0] = value;
-    }
-
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
         self.irqs.push(vector);
         Ok(())
@@ -620,56 +702,19 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
     }
 
     fn decode_mmio(
-        &mut self,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        &self,
+        fault: &NestedFault,
         _mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError> {
-        let pc = self.pc;
-        match self.last_fault {
-            Some((g, a)) if g == gpa && a == access => {}
-            _ => return Err(MmioDecodeError::NotAFault),
+        match fault.insn {
+            FaultInsn::Decoded(insn) => Ok(insn.at(fault.gpa)),
+            FaultInsn::Refused(e) => Err(e),
+            // The mock's exits always describe the access.
+            FaultInsn::Bytes(_) | FaultInsn::Fetch => Err(MmioDecodeError::Unsupported {
+                pc: self.pc,
+                insn: 0,
+            }),
         }
-        let unsupported = MmioDecodeError::Unsupported { pc, insn: 0 };
-        let (width, op) = match self.config.program.op_at(pc) {
-            Some(Op::Read { gpa: g, width, reg }) if *g == gpa => (
-                *width,
-                MmioOp::Read {
-                    reg: *reg,
-                    sign_extend: false,
-                    reg_width: AccessWidth::Qword,
-                },
-            ),
-            Some(Op::Write {
-                gpa: g,
-                width,
-                value,
-            }) if *g == gpa => (
-                *width,
-                MmioOp::Write {
-                    value: width.truncate(*value),
-                },
-            ),
-            Some(Op::WriteReg {
-                gpa: g,
-                width,
-                reg,
-                xor,
-            }) if *g == gpa => (
-                *width,
-                MmioOp::Write {
-                    value: width.truncate(self.regs[*reg % REGS] ^ xor),
-                },
-            ),
-            Some(Op::Probe(_)) => return Err(MmioDecodeError::NoSyndrome { pc }),
-            _ => return Err(unsupported),
-        };
-        Ok(MmioAccess {
-            gpa,
-            width,
-            op,
-            insn_len: OP_SIZE as u8,
-        })
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
@@ -677,8 +722,21 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
             let r = &mut self.regs[reg % REGS];
             *r = access.load_result(*r, v);
         }
-        self.last_fault = None;
         self.pc += u64::from(access.insn_len);
+        Ok(())
+    }
+
+    /// The PC is already past the calling op; the reply goes to register 0.
+    fn complete_call(&mut self, _call: &GuestCall, reply: FirmwareReply) -> VCpuResult {
+        self.regs[0] = reply_word(reply);
+        Ok(())
+    }
+
+    /// The mock has no system-register op: nothing can be pending.
+    fn complete_sysreg(&mut self, access: &SysRegAccess, read_value: Option<u64>) -> VCpuResult {
+        if let (SysRegOp::Read { reg }, Some(v)) = (access.op, read_value) {
+            self.set_gpr(reg, v)?;
+        }
         Ok(())
     }
 }

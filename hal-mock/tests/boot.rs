@@ -20,6 +20,7 @@ use platforms::layouts;
 use platforms::protocol::test_device::{ID, ID_VALUE, SCRATCH};
 use platforms::protocol::{GuestLayout, MAILBOX_MAGIC, RO_PATTERN};
 use vcpu_api::AccessWidth::{Dword, Qword, Word};
+use vcpu_api::Hypercall;
 use vm_core::{Unserved, VmConfig, VmExit};
 
 const ADD: u64 = 0x10;
@@ -209,16 +210,18 @@ fn boot<F: NestedFormat>(config: VmConfig, l: GuestLayout) {
     vm.attach_device(TEST_DEVICE, device.clone()).unwrap();
     vm.write_to_guest_of(gpa(l.ro_base), &RO_PATTERN).unwrap();
     let report = run_vm(&machine, &vm, 1, |vm, vcpu, exit| match exit {
-        VmExit::Hypercall { nr: ADD, args } => {
+        VmExit::Hypercall(Hypercall { nr: ADD, args, .. }) => {
             Action::Return(args[0] + 2 * args[1] + 3 * args[2] + 4 * args[3])
         }
-        VmExit::Hypercall { nr: UNMAP, args } => {
+        VmExit::Hypercall(Hypercall {
+            nr: UNMAP, args, ..
+        }) => {
             vm.unmap_region(gpa(args[0]), 0x1000).unwrap();
             Action::Return(0)
         }
-        VmExit::Hypercall {
+        VmExit::Hypercall(Hypercall {
             nr: WAIT_MAILBOX, ..
-        } => loop {
+        }) => loop {
             let v: u64 = vm.read_from_guest_of(gpa(l.mailbox)).unwrap();
             if v != 0 {
                 break Action::Return(v);

@@ -14,6 +14,7 @@ use common::*;
 use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
 use platforms::host::TestDevice;
 use vcpu_api::AccessWidth::{Byte, Qword};
+use vcpu_api::Hypercall;
 use vm_core::{
     ConfigError, MapType, MappingFlags, PassthroughRange, Populate, Unserved, VmConfigBuilder,
     VmError, VmExit,
@@ -398,11 +399,11 @@ fn concurrent_faults<F: NestedFormat>() {
     let vm = mock_vm::<F>(config, program, &log);
     let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
         // vCPU 0 waits until the others have stopped.
-        VmExit::Hypercall { nr: GATE, .. } => {
+        VmExit::Hypercall(Hypercall { nr: GATE, .. }) => {
             gate.wait();
             Action::Return(0)
         }
-        VmExit::Hypercall { nr: WAIT, .. } => {
+        VmExit::Hypercall(Hypercall { nr: WAIT, .. }) => {
             while (1..4).any(|i| vm.is_vcpu_started(i)) {
                 std::thread::yield_now();
             }

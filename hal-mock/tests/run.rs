@@ -1,6 +1,6 @@
 //! The run loop on the mock: the fault-loop detector, the lifecycle and its state
 //! errors, pause and resume, MMIO errors (no model, a refusing device, an
-//! undecodable access), and refused CPU ups.
+//! undecodable access). CPU up and the rest of the firmware are in `firmware.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
@@ -18,9 +18,9 @@ use hal_mock::{
 use platforms::host::{TEST_DEVICE, TestDevice};
 use platforms::protocol::test_device::{COUNTER, ID};
 use vcpu_api::AccessWidth::{Dword, Qword};
+use vcpu_api::Hypercall;
 use vm_core::{
-    CpuUpRefusal, DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig, VmError,
-    VmExit, VmState,
+    DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig, VmError, VmExit, VmState,
 };
 
 const RAM: u64 = 0x8000_0000;
@@ -279,85 +279,6 @@ fn mmio_paths() {
     assert_eq!(device.accesses(), 3);
 }
 
-/// CPU up of a vCPU that does not exist or is already on is refused, and the guest
-/// gets the caller's error code; a valid one starts the target with its argument.
-#[test]
-fn cpu_up_refusals() {
-    let machine = Machine::with_defaults();
-    let _g = machine.enter(0);
-    let log = Arc::new(GuestLog::default());
-    let program = Program::new()
-        .at(
-            gpa(RAM),
-            vec![
-                Op::CpuUp {
-                    target: 5,
-                    entry: gpa(RAM + 0x1000),
-                    arg: 1,
-                },
-                Op::Check {
-                    reg: 0,
-                    value: u64::MAX - 1,
-                    what: "no such vCPU",
-                },
-                Op::CpuUp {
-                    target: 0,
-                    entry: gpa(RAM + 0x1000),
-                    arg: 1,
-                },
-                Op::Check {
-                    reg: 0,
-                    value: u64::MAX - 3,
-                    what: "already on",
-                },
-                Op::CpuUp {
-                    target: 1,
-                    entry: gpa(RAM + 0x1000),
-                    arg: 0x42,
-                },
-                Op::Check {
-                    reg: 0,
-                    value: 0,
-                    what: "started",
-                },
-                Op::Halt,
-                Op::Shutdown,
-            ],
-        )
-        .at(
-            gpa(RAM + 0x1000),
-            vec![
-                Op::Check {
-                    reg: 0,
-                    value: 0x42,
-                    what: "arg",
-                },
-                Op::CpuDown,
-            ],
-        );
-    let vm = mock_vm::<Npt>(config(2), program, &log);
-    let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
-        VmExit::CpuUpRefused {
-            reason: CpuUpRefusal::NoSuchVCpu,
-            target_cpu: 5,
-        } => Action::Return(u64::MAX - 1),
-        VmExit::CpuUpRefused {
-            reason: CpuUpRefusal::AlreadyOn,
-            target_cpu: 0,
-        } => Action::Return(u64::MAX - 3),
-        VmExit::Halt => {
-            while vm.is_vcpu_started(1) {
-                std::thread::yield_now();
-            }
-            Action::Resume
-        }
-        other => panic!("{other:?}"),
-    });
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(log.counts(), (4, 0), "{:?}", log.failures());
-    assert_eq!(report.count(|e| matches!(e, VmExit::CpuDown { .. })), 1);
-}
-
 /// A protect to read-only while the vCPU has the page writable in its TLB: the next
 /// write faults (the caller's own TLB is invalidated before its next entry) and is
 /// reported as a permission violation; a later protect back to RW lets it write.
@@ -419,7 +340,9 @@ fn protect_region_downgrade_is_seen_at_once() {
     );
     let vm = mock_vm::<Sv48x4>(config(1), program, &log);
     let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
-        VmExit::Hypercall { nr: PROTECT, args } => {
+        VmExit::Hypercall(Hypercall {
+            nr: PROTECT, args, ..
+        }) => {
             let flags = MappingFlags::from_bits_truncate(args[1] as u32);
             vm.protect_region(gpa(args[0]), 0x1000, flags).unwrap();
             Action::Return(0)

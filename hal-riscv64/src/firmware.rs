@@ -1,10 +1,18 @@
 //! The Supervisor Binary Interface as the guest sees it: extension and function ids,
-//! error codes, and [`SbiRequest`], the decoded form of a guest's ECALL.
+//! error codes, the guest's ECALL decoded into a [`vcpu_api::FirmwareCall`]
+//! ([`decode_call`]) and the reply encoded in a0/a1 ([`encode_reply`]). Pure
+//! functions; which calls are served and what they answer is vm-core's decision.
 //!
 //! RISC-V SBI specification v2.0: chapter 3 (binary encoding: EID in a7, FID in a6,
 //! arguments in a0..a5, error in a0 and value in a1), 4 (Base), 5 (legacy extensions,
 //! EIDs 0x00..0x0f, result in a0 only), 6 (TIME), 7 (IPI), 8 (RFENCE), 9 (HSM),
 //! 10 (SRST), 12 (DBCN). Decoding is a pure function of the registers.
+
+use addrspace::GuestPhysAddr;
+use vcpu_api::{
+    Conduit, CpuMask, CpuState, FirmwareCall, FirmwareError, FirmwareReply, GuestCall, Hypercall,
+    RemoteFence, Service,
+};
 
 /// Base extension ("0x10").
 pub const EID_BASE: u64 = 0x10;
@@ -63,245 +71,183 @@ pub mod hart_state {
     pub const STOP_PENDING: u64 = 3;
 }
 
-/// The SBI specification version we implement: 2.0 (major in bits 30:24).
-pub const SPEC_VERSION: u64 = 2 << 24;
-/// Our implementation id. The SBI specification's registered ids stop at 11 (bhyve);
-/// this one is outside the registered range on purpose and spells "HVC".
-pub const IMPL_ID: u64 = 0x0048_5643;
-
-/// Which harts an IPI or remote fence targets (section 3.1: `hart_mask` is a bit
-/// vector starting at `hart_mask_base`; a base of -1 means every hart).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HartMask {
-    /// The bit vector.
-    pub mask: u64,
-    /// Hart id of bit 0, or `u64::MAX` for all harts.
-    pub base: u64,
+/// Whether extension `eid` uses the legacy convention (result in a0 only, no error
+/// code in a0 and value in a1).
+pub const fn is_legacy(eid: u64) -> bool {
+    eid < 0x10
 }
 
-impl HartMask {
-    /// Whether hart `hart` is a target.
-    pub fn contains(&self, hart: u64) -> bool {
-        if self.base == u64::MAX {
-            return true;
-        }
-        hart.checked_sub(self.base)
-            .is_some_and(|bit| bit < 64 && self.mask & (1 << bit) != 0)
+/// Decodes the guest's ECALL from `a7` (EID), `a6` (FID) and `a0..a5`: the call and
+/// its conduit (legacy extensions answer in a0 only). An extension this module does
+/// not know is a hypercall of the board's; a function of a known extension that does
+/// not exist or is not implemented is [`FirmwareCall::Unsupported`].
+pub fn decode_call(eid: u64, fid: u64, a: [u64; 6]) -> GuestCall {
+    let conduit = if is_legacy(eid) {
+        Conduit::EcallLegacy
+    } else {
+        Conduit::Ecall
+    };
+    GuestCall {
+        call: decode(eid, fid, a),
+        conduit,
     }
 }
 
-/// Which remote fence the guest asked for (RFENCE, section 8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RemoteFence {
-    /// FENCE.I on the targets.
-    FenceI,
-    /// SFENCE.VMA of `[start, start + size)` (size 0 or all-ones: everything),
-    /// optionally for one ASID.
-    SfenceVma {
-        /// First guest-virtual address.
-        start: u64,
-        /// Size in bytes.
-        size: u64,
-        /// Only this ASID, when given.
-        asid: Option<u64>,
-    },
-}
-
-/// A guest's SBI call, decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SbiRequest {
-    /// Base: `get_spec_version`.
-    GetSpecVersion,
-    /// Base: `get_impl_id`.
-    GetImplId,
-    /// Base: `get_impl_version`.
-    GetImplVersion,
-    /// Base: `probe_extension(eid)`.
-    ProbeExtension {
-        /// The extension asked about.
-        eid: u64,
-    },
-    /// Base: `get_mvendorid`, `get_marchid`, `get_mimpid` (we report 0: "not
-    /// implemented" as section 4.5 allows, so the guest learns nothing of the host).
-    MachineId,
-    /// TIME `set_timer` or legacy `set_timer`: the next timer event at `stime_value`.
-    SetTimer {
-        /// Absolute time.
-        stime_value: u64,
-    },
-    /// Legacy `console_putchar`.
-    LegacyPutchar {
-        /// The byte.
-        byte: u8,
-    },
-    /// Legacy `console_getchar`.
-    LegacyGetchar,
-    /// Legacy `shutdown`.
-    LegacyShutdown,
-    /// IPI `send_ipi`.
-    SendIpi {
-        /// Targets.
-        harts: HartMask,
-    },
-    /// RFENCE (the guest has no hypervisor extension, so the HFENCE functions 3..=6
-    /// are [`SbiRequest::Unsupported`]).
-    RemoteFence {
-        /// Targets.
-        harts: HartMask,
-        /// What to fence.
-        fence: RemoteFence,
-    },
-    /// HSM `hart_start`.
-    HartStart {
-        /// The hart to start.
-        hart: u64,
-        /// Its start address (guest-physical, since it starts with translation off).
-        start_addr: u64,
-        /// Its a1.
-        opaque: u64,
-    },
-    /// HSM `hart_stop`.
-    HartStop,
-    /// HSM `hart_get_status`.
-    HartStatus {
-        /// The hart asked about.
-        hart: u64,
-    },
-    /// SRST `system_reset`.
-    SystemReset {
-        /// 0 shutdown, 1 cold reboot, 2 warm reboot (others are reserved or
-        /// vendor-specific and refused).
-        reset_type: u32,
-        /// 0 no reason, 1 system failure.
-        reason: u32,
-    },
-    /// DBCN `console_write`: `len` bytes at guest-physical `addr`.
-    ConsoleWrite {
-        /// Bytes to write.
-        len: u64,
-        /// Guest-physical address of the buffer.
-        addr: u64,
-    },
-    /// DBCN `console_read` into the buffer at guest-physical `addr`.
-    ConsoleRead {
-        /// Buffer size.
-        len: u64,
-        /// Guest-physical address of the buffer.
-        addr: u64,
-    },
-    /// DBCN `console_write_byte`.
-    ConsoleWriteByte {
-        /// The byte.
-        byte: u8,
-    },
-    /// An extension the arch layer does not serve: the VM layer gets it as a
-    /// hypercall (our test protocol's extension among them).
-    Forward {
-        /// a7.
-        eid: u64,
-        /// a6.
-        fid: u64,
-    },
-    /// A function of an extension we serve that does not exist or is not
-    /// supported (answered with `SBI_ERR_NOT_SUPPORTED`).
-    Unsupported {
-        /// a7.
-        eid: u64,
-        /// a6.
-        fid: u64,
-    },
-}
-
-/// The extensions the vCPU serves without conditions (`probe_extension` says so).
-/// The console ones (legacy putchar/getchar, DBCN) need a console, TIME needs Sstc,
-/// and IPI is served by the VM layer, which declares it with the extensions it
-/// serves.
-pub const SERVED_EXTENSIONS: [u64; 5] =
-    [EID_BASE, EID_LEGACY_SHUTDOWN, EID_RFENCE, EID_HSM, EID_SRST];
-
-impl SbiRequest {
-    /// Decodes an ECALL from `a7` (EID), `a6` (FID) and `a0..a5`.
-    pub fn decode(eid: u64, fid: u64, a: [u64; 6]) -> SbiRequest {
-        let unsupported = SbiRequest::Unsupported { eid, fid };
-        let harts = HartMask {
-            mask: a[0],
-            base: a[1],
-        };
-        match eid {
-            EID_BASE => match fid {
-                0 => SbiRequest::GetSpecVersion,
-                1 => SbiRequest::GetImplId,
-                2 => SbiRequest::GetImplVersion,
-                3 => SbiRequest::ProbeExtension { eid: a[0] },
-                4..=6 => SbiRequest::MachineId,
-                _ => unsupported,
+fn decode(eid: u64, fid: u64, a: [u64; 6]) -> FirmwareCall {
+    let unsupported = FirmwareCall::Unsupported {
+        nr: eid,
+        function: fid,
+    };
+    let targets = CpuMask {
+        mask: a[0],
+        base: a[1],
+    };
+    let gpa = |v: u64| GuestPhysAddr::from_usize(v as usize);
+    match eid {
+        EID_BASE => match fid {
+            0 => FirmwareCall::Version,
+            1 => FirmwareCall::ImplId,
+            2 => FirmwareCall::ImplVersion,
+            3 => FirmwareCall::Probe {
+                service: service_of(a[0]),
             },
-            // Legacy calls ignore a6.
-            EID_LEGACY_SET_TIMER => SbiRequest::SetTimer { stime_value: a[0] },
-            EID_LEGACY_PUTCHAR => SbiRequest::LegacyPutchar { byte: a[0] as u8 },
-            EID_LEGACY_GETCHAR => SbiRequest::LegacyGetchar,
-            EID_LEGACY_SHUTDOWN => SbiRequest::LegacyShutdown,
-            EID_TIME => match fid {
-                0 => SbiRequest::SetTimer { stime_value: a[0] },
-                _ => unsupported,
+            // get_mvendorid, get_marchid, get_mimpid.
+            4..=6 => FirmwareCall::MachineId,
+            _ => unsupported,
+        },
+        // Legacy calls ignore a6.
+        EID_LEGACY_SET_TIMER => FirmwareCall::SetTimer { deadline: a[0] },
+        EID_LEGACY_PUTCHAR => FirmwareCall::ConsoleWriteByte { byte: a[0] as u8 },
+        EID_LEGACY_GETCHAR => FirmwareCall::ConsoleReadByte,
+        EID_LEGACY_SHUTDOWN => FirmwareCall::SystemOff,
+        EID_TIME => match fid {
+            0 => FirmwareCall::SetTimer { deadline: a[0] },
+            _ => unsupported,
+        },
+        EID_IPI => match fid {
+            0 => FirmwareCall::SendIpi { targets },
+            _ => unsupported,
+        },
+        // The guest has no hypervisor extension, so the HFENCE functions 3..=6 are
+        // not served.
+        EID_RFENCE => match fid {
+            0 => FirmwareCall::RemoteFence {
+                targets,
+                fence: RemoteFence::FenceI,
             },
-            EID_IPI => match fid {
-                0 => SbiRequest::SendIpi { harts },
-                _ => unsupported,
-            },
-            EID_RFENCE => match fid {
-                0 => SbiRequest::RemoteFence {
-                    harts,
-                    fence: RemoteFence::FenceI,
+            1 | 2 => FirmwareCall::RemoteFence {
+                targets,
+                fence: RemoteFence::SfenceVma {
+                    start: a[2],
+                    size: a[3],
+                    asid: (fid == 2).then_some(a[4]),
                 },
-                1 | 2 => SbiRequest::RemoteFence {
-                    harts,
-                    fence: RemoteFence::SfenceVma {
-                        start: a[2],
-                        size: a[3],
-                        asid: (fid == 2).then_some(a[4]),
-                    },
-                },
-                _ => unsupported,
             },
-            EID_HSM => match fid {
-                0 => SbiRequest::HartStart {
-                    hart: a[0],
-                    start_addr: a[1],
-                    opaque: a[2],
-                },
-                1 => SbiRequest::HartStop,
-                2 => SbiRequest::HartStatus { hart: a[0] },
-                _ => unsupported,
+            _ => unsupported,
+        },
+        EID_HSM => match fid {
+            // The start address is guest-physical: the hart starts with its
+            // translation off.
+            0 => FirmwareCall::CpuOn {
+                target: a[0],
+                entry: gpa(a[1]),
+                arg: a[2],
             },
-            EID_SRST => match fid {
-                0 => SbiRequest::SystemReset {
-                    reset_type: a[0] as u32,
-                    reason: a[1] as u32,
-                },
-                _ => unsupported,
+            1 => FirmwareCall::CpuOff,
+            2 => FirmwareCall::CpuStatus { target: a[0] },
+            _ => unsupported,
+        },
+        // system_reset(reset_type, reason): 0 shutdown, 1 cold reboot, 2 warm
+        // reboot; the other types are reserved or vendor-specific.
+        EID_SRST => match (fid, a[0]) {
+            (0, 0) => FirmwareCall::SystemOff,
+            (0, 1 | 2) => FirmwareCall::SystemReset,
+            (0, _) => FirmwareCall::InvalidParameters {
+                nr: eid,
+                function: fid,
             },
-            EID_DBCN => {
-                // The buffer address is base_addr_lo | base_addr_hi << XLEN; on RV64
-                // a nonzero high half is beyond any physical address: u64::MAX
-                // stands for it (no guest has RAM there, so the access fails).
-                let addr = if a[2] == 0 { a[1] } else { u64::MAX };
-                match fid {
-                    0 => SbiRequest::ConsoleWrite { len: a[0], addr },
-                    1 => SbiRequest::ConsoleRead { len: a[0], addr },
-                    2 => SbiRequest::ConsoleWriteByte { byte: a[0] as u8 },
-                    _ => unsupported,
-                }
+            _ => unsupported,
+        },
+        EID_DBCN => {
+            // The buffer address is base_addr_lo | base_addr_hi << XLEN; on RV64
+            // a nonzero high half is beyond any physical address: u64::MAX
+            // stands for it (no guest has RAM there, so the access fails).
+            let addr = if a[2] == 0 { a[1] } else { u64::MAX };
+            match fid {
+                0 => FirmwareCall::ConsoleWrite {
+                    gpa: gpa(addr),
+                    len: a[0],
+                },
+                1 => FirmwareCall::ConsoleRead {
+                    gpa: gpa(addr),
+                    len: a[0],
+                },
+                2 => FirmwareCall::ConsoleWriteByte { byte: a[0] as u8 },
+                _ => unsupported,
             }
-            _ => SbiRequest::Forward { eid, fid },
         }
+        // The other legacy extensions (clear_ipi, send_ipi, remote fences) are
+        // superseded and not served.
+        0x03..=0x0f => unsupported,
+        _ => FirmwareCall::Hypercall(Hypercall {
+            nr: eid,
+            function: fid,
+            args: a,
+        }),
     }
+}
 
-    /// Whether the call uses the legacy convention (result in a0 only, no error code
-    /// in a0 and value in a1).
-    pub const fn is_legacy(eid: u64) -> bool {
-        eid < 0x10
+/// The service extension `eid` stands for (what `probe_extension` asks about): the
+/// standard ones by name, any other non-legacy one as a possible hypercall interface
+/// of the board's.
+pub const fn service_of(eid: u64) -> Option<Service> {
+    match eid {
+        EID_BASE => Some(Service::Base),
+        EID_LEGACY_SET_TIMER | EID_TIME => Some(Service::Timer),
+        EID_LEGACY_PUTCHAR | EID_LEGACY_GETCHAR | EID_DBCN => Some(Service::Console),
+        EID_LEGACY_SHUTDOWN | EID_SRST => Some(Service::SystemPower),
+        EID_IPI => Some(Service::Ipi),
+        EID_RFENCE => Some(Service::RemoteFence),
+        EID_HSM => Some(Service::CpuPower),
+        0x03..=0x0f => None,
+        nr => Some(Service::Hypercall { nr }),
     }
+}
+
+/// The SBI error code for `e` (section 3.2).
+pub const fn error_code(e: FirmwareError) -> i64 {
+    match e {
+        FirmwareError::NotSupported => error::NOT_SUPPORTED,
+        FirmwareError::InvalidParameters => error::INVALID_PARAM,
+        FirmwareError::AlreadyOn => error::ALREADY_AVAILABLE,
+        FirmwareError::InvalidAddress => error::INVALID_ADDRESS,
+        FirmwareError::Failed => error::FAILED,
+    }
+}
+
+/// `(a0, a1)` for `reply`: SBI's error and value (the legacy convention then keeps
+/// the error, or the value when there is none, in a0). `None` for a reply no SBI
+/// call can have (CPUID registers).
+pub fn encode_reply(reply: FirmwareReply) -> Option<(i64, u64)> {
+    Some(match reply {
+        FirmwareReply::Value(v) => (error::SUCCESS, v),
+        FirmwareReply::Error(e) => (error_code(e), 0),
+        FirmwareReply::Offered(yes) => (error::SUCCESS, u64::from(yes)),
+        // The major version in bits 30:24, the minor in 23:0.
+        FirmwareReply::Version { major, minor } => (
+            error::SUCCESS,
+            u64::from(major & 0x7f) << 24 | u64::from(minor),
+        ),
+        FirmwareReply::CpuState(state) => (
+            error::SUCCESS,
+            match state {
+                CpuState::On => hart_state::STARTED,
+                CpuState::Off => hart_state::STOPPED,
+                CpuState::OnPending => hart_state::START_PENDING,
+            },
+        ),
+        FirmwareReply::Cpuid(_) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -319,46 +265,59 @@ mod tests {
         assert_eq!(&EID_IPI.to_be_bytes()[5..], b"sPI");
     }
 
+    fn call(eid: u64, fid: u64, a: [u64; 6]) -> FirmwareCall {
+        decode_call(eid, fid, a).call
+    }
+
     /// Linux's `sbi_init` probes with base calls: spec version (a6 = 0), probe of
     /// TIME (a6 = 3, a0 = "TIME").
     #[test]
     fn base_calls() {
+        assert_eq!(call(0x10, 0, [0; 6]), FirmwareCall::Version);
         assert_eq!(
-            SbiRequest::decode(0x10, 0, [0; 6]),
-            SbiRequest::GetSpecVersion
+            call(0x10, 3, [EID_TIME, 0, 0, 0, 0, 0]),
+            FirmwareCall::Probe {
+                service: Some(Service::Timer)
+            }
         );
         assert_eq!(
-            SbiRequest::decode(0x10, 3, [EID_TIME, 0, 0, 0, 0, 0]),
-            SbiRequest::ProbeExtension { eid: EID_TIME }
+            call(0x10, 3, [0x0848_5654, 0, 0, 0, 0, 0]),
+            FirmwareCall::Probe {
+                service: Some(Service::Hypercall { nr: 0x0848_5654 })
+            }
         );
-        assert_eq!(SbiRequest::decode(0x10, 5, [0; 6]), SbiRequest::MachineId);
+        assert_eq!(call(0x10, 5, [0; 6]), FirmwareCall::MachineId);
         assert_eq!(
-            SbiRequest::decode(0x10, 7, [0; 6]),
-            SbiRequest::Unsupported { eid: 0x10, fid: 7 }
+            call(0x10, 7, [0; 6]),
+            FirmwareCall::Unsupported {
+                nr: 0x10,
+                function: 7
+            }
         );
+        assert_eq!(decode_call(0x10, 0, [0; 6]).conduit, Conduit::Ecall);
     }
 
     #[test]
     fn hsm_start_stop_status() {
         assert_eq!(
-            SbiRequest::decode(EID_HSM, 0, [1, 0x8000_1000, 0x5ec0_0001, 0, 0, 0]),
-            SbiRequest::HartStart {
-                hart: 1,
-                start_addr: 0x8000_1000,
-                opaque: 0x5ec0_0001
+            call(EID_HSM, 0, [7, 0x8000_1000, 0x5ec0_0001, 0, 0, 0]),
+            FirmwareCall::CpuOn {
+                target: 7,
+                entry: GuestPhysAddr::from_usize(0x8000_1000),
+                arg: 0x5ec0_0001
             }
         );
-        assert_eq!(SbiRequest::decode(EID_HSM, 1, [0; 6]), SbiRequest::HartStop);
+        assert_eq!(call(EID_HSM, 1, [0; 6]), FirmwareCall::CpuOff);
         assert_eq!(
-            SbiRequest::decode(EID_HSM, 2, [1, 0, 0, 0, 0, 0]),
-            SbiRequest::HartStatus { hart: 1 }
+            call(EID_HSM, 2, [7, 0, 0, 0, 0, 0]),
+            FirmwareCall::CpuStatus { target: 7 }
         );
         // hart_suspend is not served.
         assert_eq!(
-            SbiRequest::decode(EID_HSM, 3, [0; 6]),
-            SbiRequest::Unsupported {
-                eid: EID_HSM,
-                fid: 3
+            call(EID_HSM, 3, [0; 6]),
+            FirmwareCall::Unsupported {
+                nr: EID_HSM,
+                function: 3
             }
         );
     }
@@ -366,74 +325,86 @@ mod tests {
     #[test]
     fn srst_and_legacy() {
         assert_eq!(
-            SbiRequest::decode(EID_SRST, 0, [0, 1, 0, 0, 0, 0]),
-            SbiRequest::SystemReset {
-                reset_type: 0,
-                reason: 1
+            call(EID_SRST, 0, [0, 1, 0, 0, 0, 0]),
+            FirmwareCall::SystemOff
+        );
+        assert_eq!(
+            call(EID_SRST, 0, [2, 0, 0, 0, 0, 0]),
+            FirmwareCall::SystemReset
+        );
+        assert_eq!(
+            call(EID_SRST, 0, [0xf000_0000, 0, 0, 0, 0, 0]),
+            FirmwareCall::InvalidParameters {
+                nr: EID_SRST,
+                function: 0
             }
         );
+        let putchar = decode_call(0x01, 0x1234, [0x141, 0, 0, 0, 0, 0]);
+        assert_eq!(putchar.call, FirmwareCall::ConsoleWriteByte { byte: 0x41 });
+        assert_eq!(putchar.conduit, Conduit::EcallLegacy);
         assert_eq!(
-            SbiRequest::decode(0x01, 0x1234, [0x141, 0, 0, 0, 0, 0]),
-            SbiRequest::LegacyPutchar { byte: 0x41 }
+            call(0x00, 0, [12345, 0, 0, 0, 0, 0]),
+            FirmwareCall::SetTimer { deadline: 12345 }
         );
-        assert_eq!(
-            SbiRequest::decode(0x00, 0, [12345, 0, 0, 0, 0, 0]),
-            SbiRequest::SetTimer { stime_value: 12345 }
-        );
-        assert!(SbiRequest::is_legacy(0x02));
-        assert!(!SbiRequest::is_legacy(EID_BASE));
+        assert_eq!(call(0x08, 0, [0; 6]), FirmwareCall::SystemOff);
+        assert!(matches!(
+            call(0x04, 0, [0; 6]),
+            FirmwareCall::Unsupported { nr: 4, .. }
+        ));
+        assert!(is_legacy(0x02));
+        assert!(!is_legacy(EID_BASE));
     }
 
     #[test]
     fn dbcn() {
+        let gpa = GuestPhysAddr::from_usize;
         assert_eq!(
-            SbiRequest::decode(EID_DBCN, 0, [5, 0x8010_0000, 0, 0, 0, 0]),
-            SbiRequest::ConsoleWrite {
-                len: 5,
-                addr: 0x8010_0000
+            call(EID_DBCN, 0, [5, 0x8010_0000, 0, 0, 0, 0]),
+            FirmwareCall::ConsoleWrite {
+                gpa: gpa(0x8010_0000),
+                len: 5
             }
         );
         // A high half of the address: beyond RV64 physical memory.
         assert_eq!(
-            SbiRequest::decode(EID_DBCN, 0, [5, 0x8010_0000, 1, 0, 0, 0]),
-            SbiRequest::ConsoleWrite {
-                len: 5,
-                addr: u64::MAX
+            call(EID_DBCN, 0, [5, 0x8010_0000, 1, 0, 0, 0]),
+            FirmwareCall::ConsoleWrite {
+                gpa: gpa(usize::MAX),
+                len: 5
             }
         );
         assert_eq!(
-            SbiRequest::decode(EID_DBCN, 1, [5, 0, 2, 0, 0, 0]),
-            SbiRequest::ConsoleRead {
-                len: 5,
-                addr: u64::MAX
+            call(EID_DBCN, 1, [5, 0, 2, 0, 0, 0]),
+            FirmwareCall::ConsoleRead {
+                gpa: gpa(usize::MAX),
+                len: 5
             }
         );
         assert_eq!(
-            SbiRequest::decode(EID_DBCN, 2, [0x10a, 0, 0, 0, 0, 0]),
-            SbiRequest::ConsoleWriteByte { byte: 0x0a }
+            call(EID_DBCN, 2, [0x10a, 0, 0, 0, 0, 0]),
+            FirmwareCall::ConsoleWriteByte { byte: 0x0a }
         );
     }
 
     #[test]
     fn ipi_and_rfence() {
-        let r = SbiRequest::decode(EID_IPI, 0, [0b10, 0, 0, 0, 0, 0]);
-        let SbiRequest::SendIpi { harts } = r else {
-            panic!("{r:?}")
+        let FirmwareCall::SendIpi { targets } = call(EID_IPI, 0, [0b10, 0, 0, 0, 0, 0]) else {
+            panic!("not an IPI")
         };
-        assert!(harts.contains(1));
-        assert!(!harts.contains(0));
-        assert!(!harts.contains(64 + 1));
-        let all = HartMask {
+        assert!(targets.contains(1));
+        assert!(!targets.contains(0));
+        assert!(!targets.contains(64 + 1));
+        let all = CpuMask {
             mask: 0,
             base: u64::MAX,
         };
         assert!(all.contains(7));
-        let based = HartMask { mask: 1, base: 4 };
+        let based = CpuMask { mask: 1, base: 4 };
         assert!(based.contains(4) && !based.contains(3) && !based.contains(5));
         assert_eq!(
-            SbiRequest::decode(EID_RFENCE, 2, [1, 0, 0x1000, 0x2000, 7, 0]),
-            SbiRequest::RemoteFence {
-                harts: HartMask { mask: 1, base: 0 },
+            call(EID_RFENCE, 2, [1, 0, 0x1000, 0x2000, 7, 0]),
+            FirmwareCall::RemoteFence {
+                targets: CpuMask { mask: 1, base: 0 },
                 fence: RemoteFence::SfenceVma {
                     start: 0x1000,
                     size: 0x2000,
@@ -443,22 +414,41 @@ mod tests {
         );
         // remote_hfence_gvma_vmid: the guest has no H extension.
         assert_eq!(
-            SbiRequest::decode(EID_RFENCE, 3, [0; 6]),
-            SbiRequest::Unsupported {
-                eid: EID_RFENCE,
-                fid: 3
+            call(EID_RFENCE, 3, [0; 6]),
+            FirmwareCall::Unsupported {
+                nr: EID_RFENCE,
+                function: 3
             }
         );
     }
 
     #[test]
-    fn other_extensions_are_forwarded() {
+    fn other_extensions_are_hypercalls() {
         assert_eq!(
-            SbiRequest::decode(0x0848_5654, 2, [1, 2, 3, 4, 0, 0]),
-            SbiRequest::Forward {
-                eid: 0x0848_5654,
-                fid: 2
-            }
+            call(0x0848_5654, 2, [1, 2, 3, 4, 0, 0]),
+            FirmwareCall::Hypercall(Hypercall {
+                nr: 0x0848_5654,
+                function: 2,
+                args: [1, 2, 3, 4, 0, 0]
+            })
         );
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(
+            encode_reply(FirmwareReply::Version { major: 2, minor: 0 }),
+            Some((0, 0x200_0000))
+        );
+        assert_eq!(
+            encode_reply(FirmwareReply::Error(FirmwareError::AlreadyOn)),
+            Some((error::ALREADY_AVAILABLE, 0))
+        );
+        assert_eq!(
+            encode_reply(FirmwareReply::CpuState(CpuState::Off)),
+            Some((0, hart_state::STOPPED))
+        );
+        assert_eq!(encode_reply(FirmwareReply::Offered(true)), Some((0, 1)));
+        assert_eq!(encode_reply(FirmwareReply::Cpuid(Default::default())), None);
     }
 }

@@ -1,25 +1,21 @@
-//! The hart as the trap handling sees it: [`HartOps`] (guest memory through the
-//! hypervisor load/store instructions, the VS CSRs, the guest timer, fences), so the
-//! trap handling runs on the host against a model; [`HwOps`], the real hart on riscv64,
-//! with the fault-tolerant HLVX/HLV/HSV routines; and `NoHart` for host builds.
+//! The hart as the trap handling sees it: [`HartOps`] (instruction fetch with HLVX,
+//! the VS CSRs, the guest timer, fences), so the trap handling runs on the host
+//! against a model; `HwOps`, the real hart on riscv64, with the fault-tolerant HLVX
+//! routine; and `NoHart` for host builds. Guest memory is not among them: the VM
+//! layer's copy API is the one path to it.
 
 use crate::context::VsCsr;
 #[cfg(target_arch = "riscv64")]
 use crate::firmware::EID_RFENCE;
-use crate::firmware::RemoteFence;
 #[cfg(target_arch = "riscv64")]
 use crate::regs::{csr_clear, csr_read, csr_write, hvip, num};
+use vcpu_api::RemoteFence;
 
-/// What the trap handling needs from the hart: guest memory access through the
-/// hypervisor load/store instructions, the VS CSRs, and fences.
+/// What the trap handling needs from the hart: instruction fetch through the
+/// guest's translation, the VS CSRs, the timer and fences.
 pub(crate) trait HartOps {
     /// HLVX.HU: 16 instruction bits at guest-virtual `gva`, `None` on a fault.
     fn fetch_half(&mut self, gva: u64) -> Option<u16>;
-    /// Reads guest-physical memory into `buf` (HLV.BU with the guest's translation
-    /// off); returns the bytes read before the first fault.
-    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize;
-    /// Writes guest-physical memory (HSV.B likewise); returns the bytes written.
-    fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize;
     /// Reads a VS CSR.
     fn vs_csr(&mut self, csr: VsCsr) -> u64;
     /// Writes a VS CSR.
@@ -36,6 +32,8 @@ pub(crate) trait HartOps {
     fn has_guest_timer(&mut self) -> bool;
     /// Runs a remote fence for the guest on every hart; returns the SBI error code.
     fn remote_fence(&mut self, fence: RemoteFence) -> i64;
+    /// Whether [`HartOps::remote_fence`] can work.
+    fn has_remote_fence(&mut self) -> bool;
     /// Clears the supervisor software interrupt that kicked this hart.
     fn clear_kick(&mut self);
 }
@@ -45,45 +43,9 @@ pub(crate) trait HartOps {
 pub(crate) struct HwOps;
 
 #[cfg(target_arch = "riscv64")]
-impl HwOps {
-    /// Runs `f` with the guest's translation off (vsatp = Bare), so HLV/HSV
-    /// addresses are guest-physical.
-    fn with_bare_vsatp<R>(f: impl FnOnce() -> R) -> R {
-        let vsatp = csr_read!(num::VSATP);
-        csr_write!(num::VSATP, 0);
-        let r = f();
-        csr_write!(num::VSATP, vsatp);
-        r
-    }
-}
-
-#[cfg(target_arch = "riscv64")]
 impl HartOps for HwOps {
     fn fetch_half(&mut self, gva: u64) -> Option<u16> {
         hlvx_hu(gva)
-    }
-
-    fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize {
-        Self::with_bare_vsatp(|| {
-            for (i, b) in buf.iter_mut().enumerate() {
-                match hlv_bu(gpa.wrapping_add(i as u64)) {
-                    Some(v) => *b = v,
-                    None => return i,
-                }
-            }
-            buf.len()
-        })
-    }
-
-    fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize {
-        Self::with_bare_vsatp(|| {
-            for (i, b) in bytes.iter().enumerate() {
-                if !hsv_b(gpa.wrapping_add(i as u64), *b) {
-                    return i;
-                }
-            }
-            bytes.len()
-        })
     }
 
     fn vs_csr(&mut self, csr: VsCsr) -> u64 {
@@ -143,6 +105,10 @@ impl HartOps for HwOps {
         error
     }
 
+    fn has_remote_fence(&mut self) -> bool {
+        true
+    }
+
     fn clear_kick(&mut self) {
         csr_clear!(num::SIP, 1 << crate::exit::interrupt::SSI);
     }
@@ -157,12 +123,6 @@ impl HartOps for NoHart {
     fn fetch_half(&mut self, _gva: u64) -> Option<u16> {
         None
     }
-    fn read_guest_phys(&mut self, _gpa: u64, _buf: &mut [u8]) -> usize {
-        0
-    }
-    fn write_guest_phys(&mut self, _gpa: u64, _bytes: &[u8]) -> usize {
-        0
-    }
     fn vs_csr(&mut self, _csr: VsCsr) -> u64 {
         0
     }
@@ -173,8 +133,11 @@ impl HartOps for NoHart {
     fn has_guest_timer(&mut self) -> bool {
         false
     }
-    fn remote_fence(&mut self, _fence: crate::firmware::RemoteFence) -> i64 {
+    fn remote_fence(&mut self, _fence: RemoteFence) -> i64 {
         crate::firmware::error::NOT_SUPPORTED
+    }
+    fn has_remote_fence(&mut self) -> bool {
+        false
     }
     fn clear_kick(&mut self) {}
 }
@@ -209,10 +172,6 @@ core::arch::global_asm!(
 // a0 = guest-virtual address -> a0 = HLVX.HU (execute permission, as the guest's
 // instruction fetch would need)
 fallible hal_rv64_hlvx_hu, .insn r 0x73, 4, 0x32, a0, a0, x3
-// a0 = guest address -> a0 = HLV.BU
-fallible hal_rv64_hlv_bu, .insn r 0x73, 4, 0x30, a0, a0, x1
-// a0 = guest address, a1 = byte -> HSV.B
-fallible hal_rv64_hsv_b, .insn r 0x73, 4, 0x31, x0, a0, a1
 // -> a0 = stimecmp if the CSR exists for HS-mode (Sstc and menvcfg.STCE)
 fallible hal_rv64_probe_stimecmp, csrr a0, {csr_stimecmp}
 .option pop
@@ -223,8 +182,6 @@ fallible hal_rv64_probe_stimecmp, csrr a0, {csr_stimecmp}
 #[cfg(target_arch = "riscv64")]
 unsafe extern "C" {
     fn hal_rv64_hlvx_hu(gva: u64) -> Fallible;
-    fn hal_rv64_hlv_bu(addr: u64) -> Fallible;
-    fn hal_rv64_hsv_b(addr: u64, byte: u64) -> Fallible;
     fn hal_rv64_probe_stimecmp() -> Fallible;
 }
 
@@ -243,22 +200,6 @@ pub(crate) fn hlvx_hu(gva: u64) -> Option<u16> {
     // is caught by the routine's fixup.
     let r = unsafe { hal_rv64_hlvx_hu(gva) };
     (r.ok == 1).then_some(r.value as u16)
-}
-
-/// HLV.BU at guest `addr` (guest-virtual, translated by vsatp then hgatp).
-#[cfg(target_arch = "riscv64")]
-pub(crate) fn hlv_bu(addr: u64) -> Option<u8> {
-    // SAFETY: as `hlvx_hu`.
-    let r = unsafe { hal_rv64_hlv_bu(addr) };
-    (r.ok == 1).then_some(r.value as u8)
-}
-
-/// HSV.B at guest `addr`.
-#[cfg(target_arch = "riscv64")]
-pub(crate) fn hsv_b(addr: u64, byte: u8) -> bool {
-    // SAFETY: HSV writes guest memory through the guest's translation with the
-    // guest's permissions: it cannot reach hypervisor memory. Faults are caught.
-    unsafe { hal_rv64_hsv_b(addr, u64::from(byte)) }.ok == 1
 }
 
 /// Whether HS-mode can use `stimecmp`/`vstimecmp` (Sstc enabled by the firmware).

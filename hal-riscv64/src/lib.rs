@@ -60,7 +60,4 @@ pub use cpu::{HartError, HartInfo};
 pub use tlb::vmid_for;
 #[cfg(target_arch = "riscv64")]
 pub use tlb::{broadcast_hfence_gvma, hfence_gvma_range};
-pub use vcpu::{
-    DecodeStats, GStage, GuestConsole, PendingSbi, Riscv64CreateConfig, Riscv64SetupConfig,
-    Riscv64VCpu,
-};
+pub use vcpu::{DecodeStats, GStage, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};

@@ -10,7 +10,8 @@
 
 use core::fmt;
 
-use vcpu_api::AccessWidth;
+use addrspace::AccessKind;
+use vcpu_api::{AccessWidth, MmioInsn, MmioOp};
 
 /// What a decoded load or store does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +140,29 @@ pub fn decode(insn: u32) -> Result<MemInsn, InsnError> {
     } else {
         decode16(insn as u16)
     }
+}
+
+/// The emulated access of load or store `m` for a fault of kind `access`, a store's
+/// value read from the registers `x`; `None` when the instruction is not the access
+/// the fault reported (an AMO reported as a store fault, a decoder disagreement).
+pub fn mmio_insn(m: &MemInsn, access: AccessKind, x: &[u64; 32]) -> Option<MmioInsn> {
+    let op = match (m.op, access) {
+        (MemOp::Load { rd, sign_extend }, AccessKind::Read) => MmioOp::Read {
+            reg: rd,
+            sign_extend,
+            reg_width: AccessWidth::Qword,
+        },
+        (MemOp::Store { rs2 }, AccessKind::Write) => MmioOp::Write {
+            // x0 reads as zero (its slot is never written).
+            value: m.width.truncate(x.get(rs2).copied().unwrap_or(0)),
+        },
+        _ => return None,
+    };
+    Some(MmioInsn {
+        width: m.width,
+        op,
+        len: m.len,
+    })
 }
 
 const OPCODE_LOAD: u32 = 0x03;

@@ -1,23 +1,25 @@
-//! The RISC-V vCPU: [`Riscv64VCpu`], its register context, the handling of the traps
-//! a guest in VS-mode takes to HS-mode (SBI calls served here, guest-page faults and
-//! everything else handed to the VM layer as an [`ExitReason`]), and MMIO decode.
+//! The RISC-V vCPU: [`Riscv64VCpu`] and the handling of the traps a guest in VS-mode
+//! takes to HS-mode: guest-page faults (with what `htinst` or the instruction fetched
+//! at the exit says about the access), SBI calls (decoded, answered by the VM layer),
+//! WFI, kicks; anything else is delivered back to the guest.
 //!
 //! Everything that touches the hart goes through [`HartOps`], so the trap handling is
-//! tested on the host with a model of the hart; on riscv64 [`HwOps`] is the real one.
+//! tested on the host with a model of the hart; on riscv64 `HwOps` is the real one.
 
 use core::marker::PhantomData;
 
 use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, NestedFormat, RiscvGStage};
 use vcpu_api::{
-    AccessWidth, ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, VCpuError,
-    VCpuResult,
+    ArchVCpu, Conduit, ExitReason, FaultInsn, FetchError, FirmwareCall, FirmwareReply, GuestCall,
+    GuestMemory, InsnBytes, MmioAccess, MmioDecodeError, MmioOp, NestedFault, Service,
+    SysRegAccess, VCpuError, VCpuResult,
 };
 
 use crate::context::{GuestRegs, VsCsr, VsCsrs};
 use crate::exit::{Trap, exception, interrupt};
-use crate::firmware::{self as sbi, SbiRequest, error as sbi_err};
+use crate::firmware::{self, error as sbi_err};
 use crate::hart::HartOps;
-use crate::mmio::{self as insn, Htinst, MemInsn, MemOp};
+use crate::mmio::{self, Htinst};
 use crate::regs::{hstatus, sstatus};
 
 /// A G-stage format: Sv39x4 or Sv48x4, and how `hgatp` names it. Implemented by
@@ -36,14 +38,6 @@ impl<const LEVELS: usize> GStage for RiscvGStage<LEVELS> {
     }
 }
 
-/// A character device for the guest's SBI console (legacy putchar/getchar, DBCN).
-pub trait GuestConsole: Sync {
-    /// Writes `bytes`.
-    fn write(&self, bytes: &[u8]);
-    /// Reads up to `buf.len()` pending bytes without waiting; returns how many.
-    fn read(&self, buf: &mut [u8]) -> usize;
-}
-
 /// Creation parameters of a [`Riscv64VCpu`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Riscv64CreateConfig {
@@ -53,58 +47,28 @@ pub struct Riscv64CreateConfig {
 }
 
 /// Setup parameters of a [`Riscv64VCpu`].
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Riscv64SetupConfig {
-    /// Where the guest's SBI console goes; without one, console calls return
-    /// `SBI_ERR_NOT_SUPPORTED` and DBCN is not advertised.
-    pub console: Option<&'static dyn GuestConsole>,
-    /// SBI extensions the VM layer serves (forwarded as hypercalls): `probe_extension`
-    /// reports them available.
-    pub forwarded_extensions: &'static [u64],
     /// When the hart gives a transformed instruction in `htinst`, also fetch and
     /// decode the instruction itself and count disagreements
     /// ([`Riscv64VCpu::decode_stats`]): a self-check of both decoders.
     pub cross_check_mmio_decode: bool,
 }
 
-impl core::fmt::Debug for Riscv64SetupConfig {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Riscv64SetupConfig")
-            .field("console", &self.console.is_some())
-            .field("forwarded_extensions", &self.forwarded_extensions)
-            .field("cross_check_mmio_decode", &self.cross_check_mmio_decode)
-            .finish()
-    }
-}
-
-/// How MMIO accesses were decoded so far.
+/// How the instructions of guest-page faults were found so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     /// Decoded from the transformed instruction in `htinst`.
     pub from_htinst: u64,
-    /// Decoded from the instruction fetched with HLVX.
+    /// Fetched with HLVX at the exit.
     pub fetched: u64,
+    /// Left to the decoder to read through guest memory (HLVX faulted with the
+    /// guest's translation off).
+    pub fetch_deferred: u64,
     /// `htinst` decodes also checked against the fetched instruction.
     pub cross_checked: u64,
     /// Cross-checks that disagreed (should be zero).
     pub mismatches: u64,
-}
-
-/// The last guest-page fault, kept for [`ArchVCpu::decode_mmio`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Fault {
-    gpa: GuestPhysAddr,
-    access: AccessKind,
-    htinst: u64,
-}
-
-/// An SBI call handed to the VM layer and not answered yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingSbi {
-    /// Extension id (a7).
-    pub eid: u64,
-    /// Function id (a6).
-    pub fid: u64,
 }
 
 /// WFI.
@@ -113,12 +77,9 @@ const WFI: u64 = 0x1050_0073;
 /// A RISC-V vCPU in VS-mode whose guest-physical memory is translated by the G-stage
 /// format `F` ([`Sv39x4`](addrspace::Sv39x4) or [`Sv48x4`](addrspace::Sv48x4)).
 ///
-/// It serves the SBI calls that need nothing of the VM (base, timer, console, remote
-/// fences, legacy shutdown, SRST) and returns the rest as exits: HSM `hart_start` as
-/// [`ExitReason::CpuUp`], `hart_stop` as [`ExitReason::CpuDown`], SRST as
-/// [`ExitReason::SystemShutdown`]/[`ExitReason::SystemReset`], and IPI,
-/// `hart_get_status` and every unknown extension as [`ExitReason::Hypercall`] with the
-/// EID as `nr` and a0..a5 as arguments (the FID is [`Riscv64VCpu::pending_sbi`]).
+/// Every SBI call of the guest becomes an [`ExitReason::Call`]: the VM layer decides
+/// and answers it ([`ArchVCpu::complete_call`]); this vCPU carries out what a granted
+/// call asks of the hart itself (the timer with Sstc, remote fences).
 pub struct Riscv64VCpu<F: GStage> {
     regs: GuestRegs,
     vs: VsCsrs,
@@ -137,8 +98,6 @@ pub struct Riscv64VCpu<F: GStage> {
     flush_pending: bool,
     /// Virtual interrupts to raise in `hvip` at the next entry.
     inject: u64,
-    fault: Option<Fault>,
-    pending_sbi: Option<PendingSbi>,
     config: Riscv64SetupConfig,
     stats: DecodeStats,
     _format: PhantomData<F>,
@@ -165,6 +124,18 @@ enum Next {
     Exit(ExitReason),
 }
 
+/// The hart operations of this build: the real hart on riscv64, none elsewhere.
+fn hart_ops() -> impl HartOps {
+    #[cfg(target_arch = "riscv64")]
+    {
+        crate::hart::HwOps
+    }
+    #[cfg(not(target_arch = "riscv64"))]
+    {
+        crate::hart::NoHart
+    }
+}
+
 impl<F: GStage> Riscv64VCpu<F> {
     /// The VMID this vCPU's translations are tagged with.
     pub fn vmid(&self) -> u16 {
@@ -181,21 +152,7 @@ impl<F: GStage> Riscv64VCpu<F> {
         self.hart_id
     }
 
-    /// The SBI call of the last [`ExitReason::Hypercall`] or [`ExitReason::CpuUp`]
-    /// exit, until it is answered.
-    pub fn pending_sbi(&self) -> Option<PendingSbi> {
-        self.pending_sbi
-    }
-
-    /// Answers the pending SBI call with an error code (a0 = `error`, a1 = 0) and
-    /// steps over the ECALL. Does nothing when no call is pending.
-    pub fn set_sbi_error(&mut self, error: i64) {
-        if self.pending_sbi.take().is_some() {
-            self.sbi_return(error, 0, false);
-        }
-    }
-
-    /// MMIO decode counts.
+    /// How the instructions of guest-page faults were found.
     pub fn decode_stats(&self) -> DecodeStats {
         self.stats
     }
@@ -205,7 +162,7 @@ impl<F: GStage> Riscv64VCpu<F> {
         self.vs
     }
 
-    /// Writes the ECALL result and steps over it (ECALL is 4 bytes).
+    /// Writes an ECALL's result and steps over it (ECALL is 4 bytes).
     fn sbi_return(&mut self, error: i64, value: u64, legacy: bool) {
         if legacy {
             // Legacy calls return one value in a0.
@@ -218,7 +175,6 @@ impl<F: GStage> Riscv64VCpu<F> {
     }
 
     fn handle_trap(&mut self, ops: &mut dyn HartOps) -> Next {
-        self.fault = None;
         match self.regs.trap().decode() {
             Trap::GuestPageFault {
                 gpa,
@@ -241,15 +197,19 @@ impl<F: GStage> Riscv64VCpu<F> {
                     );
                     GuestPhysAddr::from_usize(if bare { gva as usize } else { usize::MAX })
                 });
-                self.fault = Some(Fault {
+                let insn = self.fault_insn(ops, gpa, access, htinst);
+                Next::Exit(ExitReason::NestedPageFault(NestedFault {
                     gpa,
                     access,
-                    htinst,
-                });
-                Next::Exit(ExitReason::NestedPageFault { gpa, access })
+                    insn,
+                }))
             }
             Trap::VirtualInstruction { insn } => self.virtual_instruction(insn, ops),
-            Trap::SbiCall => self.sbi_call(ops),
+            Trap::SbiCall => {
+                let x = &self.regs.x;
+                let args = [x[10], x[11], x[12], x[13], x[14], x[15]];
+                Next::Exit(ExitReason::Call(firmware::decode_call(x[17], x[16], args)))
+            }
             Trap::Interrupt {
                 code: interrupt::SSI,
             } => {
@@ -267,6 +227,69 @@ impl<F: GStage> Riscv64VCpu<F> {
                 self.redirect(code, stval, ops);
                 Next::Resume
             }
+        }
+    }
+
+    /// What a guest-page fault at `gpa` says about its instruction, worked out at the
+    /// exit: the transformed load or store in `htinst` (a store's value read now), or
+    /// the instruction fetched with HLVX, or (HLVX faulted with the guest's
+    /// translation off) the instruction left to be read through guest memory.
+    fn fault_insn(
+        &mut self,
+        ops: &mut dyn HartOps,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+        htinst: u64,
+    ) -> FaultInsn {
+        let pc = self.regs.sepc;
+        if access == AccessKind::Execute {
+            // Instructions cannot be fetched from an emulated device.
+            return FaultInsn::Refused(MmioDecodeError::Execute { pc });
+        }
+        let unsupported = FaultInsn::Refused(MmioDecodeError::Unsupported { pc, insn: htinst });
+        match mmio::decode_htinst(htinst) {
+            Htinst::Transformed(m) => {
+                self.stats.from_htinst += 1;
+                if self.config.cross_check_mmio_decode {
+                    self.stats.cross_checked += 1;
+                    let fetched = fetch(ops, pc).and_then(|(bits, _)| mmio::decode(bits).ok());
+                    if fetched != Some(m) {
+                        self.stats.mismatches += 1;
+                        log::error!(
+                            "vCPU {}: htinst {htinst:#x} decodes to {m:?}, the instruction at pc {pc:#x} to {fetched:?}",
+                            self.vcpu_id
+                        );
+                    }
+                }
+                // The instruction does not match the fault (an AMO reported as a
+                // store fault): refuse rather than guess.
+                mmio::mmio_insn(&m, access, &self.regs.x).map_or(unsupported, FaultInsn::Decoded)
+            }
+            Htinst::TransformedOther(e) => {
+                log::warn!("vCPU {}: MMIO at {gpa:?}, pc {pc:#x}: {e}", self.vcpu_id);
+                unsupported
+            }
+            Htinst::PageTableWalk { pseudo } => {
+                log::warn!(
+                    "vCPU {}: the guest's own page-table walk touched {gpa:?} (htinst {pseudo:#x})",
+                    self.vcpu_id
+                );
+                FaultInsn::Refused(MmioDecodeError::TableWalk { pc })
+            }
+            Htinst::None | Htinst::Unknown(_) => match fetch(ops, pc) {
+                Some((bits, len)) => {
+                    self.stats.fetched += 1;
+                    FaultInsn::Bytes(InsnBytes::new(&bits.to_le_bytes()[..usize::from(len)]))
+                }
+                None if ops.guest_translation_off() => {
+                    self.stats.fetch_deferred += 1;
+                    FaultInsn::Fetch
+                }
+                None => FaultInsn::Refused(MmioDecodeError::Fetch {
+                    pc,
+                    error: FetchError::GuestUnmapped { va: pc },
+                }),
+            },
         }
     }
 
@@ -296,10 +319,7 @@ impl<F: GStage> Riscv64VCpu<F> {
             insn
         } else {
             // The hart did not report the bits: fetch them.
-            match self.fetch(ops, None) {
-                Some((bits, _)) => u64::from(bits),
-                None => 0,
-            }
+            fetch(ops, self.regs.sepc).map_or(0, |(bits, _)| u64::from(bits))
         };
         if insn == WFI {
             self.regs.sepc = self.regs.sepc.wrapping_add(4);
@@ -314,242 +334,98 @@ impl<F: GStage> Riscv64VCpu<F> {
         Next::Resume
     }
 
-    fn sbi_call(&mut self, ops: &mut dyn HartOps) -> Next {
-        let x = &self.regs.x;
-        let (eid, fid) = (x[17], x[16]);
-        let args = [x[10], x[11], x[12], x[13], x[14], x[15]];
-        let legacy = SbiRequest::is_legacy(eid);
-        let ok = |me: &mut Self, value| {
-            me.sbi_return(sbi_err::SUCCESS, value, legacy);
-            Next::Resume
-        };
-        let fail = |me: &mut Self, error| {
-            me.sbi_return(error, 0, legacy);
-            Next::Resume
-        };
-        let forward = |me: &mut Self, exit| {
-            me.pending_sbi = Some(PendingSbi { eid, fid });
-            Next::Exit(exit)
-        };
-        match SbiRequest::decode(eid, fid, args) {
-            SbiRequest::GetSpecVersion => ok(self, sbi::SPEC_VERSION),
-            SbiRequest::GetImplId => ok(self, sbi::IMPL_ID),
-            SbiRequest::GetImplVersion => ok(self, IMPL_VERSION),
-            SbiRequest::MachineId => ok(self, 0),
-            SbiRequest::ProbeExtension { eid: probed } => {
-                let available = match probed {
-                    sbi::EID_LEGACY_PUTCHAR | sbi::EID_LEGACY_GETCHAR | sbi::EID_DBCN => {
-                        self.config.console.is_some()
-                    }
-                    sbi::EID_TIME | sbi::EID_LEGACY_SET_TIMER => ops.has_guest_timer(),
-                    e if sbi::SERVED_EXTENSIONS.contains(&e) => true,
-                    e => self.config.forwarded_extensions.contains(&e),
-                };
-                ok(self, u64::from(available))
-            }
-            SbiRequest::SetTimer { stime_value } => {
-                if ops.set_guest_timer(stime_value) {
-                    ok(self, 0)
-                } else {
-                    fail(self, sbi_err::NOT_SUPPORTED)
-                }
-            }
-            SbiRequest::LegacyPutchar { byte } => match self.config.console {
-                Some(c) => {
-                    c.write(&[byte]);
-                    ok(self, 0)
-                }
-                None => fail(self, sbi_err::NOT_SUPPORTED),
-            },
-            SbiRequest::LegacyGetchar => {
-                let mut b = [0u8];
-                match self.config.console {
-                    Some(c) if c.read(&mut b) == 1 => ok(self, u64::from(b[0])),
-                    // -1: nothing to read.
-                    _ => ok(self, u64::MAX),
-                }
-            }
-            SbiRequest::ConsoleWriteByte { byte } => match self.config.console {
-                Some(c) => {
-                    c.write(&[byte]);
-                    ok(self, 0)
-                }
-                None => fail(self, sbi_err::NOT_SUPPORTED),
-            },
-            SbiRequest::ConsoleWrite { len, addr } => {
-                let Some(console) = self.config.console else {
-                    return fail(self, sbi_err::NOT_SUPPORTED);
-                };
-                let mut buf = [0u8; DBCN_CHUNK];
-                let want = len.min(DBCN_CHUNK as u64) as usize;
-                let got = ops.read_guest_phys(addr, &mut buf[..want]);
-                if got == 0 && want > 0 {
-                    return fail(self, sbi_err::INVALID_PARAM);
-                }
-                console.write(&buf[..got]);
-                ok(self, got as u64)
-            }
-            SbiRequest::ConsoleRead { len, addr } => {
-                let Some(console) = self.config.console else {
-                    return fail(self, sbi_err::NOT_SUPPORTED);
-                };
-                let mut buf = [0u8; DBCN_CHUNK];
-                let want = len.min(DBCN_CHUNK as u64) as usize;
-                let n = console.read(&mut buf[..want]);
-                if ops.write_guest_phys(addr, &buf[..n]) != n {
-                    return fail(self, sbi_err::INVALID_PARAM);
-                }
-                ok(self, n as u64)
-            }
-            SbiRequest::RemoteFence { fence, .. } => {
-                // The guest's vCPUs may have run on any hart: fence all of them
-                // (a superset of the targets, which is always correct).
-                let error = ops.remote_fence(fence);
-                if error == sbi_err::SUCCESS {
-                    ok(self, 0)
-                } else {
-                    fail(self, error)
-                }
-            }
-            SbiRequest::LegacyShutdown => Next::Exit(ExitReason::SystemShutdown),
-            SbiRequest::SystemReset { reset_type, .. } => match reset_type {
-                0 => Next::Exit(ExitReason::SystemShutdown),
-                1 | 2 => Next::Exit(ExitReason::SystemReset),
-                _ => fail(self, sbi_err::INVALID_PARAM),
-            },
-            SbiRequest::HartStart {
-                hart,
-                start_addr,
-                opaque,
-            } => forward(
-                self,
-                ExitReason::CpuUp {
-                    target_cpu: hart,
-                    entry_point: GuestPhysAddr::from_usize(start_addr as usize),
-                    arg: opaque,
-                },
-            ),
-            SbiRequest::HartStop => Next::Exit(ExitReason::CpuDown { state: 0 }),
-            SbiRequest::SendIpi { .. }
-            | SbiRequest::HartStatus { .. }
-            | SbiRequest::Forward { .. } => forward(self, ExitReason::Hypercall { nr: eid, args }),
-            SbiRequest::Unsupported { .. } => fail(self, sbi_err::NOT_SUPPORTED),
-        }
-    }
-
-    /// Fetches the instruction at the guest PC: `(bits, length)`. Uses HLVX; when
-    /// that faults and the guest's translation is off, reads guest-physical memory
-    /// through `mem`.
-    fn fetch(&mut self, ops: &mut dyn HartOps, mem: Option<&dyn GuestMemory>) -> Option<(u32, u8)> {
-        let pc = self.regs.sepc;
-        let half = |ops: &mut dyn HartOps, at: u64| -> Option<u16> {
-            ops.fetch_half(at).or_else(|| {
-                let mem = mem?;
-                if !ops.guest_translation_off() {
-                    return None;
-                }
-                let mut b = [0u8; 2];
-                mem.read(GuestPhysAddr::from_usize(at as usize), &mut b)
-                    .then(|| u16::from_le_bytes(b))
-            })
-        };
-        let low = half(ops, pc)?;
-        if insn::insn_len(low) == 2 {
-            return Some((u32::from(low), 2));
-        }
-        let high = half(ops, pc.wrapping_add(2))?;
-        Some((u32::from(low) | u32::from(high) << 16, 4))
-    }
-
-    fn decode_mmio_with(
-        &mut self,
-        ops: &mut dyn HartOps,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+    /// Decodes the access of `fault` (see [`ArchVCpu::decode_mmio`]), reading the
+    /// instruction through `mem` when the exit left that to the decoder: the guest's
+    /// translation was off, so the PC is a guest-physical address.
+    fn decode_fault(
+        &self,
+        fault: &NestedFault,
         mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError> {
         let pc = self.regs.sepc;
-        let Some(fault) = self.fault else {
-            return Err(MmioDecodeError::NotAFault);
-        };
-        if fault.access == AccessKind::Execute || access == AccessKind::Execute {
-            // Instructions cannot be fetched from an emulated device.
-            return Err(MmioDecodeError::Unsupported { pc, insn: 0 });
-        }
-        let decoded: MemInsn = match insn::decode_htinst(fault.htinst) {
-            Htinst::Transformed(m) => {
-                self.stats.from_htinst += 1;
-                if self.config.cross_check_mmio_decode {
-                    self.stats.cross_checked += 1;
-                    let fetched = self
-                        .fetch(ops, Some(mem))
-                        .and_then(|(bits, _)| insn::decode(bits).ok());
-                    if fetched != Some(m) {
-                        self.stats.mismatches += 1;
-                        log::error!(
-                            "vCPU {}: htinst {:#x} decodes to {m:?}, the instruction at pc {pc:#x} to {fetched:?}",
-                            self.vcpu_id,
-                            fault.htinst
-                        );
-                    }
+        let bits = match fault.insn {
+            FaultInsn::Decoded(insn) => return Ok(insn.at(fault.gpa)),
+            FaultInsn::Refused(e) => return Err(e),
+            FaultInsn::Bytes(b) => {
+                let mut raw = [0u8; 4];
+                let n = b.as_slice().len().min(4);
+                raw[..n].copy_from_slice(&b.as_slice()[..n]);
+                u32::from_le_bytes(raw)
+            }
+            FaultInsn::Fetch => {
+                let half = |at: u64| {
+                    let gpa = GuestPhysAddr::from_usize(at as usize);
+                    let mut b = [0u8; 2];
+                    mem.read(gpa, &mut b)
+                        .map(|()| u16::from_le_bytes(b))
+                        .map_err(|error| MmioDecodeError::Fetch {
+                            pc,
+                            error: FetchError::Memory { gpa, error },
+                        })
+                };
+                let low = half(pc)?;
+                if mmio::insn_len(low) == 2 {
+                    u32::from(low)
+                } else {
+                    u32::from(low) | u32::from(half(pc.wrapping_add(2))?) << 16
                 }
-                m
-            }
-            Htinst::TransformedOther(e) => {
-                log::warn!("vCPU {}: MMIO at {gpa:?}, pc {pc:#x}: {e}", self.vcpu_id);
-                return Err(MmioDecodeError::Unsupported {
-                    pc,
-                    insn: fault.htinst,
-                });
-            }
-            Htinst::PageTableWalk { pseudo } => {
-                log::warn!(
-                    "vCPU {}: the guest's own page-table walk touched {gpa:?} (htinst {pseudo:#x})",
-                    self.vcpu_id
-                );
-                return Err(MmioDecodeError::Unsupported {
-                    pc,
-                    insn: u64::from(pseudo),
-                });
-            }
-            Htinst::None | Htinst::Unknown(_) => {
-                let (bits, _) = self
-                    .fetch(ops, Some(mem))
-                    .ok_or(MmioDecodeError::Fetch { pc })?;
-                self.stats.fetched += 1;
-                insn::decode(bits).map_err(|e| {
-                    log::warn!("vCPU {}: MMIO at {gpa:?}, pc {pc:#x}: {e}", self.vcpu_id);
-                    MmioDecodeError::Unsupported {
-                        pc,
-                        insn: u64::from(bits),
-                    }
-                })?
             }
         };
-        let op = match (decoded.op, access) {
-            (MemOp::Load { rd, sign_extend }, AccessKind::Read) => MmioOp::Read {
-                reg: rd,
-                sign_extend,
-                reg_width: AccessWidth::Qword,
-            },
-            (MemOp::Store { rs2 }, AccessKind::Write) => MmioOp::Write {
-                value: decoded.width.truncate(self.regs.x[rs2]),
-            },
-            // The instruction does not match the fault (an AMO reported as a store
-            // fault, or a decoder disagreement): refuse rather than guess.
+        let unsupported = MmioDecodeError::Unsupported {
+            pc,
+            insn: u64::from(bits),
+        };
+        let m = mmio::decode(bits).map_err(|e| {
+            log::warn!(
+                "vCPU {}: MMIO at {:?}, pc {pc:#x}: {e}",
+                self.vcpu_id,
+                fault.gpa
+            );
+            unsupported
+        })?;
+        mmio::mmio_insn(&m, fault.access, &self.regs.x)
+            .map(|insn| insn.at(fault.gpa))
+            .ok_or(unsupported)
+    }
+
+    /// Answers `call` with `reply` (see [`ArchVCpu::complete_call`]), carrying out a
+    /// granted timer or remote fence with `ops`.
+    fn complete_call_with(
+        &mut self,
+        ops: &mut dyn HartOps,
+        call: &GuestCall,
+        reply: FirmwareReply,
+    ) -> VCpuResult {
+        let legacy = match call.conduit {
+            Conduit::Ecall => false,
+            Conduit::EcallLegacy => true,
             _ => {
-                return Err(MmioDecodeError::Unsupported {
-                    pc,
-                    insn: fault.htinst,
+                return Err(VCpuError::InvalidValue {
+                    what: "conduit of a call to a RISC-V vCPU",
+                    value: 0,
                 });
             }
         };
-        Ok(MmioAccess {
-            gpa,
-            width: decoded.width,
-            op,
-            insn_len: decoded.len,
-        })
+        let (error, value) = match (call.call, reply) {
+            (FirmwareCall::SetTimer { deadline }, FirmwareReply::Value(_)) => {
+                if ops.set_guest_timer(deadline) {
+                    (sbi_err::SUCCESS, 0)
+                } else {
+                    (sbi_err::NOT_SUPPORTED, 0)
+                }
+            }
+            (FirmwareCall::RemoteFence { fence, .. }, FirmwareReply::Value(_)) => {
+                // The guest's vCPUs may have run on any hart: fence all of them (a
+                // superset of the targets, which is always correct).
+                (ops.remote_fence(fence), 0)
+            }
+            _ => firmware::encode_reply(reply).ok_or(VCpuError::InvalidValue {
+                what: "firmware reply (CPUID registers) to an SBI call",
+                value: 0,
+            })?,
+        };
+        self.sbi_return(error, value, legacy);
+        Ok(())
     }
 
     fn start_state(&mut self, entry: u64) {
@@ -563,23 +439,24 @@ impl<F: GStage> Riscv64VCpu<F> {
         self.vs = VsCsrs::RESET;
         self.vs_reload = true;
         self.inject = 0;
-        self.fault = None;
-        self.pending_sbi = None;
     }
 }
 
-/// Our implementation version for `get_impl_version`: the crate's major.minor.
-const IMPL_VERSION: u64 = 0x0001;
+/// Fetches the instruction at guest-virtual `pc` with HLVX: `(bits, length)`.
+fn fetch(ops: &mut dyn HartOps, pc: u64) -> Option<(u32, u8)> {
+    let low = ops.fetch_half(pc)?;
+    if mmio::insn_len(low) == 2 {
+        return Some((u32::from(low), 2));
+    }
+    let high = ops.fetch_half(pc.wrapping_add(2))?;
+    Some((u32::from(low) | u32::from(high) << 16, 4))
+}
 
 /// What `bind` and `run` return where there is no hart to run a guest on.
 #[cfg(not(target_arch = "riscv64"))]
 const NOT_RISCV64: VCpuError = VCpuError::Unsupported {
     feature: "RISC-V hypervisor extension (not a riscv64 build)",
 };
-
-/// The most bytes one DBCN read or write moves (the guest loops for more, as the
-/// specification allows).
-const DBCN_CHUNK: usize = 256;
 
 impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     type Format = F;
@@ -602,14 +479,16 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
             vs_reload: true,
             flush_pending: true,
             inject: 0,
-            fault: None,
-            pending_sbi: None,
             config: Riscv64SetupConfig::default(),
             stats: DecodeStats::default(),
             _format: PhantomData,
         };
         vcpu.start_state(0);
         Ok(vcpu)
+    }
+
+    fn cpu_id(&self) -> u64 {
+        self.hart_id
     }
 
     fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
@@ -693,7 +572,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         }
         #[cfg(target_arch = "riscv64")]
         {
-            let mut ops = crate::hart::HwOps;
+            let mut ops = hart_ops();
             loop {
                 crate::entry::enter(
                     &mut self.regs,
@@ -739,17 +618,6 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         self.regs.sepc
     }
 
-    fn set_return_value(&mut self, value: u64) {
-        if let Some(p) = self.pending_sbi.take() {
-            self.sbi_return(sbi_err::SUCCESS, value, SbiRequest::is_legacy(p.eid));
-        } else {
-            log::warn!(
-                "vCPU {}: return value {value:#x} without a pending SBI call (ignored)",
-                self.vcpu_id
-            );
-        }
-    }
-
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
         let bit = crate::interrupt::hvip_bit(vector).ok_or(VCpuError::InvalidValue {
             what: "interrupt (1/2 software, 5/6 timer, 9/10 external)",
@@ -763,21 +631,21 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         self.flush_pending = true;
     }
 
+    fn provides(&self, service: Service) -> bool {
+        let mut ops = hart_ops();
+        match service {
+            Service::Timer => ops.has_guest_timer(),
+            Service::RemoteFence => ops.has_remote_fence(),
+            _ => false,
+        }
+    }
+
     fn decode_mmio(
-        &mut self,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        &self,
+        fault: &NestedFault,
         mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError> {
-        #[cfg(target_arch = "riscv64")]
-        {
-            self.decode_mmio_with(&mut crate::hart::HwOps, gpa, access, mem)
-        }
-        #[cfg(not(target_arch = "riscv64"))]
-        {
-            // No hart to fetch with: only what htinst and `mem` give.
-            self.decode_mmio_with(&mut crate::hart::NoHart, gpa, access, mem)
-        }
+        self.decode_fault(fault, mem)
     }
 
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult {
@@ -786,8 +654,19 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
             self.set_gpr(reg, access.load_result(old, value))?;
         }
         self.regs.sepc = self.regs.sepc.wrapping_add(u64::from(access.insn_len));
-        self.fault = None;
         Ok(())
+    }
+
+    fn complete_call(&mut self, call: &GuestCall, reply: FirmwareReply) -> VCpuResult {
+        self.complete_call_with(&mut hart_ops(), call, reply)
+    }
+
+    /// A guest in VS-mode has no system-register access that traps to the VM layer.
+    fn complete_sysreg(&mut self, access: &SysRegAccess, _: Option<u64>) -> VCpuResult {
+        Err(VCpuError::InvalidValue {
+            what: "system register access on a RISC-V vCPU",
+            value: u64::from(access.addr.0),
+        })
     }
 }
 
@@ -795,22 +674,22 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
 mod tests {
     extern crate std;
 
-    use std::cell::RefCell;
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
     use std::vec::Vec;
 
     use addrspace::{Sv39x4, Sv48x4};
+    use vcpu_api::{AccessWidth, CpuState, FirmwareError, Hypercall, RemoteFence};
 
     use super::*;
     use crate::exit::{SCAUSE_INTERRUPT, TrapInfo};
-    use crate::firmware::{EID_DBCN, EID_HSM, EID_IPI, EID_SRST, EID_TIME, RemoteFence};
+    use crate::firmware::{EID_DBCN, EID_HSM, EID_RFENCE, EID_SRST, EID_TIME};
 
-    /// A model of the hart: guest memory by GPA (the guest's translation is off, so
-    /// HLVX addresses are GPAs too), the VS CSRs, the timer and the fences asked for.
+    /// A model of the hart: instruction memory for HLVX by address (the guest's
+    /// translation is off, so HLVX addresses are GPAs), the VS CSRs, the timer and
+    /// the fences asked for.
     #[derive(Default)]
     struct MockHart {
-        mem: BTreeMap<u64, u8>,
+        code: BTreeMap<u64, u8>,
         /// Pages where HLVX faults (not executable for the guest).
         no_exec: Vec<u64>,
         vs: BTreeMap<&'static str, u64>,
@@ -824,7 +703,7 @@ mod tests {
     impl MockHart {
         fn put(&mut self, gpa: u64, bytes: &[u8]) {
             for (i, b) in bytes.iter().enumerate() {
-                self.mem.insert(gpa + i as u64, *b);
+                self.code.insert(gpa + i as u64, *b);
             }
         }
         fn name(csr: VsCsr) -> &'static str {
@@ -844,27 +723,9 @@ mod tests {
             if self.no_exec.contains(&(gva & !0xfff)) {
                 return None;
             }
-            let lo = *self.mem.get(&gva)?;
-            let hi = *self.mem.get(&(gva + 1))?;
+            let lo = *self.code.get(&gva)?;
+            let hi = *self.code.get(&(gva + 1))?;
             Some(u16::from_le_bytes([lo, hi]))
-        }
-        fn read_guest_phys(&mut self, gpa: u64, buf: &mut [u8]) -> usize {
-            for (i, b) in buf.iter_mut().enumerate() {
-                match self.mem.get(&(gpa + i as u64)) {
-                    Some(v) => *b = *v,
-                    None => return i,
-                }
-            }
-            buf.len()
-        }
-        fn write_guest_phys(&mut self, gpa: u64, bytes: &[u8]) -> usize {
-            for (i, b) in bytes.iter().enumerate() {
-                match self.mem.get_mut(&(gpa + i as u64)) {
-                    Some(v) => *v = *b,
-                    None => return i,
-                }
-            }
-            bytes.len()
         }
         fn vs_csr(&mut self, csr: VsCsr) -> u64 {
             self.vs.get(Self::name(csr)).copied().unwrap_or(0)
@@ -885,66 +746,57 @@ mod tests {
             self.fences.push(fence);
             self.fence_error
         }
+        fn has_remote_fence(&mut self) -> bool {
+            true
+        }
         fn clear_kick(&mut self) {
             self.kick_cleared = true;
         }
     }
 
-    /// Guest memory for `decode_mmio`'s fallback.
-    struct Mem<'a>(&'a MockHart);
+    /// Guest memory for the decoder, by GPA; it counts the reads.
+    #[derive(Default)]
+    struct Mem {
+        bytes: BTreeMap<u64, u8>,
+        reads: core::cell::Cell<usize>,
+    }
 
-    impl GuestMemory for Mem<'_> {
-        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+    impl Mem {
+        fn with(gpa: u64, bytes: &[u8]) -> Self {
+            let m = Self::default();
+            let mut map = BTreeMap::new();
+            for (i, b) in bytes.iter().enumerate() {
+                map.insert(gpa + i as u64, *b);
+            }
+            Self { bytes: map, ..m }
+        }
+    }
+
+    impl GuestMemory for Mem {
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error> {
+            self.reads.set(self.reads.get() + 1);
             let base = gpa.as_usize() as u64;
-            buf.iter_mut().enumerate().all(|(i, b)| {
-                self.0
-                    .mem
-                    .get(&(base + i as u64))
-                    .map(|v| *b = *v)
-                    .is_some()
-            })
+            for i in 0..buf.len() {
+                if !self.bytes.contains_key(&(base + i as u64)) {
+                    return Err(addrspace::Error::NotMapped {
+                        gpa: GuestPhysAddr::from_usize((base + i as u64) as usize),
+                    });
+                }
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = self.bytes[&(base + i as u64)];
+            }
+            Ok(())
         }
-    }
-
-    struct Console {
-        out: Mutex<RefCell<Vec<u8>>>,
-        input: Mutex<RefCell<Vec<u8>>>,
-    }
-
-    impl GuestConsole for Console {
-        fn write(&self, bytes: &[u8]) {
-            self.out
-                .lock()
-                .unwrap()
-                .borrow_mut()
-                .extend_from_slice(bytes);
-        }
-        fn read(&self, buf: &mut [u8]) -> usize {
-            let guard = self.input.lock().unwrap();
-            let mut input = guard.borrow_mut();
-            let n = buf.len().min(input.len());
-            buf[..n].copy_from_slice(&input[..n]);
-            input.drain(..n);
-            n
-        }
-    }
-
-    fn console() -> &'static Console {
-        std::boxed::Box::leak(std::boxed::Box::new(Console {
-            out: Mutex::new(RefCell::new(Vec::new())),
-            input: Mutex::new(RefCell::new(b"ok".to_vec())),
-        }))
     }
 
     const PC: u64 = 0x8000_1000;
     const HVT: u64 = 0x0848_5654;
 
-    fn vcpu(console: Option<&'static Console>) -> Riscv64VCpu<Sv39x4> {
+    fn vcpu() -> Riscv64VCpu<Sv39x4> {
         let mut v = Riscv64VCpu::<Sv39x4>::new(3, 0, Riscv64CreateConfig::default()).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
         v.setup(Riscv64SetupConfig {
-            console: console.map(|c| c as &'static dyn GuestConsole),
-            forwarded_extensions: &[HVT],
             cross_check_mmio_decode: true,
         })
         .unwrap();
@@ -978,158 +830,148 @@ mod tests {
         }
     }
 
+    /// The fault of a guest-page fault exit.
+    fn fault(exit: Option<ExitReason>) -> NestedFault {
+        match exit {
+            Some(ExitReason::NestedPageFault(f)) => f,
+            other => panic!("not a fault: {other:?}"),
+        }
+    }
+
+    /// An ECALL with a7 = `eid`, a6 = `fid`, a0..a5 = `a`: the call it exits with.
     fn ecall(
         v: &mut Riscv64VCpu<Sv39x4>,
         hart: &mut MockHart,
         eid: u64,
         fid: u64,
         a: [u64; 6],
-    ) -> Option<ExitReason> {
+    ) -> GuestCall {
         v.regs.x[17] = eid;
         v.regs.x[16] = fid;
         v.regs.x[10..16].copy_from_slice(&a);
-        trap(
+        let exit = trap(
             v,
             hart,
             TrapInfo {
                 scause: exception::ECALL_VS,
                 ..TrapInfo::default()
             },
-        )
+        );
+        match exit {
+            Some(ExitReason::Call(c)) => c,
+            other => panic!("not a call: {other:?}"),
+        }
+    }
+
+    /// Answers call `c` of `v` with `reply` on hart `h`.
+    fn answer(v: &mut Riscv64VCpu<Sv39x4>, h: &mut MockHart, c: &GuestCall, reply: FirmwareReply) {
+        v.complete_call_with(h, c, reply).unwrap();
     }
 
     fn a0a1(v: &Riscv64VCpu<Sv39x4>) -> (i64, u64) {
         (v.regs.x[10] as i64, v.regs.x[11])
     }
 
+    /// Every ECALL is a call for the VM layer: nothing is answered, nothing stepped,
+    /// until it is completed; the reply goes to a0/a1 and the PC past the ECALL.
     #[test]
-    fn base_calls_are_answered_and_step_over_the_ecall() {
-        let mut v = vcpu(None);
+    fn calls_are_decoded_and_answered_with_complete_call() {
+        let mut v = vcpu();
         let mut h = MockHart::default();
-        assert_eq!(ecall(&mut v, &mut h, 0x10, 0, [0; 6]), None);
+        let c = ecall(&mut v, &mut h, 0x10, 0, [0; 6]);
+        assert_eq!(
+            c,
+            GuestCall {
+                call: FirmwareCall::Version,
+                conduit: Conduit::Ecall
+            }
+        );
+        assert_eq!(v.pc(), PC, "not stepped until answered");
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Version { major: 2, minor: 0 },
+        );
         assert_eq!(a0a1(&v), (0, 2 << 24));
         assert_eq!(v.pc(), PC + 4);
-        ecall(&mut v, &mut h, 0x10, 1, [0; 6]);
-        assert_eq!(a0a1(&v), (0, sbi::IMPL_ID));
-        ecall(&mut v, &mut h, 0x10, 4, [0; 6]);
-        assert_eq!(a0a1(&v), (0, 0));
-        ecall(&mut v, &mut h, 0x10, 9, [0; 6]);
-        assert_eq!(a0a1(&v).0, sbi_err::NOT_SUPPORTED);
-        assert_eq!(v.pc(), PC + 16);
-    }
-
-    #[test]
-    fn probe_extension_tells_what_is_served() {
-        let probe = |v: &mut Riscv64VCpu<Sv39x4>, h: &mut MockHart, eid| {
-            ecall(v, h, 0x10, 3, [eid, 0, 0, 0, 0, 0]);
-            a0a1(v).1
-        };
-        let mut h = MockHart::default();
-        let mut bare = vcpu(None);
-        assert_eq!(probe(&mut bare, &mut h, EID_DBCN), 0, "no console, no DBCN");
-        assert_eq!(probe(&mut bare, &mut h, EID_TIME), 0, "no Sstc, no timer");
-        assert_eq!(probe(&mut bare, &mut h, EID_HSM), 1);
-        assert_eq!(probe(&mut bare, &mut h, EID_SRST), 1);
-        assert_eq!(probe(&mut bare, &mut h, HVT), 1, "forwarded extension");
-        assert_eq!(
-            probe(&mut bare, &mut h, EID_IPI),
-            0,
-            "not declared by the VM layer"
+        let c = ecall(&mut v, &mut h, 0x10, 9, [0; 6]);
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Error(FirmwareError::NotSupported),
         );
-        assert_eq!(probe(&mut bare, &mut h, 0x1234_5678), 0);
-        let mut full = vcpu(Some(console()));
-        h.sstc = true;
-        assert_eq!(probe(&mut full, &mut h, EID_DBCN), 1);
-        assert_eq!(probe(&mut full, &mut h, 0x01), 1);
-        assert_eq!(probe(&mut full, &mut h, EID_TIME), 1);
-    }
-
-    #[test]
-    fn console_legacy_and_dbcn() {
-        let c = console();
-        let mut v = vcpu(Some(c));
-        let mut h = MockHart::default();
-        ecall(&mut v, &mut h, 0x01, 0, [b'h' as u64, 0, 0, 0, 0, 0]);
-        assert_eq!(v.regs.x[10], 0);
-        h.put(0x8010_0000, b"ello\n");
-        ecall(&mut v, &mut h, EID_DBCN, 0, [5, 0x8010_0000, 0, 0, 0, 0]);
-        assert_eq!(a0a1(&v), (0, 5));
-        ecall(&mut v, &mut h, EID_DBCN, 2, [b'!' as u64, 0, 0, 0, 0, 0]);
-        assert_eq!(c.out.lock().unwrap().borrow().as_slice(), b"hello\n!");
-        // A buffer the guest does not have.
-        ecall(&mut v, &mut h, EID_DBCN, 0, [4, 0x9000_0000, 0, 0, 0, 0]);
-        assert_eq!(a0a1(&v), (sbi_err::INVALID_PARAM, 0));
-        // Partial: only 3 bytes readable.
-        h.put(0x8020_0000, b"abc");
-        ecall(&mut v, &mut h, EID_DBCN, 0, [8, 0x8020_0000, 0, 0, 0, 0]);
-        assert_eq!(a0a1(&v), (0, 3));
-        // Read: the console has "ok".
-        h.put(0x8030_0000, &[0; 4]);
-        ecall(&mut v, &mut h, EID_DBCN, 1, [4, 0x8030_0000, 0, 0, 0, 0]);
-        assert_eq!(a0a1(&v), (0, 2));
-        assert_eq!(h.mem[&0x8030_0000], b'o');
-        // Legacy getchar with nothing pending returns -1 in a0.
-        ecall(&mut v, &mut h, 0x02, 0, [0; 6]);
-        assert_eq!(v.regs.x[10], u64::MAX);
-    }
-
-    #[test]
-    fn console_calls_without_a_console_fail() {
-        let mut v = vcpu(None);
-        let mut h = MockHart::default();
-        ecall(&mut v, &mut h, EID_DBCN, 2, [b'x' as u64, 0, 0, 0, 0, 0]);
         assert_eq!(a0a1(&v).0, sbi_err::NOT_SUPPORTED);
         // Legacy: the error is the whole result in a0.
-        ecall(&mut v, &mut h, 0x01, 0, [b'x' as u64, 0, 0, 0, 0, 0]);
-        assert_eq!(v.regs.x[10] as i64, sbi_err::NOT_SUPPORTED);
+        let c = ecall(&mut v, &mut h, 0x01, 0, [b'x' as u64, 0, 0, 0, 0, 0]);
+        assert_eq!(c.call, FirmwareCall::ConsoleWriteByte { byte: b'x' });
+        v.regs.x[11] = 0xdead;
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Error(FirmwareError::NotSupported),
+        );
+        assert_eq!(a0a1(&v), (sbi_err::NOT_SUPPORTED, 0xdead));
+        assert_eq!(v.pc(), PC + 12);
+        // CPUID registers are no answer to an SBI call.
+        assert!(
+            v.complete_call_with(&mut h, &c, FirmwareReply::Cpuid(Default::default()))
+                .is_err()
+        );
     }
 
+    /// HSM hart_start is a CPU on by the guest's hart id; the VM layer answers it.
     #[test]
-    fn hart_start_is_a_cpu_up_answered_by_the_vm_layer() {
-        let mut v = vcpu(None);
+    fn hart_start_is_a_cpu_on_answered_by_the_vm_layer() {
+        let mut v = vcpu();
         let mut h = MockHart::default();
-        let exit = ecall(
+        let c = ecall(
             &mut v,
             &mut h,
             EID_HSM,
             0,
-            [1, 0x8000_2000, 0x5ec0_0001, 0, 0, 0],
+            [7, 0x8000_2000, 0x5ec0_0001, 0, 0, 0],
         );
         assert_eq!(
-            exit,
-            Some(ExitReason::CpuUp {
-                target_cpu: 1,
-                entry_point: GuestPhysAddr::from_usize(0x8000_2000),
+            c.call,
+            FirmwareCall::CpuOn {
+                target: 7,
+                entry: GuestPhysAddr::from_usize(0x8000_2000),
                 arg: 0x5ec0_0001
-            })
+            }
         );
-        assert_eq!(v.pc(), PC, "not stepped until answered");
-        assert_eq!(
-            v.pending_sbi(),
-            Some(PendingSbi {
-                eid: EID_HSM,
-                fid: 0
-            })
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Error(FirmwareError::AlreadyOn),
         );
-        v.set_return_value(0);
-        assert_eq!(a0a1(&v), (0, 0));
-        assert_eq!(v.pc(), PC + 4);
-        // A second answer changes nothing.
-        v.set_return_value(7);
-        assert_eq!(v.pc(), PC + 4);
-        // A refusal.
-        ecall(&mut v, &mut h, EID_HSM, 0, [1, 0x8000_2000, 0, 0, 0, 0]);
-        v.set_sbi_error(sbi_err::ALREADY_AVAILABLE);
         assert_eq!(a0a1(&v), (sbi_err::ALREADY_AVAILABLE, 0));
-        assert_eq!(v.pc(), PC + 8);
+        assert_eq!(v.pc(), PC + 4);
+        let c = ecall(&mut v, &mut h, EID_HSM, 2, [4, 0, 0, 0, 0, 0]);
+        assert_eq!(c.call, FirmwareCall::CpuStatus { target: 4 });
+        answer(&mut v, &mut h, &c, FirmwareReply::CpuState(CpuState::Off));
+        assert_eq!(a0a1(&v), (0, 1));
+        assert_eq!(
+            ecall(&mut v, &mut h, EID_HSM, 1, [0; 6]).call,
+            FirmwareCall::CpuOff
+        );
+        assert_eq!(
+            ecall(&mut v, &mut h, EID_SRST, 0, [1, 0, 0, 0, 0, 0]).call,
+            FirmwareCall::SystemReset
+        );
     }
 
     #[test]
     fn started_vcpu_gets_hart_id_and_opaque() {
-        let mut v = Riscv64VCpu::<Sv48x4>::new(1, 1, Riscv64CreateConfig::default()).unwrap();
+        let mut v =
+            Riscv64VCpu::<Sv48x4>::new(1, 1, Riscv64CreateConfig { hart_id: Some(7) }).unwrap();
+        assert_eq!(v.cpu_id(), 7);
         v.set_entry(GuestPhysAddr::from_usize(0x8000_0040)).unwrap();
         v.set_start_arg(0x5ec0_0001).unwrap();
-        assert_eq!(v.gpr(10), Ok(1));
+        assert_eq!(v.gpr(10), Ok(7));
         assert_eq!(v.gpr(11), Ok(0x5ec0_0001));
         assert_eq!(v.pc(), 0x8000_0040);
         assert_eq!(
@@ -1148,94 +990,61 @@ mod tests {
     }
 
     #[test]
-    fn hart_stop_and_system_reset() {
-        let mut v = vcpu(None);
-        let mut h = MockHart::default();
-        assert_eq!(
-            ecall(&mut v, &mut h, EID_HSM, 1, [0; 6]),
-            Some(ExitReason::CpuDown { state: 0 })
-        );
-        assert_eq!(
-            ecall(&mut v, &mut h, EID_SRST, 0, [0, 0, 0, 0, 0, 0]),
-            Some(ExitReason::SystemShutdown)
-        );
-        assert_eq!(
-            ecall(&mut v, &mut h, EID_SRST, 0, [1, 0, 0, 0, 0, 0]),
-            Some(ExitReason::SystemReset)
-        );
-        assert_eq!(
-            ecall(&mut v, &mut h, 0x08, 0, [0; 6]),
-            Some(ExitReason::SystemShutdown)
-        );
-        assert_eq!(
-            ecall(&mut v, &mut h, EID_SRST, 0, [0xf000_0000, 0, 0, 0, 0, 0]),
-            None
-        );
-        assert_eq!(a0a1(&v).0, sbi_err::INVALID_PARAM);
-    }
-
-    #[test]
     fn our_extension_is_a_hypercall_with_its_fid() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
-        let exit = ecall(&mut v, &mut h, HVT, 2, [1, 2, 3, 4, 5, 6]);
+        let c = ecall(&mut v, &mut h, HVT, 2, [1, 2, 3, 4, 5, 6]);
         assert_eq!(
-            exit,
-            Some(ExitReason::Hypercall {
+            c.call,
+            FirmwareCall::Hypercall(Hypercall {
                 nr: HVT,
+                function: 2,
                 args: [1, 2, 3, 4, 5, 6]
             })
         );
-        assert_eq!(v.pending_sbi(), Some(PendingSbi { eid: HVT, fid: 2 }));
-        v.set_return_value(30);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(30));
         assert_eq!(a0a1(&v), (0, 30));
         assert_eq!(v.pc(), PC + 4);
-        // IPI and hart_get_status go to the VM layer too.
-        assert!(matches!(
-            ecall(&mut v, &mut h, EID_IPI, 0, [1, 0, 0, 0, 0, 0]),
-            Some(ExitReason::Hypercall { nr: EID_IPI, .. })
-        ));
-        v.set_return_value(0);
-        assert!(matches!(
-            ecall(&mut v, &mut h, EID_HSM, 2, [1, 0, 0, 0, 0, 0]),
-            Some(ExitReason::Hypercall { nr: EID_HSM, .. })
-        ));
-        assert_eq!(
-            v.pending_sbi(),
-            Some(PendingSbi {
-                eid: EID_HSM,
-                fid: 2
-            })
-        );
     }
 
+    /// A granted timer is armed by the vCPU, which says whether it can
+    /// (`provides(Timer)` follows Sstc).
     #[test]
     fn timer_needs_sstc() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
-        ecall(&mut v, &mut h, EID_TIME, 0, [1000, 0, 0, 0, 0, 0]);
+        let c = ecall(&mut v, &mut h, EID_TIME, 0, [1000, 0, 0, 0, 0, 0]);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(0));
         assert_eq!(a0a1(&v).0, sbi_err::NOT_SUPPORTED);
+        assert_eq!(h.timer, None);
         h.sstc = true;
-        ecall(&mut v, &mut h, EID_TIME, 0, [1000, 0, 0, 0, 0, 0]);
+        let c = ecall(&mut v, &mut h, EID_TIME, 0, [1000, 0, 0, 0, 0, 0]);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(0));
         assert_eq!(a0a1(&v), (0, 0));
         assert_eq!(h.timer, Some(1000));
         // Legacy set_timer: result in a0 only.
-        ecall(&mut v, &mut h, 0x00, 0, [2000, 0xdead, 0, 0, 0, 0]);
+        let c = ecall(&mut v, &mut h, 0x00, 0, [2000, 0xdead, 0, 0, 0, 0]);
+        assert_eq!(c.conduit, Conduit::EcallLegacy);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(0));
         assert_eq!(a0a1(&v), (0, 0xdead));
+        assert_eq!(h.timer, Some(2000));
+        // Refused by the VM layer: not armed.
+        let c = ecall(&mut v, &mut h, EID_TIME, 0, [3000, 0, 0, 0, 0, 0]);
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Error(FirmwareError::NotSupported),
+        );
         assert_eq!(h.timer, Some(2000));
     }
 
     #[test]
     fn remote_fences_go_to_every_hart() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
-        ecall(
-            &mut v,
-            &mut h,
-            crate::firmware::EID_RFENCE,
-            1,
-            [1, 0, 0x4000, 0x1000, 0, 0],
-        );
+        let c = ecall(&mut v, &mut h, EID_RFENCE, 1, [1, 0, 0x4000, 0x1000, 0, 0]);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(0));
         assert_eq!(a0a1(&v), (0, 0));
         assert_eq!(
             h.fences,
@@ -1246,40 +1055,61 @@ mod tests {
             }]
         );
         h.fence_error = sbi_err::FAILED;
-        ecall(
-            &mut v,
-            &mut h,
-            crate::firmware::EID_RFENCE,
-            0,
-            [1, 0, 0, 0, 0, 0],
-        );
+        let c = ecall(&mut v, &mut h, EID_RFENCE, 0, [1, 0, 0, 0, 0, 0]);
+        answer(&mut v, &mut h, &c, FirmwareReply::Value(0));
         assert_eq!(a0a1(&v).0, sbi_err::FAILED);
     }
 
+    /// Regression (issue 10): the SBI debug console read the guest's buffer itself
+    /// with HLV, reaching pass-through device mappings the VM's copy API refuses. Now
+    /// the call carries the buffer's address to the VM layer, and the vCPU reads no
+    /// guest memory for it (its hart has no way to: `HartOps` has no memory access).
+    #[test]
+    fn sbi_console_reads_no_guest_memory_itself() {
+        let mut v = vcpu();
+        let mut h = MockHart::default();
+        // The pass-through UART a board maps into the guest.
+        h.put(0x1000_0000, b"device registers");
+        let c = ecall(&mut v, &mut h, EID_DBCN, 0, [16, 0x1000_0000, 0, 0, 0, 0]);
+        assert_eq!(
+            c.call,
+            FirmwareCall::ConsoleWrite {
+                gpa: GuestPhysAddr::from_usize(0x1000_0000),
+                len: 16
+            }
+        );
+        assert_eq!(v.pc(), PC, "not answered by the vCPU");
+        // The VM layer's copy API refused the buffer: INVALID_PARAM.
+        answer(
+            &mut v,
+            &mut h,
+            &c,
+            FirmwareReply::Error(FirmwareError::InvalidParameters),
+        );
+        assert_eq!(a0a1(&v), (sbi_err::INVALID_PARAM, 0));
+    }
+
     /// A load from the test device's NEGATIVE register with `c.lw a0, 0(a1)` (0x4188):
-    /// QEMU reports htinst = 0x2501 (`lw a0, 0(x0)` with bit 1 clear). The value read
-    /// is sign-extended from 32 bits and the PC advances by 2.
+    /// QEMU reports htinst = 0x2501 (`lw a0, 0(x0)` with bit 1 clear). The exit
+    /// carries the decoded access; the value read is sign-extended from 32 bits and
+    /// the PC advances by 2.
     #[test]
     fn mmio_load_from_htinst_compressed() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         h.put(PC, &0x4188u16.to_le_bytes());
         let gpa = 0x0b00_0018u64;
-        let exit = trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, gpa, 0x2501),
-        );
+        ));
         let g = GuestPhysAddr::from_usize(gpa as usize);
-        assert_eq!(
-            exit,
-            Some(ExitReason::NestedPageFault {
-                gpa: g,
-                access: AccessKind::Read
-            })
-        );
-        let access = v.decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&MockHart::default()));
-        let access = access.unwrap();
+        assert_eq!((f.gpa, f.access), (g, AccessKind::Read));
+        assert!(matches!(f.insn, FaultInsn::Decoded(_)));
+        let none = Mem::default();
+        let access = v.decode_mmio(&f, &none).unwrap();
+        assert_eq!(none.reads.get(), 0);
         assert_eq!(
             access,
             MmioAccess {
@@ -1298,6 +1128,7 @@ mod tests {
             DecodeStats {
                 from_htinst: 1,
                 fetched: 0,
+                fetch_deferred: 0,
                 cross_checked: 1,
                 mismatches: 0
             }
@@ -1307,24 +1138,25 @@ mod tests {
         assert_eq!(v.pc(), PC + 2);
     }
 
-    /// Without htinst the instruction is fetched with HLVX: `sd a0, 16(a1)` as two
-    /// halves; the stored value is cut to the width.
+    /// Without htinst the instruction is fetched with HLVX at the exit: `sd a0,
+    /// 16(a1)` as two halves; the stored value is cut to the width.
     #[test]
     fn mmio_store_fetched_32_bit() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         h.put(PC, &0x00a5_b823u32.to_le_bytes());
         v.regs.x[10] = 0x1122_3344_5566_7788;
         let gpa = 0x0b00_0008u64;
-        trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, gpa, 0),
+        ));
+        assert_eq!(
+            f.insn,
+            FaultInsn::Bytes(InsnBytes::new(&0x00a5_b823u32.to_le_bytes()))
         );
-        let g = GuestPhysAddr::from_usize(gpa as usize);
-        let access = v
-            .decode_mmio_with(&mut h, g, AccessKind::Write, &Mem(&MockHart::default()))
-            .unwrap();
+        let access = v.decode_mmio(&f, &Mem::default()).unwrap();
         assert_eq!(
             access.op,
             MmioOp::Write {
@@ -1337,36 +1169,33 @@ mod tests {
         assert_eq!(v.pc(), PC + 4);
         // sb a0, 0(a1): only the low byte.
         h.put(PC + 4, &0x00a5_8023u32.to_le_bytes());
-        trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, gpa, 0),
-        );
-        let access = v
-            .decode_mmio_with(&mut h, g, AccessKind::Write, &Mem(&MockHart::default()))
-            .unwrap();
+        ));
+        let access = v.decode_mmio(&f, &Mem::default()).unwrap();
         assert_eq!(access.op, MmioOp::Write { value: 0x88 });
     }
 
     /// When HLVX faults (the page is not executable in the G-stage) and the guest's
-    /// translation is off, the instruction is read through guest memory.
+    /// translation is off, the exit leaves the fetch to the decoder, which reads
+    /// guest memory through the VM layer; with the guest's paging on it refuses.
     #[test]
     fn mmio_fetch_falls_back_to_guest_memory() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         h.no_exec.push(PC & !0xfff);
-        let mut mem = MockHart::default();
         // lhu a0, 0(a1)
-        mem.put(PC, &0x0005_d503u32.to_le_bytes());
-        trap(
+        let mem = Mem::with(PC, &0x0005_d503u32.to_le_bytes());
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0),
-        );
-        let g = GuestPhysAddr::from_usize(0x0b00_0000);
-        let access = v
-            .decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&mem))
-            .unwrap();
+        ));
+        assert_eq!(f.insn, FaultInsn::Fetch);
+        assert_eq!(v.decode_stats().fetch_deferred, 1);
+        let access = v.decode_mmio(&f, &mem).unwrap();
         assert_eq!(access.width, AccessWidth::Word);
         assert!(matches!(
             access.op,
@@ -1375,98 +1204,109 @@ mod tests {
                 ..
             }
         ));
+        // Guest memory without the instruction: the error carries the cause.
+        assert!(matches!(
+            v.decode_mmio(&f, &Mem::default()),
+            Err(MmioDecodeError::Fetch {
+                pc: PC,
+                error: FetchError::Memory { .. }
+            })
+        ));
         // With the guest's paging on, the fallback is not allowed.
         h.vs.insert("vsatp", 8 << 60);
-        trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0),
-        );
+        ));
         assert_eq!(
-            v.decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&mem)),
-            Err(MmioDecodeError::Fetch { pc: PC })
+            v.decode_mmio(&f, &mem),
+            Err(MmioDecodeError::Fetch {
+                pc: PC,
+                error: FetchError::GuestUnmapped { va: PC }
+            })
         );
     }
 
     #[test]
     fn undecodable_accesses_are_errors_with_the_pc() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
+        let none = Mem::default();
         // amoadd.w a0, a1, (a2) at the PC, no htinst.
         h.put(PC, &0x00b6_252fu32.to_le_bytes());
-        let fault = guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, 0x0b00_0000, 0);
-        trap(&mut v, &mut h, fault);
-        let g = GuestPhysAddr::from_usize(0x0b00_0000);
-        let none = MockHart::default();
+        let info = guest_page_fault(exception::STORE_GUEST_PAGE_FAULT, 0x0b00_0000, 0);
+        let f = fault(trap(&mut v, &mut h, info));
         assert_eq!(
-            v.decode_mmio_with(&mut h, g, AccessKind::Write, &Mem(&none)),
+            v.decode_mmio(&f, &none),
             Err(MmioDecodeError::Unsupported {
                 pc: PC,
                 insn: 0x00b6_252f
             })
         );
         // The guest's page-table walk hit the device (pseudoinstruction 0x3000).
-        trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             TrapInfo {
                 htinst: 0x3000,
                 scause: exception::LOAD_GUEST_PAGE_FAULT,
-                ..fault
+                ..info
             },
-        );
+        ));
         assert_eq!(
-            v.decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&none)),
-            Err(MmioDecodeError::Unsupported {
-                pc: PC,
-                insn: 0x3000
-            })
+            v.decode_mmio(&f, &none),
+            Err(MmioDecodeError::TableWalk { pc: PC })
         );
-        // Nothing at the PC at all.
-        let mut empty = MockHart::default();
-        trap(&mut v, &mut empty, fault);
+        // An instruction fetch from a device.
+        let f = fault(trap(
+            &mut v,
+            &mut h,
+            TrapInfo {
+                scause: exception::INSN_GUEST_PAGE_FAULT,
+                ..info
+            },
+        ));
         assert_eq!(
-            v.decode_mmio_with(&mut empty, g, AccessKind::Write, &Mem(&none)),
-            Err(MmioDecodeError::Fetch { pc: PC })
+            v.decode_mmio(&f, &none),
+            Err(MmioDecodeError::Execute { pc: PC })
         );
         // A load instruction reported as a store fault.
         h.put(PC, &0x0005_8503u32.to_le_bytes());
-        trap(&mut v, &mut h, fault);
+        let f = fault(trap(&mut v, &mut h, info));
         assert!(matches!(
-            v.decode_mmio_with(&mut h, g, AccessKind::Write, &Mem(&none)),
+            v.decode_mmio(&f, &none),
             Err(MmioDecodeError::Unsupported { pc: PC, .. })
         ));
-        // No fault at all.
+        // Decoding is a function of the exit: another exit in between changes
+        // nothing.
         ecall(&mut v, &mut h, 0x10, 0, [0; 6]);
-        assert_eq!(
-            v.decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&none)),
-            Err(MmioDecodeError::NotAFault)
-        );
+        assert!(matches!(
+            v.decode_mmio(&f, &none),
+            Err(MmioDecodeError::Unsupported { pc: PC, .. })
+        ));
     }
 
     /// htinst says `lw` but the instruction is `lb`: counted as a mismatch, and the
     /// hart's htinst is used.
     #[test]
     fn cross_check_counts_disagreements() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         h.put(PC, &0x0005_8503u32.to_le_bytes());
-        trap(
+        let f = fault(trap(
             &mut v,
             &mut h,
             guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, 0x0b00_0000, 0x2503),
-        );
-        let g = GuestPhysAddr::from_usize(0x0b00_0000);
-        let a = v
-            .decode_mmio_with(&mut h, g, AccessKind::Read, &Mem(&MockHart::default()))
-            .unwrap();
+        ));
+        let a = v.decode_mmio(&f, &Mem::default()).unwrap();
         assert_eq!(a.width, AccessWidth::Dword);
         assert_eq!(v.decode_stats().mismatches, 1);
     }
 
     #[test]
     fn complete_mmio_zero_extends_and_ignores_x0() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let access = MmioAccess {
             gpa: GuestPhysAddr::from_usize(0x0b00_0000),
             width: AccessWidth::Word,
@@ -1495,7 +1335,7 @@ mod tests {
 
     #[test]
     fn wfi_halts_and_other_virtual_instructions_become_illegal() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         h.vs.insert("vstvec", 0x8000_0101);
         h.vs.insert("vsstatus", sstatus::SIE);
@@ -1525,7 +1365,7 @@ mod tests {
 
     #[test]
     fn interrupts_and_kicks() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         let irq = |code| TrapInfo {
             scause: SCAUSE_INTERRUPT | code,
@@ -1542,7 +1382,7 @@ mod tests {
 
     #[test]
     fn nested_root_and_injection() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         assert!(matches!(
             v.set_nested_root(HostPhysAddr::from_usize(0x8040_1000)),
             Err(VCpuError::InvalidValue {
@@ -1592,7 +1432,7 @@ mod tests {
     /// guest's translation off.
     #[test]
     fn fault_without_htval() {
-        let mut v = vcpu(None);
+        let mut v = vcpu();
         let mut h = MockHart::default();
         let f = TrapInfo {
             scause: exception::LOAD_GUEST_PAGE_FAULT,
@@ -1600,20 +1440,13 @@ mod tests {
             htval: 0,
             htinst: 0,
         };
+        let got = fault(trap(&mut v, &mut h, f));
         assert_eq!(
-            trap(&mut v, &mut h, f),
-            Some(ExitReason::NestedPageFault {
-                gpa: GuestPhysAddr::from_usize(0x9000_0008),
-                access: AccessKind::Read
-            })
+            (got.gpa, got.access),
+            (GuestPhysAddr::from_usize(0x9000_0008), AccessKind::Read)
         );
         h.vs.insert("vsatp", 8 << 60);
-        assert_eq!(
-            trap(&mut v, &mut h, f),
-            Some(ExitReason::NestedPageFault {
-                gpa: GuestPhysAddr::from_usize(usize::MAX),
-                access: AccessKind::Read
-            })
-        );
+        let got = fault(trap(&mut v, &mut h, f));
+        assert_eq!(got.gpa, GuestPhysAddr::from_usize(usize::MAX));
     }
 }

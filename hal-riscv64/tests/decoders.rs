@@ -2,7 +2,7 @@
 //! panic, and what a decode returns is consistent with its input.
 
 use hal_riscv64::exit::{Trap, TrapInfo};
-use hal_riscv64::firmware::SbiRequest;
+use hal_riscv64::firmware;
 use hal_riscv64::mmio::{self as insn, Htinst, MemOp};
 use proptest::prelude::*;
 
@@ -56,6 +56,7 @@ proptest! {
     #[test]
     fn sbi_decode_is_total(eid in prop_oneof![any::<u64>(), 0u64..0x20, Just(0x4442_434e), Just(0x48_534d), Just(0x5246_4e43)],
                            fid in 0u64..10, a in any::<[u64; 6]>()) {
-        let _ = SbiRequest::decode(eid, fid, a);
+        let call = firmware::decode_call(eid, fid, a);
+        prop_assert_eq!(call.conduit == vcpu_api::Conduit::EcallLegacy, eid < 0x10);
     }
 }

@@ -39,6 +39,8 @@ pub enum WalkError {
     TableNotInRam {
         /// The entry's guest-physical address.
         entry_gpa: u64,
+        /// What guest memory said.
+        error: addrspace::Error,
     },
     /// The guest uses a paging mode we do not walk (legacy 32-bit, PAE without long
     /// mode, 5-level).
@@ -59,8 +61,8 @@ impl GuestPaging {
             let index = (va >> (12 + 9 * u32::from(level))) & 0x1ff;
             let entry_gpa = table + index * 8;
             let mut raw = [0u8; 8];
-            if !mem.read(GuestPhysAddr::from_usize(entry_gpa as usize), &mut raw) {
-                return Err(WalkError::TableNotInRam { entry_gpa });
+            if let Err(error) = mem.read(GuestPhysAddr::from_usize(entry_gpa as usize), &mut raw) {
+                return Err(WalkError::TableNotInRam { entry_gpa, error });
             }
             let entry = u64::from_le_bytes(raw);
             if entry & P == 0 {
@@ -111,13 +113,13 @@ mod tests {
     struct Words(BTreeMap<u64, u64>);
 
     impl GuestMemory for Words {
-        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error> {
             let a = gpa.as_usize() as u64;
             if buf.len() != 8 || a >= 0x100_0000 {
-                return false;
+                return Err(addrspace::Error::NotMapped { gpa });
             }
             buf.copy_from_slice(&self.0.get(&a).copied().unwrap_or(0).to_le_bytes());
-            true
+            Ok(())
         }
     }
 
@@ -194,7 +196,10 @@ mod tests {
         assert_eq!(
             bad_root.translate(0, &mem),
             Err(WalkError::TableNotInRam {
-                entry_gpa: 0x200_0000
+                entry_gpa: 0x200_0000,
+                error: addrspace::Error::NotMapped {
+                    gpa: GuestPhysAddr::from_usize(0x200_0000)
+                }
             })
         );
         let real = GuestPaging { cr0: 1, ..LONG };

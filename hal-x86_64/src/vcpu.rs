@@ -14,15 +14,16 @@ use core::fmt;
 
 use addrspace::{AccessKind, FrameAllocator, GuestPhysAddr, HostPhysAddr, Npt, PAGE_SIZE};
 use vcpu_api::{
-    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioDecodeError, MmioOp, SysRegAddr, VCpuError,
-    VCpuResult,
+    ArchVCpu, Conduit, CpuidRegs, ExitReason, FaultInsn, FetchError, FirmwareReply, GuestCall,
+    GuestMemory, InsnBytes, MmioAccess, MmioDecodeError, MmioOp, NestedFault, PortIo, PortOp,
+    SysRegAccess, SysRegAddr, SysRegOp, VCpuError, VCpuResult,
 };
 
 use crate::context::{RAX, RBX, RCX, RDI, RDX, RSP, long_mode_start};
 use crate::cpu;
 use crate::exit::{NpfErrorCode, SvmExit};
 use crate::firmware;
-use crate::guest_paging::GuestPaging;
+use crate::guest_paging::{GuestPaging, WalkError};
 use crate::mmio::{self as insn, MAX_INSN_LEN};
 use crate::vmcb::{Frames, Vmcb, intercept1, intercept2, tlb_control};
 
@@ -33,25 +34,6 @@ pub struct SvmSetupConfig {
     /// (see [`crate::guest_paging::identity_tables`]). The guest starts in 64-bit
     /// mode at CPL 0 with interrupts off.
     pub guest_cr3: u64,
-}
-
-/// The result the caller owes the instruction that caused the last exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pending {
-    None,
-    /// VMMCALL: result in RAX, then skip the instruction.
-    Hypercall,
-    /// RDMSR: result in EDX:EAX, then skip the instruction.
-    MsrRead,
-    /// WRMSR: skip the instruction.
-    MsrWrite,
-}
-
-/// What is left from the last nested page fault, for [`ArchVCpu::decode_mmio`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LastNpf {
-    gpa: GuestPhysAddr,
-    error: NpfErrorCode,
 }
 
 /// An SVM vCPU whose VMCB and permission maps come from the frame allocator `F`
@@ -69,8 +51,6 @@ pub struct SvmVCpu<F: FrameAllocator + Default> {
     flush_pending: bool,
     /// VMRUNs that carried a TLB flush (TLB_CONTROL != 0).
     flushed_entries: u64,
-    pending: Pending,
-    last_npf: Option<LastNpf>,
 }
 
 impl<F: FrameAllocator + Default> fmt::Debug for SvmVCpu<F> {
@@ -154,17 +134,39 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
         }
     }
 
-    /// Answers CPUID like the host, hiding SVM from the guest and setting the
-    /// hypervisor-present bit (CPUID Fn0000_0001 ECX\[31\]).
+    /// What the host's CPUID answers for the guest's EAX and ECX.
     #[cfg(target_arch = "x86_64")]
-    fn emulate_cpuid(&mut self) {
-        let leaf = self.vmcb().save.rax as u32;
-        let sub = self.gprs[RCX] as u32;
-        let (a, b, c, d) = firmware::cpuid_for_guest(leaf, cpu::cpuid(leaf, sub));
-        self.vmcb_mut().save.rax = u64::from(a);
-        self.gprs[RBX] = u64::from(b);
-        self.gprs[RCX] = u64::from(c);
-        self.gprs[RDX] = u64::from(d);
+    fn host_cpuid(&self) -> VCpuResult<CpuidRegs> {
+        let (eax, ebx, ecx, edx) = cpu::cpuid(self.vmcb().save.rax as u32, self.gprs[RCX] as u32);
+        Ok(CpuidRegs { eax, ebx, ecx, edx })
+    }
+
+    /// Off x86_64 there is no CPUID to run.
+    #[cfg(not(target_arch = "x86_64"))]
+    fn host_cpuid(&self) -> VCpuResult<CpuidRegs> {
+        Err(VCpuError::Unsupported {
+            feature: "CPUID off x86_64",
+        })
+    }
+
+    /// What a nested page fault says about its instruction: its bytes when the
+    /// processor gave them (decode assists fill the VMCB's guest instruction bytes),
+    /// else nothing (the decoder fetches it through guest memory in the guest's
+    /// mode); a fault of the guest's own page walk or an instruction fetch cannot
+    /// be emulated.
+    fn fault_insn(&self, error: NpfErrorCode) -> FaultInsn {
+        let pc = self.vmcb().save.rip;
+        let c = &self.vmcb().control;
+        if error.guest_table_walk() {
+            FaultInsn::Refused(MmioDecodeError::TableWalk { pc })
+        } else if error.access() == AccessKind::Execute {
+            FaultInsn::Refused(MmioDecodeError::Execute { pc })
+        } else if c.insn_len > 0 {
+            let n = usize::from(c.insn_len).min(c.insn_bytes.len());
+            FaultInsn::Bytes(InsnBytes::new(&c.insn_bytes[..n]))
+        } else {
+            FaultInsn::Fetch
+        }
     }
 
     /// Turns a decoded exit into what the caller sees; `None` when it was handled
@@ -172,13 +174,11 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     fn handle_exit(&mut self, exit: SvmExit) -> VCpuResult<Option<ExitReason>> {
         let rip = self.vmcb().save.rip;
         Ok(Some(match exit {
-            SvmExit::NestedPageFault { gpa, error } => {
-                self.last_npf = Some(LastNpf { gpa, error });
-                ExitReason::NestedPageFault {
-                    gpa,
-                    access: error.access(),
-                }
-            }
+            SvmExit::NestedPageFault { gpa, error } => ExitReason::NestedPageFault(NestedFault {
+                gpa,
+                access: error.access(),
+                insn: self.fault_insn(error),
+            }),
             SvmExit::Io { info, next_rip } => {
                 if info.string || info.rep {
                     return Err(VCpuError::InvalidValue {
@@ -187,26 +187,22 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                     });
                 }
                 self.vmcb_mut().save.rip = next_rip;
-                if info.is_in {
-                    ExitReason::IoRead {
-                        port: info.port,
-                        width: info.width,
-                    }
-                } else {
-                    ExitReason::IoWrite {
-                        port: info.port,
-                        width: info.width,
-                        data: info.width.truncate(self.vmcb().save.rax),
-                    }
-                }
+                ExitReason::Io(PortIo {
+                    port: info.port,
+                    width: info.width,
+                    op: if info.is_in {
+                        PortOp::Read
+                    } else {
+                        PortOp::Write {
+                            data: info.width.truncate(self.vmcb().save.rax),
+                        }
+                    },
+                })
             }
-            SvmExit::Vmmcall => {
-                self.pending = Pending::Hypercall;
-                ExitReason::Hypercall {
-                    nr: self.vmcb().save.rax,
-                    args: firmware::hypercall_args(&self.gprs),
-                }
-            }
+            SvmExit::Vmmcall => ExitReason::Call(GuestCall {
+                call: firmware::decode_vmmcall(self.vmcb().save.rax, &self.gprs),
+                conduit: Conduit::Vmmcall,
+            }),
             SvmExit::Hlt => {
                 self.skip(exit);
                 ExitReason::Halt
@@ -215,31 +211,26 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                 self.skip(exit);
                 return Ok(None);
             }
-            SvmExit::Cpuid => {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    self.emulate_cpuid();
-                    self.skip(exit);
-                    return Ok(None);
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                return Err(VCpuError::Unsupported {
-                    feature: "CPUID emulation off x86_64",
-                });
-            }
-            SvmExit::Msr { write } => {
-                let addr = SysRegAddr(self.gprs[RCX] as u32);
-                if write {
-                    self.pending = Pending::MsrWrite;
-                    let value = (self.gprs[RDX] << 32) | (self.vmcb().save.rax & 0xffff_ffff);
-                    ExitReason::SysRegWrite { addr, value }
+            SvmExit::Cpuid => ExitReason::Call(GuestCall {
+                call: firmware::decode_cpuid(
+                    self.vmcb().save.rax,
+                    self.gprs[RCX],
+                    self.host_cpuid()?,
+                ),
+                conduit: Conduit::Cpuid,
+            }),
+            SvmExit::Msr { write } => ExitReason::SysReg(SysRegAccess {
+                addr: SysRegAddr(self.gprs[RCX] as u32),
+                op: if write {
+                    SysRegOp::Write {
+                        value: (self.gprs[RDX] << 32) | (self.vmcb().save.rax & 0xffff_ffff),
+                    }
                 } else {
-                    self.pending = Pending::MsrRead;
-                    ExitReason::SysRegRead { addr, reg: RAX }
-                }
-            }
+                    SysRegOp::Read { reg: RAX }
+                },
+            }),
             // A triple fault resets an x86 machine.
-            SvmExit::Shutdown => ExitReason::SystemReset,
+            SvmExit::Shutdown => ExitReason::Reset,
             // The vector is not known at the exit: the host takes the interrupt
             // through its own IDT once it sets RFLAGS.IF.
             SvmExit::Intr => ExitReason::ExternalInterrupt { vector: 0 },
@@ -269,25 +260,58 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     }
 
     /// Fetches up to 15 instruction bytes at guest RIP through the guest's page
-    /// tables; returns the buffer and how many bytes were readable.
-    fn fetch_insn(&self, mem: &dyn GuestMemory) -> Result<([u8; MAX_INSN_LEN], usize), ()> {
+    /// tables; returns the buffer and how many bytes were readable (at least one).
+    fn fetch_insn(&self, mem: &dyn GuestMemory) -> Result<InsnBytes, MmioDecodeError> {
         let rip = self.vmcb().save.rip;
         let paging = self.guest_paging();
         let mut buf = [0u8; MAX_INSN_LEN];
         let mut have = 0;
+        let mut first_error = None;
         while have < MAX_INSN_LEN {
             let va = rip.wrapping_add(have as u64);
-            let Ok(gpa) = paging.translate(va, mem) else {
-                break;
+            let gpa = match paging.translate(va, mem) {
+                Ok(gpa) => gpa,
+                Err(e) => {
+                    first_error = Some(walk_error(rip, va, e));
+                    break;
+                }
             };
             let in_page = PAGE_SIZE - (va as usize & (PAGE_SIZE - 1));
             let n = in_page.min(MAX_INSN_LEN - have);
-            if !mem.read(gpa, &mut buf[have..have + n]) {
+            if let Err(error) = mem.read(gpa, &mut buf[have..have + n]) {
+                first_error = Some(MmioDecodeError::Fetch {
+                    pc: rip,
+                    error: FetchError::Memory { gpa, error },
+                });
                 break;
             }
             have += n;
         }
-        if have == 0 { Err(()) } else { Ok((buf, have)) }
+        match (have, first_error) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(InsnBytes::new(&buf[..have])),
+        }
+    }
+}
+
+/// A failed walk of the guest's page tables for the instruction at `pc`, byte `va`.
+fn walk_error(pc: u64, va: u64, e: WalkError) -> MmioDecodeError {
+    match e {
+        WalkError::NotPresent { .. } => MmioDecodeError::Fetch {
+            pc,
+            error: FetchError::GuestUnmapped { va },
+        },
+        WalkError::TableNotInRam { entry_gpa, error } => MmioDecodeError::Fetch {
+            pc,
+            error: FetchError::Memory {
+                gpa: GuestPhysAddr::from_usize(entry_gpa as usize),
+                error,
+            },
+        },
+        WalkError::UnsupportedMode => MmioDecodeError::Mode {
+            pc,
+            mode: "a paging mode other than 4-level long mode",
+        },
     }
 }
 
@@ -325,8 +349,6 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
             // The ASID may have been used by an earlier VM with the same id.
             flush_pending: true,
             flushed_entries: 0,
-            pending: Pending::None,
-            last_npf: None,
         };
         let iopm = vcpu.frames.iopm.as_usize() as u64;
         let msrpm = vcpu.frames.msrpm.as_usize() as u64;
@@ -355,6 +377,11 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         // physical ones always reach the host (APM 15.21.1).
         c.int_control = 1 << 24;
         Ok(vcpu)
+    }
+
+    /// The APIC id the guest names this vCPU by: its index.
+    fn cpu_id(&self) -> u64 {
+        self.vcpu_id as u64
     }
 
     fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult {
@@ -426,8 +453,6 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                 .host_vmcb
                 .as_usize() as u64;
             loop {
-                self.pending = Pending::None;
-                self.last_npf = None;
                 let flush = if self.flush_pending {
                     self.flush_control
                 } else {
@@ -493,22 +518,6 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         Ok(())
     }
 
-    fn set_return_value(&mut self, value: u64) {
-        match core::mem::replace(&mut self.pending, Pending::None) {
-            Pending::Hypercall => {
-                self.vmcb_mut().save.rax = value;
-                self.skip(SvmExit::Vmmcall);
-            }
-            Pending::MsrRead => {
-                self.vmcb_mut().save.rax = value & 0xffff_ffff;
-                self.gprs[RDX] = value >> 32;
-                self.skip(SvmExit::Msr { write: false });
-            }
-            Pending::MsrWrite => self.skip(SvmExit::Msr { write: true }),
-            Pending::None => self.vmcb_mut().save.rax = value,
-        }
-    }
-
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
         self.vmcb_mut().control.event_inj = crate::interrupt::external_interrupt(vector)?;
         Ok(())
@@ -519,32 +528,28 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 
     fn decode_mmio(
-        &mut self,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        &self,
+        fault: &NestedFault,
         mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError> {
         let pc = self.vmcb().save.rip;
-        let Some(npf) = self.last_npf else {
-            return Err(MmioDecodeError::NotAFault);
+        let bytes = match fault.insn {
+            FaultInsn::Decoded(insn) => return Ok(insn.at(fault.gpa)),
+            FaultInsn::Refused(e) => return Err(e),
+            FaultInsn::Bytes(b) => b,
+            FaultInsn::Fetch => self.fetch_insn(mem)?,
         };
-        if npf.gpa != gpa || npf.error.guest_table_walk() {
-            return Err(MmioDecodeError::NotAFault);
-        }
-        let (bytes, have) = self
-            .fetch_insn(mem)
-            .map_err(|()| MmioDecodeError::Fetch { pc })?;
-        let first8 = u64::from_le_bytes([
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-        ]);
-        let unsupported = MmioDecodeError::Unsupported { pc, insn: first8 };
-        let decoded =
-            insn::decode(&bytes[..have], |i| self.gpr(i).unwrap_or(0)).map_err(|_| unsupported)?;
+        let unsupported = MmioDecodeError::Unsupported {
+            pc,
+            insn: bytes.first8(),
+        };
+        let decoded = insn::decode(bytes.as_slice(), |i| self.gpr(i).unwrap_or(0))
+            .map_err(|_| unsupported)?;
         // A load must have caused a read fault, a store a write fault.
-        match (decoded.op, access) {
+        match (decoded.op, fault.access) {
             (MmioOp::Read { .. }, AccessKind::Read) | (MmioOp::Write { .. }, AccessKind::Write) => {
                 Ok(MmioAccess {
-                    gpa,
+                    gpa: fault.gpa,
                     width: decoded.width,
                     op: decoded.op,
                     insn_len: decoded.len,
@@ -559,8 +564,46 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
             let old = self.gpr(reg)?;
             self.set_gpr(reg, access.load_result(old, value))?;
         }
-        self.last_npf = None;
         self.advance_rip(u64::from(access.insn_len));
+        Ok(())
+    }
+
+    /// `VMMCALL`: RAX gets the reply; `CPUID`: EAX, EBX, ECX, EDX; then RIP steps
+    /// over the instruction.
+    fn complete_call(&mut self, call: &GuestCall, reply: FirmwareReply) -> VCpuResult {
+        let refused = VCpuError::InvalidValue {
+            what: "firmware reply of this kind to a VMMCALL or CPUID",
+            value: 0,
+        };
+        match (call.conduit, reply) {
+            (Conduit::Cpuid, FirmwareReply::Cpuid(r)) => {
+                self.vmcb_mut().save.rax = u64::from(r.eax);
+                self.gprs[RBX] = u64::from(r.ebx);
+                self.gprs[RCX] = u64::from(r.ecx);
+                self.gprs[RDX] = u64::from(r.edx);
+                self.skip(SvmExit::Cpuid);
+            }
+            (Conduit::Vmmcall, reply) => {
+                self.vmcb_mut().save.rax = firmware::encode_vmmcall_reply(reply).ok_or(refused)?;
+                self.skip(SvmExit::Vmmcall);
+            }
+            _ => return Err(refused),
+        }
+        Ok(())
+    }
+
+    /// RDMSR: EDX:EAX get the value; then RIP steps over RDMSR/WRMSR.
+    fn complete_sysreg(&mut self, access: &SysRegAccess, read_value: Option<u64>) -> VCpuResult {
+        let write = match (access.op, read_value) {
+            (SysRegOp::Read { .. }, Some(value)) => {
+                self.vmcb_mut().save.rax = value & 0xffff_ffff;
+                self.gprs[RDX] = value >> 32;
+                false
+            }
+            (SysRegOp::Read { .. }, None) => false,
+            (SysRegOp::Write { .. }, _) => true,
+        };
+        self.skip(SvmExit::Msr { write });
         Ok(())
     }
 }
@@ -625,14 +668,14 @@ mod tests {
     /// Guest memory: the identity tables at 0x1000 and `code` at 0x10_0000.
     struct Mem(Vec<u8>);
     impl GuestMemory for Mem {
-        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+        fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error> {
             let a = gpa.as_usize();
             match self.0.get(a..a + buf.len()) {
                 Some(src) => {
                     buf.copy_from_slice(src);
-                    true
+                    Ok(())
                 }
-                None => false,
+                None => Err(addrspace::Error::NotMapped { gpa }),
             }
         }
     }
@@ -707,14 +750,22 @@ mod tests {
         for (i, r) in [RDI, RSI, RDX, RCX, 8, 9].into_iter().enumerate() {
             v.set_gpr(r, 10 + i as u64).unwrap();
         }
+        let Some(ExitReason::Call(call)) = exit(&mut v, code::VMMCALL, 0, 0) else {
+            panic!("not a call");
+        };
         assert_eq!(
-            exit(&mut v, code::VMMCALL, 0, 0),
-            Some(ExitReason::Hypercall {
-                nr: 0x4856_0002,
-                args: [10, 11, 12, 13, 14, 15]
-            })
+            call,
+            GuestCall {
+                call: vcpu_api::FirmwareCall::Hypercall(vcpu_api::Hypercall {
+                    nr: 0x4856_0002,
+                    function: 0,
+                    args: [10, 11, 12, 13, 14, 15]
+                }),
+                conduit: Conduit::Vmmcall
+            }
         );
-        v.set_return_value(99);
+        assert_eq!(v.pc(), 0x10_0000, "stepped when answered");
+        v.complete_call(&call, FirmwareReply::Value(99)).unwrap();
         assert_eq!(v.gpr(RAX), Ok(99));
         assert_eq!(v.pc(), 0x10_0003);
     }
@@ -726,20 +777,21 @@ mod tests {
         let out = (0x3f8 << 16) | (1 << 4);
         assert_eq!(
             exit(&mut v, code::IOIO, out, 0x10_0001),
-            Some(ExitReason::IoWrite {
+            Some(ExitReason::Io(PortIo {
                 port: 0x3f8,
                 width: AccessWidth::Byte,
-                data: 0x41
-            })
+                op: PortOp::Write { data: 0x41 }
+            }))
         );
         assert_eq!(v.pc(), 0x10_0001);
         let inw = (0x604 << 16) | (1 << 5) | 1;
         assert_eq!(
             exit(&mut v, code::IOIO, inw, 0x10_0003),
-            Some(ExitReason::IoRead {
+            Some(ExitReason::Io(PortIo {
                 port: 0x604,
-                width: AccessWidth::Word
-            })
+                width: AccessWidth::Word,
+                op: PortOp::Read
+            }))
         );
         // What the caller then writes to RAX: AX merges into the old value.
         assert_eq!(
@@ -762,29 +814,29 @@ mod tests {
         let mut v = vcpu();
         assert_eq!(exit(&mut v, code::HLT, 0, 0), Some(ExitReason::Halt));
         assert_eq!(v.pc(), 0x10_0001);
-        assert_eq!(
-            exit(&mut v, code::SHUTDOWN, 0, 0),
-            Some(ExitReason::SystemReset)
-        );
+        assert_eq!(exit(&mut v, code::SHUTDOWN, 0, 0), Some(ExitReason::Reset));
         v.set_gpr(RCX, 0xc000_0080).unwrap();
+        let read = SysRegAccess {
+            addr: SysRegAddr(0xc000_0080),
+            op: SysRegOp::Read { reg: RAX },
+        };
         assert_eq!(
             exit(&mut v, code::MSR, 0, 0),
-            Some(ExitReason::SysRegRead {
-                addr: SysRegAddr(0xc000_0080),
-                reg: RAX
-            })
+            Some(ExitReason::SysReg(read))
         );
-        v.set_return_value(0x1_0000_0d01);
+        v.complete_sysreg(&read, Some(0x1_0000_0d01)).unwrap();
         assert_eq!((v.gpr(RAX), v.gpr(RDX)), (Ok(0xd01), Ok(1)));
         assert_eq!(v.pc(), 0x10_0003);
         v.set_gpr(RAX, 0xffff_ffff_0000_0005).unwrap();
         v.set_gpr(RDX, 7).unwrap();
         assert_eq!(
             exit(&mut v, code::MSR, 1, 0),
-            Some(ExitReason::SysRegWrite {
+            Some(ExitReason::SysReg(SysRegAccess {
                 addr: SysRegAddr(0xc000_0080),
-                value: 0x7_0000_0005
-            })
+                op: SysRegOp::Write {
+                    value: 0x7_0000_0005
+                }
+            }))
         );
         assert_eq!(
             exit(&mut v, code::INVALID, 0, 0),
@@ -798,26 +850,44 @@ mod tests {
     /// leaves (runs CPUID on the host, so it needs an x86_64 host).
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn cpuid_passes_the_host_through_with_edits() {
+    fn cpuid_carries_the_host_answer_and_takes_the_reply() {
         let mut v = vcpu();
-        let mut cpuid = |leaf: u32| {
-            v.set_gpr(RAX, leaf.into()).unwrap();
-            v.set_gpr(RCX, 0).unwrap();
-            let pc = v.pc();
-            assert_eq!(exit(&mut v, code::CPUID, 0, 0), None, "handled here");
-            assert_eq!(v.pc(), pc + 2);
-            [RAX, RBX, RCX, RDX].map(|r| v.gpr(r).unwrap() as u32)
+        v.set_gpr(RAX, 1).unwrap();
+        v.set_gpr(RCX, 0).unwrap();
+        let pc = v.pc();
+        let Some(ExitReason::Call(call)) = exit(&mut v, code::CPUID, 0, 0) else {
+            panic!("not a call");
         };
-        let host = |leaf| {
-            let (a, b, c, d) = cpu::cpuid(leaf, 0);
-            [a, b, c, d]
+        let (eax, ebx, ecx, edx) = cpu::cpuid(1, 0);
+        assert_eq!(
+            call.call,
+            vcpu_api::FirmwareCall::Cpuid {
+                leaf: 1,
+                subleaf: 0,
+                host: CpuidRegs { eax, ebx, ecx, edx }
+            }
+        );
+        assert_eq!(v.pc(), pc, "not answered here");
+        let reply = CpuidRegs {
+            eax: 1,
+            ebx: 2,
+            ecx: 3,
+            edx: 4,
         };
-        assert_eq!(cpuid(0), host(0), "vendor leaf as is");
-        let [a, b, c, d] = host(1);
-        assert_eq!(cpuid(1), [a, b, c | 1 << 31, d], "hypervisor present");
-        let [a, b, c, d] = host(0x8000_0001);
-        assert_eq!(cpuid(0x8000_0001), [a, b, c & !(1 << 2), d], "no SVM");
-        assert_eq!(cpuid(0x8000_000a), [0; 4], "no SVM features");
+        v.complete_call(&call, FirmwareReply::Cpuid(reply)).unwrap();
+        assert_eq!(
+            [RAX, RBX, RCX, RDX].map(|r| v.gpr(r).unwrap()),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(v.pc(), pc + 2);
+    }
+
+    /// The fault of a nested page fault exit.
+    fn fault(exit: Option<ExitReason>) -> NestedFault {
+        match exit {
+            Some(ExitReason::NestedPageFault(f)) => f,
+            other => panic!("not a fault: {other:?}"),
+        }
     }
 
     #[test]
@@ -826,14 +896,16 @@ mod tests {
         // movsx rax, word [rdi] at the entry point.
         let mem = memory_with(0x10_0000, &[0x48, 0x0f, 0xbf, 0x07]);
         let gpa = GuestPhysAddr::from_usize(0xd000_0018);
+        let f = fault(exit(&mut v, code::NPF, (1 << 32) | 0b100, 0xd000_0018));
         assert_eq!(
-            exit(&mut v, code::NPF, (1 << 32) | 0b100, 0xd000_0018),
-            Some(ExitReason::NestedPageFault {
+            f,
+            NestedFault {
                 gpa,
-                access: AccessKind::Read
-            })
+                access: AccessKind::Read,
+                insn: FaultInsn::Fetch
+            }
         );
-        let a = v.decode_mmio(gpa, AccessKind::Read, &mem).unwrap();
+        let a = v.decode_mmio(&f, &mem).unwrap();
         assert_eq!(
             a,
             MmioAccess {
@@ -850,11 +922,21 @@ mod tests {
         v.complete_mmio(&a, Some(0xfffe)).unwrap();
         assert_eq!(v.gpr(RAX), Ok(0xffff_ffff_ffff_fffe));
         assert_eq!(v.pc(), 0x10_0004);
-        // The fault is consumed.
-        assert_eq!(
-            v.decode_mmio(gpa, AccessKind::Read, &mem),
-            Err(MmioDecodeError::NotAFault)
-        );
+    }
+
+    /// With decode assists the VMCB carries the instruction's bytes: the exit
+    /// carries them, and decoding reads no guest memory.
+    #[test]
+    fn decode_assist_bytes_travel_with_the_exit() {
+        let mut v = vcpu();
+        let c = &mut v.vmcb_mut().control;
+        c.insn_len = 2;
+        c.insn_bytes[..2].copy_from_slice(&[0x89, 0x07]);
+        v.set_gpr(RAX, 0x1234_5678).unwrap();
+        let f = fault(exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0000));
+        assert_eq!(f.insn, FaultInsn::Bytes(InsnBytes::new(&[0x89, 0x07])));
+        let a = v.decode_mmio(&f, &Mem(std::vec::Vec::new())).unwrap();
+        assert_eq!(a.op, MmioOp::Write { value: 0x1234_5678 });
     }
 
     #[test]
@@ -865,9 +947,8 @@ mod tests {
         v.set_entry(GuestPhysAddr::from_usize(at)).unwrap();
         v.set_gpr(9, 0xdead_beef).unwrap();
         let mem = memory_with(at, &[0x4c, 0x89, 0x0f]);
-        let gpa = GuestPhysAddr::from_usize(0xd000_0008);
-        exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0008);
-        let a = v.decode_mmio(gpa, AccessKind::Write, &mem).unwrap();
+        let f = fault(exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0008));
+        let a = v.decode_mmio(&f, &mem).unwrap();
         assert_eq!(a.op, MmioOp::Write { value: 0xdead_beef });
         assert_eq!((a.width, a.insn_len), (AccessWidth::Qword, 3));
         // A refused store: no register changes, RIP steps.
@@ -880,10 +961,9 @@ mod tests {
         let mut v = vcpu();
         // add [rdi], eax
         let mem = memory_with(0x10_0000, &[0x01, 0x07, 0x90]);
-        let gpa = GuestPhysAddr::from_usize(0xd000_0000);
-        exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0000);
+        let f = fault(exit(&mut v, code::NPF, (1 << 32) | 0b110, 0xd000_0000));
         assert_eq!(
-            v.decode_mmio(gpa, AccessKind::Write, &mem),
+            v.decode_mmio(&f, &mem),
             Err(MmioDecodeError::Unsupported {
                 pc: 0x10_0000,
                 insn: 0x0090_0701
@@ -892,15 +972,24 @@ mod tests {
         // A load decoded for a write fault is refused too.
         let mem = memory_with(0x10_0000, &[0x8b, 0x07]);
         assert!(matches!(
-            v.decode_mmio(gpa, AccessKind::Write, &mem),
+            v.decode_mmio(&f, &mem),
             Err(MmioDecodeError::Unsupported { pc: 0x10_0000, .. })
         ));
+        // A fault of the guest's own page walk (EXITINFO1 bit 33) is no data access.
+        let walk = fault(exit(&mut v, code::NPF, (1 << 33) | 0b100, 0xd000_0000));
+        assert_eq!(
+            v.decode_mmio(&walk, &mem),
+            Err(MmioDecodeError::TableWalk { pc: 0x10_0000 })
+        );
         // RIP in a page the guest's tables do not map.
         v.set_entry(GuestPhysAddr::from_usize(0x1_0000_0000))
             .unwrap();
         assert_eq!(
-            v.decode_mmio(gpa, AccessKind::Write, &mem),
-            Err(MmioDecodeError::Fetch { pc: 0x1_0000_0000 })
+            v.decode_mmio(&f, &mem),
+            Err(MmioDecodeError::Fetch {
+                pc: 0x1_0000_0000,
+                error: FetchError::GuestUnmapped { va: 0x1_0000_0000 }
+            })
         );
     }
 

@@ -57,14 +57,14 @@ fn width_strategy() -> impl Strategy<Value = AccessWidth> {
 struct Words(Vec<u64>);
 
 impl GuestMemory for Words {
-    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error> {
         let i = gpa.as_usize() / 8;
         match self.0.get(i) {
             Some(w) if buf.len() == 8 && gpa.as_usize().is_multiple_of(8) => {
                 buf.copy_from_slice(&w.to_le_bytes());
-                true
+                Ok(())
             }
-            _ => false,
+            _ => Err(addrspace::Error::NotMapped { gpa }),
         }
     }
 }

@@ -42,9 +42,13 @@ pub trait GuestOps {
     /// Writes `s` to the guest's console.
     fn print(&self, s: &str);
 
-    /// Starts vCPU `cpu` at the guest's secondary entry with `arg`; `false` if the
-    /// hypervisor refused.
+    /// Starts the vCPU the guest names `cpu` (its MPIDR affinity, hart id, APIC id)
+    /// at the guest's secondary entry with `arg`; `false` if the hypervisor refused.
     fn start_secondary(&self, cpu: u64, arg: u64) -> bool;
+
+    /// The id the running vCPU has (MPIDR affinity, hart id), when the architecture
+    /// lets the guest see it.
+    fn cpu_id(&self) -> Option<u64>;
 
     /// Stops the calling vCPU (secondary only).
     fn stop_self(&self) -> !;
@@ -151,7 +155,8 @@ pub fn run_primary<G: GuestOps>(g: &G, l: &GuestLayout) -> ! {
 /// may power the VM off right after).
 pub fn run_secondary<G: GuestOps>(g: &G, l: &GuestLayout, arg: u64) -> ! {
     let sum = g.call(Call::Add, [arg, 0, 0, 0]);
-    report(g, Check::SecondaryRuns, ensure(sum == arg, 1));
+    let runs = ensure(sum == arg, 1).and_then(|()| ensure(is_cpu(g, l.cpu_ids[1]), 2));
+    report(g, Check::SecondaryRuns, runs);
     st(g, l.mailbox, Width::W64, arg ^ MAILBOX_MAGIC);
     g.stop_self()
 }
@@ -252,10 +257,16 @@ fn unmap_then_fault<G: GuestOps>(g: &G, l: &GuestLayout) -> Step {
     .map_err(|_| 3u64)
 }
 
+/// Whether the running vCPU has the id `id` (when the guest can see its id).
+fn is_cpu<G: GuestOps>(g: &G, id: u64) -> bool {
+    g.cpu_id().is_none_or(|own| own == id)
+}
+
 fn secondary<G: GuestOps>(g: &G, l: &GuestLayout) -> Step {
     let arg = 0x5ec0_0001;
+    ensure(is_cpu(g, l.cpu_ids[0]), 3)?;
     st(g, l.mailbox, Width::W64, 0);
-    ensure(g.start_secondary(1, arg), 1)?;
+    ensure(g.start_secondary(l.cpu_ids[1], arg), 1)?;
     for _ in 0..50_000_000u64 {
         if ld(g, l.mailbox, Width::W64) == arg ^ MAILBOX_MAGIC {
             return Ok(());

@@ -4,7 +4,8 @@
 use crate::protocol::GuestLayout;
 
 /// QEMU virt, aarch64: RAM at 0x4000_0000 (where a Linux guest expects it), the test
-/// device at 0x0b00_0000, the PL011 passed through at 0x0900_0000 (GPA = HPA).
+/// device at 0x0b00_0000, the PL011 passed through at 0x0900_0000 (GPA = HPA); the
+/// vCPUs' MPIDRs 0x100 and 0x101 (Aff1 = 1), which are not their indexes.
 pub const QEMU_VIRT_AARCH64: GuestLayout = GuestLayout::standard(
     0x4000_0000,
     0,
@@ -12,13 +13,15 @@ pub const QEMU_VIRT_AARCH64: GuestLayout = GuestLayout::standard(
     0x5100_0000,
     0x0b00_0000,
     0x6000_0000,
+    [0x100, 0x101],
 );
 
 /// The PL011 the aarch64 guest shares with the hypervisor.
 pub const QEMU_VIRT_AARCH64_UART: u64 = 0x0900_0000;
 
 /// QEMU virt, riscv64: RAM at 0x8000_0000, the test device at 0x0b00_0000; the
-/// console goes through SBI.
+/// console goes through SBI; the vCPUs' hart ids 4 and 7, which are not their
+/// indexes.
 pub const QEMU_VIRT_RISCV64: GuestLayout = GuestLayout::standard(
     0x8000_0000,
     0,
@@ -26,11 +29,12 @@ pub const QEMU_VIRT_RISCV64: GuestLayout = GuestLayout::standard(
     0x9100_0000,
     0x0b00_0000,
     0xa000_0000,
+    [4, 7],
 );
 
 /// QEMU pc, x86_64: RAM at 0 with the image at 1 MiB (below it, the identity page
 /// tables the hypervisor builds for the guest), the test device at 0xd000_0000; the
-/// console is port 0x3f8, emulated.
+/// console is port 0x3f8, emulated; the vCPUs' APIC ids are their indexes.
 pub const QEMU_PC_X86_64: GuestLayout = GuestLayout::standard(
     0,
     0x10_0000,
@@ -38,6 +42,7 @@ pub const QEMU_PC_X86_64: GuestLayout = GuestLayout::standard(
     0x4100_0000,
     0xd000_0000,
     0x8000_0000,
+    [0, 1],
 );
 
 /// The x86_64 guest's console: COM1's data register (emulated by the hypervisor).

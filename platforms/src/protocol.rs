@@ -220,6 +220,11 @@ pub struct GuestLayout {
     pub stacks: [u64; 2],
     /// Where the guest image is loaded and entered (inside RAM).
     pub image: u64,
+    /// The ids the guest names vCPU 0 and vCPU 1 by (MPIDR affinity, hart id, APIC
+    /// id): the board creates its vCPUs with them, the guest starts vCPU 1 by its id.
+    /// On Arm and RISC-V they are not the vCPU indexes, so the hypervisor's mapping
+    /// from guest CPU ids to vCPUs is exercised.
+    pub cpu_ids: [u64; 2],
 }
 
 impl GuestLayout {
@@ -227,7 +232,8 @@ impl GuestLayout {
     /// `ram_base` with the image at `ram_base + image_offset`, a 2 MiB lazy region, a
     /// 4 KiB read-only region, the test device, an address in no region, and inside
     /// RAM the unmap page (+0xF0_0000), the mailbox (+0xE0_0000), two scratch pages
-    /// (+0xE1_0000) and the two stack tops (+0xD0_0000, +0xD8_0000).
+    /// (+0xE1_0000) and the two stack tops (+0xD0_0000, +0xD8_0000); the vCPUs'
+    /// guest ids `cpu_ids`.
     pub const fn standard(
         ram_base: u64,
         image_offset: u64,
@@ -235,6 +241,7 @@ impl GuestLayout {
         ro_base: u64,
         mmio_base: u64,
         outside: u64,
+        cpu_ids: [u64; 2],
     ) -> Self {
         Self {
             ram_base,
@@ -250,6 +257,7 @@ impl GuestLayout {
             scratch: ram_base + 0xe1_0000,
             stacks: [ram_base + 0xd0_0000, ram_base + 0xd8_0000],
             image: ram_base + image_offset,
+            cpu_ids,
         }
     }
 }

@@ -1,38 +1,53 @@
-//! The trait each architecture's vCPU implements: [`ArchVCpu`].
+//! The trait each architecture's vCPU implements: [`ArchVCpu`], and the view of guest
+//! memory its decoders read through: [`GuestMemory`].
 
-use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, NestedFormat};
+use addrspace::{GuestPhysAddr, HostPhysAddr, NestedFormat};
 
-use crate::{ExitReason, MmioAccess, MmioDecodeError, VCpuResult};
+use crate::{
+    ExitReason, FirmwareReply, GuestCall, MmioAccess, MmioDecodeError, NestedFault, Service,
+    SysRegAccess, VCpuResult,
+};
 
 /// Read access to guest-physical memory, for decoders that must fetch an
-/// instruction or walk the guest's own page tables.
+/// instruction or walk the guest's own page tables. It follows the VM's rules for
+/// copies: only RAM of the VM, never a device or a pass-through mapping.
 pub trait GuestMemory {
-    /// Copies guest memory at `gpa` into `buf`; `false` when any byte is not RAM.
-    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool;
+    /// Copies guest memory at `gpa` into `buf`; on error (any byte that is not RAM of
+    /// the VM) `buf` is unchanged and the address space says why.
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error>;
 }
 
 /// One architecture's virtual CPU.
 ///
 /// The VM layer drives it: `new`, `set_nested_root`, `set_entry`, `setup`, then
 /// `bind` on the physical CPU that runs it and `run` in a loop, acting on each
-/// [`ExitReason`]. Register indices are the architecture's own (x0..x30, RISC-V x0..x31,
-/// x86 RAX=0, RCX=1, RDX=2, RBX=3, RSP=4, RBP=5, RSI=6, RDI=7, R8..R15=8..15).
+/// [`ExitReason`]. Everything an exit needs to be completed travels in the exit value
+/// and comes back in the completion call (`decode_mmio` + `complete_mmio`,
+/// `complete_call`, `complete_sysreg`): the vCPU keeps no "last exit" state. Register
+/// indices are the architecture's own (x0..x30, RISC-V x0..x31, x86 RAX=0, RCX=1,
+/// RDX=2, RBX=3, RSP=4, RBP=5, RSI=6, RDI=7, R8..R15=8..15).
 pub trait ArchVCpu: Sized {
     /// The nested page-table format this vCPU's hardware walks.
     type Format: NestedFormat;
-    /// Architecture-specific creation parameters (MPIDR, hart id, APIC id, ...).
+    /// Architecture-specific creation parameters (MPIDR, hart id, ...).
     type CreateConfig;
     /// Architecture-specific setup parameters.
     type SetupConfig;
 
-    /// Creates vCPU `vcpu_id` of VM `vm_id`.
+    /// Creates vCPU `vcpu_id` (its index in the VM) of VM `vm_id`.
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self>;
+
+    /// The id the guest names this vCPU by: its MPIDR affinity (Aff3..Aff0), hart
+    /// id, or APIC id, as CPU-on calls and IPI masks carry it. The VM layer maps it to
+    /// the vCPU index, and refuses a VM where two vCPUs share one.
+    fn cpu_id(&self) -> u64;
 
     /// Points the vCPU at the nested page table rooted at `root` (EPTP, nCR3,
     /// VTTBR_EL2 or hgatp, with the VM's VMID/ASID).
     fn set_nested_root(&mut self, root: HostPhysAddr) -> VCpuResult;
 
-    /// Sets the guest PC for the first entry.
+    /// Sets the guest PC for the first entry (and resets the vCPU to the state a
+    /// started CPU has).
     fn set_entry(&mut self, entry: GuestPhysAddr) -> VCpuResult;
 
     /// Finishes setup (system registers, traps) before the first run.
@@ -56,24 +71,11 @@ pub trait ArchVCpu: Sized {
     /// The guest PC.
     fn pc(&self) -> u64;
 
-    /// Puts `arg` where a secondary vCPU started by CPU up finds its start argument:
+    /// Puts `arg` where a secondary vCPU started by CPU on finds its start argument:
     /// Arm x0 (PSCI CPU_ON `context_id`), RISC-V a1 (SBI HSM `opaque`, with a0 =
     /// hart id), x86 RDI (our `StartCpu` convention). Called by the VM layer before
     /// the vCPU's first run, after [`ArchVCpu::set_entry`].
-    ///
-    /// The default refuses with [`VCpuError::Unsupported`](crate::VCpuError::Unsupported), so a vCPU that has not
-    /// implemented it fails the CPU up visibly instead of starting with a wrong
-    /// register. (Added after the first contract; additive.)
-    fn set_start_arg(&mut self, arg: u64) -> VCpuResult {
-        let _ = arg;
-        Err(crate::VCpuError::Unsupported {
-            feature: "ArchVCpu::set_start_arg",
-        })
-    }
-
-    /// Sets the result of the hypercall, PSCI or SBI call that caused the last exit
-    /// (and steps over the calling instruction where the architecture needs it).
-    fn set_return_value(&mut self, value: u64);
+    fn set_start_arg(&mut self, arg: u64) -> VCpuResult;
 
     /// Queues interrupt `vector` for the guest.
     fn inject_interrupt(&mut self, vector: usize) -> VCpuResult;
@@ -83,13 +85,21 @@ pub trait ArchVCpu: Sized {
     /// the next entry. Called by the VM layer after a shootdown request.
     fn invalidate_guest_tlb(&mut self);
 
-    /// Decodes the memory access of the last [`ExitReason::NestedPageFault`] at `gpa`
-    /// (from the hardware syndrome when there is one, otherwise by fetching the
-    /// instruction through `mem`).
+    /// Whether this vCPU carries out `service` itself when the VM layer grants a call
+    /// of it (RISC-V: [`Service::Timer`] with Sstc, [`Service::RemoteFence`]). The
+    /// VM layer offers such a service only where this says so.
+    fn provides(&self, service: Service) -> bool {
+        let _ = service;
+        false
+    }
+
+    /// Decodes the memory access of `fault` (an exit of this vCPU, which has not run
+    /// since): from what the exit carries, with the registers for a store's value,
+    /// and by fetching the instruction through `mem` in the guest's current mode when
+    /// the exit carries nothing.
     fn decode_mmio(
-        &mut self,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        &self,
+        fault: &NestedFault,
         mem: &dyn GuestMemory,
     ) -> Result<MmioAccess, MmioDecodeError>;
 
@@ -98,4 +108,15 @@ pub trait ArchVCpu: Sized {
     /// register; then steps the PC over the instruction. With `read_value = None` a
     /// load is skipped without touching its register (a refused access).
     fn complete_mmio(&mut self, access: &MmioAccess, read_value: Option<u64>) -> VCpuResult;
+
+    /// Answers `call` (an exit of this vCPU, which has not run since) with `reply`,
+    /// in the registers and codes of the call's conduit, carrying out what a granted
+    /// call asks of the vCPU itself (see [`ArchVCpu::provides`]), and steps the PC
+    /// over the calling instruction.
+    fn complete_call(&mut self, call: &GuestCall, reply: FirmwareReply) -> VCpuResult;
+
+    /// Completes a trapped system-register access: a read puts `read_value` in its
+    /// destination register (nothing with `None`); then the PC steps over the
+    /// instruction.
+    fn complete_sysreg(&mut self, access: &SysRegAccess, read_value: Option<u64>) -> VCpuResult;
 }

@@ -112,10 +112,27 @@ pub enum VmError {
         /// The hardware's reason code.
         reason: u64,
     },
-    /// `skip_access`/`complete_access` without an unserved access to complete.
+    /// `skip_access`/`complete_access`/`set_return_value`/`reply_call` without an
+    /// exit of that kind to complete.
     NothingToComplete {
         /// The vCPU.
         vcpu: usize,
+    },
+    /// `run_vcpu` while the vCPU waits for the answer to a hypercall or a
+    /// system-register access (`set_return_value`, `reply_call`).
+    Unanswered {
+        /// The vCPU.
+        vcpu: usize,
+    },
+    /// Two vCPUs have the same guest CPU id (MPIDR affinity, hart id, APIC id), so
+    /// the guest could not tell them apart.
+    DuplicateCpuId {
+        /// The later vCPU.
+        vcpu: usize,
+        /// The earlier one with the same id.
+        other: usize,
+        /// The id.
+        cpu_id: u64,
     },
     /// The vCPU returned an exit this version of vm-core does not know.
     UnknownExit {
@@ -182,8 +199,20 @@ impl fmt::Display for VmError {
                 write!(f, "vCPU {vcpu}: guest entry failed (reason {reason:#x})")
             }
             Self::NothingToComplete { vcpu } => {
-                write!(f, "vCPU {vcpu}: no unserved access to complete")
+                write!(f, "vCPU {vcpu}: no exit of that kind to complete")
             }
+            Self::Unanswered { vcpu } => write!(
+                f,
+                "vCPU {vcpu}: answer its hypercall or system-register access before running it"
+            ),
+            Self::DuplicateCpuId {
+                vcpu,
+                other,
+                cpu_id,
+            } => write!(
+                f,
+                "vCPUs {other} and {vcpu} have the same guest CPU id {cpu_id:#x}"
+            ),
             Self::UnknownExit { vcpu, exit } => write!(f, "vCPU {vcpu}: unhandled exit {exit:?}"),
         }
     }

@@ -3,7 +3,7 @@
 use alloc::boxed::Box;
 
 use addrspace::{AccessKind, GpaRange, GuestPhysAddr, MappingFlags, Walk};
-use vcpu_api::{AccessWidth, SysRegAddr};
+use vcpu_api::{Hypercall, PortIo, SysRegAccess};
 
 use crate::device::DeviceError;
 
@@ -46,70 +46,32 @@ pub struct UnservedAccess {
     pub walk: Box<Walk>,
 }
 
-/// Why a CPU-up request of the guest was refused (the caller sets the
-/// architecture's error code as the guest's return value).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuUpRefusal {
-    /// The target names no vCPU of this VM (PSCI INVALID_PARAMETERS, SBI
-    /// ERR_INVALID_PARAM).
-    NoSuchVCpu,
-    /// The target is already running (PSCI ALREADY_ON, SBI ERR_ALREADY_AVAILABLE).
-    AlreadyOn,
-    /// The architecture vCPU refused the entry point or argument.
-    Refused,
-}
-
 /// An exit the caller of [`Vm::run_vcpu`](crate::Vm::run_vcpu) must act on. Everything
-/// else (nested page faults vm-core resolves, MMIO to attached devices, kicks, CPU
-/// bring-up bookkeeping) is handled inside.
+/// else (nested page faults vm-core resolves, MMIO to attached devices, kicks, the
+/// guest's firmware calls: CPU on and off, status, versions and probes, console, CPUID)
+/// is handled inside.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VmExit {
-    /// A hypercall vm-core does not own: answer it with
-    /// [`Vm::set_return_value`](crate::Vm::set_return_value) before the next run.
-    Hypercall {
-        /// Call number.
-        nr: u64,
-        /// Arguments.
-        args: [u64; 6],
-    },
+    /// A hypercall of the board's own: answer it with
+    /// [`Vm::set_return_value`](crate::Vm::set_return_value) (or refuse it with
+    /// [`Vm::reply_call`](crate::Vm::reply_call)) before the next run.
+    Hypercall(Hypercall),
     /// A guest access vm-core could not serve (see [`UnservedAccess`]).
     UnservedAccess(UnservedAccess),
-    /// x86 `IN`: write the value with `Vm::with_vcpu`/`set_gpr` (RAX).
-    IoRead {
-        /// Port.
-        port: u16,
-        /// Width.
-        width: AccessWidth,
-    },
-    /// x86 `OUT`.
-    IoWrite {
-        /// Port.
-        port: u16,
-        /// Width.
-        width: AccessWidth,
-        /// Value.
-        data: u64,
-    },
-    /// A trapped system-register read into general register `reg`.
-    SysRegRead {
-        /// Register.
-        addr: SysRegAddr,
-        /// Destination register.
-        reg: usize,
-    },
-    /// A trapped system-register write.
-    SysRegWrite {
-        /// Register.
-        addr: SysRegAddr,
-        /// Value.
-        value: u64,
-    },
+    /// x86 port I/O (the guest is past the instruction; for `IN` write the
+    /// accumulator with `Vm::with_vcpu`/`set_gpr(0, ..)`).
+    Io(PortIo),
+    /// A trapped system-register access: complete it with
+    /// [`Vm::set_return_value`](crate::Vm::set_return_value) (the value a read
+    /// returns; ignored for a write) before the next run.
+    SysReg(SysRegAccess),
     /// The guest waits for an interrupt.
     Halt,
-    /// The guest started vCPU `target`: vm-core has set its entry and argument and
-    /// marked it started, and returned 0 to the caller; schedule `target` on a
-    /// physical CPU (call `run_vcpu(target)` there).
+    /// The guest started vCPU `target` (PSCI CPU_ON, SBI HSM `hart_start`): vm-core
+    /// mapped the guest's CPU id to it, set its entry and argument, marked it
+    /// started and answered the caller; schedule `target` on a physical CPU (call
+    /// `run_vcpu(target)` there).
     CpuUp {
         /// The vCPU index.
         target: usize,
@@ -118,24 +80,14 @@ pub enum VmExit {
         /// Its argument.
         arg: u64,
     },
-    /// The guest asked to start a vCPU and vm-core refused: set the architecture's
-    /// error code with [`Vm::set_return_value`](crate::Vm::set_return_value).
-    CpuUpRefused {
-        /// The target as the guest named it.
-        target_cpu: u64,
-        /// Why.
-        reason: CpuUpRefusal,
-    },
-    /// The guest stopped this vCPU; it is no longer started (a later CPU up may
-    /// start it again).
-    CpuDown {
-        /// Architecture-specific power state.
-        state: u64,
-    },
+    /// The guest stopped this vCPU (PSCI CPU_OFF, SBI HSM `hart_stop`); it is no
+    /// longer started (a later CPU on may start it again).
+    CpuDown,
     /// The guest powered the VM off; the VM is now stopped and its other vCPUs
     /// return [`VmExit::Stopped`].
     Shutdown,
-    /// The guest asked for a reset; the VM is now stopped.
+    /// The guest asked for a reset (or the vCPU reset itself: an x86 triple fault);
+    /// the VM is now stopped.
     Reset,
     /// A physical interrupt arrived: the host handles it, then runs the vCPU again.
     ExternalInterrupt {

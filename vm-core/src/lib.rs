@@ -26,6 +26,7 @@ pub mod config;
 mod device;
 mod error;
 mod exit;
+mod firmware;
 mod frames;
 mod hal;
 pub mod image;
@@ -35,14 +36,22 @@ pub mod vgic;
 mod vm;
 
 pub use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
+// What `VmExit` carries and its answers take, so a board needs no other crate.
 pub use config::{
     ConfigError, DevicesConfig, EmuDeviceConfig, Field, ImageLocation, InterruptMode, KernelConfig,
     MapType, MemoryRegionConfig, PassthroughDeviceConfig, VmConfig, VmConfigBuilder, VmType,
 };
 pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
 pub use error::{VmError, VmResult};
-pub use exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
+pub use exit::{Unserved, UnservedAccess, VmExit};
+pub use firmware::{
+    CONSOLE_CHUNK, GuestConsole, MIGRATE_NOT_REQUIRED, PSCI_VERSION, SBI_IMPL_ID, SBI_IMPL_VERSION,
+    SBI_VERSION, cpuid_for_guest,
+};
 pub use frames::HalFrames;
 pub use hal::VmHal;
 pub use passthrough::{PassthroughRange, plan_passthrough};
+pub use vcpu_api::{
+    FirmwareError, FirmwareReply, Hypercall, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,
+};
 pub use vm::{DEFAULT_FAULT_LOOP_LIMIT, Vm, VmState, VmStats};

@@ -6,13 +6,15 @@ use core::sync::atomic::Ordering;
 use addrspace::{
     AccessKind, AddrSpace, FaultOutcome, GpaRange, GuestPhysAddr, NestedFormat, PAGE_SIZE,
 };
-use vcpu_api::{ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, VCpuError, VCpuState};
+use vcpu_api::{
+    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, NestedFault, VCpuError, VCpuState,
+};
 
 use crate::device::{MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
-use crate::exit::{CpuUpRefusal, Unserved, UnservedAccess, VmExit};
+use crate::exit::{Unserved, UnservedAccess, VmExit};
 use crate::frames::HalFrames;
-use crate::vm::{VCpuInner, VCpuSlot, Vm, VmState};
+use crate::vm::{Pending, VCpuInner, VCpuSlot, Vm, VmState};
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -21,13 +23,13 @@ use alloc::sync::Arc;
 struct SpaceView<'a, F: NestedFormat>(&'a AddrSpace<F, HalFrames>);
 
 impl<F: NestedFormat> GuestMemory for SpaceView<'_, F> {
-    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> bool {
-        self.0.read(gpa, buf).is_ok()
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), addrspace::Error> {
+        self.0.read(gpa, buf)
     }
 }
 
-/// What handling one exit decided.
-type Step = VmResult<Option<VmExit>>;
+/// What handling one exit decided: `None` resumes the guest.
+pub(crate) type Step = VmResult<Option<VmExit>>;
 
 impl<V: ArchVCpu> Vm<V> {
     /// Runs vCPU `vcpu` on the calling physical CPU until an exit the caller must
@@ -60,6 +62,14 @@ impl<V: ArchVCpu> Vm<V> {
             return Err(VmError::VCpuNotStarted { vcpu });
         }
         let mut inner = slot.inner.lock();
+        match inner.pending {
+            Some(Pending::Call(_) | Pending::SysReg(_)) => {
+                return Err(VmError::Unanswered { vcpu });
+            }
+            // Running again retries an unserved access.
+            Some(Pending::Access(_)) => inner.pending = None,
+            None => {}
+        }
         let err = |error| VmError::VCpu { vcpu, error };
         if slot.state.get() == VCpuState::Free {
             inner.arch.bind().map_err(err)?;
@@ -122,68 +132,25 @@ impl<V: ArchVCpu> Vm<V> {
         inner: &mut VCpuInner<V>,
         exit: ExitReason,
     ) -> Step {
-        if !matches!(
-            exit,
-            ExitReason::NestedPageFault { .. } | ExitReason::Kicked
-        ) {
+        if !matches!(exit, ExitReason::NestedPageFault(_) | ExitReason::Kicked) {
             inner.progress();
         }
         Ok(Some(match exit {
-            ExitReason::NestedPageFault { gpa, access } => {
-                return self.handle_fault(vcpu, inner, gpa, access);
-            }
-            ExitReason::MmioRead { addr, .. } => {
-                return self.handle_fault(vcpu, inner, addr, AccessKind::Read);
-            }
-            ExitReason::MmioWrite { addr, .. } => {
-                return self.handle_fault(vcpu, inner, addr, AccessKind::Write);
-            }
+            ExitReason::NestedPageFault(fault) => return self.handle_fault(vcpu, inner, fault),
             ExitReason::Kicked => return Ok(None),
-            ExitReason::Hypercall { nr, args } => VmExit::Hypercall { nr, args },
-            ExitReason::CpuUp {
-                target_cpu,
-                entry_point,
-                arg,
-            } => {
-                let target = usize::try_from(target_cpu).unwrap_or(usize::MAX);
-                match self.start_vcpu(target, entry_point, arg) {
-                    Ok(()) => {
-                        inner.arch.set_return_value(0);
-                        VmExit::CpuUp {
-                            target,
-                            entry: entry_point,
-                            arg,
-                        }
-                    }
-                    Err(e) => VmExit::CpuUpRefused {
-                        target_cpu,
-                        reason: match e {
-                            VmError::NoSuchVCpu { .. } => CpuUpRefusal::NoSuchVCpu,
-                            VmError::VCpuAlreadyStarted { .. } => CpuUpRefusal::AlreadyOn,
-                            _ => CpuUpRefusal::Refused,
-                        },
-                    },
-                }
-            }
-            ExitReason::CpuDown { state } => {
-                slot.started.store(false, Ordering::SeqCst);
-                VmExit::CpuDown { state }
+            ExitReason::Call(call) => return self.firmware_call(vcpu, slot, inner, call),
+            ExitReason::Io(io) => VmExit::Io(io),
+            ExitReason::SysReg(access) => {
+                inner.pending = Some(Pending::SysReg(access));
+                VmExit::SysReg(access)
             }
             ExitReason::Halt => VmExit::Halt,
             ExitReason::ExternalInterrupt { vector } => VmExit::ExternalInterrupt { vector },
-            ExitReason::SystemShutdown | ExitReason::SystemReset => {
+            ExitReason::Reset => {
                 // Another vCPU or the host may have stopped it first: fine.
                 let _ = self.shutdown();
-                if exit == ExitReason::SystemShutdown {
-                    VmExit::Shutdown
-                } else {
-                    VmExit::Reset
-                }
+                VmExit::Reset
             }
-            ExitReason::IoRead { port, width } => VmExit::IoRead { port, width },
-            ExitReason::IoWrite { port, width, data } => VmExit::IoWrite { port, width, data },
-            ExitReason::SysRegRead { addr, reg } => VmExit::SysRegRead { addr, reg },
-            ExitReason::SysRegWrite { addr, value } => VmExit::SysRegWrite { addr, value },
             ExitReason::FailEntry { reason } => {
                 return Err(VmError::EntryFailed { vcpu, reason });
             }
@@ -191,30 +158,19 @@ impl<V: ArchVCpu> Vm<V> {
         }))
     }
 
-    fn unserved(
-        &self,
-        inner: &mut VCpuInner<V>,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
-        why: Unserved,
-    ) -> Step {
+    fn unserved(&self, inner: &mut VCpuInner<V>, fault: NestedFault, why: Unserved) -> Step {
         inner.progress();
-        inner.pending = Some((gpa, access));
+        inner.pending = Some(Pending::Access(fault));
         Ok(Some(VmExit::UnservedAccess(UnservedAccess {
-            gpa,
-            access,
+            gpa: fault.gpa,
+            access: fault.access,
             why,
-            walk: Box::new(self.space.read().walk(gpa)),
+            walk: Box::new(self.space.read().walk(fault.gpa)),
         })))
     }
 
-    fn handle_fault(
-        &self,
-        vcpu: usize,
-        inner: &mut VCpuInner<V>,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
-    ) -> Step {
+    fn handle_fault(&self, vcpu: usize, inner: &mut VCpuInner<V>, fault: NestedFault) -> Step {
+        let NestedFault { gpa, access, .. } = fault;
         let device = {
             let bus = self.bus.read();
             bus.find(gpa).map(|e| (e.base, e.length, e.device.clone()))
@@ -222,14 +178,14 @@ impl<V: ArchVCpu> Vm<V> {
         if let Some((base, length, device)) = device {
             inner.progress();
             return match device {
-                Some(d) => self.emulate(vcpu, inner, gpa, access, base, d),
+                Some(d) => self.emulate(vcpu, inner, fault, base, d),
                 None => {
                     let (start, size) = device_pages(base, length);
                     let area = GpaRange::new(start, size).map_err(|error| VmError::AddrSpace {
                         op: "emulated device range",
                         error,
                     })?;
-                    self.unserved(inner, gpa, access, Unserved::NoDevice { area })
+                    self.unserved(inner, fault, Unserved::NoDevice { area })
                 }
             };
         }
@@ -252,12 +208,12 @@ impl<V: ArchVCpu> Vm<V> {
                 self.count_fault(vcpu, inner, gpa, access)
             }
             FaultOutcome::PermissionViolation { area, flags, .. } => {
-                self.unserved(inner, gpa, access, Unserved::Permission { area, flags })
+                self.unserved(inner, fault, Unserved::Permission { area, flags })
             }
             FaultOutcome::Reserved { area } => {
-                self.unserved(inner, gpa, access, Unserved::NoDevice { area })
+                self.unserved(inner, fault, Unserved::NoDevice { area })
             }
-            FaultOutcome::NoArea => self.unserved(inner, gpa, access, Unserved::NoArea),
+            FaultOutcome::NoArea => self.unserved(inner, fault, Unserved::NoArea),
         }
     }
 
@@ -296,22 +252,22 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(None)
     }
 
-    /// Decodes the access vCPU `vcpu` is stopped at (`gpa`, `access`), the decoder
-    /// reading guest memory through the VM's tables; an error carries the PC.
+    /// Decodes the access of `fault`, which vCPU `vcpu` is stopped at, the decoder
+    /// reading guest memory through the VM's tables (the copy API's rules: RAM
+    /// only); an error carries the PC.
     pub(crate) fn decode(
         &self,
         vcpu: usize,
-        inner: &mut VCpuInner<V>,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        inner: &VCpuInner<V>,
+        fault: &NestedFault,
     ) -> VmResult<MmioAccess> {
         let decoded = {
             let space = self.space.read();
-            inner.arch.decode_mmio(gpa, access, &SpaceView(&space))
+            inner.arch.decode_mmio(fault, &SpaceView(&space))
         };
         decoded.map_err(|error| VmError::MmioDecode {
             vcpu,
-            gpa,
+            gpa: fault.gpa,
             pc: inner.arch.pc(),
             error,
         })
@@ -321,13 +277,12 @@ impl<V: ArchVCpu> Vm<V> {
         &self,
         vcpu: usize,
         inner: &mut VCpuInner<V>,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
+        fault: NestedFault,
         base: GuestPhysAddr,
         device: Arc<dyn MmioDevice>,
     ) -> Step {
-        let acc = self.decode(vcpu, inner, gpa, access)?;
-        let offset = (gpa.as_usize() - base.as_usize()) as u64;
+        let acc = self.decode(vcpu, inner, &fault)?;
+        let offset = (fault.gpa.as_usize() - base.as_usize()) as u64;
         let result = match acc.op {
             MmioOp::Read { .. } => device.read(offset, acc.width).map(Some),
             MmioOp::Write { value } => device.write(offset, acc.width, value).map(|()| None),
@@ -340,7 +295,7 @@ impl<V: ArchVCpu> Vm<V> {
                     .map_err(|error| VmError::VCpu { vcpu, error })?;
                 Ok(None)
             }
-            Err(e) => self.unserved(inner, gpa, access, Unserved::Device(e)),
+            Err(e) => self.unserved(inner, fault, Unserved::Device(e)),
         }
     }
 }

@@ -14,11 +14,15 @@ use addrspace::{
     MappingFlags, PAGE_SIZE, Pod, Populate, Walk,
 };
 use spin::{Mutex, RwLock};
-use vcpu_api::{ArchVCpu, VCpuError, VCpuState, VCpuStateCell};
+use vcpu_api::{
+    ArchVCpu, FirmwareReply, GuestCall, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuState,
+    VCpuStateCell,
+};
 
 use crate::config::{Field, MapType, VmConfig};
 use crate::device::{MmioBus, MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
+use crate::firmware::Firmware;
 use crate::frames::HalFrames;
 use crate::passthrough::{PassthroughRange, plan_passthrough};
 
@@ -148,8 +152,21 @@ pub(crate) struct VCpuInner<V> {
     /// Last resolved fault: (page, access, TLB generation) and how often in a row.
     pub(crate) last_fault: Option<(usize, AccessKind, u64)>,
     pub(crate) repeats: usize,
-    /// The unserved access the vCPU is stopped at.
-    pub(crate) pending: Option<(GuestPhysAddr, AccessKind)>,
+    /// The exit the vCPU is stopped at until the caller answers it.
+    pub(crate) pending: Option<Pending>,
+}
+
+/// An exit waiting for the caller's answer, kept as the exit gave it: completing it
+/// hands the same value back to the arch vCPU.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pending {
+    /// An unserved access ([`Vm::skip_access`], [`Vm::complete_access`]); running
+    /// the vCPU again without completing it retries the access.
+    Access(NestedFault),
+    /// A hypercall of the board's ([`Vm::set_return_value`], [`Vm::reply_call`]).
+    Call(GuestCall),
+    /// A system-register access ([`Vm::set_return_value`]).
+    SysReg(SysRegAccess),
 }
 
 impl<V> VCpuInner<V> {
@@ -163,6 +180,8 @@ impl<V> VCpuInner<V> {
 /// long as the vCPU runs) and the atomics of the coherency handshake.
 pub(crate) struct VCpuSlot<V> {
     pub(crate) inner: Mutex<VCpuInner<V>>,
+    /// The id the guest names this vCPU by (`ArchVCpu::cpu_id`).
+    pub(crate) cpu_id: u64,
     pub(crate) state: VCpuStateCell,
     pub(crate) started: AtomicBool,
     /// Set (SeqCst) before the generation check that precedes each entry, cleared
@@ -201,6 +220,7 @@ pub struct Vm<V: ArchVCpu> {
     pub(crate) faults_mapped: AtomicU64,
     pub(crate) faults_spurious: AtomicU64,
     pub(crate) fault_loop_limit: AtomicUsize,
+    pub(crate) firmware: Firmware,
 }
 
 fn space_err(op: &'static str) -> impl FnOnce(addrspace::Error) -> VmError {
@@ -257,11 +277,20 @@ impl<V: ArchVCpu> Vm<V> {
             arch.set_nested_root(root).map_err(err)?;
             arch.set_entry(config.kernel.entry_point).map_err(err)?;
             arch.setup(setup).map_err(err)?;
+            let cpu_id = arch.cpu_id();
+            if let Some(other) = vcpus.iter().position(|s: &VCpuSlot<V>| s.cpu_id == cpu_id) {
+                return Err(VmError::DuplicateCpuId {
+                    vcpu: i,
+                    other,
+                    cpu_id,
+                });
+            }
             let state = VCpuStateCell::new();
             state
                 .transition(VCpuState::Created, VCpuState::Free)
                 .map_err(|e| err(VCpuError::State(e)))?;
             vcpus.push(VCpuSlot {
+                cpu_id,
                 inner: Mutex::new(VCpuInner {
                     arch,
                     last_fault: None,
@@ -292,6 +321,7 @@ impl<V: ArchVCpu> Vm<V> {
             faults_mapped: AtomicU64::new(0),
             faults_spurious: AtomicU64::new(0),
             fault_loop_limit: AtomicUsize::new(DEFAULT_FAULT_LOOP_LIMIT),
+            firmware: Firmware::default(),
         }))
     }
 
@@ -374,6 +404,19 @@ impl<V: ArchVCpu> Vm<V> {
     /// The number of vCPUs.
     pub fn vcpu_count(&self) -> usize {
         self.vcpus.len()
+    }
+
+    /// The vCPU the guest names `cpu_id` (its MPIDR affinity, hart id or APIC id,
+    /// as CPU-on calls carry it): the one place a guest's CPU id becomes a vCPU
+    /// index. Ids come from each vCPU's creation parameters (`ArchVCpu::cpu_id`);
+    /// `Vm::new` refuses a VM where two vCPUs share one.
+    pub fn vcpu_by_cpu_id(&self, cpu_id: u64) -> Option<usize> {
+        self.vcpus.iter().position(|s| s.cpu_id == cpu_id)
+    }
+
+    /// The id the guest names vCPU `vcpu` by.
+    pub fn cpu_id(&self, vcpu: usize) -> VmResult<u64> {
+        Ok(self.slot(vcpu)?.cpu_id)
     }
 
     /// The nested page table's root (EPTP, nCR3, VTTBR_EL2, hgatp address).
@@ -511,6 +554,12 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(())
     }
 
+    /// Marks the vCPU of `slot` stopped (the guest turned it off): a later CPU on
+    /// may start it again.
+    pub(crate) fn stop_vcpu(&self, slot: &VCpuSlot<V>) {
+        slot.started.store(false, Ordering::SeqCst);
+    }
+
     /// Whether vCPU `vcpu` is started (boot for vCPU 0, CPU up for the others).
     pub fn is_vcpu_started(&self, vcpu: usize) -> bool {
         self.vcpus
@@ -563,9 +612,67 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(())
     }
 
-    /// Sets the result of the hypercall (or other call) that made vCPU `vcpu` exit.
+    /// Completes the exit vCPU `vcpu` is stopped at with `complete`, if `pick` takes
+    /// it; otherwise it stays pending and the error says there is nothing of that
+    /// kind to complete.
+    fn complete_pending<T>(
+        &self,
+        vcpu: usize,
+        pick: impl Fn(Pending) -> Option<T>,
+        complete: impl FnOnce(&mut VCpuInner<V>, T) -> VmResult,
+    ) -> VmResult {
+        let slot = self.slot(vcpu)?;
+        let mut inner = slot.inner.lock();
+        let picked = inner
+            .pending
+            .and_then(pick)
+            .ok_or(VmError::NothingToComplete { vcpu })?;
+        inner.pending = None;
+        complete(&mut inner, picked)
+    }
+
+    /// Answers the exit vCPU `vcpu` is stopped at: a [`crate::VmExit::Hypercall`]
+    /// gets `value` as its result, a [`crate::VmExit::SysReg`] read gets `value` in
+    /// its register (a write ignores it); the guest then steps past the instruction.
     pub fn set_return_value(&self, vcpu: usize, value: u64) -> VmResult {
-        self.with_vcpu(vcpu, |v| v.set_return_value(value))
+        let err = |error| VmError::VCpu { vcpu, error };
+        self.complete_pending(
+            vcpu,
+            |p| match p {
+                Pending::Access(_) => None,
+                answerable => Some(answerable),
+            },
+            |inner, pending| match pending {
+                Pending::SysReg(access) => {
+                    let read = matches!(access.op, SysRegOp::Read { .. }).then_some(value);
+                    inner.arch.complete_sysreg(&access, read).map_err(err)
+                }
+                Pending::Call(call) => inner
+                    .arch
+                    .complete_call(&call, FirmwareReply::Value(value))
+                    .map_err(err),
+                Pending::Access(_) => Err(VmError::NothingToComplete { vcpu }),
+            },
+        )
+    }
+
+    /// Answers the [`crate::VmExit::Hypercall`] vCPU `vcpu` is stopped at with
+    /// `reply` (a refusal, say: `FirmwareReply::Error(FirmwareError::NotSupported)`,
+    /// which each architecture encodes in its convention).
+    pub fn reply_call(&self, vcpu: usize, reply: FirmwareReply) -> VmResult {
+        self.complete_pending(
+            vcpu,
+            |p| match p {
+                Pending::Call(call) => Some(call),
+                _ => None,
+            },
+            |inner, call| {
+                inner
+                    .arch
+                    .complete_call(&call, reply)
+                    .map_err(|error| VmError::VCpu { vcpu, error })
+            },
+        )
     }
 
     /// Resumes vCPU `vcpu` after a [`crate::VmExit::UnservedAccess`] by skipping the
@@ -579,16 +686,20 @@ impl<V: ArchVCpu> Vm<V> {
     /// the instruction. Errors when the instruction cannot be decoded (an instruction
     /// fetch cannot be skipped) or there is no unserved access.
     pub fn complete_access(&self, vcpu: usize, read_value: Option<u64>) -> VmResult {
-        let slot = self.slot(vcpu)?;
-        let mut inner = slot.inner.lock();
-        let Some((gpa, access)) = inner.pending.take() else {
-            return Err(VmError::NothingToComplete { vcpu });
-        };
-        let acc = self.decode(vcpu, &mut inner, gpa, access)?;
-        inner
-            .arch
-            .complete_mmio(&acc, read_value)
-            .map_err(|error| VmError::VCpu { vcpu, error })
+        self.complete_pending(
+            vcpu,
+            |p| match p {
+                Pending::Access(fault) => Some(fault),
+                _ => None,
+            },
+            |inner, fault| {
+                let acc = self.decode(vcpu, inner, &fault)?;
+                inner
+                    .arch
+                    .complete_mmio(&acc, read_value)
+                    .map_err(|error| VmError::VCpu { vcpu, error })
+            },
+        )
     }
 
     // ------------------------------------------------------------ devices

@@ -17,7 +17,10 @@ use platforms::host::{self, SharedMonitor};
 use platforms::layouts;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
-use vm_core::{GuestPhysAddr, HalFrames, Vm, VmExit};
+use vm_core::{
+    FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, Hypercall, PortIo, PortOp,
+    SysRegAccess, SysRegOp, Vm, VmExit,
+};
 
 use crate::console::Out;
 use crate::hal::{CURRENT_VCPU, CURRENT_VM};
@@ -146,17 +149,18 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
             flush_check = None;
         }
         match exit {
-            VmExit::Hypercall { nr, args } => {
+            VmExit::Hypercall(Hypercall { nr, args, .. }) => {
                 let Some(call) = Call::from_x86(nr) else {
                     let _ = writeln!(out, "[x86_64] vCPU {v}: unknown hypercall {nr:#x}");
-                    let _ = vm.set_return_value(v, u64::MAX);
+                    let _ = vm.reply_call(v, FirmwareReply::Error(FirmwareError::NotSupported));
                     continue;
                 };
                 let action = monitor
                     .with(|m, out| m.on_call(call, [args[0], args[1], args[2], args[3]], out));
                 let ret = match action {
                     Action::StartCpu { cpu, entry, arg } => {
-                        let target = usize::try_from(cpu).unwrap_or(usize::MAX);
+                        // The guest names the vCPU by its APIC id.
+                        let target = vm.vcpu_by_cpu_id(cpu).unwrap_or(usize::MAX);
                         let entry = GuestPhysAddr::from_usize(entry as usize);
                         match vm.start_vcpu(target, entry, arg) {
                             Ok(()) => {
@@ -189,7 +193,11 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
                     return End::Failed;
                 }
             }
-            VmExit::IoWrite { port, width, data } => match port {
+            VmExit::Io(PortIo {
+                port,
+                width,
+                op: PortOp::Write { data },
+            }) => match port {
                 GUEST_COM1 => line.push(data as u8),
                 GUEST_SHUTDOWN_PORT if data == GUEST_SHUTDOWN_VALUE => {
                     line.flush();
@@ -205,7 +213,11 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
                     );
                 }
             },
-            VmExit::IoRead { port, width } => {
+            VmExit::Io(PortIo {
+                port,
+                width,
+                op: PortOp::Read,
+            }) => {
                 let value = match port {
                     GUEST_COM1_LSR => 0x60,
                     _ => u64::MAX,
@@ -220,27 +232,26 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
                     return End::Failed;
                 }
             }
-            VmExit::SysRegRead { addr, .. } => {
-                let _ = writeln!(out, "[x86_64] vCPU {v}: RDMSR {:#x} reads 0", addr.0);
+            VmExit::SysReg(SysRegAccess { addr, op }) => {
+                match op {
+                    SysRegOp::Read { .. } => {
+                        let _ = writeln!(out, "[x86_64] vCPU {v}: RDMSR {:#x} reads 0", addr.0);
+                    }
+                    SysRegOp::Write { value } => {
+                        let _ = writeln!(
+                            out,
+                            "[x86_64] vCPU {v}: WRMSR {:#x} <- {value:#x} ignored",
+                            addr.0
+                        );
+                    }
+                }
                 let _ = vm.set_return_value(v, 0);
             }
-            VmExit::SysRegWrite { addr, value } => {
-                let _ = writeln!(
-                    out,
-                    "[x86_64] vCPU {v}: WRMSR {:#x} <- {value:#x} ignored",
-                    addr.0
-                );
-                let _ = vm.set_return_value(v, 0);
-            }
-            VmExit::Halt | VmExit::CpuDown { .. } => {
+            VmExit::Halt | VmExit::CpuDown => {
                 parked[v] = true;
                 let _ = writeln!(out, "[x86_64] vCPU {v} halted");
             }
             VmExit::CpuUp { target, .. } => current = target,
-            VmExit::CpuUpRefused { target_cpu, reason } => {
-                let _ = writeln!(out, "[x86_64] CPU up of {target_cpu} refused: {reason:?}");
-                let _ = vm.set_return_value(v, u64::MAX);
-            }
             VmExit::ExternalInterrupt { .. } | VmExit::Paused => {}
             VmExit::Shutdown => return End::PowerOff,
             VmExit::Reset => {

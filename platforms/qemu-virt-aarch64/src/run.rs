@@ -9,12 +9,12 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use addrspace::{GuestPhysAddr, PAGE_SIZE};
-use hal_aarch64::firmware::{PsciConduit, PsciError, SMCCC_NOT_SUPPORTED};
+use hal_aarch64::firmware::PsciConduit;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
 use platforms::host::{self, SharedMonitor};
 use platforms::monitor::Action;
 use platforms::protocol::Call;
-use vm_core::{CpuUpRefusal, Vm, VmError, VmExit, VmState};
+use vm_core::{FirmwareError, FirmwareReply, Vm, VmError, VmExit, VmState};
 
 use crate::layout::{LAYOUT, check_uart};
 use crate::{console, println};
@@ -135,9 +135,13 @@ fn build_vm<F: Stage2Format>(
         config,
         &LAYOUT,
         GUEST_IMAGE,
-        |_| {
+        // The guest's MPIDRs are the layout's, not the vCPU indexes.
+        |i| {
             (
-                Aarch64CreateConfig { mpidr: None, psci },
+                Aarch64CreateConfig {
+                    mpidr: LAYOUT.cpu_ids.get(i).copied(),
+                    psci,
+                },
                 Aarch64SetupConfig::default(),
             )
         },
@@ -193,29 +197,30 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
     let label = run.label;
     let vm = &run.vm;
     match exit {
-        VmExit::Hypercall { nr, args } => {
-            let ret = match Call::from_arm(nr) {
+        VmExit::Hypercall(h) => {
+            let reply = match Call::from_arm(h.nr) {
                 Some(call) => {
-                    let args = [args[0], args[1], args[2], args[3]];
+                    let args = [h.args[0], h.args[1], h.args[2], h.args[3]];
                     match run.monitor.with(|m, out| m.on_call(call, args, out)) {
-                        Action::StartCpu { cpu, entry, arg } => start_cpu(
-                            run,
-                            cpu as usize,
-                            GuestPhysAddr::from_usize(entry as usize),
-                            arg,
-                        ),
+                        Action::StartCpu { cpu, entry, arg } => {
+                            start_cpu(run, cpu, GuestPhysAddr::from_usize(entry as usize), arg)
+                        }
                         action => {
                             let mut out = String::new();
                             let value = host::act_on(vm, action, &mut out);
                             console::print_str(&out);
-                            value.unwrap_or(SMCCC_NOT_SUPPORTED)
+                            value.map_or(
+                                FirmwareReply::Error(FirmwareError::NotSupported),
+                                FirmwareReply::Value,
+                            )
                         }
                     }
                 }
-                // Not ours (e.g. PSCI by HVC when PSCI goes by SMC): SMCCC says -1.
-                None => SMCCC_NOT_SUPPORTED,
+                // Not ours (e.g. PSCI by HVC when PSCI goes by SMC): SMCCC's
+                // NOT_SUPPORTED.
+                None => FirmwareReply::Error(FirmwareError::NotSupported),
             };
-            if let Err(e) = vm.set_return_value(vcpu, ret) {
+            if let Err(e) = vm.reply_call(vcpu, reply) {
                 println!("[{label}] vCPU {vcpu}: {e}");
                 run.fail("hypercall result delivered");
                 return false;
@@ -233,15 +238,6 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             schedule(run, target);
             true
         }
-        VmExit::CpuUpRefused { target_cpu, reason } => {
-            println!("[{label}] CPU_ON {target_cpu} refused: {reason:?}");
-            let code = match reason {
-                CpuUpRefusal::NoSuchVCpu => PsciError::InvalidParameters,
-                CpuUpRefusal::AlreadyOn => PsciError::AlreadyOn,
-                CpuUpRefusal::Refused => PsciError::InternalFailure,
-            };
-            vm.set_return_value(vcpu, code.to_x0()).is_ok()
-        }
         VmExit::ExternalInterrupt { .. } => {
             // A kick (SGI): acknowledged, the vCPU runs on.
             if let Some(intid) = crate::gic::acknowledge() {
@@ -252,7 +248,7 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
         }
         // WFI: nothing to wait for in this guest (no interrupts): resume.
         VmExit::Halt => true,
-        VmExit::CpuDown { .. } | VmExit::Shutdown | VmExit::Stopped => false,
+        VmExit::CpuDown | VmExit::Shutdown | VmExit::Stopped => false,
         other => {
             println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
             run.fail("only expected exits");
@@ -264,17 +260,21 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
 /// The test protocol's `start_cpu` (not used on Arm, where the guest has PSCI).
 fn start_cpu<F: Stage2Format>(
     run: &Arc<Run<F>>,
-    cpu: usize,
+    cpu: u64,
     entry: GuestPhysAddr,
     arg: u64,
-) -> u64 {
-    match run.vm.start_vcpu(cpu, entry, arg) {
+) -> FirmwareReply {
+    // The guest names the vCPU by its MPIDR.
+    let Some(vcpu) = run.vm.vcpu_by_cpu_id(cpu) else {
+        return FirmwareReply::Error(FirmwareError::InvalidParameters);
+    };
+    match run.vm.start_vcpu(vcpu, entry, arg) {
         Ok(()) => {
-            schedule(run, cpu);
-            0
+            schedule(run, vcpu);
+            FirmwareReply::Value(0)
         }
-        Err(VmError::NoSuchVCpu { .. }) => PsciError::InvalidParameters.to_x0(),
-        Err(_) => PsciError::AlreadyOn.to_x0(),
+        Err(VmError::NoSuchVCpu { .. }) => FirmwareReply::Error(FirmwareError::InvalidParameters),
+        Err(_) => FirmwareReply::Error(FirmwareError::AlreadyOn),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The console: the ns16550a UART of QEMU virt at 0x1000_0000 (OpenSBI has set it
 //! up), shared by both harts under one lock, the `println!` macro, the `log` backend,
-//! and the guest's SBI console ([`GUEST_CONSOLE`]).
+//! and the guest's SBI console ([`GuestUart`]).
 
 use core::fmt::{self, Write};
 
@@ -82,10 +82,7 @@ pub(crate) use println;
 /// from the UART.
 pub(crate) struct GuestUart;
 
-/// The one instance given to every vCPU.
-pub(crate) static GUEST_CONSOLE: GuestUart = GuestUart;
-
-impl hal_riscv64::GuestConsole for GuestUart {
+impl vm_core::GuestConsole for GuestUart {
     fn write(&self, bytes: &[u8]) {
         CONSOLE.lock().write_bytes(bytes);
     }

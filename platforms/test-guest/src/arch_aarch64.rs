@@ -207,6 +207,17 @@ impl GuestOps for Aarch64 {
         psci([PSCI_CPU_ON_64, cpu, entry, arg]) == 0
     }
 
+    /// MPIDR_EL1's affinity fields (Aff3 in 39:32, Aff2..Aff0 in 23:0): what the
+    /// hypervisor set in VMPIDR_EL2.
+    fn cpu_id(&self) -> Option<u64> {
+        let mpidr: u64;
+        // SAFETY: reading MPIDR_EL1 has no side effect.
+        unsafe {
+            asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack, preserves_flags))
+        };
+        Some(mpidr & 0xff_00ff_ffff)
+    }
+
     fn stop_self(&self) -> ! {
         psci([PSCI_CPU_OFF, 0, 0, 0]);
         loop {

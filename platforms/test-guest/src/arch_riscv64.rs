@@ -52,13 +52,12 @@ _start:
 
     .global guest_secondary_entry
 guest_secondary_entry:
-    // a0 = hart id, a1 = the hart_start argument.
+    // a0 = hart id, a1 = the hart_start argument: passed on as they are.
     li      sp, {stack1}
     li      t0, 0x2000
     csrs    sstatus, t0
     la      t0, guest_trap
     csrw    stvec, t0
-    mv      a0, a1
     call    {secondary}
 1:  j       1b
 
@@ -85,10 +84,11 @@ unsafe extern "C" {
 /// Whether the hypervisor offers DBCN (decided once by vCPU 0 before anything prints).
 static HAVE_DBCN: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn primary_main() -> ! {
+/// vCPU 0's entry, with a0 = its hart id.
+extern "C" fn primary_main(hart: u64) -> ! {
     let (error, available) = sbi(EID_BASE, 3, [EID_DBCN, 0, 0, 0]);
     HAVE_DBCN.store(error == 0 && available == 1, Ordering::SeqCst);
-    let g = Riscv64;
+    let g = Riscv64 { hart };
     g.print(if HAVE_DBCN.load(Ordering::SeqCst) {
         "guest: console through SBI DBCN\n"
     } else {
@@ -97,15 +97,17 @@ extern "C" fn primary_main() -> ! {
     guest::run_primary(&g, &LAYOUT)
 }
 
-extern "C" fn secondary_main(arg: u64) -> ! {
-    guest::run_secondary(&Riscv64, &LAYOUT, arg)
+/// vCPU 1's entry, with a0 = its hart id and a1 = the hart_start argument.
+extern "C" fn secondary_main(hart: u64, arg: u64) -> ! {
+    guest::run_secondary(&Riscv64 { hart }, &LAYOUT, arg)
 }
 
 /// A trap the guest did not expect (nothing is delegated to it on purpose): tell the
 /// hypervisor what and where, then power off. The checks not yet reported then count
 /// as failed.
 extern "C" fn trap_report(cause: u64, pc: u64, value: u64) -> ! {
-    let g = Riscv64;
+    // The hart id is not known here; the checks that use it are over.
+    let g = Riscv64 { hart: u64::MAX };
     g.print("guest: unexpected trap\n");
     g.call(Call::Print, [TRAP_CAUSE, cause, 0, 0]);
     g.call(Call::Print, [TRAP_PC, pc, 0, 0]);
@@ -133,7 +135,10 @@ fn sbi(eid: u64, fid: u64, a: [u64; 4]) -> (i64, u64) {
     (error, value)
 }
 
-struct Riscv64;
+/// The guest's operations on the hart whose id (a0 at entry) is `hart`.
+struct Riscv64 {
+    hart: u64,
+}
 
 impl GuestOps for Riscv64 {
     fn call(&self, call: Call, args: [u64; 4]) -> u64 {
@@ -162,6 +167,10 @@ impl GuestOps for Riscv64 {
         }
     }
 
+    fn cpu_id(&self) -> Option<u64> {
+        Some(self.hart)
+    }
+
     fn start_secondary(&self, cpu: u64, arg: u64) -> bool {
         let entry = guest_secondary_entry as *const () as usize as u64;
         sbi(EID_HSM, 0, [cpu, entry, arg, 0]).0 == 0
@@ -180,7 +189,7 @@ impl GuestOps for Riscv64 {
         // wait for its mailbox answer, not for its report, which it makes after.
         // Bounded, so a vCPU 1 that never stops cannot keep the VM alive.
         for _ in 0..20_000 {
-            match sbi(EID_HSM, 2, [1, 0, 0, 0]) {
+            match sbi(EID_HSM, 2, [LAYOUT.cpu_ids[1], 0, 0, 0]) {
                 (0, HART_STARTED) => (0..1000).for_each(|_| core::hint::spin_loop()),
                 _ => break,
             }

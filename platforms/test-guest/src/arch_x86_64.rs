@@ -84,6 +84,12 @@ impl GuestOps for X86 {
         }
     }
 
+    /// CPUID reports the host's APIC id, not the vCPU's: the guest cannot see its
+    /// own.
+    fn cpu_id(&self) -> Option<u64> {
+        None
+    }
+
     fn start_secondary(&self, cpu: u64, arg: u64) -> bool {
         let entry = guest_secondary_entry as *const () as usize as u64;
         self.call(Call::StartCpu, [cpu, entry, arg, 0]) == 0
