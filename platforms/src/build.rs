@@ -1,6 +1,7 @@
 //! Build-script support shared by the boards (feature `build`, host only): embed the
 //! board's VM config as Rust code through vm-core's generator, embed the test guest's
-//! flat binary, and link bare-metal builds with the board's linker script.
+//! flat binary and, for Linux runs, the kernel and initramfs, and link bare-metal
+//! builds with the board's linker script.
 
 extern crate std;
 
@@ -11,8 +12,9 @@ use std::{format, println};
 /// Does everything a board's `build.rs` needs, for board `board` (its config is
 /// `configs/<board>.toml` unless `HV_VM_CONFIG` names another file, its linker script
 /// `link/<board>.ld`) whose xtask architecture is `arch`. Writes `vm_config.rs` (a
-/// `vm_config()` function) and `guest_image.rs` (a `GUEST_IMAGE` static) to
-/// `OUT_DIR`.
+/// `vm_config()` function), `guest_image.rs` (a `GUEST_IMAGE` static) and
+/// `linux_images.rs` (`LINUX_KERNEL` and `LINUX_INITRD`: the files `HV_LINUX_KERNEL` and
+/// `HV_LINUX_INITRD` name, empty when unset) to `OUT_DIR`.
 ///
 /// # Panics
 ///
@@ -59,6 +61,35 @@ pub fn board(board: &str, arch: &str) {
         ),
     };
     write(&out.join("guest_image.rs"), &guest);
+
+    let mut linux = String::new();
+    for (var, name, what) in [
+        (
+            "HV_LINUX_KERNEL",
+            "LINUX_KERNEL",
+            "The Linux kernel's boot image",
+        ),
+        (
+            "HV_LINUX_INITRD",
+            "LINUX_INITRD",
+            "The Linux guest's initramfs",
+        ),
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+        let bytes = match std::env::var(var) {
+            Ok(path) => {
+                println!("cargo:rerun-if-changed={path}");
+                format!("include_bytes!({path:?})")
+            }
+            Err(_) => String::from("&[]"),
+        };
+        linux += &format!(
+            "/// {what} (`{var}`; empty when unset).\n\
+             #[allow(dead_code)] // only Linux runs use it\n\
+             pub(crate) static {name}: &[u8] = {bytes};\n"
+        );
+    }
+    write(&out.join("linux_images.rs"), &linux);
 
     if bare_metal {
         let script = dir.join(format!("link/{board}.ld"));

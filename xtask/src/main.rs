@@ -5,8 +5,10 @@
 //!   architecture that has a board.
 //! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
-//! - `qemu <arch> [--config <file>]`: builds the board's hypervisor image, boots it in
-//!   QEMU and exits with the guest's verdict.
+//! - `qemu <arch> [--config <file>] [--guest test|linux] [--no-hypervisor]`: builds the
+//!   board's hypervisor image, boots it in QEMU and exits with the guest's verdict;
+//!   `--guest linux` runs Debian's Linux (fetched with apt, see `linux.rs`) instead of
+//!   the test guest, `--no-hypervisor` boots that Linux on plain QEMU.
 //! - `bench [--quick]`: address-space and VM benchmarks against axaddrspace (see
 //!   `bench.rs`); not part of `test`.
 //!
@@ -14,6 +16,7 @@
 
 mod bench;
 mod cross;
+mod linux;
 mod qemu;
 mod run;
 
@@ -28,7 +31,10 @@ commands:
   test                      fmt check, clippy, host tests, docs, cross builds
   build --arch <arch>       cross-build the portable crates for <arch>
                             (aarch64, riscv64, x86_64)
-  qemu <arch> [--config F]  boot the hypervisor and its test guest in QEMU
+  qemu <arch> [--config F] [--guest test|linux] [--no-hypervisor]
+                            boot the hypervisor and its guest in QEMU (the test
+                            guest, or Debian's Linux; --no-hypervisor boots that
+                            Linux on plain QEMU)
   bench [--quick]           benchmarks against axaddrspace (target/bench/)
 ";
 
@@ -40,7 +46,9 @@ fn main() -> ExitCode {
             Ok(arch) => cross::build(arch),
             Err(e) => Err(e),
         },
-        Some("qemu") => qemu_args(&args[1..]).and_then(|(arch, config)| qemu::qemu(arch, config)),
+        Some("qemu") => {
+            qemu_args(&args[1..]).and_then(|q| qemu::qemu(q.arch, q.config, q.guest, q.hypervisor))
+        }
         Some("bench") => match &args[1..] {
             [] => bench::bench(false),
             [q] if q == "--quick" => bench::bench(true),
@@ -72,16 +80,49 @@ fn arch_arg(args: &[String]) -> Result<cross::Arch, Failed> {
     }
 }
 
-fn qemu_args(args: &[String]) -> Result<(cross::Arch, Option<std::path::PathBuf>), Failed> {
-    match args {
-        [arch] => Ok((cross::Arch::parse(arch)?, None)),
-        [arch, flag, file] if flag == "--config" => {
-            Ok((cross::Arch::parse(arch)?, Some(file.into())))
+/// The arguments of `qemu`.
+struct QemuArgs {
+    arch: cross::Arch,
+    config: Option<std::path::PathBuf>,
+    guest: qemu::Guest,
+    hypervisor: bool,
+}
+
+fn qemu_args(args: &[String]) -> Result<QemuArgs, Failed> {
+    let usage = || Failed(format!("expected qemu <arch> [options]\n{USAGE}"));
+    let (arch, mut rest) = args.split_first().ok_or_else(usage)?;
+    let mut q = QemuArgs {
+        arch: cross::Arch::parse(arch)?,
+        config: None,
+        guest: qemu::Guest::Test,
+        hypervisor: true,
+    };
+    while let Some((flag, tail)) = rest.split_first() {
+        rest = tail;
+        match flag.as_str() {
+            "--no-hypervisor" => q.hypervisor = false,
+            "--config" | "--guest" => {
+                let (value, tail) = rest.split_first().ok_or_else(usage)?;
+                rest = tail;
+                if flag == "--config" {
+                    q.config = Some(value.into());
+                } else {
+                    q.guest = match value.as_str() {
+                        "test" => qemu::Guest::Test,
+                        "linux" => qemu::Guest::Linux,
+                        other => {
+                            return Err(Failed(format!("unknown guest `{other}` (test, linux)")));
+                        }
+                    };
+                }
+            }
+            _ => return Err(usage()),
         }
-        _ => Err(Failed(format!(
-            "expected qemu <arch> [--config <file>]\n{USAGE}"
-        ))),
     }
+    if !q.hypervisor && q.guest != qemu::Guest::Linux {
+        return Err(Failed("--no-hypervisor needs --guest linux".into()));
+    }
+    Ok(q)
 }
 
 /// Everything CI checks, in order of cost.
@@ -119,7 +160,9 @@ fn test() -> Result<(), Failed> {
         })?;
     }
     for arch in cross::Arch::ALL {
-        step(&format!("qemu {}", arch.name()), || qemu::qemu(arch, None))?;
+        step(&format!("qemu {}", arch.name()), || {
+            qemu::qemu(arch, None, qemu::Guest::Test, true)
+        })?;
     }
     println!(
         "xtask: all checks passed in {:.0} s",

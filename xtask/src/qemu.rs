@@ -4,6 +4,11 @@
 //! Each board prints `N passed, M failed` as its closing line and makes QEMU exit
 //! with a non-zero status on failure (semihosting, the sifive test device or
 //! `isa-debug-exit`); xtask checks both the status and the summary line.
+//!
+//! `--guest linux` boots Debian's Linux (see `linux.rs`) under the hypervisor on boards
+//! that have a [`LinuxBoard`], with the board's Linux VM config; `--no-hypervisor`
+//! boots the same kernel and initramfs on plain QEMU. Either way xtask also checks the
+//! lines `/init` prints and reports the wall and QEMU CPU seconds to its marker line.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -35,6 +40,36 @@ pub(crate) struct Board {
     pub(crate) ok_status: &'static [i32],
     /// Wall-clock limit for one run.
     pub(crate) timeout: Duration,
+    /// How the board runs a Linux guest, if it can.
+    pub(crate) linux: Option<LinuxBoard>,
+}
+
+/// How a board runs Debian's Linux (`--guest linux`).
+pub(crate) struct LinuxBoard {
+    /// The VM config (`configs/`) the hypervisor runs Linux with.
+    pub(crate) config: &'static str,
+    /// QEMU's memory (`-m`) under the hypervisor: the guest's RAM as the workload fills
+    /// it, the hypervisor's tables and the kernel and initramfs built into its image.
+    pub(crate) memory: &'static str,
+    /// QEMU arguments of the same machine without the hypervisor (before `-kernel`):
+    /// the guest's CPUs and memory, QEMU's own firmware and device tree.
+    pub(crate) plain_args: &'static [&'static str],
+    /// The kernel command line without the hypervisor: the VM config's, less what
+    /// only the hypervisor's devices need.
+    pub(crate) plain_append: &'static str,
+    /// The guest's CPU count, which the marker line must show.
+    pub(crate) cpus: u32,
+    /// Wall-clock limit for one Linux run.
+    pub(crate) timeout: Duration,
+}
+
+/// Which guest a QEMU run boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Guest {
+    /// The self-checking test guest (the default).
+    Test,
+    /// Debian's Linux with the busybox initramfs.
+    Linux,
 }
 
 /// The board of `arch`.
@@ -69,6 +104,7 @@ pub(crate) fn board(arch: Arch) -> Board {
             flat_binary: true,
             ok_status: &[33],
             timeout: Duration::from_secs(60),
+            linux: None,
         },
         // EL2 from QEMU's boot (`virtualization=on`), `-cpu max` for a 52-bit
         // PARange (the 48-bit IPA run needs more than 44), GICv3 for kick SGIs, two
@@ -102,6 +138,7 @@ pub(crate) fn board(arch: Arch) -> Board {
             flat_binary: false,
             ok_status: &[0],
             timeout: Duration::from_secs(60),
+            linux: None,
         },
         // The H extension (`h=true`) gives HS-mode under the bundled OpenSBI, which
         // starts the ELF at 0x8020_0000; two harts so the guest's second vCPU runs on
@@ -130,17 +167,86 @@ pub(crate) fn board(arch: Arch) -> Board {
             flat_binary: false,
             ok_status: &[0],
             timeout: Duration::from_secs(60),
+            // Linux sees the UART, the harts' timer (Sstc) and SBI: no interrupt
+            // controller, so the console is polled.
+            linux: Some(LinuxBoard {
+                config: "qemu-virt-riscv64-linux.toml",
+                memory: "2G",
+                plain_args: &[
+                    "-M",
+                    "virt",
+                    "-cpu",
+                    "rv64,h=true",
+                    "-smp",
+                    "2",
+                    "-m",
+                    "512M",
+                    "-nographic",
+                    "-no-reboot",
+                    "-nic",
+                    "none",
+                ],
+                plain_append: "console=ttyS0 quiet panic=-1",
+                cpus: 2,
+                timeout: Duration::from_secs(300),
+            }),
         },
     }
 }
 
-/// Builds and boots the board of `arch`; `config` overrides the embedded VM config.
-pub(crate) fn qemu(arch: Arch, config: Option<PathBuf>) -> Result<(), Failed> {
+/// Builds and boots the board of `arch` with `guest`; `config` overrides the embedded
+/// VM config; without `hypervisor` the Linux guest boots on plain QEMU.
+pub(crate) fn qemu(
+    arch: Arch,
+    config: Option<PathBuf>,
+    guest: Guest,
+    hypervisor: bool,
+) -> Result<(), Failed> {
     let board = board(arch);
-    cross::ensure_toolchain()?;
     ensure_qemu(&board)?;
-    let image = build_image(arch, &board, config)?;
-    boot(&board, &image)
+    if guest == Guest::Test {
+        cross::ensure_toolchain()?;
+        let image = build_image(arch, &board, config, None)?;
+        return boot(&board, &image);
+    }
+    let linux = board.linux.as_ref().ok_or_else(|| {
+        Failed(format!(
+            "the {} board cannot run Linux yet (--guest test only)",
+            arch.name()
+        ))
+    })?;
+    let guest = crate::linux::prepare(arch)?;
+    let run = if hypervisor {
+        cross::ensure_toolchain()?;
+        let config = config.unwrap_or_else(|| {
+            crate::run::workspace_root()
+                .join("configs")
+                .join(linux.config)
+        });
+        if !config.exists() {
+            return Err(Failed(format!(
+                "no Linux VM config {} for the {} board",
+                config.display(),
+                arch.name()
+            )));
+        }
+        let image = build_image(arch, &board, Some(config), Some(&guest))?;
+        boot_linux_hosted(&board, linux, &image)?
+    } else {
+        boot_linux_plain(&board, linux, &guest)?
+    };
+    println!(
+        "xtask: Linux {} reached the marker in {:.2} s wall, {:.2} s QEMU CPU ({})",
+        guest.release,
+        run.wall.as_secs_f64(),
+        run.cpu,
+        if hypervisor {
+            "under the hypervisor"
+        } else {
+            "plain QEMU"
+        }
+    );
+    Ok(())
 }
 
 fn ensure_qemu(board: &Board) -> Result<(), Failed> {
@@ -160,8 +266,15 @@ fn ensure_qemu(board: &Board) -> Result<(), Failed> {
     cross::apt_install(&[board.qemu_package])
 }
 
-/// Builds the board package in release mode and returns the image QEMU boots.
-fn build_image(arch: Arch, board: &Board, config: Option<PathBuf>) -> Result<PathBuf, Failed> {
+/// Builds the board package in release mode and returns the image QEMU boots; with
+/// `linux`, its kernel and initramfs are built into the image (`HV_LINUX_KERNEL`,
+/// `HV_LINUX_INITRD`).
+fn build_image(
+    arch: Arch,
+    board: &Board,
+    config: Option<PathBuf>,
+    linux: Option<&crate::linux::LinuxGuest>,
+) -> Result<PathBuf, Failed> {
     let out_dir = cross::cross_target_dir()
         .join(arch.target())
         .join("release");
@@ -178,6 +291,10 @@ fn build_image(arch: Arch, board: &Board, config: Option<PathBuf>) -> Result<Pat
             .canonicalize()
             .map_err(|e| Failed(format!("config {}: {e}", config.display())))?;
         cmd.env("HV_VM_CONFIG", config);
+    }
+    if let Some(linux) = linux {
+        cmd.env("HV_LINUX_KERNEL", &linux.kernel)
+            .env("HV_LINUX_INITRD", &linux.initrd);
     }
     run(&mut cmd)?;
     let elf = out_dir.join(board.package);
@@ -217,13 +334,32 @@ struct Outcome {
     /// Required lines that never appeared.
     missing: Vec<&'static str>,
     wall: Duration,
+    /// When the marker line appeared, if one was asked for.
+    marker: Option<Marker>,
+}
+
+/// The marker line and the time QEMU took to print it.
+#[derive(Clone, Debug)]
+pub(crate) struct Marker {
+    /// The whole line.
+    pub(crate) line: String,
+    /// Wall time from QEMU's start.
+    pub(crate) wall: Duration,
+    /// QEMU's CPU seconds (user + system, all threads) by then.
+    pub(crate) cpu: f64,
 }
 
 /// Boots `image`, echoing the console, and checks the verdict.
 fn boot(board: &Board, image: &std::path::Path) -> Result<(), Failed> {
     let mut cmd = Command::new(board.qemu);
     cmd.args(board.args).arg("-kernel").arg(image);
-    let out = run_with_timeout(&mut cmd, board.timeout, board.required_output)?;
+    let out = run_with_timeout(&mut cmd, board.timeout, board.required_output, None)?;
+    check_summary(&out, board)
+}
+
+/// Checks a run that ends with the hypervisor's `N passed, M failed` and QEMU's
+/// status.
+fn check_summary(out: &Outcome, board: &Board) -> Result<(), Failed> {
     println!(
         "xtask: QEMU wall time {:.2} s, status {:?}",
         out.wall.as_secs_f64(),
@@ -252,10 +388,124 @@ fn boot(board: &Board, image: &std::path::Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Boots the hypervisor image with Linux built in and checks both the hypervisor's
+/// verdict and what `/init` printed (the doorbell check included).
+fn boot_linux_hosted(
+    board: &Board,
+    linux: &LinuxBoard,
+    image: &std::path::Path,
+) -> Result<Marker, Failed> {
+    let mut args: Vec<&str> = board.args.to_vec();
+    if let Some(m) = args.iter().position(|a| *a == "-m") {
+        args[m + 1] = linux.memory;
+    }
+    let mut cmd = Command::new(board.qemu);
+    cmd.args(&args).arg("-kernel").arg(image);
+    let required: Vec<&'static str> = crate::linux::REQUIRED
+        .iter()
+        .copied()
+        .chain([crate::linux::DOORBELL_OK])
+        .collect();
+    let out = run_with_timeout(
+        &mut cmd,
+        linux.timeout,
+        &required,
+        Some(crate::linux::MARKER),
+    )?;
+    check_summary(&out, board)?;
+    check_marker(out.marker, linux)
+}
+
+/// Boots the Linux kernel and initramfs on plain QEMU (QEMU's firmware and device
+/// tree): `/init` must pass its checks and power off.
+fn boot_linux_plain(
+    board: &Board,
+    linux: &LinuxBoard,
+    guest: &crate::linux::LinuxGuest,
+) -> Result<Marker, Failed> {
+    let mut cmd = plain_linux_command(board, linux, guest);
+    let out = run_with_timeout(
+        &mut cmd,
+        linux.timeout,
+        crate::linux::REQUIRED,
+        Some(crate::linux::MARKER),
+    )?;
+    if out.timed_out {
+        return Err(Failed(format!(
+            "QEMU did not finish within {} s",
+            linux.timeout.as_secs()
+        )));
+    }
+    if let Some(missing) = out.missing.first() {
+        return Err(Failed(format!("the console never showed `{missing}`")));
+    }
+    if out.status != Some(0) {
+        return Err(Failed(format!("QEMU status {:?}", out.status)));
+    }
+    check_marker(out.marker, linux)
+}
+
+/// QEMU running the Linux guest without the hypervisor.
+pub(crate) fn plain_linux_command(
+    board: &Board,
+    linux: &LinuxBoard,
+    guest: &crate::linux::LinuxGuest,
+) -> Command {
+    let mut cmd = Command::new(board.qemu);
+    cmd.args(linux.plain_args)
+        .arg("-kernel")
+        .arg(&guest.kernel)
+        .arg("-initrd")
+        .arg(&guest.initrd)
+        .args(["-append", linux.plain_append]);
+    cmd
+}
+
+/// The marker line must have appeared and show the board's CPU count.
+fn check_marker(marker: Option<Marker>, linux: &LinuxBoard) -> Result<Marker, Failed> {
+    let marker = marker.ok_or_else(|| Failed("Linux never printed its marker line".into()))?;
+    let cpus = format!("CPUs: {}", linux.cpus);
+    if !marker.line.trim_end().ends_with(&cpus) {
+        return Err(Failed(format!(
+            "the marker line does not end with `{cpus}`: {}",
+            marker.line
+        )));
+    }
+    Ok(marker)
+}
+
+/// QEMU's user + system CPU seconds so far (all its threads), from
+/// `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and
+    // 15 of the line (11 and 12 after the name), in clock ticks.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks_per_second() as f64)
+}
+
+/// `getconf CLK_TCK` (100 on every Linux this runs on; asked, not assumed).
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
 fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
-    required: &'static [&'static str],
+    required: &[&'static str],
+    marker: Option<&'static str>,
 ) -> Result<Outcome, Failed> {
     println!("$ {}", crate::run::show(cmd));
     let started = Instant::now();
@@ -266,20 +516,32 @@ fn run_with_timeout(
         .spawn()
         .map_err(|e| Failed(format!("cannot start {:?}: {e}", cmd.get_program())))?;
     let stdout = child.stdout.take().ok_or(Failed("no stdout".into()))?;
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
+    let required_lines = required.to_vec();
     let reader = std::thread::spawn(move || {
         let mut summary = None;
-        let mut missing: Vec<&'static str> = required.to_vec();
+        let mut seen = None;
+        let mut missing = required_lines;
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
             let text = String::from_utf8_lossy(&line).replace('\r', "");
+            if seen.is_none()
+                && let Some(m) = marker.filter(|m| text.contains(m))
+            {
+                seen = Some(Marker {
+                    line: text[text.find(m).unwrap_or(0)..].to_string(),
+                    wall: started.elapsed(),
+                    cpu: cpu_seconds(pid).unwrap_or(f64::NAN),
+                });
+            }
             println!("{text}");
             if let Some(s) = parse_summary(&text) {
                 summary = Some(s);
             }
             missing.retain(|m| !text.contains(m));
         }
-        let _ = tx.send((summary, missing));
+        let _ = tx.send((summary, missing, seen));
     });
     let mut timed_out = false;
     let status = loop {
@@ -294,9 +556,9 @@ fn run_with_timeout(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (summary, missing) = rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or((None, required.to_vec()));
+    let (summary, missing, marker) =
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or((None, required.to_vec(), None));
     let _ = reader.join();
     Ok(Outcome {
         status,
@@ -304,6 +566,7 @@ fn run_with_timeout(
         summary,
         missing,
         wall: started.elapsed(),
+        marker,
     })
 }
 
