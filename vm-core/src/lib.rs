@@ -26,6 +26,7 @@ pub mod config;
 mod device;
 mod error;
 mod exit;
+pub mod fdt;
 mod firmware;
 mod frames;
 mod hal;
@@ -44,6 +45,7 @@ pub use config::{
 pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
 pub use error::{VmError, VmResult};
 pub use exit::{Unserved, UnservedAccess, VmExit};
+pub use fdt::{GuestTreeError, GuestTreeOptions, ReservedRange, guest_tree};
 pub use firmware::{
     CONSOLE_CHUNK, GuestConsole, MIGRATE_NOT_REQUIRED, PSCI_VERSION, SBI_IMPL_ID, SBI_IMPL_VERSION,
     SBI_VERSION, cpuid_for_guest,
