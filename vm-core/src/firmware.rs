@@ -4,8 +4,8 @@
 //! answer: interface versions and feature probes, which vCPU a CPU on targets (the
 //! guest's CPU id mapped to a vCPU index, [`Vm::vcpu_by_cpu_id`]), CPU off and
 //! status, system off and reset, the console (through the guest-memory copy API and
-//! its rules), what CPUID reports. Hypercalls of the board's own go to the caller as
-//! [`VmExit::Hypercall`].
+//! its rules), what CPUID reports (`identify.rs`). Hypercalls of the board's own go
+//! to the caller as [`VmExit::Hypercall`].
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -13,12 +13,12 @@ use alloc::vec::Vec;
 use addrspace::{GuestPhysAddr, PAGE_SIZE};
 use spin::RwLock;
 use vcpu_api::{
-    ArchVCpu, Conduit, CpuState, CpuidRegs, FirmwareCall, FirmwareError, FirmwareReply, GuestCall,
-    Service,
+    ArchVCpu, Conduit, CpuState, FirmwareCall, FirmwareError, FirmwareReply, GuestCall, Service,
 };
 
 use crate::error::VmError;
 use crate::exit::VmExit;
+use crate::identify;
 use crate::run::Step;
 use crate::vm::{Pending, VCpuInner, VCpuSlot, Vm};
 
@@ -54,24 +54,6 @@ pub trait GuestConsole: Send + Sync {
 pub(crate) struct Firmware {
     console: RwLock<Option<Arc<dyn GuestConsole>>>,
     hypercalls: RwLock<Vec<u64>>,
-}
-
-/// What CPUID tells a guest: the host's answer with the hypervisor-present bit set
-/// (Fn0000_0001 ECX\[31\]) and SVM hidden (Fn8000_0001 ECX\[2\] clear, Fn8000_000A
-/// empty); AMD64 APM vol. 3, appendix E.
-pub fn cpuid_for_guest(leaf: u32, host: CpuidRegs) -> CpuidRegs {
-    match leaf {
-        1 => CpuidRegs {
-            ecx: host.ecx | 1 << 31,
-            ..host
-        },
-        0x8000_0001 => CpuidRegs {
-            ecx: host.ecx & !(1 << 2),
-            ..host
-        },
-        0x8000_000a => CpuidRegs::default(),
-        _ => host,
-    }
 }
 
 impl<V: ArchVCpu> Vm<V> {
@@ -138,9 +120,10 @@ impl<V: ArchVCpu> Vm<V> {
             FirmwareCall::ConsoleRead { gpa, len } => (self.console_read(gpa, len), None),
             FirmwareCall::ConsoleWriteByte { byte } => (self.console_write_byte(byte), None),
             FirmwareCall::ConsoleReadByte => (self.console_read_byte(), None),
-            FirmwareCall::Cpuid { leaf, host, .. } => {
-                (FirmwareReply::Cpuid(cpuid_for_guest(leaf, host)), None)
-            }
+            FirmwareCall::Cpuid { leaf, host, .. } => (
+                FirmwareReply::Cpuid(identify::cpuid_for_guest(leaf, host)),
+                None,
+            ),
             FirmwareCall::InvalidParameters { .. } => {
                 (FirmwareReply::Error(FirmwareError::InvalidParameters), None)
             }
@@ -301,21 +284,6 @@ fn version(conduit: Conduit) -> FirmwareReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpuid_edits() {
-        let host = CpuidRegs {
-            eax: 1,
-            ebx: 2,
-            ecx: 0x7ff8_3203,
-            edx: 4,
-        };
-        assert_eq!(cpuid_for_guest(0, host), host);
-        assert_eq!(cpuid_for_guest(1, host).ecx, 0xfff8_3203);
-        let ext = CpuidRegs { ecx: 0x75, ..host };
-        assert_eq!(cpuid_for_guest(0x8000_0001, ext).ecx, 0x71);
-        assert_eq!(cpuid_for_guest(0x8000_000a, host), CpuidRegs::default());
-    }
 
     #[test]
     fn versions_by_interface() {

@@ -30,6 +30,7 @@ pub mod fdt;
 mod firmware;
 mod frames;
 mod hal;
+mod identify;
 pub mod image;
 mod passthrough;
 mod run;
@@ -48,10 +49,11 @@ pub use exit::{Unserved, UnservedAccess, VmExit};
 pub use fdt::{GuestTreeError, GuestTreeOptions, ReservedRange, guest_tree};
 pub use firmware::{
     CONSOLE_CHUNK, GuestConsole, MIGRATE_NOT_REQUIRED, PSCI_VERSION, SBI_IMPL_ID, SBI_IMPL_VERSION,
-    SBI_VERSION, cpuid_for_guest,
+    SBI_VERSION,
 };
 pub use frames::HalFrames;
 pub use hal::VmHal;
+pub use identify::cpuid_for_guest;
 pub use passthrough::{PassthroughRange, plan_passthrough};
 pub use vcpu_api::{
     FirmwareError, FirmwareReply, Hypercall, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,
