@@ -62,16 +62,22 @@ pub(crate) struct FrameBitmap<S> {
     hint: usize,
 }
 
+/// The window of at most `frames` frames from `base` rounded up to a frame, as
+/// (first frame number, frames), cut where its end address would not fit in a
+/// `usize` (the last frame of the address space is never in a window).
+const fn window(base: HostPhysAddr, frames: usize) -> (usize, usize) {
+    let first = base.as_usize().div_ceil(FRAME_SIZE);
+    let room = (usize::MAX / FRAME_SIZE).saturating_sub(first);
+    (first, if frames < room { frames } else { room })
+}
+
 impl<const WORDS: usize> FrameBitmap<[u64; WORDS]> {
-    /// A window of `WORDS * 64` frames from `base` (frame-aligned), all used.
+    /// A window of up to `WORDS * 64` frames from `base` (see [`window`]), all used.
     pub(crate) const fn new_array(base: HostPhysAddr) -> Self {
-        assert!(
-            base.as_usize().is_multiple_of(FRAME_SIZE),
-            "window base not frame-aligned"
-        );
+        let (base, frames) = window(base, WORDS * 64);
         Self {
-            base: base.as_usize() / FRAME_SIZE,
-            frames: WORDS * 64,
+            base,
+            frames,
             bits: [0; WORDS],
             free: 0,
             hint: 0,
@@ -81,14 +87,11 @@ impl<const WORDS: usize> FrameBitmap<[u64; WORDS]> {
 
 #[cfg(any(test, feature = "testing"))]
 impl FrameBitmap<alloc::vec::Vec<u64>> {
-    /// A window of `frames` frames from `base` (frame-aligned), all used.
+    /// A window of up to `frames` frames from `base` (see [`window`]), all used.
     pub(crate) fn new_vec(base: HostPhysAddr, frames: usize) -> Self {
-        assert!(
-            base.as_usize().is_multiple_of(FRAME_SIZE),
-            "window base {base:#x} not frame-aligned"
-        );
+        let (base, frames) = window(base, frames);
         Self {
-            base: base.as_usize() / FRAME_SIZE,
+            base,
             frames,
             bits: alloc::vec![0; frames.div_ceil(64)],
             free: 0,
@@ -243,16 +246,28 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
 /// the window is never handed out. The hypervisor sees physical memory at
 /// `phys + virt_offset` (a linear map).
 ///
+/// Its [`FrameAllocator`] implementation hands out what it was given as RAM and
+/// promises that the hypervisor can use it through that linear map: whoever builds
+/// the allocator and gives it memory makes those promises, in the `unsafe`
+/// [`BitmapFrames::new`], [`BitmapFrames::add_free`] and [`BitmapFrames::dealloc`].
+///
 /// ```
 /// use addrspace::{BitmapFrames, FrameAllocator, HostPhysAddr};
 ///
-/// // 128 frames from 1 MiB, identity-mapped.
-/// let frames = BitmapFrames::<2>::new(HostPhysAddr::from_usize(0x10_0000), 0);
-/// frames.add_free(HostPhysAddr::from_usize(0), HostPhysAddr::from_usize(0x18_0000));
+/// let mut ram = vec![0u8; 0x10_0000];
+/// let base = HostPhysAddr::from_usize((ram.as_mut_ptr() as usize + 0xfff) & !0xfff);
+/// // SAFETY: this test's "physical" addresses are its own heap addresses, seen at
+/// // themselves (offset 0).
+/// let frames = unsafe { BitmapFrames::<2>::new(base, 0) };
+/// // SAFETY: the 128 frames from `base` lie in `ram`, which nothing else uses and
+/// // which outlives `frames`' use.
+/// unsafe { frames.add_free(base, base + 128 * 0x1000) };
 /// let root = frames.alloc_frames(4, 4).unwrap();
-/// assert_eq!(root.as_usize(), 0x10_0000);
-/// assert_eq!(frames.dealloc(root, 4), Ok(()));
-/// assert!(frames.dealloc(root, 4).is_err(), "a double free is refused");
+/// assert_eq!(root.as_usize() % 0x4000, 0);
+/// // SAFETY: `root` was handed out above and nothing uses it.
+/// assert_eq!(unsafe { frames.dealloc(root, 4) }, Ok(()));
+/// // SAFETY: a double free, which is refused; nothing uses the frames.
+/// assert!(unsafe { frames.dealloc(root, 4) }.is_err(), "a double free is refused");
 /// ```
 pub struct BitmapFrames<const WORDS: usize> {
     inner: spin::Mutex<FrameBitmap<[u64; WORDS]>>,
@@ -260,13 +275,17 @@ pub struct BitmapFrames<const WORDS: usize> {
 }
 
 impl<const WORDS: usize> BitmapFrames<WORDS> {
-    /// An allocator for the window starting at `base` (frame-aligned), with no free
-    /// frame yet; physical `hpa` is seen at virtual `hpa + virt_offset`.
+    /// An allocator for the window of `WORDS * 64` frames from `base` (rounded up
+    /// to a frame, and cut where its end would not fit in a `usize`), with no free
+    /// frame yet; physical `hpa` is seen at virtual `hpa + virt_offset` (wrapping).
     ///
-    /// # Panics
+    /// # Safety
     ///
-    /// If `base` is not frame-aligned (at compile time for a `static`).
-    pub const fn new(base: HostPhysAddr, virt_offset: usize) -> Self {
+    /// For every frame this allocator will be given as RAM (by `add_free`), the
+    /// hypervisor may read and write it at `hpa + virt_offset` (wrapping), contiguous
+    /// frames at contiguous virtual addresses, for as long as the allocator is used:
+    /// [`FrameAllocator::phys_to_virt`] promises exactly that.
+    pub const unsafe fn new(base: HostPhysAddr, virt_offset: usize) -> Self {
         Self {
             inner: spin::Mutex::new(FrameBitmap::new_array(base)),
             virt_offset,
@@ -275,7 +294,13 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
 
     /// Marks the whole frames inside physical `[start, end)` free (the part inside
     /// the window; partial frames at the edges are left out).
-    pub fn add_free(&self, start: HostPhysAddr, end: HostPhysAddr) {
+    ///
+    /// # Safety
+    ///
+    /// Those frames are RAM that nothing else uses (not the image, boot data, a
+    /// device, or memory already handed out) and that stays so until the allocator
+    /// hands them out: they are given to the allocator's users to own.
+    pub unsafe fn add_free(&self, start: HostPhysAddr, end: HostPhysAddr) {
         self.inner.lock().add_free(start, end);
     }
 
@@ -308,8 +333,12 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     /// were never given with `add_free`, or were taken out with `remove`, look
     /// allocated: freeing them is not caught.)
     ///
-    /// The caller must make sure nothing uses the frames it gives back.
-    pub fn dealloc(&self, hpa: HostPhysAddr, count: usize) -> Result<(), FreeError> {
+    /// # Safety
+    ///
+    /// The frames were handed out by this allocator and nothing uses them any more
+    /// (no table links them, no vCPU can reach them through a cached translation):
+    /// the allocator will hand them to someone else.
+    pub unsafe fn dealloc(&self, hpa: HostPhysAddr, count: usize) -> Result<(), FreeError> {
         self.inner.lock().dealloc(hpa, count)
     }
 }
@@ -325,11 +354,13 @@ impl<const WORDS: usize> fmt::Debug for BitmapFrames<WORDS> {
     }
 }
 
-// SAFETY: a frame is handed out only when its bit says free, and marked used under
-// the lock, so no frame is given twice; the search keeps the alignment of the
-// physical frame number; `phys_to_virt` is the platform's fixed linear map
-// (`virt_offset`), contiguous for contiguous frames; the spin lock makes every
-// method callable from any CPU.
+// SAFETY: a frame is handed out only when its bit says free, and bits become free
+// only through `add_free` (RAM nobody else uses, per its contract) and `dealloc`
+// (frames nobody uses any more, per its contract); it is marked used under the lock,
+// so no frame is given twice; the search keeps the alignment of the physical frame
+// number; `phys_to_virt` is the linear map `new`'s contract promises for every frame
+// given as RAM, contiguous for contiguous frames; the spin lock makes every method
+// callable from any CPU.
 unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         self.inner.lock().alloc(count, align_frames)
@@ -337,13 +368,14 @@ unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
 
     /// A bad free (outside the window, or of a free frame) is refused and logged.
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
-        if let Err(e) = self.dealloc(hpa, count) {
+        // SAFETY: the trait's contract for `dealloc_frames` is `dealloc`'s.
+        if let Err(e) = unsafe { self.dealloc(hpa, count) } {
             log::error!("dealloc_frames({hpa:?}, {count}) refused: {e}");
         }
     }
 
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
-        HostVirtAddr::from_usize(hpa.as_usize() + self.virt_offset)
+        HostVirtAddr::from_usize(hpa.as_usize().wrapping_add(self.virt_offset))
     }
 }
 
@@ -355,38 +387,90 @@ mod tests {
         HostPhysAddr::from_usize(v)
     }
 
+    /// An allocator over a window whose frames these tests never touch (they only
+    /// check the bookkeeping; no table or guest memory lives in them).
+    fn frames_at<const W: usize>(base: HostPhysAddr, virt_offset: usize) -> BitmapFrames<W> {
+        // SAFETY: nothing reads or writes the frames' memory (see above).
+        unsafe { BitmapFrames::new(base, virt_offset) }
+    }
+
+    fn add_ram<const W: usize>(f: &BitmapFrames<W>, start: HostPhysAddr, end: HostPhysAddr) {
+        // SAFETY: as in `frames_at`: the frames are only numbers here.
+        unsafe { f.add_free(start, end) }
+    }
+
+    fn give_back<const W: usize>(
+        f: &BitmapFrames<W>,
+        hpa: HostPhysAddr,
+        count: usize,
+    ) -> Result<(), FreeError> {
+        // SAFETY: as in `frames_at`; bad frees are what some tests check.
+        unsafe { f.dealloc(hpa, count) }
+    }
+
+    /// A window whose end does not fit in an address (`usize::MAX & !0xfff` plus 64
+    /// frames) overflowed computing its range: it is cut where addresses end, and so
+    /// is every window, whatever its base (unaligned bases round up).
+    #[test]
+    fn bitmap_window_at_the_top_of_the_address_space_does_not_overflow() {
+        let top = frames_at::<1>(hpa(usize::MAX & !0xfff), 0);
+        assert_eq!(
+            top.phys_range(),
+            (hpa(usize::MAX & !0xfff), hpa(usize::MAX & !0xfff))
+        );
+        add_ram(&top, hpa(0), hpa(usize::MAX));
+        assert_eq!((top.free_frames(), top.alloc_frame()), (0, None));
+        let near = frames_at::<1>(hpa(usize::MAX - 0x3_0fff), 0);
+        assert_eq!(
+            near.phys_range(),
+            (hpa(usize::MAX - 0x3_0fff), hpa(usize::MAX & !0xfff))
+        );
+        add_ram(&near, hpa(0), hpa(usize::MAX));
+        assert_eq!(near.free_frames(), 0x30);
+        assert!(give_back(&near, hpa(usize::MAX & !0xfff), 1).is_err());
+        let unaligned = frames_at::<1>(hpa(0x1234), 0x100);
+        assert_eq!(unaligned.phys_range(), (hpa(0x2000), hpa(0x42000)));
+        let a = unaligned.alloc_frame();
+        assert_eq!(a, None, "no RAM given yet");
+        add_ram(&unaligned, hpa(0), hpa(0x42000));
+        let a = unaligned.alloc_frame().unwrap();
+        assert_eq!(unaligned.phys_to_virt(a).as_usize(), 0x2100);
+        let wrap = frames_at::<1>(hpa(0x1000), usize::MAX);
+        assert_eq!(wrap.phys_to_virt(hpa(0x1000)).as_usize(), 0xfff);
+    }
+
     // ---------------------------------------------------------------- windows
 
     #[test]
     fn only_added_ram_is_handed_out() {
         // 128 frames from 0x10_0000.
-        let f = BitmapFrames::<2>::new(hpa(0x10_0000), 0);
+        let f = frames_at::<2>(hpa(0x10_0000), 0);
         assert_eq!(f.phys_range(), (hpa(0x10_0000), hpa(0x18_0000)));
         assert_eq!(f.alloc_frame(), None);
-        f.add_free(hpa(0x10_0000), hpa(0x18_0000));
+        add_ram(&f, hpa(0x10_0000), hpa(0x18_0000));
         f.remove(hpa(0x10_0000), hpa(0x12_0800)); // the "image": 32 frames + a partial one
         assert_eq!(f.free_frames(), 128 - 33);
         assert_eq!(f.alloc_frame(), Some(hpa(0x12_1000)));
         // Unaligned edges of free RAM are rounded inwards.
-        let g = BitmapFrames::<1>::new(hpa(0), 0);
-        g.add_free(hpa(0x800), hpa(0x3800));
+        let g = frames_at::<1>(hpa(0), 0);
+        add_ram(&g, hpa(0x800), hpa(0x3800));
         assert_eq!(g.free_frames(), 2);
     }
 
     #[test]
     fn added_ram_rounds_inwards_and_is_capped_by_the_window() {
-        let f = BitmapFrames::<2>::new(hpa(0x8040_0000), 0);
+        let f = frames_at::<2>(hpa(0x8040_0000), 0);
         assert_eq!(f.alloc_frames(1, 1), None, "empty before RAM is added");
-        f.add_free(hpa(0x8040_0800), hpa(0x8041_0000));
+        add_ram(&f, hpa(0x8040_0800), hpa(0x8041_0000));
         assert_eq!(f.free_frames(), 15);
         assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x8040_1000)));
-        let big = BitmapFrames::<1>::new(hpa(0), 0);
-        big.add_free(hpa(0), hpa(1 << 30));
+        let big = frames_at::<1>(hpa(0), 0);
+        add_ram(&big, hpa(0), hpa(1 << 30));
         assert_eq!(big.free_frames(), 64);
         // RAM of 3 frames from half a frame in: 2 whole frames, the first one up.
         let base = 0x4100_0000;
-        let g = BitmapFrames::<1>::new(hpa(base), 0);
-        g.add_free(hpa(base + 0x800), hpa(base + 0x800 + 3 * FRAME_SIZE));
+        let g = frames_at::<1>(hpa(base), 0);
+        add_ram(&g, hpa(base + 0x800), hpa(base + 0x800 + 3 * FRAME_SIZE));
         assert_eq!(g.free_frames(), 2);
         assert_eq!(g.alloc_frames(1, 1), Some(hpa(base + FRAME_SIZE)));
     }
@@ -395,8 +479,8 @@ mod tests {
 
     #[test]
     fn aligned_contiguous_allocations() {
-        let f = BitmapFrames::<4>::new(hpa(0x10_0000), 0);
-        f.add_free(hpa(0), hpa(usize::MAX));
+        let f = frames_at::<4>(hpa(0x10_0000), 0);
+        add_ram(&f, hpa(0), hpa(usize::MAX));
         assert_eq!(f.free_frames(), 256);
         assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x10_0000)));
         // 4 frames aligned to 16 KiB... and to 2 MiB (512 frames: none in window).
@@ -405,7 +489,7 @@ mod tests {
         // 3 frames: the hole at 0x10_1000..0x10_4000 fits exactly.
         assert_eq!(f.alloc_frames(3, 1), Some(hpa(0x10_1000)));
         assert_eq!(f.alloc_frames(2, 2), Some(hpa(0x10_8000)));
-        assert_eq!(f.dealloc(hpa(0x10_4000), 4), Ok(()));
+        assert_eq!(give_back(&f, hpa(0x10_4000), 4), Ok(()));
         assert_eq!(f.alloc_frames(4, 1), Some(hpa(0x10_4000)));
         assert_eq!(f.alloc_frames(0, 1), None);
         assert_eq!(
@@ -419,8 +503,8 @@ mod tests {
     /// the alignment of the first free frame.
     #[test]
     fn aligned_runs_and_first_fit_holes() {
-        let f = BitmapFrames::<4>::new(hpa(0x8040_0000), 0);
-        f.add_free(hpa(0x8040_1000), hpa(0x8050_0000));
+        let f = frames_at::<4>(hpa(0x8040_0000), 0);
+        add_ram(&f, hpa(0x8040_1000), hpa(0x8050_0000));
         assert_eq!(f.alloc_frames(1, 1), Some(hpa(0x8040_1000)));
         assert_eq!(f.alloc_frames(4, 4), Some(hpa(0x8040_4000)));
         assert_eq!(
@@ -438,8 +522,8 @@ mod tests {
     #[test]
     fn stage2_root_alignments() {
         const BASE: usize = 0x4100_0000;
-        let f = BitmapFrames::<2>::new(hpa(BASE), 0);
-        f.add_free(hpa(BASE + 0x1000), hpa(BASE + 0x1000 + 64 * FRAME_SIZE));
+        let f = frames_at::<2>(hpa(BASE), 0);
+        add_ram(&f, hpa(BASE + 0x1000), hpa(BASE + 0x1000 + 64 * FRAME_SIZE));
         assert_eq!(f.free_frames(), 64);
         let a = f.alloc_frames(1, 1).unwrap();
         assert_eq!(a, hpa(BASE + 0x1000));
@@ -451,19 +535,19 @@ mod tests {
         let c = f.alloc_frames(16, 16).unwrap();
         assert_eq!(c.as_usize() % 0x1_0000, 0);
         assert_eq!(f.free_frames(), 64 - 19);
-        f.dealloc(b, 2).unwrap();
+        give_back(&f, b, 2).unwrap();
         assert_eq!(f.alloc_frames(1, 1), Some(hpa(BASE + 0x2000)));
     }
 
     #[test]
     fn exhaustion_and_fragmentation() {
         const BASE: usize = 0x4100_0000;
-        let f = BitmapFrames::<1>::new(hpa(BASE), 0);
-        f.add_free(hpa(BASE), hpa(BASE + 8 * FRAME_SIZE));
+        let f = frames_at::<1>(hpa(BASE), 0);
+        add_ram(&f, hpa(BASE), hpa(BASE + 8 * FRAME_SIZE));
         let all: Vec<_> = (0..8).map(|_| f.alloc_frames(1, 1).unwrap()).collect();
         assert_eq!(f.alloc_frames(1, 1), None);
-        f.dealloc(all[2], 1).unwrap();
-        f.dealloc(all[4], 1).unwrap();
+        give_back(&f, all[2], 1).unwrap();
+        give_back(&f, all[4], 1).unwrap();
         // Two free frames, but not adjacent.
         assert_eq!(f.alloc_frames(2, 1), None);
         assert_eq!(f.alloc_frames(1, 1), Some(all[2]));
@@ -475,8 +559,8 @@ mod tests {
 
     #[test]
     fn exhaustion_and_reservation() {
-        let f = BitmapFrames::<1>::new(hpa(0), 0x1000_0000);
-        f.add_free(hpa(0), hpa(64 * 0x1000));
+        let f = frames_at::<1>(hpa(0), 0x1000_0000);
+        add_ram(&f, hpa(0), hpa(64 * 0x1000));
         assert!(f.reserve(hpa(0x8000), 8));
         assert!(!f.reserve(hpa(0x8000), 1), "already taken");
         assert!(!f.reserve(hpa(0x3f000), 2), "past the window");
@@ -492,8 +576,8 @@ mod tests {
 
     #[test]
     fn reservations() {
-        let f = BitmapFrames::<2>::new(hpa(0x8000_0000), 0);
-        f.add_free(hpa(0x8000_0000), hpa(0x8008_0000));
+        let f = frames_at::<2>(hpa(0x8000_0000), 0);
+        add_ram(&f, hpa(0x8000_0000), hpa(0x8008_0000));
         assert!(f.reserve(hpa(0x8001_0000), 16));
         assert!(!f.reserve(hpa(0x8001_f000), 2), "overlaps the reservation");
         assert!(!f.reserve(hpa(0x8007_f000), 2), "runs past the pool");
@@ -503,15 +587,15 @@ mod tests {
         // 17 frames from 0x8000_0000 would run into the reservation: the next
         // 16-frame-aligned start after it.
         assert_eq!(f.alloc_frames(17, 16), Some(hpa(0x8002_0000)));
-        assert_eq!(f.dealloc(hpa(0x8001_0000), 16), Ok(()));
+        assert_eq!(give_back(&f, hpa(0x8001_0000), 16), Ok(()));
         assert!(f.reserve(hpa(0x8001_0000), 16));
     }
 
     #[test]
     fn fixed_address_allocations() {
         const BASE: usize = 0x4100_0000;
-        let f = BitmapFrames::<1>::new(hpa(BASE), 0);
-        f.add_free(hpa(BASE), hpa(BASE + 16 * FRAME_SIZE));
+        let f = frames_at::<1>(hpa(BASE), 0);
+        add_ram(&f, hpa(BASE), hpa(BASE + 16 * FRAME_SIZE));
         assert!(f.reserve(hpa(BASE + 4 * FRAME_SIZE), 4));
         assert!(!f.reserve(hpa(BASE + 6 * FRAME_SIZE), 4), "overlaps");
         assert!(!f.reserve(hpa(BASE + 14 * FRAME_SIZE), 4), "past the end");
@@ -525,21 +609,21 @@ mod tests {
 
     #[test]
     fn exhaustion_and_dealloc() {
-        let f = BitmapFrames::<1>::new(hpa(0), 0);
-        f.add_free(hpa(0x1000), hpa(0x1000 + 8 * 0x1000));
+        let f = frames_at::<1>(hpa(0), 0);
+        add_ram(&f, hpa(0x1000), hpa(0x1000 + 8 * 0x1000));
         let a = f.alloc_frames(6, 1).unwrap();
         assert_eq!(f.alloc_frames(3, 1), None);
         assert_eq!(f.free_frames(), 2);
-        assert_eq!(f.dealloc(a, 6), Ok(()));
+        assert_eq!(give_back(&f, a, 6), Ok(()));
         assert_eq!(
-            f.dealloc(a, 6),
+            give_back(&f, a, 6),
             Err(FreeError::NotAllocated { hpa: a }),
             "double free"
         );
         assert_eq!(f.free_frames(), 8, "double free changes nothing");
         assert_eq!(f.alloc_frames(8, 1), Some(hpa(0x1000)));
         assert_eq!(
-            f.dealloc(hpa(0x10_0000), 1),
+            give_back(&f, hpa(0x10_0000), 1),
             Err(FreeError::OutOfWindow {
                 hpa: hpa(0x10_0000),
                 count: 1
@@ -586,8 +670,8 @@ mod tests {
     /// `FrameAllocator::dealloc_frames` refuses (and logs) what `dealloc` refuses.
     #[test]
     fn the_trait_free_is_checked_too() {
-        let f = BitmapFrames::<1>::new(hpa(0x1000), 0);
-        f.add_free(hpa(0), hpa(usize::MAX));
+        let f = frames_at::<1>(hpa(0x1000), 0);
+        add_ram(&f, hpa(0), hpa(usize::MAX));
         let a = f.alloc_frame().unwrap();
         // SAFETY: allocated just above, not used.
         unsafe { f.dealloc_frames(a, 1) };

@@ -44,11 +44,19 @@ impl PoolAllocator {
     ///
     /// # Panics
     ///
-    /// If `base` is not frame-aligned or the host cannot provide the memory (test
-    /// code).
+    /// If `base` is not frame-aligned, the pool's end does not fit in an address,
+    /// or the host cannot provide the memory (test code).
     pub fn with_base(frames: usize, base: usize) -> Self {
         let frames = frames.max(1);
-        let layout = Layout::from_size_align(frames * FRAME_SIZE, FRAME_SIZE)
+        assert!(
+            base.is_multiple_of(FRAME_SIZE),
+            "pool base {base:#x} not frame-aligned"
+        );
+        let bytes = frames
+            .checked_mul(FRAME_SIZE)
+            .filter(|&b| base.checked_add(b).is_some())
+            .unwrap_or_else(|| panic!("pool of {frames} frames at {base:#x} overflows"));
+        let layout = Layout::from_size_align(bytes, FRAME_SIZE)
             .unwrap_or_else(|_| panic!("pool of {frames} frames is too large"));
         let start = HostPhysAddr::from_usize(base);
         let mut bitmap = FrameBitmap::new_vec(start, frames);

@@ -13,7 +13,10 @@ use vm_core::VmHal;
 
 /// Frames of the first 1 GiB of physical memory, one bit each; physical memory is
 /// identity-mapped (virt = phys) by the boot code, which maps the first 4 GiB.
-pub(crate) static FRAMES: BitmapFrames<4096> = BitmapFrames::new(HostPhysAddr::from_usize(0), 0);
+// SAFETY: the boot code identity-maps the first 4 GiB, which holds the whole window,
+// so every frame given as RAM is readable and writable at its physical address.
+pub(crate) static FRAMES: BitmapFrames<4096> =
+    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(0), 0) };
 
 /// The vCPU running now (`usize::MAX`: none), for `current_vcpu_id`.
 pub(crate) static CURRENT_VCPU: AtomicUsize = AtomicUsize::new(usize::MAX);

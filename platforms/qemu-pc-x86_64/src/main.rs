@@ -81,7 +81,10 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
     };
     let hpa = |a: u64| HostPhysAddr::from_usize(a as usize);
     for r in memory_map(mmap).filter(|r| r.available) {
-        hal::FRAMES.add_free(hpa(r.base), hpa(r.base.saturating_add(r.len)));
+        // SAFETY: the loader reports these ranges as available RAM; the parts in use
+        // (low memory, the image) are taken out again just below, before anything
+        // is allocated.
+        unsafe { hal::FRAMES.add_free(hpa(r.base), hpa(r.base.saturating_add(r.len))) };
     }
     // Low memory (BIOS data, the boot information) and the image stay out.
     hal::FRAMES.remove(hpa(0), hpa(0x10_0000));

@@ -11,8 +11,10 @@ use crate::boot::MAX_CPUS;
 /// The frame pool: the first 1 GiB of QEMU virt's RAM (from 0x4000_0000), one bit
 /// per frame (32 KiB). xtask gives QEMU 512 MiB; RAM past the window is left out.
 /// Boot gives it the RAM after the image and the heap; the EL2 map is the identity.
+// SAFETY: the EL2 map is the identity for all of RAM (boot code), so every frame of
+// the window given as RAM is readable and writable at its physical address.
 pub(crate) static FRAMES: BitmapFrames<4096> =
-    BitmapFrames::new(HostPhysAddr::from_usize(0x4000_0000), 0);
+    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(0x4000_0000), 0) };
 
 /// Frames currently free in the pool.
 pub(crate) fn free_frames() -> usize {

@@ -99,10 +99,14 @@ mod bare_metal {
             }
         };
         let (pool, ram_end) = (heap + HEAP_SIZE, ram_base + ram_size);
-        hal::FRAMES.add_free(
-            HostPhysAddr::from_usize(pool),
-            HostPhysAddr::from_usize(ram_end),
-        );
+        // SAFETY: RAM from the end of the heap (which follows the image) to the end
+        // of RAM is used by nothing else: QEMU keeps the DTB below the image.
+        unsafe {
+            hal::FRAMES.add_free(
+                HostPhysAddr::from_usize(pool),
+                HostPhysAddr::from_usize(ram_end),
+            )
+        };
         let (_, window_end) = hal::FRAMES.phys_range();
         if ram_end > window_end.as_usize() {
             println!(

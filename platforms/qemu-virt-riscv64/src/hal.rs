@@ -16,8 +16,10 @@ const RAM_BASE: usize = 0x8000_0000;
 
 /// Frames of the first 256 MiB of RAM (xtask gives QEMU 128 MiB; RAM past the
 /// window is left out), one bit each; physical memory is seen as is.
+// SAFETY: HS-mode runs with translation off (bare), so every frame of the window
+// given as RAM is readable and writable at its physical address.
 pub(crate) static FRAMES: BitmapFrames<1024> =
-    BitmapFrames::new(HostPhysAddr::from_usize(RAM_BASE), 0);
+    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(RAM_BASE), 0) };
 
 /// Per hart: the VM and vCPU it runs (`usize::MAX`: none).
 static CURRENT: [(AtomicUsize, AtomicUsize); MAX_HARTS] =

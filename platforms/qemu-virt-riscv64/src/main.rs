@@ -71,7 +71,9 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     }
     let start = HostPhysAddr::from_usize(core::ptr::addr_of!(__image_end) as usize);
     let end = HostPhysAddr::from_usize(dtb as usize & !(FRAME_SIZE - 1));
-    hal::FRAMES.add_free(start, end);
+    // SAFETY: the RAM between the image's end and the DTB (at the top of RAM) is
+    // used by nothing else: OpenSBI sits below the image.
+    unsafe { hal::FRAMES.add_free(start, end) };
     let (_, window_end) = hal::FRAMES.phys_range();
     if end > window_end {
         println!("memory: RAM past {window_end:?} is beyond the frame pool's window");
