@@ -96,6 +96,31 @@ pub enum Error {
         /// Frames obtained before the allocator failed.
         allocated: usize,
     },
+    /// The host heap could not provide `bytes` for the operation's bookkeeping.
+    OutOfHeap {
+        /// Bytes asked for.
+        bytes: usize,
+    },
+    /// `protect` asked for another memory type than the mapping's: the memory type
+    /// (normal, `DEVICE`, `UNCACHED`) is fixed when a range is mapped, and `protect`
+    /// changes access rights only (flags without a memory type keep the mapping's).
+    MemoryType {
+        /// The first address whose mapping has another type.
+        gpa: GuestPhysAddr,
+        /// The flags it is mapped with.
+        mapped: MappingFlags,
+        /// The flags asked for.
+        requested: MappingFlags,
+    },
+    /// A flush token was completed on another table or space than the one that
+    /// issued it (or on one that reuses the root frame of a dropped one); nothing was
+    /// released.
+    ForeignFlush {
+        /// Identity of the table that issued the token.
+        token: u64,
+        /// Identity of the table it was given to.
+        table: u64,
+    },
 }
 
 /// `Result` with this crate's [`Error`].
@@ -139,6 +164,20 @@ impl fmt::Display for Error {
                 f,
                 "out of frames: needed {needed}, got {allocated} (all returned)"
             ),
+            Self::OutOfHeap { bytes } => write!(f, "out of heap: {bytes} bytes of bookkeeping"),
+            Self::MemoryType {
+                gpa,
+                mapped,
+                requested,
+            } => write!(
+                f,
+                "{gpa:#x} is mapped {mapped}; protect cannot make it {requested} (the memory \
+                 type is fixed at map time; give access flags only)"
+            ),
+            Self::ForeignFlush { token, table } => write!(
+                f,
+                "flush token of table #{token} completed on table #{table}: refused"
+            ),
         }
     }
 }
@@ -161,7 +200,9 @@ impl From<Error> for axerrno::AxError {
                 Ax::NotFound
             }
             Error::DeviceMemory { .. } | Error::Reserved { .. } => Ax::BadAddress,
-            Error::NoMemory { .. } => Ax::NoMemory,
+            Error::NoMemory { .. } | Error::OutOfHeap { .. } => Ax::NoMemory,
+            Error::MemoryType { .. } => Ax::InvalidInput,
+            Error::ForeignFlush { .. } => Ax::BadState,
         }
     }
 }

@@ -33,11 +33,19 @@ impl MappingFlags {
     pub const RWX: Self = Self::RW.union(Self::EXECUTE);
     /// READ | WRITE | DEVICE: the usual pass-through MMIO mapping.
     pub const DEVICE_RW: Self = Self::RW.union(Self::DEVICE);
+    /// The memory-type flags (DEVICE, UNCACHED); none means normal cached memory.
+    pub const MEMORY_TYPE: Self = Self::DEVICE.union(Self::UNCACHED);
 
     /// The access permissions only (READ, WRITE, EXECUTE).
     #[inline]
     pub const fn access(self) -> Self {
         self.intersection(Self::RWX)
+    }
+
+    /// The memory type only (DEVICE, UNCACHED, or empty for normal memory).
+    #[inline]
+    pub const fn memory_type(self) -> Self {
+        self.intersection(Self::MEMORY_TYPE)
     }
 
     /// Whether these flags let an access of `kind` through.

@@ -46,7 +46,7 @@ pub use bitmap::{BitmapFrames, FreeError};
 pub use error::{Error, Result};
 pub use fault::FaultOutcome;
 pub use flags::{AccessKind, MappingFlags};
-pub use flush::Flush;
+pub use flush::{Flush, MergeError};
 pub use format::{
     ArmStage2, ArmStage2Ipa40, ArmStage2Ipa48, DescKind, Ept, NestedFormat, Npt, RiscvGStage,
     Sv39x4, Sv48x4, Vtcr,

@@ -7,7 +7,7 @@ use core::fmt;
 
 use crate::fault::FaultOutcome;
 use crate::format::NestedFormat;
-use crate::table::{Frames, LeafSlot, Linear, PageTable, Translation, Walk};
+use crate::table::{LeafSlot, PageTable, Span, Translation, Walk, span_of, zero_frame};
 use crate::{
     AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
     PAGE_SIZE, Result,
@@ -109,6 +109,9 @@ unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 /// translations return a [`Flush`]: invalidate its range on every vCPU, then give it
 /// back with [`AddrSpace::complete_flush`].
 ///
+/// Invariant: every leaf of the page table lies inside one area, and has that area's
+/// flags (areas are cut only where their leaves are split).
+///
 /// ```
 /// use addrspace::{AddrSpace, Ept, GuestPhysAddr, MappingFlags, Populate, FaultOutcome, AccessKind};
 /// use addrspace::testing::PoolAllocator;
@@ -125,8 +128,12 @@ pub struct AddrSpace<F: NestedFormat, A: FrameAllocator> {
     pt: PageTable<F, A>,
     /// Areas by start address; they never overlap.
     areas: BTreeMap<usize, Area>,
-    /// Guest-memory frames owned by allocated areas (held frames excluded).
-    data_frames: usize,
+}
+
+/// The areas covering a range, in order, up to the first address none covers.
+struct Pieces {
+    areas: Vec<Area>,
+    hole: Option<usize>,
 }
 
 impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
@@ -135,7 +142,6 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         Ok(Self {
             pt: PageTable::new(alloc)?,
             areas: BTreeMap::new(),
-            data_frames: 0,
         })
     }
 
@@ -171,10 +177,17 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             .filter(|a| a.range.contains(gpa))
     }
 
-    /// Guest-memory frames currently owned by allocated areas.
-    #[inline]
+    /// Guest-memory frames currently mapped by allocated areas (held frames
+    /// excluded). Counted on demand by walking those areas' leaves (a diagnostic).
     pub fn data_frames(&self) -> usize {
-        self.data_frames
+        let mut n = 0;
+        for area in self.areas.values() {
+            if let Backend::Alloc(_) = area.backend {
+                self.pt
+                    .for_each_leaf_in(&area.range, |_, t| n += t.size.bytes() / PAGE_SIZE);
+            }
+        }
+        n
     }
 
     /// Page-table frames currently linked, the root's included.
@@ -194,10 +207,12 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         self.pt.walk(gpa)
     }
 
-    /// Releases the frames held for `flush`; call it once every vCPU has invalidated
-    /// `flush.range()`.
-    pub fn complete_flush(&mut self, flush: Flush) {
-        self.pt.complete_flush(flush);
+    /// Releases exactly the frames held for `flush`; call it once every vCPU has
+    /// invalidated `flush.range()`.
+    ///
+    /// Errors: [`Error::ForeignFlush`] when another space (or table) issued `flush`.
+    pub fn complete_flush(&mut self, flush: Flush) -> Result<()> {
+        self.pt.complete_flush(flush)
     }
 
     // ---------------------------------------------------------------- checks
@@ -231,10 +246,11 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         Ok(())
     }
 
-    /// The pieces of areas covering `range`, or the first address no area covers.
-    fn pieces(&self, range: &GpaRange) -> Result<Vec<Area>> {
+    /// The pieces of areas covering `range` in order, up to the first address no
+    /// area covers.
+    fn pieces(&self, range: &GpaRange) -> Result<Pieces> {
         let (start, end) = (range.start().as_usize(), range.end().as_usize());
-        let mut out = Vec::new();
+        let mut areas = Vec::new();
         let mut cursor = start;
         let first = self
             .areas
@@ -251,15 +267,29 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                 break;
             }
             let piece_end = a_end.min(end);
-            out.push(area.slice(cursor, piece_end));
+            areas.try_reserve(1).map_err(|_| Error::OutOfHeap {
+                bytes: core::mem::size_of::<Area>(),
+            })?;
+            areas.push(area.slice(cursor, piece_end));
             cursor = piece_end;
             if cursor == end {
-                return Ok(out);
+                return Ok(Pieces { areas, hole: None });
             }
         }
-        Err(Error::NotMapped {
-            gpa: GuestPhysAddr::from_usize(cursor),
+        Ok(Pieces {
+            areas,
+            hole: Some(cursor),
         })
+    }
+
+    /// The pieces covering all of `range`, or [`Error::NotMapped`] at the first
+    /// address no area covers.
+    fn covering(&self, range: &GpaRange) -> Result<Vec<Area>> {
+        let pieces = self.pieces(range)?;
+        match pieces.hole {
+            Some(gpa) => Err(Error::NotMapped { gpa: gpa_of(gpa) }),
+            None => Ok(pieces.areas),
+        }
     }
 
     fn insert(&mut self, area: Area) {
@@ -269,7 +299,8 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     // ---------------------------------------------------------------- map
 
     /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` with `flags`, with the largest
-    /// leaves the alignment allows. Use `DEVICE` for MMIO.
+    /// leaves the alignment allows. Use `DEVICE` for MMIO. The memory type in `flags`
+    /// (normal, `DEVICE` or `UNCACHED`) is the area's for as long as it exists.
     ///
     /// Errors: unaligned, empty or overflowing input, beyond the format's widths, bad
     /// flags, [`Error::Overlap`] naming the existing area, [`Error::NoMemory`].
@@ -291,7 +322,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         PageTable::<F, A>::check_hpa(hpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
         self.check_free(&range)?;
-        self.pt.map_source(range, &Linear(hpa.as_usize()), flags)?;
+        self.pt.map_linear(&range, hpa, flags)?;
         self.insert(Area {
             range,
             flags: flags.nested(),
@@ -305,7 +336,8 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// allocates nothing, not even tables, up front).
     ///
     /// Errors: as [`AddrSpace::map_linear`]; with `Eager`, [`Error::NoMemory`] when the
-    /// allocator runs dry at any frame, after which every frame taken is given back.
+    /// allocator cannot provide every frame, after which every frame taken is given
+    /// back. No host memory proportional to `size` is used besides the frames.
     pub fn map_alloc(
         &mut self,
         gpa: GuestPhysAddr,
@@ -317,18 +349,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         PageTable::<F, A>::check_flags(flags)?;
         self.check_free(&range)?;
         if populate == Populate::Eager {
-            let frames = self.alloc_data_frames(size / PAGE_SIZE)?;
-            if let Err(e) = self.pt.map_source(range, &Frames(&frames), flags) {
-                self.free_unlinked(&frames);
-                return Err(match e {
-                    Error::NoMemory { needed, allocated } => Error::NoMemory {
-                        needed: needed + frames.len(),
-                        allocated: allocated + frames.len(),
-                    },
-                    e => e,
-                });
-            }
-            self.data_frames += frames.len();
+            self.pt.map_frames(&[(span_of(&range), flags)], false)?;
         }
         self.insert(Area {
             range,
@@ -350,53 +371,6 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         Ok(())
     }
 
-    /// `n` zeroed frames, or none.
-    fn alloc_data_frames(&self, n: usize) -> Result<Vec<HostPhysAddr>> {
-        let mut frames = Vec::with_capacity(n);
-        for _ in 0..n {
-            match self.pt.allocator().alloc_frame() {
-                Some(f) => frames.push(f),
-                None => {
-                    let allocated = frames.len();
-                    self.free_unlinked(&frames);
-                    return Err(Error::NoMemory {
-                        needed: n,
-                        allocated,
-                    });
-                }
-            }
-        }
-        for &f in &frames {
-            self.zero_frame(f);
-        }
-        Ok(frames)
-    }
-
-    /// One zeroed frame.
-    fn alloc_data_frame(&self) -> Result<HostPhysAddr> {
-        let frame = self.pt.allocator().alloc_frame().ok_or(Error::NoMemory {
-            needed: 1,
-            allocated: 0,
-        })?;
-        self.zero_frame(frame);
-        Ok(frame)
-    }
-
-    fn zero_frame(&self, frame: HostPhysAddr) {
-        let ptr = self.pt.allocator().phys_to_virt(frame).as_mut_ptr::<u8>();
-        // SAFETY: the frame was just allocated for this space and is not mapped, so
-        // nothing else accesses it; the allocator maps it writable.
-        unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE) };
-    }
-
-    /// Gives back frames that were never mapped.
-    fn free_unlinked(&self, frames: &[HostPhysAddr]) {
-        for &f in frames {
-            // SAFETY: allocated singly above and never linked into the table.
-            unsafe { self.pt.allocator().dealloc_frames(f, 1) };
-        }
-    }
-
     // ---------------------------------------------------------------- unmap / protect
 
     /// Removes `[gpa, gpa + size)`, which must be covered by areas (parts of areas are
@@ -407,41 +381,40 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
         let range = Self::check_range(gpa, size)?;
-        let pieces = self.pieces(&range)?;
-        // Leaves never straddle area boundaries, so only the ends of the whole range
-        // can cut a huge leaf: one plan covers every piece.
-        let mut reserve = self.pt.reserve_frames(self.pt.plan_unmap(&range))?;
-        for piece in &pieces {
-            match piece.backend {
-                Backend::Reserved => {}
-                Backend::Linear { .. } => self.pt.unmap_reserved(piece.range, None, &mut reserve),
-                Backend::Alloc(_) => {
-                    let mut data = Vec::new();
-                    let mut visit = |_gpa: usize, hpa: usize, bytes: usize| {
-                        for off in (0..bytes).step_by(PAGE_SIZE) {
-                            data.push(HostPhysAddr::from_usize(hpa + off));
-                        }
-                    };
-                    self.pt
-                        .unmap_reserved(piece.range, Some(&mut visit), &mut reserve);
-                    self.data_frames -= data.len();
-                    for f in data {
-                        self.pt.defer_data_frame(f);
-                    }
+        let pieces = self.covering(&range)?;
+        // The guest frames of allocated areas go with the flush: their ranges,
+        // neighbours merged.
+        let mut owned: Vec<Span> = Vec::new();
+        for piece in pieces
+            .iter()
+            .filter(|p| matches!(p.backend, Backend::Alloc(_)))
+        {
+            let span = span_of(&piece.range);
+            match owned.last_mut() {
+                Some(last) if last.end == span.start => last.end = span.end,
+                _ => {
+                    owned.try_reserve(1).map_err(|_| Error::OutOfHeap {
+                        bytes: core::mem::size_of::<Span>(),
+                    })?;
+                    owned.push(span);
                 }
             }
         }
-        self.pt.release_frames(&mut reserve);
-        self.cut_areas(&range, &pieces, None);
-        Ok(self.pt.flush(Some(range)))
+        let flush = self.pt.unmap_span(&range, owned)?;
+        self.remove_areas(&range);
+        Ok(flush)
     }
 
-    /// Sets the flags of `[gpa, gpa + size)`, which must be covered by areas, to
-    /// `flags`: present translations are rewritten (huge leaves split where the range
-    /// cuts them), lazy pages get the new flags when they fault in.
+    /// Sets the access rights of `[gpa, gpa + size)`, which must be covered by areas,
+    /// to those of `flags`: present translations are rewritten (huge leaves split
+    /// where the range cuts them), lazy pages get them when they fault in. Each area
+    /// keeps its memory type, fixed at map time: `flags` names none (each area keeps
+    /// its own) or the one every area of the range has. Areas whose flags do not
+    /// change are left whole.
     ///
     /// Errors: bad input or flags, [`Error::NotMapped`] at the first address no area
-    /// covers, [`Error::NoMemory`] for a split. The flush covers the range when any
+    /// covers, [`Error::MemoryType`] at the first area of another memory type,
+    /// [`Error::NoMemory`] for a split. The flush covers the range when any
     /// translation changed.
     pub fn protect(
         &mut self,
@@ -451,41 +424,75 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     ) -> Result<Flush> {
         let range = Self::check_range(gpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
-        let pieces = self.pieces(&range)?;
-        let flush = self.pt.protect_range(range, flags)?;
-        self.cut_areas(&range, &pieces, Some(flags.nested()));
+        let flags = flags.nested();
+        for piece in self.covering(&range)? {
+            if piece.backend == Backend::Reserved {
+                continue;
+            }
+            let kind = piece.flags.memory_type();
+            if !flags.memory_type().is_empty() && flags.memory_type() != kind {
+                return Err(Error::MemoryType {
+                    gpa: piece.range.start(),
+                    mapped: piece.flags,
+                    requested: flags,
+                });
+            }
+            PageTable::<F, A>::check_flags(kind | flags.access())?;
+        }
+        let flush = self.pt.protect_span(&range, flags)?;
+        self.reflag_areas(&range, flags.access());
         Ok(flush)
     }
 
-    /// Removes `range` from the area records, or (with `flags`) re-inserts its pieces
-    /// with those flags; the parts of areas outside `range` are kept as they were.
-    fn cut_areas(&mut self, range: &GpaRange, pieces: &[Area], flags: Option<MappingFlags>) {
-        let (start, end) = (range.start().as_usize(), range.end().as_usize());
-        let keys: Vec<usize> = pieces
-            .iter()
-            .filter_map(|p| {
-                self.area_at(p.range.start())
-                    .map(|a| a.range.start().as_usize())
-            })
-            .collect();
-        for key in keys {
-            let Some(area) = self.areas.remove(&key) else {
+    /// Removes `range` from the area records; the parts of areas outside it stay.
+    fn remove_areas(&mut self, range: &GpaRange) {
+        for area in self.take_overlapping(range) {
+            self.keep_outside(&area, range);
+        }
+    }
+
+    /// Gives the parts inside `range` of the areas whose access rights differ from
+    /// `access` those rights (cutting them at the range's ends); others stay whole.
+    fn reflag_areas(&mut self, range: &GpaRange, access: MappingFlags) {
+        for area in self.take_overlapping(range) {
+            if area.backend == Backend::Reserved || area.flags.memory_type() | access == area.flags
+            {
+                self.insert(area);
                 continue;
-            };
-            let (a_start, a_end) = (area.range.start().as_usize(), area.range.end().as_usize());
-            if a_start < start {
-                self.insert(area.slice(a_start, start));
             }
-            if a_end > end {
-                self.insert(area.slice(end, a_end));
-            }
-            if let Some(flags) = flags {
-                let mut mid = area.slice(a_start.max(start), a_end.min(end));
-                if mid.backend != Backend::Reserved {
-                    mid.flags = flags;
-                }
-                self.insert(mid);
-            }
+            self.keep_outside(&area, range);
+            let (start, end) = (
+                area.range.start().max(range.start()).as_usize(),
+                area.range.end().min(range.end()).as_usize(),
+            );
+            let mut mid = area.slice(start, end);
+            mid.flags = area.flags.memory_type() | access;
+            self.insert(mid);
+        }
+    }
+
+    /// Takes the areas overlapping `range` out of the map.
+    fn take_overlapping(&mut self, range: &GpaRange) -> Vec<Area> {
+        let first = self
+            .area_at(range.start())
+            .map_or(range.start().as_usize(), |a| a.range.start().as_usize());
+        let keys: Vec<usize> = self
+            .areas
+            .range(first..range.end().as_usize())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| self.areas.remove(k)).collect()
+    }
+
+    /// Puts back the parts of `area` outside `range`.
+    fn keep_outside(&mut self, area: &Area, range: &GpaRange) {
+        let (a_start, a_end) = (area.range.start().as_usize(), area.range.end().as_usize());
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        if a_start < start {
+            self.insert(area.slice(a_start, start));
+        }
+        if a_end > end {
+            self.insert(area.slice(end, a_end));
         }
     }
 
@@ -537,36 +544,33 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             return Ok(FaultOutcome::Spurious);
         }
         let page = GuestPhysAddr::from_usize(gpa.as_usize() & !(PAGE_SIZE - 1));
-        if let (Backend::Alloc(_), LeafSlot::Free { table, index }) = (area.backend, slot) {
-            // The common lazy fault: the tables exist, one walk found the entry.
-            let frame = self.alloc_data_frame()?;
-            self.pt.set_free_leaf(table, index, frame, area.flags);
-            self.data_frames += 1;
-            return Ok(FaultOutcome::Mapped {
-                gpa: page,
-                hpa: frame,
-                flags: area.flags,
-            });
-        }
         let range = GpaRange::from_raw(page.as_usize(), page.as_usize() + PAGE_SIZE);
         let hpa = match area.backend {
             Backend::Linear { hpa } => {
                 // Linear areas are mapped whole at creation; re-create a lost page.
-                self.pt.map_source(
-                    range,
-                    &Linear(hpa.as_usize() + (page - area.range.start())),
-                    area.flags,
-                )?;
-                hpa + (page - area.range.start())
+                let hpa = hpa + (page - area.range.start());
+                self.pt.map_linear(&range, hpa, area.flags)?;
+                hpa
             }
             _ => {
-                let frame = [self.alloc_data_frame()?];
-                if let Err(e) = self.pt.map_source(range, &Frames(&frame), area.flags) {
-                    self.free_unlinked(&frame);
-                    return Err(e);
+                let frame = self.pt.allocator().alloc_frame().ok_or(Error::NoMemory {
+                    needed: 1,
+                    allocated: 0,
+                })?;
+                // SAFETY: the frame was just allocated for this page and is not mapped.
+                unsafe { zero_frame(self.pt.allocator(), frame) };
+                match slot {
+                    // The common lazy fault: the tables exist, one walk found the entry.
+                    LeafSlot::Free(slot) => self.pt.set_free_leaf(slot, frame, area.flags),
+                    _ => {
+                        if let Err(e) = self.pt.map_linear(&range, frame, area.flags) {
+                            // SAFETY: allocated above and never mapped.
+                            unsafe { self.pt.allocator().dealloc_frames(frame, 1) };
+                            return Err(e);
+                        }
+                    }
                 }
-                self.data_frames += 1;
-                frame[0]
+                frame
             }
         };
         Ok(FaultOutcome::Mapped {
@@ -574,6 +578,60 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             hpa,
             flags: area.flags,
         })
+    }
+
+    /// Makes `[gpa, gpa + len)` (any bytes) ready for the host to copy: checks the
+    /// whole range first (every byte in an area with memory: not a hole, a reserved
+    /// area or device memory), then maps each lazy page of it that has not faulted
+    /// in yet to a zeroed frame, whatever the guest's access rights (an
+    /// execute-only or write-only area is populated as well). All or nothing: the
+    /// frames are reserved before any is mapped, and on error nothing changed.
+    /// Returns the frames it mapped.
+    ///
+    /// Errors, at the first offending address: [`Error::NoArea`],
+    /// [`Error::Reserved`], [`Error::DeviceMemory`]; [`Error::Overflow`];
+    /// [`Error::NoMemory`] when the allocator cannot provide every frame.
+    pub fn populate(&mut self, gpa: GuestPhysAddr, len: usize) -> Result<usize> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let overflow = Error::Overflow { gpa, size: len };
+        let end = gpa.as_usize().checked_add(len).ok_or(overflow)?;
+        let page_end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(overflow)?;
+        let range = GpaRange::from_raw(gpa.as_usize() & !(PAGE_SIZE - 1), page_end);
+        let pieces = self.pieces(&range)?;
+        let at = |piece_start: GuestPhysAddr| piece_start.max(gpa);
+        let mut lazy = Vec::new();
+        for piece in &pieces.areas {
+            match piece.backend {
+                Backend::Reserved => {
+                    return Err(Error::Reserved {
+                        gpa: at(piece.range.start()),
+                    });
+                }
+                Backend::Linear { .. } if piece.flags.contains(MappingFlags::DEVICE) => {
+                    return Err(Error::DeviceMemory {
+                        gpa: at(piece.range.start()),
+                    });
+                }
+                Backend::Linear { .. } => {}
+                Backend::Alloc(_) => {
+                    lazy.try_reserve(1).map_err(|_| Error::OutOfHeap {
+                        bytes: core::mem::size_of::<(Span, MappingFlags)>(),
+                    })?;
+                    lazy.push((span_of(&piece.range), piece.flags));
+                }
+            }
+        }
+        if let Some(hole) = pieces.hole {
+            return Err(Error::NoArea {
+                gpa: at(gpa_of(hole)),
+            });
+        }
+        if lazy.is_empty() {
+            return Ok(0);
+        }
+        self.pt.map_frames(&lazy, true)
     }
 
     // ---------------------------------------------------------------- guest memory
@@ -732,20 +790,19 @@ impl<F: NestedFormat, A: FrameAllocator> Drop for AddrSpace<F, A> {
     /// Gives back every frame of allocated areas; the page table then frees its
     /// tables. Drop a space only when no vCPU can use it any more.
     fn drop(&mut self) {
-        let mut frames = Vec::new();
         for area in self.areas.values() {
             if let Backend::Alloc(_) = area.backend {
                 self.pt.for_each_leaf_in(&area.range, |_, t| {
-                    for off in (0..t.size.bytes()).step_by(PAGE_SIZE) {
-                        frames.push(t.hpa + off);
+                    // SAFETY: the leaf's frames were allocated for this allocated
+                    // area (singly, or as one block for a huge leaf) and are only
+                    // reachable through this space, which is going away.
+                    unsafe {
+                        self.pt
+                            .allocator()
+                            .dealloc_frames(t.hpa, t.size.bytes() / PAGE_SIZE)
                     }
                 });
             }
-        }
-        for f in frames {
-            // SAFETY: each frame was allocated singly for an allocated area and is
-            // only reachable through this space, which is going away.
-            unsafe { self.pt.allocator().dealloc_frames(f, 1) };
         }
     }
 }
@@ -756,7 +813,7 @@ impl<F: NestedFormat, A: FrameAllocator> fmt::Debug for AddrSpace<F, A> {
             .field("format", &F::NAME)
             .field("root", &self.pt.root())
             .field("areas", &self.areas.len())
-            .field("data_frames", &self.data_frames)
+            .field("data_frames", &self.data_frames())
             .field("table_frames", &self.pt.table_frames())
             .finish()
     }

@@ -27,7 +27,7 @@ fn partial_unmap_inside_a_2m_leaf() {
     };
     assert_eq!(pt.query(gpa(0x4000_0000)).unwrap().size, PageSize::Size2M);
     let flush = pt.unmap(gpa(0x4000_5000), 3 * K4).unwrap();
-    pt.complete_flush(flush);
+    pt.complete_flush(flush).unwrap();
     for page in (0x4000_0000..0x4000_0000 + M2).step_by(K4) {
         let t = pt.query(gpa(page));
         if (0x4000_5000..0x4000_8000).contains(&page) {
@@ -52,7 +52,7 @@ fn partial_unmap_inside_a_1g_leaf() {
     let tables = pt.table_frames();
     let flush = pt.unmap(gpa(G1 + 0x1234_5000), K4).unwrap();
     assert_eq!(pt.table_frames(), tables + 2);
-    pt.complete_flush(flush);
+    pt.complete_flush(flush).unwrap();
     assert!(pt.query(gpa(G1 + 0x1234_5000)).is_none());
     let t = pt.query(gpa(G1 + 0x1234_6000)).unwrap();
     assert_eq!(
@@ -164,10 +164,11 @@ fn populate_failing_half_way_leaks_nothing() {
             Populate::Eager,
         )
         .unwrap_err();
+    // 256 guest frames and the three tables under the root (PDPT, PD, PT).
     assert!(matches!(
         err,
         Error::NoMemory {
-            needed: 256,
+            needed: 259,
             allocated: 100
         }
     ));
@@ -213,11 +214,11 @@ fn frame_accounting_after_unmap_and_drop() {
         // Frames are held until the flush completes: 1024 guest frames, the two
         // 4 KiB-level tables and the now-empty 2 MiB-level table above them.
         assert_eq!(s.deferred_frames(), 2 * 512 + 3);
-        s.complete_flush(flush);
+        s.complete_flush(flush).unwrap();
         let flush = s.unmap(gpa(2 * G1), G1 + M2 + K4).unwrap();
-        s.complete_flush(flush);
+        s.complete_flush(flush).unwrap();
         let flush = s.unmap(gpa(0x1_0000_0000), M2).unwrap();
-        s.complete_flush(flush);
+        s.complete_flush(flush).unwrap();
         assert_eq!(s.table_frames(), 1);
         assert_eq!(pool.in_use(), 1, "only the root frame remains");
     }

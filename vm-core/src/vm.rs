@@ -820,10 +820,15 @@ impl<V: ArchVCpu> Vm<V> {
         let mut space = self.space.write();
         let mut queue = self.flushes.lock();
         queue.finish(ticket);
+        // Every token is this space's, so completing one cannot fail; should it,
+        // the others are still completed and the error is reported.
+        let mut done = Ok(());
         while let Some(flush) = queue.pop_finished() {
-            space.complete_flush(flush);
+            if let Err(e) = space.complete_flush(flush) {
+                done = Err(e);
+            }
         }
-        Ok(())
+        done.map_err(space_err(what))
     }
 
     /// Faults in the lazy pages of `[gpa, gpa + len)` that are not populated yet.

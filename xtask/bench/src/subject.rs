@@ -88,8 +88,9 @@ impl<F: NestedFormat> Subject for Ours<F> {
             .unmap(GuestPhysAddr::from_usize(gpa), size)
             .map_err(|e| format!("ours ({}): unmap: {e}", F::NAME))?;
         // No vCPU uses this space: the invalidation is trivially done.
-        self.0.complete_flush(flush);
-        Ok(())
+        self.0
+            .complete_flush(flush)
+            .map_err(|e| format!("ours ({}): complete_flush: {e}", F::NAME))
     }
 
     #[inline]

@@ -1,0 +1,366 @@
+//! Mapping: one walk ([`PageTable::map_in`]) that both plans a map (counting the
+//! tables and guest frames it needs, refusing what is already mapped) and commits it
+//! (writing the largest leaves the source allows), so the two cannot disagree. Below
+//! a table the map would create, the plan reads every entry as empty
+//! ([`PageTable::plan_new`]), which is what the commit finds in the zeroed table.
+
+use core::sync::atomic::Ordering;
+
+use super::index::{Chunk, Level, Span, Table};
+use super::reserve::Reserve;
+use super::source::{Linear, Reserved, Source};
+use super::{PageTable, gpa_of, span_of};
+use crate::format::{DescKind, NestedFormat};
+use crate::{
+    Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, PAGE_SIZE, Result,
+};
+
+/// A map being planned or committed.
+struct MapOp<'s, S> {
+    /// Guest-physical address of the source's offset 0.
+    base: usize,
+    src: &'s mut S,
+    flags: MappingFlags,
+    /// Leave translated addresses alone (populating the holes of a range) instead of
+    /// refusing them.
+    fill_holes: bool,
+}
+
+/// What a map needs: new tables, and 4 KiB leaves it writes (one guest frame each,
+/// for sources that consume frames).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapPlan {
+    pub(crate) tables: usize,
+    pub(crate) pages: usize,
+}
+
+/// Which pass of [`PageTable::map_in`] runs.
+enum Pass<'r> {
+    /// Count, write nothing.
+    Plan(MapPlan),
+    /// Write, taking new tables from `reserve`; `short` records that a reserve ran
+    /// out (which the plan rules out) and part of the map was left unwritten.
+    Commit {
+        reserve: &'r mut Reserve,
+        added: usize,
+        short: bool,
+    },
+}
+
+impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
+    /// Maps `size` bytes at `gpa` to `hpa` with `flags`, using the largest leaves the
+    /// alignment of both addresses allows.
+    ///
+    /// Errors: unaligned or empty input, ranges beyond the format's widths, flags the
+    /// format cannot encode, [`Error::AlreadyMapped`] with the first translated address
+    /// in the range, or [`Error::NoMemory`]. On error nothing changed.
+    ///
+    /// # Safety
+    ///
+    /// The guest gets access to `[hpa, hpa + size)`: it must be memory or devices this
+    /// guest may use, and it must stay so while the mapping exists.
+    pub unsafe fn map(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        size: usize,
+        flags: MappingFlags,
+    ) -> Result<()> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        Self::check_hpa(hpa, size)?;
+        Self::check_flags(flags)?;
+        self.map_linear(&range, hpa, flags)
+    }
+
+    /// Maps `range` (checked, untranslated) linearly to `hpa` (checked).
+    pub(crate) fn map_linear(
+        &mut self,
+        range: &GpaRange,
+        hpa: HostPhysAddr,
+        flags: MappingFlags,
+    ) -> Result<()> {
+        let span = span_of(range);
+        let mut src = Linear(hpa.as_usize());
+        let plan = self.plan_map(span, &mut src, flags, false)?;
+        let mut reserve = self.reserve(plan.tables)?;
+        let (added, short) = self.commit_map(span, &mut src, flags, false, &mut reserve);
+        self.finish_map(span, false, false, reserve, added, short)
+    }
+
+    /// Maps every untranslated page of each span (checked; disjoint) to a zeroed
+    /// frame of its own from the allocator, with that span's flags, all or none;
+    /// with `fill_holes` false every span must be untranslated. Returns the number of
+    /// frames mapped.
+    pub(crate) fn map_frames(
+        &mut self,
+        spans: &[(Span, MappingFlags)],
+        fill_holes: bool,
+    ) -> Result<usize> {
+        debug_assert!(fill_holes || spans.len() == 1, "a rollback undoes one span");
+        let mut none = Reserve::new();
+        let mut plan = MapPlan::default();
+        for &(span, flags) in spans {
+            let mut probe = Reserved {
+                frames: &mut none,
+                alloc: &self.alloc,
+            };
+            let p = self.plan_map(span, &mut probe, flags, fill_holes)?;
+            plan.tables += p.tables;
+            plan.pages += p.pages;
+        }
+        let needed = plan.pages + plan.tables;
+        let mut frames = Reserve::alloc(&self.alloc, plan.pages)
+            .map_err(|allocated| Error::NoMemory { needed, allocated })?;
+        let mut reserve = match self.reserve(plan.tables) {
+            Ok(r) => r,
+            Err(e) => {
+                frames.release(&self.alloc);
+                return Err(match e {
+                    Error::NoMemory { allocated, .. } => Error::NoMemory {
+                        needed,
+                        allocated: plan.pages + allocated,
+                    },
+                    e => e,
+                });
+            }
+        };
+        let (mut added, mut short) = (0, false);
+        for &(span, flags) in spans {
+            let mut src = Reserved {
+                frames: &mut frames,
+                alloc: &self.alloc,
+            };
+            let (a, s) = self.commit_map(span, &mut src, flags, fill_holes, &mut reserve);
+            added += a;
+            short |= s;
+            if short {
+                break;
+            }
+        }
+        debug_assert!(
+            short || frames.is_empty(),
+            "{} guest frames left",
+            frames.len()
+        );
+        frames.release(&self.alloc);
+        // Spans planned one by one may share a new table: the reserve can hold more
+        // than the commit took, never less.
+        if spans.len() > 1 {
+            reserve.release(&self.alloc);
+        }
+        let whole = spans.first().map(|s| s.0).unwrap_or(Span::new(0, 0));
+        self.finish_map(whole, fill_holes, true, reserve, added, short)
+            .map(|()| plan.pages)
+    }
+
+    /// The plan pass: what mapping `span` from `src` needs, or the first address
+    /// already translated (unless `fill_holes`).
+    fn plan_map<S: Source>(
+        &self,
+        span: Span,
+        src: &mut S,
+        flags: MappingFlags,
+        fill_holes: bool,
+    ) -> Result<MapPlan> {
+        let mut pass = Pass::Plan(MapPlan::default());
+        let mut op = MapOp {
+            base: span.start,
+            src,
+            flags,
+            fill_holes,
+        };
+        self.map_in(self.root_table(), span, &mut op, &mut pass)
+            .map_err(|gpa| Error::AlreadyMapped { gpa: gpa_of(gpa) })?;
+        match pass {
+            Pass::Plan(plan) => Ok(plan),
+            Pass::Commit { .. } => unreachable!("the plan pass stays a plan"),
+        }
+    }
+
+    /// The commit pass over a map the plan accepted, taking tables from `reserve`;
+    /// returns the tables it linked and whether it ran short.
+    fn commit_map<S: Source>(
+        &self,
+        span: Span,
+        src: &mut S,
+        flags: MappingFlags,
+        fill_holes: bool,
+        reserve: &mut Reserve,
+    ) -> (usize, bool) {
+        let mut pass = Pass::Commit {
+            reserve,
+            added: 0,
+            short: false,
+        };
+        let mut op = MapOp {
+            base: span.start,
+            src,
+            flags,
+            fill_holes,
+        };
+        // The plan refused every conflict, so the commit meets none.
+        let walked = self.map_in(self.root_table(), span, &mut op, &mut pass);
+        debug_assert!(walked.is_ok(), "the commit met a conflict the plan passed");
+        match pass {
+            Pass::Commit { added, short, .. } => (added, short),
+            Pass::Plan(_) => unreachable!("the commit pass stays a commit"),
+        }
+    }
+
+    /// Accounts for a commit's new tables and gives back the reserve's rest. A
+    /// commit that ran short (which the plan rules out) is undone, except that a map
+    /// of holes keeps the pages it populated (they are as a fault would make them);
+    /// `owns` says whether the map's leaves own their frames.
+    fn finish_map(
+        &mut self,
+        span: Span,
+        fill_holes: bool,
+        owns: bool,
+        reserve: Reserve,
+        added: usize,
+        short: bool,
+    ) -> Result<()> {
+        self.tables += added;
+        self.release(reserve);
+        if !short {
+            return Ok(());
+        }
+        if !fill_holes {
+            self.discard(span, owns);
+        }
+        Err(Error::NoMemory {
+            needed: 1,
+            allocated: 0,
+        })
+    }
+
+    /// Whether a leaf at `level` can translate all of `chunk` from the source.
+    #[inline(always)]
+    fn can_leaf<S: Source>(level: Level, chunk: Chunk, op: &MapOp<'_, S>) -> bool {
+        level.is_page()
+            || (S::CONTIGUOUS
+                && level.get() <= F::MAX_LEAF_LEVEL
+                && chunk.whole
+                && level.aligned(op.src.peek(chunk.start - op.base)))
+    }
+
+    /// The one walk of a map over `span` in `table`. Returns the first translated
+    /// address it refuses.
+    fn map_in<S: Source>(
+        &self,
+        table: Table,
+        span: Span,
+        op: &mut MapOp<'_, S>,
+        pass: &mut Pass<'_>,
+    ) -> core::result::Result<(), usize> {
+        let level = table.level;
+        if level.is_page() {
+            return self.map_pages(table, span, op, pass);
+        }
+        for chunk in span.chunks(level) {
+            let entry = self.entry(table, chunk.start);
+            let raw = entry.load(Ordering::Acquire);
+            match F::kind(raw, level.get()) {
+                DescKind::Invalid if Self::can_leaf(level, chunk, op) => {
+                    if let Pass::Commit { short, .. } = pass {
+                        match op.src.take(chunk.start - op.base, level.span()) {
+                            Some(hpa) => {
+                                entry.store(F::leaf(hpa, op.flags, level.get()), Ordering::Release)
+                            }
+                            None => *short = true,
+                        }
+                    }
+                }
+                DescKind::Invalid => match pass {
+                    Pass::Plan(plan) => {
+                        plan.tables += 1;
+                        Self::plan_new(level.below(), chunk.span(), op, plan);
+                    }
+                    Pass::Commit {
+                        reserve,
+                        added,
+                        short,
+                    } => match self.new_table(reserve) {
+                        Some(t) => {
+                            entry.store(F::table(t), Ordering::Release);
+                            *added += 1;
+                            self.map_in(table.child(t), chunk.span(), op, pass)?;
+                        }
+                        None => *short = true,
+                    },
+                },
+                DescKind::Table => {
+                    let sub = table.child(F::output_addr(raw, level.get()));
+                    if !op.fill_holes && Self::can_leaf(level, chunk, op) {
+                        // Tables are never empty, so something below is mapped.
+                        return Err(self
+                            .first_where(sub, chunk.span(), true)
+                            .unwrap_or(chunk.start));
+                    }
+                    self.map_in(sub, chunk.span(), op, pass)?;
+                }
+                DescKind::Leaf | DescKind::Malformed(_) if !op.fill_holes => {
+                    return Err(chunk.start);
+                }
+                DescKind::Leaf | DescKind::Malformed(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan pass below a table the map creates at `level`: every entry empty,
+    /// decided as [`PageTable::map_in`] decides an empty entry.
+    fn plan_new<S: Source>(level: Level, span: Span, op: &MapOp<'_, S>, plan: &mut MapPlan) {
+        if level.is_page() {
+            plan.pages += span.len() / PAGE_SIZE;
+            return;
+        }
+        for chunk in span.chunks(level) {
+            if !Self::can_leaf(level, chunk, op) {
+                plan.tables += 1;
+                Self::plan_new(level.below(), chunk.span(), op, plan);
+            }
+        }
+    }
+
+    /// The 4 KiB level of [`PageTable::map_in`].
+    #[inline(always)]
+    fn map_pages<S: Source>(
+        &self,
+        table: Table,
+        span: Span,
+        op: &mut MapOp<'_, S>,
+        pass: &mut Pass<'_>,
+    ) -> core::result::Result<(), usize> {
+        let first = Self::index(span.start, table.level);
+        let entries = &self.entries(table)[first..first + (span.len() >> 12)];
+        match pass {
+            Pass::Plan(plan) => {
+                for (i, e) in entries.iter().enumerate() {
+                    if F::kind(e.load(Ordering::Acquire), 0) == DescKind::Invalid {
+                        plan.pages += 1;
+                    } else if !op.fill_holes {
+                        return Err(span.start + (i << 12));
+                    }
+                }
+            }
+            Pass::Commit { short, .. } => {
+                let attrs = F::leaf_attrs(op.flags, 0);
+                for (i, e) in entries.iter().enumerate() {
+                    if op.fill_holes && F::kind(e.load(Ordering::Acquire), 0) != DescKind::Invalid {
+                        continue;
+                    }
+                    match op.src.take(span.start - op.base + (i << 12), PAGE_SIZE) {
+                        Some(hpa) => e.store(attrs | F::addr_bits(hpa), Ordering::Release),
+                        None => {
+                            *short = true;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Single-address reads: `query` (from the paging-structure cache when it can), the
+//! lazy-fault path's `leaf_slot` and `set_free_leaf`, and the diagnostic `walk`.
+
+use core::sync::atomic::Ordering;
+
+use super::PageTable;
+use super::index::{Level, Slot, Table};
+use super::walk::{MAX_LEVELS, Walk, WalkEnd, WalkStep};
+use crate::format::{DescKind, NestedFormat};
+use crate::{FrameAllocator, GuestPhysAddr, HostPhysAddr, MappingFlags, PageSize};
+
+/// The result of translating one guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The host-physical address of the translated byte.
+    pub hpa: HostPhysAddr,
+    /// The leaf's flags.
+    pub flags: MappingFlags,
+    /// The leaf's size.
+    pub size: PageSize,
+}
+
+impl Translation {
+    /// Host-physical address of the start of the leaf.
+    #[inline]
+    pub fn leaf_base(&self) -> HostPhysAddr {
+        HostPhysAddr::from_usize(self.hpa.as_usize() & !(self.size.bytes() - 1))
+    }
+}
+
+/// What [`PageTable::leaf_slot`] found on the way to a 4 KiB entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LeafSlot {
+    /// A leaf translates the address.
+    Mapped,
+    /// Every table down to the 4 KiB level exists; this entry is invalid.
+    Free(Slot),
+    /// A table on the way is missing (or a descriptor is malformed): the general
+    /// map path decides.
+    Missing,
+}
+
+/// Where a walk stopped: the first descriptor on the way that is not a table.
+struct Stop {
+    slot: Slot,
+    raw: u64,
+    kind: DescKind,
+}
+
+impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
+    /// One walk to the 4 KiB entry of `gpa`, for the lazy-fault path: whether `gpa`
+    /// is translated, or where its 4 KiB leaf would go when every table above exists.
+    pub(crate) fn leaf_slot(&self, gpa: usize) -> LeafSlot {
+        if gpa >= Self::gpa_limit() {
+            return LeafSlot::Missing;
+        }
+        let stop = self.descend(gpa);
+        let level = stop.slot.table.level;
+        match stop.kind {
+            // As `query`: a leaf translates unless it sits above the largest block.
+            DescKind::Leaf if level.page_size().is_some() => LeafSlot::Mapped,
+            DescKind::Invalid if level.is_page() => LeafSlot::Free(stop.slot),
+            _ => LeafSlot::Missing,
+        }
+    }
+
+    /// Writes a 4 KiB leaf to `hpa` with `flags` (checked) into a slot that
+    /// [`PageTable::leaf_slot`] found free, with no change to the table since: the
+    /// table still links it and needs no new table.
+    pub(crate) fn set_free_leaf(&mut self, slot: Slot, hpa: HostPhysAddr, flags: MappingFlags) {
+        let entry = &self.entries(slot.table)[slot.index];
+        debug_assert_eq!(
+            F::kind(entry.load(Ordering::Relaxed), 0),
+            DescKind::Invalid,
+            "set_free_leaf on a valid entry"
+        );
+        entry.store(F::leaf(hpa, flags, 0), Ordering::Release);
+    }
+
+    /// Where a walk of `gpa` starts: its region's cached level-1 table, or the root.
+    #[inline(always)]
+    fn walk_start(&self, gpa: usize) -> Table {
+        match self.psc.get(gpa) {
+            Some(hpa) => Table {
+                hpa,
+                level: Level::new(1),
+            },
+            None => self.root_table(),
+        }
+    }
+
+    /// Walks `gpa` (below the GPA limit) down through table descriptors, from its
+    /// region's cached level-1 table or the root, caching the level-1 table it passes,
+    /// and returns the first descriptor that is not a table.
+    #[inline(always)]
+    fn descend(&self, gpa: usize) -> Stop {
+        let mut table = self.walk_start(gpa);
+        loop {
+            let index = Self::index(gpa, table.level);
+            let raw = self.entries(table)[index].load(Ordering::Acquire);
+            let kind = F::kind(raw, table.level.get());
+            if kind != DescKind::Table || table.level.is_page() {
+                return Stop {
+                    slot: Slot { table, index },
+                    raw,
+                    kind,
+                };
+            }
+            table = table.child(F::output_addr(raw, table.level.get()));
+            if table.level.get() == 1 {
+                self.psc.put(gpa, table.hpa);
+            }
+        }
+    }
+
+    /// Translates `gpa`, or `None` when no leaf covers it.
+    #[inline]
+    pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
+        let gpa = gpa.as_usize();
+        if gpa >= Self::gpa_limit() {
+            return None;
+        }
+        let stop = self.descend(gpa);
+        if stop.kind != DescKind::Leaf {
+            return None;
+        }
+        let level = stop.slot.table.level;
+        let size = level.page_size()?;
+        let base = F::output_addr(stop.raw, level.get()).as_usize();
+        Some(Translation {
+            hpa: HostPhysAddr::from_usize(base + (gpa - level.block(gpa))),
+            flags: F::leaf_flags(stop.raw),
+            size,
+        })
+    }
+
+    /// The translation trace of `gpa`: every level's table, index, raw descriptor and
+    /// decoded meaning, as a person debugging a fault reads it.
+    pub fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        let mut walk = Walk {
+            gpa,
+            format: F::NAME,
+            steps: [WalkStep::EMPTY; MAX_LEVELS],
+            len: 0,
+            end: WalkEnd::OutOfRange {
+                limit: Self::gpa_limit(),
+            },
+            describe: F::describe,
+        };
+        if gpa.as_usize() >= Self::gpa_limit() {
+            return walk;
+        }
+        let mut table = self.root_table();
+        loop {
+            let level = table.level.get();
+            let index = Self::index(gpa.as_usize(), table.level);
+            let raw = self.entries(table)[index].load(Ordering::Acquire);
+            let kind = F::kind(raw, level);
+            walk.steps[walk.len] = WalkStep {
+                level,
+                level_name: F::level_name(level),
+                table: table.hpa,
+                index,
+                raw,
+                kind,
+            };
+            walk.len += 1;
+            walk.end = match kind {
+                DescKind::Table if level > 0 => {
+                    table = table.child(F::output_addr(raw, level));
+                    continue;
+                }
+                DescKind::Leaf => match self.query(gpa) {
+                    Some(t) => WalkEnd::Translated(t),
+                    None => WalkEnd::Fault {
+                        level,
+                        why: "leaf above the largest supported block size",
+                    },
+                },
+                DescKind::Malformed(why) => WalkEnd::Fault { level, why },
+                _ => WalkEnd::Fault {
+                    level,
+                    why: "translation fault: descriptor not valid",
+                },
+            };
+            return walk;
+        }
+    }
+}

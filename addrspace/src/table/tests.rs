@@ -1,0 +1,171 @@
+//! Unit tests of the engine that need its internals.
+
+use super::*;
+use crate::testing::PoolAllocator;
+use crate::{ArmStage2Ipa40, DescKind, Ept, PageSize, Sv39x4, WalkEnd};
+
+const M2: usize = 0x20_0000;
+const G1: usize = 0x4000_0000;
+
+fn gpa(v: usize) -> GuestPhysAddr {
+    GuestPhysAddr::from_usize(v)
+}
+
+fn hpa(v: usize) -> HostPhysAddr {
+    HostPhysAddr::from_usize(v)
+}
+
+fn leaf_sizes<F: NestedFormat>(pt: &PageTable<F, &PoolAllocator>) -> [usize; 3] {
+    let mut n = [0; 3];
+    pt.for_each_leaf(|_, t| n[t.size.level()] += 1);
+    n
+}
+
+/// `map` picks the largest leaf that GPA, HPA and the remaining size allow.
+#[test]
+fn largest_leaves() {
+    let pool = PoolAllocator::new(64);
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    // GPA and HPA 1G-aligned, 1G + 2M + 4K: one of each.
+    // SAFETY: addresses are only numbers in this test.
+    unsafe { pt.map(gpa(G1), hpa(2 * G1), G1 + M2 + 0x1000, MappingFlags::RW) }.unwrap();
+    assert_eq!(leaf_sizes(&pt), [1, 1, 1]);
+    // HPA only 2M-aligned: 2M leaves where 1G would fit the GPA.
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(G1), hpa(2 * G1 + M2), G1, MappingFlags::RW) }.unwrap();
+    assert_eq!(leaf_sizes(&pt), [0, 512, 0]);
+    // HPA 4K-offset: 4K pages only.
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(G1), hpa(2 * G1 + 0x1000), 2 * M2, MappingFlags::RW) }.unwrap();
+    assert_eq!(leaf_sizes(&pt), [1024, 0, 0]);
+    assert_eq!(pt.table_frames(), 1 + 1 + 1 + 2);
+}
+
+/// The walk names each level as the manual does, shows the raw descriptors and
+/// the translation; a fault names the level where the walk stopped.
+#[test]
+fn walk_trace_reads_like_the_manual() {
+    let pool = PoolAllocator::with_base(64, 0x8000_0000);
+    let mut pt = PageTable::<ArmStage2Ipa40, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        pt.map(
+            gpa(0x4020_0000),
+            hpa(0xc020_0000),
+            M2,
+            MappingFlags::DEVICE_RW,
+        )
+    }
+    .unwrap();
+    let walk = pt.walk(gpa(0x4020_1234));
+    let steps = walk.steps();
+    assert_eq!(steps.len(), 2);
+    assert_eq!((steps[0].level_name, steps[0].index), ("L1", 1));
+    assert_eq!(steps[0].kind, DescKind::Table);
+    assert_eq!((steps[1].level_name, steps[1].index), ("L2", 1));
+    assert_eq!(steps[1].raw, 0x0040_0000_c020_07c5);
+    let t = walk.translation().unwrap();
+    assert_eq!((t.hpa, t.size), (hpa(0xc020_1234), PageSize::Size2M));
+    let text = walk.to_string();
+    assert!(
+        text.contains("walk of GPA:0x40201234 (Arm stage-2 (40-bit IPA))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("block S2AP=0b11(RW) MemAttr=0x1 SH=0x3 AF=0x1 XN=0x2"),
+        "{text}"
+    );
+    assert!(text.contains("=> HPA:0xc0201234 rw- device (2M)"), "{text}");
+    let miss = pt.walk(gpa(0x4040_0000));
+    assert!(matches!(miss.end, WalkEnd::Fault { level: 1, .. }));
+    assert!(miss.to_string().contains("invalid"));
+    let far = pt.walk(gpa(1 << 40));
+    assert!(matches!(far.end, WalkEnd::OutOfRange { limit } if limit == 1 << 40));
+}
+
+/// Protect that only changes flags where they differ: splitting a 1G leaf for a
+/// 4K permission change needs two tables, and a no-op protect needs no flush.
+#[test]
+fn protect_splits_only_when_flags_change() {
+    let pool = PoolAllocator::new(64);
+    let mut pt = PageTable::<Sv39x4, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(G1), hpa(G1), G1, MappingFlags::RWX) }.unwrap();
+    let same = pt
+        .protect(gpa(G1 + 0x5000), 0x1000, MappingFlags::RWX)
+        .unwrap();
+    assert!(same.is_empty());
+    // Sv39x4's 16 KiB root holds the 1 GiB leaf directly.
+    assert_eq!(pt.table_frames(), 4);
+    pt.complete_flush(same).unwrap();
+    let flush = pt
+        .protect(gpa(G1 + 0x5000), 0x1000, MappingFlags::READ)
+        .unwrap();
+    assert_eq!(flush.range().map(|r| r.start()), Some(gpa(G1 + 0x5000)));
+    assert_eq!(pt.table_frames(), 4 + 2);
+    assert_eq!(
+        pt.query(gpa(G1 + 0x5000)).unwrap().flags,
+        MappingFlags::READ
+    );
+    assert_eq!(pt.query(gpa(G1 + 0x6000)).unwrap().flags, MappingFlags::RWX);
+    pt.complete_flush(flush).unwrap();
+    pt.audit().unwrap();
+}
+
+/// A flush token of another table is refused, and its frames stay held by the table
+/// that issued it until that table completes it (or drops).
+#[test]
+fn foreign_flush_is_refused() {
+    let pool = PoolAllocator::new(64);
+    let mut a = PageTable::<Ept, _>::new(&pool).unwrap();
+    let mut b = PageTable::<Ept, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe { a.map(gpa(0), hpa(0), 0x1000, MappingFlags::RW) }.unwrap();
+    let flush = a.unmap(gpa(0), 0x1000).unwrap();
+    assert_eq!(a.deferred_frames(), 3);
+    assert!(matches!(
+        b.complete_flush(flush),
+        Err(Error::ForeignFlush { token, table }) if token == a.id && table == b.id
+    ));
+    assert_eq!(a.deferred_frames(), 3);
+    drop(a);
+    drop(b);
+    assert_eq!(pool.in_use(), 0);
+}
+
+/// A commit whose reserve comes up short (no plan does; the test hook holds frames
+/// back) takes its tables from the allocator; when that is dry too, a map is undone
+/// and the splits of an unmap change no translation: no panic, nothing lost.
+#[test]
+fn a_short_reserve_is_survived() {
+    let pool = PoolAllocator::new(64);
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    pt.plan_deficit = 1;
+    // The allocator covers the missing frame.
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(0), hpa(M2), M2, MappingFlags::RW) }.unwrap();
+    assert_eq!(pt.table_frames(), 3);
+    pt.audit().unwrap();
+    // Now the allocator is dry at the commit: the map is undone.
+    let before = pt.table_frames();
+    pool.fail_after(1);
+    // SAFETY: as above.
+    let got = unsafe { pt.map(gpa(G1), hpa(M2 + 0x1000), 0x2000, MappingFlags::RW) };
+    pool.never_fail();
+    assert!(matches!(got, Err(Error::NoMemory { .. })), "{got:?}");
+    assert!(pt.query(gpa(G1)).is_none());
+    assert_eq!(pt.table_frames(), before);
+    pt.audit().unwrap();
+    // An unmap whose split cannot get its table changes no translation.
+    pool.fail_after(0);
+    let got = pt.unmap(gpa(0x1000), 0x1000);
+    pool.never_fail();
+    assert!(matches!(got, Err(Error::NoMemory { .. })), "{got:?}");
+    assert_eq!(pt.query(gpa(0x1000)).unwrap().hpa, hpa(M2 + 0x1000));
+    pt.audit().unwrap();
+    pt.plan_deficit = 0;
+    drop(pt);
+    assert_eq!(pool.in_use(), 0);
+}

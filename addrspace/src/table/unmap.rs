@@ -1,0 +1,180 @@
+//! Unmapping: the leaves cut at the two ends are split first (`split.rs`); then one
+//! walk ([`PageTable::clear`]) clears the range without taking a frame, cutting whole
+//! subtrees off as they are and unlinking tables that become empty. Everything it
+//! unlinks goes into the operation's record, held until its flush completes.
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use super::held::{Unlinked, owns, push_frames};
+use super::index::{Level, Span, Table};
+use super::{PageTable, span_of};
+use crate::format::{DescKind, NestedFormat};
+use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, PAGE_SIZE, Result};
+
+impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
+    /// Removes every translation in `[gpa, gpa + size)`, splitting huge leaves the range
+    /// cuts and unlinking tables that become empty.
+    ///
+    /// Errors: bad input, [`Error::NotMapped`] with the first address of a hole, or
+    /// [`Error::NoMemory`] when a split cannot get its table. On error nothing changed.
+    pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        if let Some(hole) = self.find_hole(&range) {
+            return Err(Error::NotMapped { gpa: hole });
+        }
+        self.unmap_span(&range, Vec::new())
+    }
+
+    /// Removes the translations of `range` (checked; holes allowed). The leaves in
+    /// `owned` (sorted, disjoint ranges) own their frames, which the flush releases
+    /// with the tables.
+    pub(crate) fn unmap_span(&mut self, range: &GpaRange, owned: Vec<Span>) -> Result<Flush> {
+        let span = span_of(range);
+        let bounds = [span.start, span.end];
+        let cut = |_: u64| true;
+        // Everything that can fail comes first: the record's room, then the frames.
+        let bound = Self::clear_bound(Self::TOP, span);
+        let mut items = Vec::new();
+        items
+            .try_reserve_exact(bound)
+            .map_err(|_| Error::OutOfHeap {
+                bytes: bound * core::mem::size_of::<Unlinked>(),
+            })?;
+        self.reserve_record()?;
+        let mut reserve = self.reserve(self.plan_splits(bounds, &cut))?;
+        let split = self.split_at(bounds, &cut, &mut reserve);
+        self.release(reserve);
+        split?;
+        // Tables are unlinked below: the cache may not name them any more.
+        self.psc.clear();
+        let root = self.root_table();
+        let (unlinked, _) = self.clear(root, span, &owned, &mut items);
+        self.tables -= unlinked;
+        items.shrink_to_fit();
+        let ops = self.hold(items, owned);
+        Ok(self.flush(Some(*range), ops))
+    }
+
+    /// Takes back what a map wrote over `span` when its commit ran short (which no
+    /// plan lets happen): everything is cleared and held until the table is dropped,
+    /// since no flush token covers it. `owns` says whether the leaves own frames.
+    pub(crate) fn discard(&mut self, span: Span, owns: bool) {
+        let owned = if owns { alloc::vec![span] } else { Vec::new() };
+        let mut items = Vec::with_capacity(Self::clear_bound(Self::TOP, span));
+        self.psc.clear();
+        let root = self.root_table();
+        let (unlinked, _) = self.clear(root, span, &owned, &mut items);
+        self.tables -= unlinked;
+        self.held.reserve(1);
+        let _ = self.hold(items, owned);
+    }
+
+    /// An upper bound of the items [`PageTable::clear`] records for `span` in a
+    /// table at `level`: one per entry it touches, plus, for the entries it only
+    /// partly covers (at most the first and the last), what the table below records
+    /// and that table itself.
+    fn clear_bound(level: Level, span: Span) -> usize {
+        let shift = 12 + 9 * level.get();
+        let touched = ((span.end - 1) >> shift) - (span.start >> shift) + 1;
+        if level.is_page() {
+            return touched;
+        }
+        let first = Span::new(
+            span.start,
+            (level.block(span.start) + level.span()).min(span.end),
+        );
+        let last = Span::new(level.block(span.end - 1).max(span.start), span.end);
+        let mut bound = touched;
+        for (i, part) in [first, last].into_iter().enumerate() {
+            if (i == 1 && part == first) || part.len() == level.span() {
+                continue;
+            }
+            bound += 1 + Self::clear_bound(level.below(), part);
+        }
+        bound
+    }
+
+    /// Clears `span` in `table`, in which no leaf straddles an end of `span`: whole
+    /// entries are cleared (their leaves' frames recorded when `owned`, their
+    /// subtrees cut off whole and recorded), partial ones cleared below. Returns the
+    /// number of tables unlinked and whether `table` is now empty (never the root).
+    pub(crate) fn clear(
+        &self,
+        table: Table,
+        span: Span,
+        owned: &[Span],
+        items: &mut Vec<Unlinked>,
+    ) -> (usize, bool) {
+        let level = table.level;
+        let mut unlinked = 0;
+        for chunk in span.chunks(level) {
+            let entry = self.entry(table, chunk.start);
+            let raw = entry.load(Ordering::Acquire);
+            match F::kind(raw, level.get()) {
+                DescKind::Invalid => {}
+                DescKind::Leaf if chunk.whole => {
+                    entry.store(0, Ordering::Release);
+                    if owns(owned, chunk.start) {
+                        let hpa = F::output_addr(raw, level.get());
+                        push_frames(items, hpa, level.span() / PAGE_SIZE);
+                    }
+                }
+                DescKind::Leaf => {
+                    debug_assert!(false, "a cut leaf at {:#x} was not split", chunk.start);
+                }
+                DescKind::Table => {
+                    let sub = table.child(F::output_addr(raw, level.get()));
+                    if chunk.whole {
+                        entry.store(0, Ordering::Release);
+                        unlinked += self.count_tables(sub);
+                        push_item(items, Unlinked::subtree(sub, chunk.start));
+                    } else {
+                        let (n, empty) = self.clear(sub, chunk.span(), owned, items);
+                        unlinked += n;
+                        if empty {
+                            entry.store(0, Ordering::Release);
+                            unlinked += 1;
+                            push_item(items, Unlinked::subtree(sub, level.block(chunk.start)));
+                        }
+                    }
+                }
+                DescKind::Malformed(_) => {
+                    if chunk.whole {
+                        entry.store(0, Ordering::Release);
+                    }
+                }
+            }
+        }
+        let empty = level != Self::TOP
+            && (span.len() == level.span() << 9
+                || self
+                    .entries(table)
+                    .iter()
+                    .all(|e| e.load(Ordering::Relaxed) == 0));
+        (unlinked, empty)
+    }
+
+    /// The tables of the subtree at `table`, itself included.
+    pub(super) fn count_tables(&self, table: Table) -> usize {
+        if table.level.is_page() {
+            return 1;
+        }
+        1 + self
+            .entries(table)
+            .iter()
+            .filter_map(|e| {
+                let raw = e.load(Ordering::Relaxed);
+                (F::kind(raw, table.level.get()) == DescKind::Table)
+                    .then(|| self.count_tables(table.child(F::output_addr(raw, table.level.get()))))
+            })
+            .sum::<usize>()
+    }
+}
+
+/// Appends an item within the reserved capacity (`clear_bound` is an upper bound).
+fn push_item(items: &mut Vec<Unlinked>, item: Unlinked) {
+    debug_assert!(items.len() < items.capacity(), "record bound too small");
+    items.push(item);
+}
