@@ -255,6 +255,12 @@ enum Op {
     Translate {
         gpa: usize,
     },
+    /// Host-side populate of `[gpa, gpa + len)` (any bytes).
+    Populate {
+        gpa: usize,
+        len: usize,
+        budget: Option<usize>,
+    },
     Complete,
 }
 
@@ -302,6 +308,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..WINDOW, 1..9000usize, any::<u8>()).prop_map(|(gpa, len, seed)| Op::Write { gpa, len, seed }),
         3 => (0..WINDOW, 1..9000usize).prop_map(|(gpa, len)| Op::Read { gpa, len }),
         2 => (0..WINDOW).prop_map(|gpa| Op::Translate { gpa }),
+        2 => (prop_oneof![0..WINDOW, 0..HOT], 1..40_000usize, budget()).prop_map(|(gpa, len, budget)| Op::Populate { gpa, len, budget }),
         1 => Just(Op::Complete),
     ]
 }
@@ -622,6 +629,55 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         (got, e) => prop_assert!(
                             false,
                             "step {step}: read {gpa:#x}+{len}: {got:?}, model {e:?}"
+                        ),
+                    }
+                }
+                Op::Populate { gpa, len, budget } => {
+                    let len = len.min(WINDOW - gpa);
+                    let got = with_budget(pool, budget, || {
+                        space.populate(GuestPhysAddr::from_usize(gpa), len)
+                    });
+                    // The first byte (from `gpa`, page by page) in a hole, a reserved
+                    // area or device memory; then every lazy page must get a frame.
+                    let mut expect = None;
+                    let mut missing = Vec::new();
+                    let mut cur = gpa;
+                    while cur < gpa + len && expect.is_none() {
+                        let g = GuestPhysAddr::from_usize(cur);
+                        match m.area_at(cur) {
+                            None => expect = Some(Error::NoArea { gpa: g }),
+                            Some((_, a)) if a.kind == Kind::Reserved => {
+                                expect = Some(Error::Reserved { gpa: g })
+                            }
+                            Some((_, a))
+                                if matches!(a.kind, Kind::Linear(_))
+                                    && a.flags.contains(MappingFlags::DEVICE) =>
+                            {
+                                expect = Some(Error::DeviceMemory { gpa: g })
+                            }
+                            Some((_, a)) => {
+                                let page = cur & !(K4 - 1);
+                                if matches!(a.kind, Kind::Alloc(_)) && !m.populated.contains(&page)
+                                {
+                                    missing.push(page);
+                                }
+                            }
+                        }
+                        cur = (cur & !(K4 - 1)) + K4;
+                    }
+                    match (got, expect) {
+                        (Err(g), Some(e)) => prop_assert_eq!(g, e, "step {}", step),
+                        (Err(Error::NoMemory { .. }), None) => {
+                            prop_assert!(budget.is_some() && !missing.is_empty());
+                            failed = true;
+                        }
+                        (Ok(n), None) => {
+                            prop_assert_eq!(n, missing.len(), "step {}: frames mapped", step);
+                            m.populated.extend(missing);
+                        }
+                        (got, e) => prop_assert!(
+                            false,
+                            "step {step}: populate {gpa:#x}+{len}: {got:?}, model {e:?}"
                         ),
                     }
                 }

@@ -517,3 +517,83 @@ fn guest_memory_copy_api() {
         "{dump}"
     );
 }
+
+/// A VM with 1 MiB of RAM at 0x8000_0000 and a 1 MiB lazy region with `flags` right
+/// after it.
+fn lazy_vm<F: NestedFormat>(flags: MappingFlags) -> Arc<MockVm<F>> {
+    let config = ram_config(1, "lazy", 1, 0x8000_0000, 0x10_0000)
+        .memory_region(
+            gpa(0x8010_0000),
+            0x10_0000,
+            flags,
+            MapType::Alloc,
+            Populate::Lazy,
+        )
+        .build()
+        .unwrap();
+    mock_vm::<F>(config, Program::new(), &Arc::new(GuestLog::default()))
+}
+
+/// `read_guest` of a 1 MiB lazy region plus one byte past it failed with `NoArea`
+/// after faulting in the region's 256 pages: a failed copy leaves the VM as it was,
+/// also when the allocator runs dry half-way.
+#[test]
+fn failed_guest_copy_populates_nothing() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = lazy_vm::<Ept>(MappingFlags::RW);
+    let in_use = machine.frames_in_use();
+    let mut buf = vec![0u8; 0x10_0001];
+    assert!(matches!(
+        vm.read_guest(gpa(0x8010_0000), &mut buf),
+        Err(VmError::AddrSpace {
+            error: addrspace::Error::NoArea { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        vm.write_guest(gpa(0x8010_0000), &buf),
+        Err(VmError::AddrSpace {
+            error: addrspace::Error::NoArea { .. },
+            ..
+        })
+    ));
+    assert_eq!(machine.frames_in_use(), in_use, "a failed copy took frames");
+    assert_eq!(vm.stats().data_frames, 256, "only the eager RAM");
+    // Out of frames half-way through the lazy pages: nothing taken either.
+    machine.fail_frames_after(100);
+    assert!(matches!(
+        vm.write_guest(gpa(0x8010_0000), &buf[..0x10_0000]),
+        Err(VmError::AddrSpace {
+            error: addrspace::Error::NoMemory { .. },
+            ..
+        })
+    ));
+    machine.never_fail();
+    assert_eq!(machine.frames_in_use(), in_use);
+    vm.write_guest(gpa(0x8010_0000), &buf[..0x10_0000]).unwrap();
+    assert_eq!(vm.stats().data_frames, 512);
+}
+
+/// `write_guest` / `load_image` into a lazy region without READ (execute-only,
+/// write-only) failed with `NotPopulated`, because pages were faulted in as guest
+/// reads; the same eager region worked. The host populates whatever the guest may do.
+#[test]
+fn host_copies_populate_lazy_regions_without_read() {
+    fn check<F: NestedFormat>(flags: MappingFlags) {
+        let machine = Machine::with_defaults();
+        let _g = machine.enter(0);
+        let vm = lazy_vm::<F>(flags);
+        let image: Vec<u8> = (0..0x3000).map(|i| i as u8).collect();
+        vm.load_image(gpa(0x8010_0800), &image).unwrap();
+        let mut back = vec![0u8; image.len()];
+        vm.read_guest(gpa(0x8010_0800), &mut back).unwrap();
+        assert_eq!(back, image, "{} {flags}", F::NAME);
+        let t = vm.walk(gpa(0x8010_1000)).translation().unwrap();
+        assert_eq!(t.flags, flags, "{}: the guest's rights are kept", F::NAME);
+    }
+    check::<Ept>(MappingFlags::EXECUTE);
+    check::<ArmStage2Ipa48>(MappingFlags::EXECUTE);
+    check::<ArmStage2Ipa48>(MappingFlags::WRITE);
+    check::<Sv39x4>(MappingFlags::EXECUTE);
+}

@@ -831,31 +831,12 @@ impl<V: ArchVCpu> Vm<V> {
         done.map_err(space_err(what))
     }
 
-    /// Faults in the lazy pages of `[gpa, gpa + len)` that are not populated yet.
-    fn populate(&self, gpa: GuestPhysAddr, len: usize) -> VmResult {
-        let Some(end) = gpa.as_usize().checked_add(len) else {
-            return Err(VmError::AddrSpace {
-                op: "guest memory",
-                error: addrspace::Error::Overflow { gpa, size: len },
-            });
-        };
-        let mut space = self.space.write();
-        let mut page = gpa.as_usize() & !(PAGE_SIZE - 1);
-        while page < end {
-            let p = GuestPhysAddr::from_usize(page);
-            if let Err(addrspace::Error::NotPopulated { .. }) = space.translate(p) {
-                space
-                    .handle_page_fault(p, AccessKind::Read)
-                    .map_err(space_err("populate guest memory"))?;
-            }
-            page += PAGE_SIZE;
-        }
-        Ok(())
-    }
-
     /// Runs the copy `op` against the address space; when it finds lazy pages not
-    /// populated yet, faults in `[gpa, gpa + len)` and runs it again (copies touch
-    /// nothing before they fail, so the first try left memory unchanged).
+    /// populated yet, populates `[gpa, gpa + len)` for the host
+    /// ([`AddrSpace::populate`]: the whole range is checked first and every frame
+    /// reserved before one is mapped, whatever the guest may do there) and runs it
+    /// again under the same lock. A copy touches nothing before it fails, and a
+    /// failed populate changes nothing: on error the VM is as it was.
     fn with_populated<R>(
         &self,
         what: &'static str,
@@ -867,8 +848,9 @@ impl<V: ArchVCpu> Vm<V> {
             Err(addrspace::Error::NotPopulated { .. }) => {}
             r => return r.map_err(space_err(what)),
         }
-        self.populate(gpa, len)?;
-        op(&self.space.read()).map_err(space_err(what))
+        let mut space = self.space.write();
+        space.populate(gpa, len).map_err(space_err(what))?;
+        op(&space).map_err(space_err(what))
     }
 
     /// Copies guest memory at `gpa` into `buf` (across pages and regions; lazy pages
