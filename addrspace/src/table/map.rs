@@ -258,16 +258,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if level.is_page() {
             return self.map_pages(table, span, op, pass);
         }
+        let entries = self.entries(table);
+        let attrs = F::leaf_attrs(op.flags, level.get());
         for chunk in span.chunks(level) {
-            let entry = self.entry(table, chunk.start);
+            let entry = &entries[Self::index(chunk.start, level)];
             let raw = entry.load(Ordering::Acquire);
             match F::kind(raw, level.get()) {
                 DescKind::Invalid if Self::can_leaf(level, chunk, op) => {
                     if let Pass::Commit { short, .. } = pass {
                         match op.src.take(chunk.start - op.base, level.span()) {
-                            Some(hpa) => {
-                                entry.store(F::leaf(hpa, op.flags, level.get()), Ordering::Release)
-                            }
+                            Some(hpa) => entry.store(attrs | F::addr_bits(hpa), Ordering::Release),
                             None => *short = true,
                         }
                     }

@@ -98,8 +98,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     fn reprotect(&self, table: Table, span: Span, access: MappingFlags) -> bool {
         let level = table.level;
         let mut changed = false;
+        let entries = self.entries(table);
         for chunk in span.chunks(level) {
-            let entry = self.entry(table, chunk.start);
+            let entry = &entries[Self::index(chunk.start, level)];
             let raw = entry.load(Ordering::Acquire);
             match F::kind(raw, level.get()) {
                 DescKind::Leaf => {

@@ -29,8 +29,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         f: &mut impl FnMut(usize, Piece) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         let level = table.level;
+        let entries = self.entries(table);
         for chunk in span.chunks(level) {
-            let raw = self.entry(table, chunk.start).load(Ordering::Acquire);
+            let raw = entries[Self::index(chunk.start, level)].load(Ordering::Acquire);
             match F::kind(raw, level.get()) {
                 DescKind::Table if !level.is_page() => {
                     let sub = table.child(F::output_addr(raw, level.get()));
@@ -131,8 +132,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         f: &mut impl FnMut(usize, Translation),
     ) -> core::result::Result<(), usize> {
         let level = table.level;
+        let entries = self.entries(table);
         for chunk in span.chunks(level) {
-            let raw = self.entry(table, chunk.start).load(Ordering::Acquire);
+            let raw = entries[Self::index(chunk.start, level)].load(Ordering::Acquire);
             match (F::kind(raw, level.get()), level.page_size()) {
                 (DescKind::Table, _) if !level.is_page() => {
                     let sub = table.child(F::output_addr(raw, level.get()));

@@ -109,8 +109,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     ) -> (usize, bool) {
         let level = table.level;
         let mut unlinked = 0;
+        let entries = self.entries(table);
         for chunk in span.chunks(level) {
-            let entry = self.entry(table, chunk.start);
+            let entry = &entries[Self::index(chunk.start, level)];
             let raw = entry.load(Ordering::Acquire);
             match F::kind(raw, level.get()) {
                 DescKind::Invalid => {}
