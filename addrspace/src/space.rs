@@ -217,12 +217,6 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     // ---------------------------------------------------------------- checks
 
-    fn check_range(gpa: GuestPhysAddr, size: usize) -> Result<GpaRange> {
-        let range = GpaRange::new(gpa, size)?;
-        PageTable::<F, A>::check_gpa(&range)?;
-        Ok(range)
-    }
-
     /// Errors with the first existing area that overlaps `range`.
     fn check_free(&self, range: &GpaRange) -> Result<()> {
         let before = self
@@ -318,7 +312,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         size: usize,
         flags: MappingFlags,
     ) -> Result<()> {
-        let range = Self::check_range(gpa, size)?;
+        let range = PageTable::<F, A>::check_range(gpa, size)?;
         PageTable::<F, A>::check_hpa(hpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
         self.check_free(&range)?;
@@ -345,7 +339,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         flags: MappingFlags,
         populate: Populate,
     ) -> Result<()> {
-        let range = Self::check_range(gpa, size)?;
+        let range = PageTable::<F, A>::check_range(gpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
         self.check_free(&range)?;
         if populate == Populate::Eager {
@@ -361,7 +355,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     /// Claims `[gpa, gpa + size)` without mapping it (see [`Backend::Reserved`]).
     pub fn map_reserved(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<()> {
-        let range = Self::check_range(gpa, size)?;
+        let range = PageTable::<F, A>::check_range(gpa, size)?;
         self.check_free(&range)?;
         self.insert(Area {
             range,
@@ -380,7 +374,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// Errors: bad input, [`Error::NotMapped`] at the first address no area covers,
     /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
-        let range = Self::check_range(gpa, size)?;
+        let range = PageTable::<F, A>::check_range(gpa, size)?;
         let pieces = self.covering(&range)?;
         // The guest frames of allocated areas go with the flush: their ranges,
         // neighbours merged.
@@ -422,7 +416,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         size: usize,
         flags: MappingFlags,
     ) -> Result<Flush> {
-        let range = Self::check_range(gpa, size)?;
+        let range = PageTable::<F, A>::check_range(gpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
         let flags = flags.nested();
         for piece in self.covering(&range)? {

@@ -109,86 +109,61 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Nothing can reach the record's frames any more: every TLB that could hold a
     /// translation through them has been invalidated (or no vCPU uses the table).
     pub(crate) unsafe fn free_record(&self, record: Record) {
-        for item in &record.items {
-            match item.item() {
-                // SAFETY: per the caller nothing reaches them; they were handed out
-                // by this allocator (tables singly, guest memory by its area).
-                Item::Frames { hpa, count } => unsafe { self.alloc.dealloc_frames(hpa, count) },
-                // SAFETY: as above.
-                Item::Subtree { table, base } => unsafe {
-                    self.free_subtree(table, base, &record.owned)
-                },
-            }
-        }
-    }
-
-    /// Gives back the tables of the subtree at `table` (covering addresses from
-    /// `base`) and the frames of its leaves inside `owned`.
-    ///
-    /// # Safety
-    ///
-    /// As [`PageTable::free_record`]: the subtree is unlinked and unreachable.
-    unsafe fn free_subtree(&self, table: Table, base: usize, owned: &[Span]) {
-        let span = table.level.span();
-        if !overlaps(owned, Span::new(base, base + (span << 9))) {
-            // No leaf below owns a frame: only the tables go back (their leaves
-            // are not read).
-            // SAFETY: as above.
-            return unsafe { self.free_tables(table) };
-        }
-        for (i, e) in self.entries(table).iter().enumerate() {
-            let raw = e.load(Ordering::Relaxed);
-            let gpa = base + i * span;
-            match F::kind(raw, table.level.get()) {
-                DescKind::Table if !table.level.is_page() => {
-                    let child = table.child(F::output_addr(raw, table.level.get()));
-                    // SAFETY: part of the unreachable subtree.
-                    unsafe { self.free_subtree(child, gpa, owned) }
-                }
-                DescKind::Leaf if owns(owned, gpa) => {
-                    let hpa = F::output_addr(raw, table.level.get());
-                    // SAFETY: a guest frame (or block) of an allocated area, no longer
-                    // reachable.
-                    unsafe { self.alloc.dealloc_frames(hpa, span / FRAME_SIZE) }
-                }
-                _ => {}
-            }
-        }
-        // SAFETY: a table frame of this tree, allocated singly, now unreachable.
-        unsafe { self.alloc.dealloc_frames(table.hpa, 1) };
+        self.record_items(&record, &mut |hpa, count| {
+            // SAFETY: per the caller nothing reaches them; they were handed out by
+            // this allocator (tables singly, guest memory by its area) and are held
+            // only by this record.
+            unsafe { self.alloc.dealloc_frames(hpa, count) }
+        });
     }
 
     /// Frames (tables and owned guest frames) that `record` holds.
     pub(crate) fn record_frames(&self, record: &Record) -> usize {
-        record
-            .items
-            .iter()
-            .map(|item| match item.item() {
-                Item::Frames { count, .. } => count,
-                Item::Subtree { table, base } => self.subtree_frames(table, base, &record.owned),
-            })
-            .sum()
+        let mut n = 0;
+        self.record_items(record, &mut |_, count| n += count);
+        n
     }
 
-    fn subtree_frames(&self, table: Table, base: usize, owned: &[Span]) -> usize {
-        let span = table.level.span();
-        if !overlaps(owned, Span::new(base, base + (span << 9))) {
-            return self.count_tables(table);
-        }
-        let mut n = 1;
-        for (i, e) in self.entries(table).iter().enumerate() {
-            let raw = e.load(Ordering::Relaxed);
-            let gpa = base + i * span;
-            match F::kind(raw, table.level.get()) {
-                DescKind::Table if !table.level.is_page() => {
-                    let child = table.child(F::output_addr(raw, table.level.get()));
-                    n += self.subtree_frames(child, gpa, owned);
-                }
-                DescKind::Leaf if owns(owned, gpa) => n += span / FRAME_SIZE,
-                _ => {}
+    /// Calls `f(hpa, count)` for every run of frames `record` holds.
+    fn record_items(&self, record: &Record, f: &mut impl FnMut(HostPhysAddr, usize)) {
+        for item in &record.items {
+            match item.item() {
+                Item::Frames { hpa, count } => f(hpa, count),
+                Item::Subtree { table, base } => self.subtree_frames(table, base, &record.owned, f),
             }
         }
-        n
+    }
+
+    /// Calls `f(hpa, count)` for the frames of each leaf inside `owned` of the
+    /// subtree at `table` (which covers addresses from `base`), then for each of its
+    /// tables, children before parents. Leaves are read only where `owned` overlaps
+    /// the subtree.
+    pub(crate) fn subtree_frames(
+        &self,
+        table: Table,
+        base: usize,
+        owned: &[Span],
+        f: &mut impl FnMut(HostPhysAddr, usize),
+    ) {
+        let (level, span) = (table.level, table.level.span());
+        let leaves = overlaps(owned, Span::new(base, base + (span << 9)));
+        if leaves || !level.is_page() {
+            for (i, e) in self.entries(table).iter().enumerate() {
+                let raw = e.load(Ordering::Relaxed);
+                let gpa = base + i * span;
+                match F::kind(raw, level.get()) {
+                    DescKind::Table if !level.is_page() => {
+                        let child = table.child(F::output_addr(raw, level.get()));
+                        self.subtree_frames(child, gpa, owned, f);
+                    }
+                    DescKind::Leaf if leaves && owns(owned, gpa) => {
+                        f(F::output_addr(raw, level.get()), span / FRAME_SIZE)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        f(table.hpa, 1);
     }
 }
 

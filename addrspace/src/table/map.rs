@@ -66,8 +66,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         size: usize,
         flags: MappingFlags,
     ) -> Result<()> {
-        let range = GpaRange::new(gpa, size)?;
-        Self::check_gpa(&range)?;
+        let range = Self::check_range(gpa, size)?;
         Self::check_hpa(hpa, size)?;
         Self::check_flags(flags)?;
         self.map_linear(&range, hpa, flags)

@@ -165,6 +165,13 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
 
     // ---------------------------------------------------------------- checks
 
+    /// Validates `[gpa, gpa + size)` as a range this format translates.
+    pub(crate) fn check_range(gpa: GuestPhysAddr, size: usize) -> Result<GpaRange> {
+        let range = GpaRange::new(gpa, size)?;
+        Self::check_gpa(&range)?;
+        Ok(range)
+    }
+
     pub(crate) fn check_gpa(range: &GpaRange) -> Result<()> {
         if range.end().as_usize() > Self::gpa_limit() {
             return Err(Error::OutOfRange {
@@ -363,27 +370,6 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         }
         Ok(())
     }
-
-    /// Gives back the tables of the subtree at `table`, itself included (not the
-    /// frames its leaves name).
-    ///
-    /// # Safety
-    ///
-    /// Nothing can reach the subtree any more.
-    unsafe fn free_tables(&self, table: Table) {
-        if !table.level.is_page() {
-            for e in self.entries(table) {
-                let raw = e.load(Ordering::Relaxed);
-                if F::kind(raw, table.level.get()) == DescKind::Table {
-                    let child = table.child(F::output_addr(raw, table.level.get()));
-                    // SAFETY: part of the unreachable subtree.
-                    unsafe { self.free_tables(child) };
-                }
-            }
-        }
-        // SAFETY: a table frame of this tree, allocated singly, unreachable.
-        unsafe { self.alloc.dealloc_frames(table.hpa, 1) };
-    }
 }
 
 use held::Unlinked;
@@ -398,8 +384,12 @@ impl<F: NestedFormat, A: FrameAllocator> Drop for PageTable<F, A> {
             let raw = e.load(Ordering::Acquire);
             if F::kind(raw, root.level.get()) == DescKind::Table {
                 let child = root.child(F::output_addr(raw, root.level.get()));
-                // SAFETY: the tree is going away with no user left.
-                unsafe { self.free_tables(child) };
+                // The tables only: AddrSpace gave back its guest frames first.
+                self.subtree_frames(child, 0, &[], &mut |hpa, count| {
+                    // SAFETY: a table of this tree, which is going away with no user
+                    // left.
+                    unsafe { self.alloc.dealloc_frames(hpa, count) }
+                });
             }
         }
         for record in core::mem::take(&mut self.held) {

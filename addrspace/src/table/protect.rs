@@ -28,8 +28,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         size: usize,
         flags: MappingFlags,
     ) -> Result<Flush> {
-        let range = GpaRange::new(gpa, size)?;
-        Self::check_gpa(&range)?;
+        let range = Self::check_range(gpa, size)?;
         Self::check_flags(flags)?;
         if let Some(hole) = self.find_hole(&range) {
             return Err(Error::NotMapped { gpa: hole });

@@ -19,8 +19,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Errors: bad input, [`Error::NotMapped`] with the first address of a hole, or
     /// [`Error::NoMemory`] when a split cannot get its table. On error nothing changed.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
-        let range = GpaRange::new(gpa, size)?;
-        Self::check_gpa(&range)?;
+        let range = Self::check_range(gpa, size)?;
         if let Some(hole) = self.find_hole(&range) {
             return Err(Error::NotMapped { gpa: hole });
         }
@@ -129,7 +128,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     let sub = table.child(F::output_addr(raw, level.get()));
                     if chunk.whole {
                         entry.store(0, Ordering::Release);
-                        unlinked += self.count_tables(sub);
+                        self.subtree_frames(sub, chunk.start, &[], &mut |_, _| unlinked += 1);
                         push_item(items, Unlinked::subtree(sub, chunk.start));
                     } else {
                         let (n, empty) = self.clear(sub, chunk.span(), owned, items);
@@ -155,22 +154,6 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     .iter()
                     .all(|e| e.load(Ordering::Relaxed) == 0));
         (unlinked, empty)
-    }
-
-    /// The tables of the subtree at `table`, itself included.
-    pub(super) fn count_tables(&self, table: Table) -> usize {
-        if table.level.is_page() {
-            return 1;
-        }
-        1 + self
-            .entries(table)
-            .iter()
-            .filter_map(|e| {
-                let raw = e.load(Ordering::Relaxed);
-                (F::kind(raw, table.level.get()) == DescKind::Table)
-                    .then(|| self.count_tables(table.child(F::output_addr(raw, table.level.get()))))
-            })
-            .sum::<usize>()
     }
 }
 
