@@ -61,10 +61,10 @@ impl vm_core::VmHal for MockHal {
         Machine::current().broadcast_invalidate(vm_id, range)
     }
 
-    /// Also yields the host thread: vm-core reads the time only in its wait loops,
-    /// and on a small host the thread it waits for needs the core.
+    /// vm-core reads the time only in its wait loops; a thread that has polled it
+    /// for [`SPIN_BUDGET_NS`](crate::SPIN_BUDGET_NS) without a pause also gives up
+    /// its host CPU (see [`Machine::now_ns_polled`]).
     fn now_ns() -> u64 {
-        std::thread::yield_now();
-        Machine::current().now_ns()
+        Machine::current().now_ns_polled()
     }
 }

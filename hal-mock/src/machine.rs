@@ -91,7 +91,15 @@ pub struct Machine {
     broadcasts: AtomicU64,
 }
 
+/// How long a wait loop spins before [`Machine::now_ns_polled`] yields.
+pub const SPIN_BUDGET_NS: u64 = 5_000;
+
+/// Clock reads further apart than this start a new wait.
+const POLL_GAP_NS: u64 = 5_000;
+
 thread_local! {
+    /// The last [`Machine::now_ns_polled`] of this thread and when its wait began.
+    static POLLING: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
     static CURRENT: RefCell<Option<Arc<Machine>>> = const { RefCell::new(None) };
     static PCPU: RefCell<usize> = const { RefCell::new(0) };
     static RUNNING: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
@@ -493,6 +501,31 @@ impl Machine {
     /// Nanoseconds since the machine was made.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    /// [`Machine::now_ns`] for a wait loop: a thread that has read the clock
+    /// without a pause of 5 µs for [`SPIN_BUDGET_NS`] gives up its host CPU
+    /// (once per call from then on). vm-core reads the time only while it waits for
+    /// vCPUs (shootdown, pause); when the host has more spinning threads than cores,
+    /// the vCPU thread waited for may be queued on this very core, behind the waiter.
+    /// A wait that ends within the budget (every vCPU on a core of its own) never
+    /// yields.
+    pub fn now_ns_polled(&self) -> u64 {
+        let now = self.now_ns();
+        let waited = POLLING.with(|p| {
+            let (last, since) = p.get();
+            let since = if last == 0 || now.saturating_sub(last) > POLL_GAP_NS {
+                now
+            } else {
+                since
+            };
+            p.set((now, since));
+            now - since
+        });
+        if waited > SPIN_BUDGET_NS {
+            std::thread::yield_now();
+        }
+        now
     }
 }
 

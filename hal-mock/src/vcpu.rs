@@ -171,6 +171,8 @@ pub struct MockVCpu<F: NestedFormat> {
     regs: [u64; REGS],
     tlb: Arc<TlbCache>,
     irqs: Vec<usize>,
+    /// The last run ended on a kick.
+    kicked: bool,
     _format: PhantomData<F>,
 }
 
@@ -458,6 +460,7 @@ impl<F: NestedFormat> MockVCpu<F> {
         let pcpu = Machine::current_pcpu();
         while !p.stop.load(Ordering::SeqCst) {
             if self.machine.take_kick(pcpu) {
+                self.kicked = true;
                 return Some(ExitReason::Kicked);
             }
             let epoch = p.epoch.load(Ordering::SeqCst);
@@ -522,6 +525,7 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
             regs: [0; REGS],
             tlb,
             irqs: Vec::new(),
+            kicked: false,
             _format: PhantomData,
         })
     }
@@ -569,10 +573,19 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
         }
         // Entering on this pCPU: the vCPU now runs here.
         Machine::set_running(Some((self.vm_id, self.vcpu_id)));
+        if core::mem::take(&mut self.kicked) {
+            // Back from a kick, which it has acknowledged by leaving the guest: give up
+            // the host CPU once. On a host with as many cores as vCPU threads, the
+            // thread that kicked (spinning until every vCPU acknowledged) and the
+            // other kicked vCPUs may be waiting for one; on hardware the kick's IPI
+            // takes the CPU from the guest the same way.
+            std::thread::yield_now();
+        }
         let program = self.config.program.clone();
         let pcpu = Machine::current_pcpu();
         loop {
             if self.machine.take_kick(pcpu) {
+                self.kicked = true;
                 return Ok(ExitReason::Kicked);
             }
             let pc = self.pc;
