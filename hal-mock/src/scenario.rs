@@ -62,7 +62,7 @@ pub fn probe_vm<F: NestedFormat>(
         faults,
         ..MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()))
     };
-    let vm = Vm::new(config, |_| (vcpu.clone(), ()))?;
+    let vm = Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))?;
     Ok((vm, probe))
 }
 

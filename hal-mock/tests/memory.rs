@@ -1,4 +1,4 @@
-//! Memory regions of whole VMs on the mock: identical mapping and its fallback,
+//! Memory regions of whole VMs on the mock: identical regions placed by the host,
 //! pass-through planning (unsorted, overlapping, adjacent, unaligned) and collisions
 //! with RAM, two VMs that cannot reach each other, lazy pages faulted by 4 vCPUs at
 //! once, and the guest-memory copy API.
@@ -22,9 +22,11 @@ use vm_core::{
 
 const RAM: u64 = 0x4100_0000;
 
+/// Two identical regions that overlap on paper, the entry point 0x1000 into the
+/// first.
 fn identical_config(id: usize) -> vm_core::VmConfig {
     VmConfigBuilder::new(id, "identical", 1)
-        .entry_point(gpa(RAM))
+        .entry_point(gpa(RAM + 0x1000))
         .memory_region(
             gpa(RAM),
             0x10_0000,
@@ -32,45 +34,48 @@ fn identical_config(id: usize) -> vm_core::VmConfig {
             MapType::Identical,
             Populate::Eager,
         )
+        .memory_region(
+            gpa(RAM),
+            0x20_0000,
+            MappingFlags::RW,
+            MapType::Identical,
+            Populate::Eager,
+        )
         .build()
         .unwrap()
 }
 
-/// The first VM gets its RAM at HPA = GPA; the second asks for the same host range,
-/// which is taken, and falls back to allocated memory; so does one whose HAL
-/// refuses. Without memory for the fallback, creation fails naming the region.
+/// Issue 14: identical regions are placed as axvisor places them since 2025-09,
+/// where the host allocates (2 MiB-aligned), mapped at GPA = HPA there, so regions
+/// that overlap on paper load; the placement shows in `Vm::config`, and the entry
+/// point moves with its region. Without memory, creation fails naming the region
+/// and leaks nothing.
 #[test]
-fn identical_mapping_and_its_fallback() {
-    // The machine's memory covers the requested GPA range.
+fn identical_regions_are_placed_where_the_host_allocates() {
     let machine = Machine::new(0x4000_0000, 64 << 20);
     let _g = machine.enter(0);
     let log = Arc::new(GuestLog::default());
-    let vm1 = mock_vm::<Npt>(identical_config(1), Program::new(), &log);
-    let t = vm1.walk(gpa(RAM + 0x1234)).translation().unwrap();
-    assert_eq!(
-        t.hpa,
-        HostPhysAddr::from_usize((RAM + 0x1234) as usize),
-        "identity"
-    );
-    let vm2 = mock_vm::<Npt>(identical_config(2), Program::new(), &log);
-    let t2 = vm2.walk(gpa(RAM + 0x1234)).translation().unwrap();
-    assert_ne!(t2.hpa, t.hpa, "the taken range must not be shared");
-    // Both work as RAM and do not see each other.
-    vm1.write_to_guest_of(gpa(RAM + 0x1000), &1u64).unwrap();
-    vm2.write_to_guest_of(gpa(RAM + 0x1000), &2u64).unwrap();
-    assert_eq!(vm1.read_from_guest_of::<u64>(gpa(RAM + 0x1000)).unwrap(), 1);
-    assert_eq!(vm2.read_from_guest_of::<u64>(gpa(RAM + 0x1000)).unwrap(), 2);
-    drop(vm1);
-    // The range is free again, but the HAL is told to refuse: fallback too.
-    machine.refuse_alloc_at(true);
-    let vm3 = mock_vm::<Npt>(identical_config(3), Program::new(), &log);
-    assert_ne!(
-        vm3.walk(gpa(RAM)).translation().unwrap().hpa,
-        HostPhysAddr::from_usize(RAM as usize)
-    );
-    drop((vm2, vm3));
+    let vm = mock_vm::<Npt>(identical_config(1), Program::new(), &log);
+    let regions = &vm.config().kernel.memory_regions;
+    let (a, b) = (regions[0].gpa, regions[1].gpa);
+    assert_ne!(a, b, "each region gets its own host memory");
+    for (r, size) in [(a, 0x10_0000), (b, 0x20_0000)] {
+        assert_eq!(r.as_usize() % 0x20_0000, 0, "{r:?} is 2 MiB-aligned");
+        let t = vm.walk(r + (size - 8)).translation().unwrap();
+        assert_eq!(
+            t.hpa,
+            HostPhysAddr::from_usize(r.as_usize() + size - 8),
+            "GPA = HPA"
+        );
+    }
+    assert_eq!(vm.config().kernel.entry_point, a + 0x1000);
+    vm.write_to_guest_of(a + 0x1000, &1u64).unwrap();
+    vm.write_to_guest_of(b + 0x1000, &2u64).unwrap();
+    assert_eq!(vm.read_from_guest_of::<u64>(a + 0x1000).unwrap(), 1);
+    assert_eq!(vm.read_from_guest_of::<u64>(b + 0x1000).unwrap(), 2);
+    drop(vm);
     assert_eq!(machine.frames_in_use(), 0);
-    // No memory for the fallback: only the root frame is left to allocate.
+    // No memory for the regions: only the root frame is left to allocate.
     machine.fail_frames_after(1);
     let err = try_mock_vm::<Npt>(
         identical_config(4),
@@ -89,6 +94,43 @@ fn identical_mapping_and_its_fallback() {
     );
     machine.never_fail();
     assert_eq!(machine.frames_in_use(), 0, "a failed creation leaked");
+}
+
+/// Issue 14: `passthrough_addresses` are host MMIO at the same guest address (they
+/// used to be dropped), merged with the device ranges; x86 port-I/O devices (COM1 at
+/// 0x3f8) claim no guest-physical page and stay off the MMIO bus, for the board.
+#[test]
+fn passthrough_addresses_map_and_port_devices_stay_off_the_bus() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let hpa = HostPhysAddr::from_usize;
+    let config = ram_config(1, "pa", 1, 0x8000_0000, 0x10_0000)
+        .passthrough_device("uart", gpa(0x0900_0000), hpa(0x0900_0000), 0x1000, 33)
+        .passthrough_address(gpa(0x0900_1000), 0x10)
+        .passthrough_address(gpa(0x2804_1000), 0x2000)
+        .port_device("x86-com1", 0x3f8, 8, 4, 2, &[])
+        .emu_device("dev", gpa(0x0b00_0000), 0x1000, 0, 0, &[])
+        .build()
+        .unwrap();
+    let log = Arc::new(GuestLog::default());
+    let vm = mock_vm::<Npt>(config, Program::new(), &log);
+    let r = |g: u64, size| PassthroughRange {
+        gpa: gpa(g),
+        hpa: hpa(g as usize),
+        size,
+    };
+    assert_eq!(
+        vm.passthrough_ranges(),
+        [r(0x0900_0000, 0x2000), r(0x2804_1000, 0x2000)]
+    );
+    let t = vm.walk(gpa(0x2804_2ff8)).translation().unwrap();
+    assert!(t.hpa == hpa(0x2804_2ff8) && t.flags.contains(MappingFlags::DEVICE));
+    let names: Vec<String> = vm.mmio_devices().into_iter().map(|d| d.0).collect();
+    assert_eq!(names, ["dev"]);
+    assert!(
+        vm.walk(gpa(0x3f8)).translation().is_none(),
+        "no page for a port"
+    );
 }
 
 fn passthrough_vm<F: NestedFormat>() {

@@ -257,7 +257,7 @@ pub fn build_test_vm<V: ArchVCpu>(
     if image.is_empty() {
         return Err(BuildError::NoImage);
     }
-    let vm = Vm::<V>::new(config, vcpu_config)?;
+    let vm = Vm::<V>::new(config.into_valid().map_err(VmError::from)?, vcpu_config)?;
     vm.load_kernel(image)?;
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(layout.ro_base as usize),

@@ -24,8 +24,7 @@ pub enum VmError {
         /// What the address space said (an overlap names the existing area).
         error: addrspace::Error,
     },
-    /// An identity-mapped region could not be placed at its address and no
-    /// contiguous memory was left for the fallback.
+    /// No contiguous host memory was left to place an identical region.
     NoMemory {
         /// The configuration entry.
         field: Field,

@@ -40,8 +40,10 @@ mod vm;
 pub use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
 // What `VmExit` carries and its answers take, so a board needs no other crate.
 pub use config::{
-    ConfigError, DevicesConfig, EmuDeviceConfig, Field, ImageLocation, InterruptMode, KernelConfig,
-    MapType, MemoryRegionConfig, PassthroughDeviceConfig, VmConfig, VmConfigBuilder, VmType,
+    BootProtocol, ConfigError, DeviceSpace, DeviceTree, DevicesConfig, EmuDeviceConfig, Field,
+    ImageLocation, InterruptMode, KernelConfig, MAX_CPU_NUM, MapType, MemoryRegionConfig,
+    PassthroughAddressConfig, PassthroughDeviceConfig, PortRangeConfig, ValidConfig, VmConfig,
+    VmConfigBuilder, VmType,
 };
 pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
 pub use error::{VmError, VmResult};

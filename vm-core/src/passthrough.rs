@@ -75,6 +75,7 @@ mod tests {
             base_hpa: HostPhysAddr::from_usize(hpa),
             length: len,
             irq: 0,
+            host_node: false,
         }
     }
 

@@ -19,7 +19,7 @@ use vcpu_api::{
     VCpuStateCell,
 };
 
-use crate::config::{Field, MapType, VmConfig};
+use crate::config::{Field, MapType, PassthroughDeviceConfig, ValidConfig, VmConfig};
 use crate::device::{MmioBus, MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
 use crate::firmware::Firmware;
@@ -83,31 +83,16 @@ pub struct VmStats {
     pub deferred_frames: usize,
 }
 
-/// Host memory a VM owns outside its address space's allocator, freed after the
-/// address space (field order in [`Vm`]).
-enum HostRange {
-    /// From `VmHal::alloc_memory_region_at`.
-    AtAddr { hpa: HostPhysAddr, size: usize },
-    /// From `VmHal::alloc_frames` (identical-mapping fallback).
-    Frames { hpa: HostPhysAddr, count: usize },
-}
-
+/// Host memory a VM owns outside its address space's allocator (identical regions,
+/// from `VmHal::alloc_frames`): `(hpa, frame count)`, freed after the address space
+/// (field order in [`Vm`]).
 #[derive(Default)]
-struct HostRanges(Mutex<Vec<HostRange>>);
+struct HostRanges(Mutex<Vec<(HostPhysAddr, usize)>>);
 
 impl Drop for HostRanges {
     fn drop(&mut self) {
-        for r in self.0.get_mut().drain(..) {
-            match r {
-                HostRange::AtAddr { hpa, size } => {
-                    crate_interface::call_interface!(crate::hal::VmHal::dealloc_memory_region_at(
-                        hpa, size
-                    ))
-                }
-                HostRange::Frames { hpa, count } => {
-                    crate_interface::call_interface!(crate::hal::VmHal::dealloc_frames(hpa, count))
-                }
-            }
+        for (hpa, count) in self.0.get_mut().drain(..) {
+            crate_interface::call_interface!(crate::hal::VmHal::dealloc_frames(hpa, count))
         }
     }
 }
@@ -145,6 +130,10 @@ impl FlushQueue {
         }
     }
 }
+
+/// Identical regions are placed at this alignment, as axvisor does (2 MiB, so the
+/// nested table can use large leaves).
+const IDENTICAL_ALIGN: usize = 0x20_0000;
 
 /// A vCPU's run-loop state, kept with the architecture vCPU under one lock.
 pub(crate) struct VCpuInner<V> {
@@ -228,26 +217,47 @@ fn space_err(op: &'static str) -> impl FnOnce(addrspace::Error) -> VmError {
 }
 
 impl<V: ArchVCpu> Vm<V> {
-    /// Builds a VM from `config` (validated again here): maps every memory region by
-    /// its type, maps the pass-through devices (widened to 4 KiB, sorted, merged) as
-    /// DEVICE, claims the emulated devices' ranges and puts them on the bus (attach
-    /// their models with [`Vm::attach_device`]), and creates the vCPUs:
-    /// `V::new(vm_id, i, create)`, `set_nested_root`, `set_entry(entry_point)`,
-    /// `setup(setup)`, where `vcpu_config(i)` gives `(create, setup)` for vCPU `i`.
+    /// Builds a VM from `config` (validated and resolved: nothing is checked again
+    /// here): maps the memory regions at fixed addresses, maps the pass-through
+    /// devices and addresses (widened to 4 KiB, sorted, merged) as DEVICE, claims
+    /// the emulated MMIO devices' ranges and puts them on the bus (attach their
+    /// models with [`Vm::attach_device`]; port-I/O devices are the board's), then
+    /// places each identical region where the host allocates it (GPA = HPA there,
+    /// logged and visible in [`Vm::config`], with the load addresses inside it), and
+    /// creates the vCPUs: `V::new(vm_id, i, create)`, `set_nested_root`,
+    /// `set_entry(entry_point)`, `setup(setup)`, where `vcpu_config(i)` gives
+    /// `(create, setup)` for vCPU `i`.
     ///
     /// The VM is in state [`VmState::Created`]; [`Vm::boot`] starts vCPU 0.
     pub fn new(
-        config: VmConfig,
+        config: ValidConfig,
         mut vcpu_config: impl FnMut(usize) -> (V::CreateConfig, V::SetupConfig),
     ) -> VmResult<Arc<Self>> {
-        config.validate()?;
-        let plan = plan_passthrough(&config.devices.passthrough_devices)?;
+        let mut config = config.into_inner();
+        let devices = &config.devices;
+        let mut passthrough = devices.passthrough_devices.clone();
+        passthrough.extend(
+            devices
+                .passthrough_addresses
+                .iter()
+                .map(|a| PassthroughDeviceConfig {
+                    name: "passthrough_addresses".into(),
+                    base_gpa: a.base_gpa,
+                    base_hpa: HostPhysAddr::from_usize(a.base_gpa.as_usize()),
+                    length: a.length,
+                    irq: 0,
+                    host_node: false,
+                }),
+        );
+        let plan = plan_passthrough(&passthrough)?;
         let host = HostRanges::default();
         let mut space = AddrSpace::<V::Format, HalFrames>::new(HalFrames)
             .map_err(space_err("create the address space"))?;
         for (i, r) in config.kernel.memory_regions.iter().enumerate() {
-            let field = Field::at("kernel.memory_regions", i);
-            Self::map_config_region(&mut space, &host, field, r)?;
+            if r.map_type != MapType::Identical {
+                let field = Field::at("kernel.memory_regions", i);
+                Self::map_config_region(&mut space, field, r)?;
+            }
         }
         for p in &plan {
             // SAFETY: the configuration grants the guest these host device ranges;
@@ -261,6 +271,9 @@ impl<V: ArchVCpu> Vm<V> {
         }
         let mut bus = MmioBus::new();
         for (i, d) in config.devices.emu_devices.iter().enumerate() {
+            if d.space != crate::config::DeviceSpace::Mmio {
+                continue;
+            }
             let field = Field::at("devices.emu_devices", i);
             let (start, size) = device_pages(d.base_gpa, d.length);
             space
@@ -268,6 +281,14 @@ impl<V: ArchVCpu> Vm<V> {
                 .map_err(|error| VmError::MapRegion { field, error })?;
             bus.add(&d.name, d.base_gpa, d.length, None)?;
         }
+        let mut placed = Vec::new();
+        for (i, r) in config.kernel.memory_regions.iter().enumerate() {
+            if r.map_type == MapType::Identical {
+                let field = Field::at("kernel.memory_regions", i);
+                placed.push((i, Self::place_identical(&mut space, &host, field, r)?));
+            }
+        }
+        config.place_identical(&placed);
         let root = space.root();
         let mut vcpus = Vec::with_capacity(config.cpu_num);
         for i in 0..config.cpu_num {
@@ -326,7 +347,7 @@ impl<V: ArchVCpu> Vm<V> {
     }
 
     /// [`Vm::new`] with default creation and setup parameters for every vCPU.
-    pub fn new_default(config: VmConfig) -> VmResult<Arc<Self>>
+    pub fn new_default(config: ValidConfig) -> VmResult<Arc<Self>>
     where
         V::CreateConfig: Default,
         V::SetupConfig: Default,
@@ -336,7 +357,6 @@ impl<V: ArchVCpu> Vm<V> {
 
     fn map_config_region(
         space: &mut AddrSpace<V::Format, HalFrames>,
-        host: &HostRanges,
         field: Field,
         r: &crate::config::MemoryRegionConfig,
     ) -> VmResult {
@@ -345,48 +365,50 @@ impl<V: ArchVCpu> Vm<V> {
             MapType::Alloc => space
                 .map_alloc(r.gpa, r.size, r.flags, r.populate)
                 .map_err(map_err),
-            MapType::Reserved => {
+            MapType::Reserved | MapType::Identical => {
                 let hpa = HostPhysAddr::from_usize(r.gpa.as_usize());
                 // SAFETY: map_type 2 declares `[gpa, gpa + size)` host RAM the platform
                 // reserved for this guest (the configuration is trusted input of the
                 // hypervisor's author); the HAL's phys_to_virt covers RAM.
                 unsafe { space.map_linear(r.gpa, hpa, r.size, r.flags) }.map_err(map_err)
             }
-            MapType::Identical => {
-                let want = HostPhysAddr::from_usize(r.gpa.as_usize());
-                let hpa = if crate_interface::call_interface!(
-                    crate::hal::VmHal::alloc_memory_region_at(want, r.size)
-                ) {
-                    host.0.lock().push(HostRange::AtAddr {
-                        hpa: want,
-                        size: r.size,
-                    });
-                    want
-                } else {
-                    let count = r.size / PAGE_SIZE;
-                    log::warn!(
-                        "{field}: host memory at {want:#x} (size {:#x}) is not available; \
-                         falling back to allocated memory mapped linearly (GPA != HPA)",
-                        r.size
-                    );
-                    let hpa = HalFrames.alloc_frames(count, 1).ok_or(VmError::NoMemory {
-                        field,
-                        size: r.size,
-                    })?;
-                    host.0.lock().push(HostRange::Frames { hpa, count });
-                    let hva = HalFrames.phys_to_virt(hpa);
-                    // SAFETY: `count` contiguous frames were just allocated for this VM
-                    // and are contiguous in the hypervisor's view (FrameAllocator
-                    // contract); nothing else uses them yet.
-                    unsafe { core::ptr::write_bytes(hva.as_mut_ptr::<u8>(), 0, r.size) };
-                    hpa
-                };
-                // SAFETY: `[hpa, hpa + size)` was reserved or allocated for this VM just
-                // above, is RAM mapped by phys_to_virt, and is freed only after the
-                // address space is dropped (field order of `Vm`).
-                unsafe { space.map_linear(r.gpa, hpa, r.size, r.flags) }.map_err(map_err)
-            }
         }
+    }
+
+    /// Places identical region `r` where the host allocates `r.size` contiguous
+    /// bytes (2 MiB-aligned) and maps it there at GPA = HPA; returns the placement.
+    fn place_identical(
+        space: &mut AddrSpace<V::Format, HalFrames>,
+        host: &HostRanges,
+        field: Field,
+        r: &crate::config::MemoryRegionConfig,
+    ) -> VmResult<GuestPhysAddr> {
+        let count = r.size / PAGE_SIZE;
+        let hpa = HalFrames
+            .alloc_frames(count, IDENTICAL_ALIGN / PAGE_SIZE)
+            .ok_or(VmError::NoMemory {
+                field,
+                size: r.size,
+            })?;
+        host.0.lock().push((hpa, count));
+        let hva = HalFrames.phys_to_virt(hpa);
+        // SAFETY: `count` contiguous frames were just allocated for this VM and are
+        // contiguous in the hypervisor's view (FrameAllocator contract); nothing else
+        // uses them yet.
+        unsafe { core::ptr::write_bytes(hva.as_mut_ptr::<u8>(), 0, r.size) };
+        let gpa = GuestPhysAddr::from_usize(hpa.as_usize());
+        // SAFETY: `[hpa, hpa + size)` was allocated for this VM just above, is RAM
+        // mapped by phys_to_virt, and is freed only after the address space is
+        // dropped (field order of `Vm`).
+        unsafe { space.map_linear(gpa, hpa, r.size, r.flags) }
+            .map_err(|error| VmError::MapRegion { field, error })?;
+        log::info!(
+            "{field}: identical region of {:#x} bytes placed at {:#x} (GPA = HPA; written at {:#x})",
+            r.size,
+            hpa.as_usize(),
+            r.gpa.as_usize()
+        );
+        Ok(gpa)
     }
 
     // ------------------------------------------------------------ identity
@@ -396,7 +418,8 @@ impl<V: ArchVCpu> Vm<V> {
         self.id
     }
 
-    /// The configuration it was built from.
+    /// The configuration as built: identical regions at their placement, the load
+    /// addresses inside them moved with them.
     pub fn config(&self) -> &VmConfig {
         &self.config
     }

@@ -506,8 +506,8 @@ fn bad_configs_name_their_field() {
         // 30. pass-through entry of the wrong shape
         (
             r#"["uart", 0x0900_0000, 0x0900_0000, 0x1000, 33]"#,
-            r#"["uart", 0x0900_0000, 0x1000]"#,
-            |e| matches!(e, E::TupleLength { len: 3, .. }),
+            r#"["uart", 0x0900_0000, 0x0900_0000, 0x1000, 33, 0]"#,
+            |e| matches!(e, E::TupleLength { len: 6, .. }),
             "devices.passthrough_devices[0]",
         ),
     ];

@@ -5,8 +5,24 @@
 
 use proptest::prelude::*;
 use vm_core::{
-    GuestPhysAddr, HostPhysAddr, MapType, MappingFlags, Populate, VmConfig, VmConfigBuilder,
+    DeviceTree, GuestPhysAddr, HostPhysAddr, MapType, MappingFlags, Populate, VmConfig,
+    VmConfigBuilder,
 };
+
+const QEMU_DTB: &[u8] = include_bytes!("data/qemu-virt-aarch64.dtb");
+
+/// Resolves `["/"]` and reads guest memory from whatever `bytes` parse as.
+fn resolve_all(bytes: &[u8]) {
+    let Ok(tree) = DeviceTree::new(bytes) else {
+        return;
+    };
+    let mut c = VmConfigBuilder::new(1, "f", 1)
+        .dtb_path("g.dtb")
+        .host_device("/")
+        .build_unchecked();
+    let _ = c.resolve_host_devices(&tree);
+    let _ = c.memory_from_guest_dtb(&tree);
+}
 
 const VALID: &str = include_str!("../../configs/qemu-virt-aarch64.toml");
 
@@ -35,6 +51,22 @@ proptest! {
                 prop_assert!(!c.to_rust_source("vm").is_empty());
             }
         }
+    }
+
+    /// Device trees are host- or user-supplied (`--host-dtb`): random bytes and
+    /// random byte edits of QEMU's tree give a tree or an error, and resolving
+    /// against what parses never panics.
+    #[test]
+    fn device_trees_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        edits in proptest::collection::vec((0..QEMU_DTB.len(), any::<u8>()), 1..8),
+    ) {
+        resolve_all(&bytes);
+        let mut tree = QEMU_DTB.to_vec();
+        for (at, b) in edits {
+            tree[at] = b;
+        }
+        resolve_all(&tree);
     }
 
     /// Any numbers through the builder: validation answers without panicking, also

@@ -40,7 +40,7 @@ pub fn try_mock_vm<F: NestedFormat>(
         faults,
         ..MockVCpuConfig::new(Arc::new(program), log.clone())
     };
-    Vm::new(config, |_| (vcpu.clone(), ()))
+    Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))
 }
 
 /// [`try_mock_vm`] without injected faults; panics on an error.

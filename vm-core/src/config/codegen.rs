@@ -13,8 +13,9 @@ use core::fmt::Write;
 use addrspace::{GuestPhysAddr, Populate};
 
 use super::{
-    EmuDeviceConfig, ImageLocation, InterruptMode, MapType, MemoryRegionConfig,
-    PassthroughDeviceConfig, VmConfig, VmType,
+    BootProtocol, DeviceSpace, EmuDeviceConfig, ImageLocation, InterruptMode, MapType,
+    MemoryRegionConfig, PassthroughAddressConfig, PassthroughDeviceConfig, PortRangeConfig,
+    VmConfig, VmType,
 };
 
 /// A Rust string literal for `s` (Debug escaping is valid Rust syntax).
@@ -35,11 +36,15 @@ enum Call<'a> {
     PhysCpuSets(&'a [usize]),
     Kernel(ImageLocation, &'a str, GuestPhysAddr),
     EntryPoint(GuestPhysAddr),
+    BootProtocol(BootProtocol),
     Path(&'static str, &'a str),
     Addr(&'static str, GuestPhysAddr),
     Cmdline(&'a str),
     Region(&'a MemoryRegionConfig),
     Passthrough(&'a PassthroughDeviceConfig),
+    Excluded(&'a str),
+    Address(&'a PassthroughAddressConfig),
+    Port(&'a PortRangeConfig),
     Emu(&'a EmuDeviceConfig),
     InterruptMode(InterruptMode),
 }
@@ -76,6 +81,9 @@ impl Call<'_> {
                 )
             }
             Self::EntryPoint(entry) => write!(s, "        .entry_point({})", gpa(*entry)),
+            Self::BootProtocol(p) => {
+                write!(s, "        .boot_protocol(::vm_core::BootProtocol::{p:?})")
+            }
             Self::Path(method, path) => write!(s, "        .{method}({})", lit(path)),
             Self::Addr(method, addr) => write!(s, "        .{method}({})", gpa(*addr)),
             Self::Cmdline(c) => write!(s, "        .cmdline({})", lit(c)),
@@ -97,6 +105,9 @@ impl Call<'_> {
                     r.flags.bits()
                 )
             }
+            Self::Passthrough(d) if d.host_node => {
+                write!(s, "        .host_device({})", lit(&d.name))
+            }
             Self::Passthrough(d) => write!(
                 s,
                 "        .passthrough_device({}, {}, ::vm_core::HostPhysAddr::from_usize({:#x}), {:#x}, {})",
@@ -105,6 +116,28 @@ impl Call<'_> {
                 d.base_hpa.as_usize(),
                 d.length,
                 d.irq
+            ),
+            Self::Excluded(path) => write!(s, "        .excluded_device({})", lit(path)),
+            Self::Address(a) => write!(
+                s,
+                "        .passthrough_address({}, {:#x})",
+                gpa(a.base_gpa),
+                a.length
+            ),
+            Self::Port(p) => write!(
+                s,
+                "        .passthrough_port({:#x}, {:#x})",
+                p.base, p.length
+            ),
+            Self::Emu(d) if d.space == DeviceSpace::Port => write!(
+                s,
+                "        .port_device({}, {:#x}, {:#x}, {}, {:#x}, &{:?})",
+                lit(&d.name),
+                d.base_gpa.as_usize(),
+                d.length,
+                d.irq_id,
+                d.emu_type,
+                d.cfg_list
             ),
             Self::Emu(d) => write!(
                 s,
@@ -141,7 +174,9 @@ impl Call<'_> {
             Self::PhysCpuSets(sets) => b.phys_cpu_sets(sets),
             Self::Kernel(location, path, load) => b.kernel(location, path, load),
             Self::EntryPoint(entry) => b.entry_point(entry),
+            Self::BootProtocol(p) => b.boot_protocol(p),
             Self::Path("bios_path", p) => b.bios_path(p),
+            Self::Path("uefi_firmware_path", p) => b.uefi_firmware_path(p),
             Self::Path("dtb_path", p) => b.dtb_path(p),
             Self::Path("ramdisk_path", p) => b.ramdisk_path(p),
             Self::Addr("bios_load_addr", a) => b.bios_load_addr(a),
@@ -150,9 +185,21 @@ impl Call<'_> {
             Self::Path(m, _) | Self::Addr(m, _) => unreachable!("no builder method {m}"),
             Self::Cmdline(c) => b.cmdline(c),
             Self::Region(r) => b.memory_region(r.gpa, r.size, r.flags, r.map_type, r.populate),
+            Self::Passthrough(d) if d.host_node => b.host_device(&d.name),
             Self::Passthrough(d) => {
                 b.passthrough_device(&d.name, d.base_gpa, d.base_hpa, d.length, d.irq)
             }
+            Self::Excluded(path) => b.excluded_device(path),
+            Self::Address(a) => b.passthrough_address(a.base_gpa, a.length),
+            Self::Port(p) => b.passthrough_port(p.base, p.length),
+            Self::Emu(d) if d.space == DeviceSpace::Port => b.port_device(
+                &d.name,
+                u16::try_from(d.base_gpa.as_usize()).unwrap_or(u16::MAX),
+                d.length,
+                d.irq_id,
+                d.emu_type,
+                &d.cfg_list,
+            ),
             Self::Emu(d) => b.emu_device(
                 &d.name,
                 d.base_gpa,
@@ -182,8 +229,12 @@ impl VmConfig {
             k.kernel_load_addr,
         ));
         calls.push(Call::EntryPoint(k.entry_point));
+        if k.boot_protocol != BootProtocol::Direct {
+            calls.push(Call::BootProtocol(k.boot_protocol));
+        }
         for (name, path) in [
             ("bios_path", &k.bios_path),
+            ("uefi_firmware_path", &k.uefi_firmware_path),
             ("dtb_path", &k.dtb_path),
             ("ramdisk_path", &k.ramdisk_path),
         ] {
@@ -198,14 +249,13 @@ impl VmConfig {
         }
         calls.extend(k.cmdline.as_deref().map(Call::Cmdline));
         calls.extend(k.memory_regions.iter().map(Call::Region));
-        calls.extend(
-            self.devices
-                .passthrough_devices
-                .iter()
-                .map(Call::Passthrough),
-        );
-        calls.extend(self.devices.emu_devices.iter().map(Call::Emu));
-        calls.push(Call::InterruptMode(self.devices.interrupt_mode));
+        let d = &self.devices;
+        calls.extend(d.passthrough_devices.iter().map(Call::Passthrough));
+        calls.extend(d.excluded_devices.iter().map(|p| Call::Excluded(p)));
+        calls.extend(d.passthrough_addresses.iter().map(Call::Address));
+        calls.extend(d.passthrough_ports.iter().map(Call::Port));
+        calls.extend(d.emu_devices.iter().map(Call::Emu));
+        calls.push(Call::InterruptMode(d.interrupt_mode));
         calls
     }
 
@@ -294,8 +344,8 @@ mod tests {
             (
                 any::<bool>(),
                 "[a-z./]{0,10}",
-                0usize..0x10_0000,
-                0usize..0x10_0000,
+                0usize..0x8_0000,
+                0usize..0x8_0000,
             ),
             (
                 opt_path.clone(),
@@ -312,6 +362,7 @@ mod tests {
                 0usize..3,
                 0u8..3,
             ),
+            (0u8..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3, 0u8..3),
         )
             .prop_map(
                 |(
@@ -319,6 +370,7 @@ mod tests {
                     (memory, path, load, entry),
                     (bios, dtb, ramdisk, bios_at, dtb_at, ramdisk_at),
                     (regions, cmdline, pts, emus, mode),
+                    (nodes, excluded, addresses, ports, port_devs, boot),
                 )| {
                     let g = GuestPhysAddr::from_usize;
                     let base = 0x4000_0000;
@@ -330,7 +382,7 @@ mod tests {
                     let mut b = VmConfigBuilder::new(usize::from(id), &name, cpus)
                         .vm_type(VmType::from_raw(u64::from(id % 3)).unwrap())
                         .kernel(location, &path, g(base + load))
-                        .entry_point(g(base + entry));
+                        .entry_point(g(base + load + entry));
                     if ids {
                         b = b.phys_cpu_ids(&(0..cpus).map(|i| i * 2 + 1).collect::<Vec<_>>());
                     }
@@ -357,6 +409,7 @@ mod tests {
                         b = b.memory_region(g(at), size, flags, map_type, populate);
                         at += size + 0x1000 * i;
                     }
+                    let has_bios = bios.is_some();
                     for (method, path) in [("bios", bios), ("dtb", dtb), ("ramdisk", ramdisk)] {
                         if let Some(p) = path {
                             b = match method {
@@ -366,7 +419,8 @@ mod tests {
                             };
                         }
                     }
-                    if let Some(a) = bios_at {
+                    // Multiboot with a BIOS image needs its load address.
+                    if let Some(a) = bios_at.or(has_bios.then_some(0)) {
                         b = b.bios_load_addr(g(base + a));
                     }
                     if let Some(a) = dtb_at {
@@ -398,6 +452,46 @@ mod tests {
                             &[i, 7],
                         );
                     }
+                    // Host device-tree references between the explicit entries.
+                    for i in 0..usize::from(nodes) {
+                        let node = if i == 0 { "/" } else { "/soc/uart@10000000" };
+                        let at = 0x0c00_0000 + i * 0x1000;
+                        b = b.host_device(node).passthrough_device(
+                            &format!("after{i}"),
+                            g(at),
+                            HostPhysAddr::from_usize(at),
+                            0x1000,
+                            0,
+                        );
+                    }
+                    for i in 0..excluded {
+                        b = b.excluded_device(&format!("/pcie@{i}"));
+                    }
+                    for i in 0..addresses {
+                        b = b.passthrough_address(g(0x0d00_0000 + i * 0x2000), 0x800 + i);
+                    }
+                    for i in 0..ports as u16 {
+                        b = b.passthrough_port(0x60 + 0x10 * i, 4);
+                    }
+                    for i in 0..port_devs as u16 {
+                        let emu_type = if i == 0 { 2 } else { 0x24 };
+                        b = b.port_device(
+                            &format!("port{i}"),
+                            0x3f8 - 0x100 * i,
+                            8,
+                            4,
+                            emu_type,
+                            &[],
+                        );
+                    }
+                    b = match boot {
+                        0 => b,
+                        1 => b.boot_protocol(BootProtocol::Multiboot),
+                        _ => b
+                            .boot_protocol(BootProtocol::Uefi)
+                            .uefi_firmware_path("OVMF.fd")
+                            .bios_load_addr(g(base)),
+                    };
                     let mode = match mode {
                         0 => InterruptMode::NoIrq,
                         1 => InterruptMode::Emulated,

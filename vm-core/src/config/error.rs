@@ -6,6 +6,8 @@ use core::fmt;
 
 use addrspace::MappingFlags;
 
+use super::BootProtocol;
+
 /// A field of the configuration: `path` (`"kernel.memory_regions"`), the element
 /// index for arrays, and the element's part for tuples (`"flags"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,6 +308,127 @@ pub enum ConfigError {
         /// Its HPA.
         hpa: usize,
     },
+    /// A key this project does not know (or not in this format).
+    UnknownKey {
+        /// The table holding it (`"devices"`, `"kernel.memory_regions[2]"`; empty
+        /// for the top level).
+        field: Field,
+        /// The key as written.
+        key: String,
+        /// The known key of that table nearest to it.
+        nearest: &'static str,
+    },
+    /// A key axvisor knows that this project does not implement (it would change
+    /// the VM, so it is not dropped silently).
+    NotSupported {
+        /// The key.
+        field: Field,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
+    /// The flat format of 2024 (keys at the top level, no `[base]`).
+    FlatFormat {
+        /// The first top-level key that gave it away.
+        key: String,
+    },
+    /// The `[machine]` / `[memory]` tables of the typed-machine proposal (tgoskits
+    /// PR 1612, never merged).
+    TypedMachineFormat {
+        /// The table.
+        key: String,
+    },
+    /// An emulated-device type number axvisor does not define.
+    UnknownEmuType {
+        /// The entry's `emu_type`.
+        field: Field,
+        /// The value.
+        value: u64,
+    },
+    /// `enable_bios` and `boot_protocol` disagree (no BIOS but a firmware protocol,
+    /// or a BIOS with direct boot).
+    BootProtocolConflict {
+        /// `kernel.boot_protocol`.
+        field: Field,
+        /// The protocol.
+        protocol: BootProtocol,
+        /// `kernel.enable_bios`.
+        enable_bios: bool,
+    },
+    /// Firmware boot without the firmware image or its load address.
+    NoFirmware {
+        /// The missing key.
+        field: Field,
+        /// The protocol that needs it.
+        protocol: BootProtocol,
+    },
+    /// A device-tree path that is not absolute (or `"/"` where a node is needed, or
+    /// a node both passed through and disabled).
+    BadNodePath {
+        /// The entry.
+        field: Field,
+        /// The path.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Two keys that say the same thing.
+    Duplicate {
+        /// The second key.
+        field: Field,
+        /// The first.
+        other: Field,
+    },
+    /// `kernel_load_addr` omitted but no memory region can hold the kernel 2 MiB
+    /// into it (the first region is missing or not larger than 2 MiB).
+    NoKernelPlace {
+        /// `kernel.kernel_load_addr`.
+        field: Field,
+    },
+    /// A device tree that does not parse.
+    DeviceTree {
+        /// The reader's message.
+        message: String,
+    },
+    /// A pass-through entry names a node the host tree does not have.
+    NoSuchNode {
+        /// The entry.
+        field: Field,
+        /// The path.
+        path: String,
+    },
+    /// A VM is to be built from a config whose device-tree references are not
+    /// resolved yet ([`super::VmConfig::resolve_host_devices`]).
+    UnresolvedHostNode {
+        /// The entry.
+        field: Field,
+        /// The path.
+        path: String,
+    },
+    /// A VM is to be built from a config whose RAM is still to be read from the
+    /// guest device tree ([`super::VmConfig::memory_from_guest_dtb`]).
+    MemoryNotRead {
+        /// `kernel.memory_regions`.
+        field: Field,
+    },
+    /// The kernel follows the first (identical) region and its entry point would
+    /// not lie inside that region (it keeps its offset from the load address).
+    EntryOutsideKernelRegion {
+        /// `kernel.entry_point`.
+        entry: usize,
+        /// `kernel.kernel_load_addr`.
+        load: usize,
+        /// The first region's size.
+        size: usize,
+    },
+    /// A port range beyond the 64 Ki x86 ports, or empty.
+    PortRange {
+        /// The entry.
+        field: Field,
+        /// First port.
+        base: usize,
+        /// Number of ports.
+        length: usize,
+    },
 }
 
 /// `Result` with [`ConfigError`].
@@ -391,7 +514,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "{field}: physical CPU {id} listed twice")
             }
             Self::EmptyCpuSet { field } => write!(f, "{field}: CPU set 0 allows no CPU"),
-            Self::NoMemory => f.write_str("kernel.memory_regions: no memory region"),
+            Self::NoMemory => f.write_str(
+                "kernel.memory_regions: no memory region (and no dtb_path to take it from)",
+            ),
             Self::Overlap { field, other, at } => {
                 write!(f, "{field}: overlaps [{other}] at {}", Hex::from(*at))
             }
@@ -409,6 +534,96 @@ impl fmt::Display for ConfigError {
             Self::DuplicateName { field, name, other } => {
                 write!(f, "{field}: \"{name}\" is also the name of [{other}]")
             }
+            Self::UnknownKey {
+                field,
+                key,
+                nearest,
+            } => {
+                if field.path.is_empty() {
+                    write!(f, "{key}: unknown key (nearest known key: {nearest})")
+                } else {
+                    write!(
+                        f,
+                        "{field}.{key}: unknown key (nearest known key: {field}.{nearest})"
+                    )
+                }
+            }
+            Self::NotSupported { field, why } => write!(f, "{field}: not supported: {why}"),
+            Self::FlatFormat { key } => write!(
+                f,
+                "{key}: this is axvisor's flat format of 2024 (keys at the top level), which \
+                 no published axvmconfig reads; write the sectioned format ([base] id, name, \
+                 vm_type, cpu_num; [kernel] entry_point, kernel_path, kernel_load_addr, \
+                 memory_regions; [devices] passthrough_devices, emu_devices) or the \
+                 device-graph format of axvmconfig 0.8.4+"
+            ),
+            Self::TypedMachineFormat { key } => write!(
+                f,
+                "[{key}]: the typed-machine format ([machine], [memory]) was a proposal \
+                 (tgoskits PR 1612) no axvisor release reads; write the sectioned format or \
+                 the device-graph format of axvmconfig 0.8.4+"
+            ),
+            Self::UnknownEmuType { field, value } => write!(
+                f,
+                "{field}: unknown emulated device type {} (axvisor defines 0-3, 0xa, \
+                 0x20-0x25, 0x30, 0xe1-0xe3)",
+                Hex(*value)
+            ),
+            Self::BootProtocolConflict {
+                field,
+                protocol,
+                enable_bios,
+            } => write!(
+                f,
+                "{field}: {protocol:?} boot conflicts with kernel.enable_bios = {enable_bios}"
+            ),
+            Self::NoFirmware { field, protocol } => {
+                write!(f, "{field}: missing, and {protocol:?} boot needs it")
+            }
+            Self::BadNodePath { field, path, why } => {
+                write!(f, "{field}: device-tree path \"{path}\" {why}")
+            }
+            Self::Duplicate { field, other } => {
+                write!(f, "{field}: says the same as {other}; give one of them")
+            }
+            Self::NoKernelPlace { field } => write!(
+                f,
+                "{field}: omitted, so the kernel goes 2 MiB into the first memory region, \
+                 and there is no first region larger than 2 MiB"
+            ),
+            Self::DeviceTree { message } => write!(f, "device tree: {message}"),
+            Self::NoSuchNode { field, path } => {
+                write!(f, "{field}: the host device tree has no node \"{path}\"")
+            }
+            Self::UnresolvedHostNode { field, path } => write!(
+                f,
+                "{field}: host device-tree node \"{path}\" is not resolved yet (resolve the \
+                 config against the host tree first)"
+            ),
+            Self::MemoryNotRead { field } => write!(
+                f,
+                "{field}: the guest RAM is to come from the guest device tree (dtb_path), \
+                 which was not read yet"
+            ),
+            Self::EntryOutsideKernelRegion { entry, load, size } => write!(
+                f,
+                "kernel.entry_point: {} is {} from kernel.kernel_load_addr {}, outside the \
+                 first memory region ({} bytes, identical) that the kernel is loaded into",
+                Hex::from(*entry),
+                if entry < load { "below" } else { "too far" },
+                Hex::from(*load),
+                Hex::from(*size)
+            ),
+            Self::PortRange {
+                field,
+                base,
+                length,
+            } => write!(
+                f,
+                "{field}: ports {} + {} are empty or beyond port 0xffff",
+                Hex::from(*base),
+                Hex::from(*length)
+            ),
             Self::PageOffsetMismatch { field, gpa, hpa } => write!(
                 f,
                 "{field}: GPA {} and HPA {} differ in their offset within a 4 KiB page",

@@ -4,13 +4,14 @@
 //! regions or devices cost O(n log n).
 
 use alloc::vec::Vec;
+use core::ops::Deref;
 
 use addrspace::{GpaRange, GuestPhysAddr, MappingFlags, PAGE_SIZE, Populate};
 
 use super::sweep::{Disjoint, Span, first_conflict};
 use super::{
-    ConfigError, ConfigResult, EmuDeviceConfig, Field, MapType, MemoryRegionConfig,
-    PassthroughDeviceConfig, VmConfig,
+    BootProtocol, ConfigError, ConfigResult, DeviceSpace, EmuDeviceConfig, Field, KNOWN_EMU_TYPES,
+    MapType, MemoryRegionConfig, PORT_SPACE, PassthroughDeviceConfig, VmConfig,
 };
 
 /// The most vCPUs a VM may have. A documented limit rather than the HAL's CPU count,
@@ -19,9 +20,16 @@ use super::{
 /// largest has 8) and keeps a VM's per-vCPU state bounded.
 pub const MAX_CPU_NUM: usize = 1024;
 
+/// Where the kernel goes when `kernel_load_addr` is omitted: this far into the first
+/// memory region (axvm of 2025-11, the version that reads such files).
+pub const DEFAULT_KERNEL_OFFSET: usize = 0x20_0000;
+
 pub(crate) const REGIONS: &str = "kernel.memory_regions";
 pub(crate) const PASSTHROUGH: &str = "devices.passthrough_devices";
 pub(crate) const EMU: &str = "devices.emu_devices";
+const ADDRESSES: &str = "devices.passthrough_addresses";
+const PORTS: &str = "devices.passthrough_ports";
+const EXCLUDED: &str = "devices.excluded_devices";
 
 /// The 4 KiB pages covering `[base, base + length)`; `None` when `length` is 0 or the
 /// page-rounded end does not fit in the address space.
@@ -88,7 +96,7 @@ fn region_range(field: Field, r: &MemoryRegionConfig) -> ConfigResult<GpaRange> 
             flags: r.flags,
         });
     }
-    if r.flags.contains(MappingFlags::DEVICE) {
+    if r.flags.contains(MappingFlags::DEVICE) && r.map_type == MapType::Alloc {
         return Err(ConfigError::DeviceFlagOnRam {
             field: field.part("flags"),
             flags: r.flags,
@@ -123,9 +131,88 @@ fn first_repeat<K: Ord>(keys: impl Iterator<Item = K>) -> Option<(usize, usize)>
         .min()
 }
 
+/// The guest RAM as written: regions at fixed addresses (alloc, reserved), which
+/// must not overlap, and identical regions, which the host places at VM creation
+/// (so they may overlap anything on paper).
+struct Ram {
+    fixed: Disjoint<GuestPhysAddr>,
+    identical: Vec<Span<GuestPhysAddr>>,
+}
+
+impl Ram {
+    /// Whether `gpa` lies in some region, as written.
+    fn contains(&self, gpa: GuestPhysAddr) -> bool {
+        self.fixed.containing(gpa).is_some()
+            || self.identical.iter().any(|s| s.start <= gpa && gpa < s.end)
+    }
+}
+
+/// A path that names a device-tree node.
+fn check_path(field: Field, path: &str) -> ConfigResult<()> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::BadNodePath {
+            field,
+            path: path.into(),
+            why: "is not absolute",
+        })
+    }
+}
+
+/// A VM configuration ready to build a VM from: it validated, and nothing in it is
+/// left to resolve (no host device-tree reference, RAM known). Only
+/// [`VmConfig::into_valid`] makes one, so [`crate::Vm::new`] does not validate again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidConfig(VmConfig);
+
+impl ValidConfig {
+    /// The configuration.
+    pub fn config(&self) -> &VmConfig {
+        &self.0
+    }
+
+    /// Gives the configuration back (to change and validate again).
+    pub fn into_inner(self) -> VmConfig {
+        self.0
+    }
+}
+
+impl Deref for ValidConfig {
+    type Target = VmConfig;
+
+    fn deref(&self) -> &VmConfig {
+        &self.0
+    }
+}
+
 impl VmConfig {
-    /// Checks everything a VM needs before it is built; the error names the first bad
-    /// field and its value.
+    /// Validates and checks that nothing is left to resolve: the configuration a VM
+    /// is built from.
+    pub fn into_valid(self) -> ConfigResult<ValidConfig> {
+        self.validate()?;
+        if let Some((i, d)) = self
+            .devices
+            .passthrough_devices
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.host_node)
+        {
+            return Err(ConfigError::UnresolvedHostNode {
+                field: Field::at(PASSTHROUGH, i),
+                path: d.name.clone(),
+            });
+        }
+        if self.kernel.memory_regions.is_empty() {
+            return Err(ConfigError::MemoryNotRead {
+                field: Field::key(REGIONS),
+            });
+        }
+        Ok(ValidConfig(self))
+    }
+
+    /// Checks everything that can be checked before device-tree references are
+    /// resolved; the error names the first bad field and its value.
     pub fn validate(&self) -> ConfigResult<()> {
         if self.name.is_empty() {
             return Err(ConfigError::Empty {
@@ -133,25 +220,50 @@ impl VmConfig {
             });
         }
         self.validate_cpus()?;
+        self.validate_boot()?;
         let ram = self.validate_regions()?;
         let k = &self.kernel;
-        for (name, addr) in [
-            ("kernel.entry_point", Some(k.entry_point)),
-            ("kernel.kernel_load_addr", Some(k.kernel_load_addr)),
-            ("kernel.dtb_load_addr", k.dtb_load_addr),
-            ("kernel.bios_load_addr", k.bios_load_addr),
-            ("kernel.ramdisk_load_addr", k.ramdisk_load_addr),
-        ] {
-            if let Some(a) = addr
-                && ram.containing(a).is_none()
-            {
-                return Err(ConfigError::NotInRam {
-                    field: Field::key(name),
-                    value: a.as_usize(),
-                });
+        if let Some(ram) = &ram {
+            // A kernel that follows the first (identical) region may be written
+            // anywhere; its entry point must then lie inside that region once moved.
+            let follows = self.kernel_follows_first_region();
+            if follows {
+                let size = k.memory_regions[0].size;
+                let offset = k
+                    .entry_point
+                    .as_usize()
+                    .checked_sub(k.kernel_load_addr.as_usize());
+                if offset.is_none_or(|o| o >= size) && !self.in_fixed_region(k.entry_point) {
+                    return Err(ConfigError::EntryOutsideKernelRegion {
+                        entry: k.entry_point.as_usize(),
+                        load: k.kernel_load_addr.as_usize(),
+                        size,
+                    });
+                }
+            }
+            let kernel = (!follows).then_some(());
+            for (name, addr) in [
+                ("kernel.entry_point", kernel.map(|()| k.entry_point)),
+                (
+                    "kernel.kernel_load_addr",
+                    kernel.map(|()| k.kernel_load_addr),
+                ),
+                ("kernel.dtb_load_addr", k.dtb_load_addr),
+                ("kernel.bios_load_addr", k.bios_load_addr),
+                ("kernel.ramdisk_load_addr", k.ramdisk_load_addr),
+            ] {
+                if let Some(a) = addr
+                    && !ram.contains(a)
+                {
+                    return Err(ConfigError::NotInRam {
+                        field: Field::key(name),
+                        value: a.as_usize(),
+                    });
+                }
             }
         }
-        self.validate_devices(&ram)
+        self.validate_devices(ram.as_ref().map(|r| &r.fixed))?;
+        self.validate_ports()
     }
 
     fn validate_cpus(&self) -> ConfigResult<()> {
@@ -197,28 +309,70 @@ impl VmConfig {
         Ok(())
     }
 
-    /// Checks each region and their overlaps; returns their ranges.
-    fn validate_regions(&self) -> ConfigResult<Disjoint<GuestPhysAddr>> {
+    /// What firmware boot needs (axvmconfig 0.8's table): multiboot with a BIOS
+    /// image needs its load address; UEFI needs the firmware image and its load
+    /// address.
+    fn validate_boot(&self) -> ConfigResult<()> {
+        let k = &self.kernel;
+        let missing = |key| {
+            Err(ConfigError::NoFirmware {
+                field: Field::key(key),
+                protocol: k.boot_protocol,
+            })
+        };
+        match k.boot_protocol {
+            BootProtocol::Direct => Ok(()),
+            BootProtocol::Multiboot if k.bios_path.is_some() && k.bios_load_addr.is_none() => {
+                missing("kernel.bios_load_addr")
+            }
+            BootProtocol::Multiboot => Ok(()),
+            BootProtocol::Uefi if k.uefi_firmware_path.is_none() && k.bios_path.is_none() => {
+                missing("kernel.uefi_firmware_path")
+            }
+            BootProtocol::Uefi if k.bios_load_addr.is_none() => missing("kernel.bios_load_addr"),
+            BootProtocol::Uefi => Ok(()),
+        }
+    }
+
+    /// Checks each region and the overlaps of those at fixed addresses; `None` when
+    /// the RAM is still to be read from the guest device tree.
+    fn validate_regions(&self) -> ConfigResult<Option<Ram>> {
         let regions = &self.kernel.memory_regions;
         if regions.is_empty() {
-            return Err(ConfigError::NoMemory);
+            return match self.kernel.dtb_path {
+                Some(_) => Ok(None),
+                None => Err(ConfigError::NoMemory),
+            };
         }
-        let mut spans = Vec::with_capacity(regions.len());
+        let mut fixed = Vec::with_capacity(regions.len());
+        let mut identical = Vec::new();
         for (i, r) in regions.iter().enumerate() {
-            spans.push(span(region_range(Field::at(REGIONS, i), r)?, i));
+            let s = span(region_range(Field::at(REGIONS, i), r)?, i);
+            match r.map_type {
+                MapType::Identical => identical.push(s),
+                MapType::Alloc | MapType::Reserved => fixed.push(s),
+            }
         }
-        if let Some((a, b, at)) = first_conflict(&mut spans, |_, _| true) {
+        if let Some((a, b, at)) = first_conflict(&mut fixed, |_, _| true) {
             return Err(ConfigError::Overlap {
                 field: Field::at(REGIONS, a.index.max(b.index)),
                 other: a.index.min(b.index),
                 at: at.as_usize(),
             });
         }
-        Ok(Disjoint::new(spans))
+        Ok(Some(Ram {
+            fixed: Disjoint::new(fixed),
+            identical,
+        }))
     }
 
-    fn validate_devices(&self, ram: &Disjoint<GuestPhysAddr>) -> ConfigResult<()> {
-        let hits_ram = |field: Field, r: GpaRange| match ram.overlapping(r.start(), r.end()) {
+    /// Device ranges: each on its own, then against RAM at fixed addresses (`ram`,
+    /// when known) and against each other. Host device-tree references are checked
+    /// once resolved.
+    fn validate_devices(&self, ram: Option<&Disjoint<GuestPhysAddr>>) -> ConfigResult<()> {
+        let hits_ram = |field: Field, r: GpaRange| match ram
+            .and_then(|ram| ram.overlapping(r.start(), r.end()))
+        {
             Some((region, at)) => Err(ConfigError::DeviceOverlapsRam {
                 field,
                 region: region.index,
@@ -226,25 +380,48 @@ impl VmConfig {
             }),
             None => Ok(()),
         };
-        let pt = &self.devices.passthrough_devices;
-        let emu = &self.devices.emu_devices;
-        // Each device on its own, in file order; then all of them together. Spans of
-        // pass-through devices are numbered 0..pt.len(), emulated ones after them.
-        let mut spans = Vec::with_capacity(pt.len() + emu.len());
-        let mut offsets = Vec::with_capacity(pt.len());
-        for (i, d) in pt.iter().enumerate() {
+        let d = &self.devices;
+        let (pt, addresses, emu) = (
+            &d.passthrough_devices,
+            &d.passthrough_addresses,
+            &d.emu_devices,
+        );
+        for (i, p) in d.excluded_devices.iter().enumerate() {
+            check_path(Field::at(EXCLUDED, i), p)?;
+        }
+        // Each device on its own, in file order; then all of them together. Spans
+        // are numbered: pass-through devices 0.., then pass-through addresses, then
+        // emulated devices; `offsets` holds GPA - HPA of the first two kinds.
+        let mut spans = Vec::with_capacity(pt.len() + addresses.len() + emu.len());
+        let mut offsets = Vec::with_capacity(pt.len() + addresses.len());
+        for (i, dev) in pt.iter().enumerate() {
             let field = Field::at(PASSTHROUGH, i);
-            let (pages, offset) = passthrough_pages(field, d)?;
+            if dev.host_node {
+                check_path(field.part("name"), &dev.name)?;
+                offsets.push(0);
+                continue;
+            }
+            let (pages, offset) = passthrough_pages(field, dev)?;
             hits_ram(field, pages)?;
             spans.push(span(pages, i));
             offsets.push(offset);
         }
-        for (i, d) in emu.iter().enumerate() {
-            let field = Field::at(EMU, i);
-            Self::check_emu(field, d)?;
-            let pages = cover(field, d.base_gpa.as_usize(), d.length)?;
+        for (i, a) in addresses.iter().enumerate() {
+            let field = Field::at(ADDRESSES, i);
+            let pages = cover(field, a.base_gpa.as_usize(), a.length)?;
             hits_ram(field, pages)?;
             spans.push(span(pages, pt.len() + i));
+            offsets.push(0);
+        }
+        let first_emu = offsets.len();
+        for (i, dev) in emu.iter().enumerate() {
+            let field = Field::at(EMU, i);
+            Self::check_emu(field, dev)?;
+            if dev.space == DeviceSpace::Mmio {
+                let pages = cover(field, dev.base_gpa.as_usize(), dev.length)?;
+                hits_ram(field, pages)?;
+                spans.push(span(pages, first_emu + i));
+            }
         }
         if let Some((i, other)) = first_repeat(emu.iter().map(|d| d.name.as_str())) {
             return Err(ConfigError::DuplicateName {
@@ -253,21 +430,26 @@ impl VmConfig {
                 other,
             });
         }
-        let field_of = |index: usize| match index.checked_sub(pt.len()) {
-            Some(e) => Field::at(EMU, e),
-            None => Field::at(PASSTHROUGH, index),
+        let field_of = |index: usize| {
+            if let Some(e) = index.checked_sub(first_emu) {
+                Field::at(EMU, e)
+            } else if let Some(a) = index.checked_sub(pt.len()) {
+                Field::at(ADDRESSES, a)
+            } else {
+                Field::at(PASSTHROUGH, index)
+            }
         };
         // Pass-through ranges may overlap when their GPA→HPA offsets agree (they are
         // merged); that relation is an equivalence, which the sweep needs.
         let conflict = |a: &Span<GuestPhysAddr>, b: &Span<GuestPhysAddr>| {
-            a.index >= pt.len() || b.index >= pt.len() || offsets[a.index] != offsets[b.index]
+            a.index >= first_emu || b.index >= first_emu || offsets[a.index] != offsets[b.index]
         };
         if let Some((a, b, at)) = first_conflict(&mut spans, conflict) {
             // Name an emulated device first (it is the one that cannot share), else the
             // later entry.
-            let (field, other) = if a.index >= pt.len() && b.index < pt.len() {
+            let (field, other) = if a.index >= first_emu && b.index < first_emu {
                 (a.index, b.index)
-            } else if b.index >= pt.len() && a.index < pt.len() {
+            } else if b.index >= first_emu && a.index < first_emu {
                 (b.index, a.index)
             } else {
                 (a.index.max(b.index), a.index.min(b.index))
@@ -287,6 +469,60 @@ impl VmConfig {
                 field: field.part("name"),
             });
         }
+        if !KNOWN_EMU_TYPES.contains(&d.emu_type) {
+            return Err(ConfigError::UnknownEmuType {
+                field: field.part("emu_type"),
+                value: d.emu_type,
+            });
+        }
         Ok(())
+    }
+
+    /// x86 I/O ports: pass-through ranges and port-I/O emulated devices, each inside
+    /// the 64 Ki ports and none sharing a port with another.
+    fn validate_ports(&self) -> ConfigResult<()> {
+        let d = &self.devices;
+        let in_space = |field: Field, base: usize, length: usize| match base.checked_add(length) {
+            Some(end) if length > 0 && end <= PORT_SPACE => Ok(Span {
+                start: base,
+                end,
+                index: 0,
+            }),
+            _ => Err(ConfigError::PortRange {
+                field,
+                base,
+                length,
+            }),
+        };
+        let mut spans = Vec::new();
+        let mut fields = Vec::new();
+        for (i, p) in d.passthrough_ports.iter().enumerate() {
+            let field = Field::at(PORTS, i);
+            let s = in_space(field, usize::from(p.base), usize::from(p.length))?;
+            spans.push(Span {
+                index: fields.len(),
+                ..s
+            });
+            fields.push(field);
+        }
+        for (i, e) in d.emu_devices.iter().enumerate() {
+            if e.space == DeviceSpace::Port {
+                let field = Field::at(EMU, i);
+                let s = in_space(field, e.base_gpa.as_usize(), e.length)?;
+                spans.push(Span {
+                    index: fields.len(),
+                    ..s
+                });
+                fields.push(field);
+            }
+        }
+        match first_conflict(&mut spans, |_, _| true) {
+            Some((a, b, at)) => Err(ConfigError::DeviceOverlap {
+                field: fields[a.index.max(b.index)],
+                other: fields[a.index.min(b.index)],
+                at,
+            }),
+            None => Ok(()),
+        }
     }
 }

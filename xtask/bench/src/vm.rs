@@ -93,6 +93,7 @@ fn fault_run(vcpus: usize, pages: usize) -> Result<f64, String> {
             Populate::Lazy,
         )
         .build()
+        .and_then(|c| c.into_valid())
         .map_err(|e| format!("fault VM config: {e}"))?;
     let vm: Arc<MockVm<Ept>> = Vm::new(config, |_| {
         (MockVCpuConfig::new(program.clone(), log.clone()), ())
