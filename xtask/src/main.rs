@@ -11,10 +11,14 @@
 //!   the test guest, `--no-hypervisor` boots that Linux on plain QEMU.
 //! - `bench [--quick]`: address-space and VM benchmarks against axaddrspace (see
 //!   `bench.rs`); not part of `test`.
+//! - `config check PATH... [--host-dtb FILE]`: loads VM config files as a hypervisor
+//!   would and says, per file, what VM it describes or why it is refused (see
+//!   `config.rs`).
 //!
 //! It prints every command before running it and stops at the first failure.
 
 mod bench;
+mod config;
 mod cross;
 mod linux;
 mod qemu;
@@ -36,6 +40,10 @@ commands:
                             guest, or Debian's Linux; --no-hypervisor boots that
                             Linux on plain QEMU)
   bench [--quick]           benchmarks against axaddrspace (target/bench/)
+  config check PATH... [--host-dtb FILE]
+                            load VM config files (or folders of them): per file
+                            `ok` and the VM, or why it is refused; then
+                            `N loaded, M refused` (exit 1 if any is refused)
 ";
 
 fn main() -> ExitCode {
@@ -53,6 +61,14 @@ fn main() -> ExitCode {
             [] => bench::bench(false),
             [q] if q == "--quick" => bench::bench(true),
             _ => Err(Failed(format!("expected bench [--quick]\n{USAGE}"))),
+        },
+        Some("config") => match config::config(&args[1..]) {
+            Ok(code) => return code,
+            Err(e) => Err(Failed(format!(
+                "{}\nusage: cargo xtask {}",
+                e.0,
+                config::USAGE
+            ))),
         },
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -61,6 +61,7 @@
 
 mod error;
 mod placement;
+mod summary;
 mod sweep;
 mod validate;
 
@@ -80,6 +81,7 @@ use addrspace::{GuestPhysAddr, HostPhysAddr, MappingFlags, Populate};
 
 pub use devicetree::DeviceTree;
 pub use error::{ConfigError, ConfigResult, Field, Hex};
+pub use summary::Summary;
 pub use validate::{DEFAULT_KERNEL_OFFSET, MAX_CPU_NUM, ValidConfig};
 pub(crate) use validate::{PASSTHROUGH, page_cover, passthrough_pages};
 
