@@ -443,7 +443,11 @@ impl<F: NestedFormat> MockVCpu<F> {
                 }),
             ) if *g == gpa => FaultInsn::Decoded(write(*width, self.regs[*reg % REGS] ^ xor)),
             (_, Some(Op::Probe(_))) => FaultInsn::Refused(MmioDecodeError::NoSyndrome { pc }),
-            _ => FaultInsn::Refused(MmioDecodeError::Unsupported { pc, insn: 0 }),
+            _ => FaultInsn::Refused(MmioDecodeError::Unsupported {
+                pc,
+                insn: 0,
+                why: "the op at the PC is no load or store of the faulting address",
+            }),
         };
         ExitReason::NestedPageFault(NestedFault { gpa, access, insn })
     }
@@ -726,6 +730,7 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
             FaultInsn::Bytes(_) | FaultInsn::Fetch => Err(MmioDecodeError::Unsupported {
                 pc: self.pc,
                 insn: 0,
+                why: "a mock exit without the access",
             }),
         }
     }

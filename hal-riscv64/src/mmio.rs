@@ -68,6 +68,18 @@ pub enum InsnError {
     },
 }
 
+impl InsnError {
+    /// What is wrong with the instruction, for the VM layer's error.
+    pub const fn why(&self) -> &'static str {
+        match self {
+            Self::NotLoadStore { .. } => "not a load or store",
+            Self::FloatingPoint { .. } => "a floating-point load or store (not emulated)",
+            Self::Atomic { .. } => "an atomic access (not emulated)",
+            Self::Reserved { .. } => "a reserved encoding",
+        }
+    }
+}
+
 impl fmt::Display for InsnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -74,6 +74,10 @@ pub struct DecodeStats {
 /// WFI.
 const WFI: u64 = 0x1050_0073;
 
+/// Why a load or store is not emulated when the fault said the other direction (an
+/// AMO reported as a store fault, a decoder disagreement).
+const NOT_THE_FAULT: &str = "not the access the fault reported";
+
 /// A RISC-V vCPU in VS-mode whose guest-physical memory is translated by the G-stage
 /// format `F` ([`Sv39x4`](addrspace::Sv39x4) or [`Sv48x4`](addrspace::Sv48x4)).
 ///
@@ -246,7 +250,13 @@ impl<F: GStage> Riscv64VCpu<F> {
             // Instructions cannot be fetched from an emulated device.
             return FaultInsn::Refused(MmioDecodeError::Execute { pc });
         }
-        let unsupported = FaultInsn::Refused(MmioDecodeError::Unsupported { pc, insn: htinst });
+        let unsupported = |why| {
+            FaultInsn::Refused(MmioDecodeError::Unsupported {
+                pc,
+                insn: htinst,
+                why,
+            })
+        };
         match mmio::decode_htinst(htinst) {
             Htinst::Transformed(m) => {
                 self.stats.from_htinst += 1;
@@ -263,11 +273,12 @@ impl<F: GStage> Riscv64VCpu<F> {
                 }
                 // The instruction does not match the fault (an AMO reported as a
                 // store fault): refuse rather than guess.
-                mmio::mmio_insn(&m, access, &self.regs.x).map_or(unsupported, FaultInsn::Decoded)
+                mmio::mmio_insn(&m, access, &self.regs.x)
+                    .map_or(unsupported(NOT_THE_FAULT), FaultInsn::Decoded)
             }
             Htinst::TransformedOther(e) => {
                 log::warn!("vCPU {}: MMIO at {gpa:?}, pc {pc:#x}: {e}", self.vcpu_id);
-                unsupported
+                unsupported(e.why())
             }
             Htinst::PageTableWalk { pseudo } => {
                 log::warn!(
@@ -371,9 +382,10 @@ impl<F: GStage> Riscv64VCpu<F> {
                 }
             }
         };
-        let unsupported = MmioDecodeError::Unsupported {
+        let unsupported = |why| MmioDecodeError::Unsupported {
             pc,
             insn: u64::from(bits),
+            why,
         };
         let m = mmio::decode(bits).map_err(|e| {
             log::warn!(
@@ -381,11 +393,11 @@ impl<F: GStage> Riscv64VCpu<F> {
                 self.vcpu_id,
                 fault.gpa
             );
-            unsupported
+            unsupported(e.why())
         })?;
         mmio::mmio_insn(&m, fault.access, &self.regs.x)
             .map(|insn| insn.at(fault.gpa))
-            .ok_or(unsupported)
+            .ok_or(unsupported(NOT_THE_FAULT))
     }
 
     /// Answers `call` with `reply` (see [`ArchVCpu::complete_call`]), carrying out a
@@ -1241,7 +1253,8 @@ mod tests {
             v.decode_mmio(&f, &none),
             Err(MmioDecodeError::Unsupported {
                 pc: PC,
-                insn: 0x00b6_252f
+                insn: 0x00b6_252f,
+                why: "an atomic access (not emulated)"
             })
         );
         // The guest's page-table walk hit the device (pseudoinstruction 0x3000).

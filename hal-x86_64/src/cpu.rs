@@ -49,6 +49,30 @@ impl fmt::Display for SvmError {
     }
 }
 
+impl From<SvmError> for vcpu_api::VCpuError {
+    fn from(e: SvmError) -> Self {
+        match e {
+            SvmError::NoSvm => Self::Unsupported {
+                feature: "SVM (CPUID 8000_0001 ECX[2])",
+            },
+            SvmError::NoNestedPaging => Self::Unsupported {
+                feature: "nested paging (CPUID 8000_000A EDX[0])",
+            },
+            SvmError::Disabled => Self::Unsupported {
+                feature: "SVM enabled by firmware (VM_CR.SVMDIS is set)",
+            },
+            SvmError::NoAsid { vm_id, nasid } => Self::NoVmid {
+                vm_id,
+                available: nasid,
+            },
+            SvmError::OutOfMemory => Self::OutOfMemory {
+                what: "the host save area",
+                frames: 1,
+            },
+        }
+    }
+}
+
 /// What the processor's SVM offers (CPUID Fn8000_000A, APM vol. 3, appendix E.4.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SvmFeatures {

@@ -158,6 +158,21 @@ impl fmt::Display for ExitDecodeError {
     }
 }
 
+impl From<ExitDecodeError> for vcpu_api::VCpuError {
+    fn from(e: ExitDecodeError) -> Self {
+        match e {
+            ExitDecodeError::BadIoSize { info1 } => Self::InvalidValue {
+                what: "EXITINFO1 of an IOIO exit (size bits)",
+                value: info1,
+            },
+            ExitDecodeError::BadMsrDirection { info1 } => Self::InvalidValue {
+                what: "EXITINFO1 of an MSR exit (neither 0 nor 1)",
+                value: info1,
+            },
+        }
+    }
+}
+
 impl IoioInfo {
     /// Decodes EXITINFO1 of an IOIO exit.
     pub fn decode(info1: u64) -> Result<Self, ExitDecodeError> {

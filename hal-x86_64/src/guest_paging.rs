@@ -42,19 +42,35 @@ pub enum WalkError {
         /// What guest memory said.
         error: addrspace::Error,
     },
-    /// The guest uses a paging mode we do not walk (legacy 32-bit, PAE without long
-    /// mode, 5-level).
-    UnsupportedMode,
+    /// The guest uses a paging mode we do not walk.
+    UnsupportedMode {
+        /// Which (`"32-bit paging"`, `"PAE paging"`, `"5-level paging"`).
+        paging: &'static str,
+    },
 }
 
 impl GuestPaging {
-    /// Translates `va` to a guest-physical address.
+    /// Translates linear address `va` to a guest-physical address: as it is with
+    /// paging off (real mode, protected mode without paging: linear addresses are
+    /// physical), through the 4-level tables in long mode (64-bit and compatibility
+    /// mode); other paging modes are refused by name.
     pub fn translate(&self, va: u64, mem: &dyn GuestMemory) -> Result<GuestPhysAddr, WalkError> {
         if self.cr0 & CR0_PG == 0 {
             return Ok(GuestPhysAddr::from_usize(va as usize));
         }
-        if self.efer & EFER_LMA == 0 || self.cr4 & CR4_PAE == 0 || self.cr4 & CR4_LA57 != 0 {
-            return Err(WalkError::UnsupportedMode);
+        let paging = if self.efer & EFER_LMA == 0 {
+            if self.cr4 & CR4_PAE == 0 {
+                Some("32-bit paging")
+            } else {
+                Some("PAE paging")
+            }
+        } else if self.cr4 & CR4_LA57 != 0 {
+            Some("5-level paging")
+        } else {
+            None
+        };
+        if let Some(paging) = paging {
+            return Err(WalkError::UnsupportedMode { paging });
         }
         let mut table = self.cr3 & ADDR;
         for level in (0..4u8).rev() {
@@ -208,11 +224,32 @@ mod tests {
             Ok(GuestPhysAddr::from_usize(0xb8000))
         );
         let pae32 = GuestPaging { efer: 0, ..LONG };
-        assert_eq!(pae32.translate(0, &mem), Err(WalkError::UnsupportedMode));
+        assert_eq!(
+            pae32.translate(0, &mem),
+            Err(WalkError::UnsupportedMode {
+                paging: "PAE paging"
+            })
+        );
+        let legacy = GuestPaging {
+            efer: 0,
+            cr4: 0,
+            ..LONG
+        };
+        assert_eq!(
+            legacy.translate(0, &mem),
+            Err(WalkError::UnsupportedMode {
+                paging: "32-bit paging"
+            })
+        );
         let la57 = GuestPaging {
             cr4: CR4_PAE | CR4_LA57,
             ..LONG
         };
-        assert_eq!(la57.translate(0, &mem), Err(WalkError::UnsupportedMode));
+        assert_eq!(
+            la57.translate(0, &mem),
+            Err(WalkError::UnsupportedMode {
+                paging: "5-level paging"
+            })
+        );
     }
 }

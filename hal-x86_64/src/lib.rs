@@ -14,8 +14,9 @@
 //! - [`cpu`]: enabling SVM on a physical CPU and its features; MSR and CPUID access.
 //! - [`regs`]: control register, EFER and MSR layouts.
 //! - Arch-only: [`vmcb`] (the VMCB, layout checked against the AMD manual at
-//!   compile time, and a vCPU's frames), [`guest_paging`] (the guest page walk that
-//!   finds the faulting instruction), [`permission`] (the permission-map layout),
+//!   compile time, and a vCPU's frames), [`mode`] (the guest's operating mode and
+//!   its code size), [`guest_paging`] (the guest page walk that finds the faulting
+//!   instruction), [`permission`] (the permission-map layout),
 //!   [`multiboot`] (the boot memory map) and `serial` (the board's port I/O).
 //!
 //! Exit decoding, the MMIO decoder, the guest page walk, the permission maps, CPUID
@@ -38,6 +39,7 @@ pub mod firmware;
 pub mod guest_paging;
 pub mod interrupt;
 pub mod mmio;
+pub mod mode;
 pub mod multiboot;
 pub mod permission;
 pub mod regs;

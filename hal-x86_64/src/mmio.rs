@@ -1,17 +1,22 @@
 //! Decoding of the guest instruction behind an MMIO nested page fault: the `mov`
 //! family (loads and stores of 1, 2, 4 and 8 bytes with any ModRM/SIB/displacement
 //! form, immediate stores, `moffs` forms) and the zero- and sign-extending loads
-//! `movzx`, `movsx` and `movsxd`, in 64-bit mode (Intel SDM vol. 2, chapter 2
-//! "Instruction Format"; AMD APM vol. 3, chapter 1). Anything else is refused with
-//! an error, so an MMIO access we cannot emulate stops the vCPU with its RIP instead
-//! of looping.
+//! `movzx`, `movsx` and `movsxd`, in the code size of the guest's mode: 64-bit
+//! (REX, 64-bit addresses), 32-bit and 16-bit (default operand and address sizes,
+//! 16-bit ModRM addressing, `0x66`/`0x67` switching between them; Intel SDM vol. 2,
+//! chapter 2 "Instruction Format" and table 2-1; AMD APM vol. 3, chapter 1). Anything
+//! else is refused with an error, so an MMIO access we cannot emulate stops the vCPU
+//! with its RIP instead of looping.
 //!
 //! Pure code over a byte slice; the vCPU fetches the bytes through the guest's page
-//! tables ([`crate::guest_paging`]).
+//! tables ([`crate::guest_paging`]) at the linear address its mode gives
+//! ([`crate::mode`]).
 
 use core::fmt;
 
 use vcpu_api::{AccessWidth, MmioOp};
+
+use crate::mode::CodeSize;
 
 /// The longest x86 instruction.
 pub const MAX_INSN_LEN: usize = 15;
@@ -46,6 +51,18 @@ pub enum InsnError {
     NotMemory,
     /// A load into AH, CH, DH or BH, which no register index can name.
     HighByteDestination,
+}
+
+impl InsnError {
+    /// What is wrong with the instruction, for the VM layer's error.
+    pub const fn why(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "the instruction's bytes end early",
+            Self::Unsupported { .. } => "not a move the decoder emulates",
+            Self::NotMemory => "a register operand, not a memory access",
+            Self::HighByteDestination => "a load into AH/CH/DH/BH",
+        }
+    }
 }
 
 impl fmt::Display for InsnError {
@@ -91,13 +108,23 @@ impl Cursor<'_> {
         Ok(v)
     }
 
-    /// Skips the rest of a memory operand after its ModRM byte (SIB, displacement);
-    /// returns the ModRM.reg field.
-    fn memory_operand(&mut self, modrm: u8) -> Result<u8, InsnError> {
+    /// Skips the rest of a memory operand after its ModRM byte (SIB, displacement)
+    /// with addresses of `addr_bits`; returns the ModRM.reg field.
+    fn memory_operand(&mut self, modrm: u8, addr_bits: u32) -> Result<u8, InsnError> {
         let md = modrm >> 6;
         let rm = modrm & 7;
         if md == 3 {
             return Err(InsnError::NotMemory);
+        }
+        if addr_bits == 16 {
+            // 16-bit addressing: no SIB; disp16 alone with mod 0 and r/m 6.
+            let disp = match (md, rm) {
+                (0, 6) | (2, _) => 2,
+                (1, _) => 1,
+                _ => 0,
+            };
+            self.skip(disp)?;
+            return Ok((modrm >> 3) & 7);
         }
         let mut disp = match md {
             1 => 1,
@@ -110,45 +137,58 @@ impl Cursor<'_> {
                 disp = 4; // no base register: disp32
             }
         } else if md == 0 && rm == 5 {
-            disp = 4; // RIP-relative disp32
+            disp = 4; // disp32 (RIP-relative in 64-bit mode)
         }
         self.skip(disp)?;
         Ok((modrm >> 3) & 7)
     }
 }
 
-/// Decodes the memory access of the instruction in `bytes` (64-bit mode). `gpr(i)`
-/// reads general register `i` (for the value of a store).
-pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnError> {
+/// Decodes the memory access of the instruction in `bytes`, running as code of
+/// `size` (the guest's mode: [`crate::mode::CpuMode::code_size`]). `gpr(i)` reads
+/// general register `i` (for the value of a store).
+pub fn decode(
+    bytes: &[u8],
+    size: CodeSize,
+    gpr: impl Fn(usize) -> u64,
+) -> Result<MemInsn, InsnError> {
     let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
     let mut c = Cursor { bytes, pos: 0 };
-    let mut opsize16 = false;
-    let mut addr32 = false;
+    let mut opsize_prefix = false;
+    let mut addrsize_prefix = false;
     let mut b = c.next()?;
     // Legacy prefixes (group 1 LOCK/REP are not valid on the moves we emulate).
     loop {
         match b {
-            0x66 => opsize16 = true,
-            0x67 => addr32 = true,
+            0x66 => opsize_prefix = true,
+            0x67 => addrsize_prefix = true,
             0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
             _ => break,
         }
         b = c.next()?;
     }
-    // REX must come last, right before the opcode.
+    // REX (64-bit mode only; elsewhere 0x40..0x4f are INC/DEC) must come last,
+    // right before the opcode.
     let mut rex = 0u8;
-    if b & 0xf0 == 0x40 {
+    if size == CodeSize::Bits64 && b & 0xf0 == 0x40 {
         rex = b;
         b = c.next()?;
     }
     let rex_w = rex & 8 != 0;
     let rex_r = usize::from(rex & 4 != 0) << 3;
-    let op_width = if rex_w {
-        AccessWidth::Qword
-    } else if opsize16 {
-        AccessWidth::Word
-    } else {
-        AccessWidth::Dword
+    // Operand size: 16-bit code defaults to 16 bits, the others to 32; 0x66 swaps
+    // 16 and 32; REX.W makes 64.
+    let op_width = match (size == CodeSize::Bits16, opsize_prefix, rex_w) {
+        (_, _, true) => AccessWidth::Qword,
+        (true, false, _) | (false, true, _) => AccessWidth::Word,
+        _ => AccessWidth::Dword,
+    };
+    // Address size: 64, 32 or 16 bits; 0x67 goes to 32 (from 64), 16 (from 32) or
+    // 32 (from 16).
+    let addr_bits = match (size, addrsize_prefix) {
+        (CodeSize::Bits64, false) => 64,
+        (CodeSize::Bits32, true) | (CodeSize::Bits16, false) => 16,
+        _ => 32,
     };
     // The value of 8-bit register `r` as a source (AH..BH without REX).
     let reg8 = |r: usize| {
@@ -167,7 +207,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
         // MOV r/m8, r8 / MOV r/m, r
         0x88 | 0x89 => {
             let modrm = c.next()?;
-            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            let reg = usize::from(c.memory_operand(modrm, addr_bits)?) | rex_r;
             if b == 0x88 {
                 (AccessWidth::Byte, MmioOp::Write { value: reg8(reg) })
             } else {
@@ -178,7 +218,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
         // MOV r8, r/m8 / MOV r, r/m
         0x8a | 0x8b => {
             let modrm = c.next()?;
-            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            let reg = usize::from(c.memory_operand(modrm, addr_bits)?) | rex_r;
             if b == 0x8a {
                 if rex == 0 && (4..8).contains(&reg) {
                     return Err(InsnError::HighByteDestination);
@@ -188,10 +228,11 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
                 (op_width, load(reg, false, op_width))
             }
         }
-        // MOVSXD r, r/m32 (without REX.W a plain 32-bit move).
-        0x63 => {
+        // MOVSXD r, r/m32 (without REX.W a plain 32-bit move); outside 64-bit mode
+        // 0x63 is ARPL.
+        0x63 if size == CodeSize::Bits64 => {
             let modrm = c.next()?;
-            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            let reg = usize::from(c.memory_operand(modrm, addr_bits)?) | rex_r;
             let (width, reg_width) = match op_width {
                 AccessWidth::Word => (AccessWidth::Word, AccessWidth::Word),
                 w => (AccessWidth::Dword, w),
@@ -201,7 +242,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
         // MOV r/m8, imm8 / MOV r/m, imm16/32 (imm32 sign-extended with REX.W).
         0xc6 | 0xc7 => {
             let modrm = c.next()?;
-            if c.memory_operand(modrm)? != 0 {
+            if c.memory_operand(modrm, addr_bits)? != 0 {
                 return Err(InsnError::Unsupported { opcode: b.into() });
             }
             if b == 0xc6 {
@@ -218,7 +259,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
         }
         // MOV AL/rAX, moffs and MOV moffs, AL/rAX.
         0xa0..=0xa3 => {
-            c.skip(if addr32 { 4 } else { 8 })?;
+            c.skip(addr_bits as usize / 8)?;
             let width = if b & 1 == 0 {
                 AccessWidth::Byte
             } else {
@@ -242,7 +283,7 @@ pub fn decode(bytes: &[u8], gpr: impl Fn(usize) -> u64) -> Result<MemInsn, InsnE
                 _ => return Err(InsnError::Unsupported { opcode }),
             };
             let modrm = c.next()?;
-            let reg = usize::from(c.memory_operand(modrm)?) | rex_r;
+            let reg = usize::from(c.memory_operand(modrm, addr_bits)?) | rex_r;
             (width, load(reg, sign_extend, op_width))
         }
         other => {
@@ -269,8 +310,17 @@ mod tests {
         0x1122_3344_5566_7700 + i as u64
     }
 
+    /// Decodes 64-bit code.
     fn dec(bytes: &[u8]) -> Result<MemInsn, InsnError> {
-        decode(bytes, regs)
+        decode(bytes, CodeSize::Bits64, regs)
+    }
+
+    fn dec32(bytes: &[u8]) -> Result<MemInsn, InsnError> {
+        decode(bytes, CodeSize::Bits32, regs)
+    }
+
+    fn dec16(bytes: &[u8]) -> Result<MemInsn, InsnError> {
+        decode(bytes, CodeSize::Bits16, regs)
     }
 
     fn store(width: AccessWidth, value: u64, len: u8) -> Result<MemInsn, InsnError> {
@@ -463,6 +513,92 @@ mod tests {
         assert_eq!(dec(&[0x66; 20]), Err(InsnError::Truncated { have: 15 }));
     }
 
+    /// Regression (issue 11): the decoder assumed 64-bit mode, so `a1 00 10 00 00`
+    /// (`mov eax, [0x1000]` in 32-bit code: moffs32, 5 bytes) needed 9 bytes and the
+    /// guest's next instruction would have been taken for the offset's high half.
+    #[test]
+    fn moffs_in_32_bit_code_is_5_bytes() {
+        let insn = [0xa1, 0x00, 0x10, 0x00, 0x00, 0x90, 0x90, 0x90, 0x90];
+        assert_eq!(dec32(&insn), load(Dword, 0, false, Dword, 5));
+        assert_eq!(dec(&insn), load(Dword, 0, false, Dword, 9));
+        // 16-bit code: `mov ax, [0x1000]` is 3 bytes, `mov eax, [0x1000]` (0x66) 4,
+        // with a 32-bit offset (0x67) 5 and 6.
+        assert_eq!(dec16(&insn[..3]), load(Word, 0, false, Word, 3));
+        assert_eq!(
+            dec16(&[0x66, 0xa1, 0x00, 0x10]),
+            load(Dword, 0, false, Dword, 4)
+        );
+        assert_eq!(
+            dec16(&[0x67, 0xa3, 0x00, 0x10, 0x00, 0x00]),
+            store(Word, regs(0) & 0xffff, 6)
+        );
+        assert_eq!(
+            dec32(&[0x67, 0xa1, 0x00, 0x10]),
+            load(Dword, 0, false, Dword, 4)
+        );
+    }
+
+    /// 32-bit code: 0x40..0x4f are INC/DEC, not REX; 0x66 makes 16-bit operands;
+    /// mod 0 r/m 5 is an absolute disp32; 0x63 is ARPL.
+    #[test]
+    fn decoding_32_bit_code() {
+        // mov [ebx+0x10], ecx
+        assert_eq!(
+            dec32(&[0x89, 0x4b, 0x10]),
+            store(Dword, regs(1) & 0xffff_ffff, 3)
+        );
+        // mov ax, [0xd0000000]
+        assert_eq!(
+            dec32(&[0x66, 0x8b, 0x05, 0, 0, 0, 0xd0]),
+            load(Word, 0, false, Word, 7)
+        );
+        // movsx eax, byte [esi]
+        assert_eq!(dec32(&[0x0f, 0xbe, 0x06]), load(Byte, 0, true, Dword, 3));
+        // mov dword [edi], imm32
+        assert_eq!(
+            dec32(&[0xc7, 0x07, 0x78, 0x56, 0x34, 0x12]),
+            store(Dword, 0x1234_5678, 6)
+        );
+        // 0x48 is DEC EAX here.
+        assert_eq!(
+            dec32(&[0x48, 0x8b, 0x07]),
+            Err(InsnError::Unsupported { opcode: 0x48 })
+        );
+        assert_eq!(
+            dec32(&[0x63, 0x07]),
+            Err(InsnError::Unsupported { opcode: 0x63 })
+        );
+    }
+
+    /// 16-bit code: 16-bit operands by default, 16-bit ModRM addressing (no SIB,
+    /// disp16 alone with mod 0 r/m 6, mod 2 with disp16).
+    #[test]
+    fn decoding_16_bit_code() {
+        // mov [bx+si], al
+        assert_eq!(dec16(&[0x88, 0x00]), store(Byte, regs(0) & 0xff, 2));
+        // mov ax, [0x1234]
+        assert_eq!(
+            dec16(&[0x8b, 0x06, 0x34, 0x12]),
+            load(Word, 0, false, Word, 4)
+        );
+        // mov cx, [bp+di+0x1234]
+        assert_eq!(
+            dec16(&[0x8b, 0x8b, 0x34, 0x12]),
+            load(Word, 1, false, Word, 4)
+        );
+        // mov word [bx], imm16
+        assert_eq!(dec16(&[0xc7, 0x07, 0x34, 0x12]), store(Word, 0x1234, 4));
+        // 0x66: mov [bx], eax; 0x67: mov eax, [esp + 0x10] with a SIB.
+        assert_eq!(
+            dec16(&[0x66, 0x89, 0x07]),
+            store(Dword, regs(0) & 0xffff_ffff, 3)
+        );
+        assert_eq!(
+            dec16(&[0x66, 0x67, 0x8b, 0x44, 0x24, 0x10]),
+            load(Dword, 0, false, Dword, 6)
+        );
+    }
+
     #[test]
     fn any_bytes_decode_without_panicking() {
         // A cheap exhaustive sweep over the first two bytes with fixed tails.
@@ -474,8 +610,10 @@ mod tests {
                     insn[1] = b;
                     insn[2..].copy_from_slice(&tail);
                     for n in 0..=15 {
-                        if let Ok(d) = dec(&insn[..n]) {
-                            assert!(d.len as usize <= n);
+                        for size in [CodeSize::Bits16, CodeSize::Bits32, CodeSize::Bits64] {
+                            if let Ok(d) = decode(&insn[..n], size, regs) {
+                                assert!(d.len as usize <= n);
+                            }
                         }
                     }
                 }

@@ -2,12 +2,17 @@
 //! 3.1 "System-Control Registers", 3.1.7 "Extended Feature Enable Register", 15.30
 //! "SVM Related MSRs"), and the values a guest starts with.
 
+/// CR0.PE: protected mode.
+pub const CR0_PE: u64 = 1;
 /// CR0.PG.
 pub const CR0_PG: u64 = 1 << 31;
 /// CR4.PAE.
 pub const CR4_PAE: u64 = 1 << 5;
 /// CR4.LA57 (5-level paging).
 pub const CR4_LA57: u64 = 1 << 12;
+
+/// RFLAGS.VM: virtual-8086 mode.
+pub const RFLAGS_VM: u64 = 1 << 17;
 
 /// EFER.
 pub const MSR_EFER: u32 = 0xc000_0080;

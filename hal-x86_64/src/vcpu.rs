@@ -25,6 +25,7 @@ use crate::exit::{NpfErrorCode, SvmExit};
 use crate::firmware;
 use crate::guest_paging::{GuestPaging, WalkError};
 use crate::mmio::{self as insn, MAX_INSN_LEN};
+use crate::mode::CpuMode;
 use crate::vmcb::{Frames, Vmcb, intercept1, intercept2, tlb_control};
 
 /// How the guest starts.
@@ -109,6 +110,12 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
             cr4: s.cr4,
             efer: s.efer,
         }
+    }
+
+    /// The guest's operating mode now (the VMCB holds it as of the last #VMEXIT).
+    pub fn mode(&self) -> CpuMode {
+        let s = &self.vmcb().save;
+        CpuMode::of(s.cr0, s.efer, s.rflags, s.cs.attrib)
     }
 
     /// Whether the next VMRUN flushes this guest's TLB entries.
@@ -259,16 +266,19 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
         }))
     }
 
-    /// Fetches up to 15 instruction bytes at guest RIP through the guest's page
-    /// tables; returns the buffer and how many bytes were readable (at least one).
+    /// Fetches up to 15 instruction bytes at guest RIP, in the guest's mode: from
+    /// the linear address CS base + IP/EIP (RIP in 64-bit mode), through the guest's
+    /// page tables; returns the bytes readable (at least one).
     fn fetch_insn(&self, mem: &dyn GuestMemory) -> Result<InsnBytes, MmioDecodeError> {
-        let rip = self.vmcb().save.rip;
+        let save = &self.vmcb().save;
+        let (rip, cs_base) = (save.rip, save.cs.base);
+        let mode = self.mode();
         let paging = self.guest_paging();
         let mut buf = [0u8; MAX_INSN_LEN];
         let mut have = 0;
         let mut first_error = None;
         while have < MAX_INSN_LEN {
-            let va = rip.wrapping_add(have as u64);
+            let va = mode.code_address(cs_base, rip, have as u64);
             let gpa = match paging.translate(va, mem) {
                 Ok(gpa) => gpa,
                 Err(e) => {
@@ -276,8 +286,12 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                     break;
                 }
             };
+            // Up to the end of the page, or where the IP/EIP wraps.
             let in_page = PAGE_SIZE - (va as usize & (PAGE_SIZE - 1));
-            let n = in_page.min(MAX_INSN_LEN - have);
+            let before_wrap = mode.bytes_before_wrap(rip, have as u64);
+            let n = in_page
+                .min(MAX_INSN_LEN - have)
+                .min(usize::try_from(before_wrap).unwrap_or(usize::MAX));
             if let Err(error) = mem.read(gpa, &mut buf[have..have + n]) {
                 first_error = Some(MmioDecodeError::Fetch {
                     pc: rip,
@@ -308,10 +322,7 @@ fn walk_error(pc: u64, va: u64, e: WalkError) -> MmioDecodeError {
                 error,
             },
         },
-        WalkError::UnsupportedMode => MmioDecodeError::Mode {
-            pc,
-            mode: "a paging mode other than 4-level long mode",
-        },
+        WalkError::UnsupportedMode { paging } => MmioDecodeError::Mode { pc, mode: paging },
     }
 }
 
@@ -330,13 +341,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         let cpu = cpu::cpu().ok_or(VCpuError::Unsupported {
             feature: "SVM enabled on this CPU (call hal_x86_64::cpu::enable first)",
         })?;
-        let asid = cpu
-            .features
-            .asid_for_vm(vm_id)
-            .map_err(|_| VCpuError::InvalidValue {
-                what: "VM id (no ASID left for it)",
-                value: vm_id as u64,
-            })?;
+        let asid = cpu.features.asid_for_vm(vm_id)?;
         let frames = Frames::new(F::default())?;
         let mut vcpu = Self {
             vm_id,
@@ -474,11 +479,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                 let c = &mut self.vmcb_mut().control;
                 c.tlb_control = tlb_control::DO_NOTHING;
                 let (code, info1, info2) = (c.exit_code, c.exit_info_1, c.exit_info_2);
-                let exit =
-                    SvmExit::decode(code, info1, info2).map_err(|_| VCpuError::InvalidValue {
-                        what: "EXITINFO1 of an IOIO or MSR exit",
-                        value: info1,
-                    })?;
+                let exit = SvmExit::decode(code, info1, info2)?;
                 if let Some(reason) = self.handle_exit(exit)? {
                     return Ok(reason);
                 }
@@ -539,12 +540,14 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
             FaultInsn::Bytes(b) => b,
             FaultInsn::Fetch => self.fetch_insn(mem)?,
         };
-        let unsupported = MmioDecodeError::Unsupported {
+        let unsupported = |why| MmioDecodeError::Unsupported {
             pc,
             insn: bytes.first8(),
+            why,
         };
-        let decoded = insn::decode(bytes.as_slice(), |i| self.gpr(i).unwrap_or(0))
-            .map_err(|_| unsupported)?;
+        let size = self.mode().code_size();
+        let decoded = insn::decode(bytes.as_slice(), size, |i| self.gpr(i).unwrap_or(0))
+            .map_err(|e| unsupported(e.why()))?;
         // A load must have caused a read fault, a store a write fault.
         match (decoded.op, fault.access) {
             (MmioOp::Read { .. }, AccessKind::Read) | (MmioOp::Write { .. }, AccessKind::Write) => {
@@ -555,7 +558,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
                     insn_len: decoded.len,
                 })
             }
-            _ => Err(unsupported),
+            _ => Err(unsupported("not the access the fault reported")),
         }
     }
 
@@ -621,7 +624,8 @@ mod tests {
     use crate::context::RSI;
     use crate::cpu::SvmFeatures;
     use crate::exit::code;
-    use crate::regs::EFER_SVME;
+    use crate::mode::CodeSize;
+    use crate::regs::{CR0_PE, EFER_SVME, GUEST_CR0};
 
     /// Host memory as frames: a leaked, page-aligned buffer shared by all tests.
     #[derive(Default, Clone, Copy)]
@@ -966,7 +970,8 @@ mod tests {
             v.decode_mmio(&f, &mem),
             Err(MmioDecodeError::Unsupported {
                 pc: 0x10_0000,
-                insn: 0x0090_0701
+                insn: 0x0090_0701,
+                why: "not a move the decoder emulates"
             })
         );
         // A load decoded for a write fault is refused too.
@@ -1000,6 +1005,143 @@ mod tests {
         v.invalidate_guest_tlb();
         assert!(v.flush_pending());
         assert_eq!(v.flush_control, tlb_control::FLUSH_ALL);
+    }
+
+    /// A vCPU in the mode these CR0, EFER and CS give (set in the VMCB as the
+    /// processor would have left it), stopped at `cs_base:ip` on an MMIO fault at
+    /// 0xd000_0000 with EXITINFO1 low bits `access`.
+    fn in_mode(
+        cr0: u64,
+        efer: u64,
+        cs_attrib: u16,
+        cs_base: u64,
+        ip: u64,
+        access: u64,
+    ) -> (SvmVCpu<TestFrames>, NestedFault) {
+        let mut v = vcpu();
+        let s = &mut v.vmcb_mut().save;
+        s.cr0 = cr0;
+        s.efer = efer;
+        s.cs.attrib = cs_attrib;
+        s.cs.base = cs_base;
+        s.rip = ip;
+        let f = fault(exit(&mut v, code::NPF, (1 << 32) | access, 0xd000_0000));
+        (v, f)
+    }
+
+    /// Code segment attributes: 16-bit (D = 0, L = 0), 32-bit (D = 1), 64-bit (L).
+    const CS16: u16 = 0x009b;
+    const CS32: u16 = 0x0c9b;
+    const CS64: u16 = 0x029b;
+    /// EFER of a guest in long mode.
+    const LONG_MODE: u64 = EFER_SVME | crate::regs::EFER_LME | crate::regs::EFER_LMA;
+    /// `mov eax, [0x1000]` in 32-bit code (`mov ax, [0x1000]` in 16-bit code, where
+    /// the offset is 2 bytes; in 64-bit code the offset is 8 bytes).
+    const MOV_MOFFS: [u8; 9] = [0xa1, 0x00, 0x10, 0x00, 0x00, 0x90, 0x90, 0x90, 0x90];
+
+    /// Regression (issue 11): decoding assumed 64-bit mode and fetched at RIP
+    /// ignoring the CS base. In real mode the instruction is at CS base + IP
+    /// (0xf000:0x0100 -> 0xf0100) and decodes as 16-bit code: a 2-byte load of 3
+    /// bytes, not a 4-byte load of 9.
+    #[test]
+    fn real_mode_decodes_16_bit_code_at_cs_base_plus_ip() {
+        let (mut v, f) = in_mode(0, 0, CS16, 0xf_0000, 0x0100, 0b100);
+        assert_eq!(v.mode(), CpuMode::Real);
+        let mem = memory_with(0xf_0100, &MOV_MOFFS);
+        let a = v.decode_mmio(&f, &mem).unwrap();
+        assert_eq!((a.width, a.insn_len), (AccessWidth::Word, 3));
+        v.set_gpr(RAX, 0xaaaa_aaaa_aaaa_aaaa).unwrap();
+        v.complete_mmio(&a, Some(0x1234)).unwrap();
+        assert_eq!(v.gpr(RAX), Ok(0xaaaa_aaaa_aaaa_1234), "AX merges into RAX");
+        assert_eq!(v.pc(), 0x0103);
+    }
+
+    /// 32-bit protected mode without paging (a multiboot guest's mode): linear
+    /// addresses are physical, at CS base + EIP; the moffs form is 5 bytes.
+    #[test]
+    fn protected_mode_32_bit_without_paging() {
+        let (v, f) = in_mode(CR0_PE, 0, CS32, 0x10_0000, 0x40, 0b100);
+        assert_eq!(v.mode(), CpuMode::Protected(CodeSize::Bits32));
+        let mem = memory_with(0x10_0040, &MOV_MOFFS);
+        let a = v.decode_mmio(&f, &mem).unwrap();
+        assert_eq!((a.width, a.insn_len), (AccessWidth::Dword, 5));
+        // EIP wraps at 32 bits: CS base 0x10_0000 + EIP 0xffff_f000 is 0xf_f000.
+        let (v, f) = in_mode(CR0_PE, 0, CS32, 0x10_0000, 0xffff_f000, 0b110);
+        let mem = memory_with(0xf_f000, &[0x89, 0x07]);
+        let a = v.decode_mmio(&f, &mem).unwrap();
+        assert_eq!((a.width, a.insn_len), (AccessWidth::Dword, 2));
+    }
+
+    /// 16-bit code whose instruction runs past IP 0xffff continues at CS base + 0.
+    #[test]
+    fn sixteen_bit_ip_wraps_inside_the_segment() {
+        let (v, f) = in_mode(0, 0, CS16, 0x2_0000, 0xffff, 0b100);
+        // `mov ax, [0x1000]`: a1 at 0x2_ffff, its offset at 0x2_0000.
+        let mut m = memory_with(0x2_0000, &[0x00, 0x10]);
+        m.0[0x2_ffff] = 0xa1;
+        let a = v.decode_mmio(&f, &m).unwrap();
+        assert_eq!((a.width, a.insn_len), (AccessWidth::Word, 3));
+    }
+
+    /// Compatibility mode (long mode, CS.L = 0): 32-bit code through the 4-level
+    /// tables; 64-bit mode decodes 64-bit offsets.
+    #[test]
+    fn compatibility_and_64_bit_mode() {
+        let (v, f) = in_mode(GUEST_CR0, LONG_MODE, CS32, 0, 0x10_0000, 0b100);
+        assert_eq!(v.mode(), CpuMode::Compatibility(CodeSize::Bits32));
+        let mem = memory_with(0x10_0000, &MOV_MOFFS);
+        assert_eq!(v.decode_mmio(&f, &mem).unwrap().insn_len, 5);
+        let (v, f) = in_mode(GUEST_CR0, LONG_MODE, CS64, 0, 0x10_0000, 0b100);
+        assert_eq!(v.mode(), CpuMode::Long);
+        assert_eq!(v.decode_mmio(&f, &mem).unwrap().insn_len, 9);
+    }
+
+    /// Paging modes the guest walk does not implement are refused with an error
+    /// naming them, never guessed.
+    #[test]
+    fn legacy_paging_is_refused_by_name() {
+        let (v, f) = in_mode(GUEST_CR0, 0, CS32, 0, 0x10_0000, 0b100);
+        let mem = memory_with(0x10_0000, &[0x8b, 0x07]);
+        assert_eq!(
+            v.decode_mmio(&f, &mem),
+            Err(MmioDecodeError::Mode {
+                pc: 0x10_0000,
+                mode: "PAE paging"
+            })
+        );
+    }
+
+    /// A failed VMCB allocation is out of memory (it was reported as a missing
+    /// hardware feature); a VM id past the ASIDs keeps its cause (it was an invalid
+    /// value without one).
+    #[test]
+    fn vmcb_allocation_failure_is_out_of_memory() {
+        #[derive(Default, Clone, Copy)]
+        struct NoFrames;
+        // SAFETY: it never hands out a frame.
+        unsafe impl FrameAllocator for NoFrames {
+            fn alloc_frames(&self, _: usize, _: usize) -> Option<HostPhysAddr> {
+                None
+            }
+            unsafe fn dealloc_frames(&self, _: HostPhysAddr, _: usize) {
+                unreachable!("nothing was allocated");
+            }
+            fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+                HostVirtAddr::from_usize(hpa.as_usize())
+            }
+        }
+        crate::cpu::set_cpu_for_tests(SvmFeatures::from_cpuid(1 << 2, 1, 16, 1).unwrap());
+        assert!(matches!(
+            SvmVCpu::<NoFrames>::new(0, 0, ()),
+            Err(VCpuError::OutOfMemory { frames: 6, .. })
+        ));
+        assert_eq!(
+            SvmVCpu::<TestFrames>::new(15, 0, ()).map(|_| ()),
+            Err(VCpuError::NoVmid {
+                vm_id: 15,
+                available: 16
+            })
+        );
     }
 
     #[test]

@@ -389,8 +389,9 @@ impl<F: FrameAllocator> Frames<F> {
     /// Allocates the three from `alloc`, every port and MSR intercepted, the VMCB
     /// zeroed.
     pub(crate) fn new(alloc: F) -> VCpuResult<Self> {
-        let oom = VCpuError::Unsupported {
-            feature: "memory for the VMCB and permission maps",
+        let oom = VCpuError::OutOfMemory {
+            what: "the VMCB and permission maps",
+            frames: 1 + (IOPM_BYTES + MSRPM_BYTES) / PAGE_SIZE,
         };
         let vmcb = alloc.alloc_frame().ok_or(oom)?;
         let Some(iopm) = alloc.alloc_frames(IOPM_BYTES / PAGE_SIZE, 1) else {

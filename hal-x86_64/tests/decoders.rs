@@ -7,6 +7,7 @@ use addrspace::GuestPhysAddr;
 use hal_x86_64::exit::SvmExit;
 use hal_x86_64::guest_paging::GuestPaging;
 use hal_x86_64::mmio as insn;
+use hal_x86_64::mode::CodeSize;
 use hal_x86_64::multiboot::memory_map;
 use hal_x86_64::regs::{CR0_PG, CR4_PAE, EFER_LMA};
 use proptest::prelude::*;
@@ -73,8 +74,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
     #[test]
-    fn insn_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..20)) {
-        if let Ok(d) = insn::decode(&bytes, |i| i as u64) {
+    fn insn_decoder_never_panics(
+        bytes in proptest::collection::vec(any::<u8>(), 0..20),
+        size in prop_oneof![Just(CodeSize::Bits16), Just(CodeSize::Bits32), Just(CodeSize::Bits64)],
+    ) {
+        if let Ok(d) = insn::decode(&bytes, size, |i| i as u64) {
             prop_assert!(d.len as usize <= bytes.len().min(insn::MAX_INSN_LEN));
             prop_assert!(d.len >= 2);
             if let MmioOp::Read { reg, .. } = d.op {
@@ -95,7 +99,7 @@ proptest! {
         // REX forms for byte registers 4..7 (the encoder adds the REX).
         let bytes = encode_mov(load, width, reg, base, disp);
         let regs = |i: usize| 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 1);
-        let d = insn::decode(&bytes, regs).expect("a mov the decoder must know");
+        let d = insn::decode(&bytes, CodeSize::Bits64, regs).expect("a mov the decoder must know");
         prop_assert_eq!(d.len as usize, bytes.len());
         prop_assert_eq!(d.width, width);
         if load {

@@ -27,6 +27,20 @@ pub enum VCpuError {
         /// Which feature.
         feature: &'static str,
     },
+    /// No memory for what the vCPU needs (its VMCB, its permission maps, ...).
+    OutOfMemory {
+        /// What it needed.
+        what: &'static str,
+        /// How many 4 KiB frames.
+        frames: usize,
+    },
+    /// No VMID or ASID left for the VM (the hardware tags at most `available`).
+    NoVmid {
+        /// The VM.
+        vm_id: usize,
+        /// How many the hardware has.
+        available: u32,
+    },
     /// The vCPU was run before its nested root or entry was set.
     NotConfigured {
         /// What is missing.
@@ -60,6 +74,13 @@ impl fmt::Display for VCpuError {
             Self::InvalidRegister { index } => write!(f, "no general register {index}"),
             Self::InvalidValue { what, value } => write!(f, "invalid {what}: {value:#x}"),
             Self::Unsupported { feature } => write!(f, "hardware lacks {feature}"),
+            Self::OutOfMemory { what, frames } => {
+                write!(f, "no memory for {what} ({frames} frames)")
+            }
+            Self::NoVmid { vm_id, available } => write!(
+                f,
+                "no VMID/ASID left for VM {vm_id} (the hardware has {available})"
+            ),
             Self::NotConfigured { missing } => write!(f, "vCPU not configured: {missing}"),
             Self::Mmio(e) => write!(f, "{e}"),
             Self::Busy => f.write_str("vCPU busy"),

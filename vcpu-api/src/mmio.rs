@@ -194,6 +194,8 @@ pub enum MmioDecodeError {
         pc: u64,
         /// Its first bytes.
         insn: u64,
+        /// Why the decoder refused it.
+        why: &'static str,
     },
     /// The instruction could not be fetched.
     Fetch {
@@ -231,9 +233,10 @@ pub enum MmioDecodeError {
 impl fmt::Display for MmioDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Unsupported { pc, insn } => {
-                write!(f, "cannot decode MMIO instruction {insn:#x} at pc {pc:#x}")
-            }
+            Self::Unsupported { pc, insn, why } => write!(
+                f,
+                "cannot emulate MMIO instruction {insn:#x} at pc {pc:#x}: {why}"
+            ),
             Self::Fetch { pc, error } => {
                 write!(f, "cannot fetch the instruction at pc {pc:#x}: {error}")
             }
