@@ -79,6 +79,21 @@ impl AccessWidth {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SysRegAddr(pub u32);
 
+impl SysRegAddr {
+    /// The Arm system register `S<op0>_<op1>_C<crn>_C<crm>_<op2>` as ESR_EL2.ISS of a
+    /// trapped MSR/MRS packs it (Arm ARM D24.2.40, ISS encoding for exception class
+    /// 0x18: Op0 \[21:20\], Op2 \[19:17\], Op1 \[16:14\], CRn \[13:10\], CRm \[4:1\]).
+    pub const fn arm(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> Self {
+        Self(
+            ((op0 & 3) << 20)
+                | ((op2 & 7) << 17)
+                | ((op1 & 7) << 14)
+                | ((crn & 0xf) << 10)
+                | ((crm & 0xf) << 1),
+        )
+    }
+}
+
 /// A trapped system-register access (Arm MRS/MSR, x86 RDMSR/WRMSR).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SysRegAccess {

@@ -25,6 +25,12 @@ pub enum Conduit {
     Vmmcall,
     /// x86 `CPUID` (the result in EAX, EBX, ECX, EDX).
     Cpuid,
+    /// Arm `MRS` of an ID register, trapped by HCR_EL2.TID3: the reply's value goes to
+    /// general register `rt` (31: XZR, discarded).
+    Mrs {
+        /// The destination register.
+        rt: u8,
+    },
 }
 
 /// A firmware service a guest can ask about (PSCI_FEATURES, SBI `probe_extension`)
@@ -214,6 +220,15 @@ pub enum FirmwareCall {
         subleaf: u32,
         /// The host's answer.
         host: CpuidRegs,
+    },
+    /// An Arm ID register read (ID_AA64PFR0_EL1 and the rest of the ID space the
+    /// guest's MRS reaches): which register and what the physical CPU holds; the VM
+    /// layer answers what the guest sees.
+    IdRegister {
+        /// The register.
+        id: crate::SysRegAddr,
+        /// The physical CPU's value.
+        host: u64,
     },
     /// A hypercall the board answers.
     Hypercall(Hypercall),

@@ -124,6 +124,10 @@ impl<V: ArchVCpu> Vm<V> {
                 FirmwareReply::Cpuid(identify::cpuid_for_guest(leaf, host)),
                 None,
             ),
+            FirmwareCall::IdRegister { id, host } => (
+                FirmwareReply::Value(identify::id_register_for_guest(id, host)),
+                None,
+            ),
             FirmwareCall::InvalidParameters { .. } => {
                 (FirmwareReply::Error(FirmwareError::InvalidParameters), None)
             }
@@ -274,7 +278,7 @@ fn version(conduit: Conduit) -> FirmwareReply {
     let (major, minor) = match conduit {
         Conduit::Hvc | Conduit::Smc => PSCI_VERSION,
         Conduit::Ecall | Conduit::EcallLegacy => SBI_VERSION,
-        Conduit::Vmmcall | Conduit::Cpuid => {
+        Conduit::Vmmcall | Conduit::Cpuid | Conduit::Mrs { .. } => {
             return FirmwareReply::Error(FirmwareError::NotSupported);
         }
     };

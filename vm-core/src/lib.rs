@@ -55,7 +55,7 @@ pub use firmware::{
 };
 pub use frames::HalFrames;
 pub use hal::VmHal;
-pub use identify::cpuid_for_guest;
+pub use identify::{cpuid_for_guest, id_register_for_guest};
 pub use passthrough::{PassthroughRange, plan_passthrough};
 pub use vcpu_api::{
     FirmwareError, FirmwareReply, Hypercall, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,
