@@ -115,6 +115,9 @@ pub struct El1Regs {
     pub cntv_ctl: u64,
     /// CNTV_CVAL_EL0.
     pub cntv_cval: u64,
+    /// The pointer-authentication keys (APIAKey, APIBKey, APDAKey, APDBKey,
+    /// APGAKey; Lo then Hi), switched only on a CPU that has them.
+    pub pauth_keys: [u64; 10],
 }
 
 impl El1Regs {
@@ -147,6 +150,7 @@ impl El1Regs {
             csselr: 0,
             cntv_ctl: 0,
             cntv_cval: 0,
+            pauth_keys: [0; 10],
         }
     }
 }
@@ -217,6 +221,19 @@ unsafe fn load_vcpu(el1: &El1Regs, hcr: u64, vtcr: u64, vttbr: u64, vmpidr: u64)
         msr!("csselr_el1", el1.csselr);
         msr!("cntv_cval_el0", el1.cntv_cval);
         msr!("cntv_ctl_el0", el1.cntv_ctl);
+        if crate::cpu::has_pauth() {
+            let k = &el1.pauth_keys;
+            msr!("S3_0_C2_C1_0", k[0]);
+            msr!("S3_0_C2_C1_1", k[1]);
+            msr!("S3_0_C2_C1_2", k[2]);
+            msr!("S3_0_C2_C1_3", k[3]);
+            msr!("S3_0_C2_C2_0", k[4]);
+            msr!("S3_0_C2_C2_1", k[5]);
+            msr!("S3_0_C2_C2_2", k[6]);
+            msr!("S3_0_C2_C2_3", k[7]);
+            msr!("S3_0_C2_C3_0", k[8]);
+            msr!("S3_0_C2_C3_1", k[9]);
+        }
         msr!("vmpidr_el2", vmpidr);
         msr!("vtcr_el2", vtcr);
         msr!("vttbr_el2", vttbr);
@@ -254,6 +271,20 @@ fn save_el1(el1: &mut El1Regs) {
     el1.csselr = mrs!("csselr_el1");
     el1.cntv_ctl = mrs!("cntv_ctl_el0");
     el1.cntv_cval = mrs!("cntv_cval_el0");
+    if crate::cpu::has_pauth() {
+        el1.pauth_keys = [
+            mrs!("S3_0_C2_C1_0"),
+            mrs!("S3_0_C2_C1_1"),
+            mrs!("S3_0_C2_C1_2"),
+            mrs!("S3_0_C2_C1_3"),
+            mrs!("S3_0_C2_C2_0"),
+            mrs!("S3_0_C2_C2_1"),
+            mrs!("S3_0_C2_C2_2"),
+            mrs!("S3_0_C2_C2_3"),
+            mrs!("S3_0_C2_C3_0"),
+            mrs!("S3_0_C2_C3_1"),
+        ];
+    }
     // SAFETY: the vCPU is no longer loaded; the hypervisor itself runs at EL2, which
     // stage 2 does not translate, and no guest runs until the next `load_vcpu`.
     unsafe {

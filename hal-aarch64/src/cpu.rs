@@ -79,6 +79,14 @@ pub fn cpu_id() -> usize {
     (mrs!("mpidr_el1") & 0xff) as usize
 }
 
+/// This CPU's index as [`cpu_id`] gives it; 0 off bare-metal aarch64.
+pub(crate) fn current_cpu() -> usize {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    return cpu_id();
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    0
+}
+
 /// Monotonic time from the generic timer: CNTPCT_EL0 scaled by CNTFRQ_EL0.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn now_ns() -> u64 {
@@ -138,5 +146,105 @@ pub fn sync_code_for_guest(start: usize, len: usize) {
             "isb",
             options(nostack, preserves_flags)
         );
+    }
+}
+
+/// The ID register an EL1 read trapped by HCR_EL2.TID3 names: `(CRm, op2)` of
+/// `S3_0_C0_C<CRm>_<op2>` with CRm 1..7 (Arm ARM D19.2 "General system control
+/// registers", the ID group 3 of HCR_EL2.TID3); `None` for any other register.
+pub const fn id_register(addr: vcpu_api::SysRegAddr) -> Option<(u32, u32)> {
+    let a = addr.0;
+    let (op0, op2, op1, crn, crm) = (
+        (a >> 20) & 3,
+        (a >> 17) & 7,
+        (a >> 14) & 7,
+        (a >> 10) & 0xf,
+        (a >> 1) & 0xf,
+    );
+    if op0 == 3 && op1 == 0 && crn == 0 && crm >= 1 && crm <= 7 {
+        Some((crm, op2))
+    } else {
+        None
+    }
+}
+
+/// Reads ID register `S3_0_C0_C<crm>_<op2>` (CRm 1..7) on this CPU; 0 for others.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub(crate) fn read_id_register(crm: u32, op2: u32) -> u64 {
+    macro_rules! row {
+        ($c:literal) => {{
+            let v: u64;
+            // SAFETY: reading an ID register at EL2 has no side effect; the encodings
+            // of ID group 3 that name no register are RAZ.
+            unsafe {
+                match op2 {
+                    0 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_0"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    1 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_1"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    2 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_2"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    3 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_3"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    4 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_4"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    5 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_5"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    6 => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_6"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                    _ => asm!(concat!("mrs {}, S3_0_C0_C", $c, "_7"), out(reg) v, options(nomem, nostack, preserves_flags)),
+                }
+            }
+            v
+        }};
+    }
+    match crm {
+        1 => row!(1),
+        2 => row!(2),
+        3 => row!(3),
+        4 => row!(4),
+        5 => row!(5),
+        6 => row!(6),
+        7 => row!(7),
+        _ => 0,
+    }
+}
+
+/// Off bare-metal aarch64 there are no ID registers to read: zeros.
+#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+pub(crate) fn read_id_register(_crm: u32, _op2: u32) -> u64 {
+    0
+}
+
+/// Whether a CPU with these ID_AA64ISAR1_EL1 and ID_AA64ISAR2_EL1 values has
+/// pointer authentication (APA \[7:4\], API \[11:8\], GPA \[27:24\], GPI \[31:28\];
+/// ISAR2 GPA3 \[11:8\], APA3 \[15:12\]).
+pub const fn pauth(isar1: u64, isar2: u64) -> bool {
+    isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0
+}
+
+/// Whether this CPU has pointer authentication.
+pub(crate) fn has_pauth() -> bool {
+    pauth(read_id_register(6, 1), read_id_register(6, 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::sysreg_id;
+
+    #[test]
+    fn id_register_space() {
+        // ID_AA64PFR0_EL1 = S3_0_C0_C4_0, ID_AA64ISAR1_EL1 = S3_0_C0_C6_1.
+        assert_eq!(id_register(sysreg_id(3, 0, 0, 4, 0)), Some((4, 0)));
+        assert_eq!(id_register(sysreg_id(3, 0, 0, 6, 1)), Some((6, 1)));
+        // MIDR_EL1 (CRm 0) is not ID group 3; neither is CTR_EL0 (op1 3) nor
+        // SCTLR_EL1 (CRn 1).
+        assert_eq!(id_register(sysreg_id(3, 0, 0, 0, 0)), None);
+        assert_eq!(id_register(sysreg_id(3, 3, 0, 0, 1)), None);
+        assert_eq!(id_register(sysreg_id(3, 0, 1, 0, 0)), None);
+        assert_eq!(id_register(sysreg_id(3, 0, 0, 8, 0)), None);
+    }
+
+    #[test]
+    fn pointer_authentication_fields() {
+        assert!(!pauth(0, 0));
+        assert!(pauth(0x100, 0)); // API = 1 (implementation defined, pauth-impdef)
+        assert!(pauth(0x10, 0)); // APA = 1 (QARMA5)
+        assert!(pauth(0, 0x1000)); // APA3 (QARMA3)
+        assert!(!pauth(0x000f_f00f, 0x00ff)); // other fields only
     }
 }

@@ -280,13 +280,7 @@ pub const SYSREG_ID_MASK: u32 = 0x003f_fc1e;
 /// The [`SysRegAddr`] of system register `S<op0>_<op1>_C<crn>_C<crm>_<op2>`, as found
 /// in a trapped access's ISS.
 pub const fn sysreg_id(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32) -> SysRegAddr {
-    SysRegAddr(
-        ((op0 & 3) << 20)
-            | ((op2 & 7) << 17)
-            | ((op1 & 7) << 14)
-            | ((crn & 0xf) << 10)
-            | ((crm & 0xf) << 1),
-    )
+    SysRegAddr::arm(op0, op1, crn, crm, op2)
 }
 
 /// A trapped MSR/MRS (ESR_EL2 EC 0x18).

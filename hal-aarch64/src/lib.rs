@@ -13,6 +13,8 @@
 //! - [`mmio`]: the MMIO access of a data abort, from its syndrome.
 //! - [`firmware`]: the guest's PSCI calls (through HVC or SMC as configured) and the
 //!   SMCCC return codes.
+//! - [`interrupt`]: virtual interrupt delivery through the GICv3 virtual CPU
+//!   interface (list registers), filled by a [`VirtualInterrupts`] around each run.
 //! - [`tlb`]: stage-2 invalidation by IPA and VMID with the inner-shareable
 //!   broadcast TLBI forms; VMIDs.
 //! - [`cpu`]: per-CPU EL2 bring-up, PARange, identity and time, the hypervisor's own
@@ -31,11 +33,14 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
 pub mod context;
 pub mod cpu;
 mod entry;
 pub mod exit;
 pub mod firmware;
+pub mod interrupt;
 pub mod mmio;
 pub mod regs;
 pub mod tlb;
@@ -43,4 +48,5 @@ pub mod vcpu;
 
 pub use exit::{DataAbort, Esr, ExceptionClass, FaultKind, FaultStatus, Trap, decode_trap};
 pub use firmware::PsciConduit;
+pub use interrupt::{CpuInterface, VirtualInterrupts};
 pub use vcpu::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};

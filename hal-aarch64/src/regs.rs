@@ -33,12 +33,21 @@ bitflags::bitflags! {
         const TWI = 1 << 13;
         /// TWE, bit 14: WFE traps to EL2.
         const TWE = 1 << 14;
+        /// TID3, bit 18: EL1 reads of the ID group 3 registers (ID_AA64PFR0_EL1 and
+        /// the rest of op0 = 3, op1 = 0, CRn = 0, CRm = 1..7) trap to EL2, so the
+        /// guest sees the features its hypervisor lets it use.
+        const TID3 = 1 << 18;
         /// TSC, bit 19: SMC traps to EL2 (EC 0x17).
         const TSC = 1 << 19;
         /// TSW, bit 22: data cache maintenance by set/way traps to EL2.
         const TSW = 1 << 22;
         /// RW, bit 31: EL1 is AArch64.
         const RW = 1 << 31;
+        /// APK, bit 40: the guest's accesses to the pointer-authentication key
+        /// registers do not trap.
+        const APK = 1 << 40;
+        /// API, bit 41: the guest's pointer-authentication instructions do not trap.
+        const API = 1 << 41;
     }
 }
 
@@ -46,7 +55,9 @@ impl Hcr {
     /// What a guest runs with: stage 2 on; physical interrupts and SErrors to EL2;
     /// guest TLB maintenance and barriers widened to inner shareable; WFI and SMC
     /// trapped (WFI becomes [`vcpu_api::ExitReason::Halt`], SMC can carry PSCI);
-    /// EL1 in AArch64 state.
+    /// ID register reads trapped (the guest sees only features it may use);
+    /// pointer authentication usable (the vCPU drops API and APK on a CPU without
+    /// it); EL1 in AArch64 state.
     pub const GUEST: Self = Self::VM
         .union(Self::SWIO)
         .union(Self::PTW)
@@ -56,8 +67,11 @@ impl Hcr {
         .union(Self::FB)
         .union(Self::BSU_INNER)
         .union(Self::TWI)
+        .union(Self::TID3)
         .union(Self::TSC)
-        .union(Self::RW);
+        .union(Self::RW)
+        .union(Self::APK)
+        .union(Self::API);
 
     /// What the hypervisor itself runs with between guests: EL1 is AArch64, no
     /// stage 2.
@@ -116,10 +130,10 @@ mod tests {
     use super::*;
 
     /// VM | SWIO | PTW | FMO | IMO | AMO = 0x3f, FB | BSU = 0x600, TWI = 0x2000,
-    /// TSC = 0x8_0000, RW = 0x8000_0000.
+    /// TID3 = 0x4_0000, TSC = 0x8_0000, RW = 0x8000_0000, APK | API = 0x300_0000_0000.
     #[test]
     fn guest_hcr_value() {
-        assert_eq!(Hcr::GUEST.bits(), 0x8008_263f);
+        assert_eq!(Hcr::GUEST.bits(), 0x300_800c_263f);
         assert!(!Hcr::GUEST.contains(Hcr::TWE));
         assert_eq!(Hcr::HOST.bits(), 0x8000_0000);
     }

@@ -4,12 +4,14 @@
 //! call or hypercall decoded) is plain code over the decoded [`Trap`], tested on the
 //! host; only entering the guest and switching system registers need the hardware.
 
+use alloc::sync::Arc;
 use core::marker::PhantomData;
 
 use addrspace::{AccessKind, ArmStage2, GuestPhysAddr, HostPhysAddr, NestedFormat, PAGE_SIZE};
 use vcpu_api::{
-    ArchVCpu, Conduit, ExitReason, FaultInsn, FirmwareReply, GuestCall, GuestMemory, MmioAccess,
-    MmioDecodeError, MmioOp, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuResult,
+    ArchVCpu, Conduit, ExitReason, FaultInsn, FirmwareCall, FirmwareReply, GuestCall, GuestMemory,
+    MmioAccess, MmioDecodeError, MmioOp, NestedFault, SysRegAccess, SysRegOp, VCpuError,
+    VCpuResult,
 };
 
 use crate::context;
@@ -18,6 +20,7 @@ use crate::cpu::{pa_bits, pa_range};
 use crate::entry::{self, HwExit};
 use crate::exit::{FaultKind, Trap};
 use crate::firmware::{self, PsciConduit};
+use crate::interrupt::{CpuInterface, VirtualInterrupts};
 use crate::mmio::{fault_insn, xreg};
 use crate::regs::{Hcr, MPIDR_AFFINITY_MASK, MPIDR_RES1, SPSR_EL1H_DAIF_MASKED};
 use crate::tlb::{flush_all, flush_local, vmid_of};
@@ -41,7 +44,7 @@ impl<const IPA_BITS: u32> Stage2Format for ArmStage2<IPA_BITS> {
 }
 
 /// Creation parameters of an [`Aarch64VCpu`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Aarch64CreateConfig {
     /// The MPIDR affinity the guest sees (VMPIDR_EL2) and names in PSCI CPU_ON (the
     /// vCPU's [`ArchVCpu::cpu_id`]); `None` numbers the vCPUs by index
@@ -52,6 +55,20 @@ pub struct Aarch64CreateConfig {
     /// for the board, through SMC unsupported functions (see
     /// [`crate::firmware::decode_call`]).
     pub psci: PsciConduit,
+    /// The VM's virtual interrupt controller, which fills this vCPU's list
+    /// registers around each run; `None`: no virtual interrupts (the virtual CPU
+    /// interface stays off and `inject_interrupt` is refused).
+    pub interrupts: Option<Arc<dyn VirtualInterrupts>>,
+}
+
+impl core::fmt::Debug for Aarch64CreateConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Aarch64CreateConfig")
+            .field("mpidr", &self.mpidr)
+            .field("psci", &self.psci)
+            .field("interrupts", &self.interrupts.is_some())
+            .finish()
+    }
 }
 
 /// Setup parameters of an [`Aarch64VCpu`].
@@ -59,6 +76,11 @@ pub struct Aarch64CreateConfig {
 pub struct Aarch64SetupConfig {
     /// ID_AA64MMFR0_EL1.PARange to size VTCR_EL2.PS with; `None` reads the CPU's.
     pub pa_range: Option<u8>,
+    /// Let the guest's WFI wait in the guest (HCR_EL2.TWI clear) instead of exiting
+    /// with [`ExitReason::Halt`]: a vCPU alone on its physical CPU then sleeps until
+    /// an interrupt (virtual, or a physical one that takes it out) instead of
+    /// spinning through exits.
+    pub wfi_in_guest: bool,
 }
 
 /// The exit value [`ExitReason::ExternalInterrupt`] carries: this HAL does not own
@@ -80,6 +102,9 @@ pub struct Aarch64VCpu<F: Stage2Format> {
     vttbr: Option<u64>,
     entry: Option<GuestPhysAddr>,
     hcr: Hcr,
+    interrupts: Option<Arc<dyn VirtualInterrupts>>,
+    cpuif: CpuInterface,
+    pcpu: usize,
     bound: bool,
     reload_el1: bool,
     flush_on_bind: bool,
@@ -118,6 +143,11 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
     /// VTTBR_EL2 for this vCPU, once the nested root is set.
     pub fn vttbr(&self) -> Option<u64> {
         self.vttbr
+    }
+
+    /// HCR_EL2 as this vCPU runs with it.
+    pub fn hcr(&self) -> Hcr {
+        self.hcr
     }
 
     /// VTCR_EL2 for this vCPU, once set up.
@@ -198,6 +228,20 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
                 self.step(4);
                 Ok(None)
             }
+            Trap::SysReg(access)
+                if access.read && crate::cpu::id_register(access.addr).is_some() =>
+            {
+                // HCR_EL2.TID3: the VM layer decides what the guest sees of the CPU.
+                let host = crate::cpu::id_register(access.addr)
+                    .map_or(0, |(crm, op2)| crate::cpu::read_id_register(crm, op2));
+                Ok(Some(ExitReason::Call(GuestCall {
+                    call: FirmwareCall::IdRegister {
+                        id: access.addr,
+                        host,
+                    },
+                    conduit: Conduit::Mrs { rt: access.reg },
+                })))
+            }
             Trap::SysReg(access) => Ok(Some(ExitReason::SysReg(SysRegAccess {
                 addr: access.addr,
                 op: if access.read {
@@ -241,7 +285,11 @@ impl<F: Stage2Format> Aarch64VCpu<F> {
         let vttbr = self.vttbr.ok_or(VCpuError::NotConfigured {
             missing: "nested root",
         })?;
-        context::bind(&self.el1, self.hcr.bits(), vtcr, vttbr, self.vmpidr)
+        let mut hcr = self.hcr;
+        if !crate::cpu::has_pauth() {
+            hcr.remove(Hcr::API | Hcr::APK);
+        }
+        context::bind(&self.el1, hcr.bits(), vtcr, vttbr, self.vmpidr)
     }
 }
 
@@ -288,6 +336,9 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             vttbr: None,
             entry: None,
             hcr: Hcr::GUEST,
+            interrupts: config.interrupts,
+            cpuif: CpuInterface::default(),
+            pcpu: 0,
             bound: false,
             reload_el1: false,
             flush_on_bind: true,
@@ -347,6 +398,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             });
         }
         self.vtcr = Some(F::vtcr(pa_range));
+        self.hcr.set(Hcr::TWI, !config.wfi_in_guest);
         Ok(())
     }
 
@@ -355,6 +407,10 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             return Err(VCpuError::Busy);
         }
         self.load()?;
+        if self.interrupts.is_some() {
+            self.cpuif.bind()?;
+        }
+        self.pcpu = crate::cpu::current_cpu();
         if core::mem::take(&mut self.flush_on_bind) {
             flush_local(self.vmid);
         }
@@ -367,6 +423,9 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             return Err(VCpuError::NotConfigured {
                 missing: "bind before unbind",
             });
+        }
+        if self.interrupts.is_some() {
+            self.cpuif.unbind();
         }
         context::unbind(&mut self.el1)?;
         self.bound = false;
@@ -383,8 +442,14 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             self.load()?;
         }
         loop {
-            let trap = entry::enter(&mut self.frame)?;
-            let trap = match trap {
+            if let Some(source) = &self.interrupts {
+                self.cpuif.flush(&**source, self.vcpu_id, self.pcpu);
+            }
+            let trap = entry::enter(&mut self.frame);
+            if let Some(source) = &self.interrupts {
+                self.cpuif.fold(&**source, self.vcpu_id);
+            }
+            let trap = match trap? {
                 HwExit::Sync(trap) => trap,
                 HwExit::Irq => {
                     return Ok(ExitReason::ExternalInterrupt {
@@ -432,12 +497,21 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
         Ok(())
     }
 
-    fn inject_interrupt(&mut self, _vector: usize) -> VCpuResult {
-        // A virtual IRQ needs the GIC's virtual interface (list registers), which
-        // this HAL does not drive yet.
-        Err(VCpuError::Unsupported {
-            feature: "virtual interrupt injection (GIC virtual CPU interface)",
-        })
+    /// Makes INTID `vector` pending through the VM's virtual interrupt controller;
+    /// it reaches the list registers at the next entry.
+    fn inject_interrupt(&mut self, vector: usize) -> VCpuResult {
+        let Some(source) = &self.interrupts else {
+            return Err(VCpuError::Unsupported {
+                feature: "virtual interrupts (no virtual GIC given at creation)",
+            });
+        };
+        match u32::try_from(vector) {
+            Ok(intid) if source.inject(self.vcpu_id, intid) => Ok(()),
+            _ => Err(VCpuError::InvalidValue {
+                what: "interrupt INTID",
+                value: vector as u64,
+            }),
+        }
     }
 
     fn invalidate_guest_tlb(&mut self) {
@@ -478,13 +552,21 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     /// SMC itself (Arm ARM D1.3.2.1 "preferred exception return address") and is
     /// stepped over, an HVC already returns past itself.
     fn complete_call(&mut self, call: &GuestCall, reply: FirmwareReply) -> VCpuResult {
-        let x0 = firmware::encode_reply(reply).ok_or(VCpuError::InvalidValue {
-            what: "firmware reply (CPUID registers) to an HVC or SMC",
+        let value = firmware::encode_reply(reply).ok_or(VCpuError::InvalidValue {
+            what: "firmware reply (CPUID registers) to an HVC, SMC or MRS",
             value: 0,
         })?;
-        self.frame.x[0] = x0;
-        if call.conduit == Conduit::Smc {
-            self.step(4);
+        match call.conduit {
+            // The ID register's value to the MRS's destination (XZR drops it).
+            Conduit::Mrs { rt } => {
+                self.set_reg(rt, value);
+                self.step(4);
+            }
+            Conduit::Smc => {
+                self.frame.x[0] = value;
+                self.step(4);
+            }
+            _ => self.frame.x[0] = value,
         }
         Ok(())
     }
@@ -523,7 +605,7 @@ mod tests {
     extern crate std;
 
     use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48};
-    use vcpu_api::{AccessWidth, FirmwareCall, FirmwareError, Hypercall, SysRegAddr};
+    use vcpu_api::{AccessWidth, FirmwareError, Hypercall, SysRegAddr};
 
     use super::*;
     use crate::exit::decode_trap;
@@ -531,7 +613,11 @@ mod tests {
     type VCpu = Aarch64VCpu<ArmStage2Ipa40>;
 
     fn vcpu(psci: PsciConduit) -> VCpu {
-        let mut v = VCpu::new(3, 0, Aarch64CreateConfig { mpidr: None, psci }).unwrap();
+        let config = Aarch64CreateConfig {
+            psci,
+            ..Default::default()
+        };
+        let mut v = VCpu::new(3, 0, config).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(0x4000_0000)).unwrap();
         v
     }
@@ -827,6 +913,95 @@ mod tests {
         ));
     }
 
+    /// HCR_EL2.TID3: an EL1 read of ID_AA64PFR0_EL1 (MRS x3, S3_0_C0_C4_0; ESR ISS
+    /// Direction = 1, Rt = 3) is a call with the host's value (0 off the hardware) for
+    /// the VM layer; its answer lands in x3 and the PC steps over the MRS. Other
+    /// registers (MIDR_EL1 is not ID group 3) are plain system-register exits.
+    #[test]
+    fn id_register_reads_are_calls() {
+        let mut v = vcpu(PsciConduit::Hvc);
+        v.set_gpr(3, 0x5555).unwrap();
+        let pfr0 = crate::exit::sysreg_id(3, 0, 0, 4, 0);
+        let esr = (0x18u64 << 26) | (1 << 25) | u64::from(pfr0.0) | (3 << 5) | 1;
+        let pc = v.pc();
+        let Some(ExitReason::Call(call)) = trap(&mut v, esr, 0, 0) else {
+            panic!("an ID register read is a call");
+        };
+        assert_eq!(
+            call,
+            GuestCall {
+                call: FirmwareCall::IdRegister { id: pfr0, host: 0 },
+                conduit: Conduit::Mrs { rt: 3 },
+            }
+        );
+        v.complete_call(&call, FirmwareReply::Value(0x1122))
+            .unwrap();
+        assert_eq!((v.gpr(3), v.gpr(0)), (Ok(0x1122), Ok(0)));
+        assert_eq!(v.pc(), pc + 4);
+        // MRS to XZR: the value goes nowhere.
+        let xzr = GuestCall {
+            conduit: Conduit::Mrs { rt: 31 },
+            ..call
+        };
+        let before = *v.frame();
+        v.complete_call(&xzr, FirmwareReply::Value(7)).unwrap();
+        assert_eq!(v.frame().x, before.x);
+        let midr = crate::exit::sysreg_id(3, 0, 0, 0, 0);
+        let esr = (0x18u64 << 26) | (1 << 25) | u64::from(midr.0) | (3 << 5) | 1;
+        assert!(matches!(
+            trap(&mut v, esr, 0, 0),
+            Some(ExitReason::SysReg(SysRegAccess {
+                op: SysRegOp::Read { reg: 3 },
+                ..
+            }))
+        ));
+    }
+
+    /// WFI stays in the guest when asked; the guest's interrupts go to the virtual
+    /// GIC given at creation, refused without one.
+    #[test]
+    fn wfi_in_guest_and_interrupt_injection() {
+        struct Sink(core::sync::atomic::AtomicU32);
+        impl VirtualInterrupts for Sink {
+            fn flush(&self, _: usize, _: usize, _: &mut [u64], _: &mut dyn FnMut(u32)) -> u64 {
+                0
+            }
+            fn fold(&self, _: usize, _: &[u64], _: u64) {}
+            fn inject(&self, vcpu: usize, intid: u32) -> bool {
+                self.0.store(
+                    vcpu as u32 * 10_000 + intid,
+                    core::sync::atomic::Ordering::SeqCst,
+                );
+                intid < 1020
+            }
+        }
+        let mut v = vcpu(PsciConduit::Hvc);
+        assert!(v.hcr().contains(Hcr::TWI));
+        v.setup(Aarch64SetupConfig {
+            pa_range: Some(5),
+            wfi_in_guest: true,
+        })
+        .unwrap();
+        assert!(!v.hcr().contains(Hcr::TWI));
+        assert!(matches!(
+            v.inject_interrupt(27),
+            Err(VCpuError::Unsupported { .. })
+        ));
+        let sink = Arc::new(Sink(core::sync::atomic::AtomicU32::new(0)));
+        let config = Aarch64CreateConfig {
+            interrupts: Some(sink.clone()),
+            ..Default::default()
+        };
+        let mut w = VCpu::new(3, 1, config).unwrap();
+        w.inject_interrupt(27).unwrap();
+        assert_eq!(sink.0.load(core::sync::atomic::Ordering::SeqCst), 10_027);
+        assert!(matches!(
+            w.inject_interrupt(1 << 40),
+            Err(VCpuError::InvalidValue { .. })
+        ));
+        assert!(w.inject_interrupt(1023).is_err());
+    }
+
     #[test]
     fn configuration_is_checked() {
         let mut v = vcpu(PsciConduit::Hvc);
@@ -844,14 +1019,31 @@ mod tests {
         ));
         // A 40-bit IPA on a 36-bit CPU is refused; on a 48-bit one VTCR is set.
         assert!(matches!(
-            v.setup(Aarch64SetupConfig { pa_range: Some(1) }),
+            v.setup(Aarch64SetupConfig {
+                pa_range: Some(1),
+                ..Default::default()
+            }),
             Err(VCpuError::Unsupported { .. })
         ));
-        v.setup(Aarch64SetupConfig { pa_range: Some(5) }).unwrap();
+        v.setup(Aarch64SetupConfig {
+            pa_range: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(v.vtcr(), Some(ArmStage2Ipa40::vtcr(5, false).bits()));
         let mut w = Aarch64VCpu::<ArmStage2Ipa48>::new(0, 1, Default::default()).unwrap();
-        assert!(w.setup(Aarch64SetupConfig { pa_range: Some(4) }).is_err());
-        w.setup(Aarch64SetupConfig { pa_range: Some(6) }).unwrap();
+        assert!(
+            w.setup(Aarch64SetupConfig {
+                pa_range: Some(4),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        w.setup(Aarch64SetupConfig {
+            pa_range: Some(6),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(w.mpidr(), 1);
         assert_eq!(w.vmid(), 1);
         assert!(matches!(
@@ -882,6 +1074,7 @@ mod tests {
             Aarch64CreateConfig {
                 mpidr: Some(0x101),
                 psci: PsciConduit::Hvc,
+                ..Default::default()
             },
         )
         .unwrap();

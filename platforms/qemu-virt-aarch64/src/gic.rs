@@ -1,6 +1,10 @@
-//! Just enough GICv3 (Arm IHI 0069H) for kicks: software-generated interrupt 0 from
-//! one physical CPU to another. A guest runs with HCR_EL2.IMO set, so the SGI takes
-//! the target CPU out of the guest (an IRQ exit) and the run loop acknowledges it.
+//! The physical GICv3 (Arm IHI 0069H), kept by the hypervisor: software-generated
+//! interrupt 0 from one physical CPU to another for kicks, the virtual CPU
+//! interface's maintenance interrupt (PPI 25) and the EL1 virtual timer (PPI 27),
+//! which is forwarded to the guest. A guest runs with HCR_EL2.IMO set, so any of them
+//! takes the CPU out of the guest (an IRQ exit) and the run loop acknowledges it.
+//! Priority drop and deactivation are split (ICC_CTLR_EL1.EOImode = 1): a forwarded
+//! interrupt stays active until the guest deactivates it through its list register.
 //! QEMU virt with `gic-version=3`: distributor at 0x0800_0000, redistributors from
 //! 0x080a_0000, 128 KiB (RD_base + SGI_base frames) per CPU.
 
@@ -26,6 +30,15 @@ const GICR_IPRIORITYR: usize = 0x400;
 
 /// The SGI used for kicks.
 pub(crate) const KICK_SGI: u32 = 0;
+/// The virtual CPU interface's maintenance interrupt on QEMU virt.
+pub(crate) const MAINTENANCE_PPI: u32 = vm_core::vgic::MAINTENANCE_PPI;
+/// The EL1 virtual timer's interrupt, forwarded to the guest.
+pub(crate) const VTIMER_PPI: u32 = vm_core::vgic::VTIMER_PPI;
+/// The interrupts of this CPU the hypervisor takes.
+const ENABLED: [u32; 3] = [KICK_SGI, MAINTENANCE_PPI, VTIMER_PPI];
+/// ICC_CTLR_EL1.EOImode: ICC_EOIR1_EL1 only drops the priority, ICC_DIR_EL1
+/// deactivates.
+const EOI_MODE_SPLIT: u64 = 1 << 1;
 
 fn mmio_read(addr: usize) -> u32 {
     // SAFETY: GIC registers of QEMU virt, mapped as Device memory at EL2.
@@ -45,8 +58,9 @@ pub(crate) fn init_distributor() {
     }
 }
 
-/// Wakes this CPU's redistributor, enables [`KICK_SGI`] as a group-1 interrupt and
-/// enables the system-register CPU interface at EL2.
+/// Wakes this CPU's redistributor, enables [`KICK_SGI`], [`MAINTENANCE_PPI`] and
+/// [`VTIMER_PPI`] as group-1 interrupts and the system-register CPU interface at EL2,
+/// with priority drop and deactivation split.
 pub(crate) fn init_cpu(cpu: usize) {
     let rd = GICR_BASE + cpu * GICR_STRIDE;
     let waker = mmio_read(rd + GICR_WAKER);
@@ -56,10 +70,14 @@ pub(crate) fn init_cpu(cpu: usize) {
     }
     let sgi = rd + SGI_BASE;
     mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
-    // Priority 0x80 for SGI 0 (byte-wide field; the register is word-accessible).
-    let prio = mmio_read(sgi + GICR_IPRIORITYR);
-    mmio_write(sgi + GICR_IPRIORITYR, (prio & !0xff) | 0x80);
-    mmio_write(sgi + GICR_ISENABLER0, 1 << KICK_SGI);
+    for intid in ENABLED {
+        // Priority 0x80 (byte-wide fields; the registers are word-accessible).
+        let at = sgi + GICR_IPRIORITYR + (intid as usize & !3);
+        let shift = 8 * (intid % 4);
+        let prio = mmio_read(at);
+        mmio_write(at, (prio & !(0xff << shift)) | (0x80 << shift));
+        mmio_write(sgi + GICR_ISENABLER0, 1 << intid);
+    }
     // SAFETY: ICC_SRE_EL2.SRE | Enable: system-register access to the CPU
     // interface at EL2 (and allowed at EL1); priority mask lowest; group 1 on. No
     // interrupt is taken at EL2 (PSTATE.I stays masked there).
@@ -68,10 +86,12 @@ pub(crate) fn init_cpu(cpu: usize) {
             "msr icc_sre_el2, {sre}",
             "isb",
             "msr icc_pmr_el1, {pmr}",
+            "msr icc_ctlr_el1, {ctlr}",
             "msr icc_igrpen1_el1, {on}",
             "isb",
             sre = in(reg) 0b1001u64,
             pmr = in(reg) 0xffu64,
+            ctlr = in(reg) EOI_MODE_SPLIT,
             on = in(reg) 1u64,
             options(nostack),
         );
@@ -91,8 +111,8 @@ pub(crate) fn kick(cpu: usize) {
     }
 }
 
-/// Acknowledges and completes the pending group-1 interrupt, if any; returns its
-/// INTID.
+/// Acknowledges the pending group-1 interrupt, if any, and drops the running
+/// priority (it stays active until [`deactivate`]); returns its INTID.
 pub(crate) fn acknowledge() -> Option<u32> {
     let iar: u64;
     // SAFETY: reading ICC_IAR1_EL1 acknowledges the interrupt; no memory effect.
@@ -102,7 +122,21 @@ pub(crate) fn acknowledge() -> Option<u32> {
     if (1020..=1023).contains(&intid) {
         return None;
     }
-    // SAFETY: ends the interrupt just acknowledged.
+    // SAFETY: drops the priority of the interrupt just acknowledged (EOImode = 1:
+    // it stays active).
     unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar, options(nostack)) };
+    Some(intid)
+}
+
+/// Deactivates interrupt `intid`, acknowledged on this CPU.
+pub(crate) fn deactivate(intid: u32) {
+    hal_aarch64::interrupt::deactivate_physical(intid);
+}
+
+/// Acknowledges and deactivates the pending interrupt (a kick, or anything not
+/// forwarded to a guest); returns its INTID.
+pub(crate) fn acknowledge_and_deactivate() -> Option<u32> {
+    let intid = acknowledge()?;
+    deactivate(intid);
     Some(intid)
 }

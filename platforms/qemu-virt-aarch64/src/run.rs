@@ -24,7 +24,7 @@ mod generated {
     #![allow(unreachable_pub)]
     include!(concat!(env!("OUT_DIR"), "/vm_config.rs"));
 }
-use generated::vm_config;
+pub(crate) use generated::vm_config;
 include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
 
 /// How long the hypervisor waits for the second CPU to finish after the guest
@@ -141,6 +141,7 @@ fn build_vm<F: Stage2Format>(
                 Aarch64CreateConfig {
                     mpidr: LAYOUT.cpu_ids.get(i).copied(),
                     psci,
+                    ..Default::default()
                 },
                 Aarch64SetupConfig::default(),
             )
@@ -240,7 +241,7 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
         }
         VmExit::ExternalInterrupt { .. } => {
             // A kick (SGI): acknowledged, the vCPU runs on.
-            if let Some(intid) = crate::gic::acknowledge() {
+            if let Some(intid) = crate::gic::acknowledge_and_deactivate() {
                 run.irq_exits.fetch_add(1, Ordering::SeqCst);
                 println!("[{label}] vCPU {vcpu}: interrupt {intid} (kick) taken from the guest");
             }
