@@ -14,12 +14,15 @@
 //! - `config check PATH... [--host-dtb FILE]`: loads VM config files as a hypervisor
 //!   would and says, per file, what VM it describes or why it is refused (see
 //!   `config.rs`).
+//! - `fuzz --list | fuzz <TARGET|all> [--secs N]`: coverage-guided fuzzing with
+//!   libFuzzer (see `fuzz.rs`); `test` runs every target for a short time.
 //!
 //! It prints every command before running it and stops at the first failure.
 
 mod bench;
 mod config;
 mod cross;
+mod fuzz;
 mod linux;
 mod qemu;
 mod run;
@@ -44,6 +47,9 @@ commands:
                             load VM config files (or folders of them): per file
                             `ok` and the VM, or why it is refused; then
                             `N loaded, M refused` (exit 1 if any is refused)
+  fuzz --list               the fuzz targets
+  fuzz <TARGET|all> [--secs N]
+                            run a fuzz target (or each) for N seconds (default 60)
 ";
 
 fn main() -> ExitCode {
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
                 config::USAGE
             ))),
         },
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -141,6 +148,9 @@ fn qemu_args(args: &[String]) -> Result<QemuArgs, Failed> {
     Ok(q)
 }
 
+/// Seconds each fuzz target runs in `test`.
+const FUZZ_SECS: u64 = 20;
+
 /// Everything CI checks, in order of cost.
 fn test() -> Result<(), Failed> {
     let started = std::time::Instant::now();
@@ -161,6 +171,7 @@ fn test() -> Result<(), Failed> {
     step("host tests", || {
         cargo(&["test", "--workspace", "--quiet"], &[])
     })?;
+    step("fuzz", || fuzz::run_all(FUZZ_SECS))?;
     step("docs", || {
         cargo(
             &["doc", "--workspace", "--no-deps", "--quiet"],

@@ -1,0 +1,5 @@
+//! Models and helpers the fuzz targets share: each target feeds structured input to
+//! one public API and checks the answer against a model written here, not only for
+//! panics. A module per subject.
+
+pub mod x86;
