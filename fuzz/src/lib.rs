@@ -2,4 +2,6 @@
 //! one public API and checks the answer against a model written here, not only for
 //! panics. A module per subject.
 
+pub mod arm;
+pub mod riscv;
 pub mod x86;

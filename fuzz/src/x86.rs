@@ -165,3 +165,91 @@ pub fn check_against_iced(
         }
     }
 }
+
+/// Checks `SvmExit::decode(code, info1, info2)` against the APM's exit code table
+/// (vol. 2 appendix C), the IOIO EXITINFO1 layout (15.10.2, figure 15-2: TYPE bit 0,
+/// STR 2, REP 3, one-hot SZ8/SZ16/SZ32 bits 6:4, port 31:16), the MSR direction
+/// (15.11) and the #NPF error code (15.25.6).
+pub fn check_exit(
+    code: u64,
+    info1: u64,
+    info2: u64,
+    got: Result<hal_x86_64::SvmExit, hal_x86_64::exit::ExitDecodeError>,
+) {
+    use addrspace::{AccessKind, GuestPhysAddr};
+    use hal_x86_64::SvmExit as E;
+    use hal_x86_64::exit::ExitDecodeError as D;
+    let bit = |n: u32| info1 >> n & 1 == 1;
+    let expected = match code {
+        0x400 => {
+            let access = if bit(4) {
+                AccessKind::Execute
+            } else if bit(1) && !bit(33) {
+                AccessKind::Write
+            } else {
+                AccessKind::Read
+            };
+            if let Ok(E::NestedPageFault { error, .. }) = got {
+                assert_eq!(error.access(), access, "#NPF access of {info1:#x}");
+                assert_eq!(error.present(), bit(0));
+                assert_eq!(error.final_gpa(), bit(32));
+            }
+            Ok(E::NestedPageFault {
+                gpa: GuestPhysAddr::from_usize(info2 as usize),
+                error: hal_x86_64::NpfErrorCode(info1),
+            })
+        }
+        0x7b => {
+            let width = match info1 >> 4 & 7 {
+                1 => Some(AccessWidth::Byte),
+                2 => Some(AccessWidth::Word),
+                4 => Some(AccessWidth::Dword),
+                _ => None,
+            };
+            match width {
+                None => Err(D::BadIoSize { info1 }),
+                Some(width) => Ok(E::Io {
+                    info: hal_x86_64::IoioInfo {
+                        port: (info1 >> 16 & 0xffff) as u16,
+                        width,
+                        is_in: bit(0),
+                        string: bit(2),
+                        rep: bit(3),
+                    },
+                    next_rip: info2,
+                }),
+            }
+        }
+        0x7c => match info1 {
+            0 => Ok(E::Msr { write: false }),
+            1 => Ok(E::Msr { write: true }),
+            _ => Err(D::BadMsrDirection { info1 }),
+        },
+        0x81 => Ok(E::Vmmcall),
+        0x78 => Ok(E::Hlt),
+        0x77 => Ok(E::Pause),
+        0x72 => Ok(E::Cpuid),
+        0x7f => Ok(E::Shutdown),
+        0x60 => Ok(E::Intr),
+        0x61 => Ok(E::Nmi),
+        0x80 => Ok(E::Vmrun),
+        u64::MAX => Ok(E::Invalid),
+        0x40..=0x5f => Ok(E::Exception {
+            vector: (code - 0x40) as u8,
+            error_code: info1,
+        }),
+        code => Ok(E::Other { code }),
+    };
+    assert_eq!(got, expected, "exit {code:#x} info1 {info1:#x} info2 {info2:#x}");
+    // The instructions whose length is fixed: VMMCALL 0F 01 D9, HLT F4, PAUSE F3 90,
+    // CPUID 0F A2, RDMSR 0F 32 / WRMSR 0F 30.
+    if let Ok(exit) = got {
+        let len = match exit {
+            E::Vmmcall => Some(3),
+            E::Hlt => Some(1),
+            E::Pause | E::Cpuid | E::Msr { .. } => Some(2),
+            _ => None,
+        };
+        assert_eq!(exit.fixed_insn_len(), len);
+    }
+}
