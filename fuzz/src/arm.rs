@@ -126,3 +126,87 @@ pub fn load_result(loaded: u64, width: AccessWidth, sign_extend: bool, reg64: bo
     };
     if reg64 { v } else { v & 0xffff_ffff }
 }
+
+/// What a guest's HVC/SMC with x0..x6 is, by the SMCCC and PSCI (DEN0028 §2.5 function
+/// ids; DEN0022D §5.1 PSCI ids, §5.1.4 SMC32 arguments use only W registers): PSCI
+/// functions on the conduit that carries PSCI, other HVCs as the board's hypercalls,
+/// other SMCs unsupported.
+pub fn expected_call(
+    x: &[u64; 7],
+    conduit: vcpu_api::Conduit,
+    psci_by_smc: bool,
+) -> vcpu_api::FirmwareCall {
+    use vcpu_api::{Conduit, FirmwareCall as C, Hypercall, Service};
+    let psci_here = matches!(
+        (conduit, psci_by_smc),
+        (Conduit::Hvc, false) | (Conduit::Smc, true)
+    );
+    let id = x[0];
+    // Fast call (bit 31), owner 4 "standard secure service" (bits 29:24), function
+    // 0..=0x1f, bits 23:16 zero; bit 30 SMC64.
+    let psci = id >> 32 == 0 && id & 0xbfff_ffe0 == 0x8400_0000;
+    if psci_here && psci {
+        let smc64 = id & 0x4000_0000 != 0;
+        let w = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
+        let affinity = |v: u64| w(v) & 0xff_00ff_ffff; // Aff3 39:32, Aff2..0 23:0
+        let unsupported = C::Unsupported { nr: id, function: 0 };
+        let service = |f: u64| match f {
+            0x8400_0000 | 0x8400_000a => Some(Service::Base),
+            0x8400_0006 => Some(Service::MigrateInfo),
+            0x8400_0002 | 0x8400_0003 | 0xc400_0003 | 0x8400_0004 | 0xc400_0004 => {
+                Some(Service::CpuPower)
+            }
+            0x8400_0008 | 0x8400_0009 => Some(Service::SystemPower),
+            _ => None,
+        };
+        return match (id & 0x1f, smc64) {
+            (0x00, false) => C::Version,
+            (0x02, false) => C::CpuOff,
+            (0x03, _) => C::CpuOn {
+                target: affinity(x[1]),
+                entry: GuestPhysAddr::from_usize(w(x[2]) as usize),
+                arg: w(x[3]),
+            },
+            // AFFINITY_INFO at the lowest affinity level 0 only.
+            (0x04, _) if w(x[2]) == 0 => C::CpuStatus {
+                target: affinity(x[1]),
+            },
+            (0x06, false) => C::MigrateInfoType,
+            (0x08, false) => C::SystemOff,
+            (0x09, false) => C::SystemReset,
+            (0x0a, false) => C::Probe {
+                service: service(x[1] & 0xffff_ffff),
+            },
+            _ => unsupported,
+        };
+    }
+    match conduit {
+        Conduit::Hvc => C::Hypercall(Hypercall {
+            nr: id,
+            function: 0,
+            args: [x[1], x[2], x[3], x[4], x[5], x[6]],
+        }),
+        _ => C::Unsupported { nr: id, function: 0 },
+    }
+}
+
+/// x0 of a reply (DEN0022D §5.2.2 return codes, §5.1.1 version `major << 16 | minor`,
+/// §5.7.1 AFFINITY_INFO states, §5.15 PSCI_FEATURES 0 or NOT_SUPPORTED).
+pub fn expected_x0(reply: vcpu_api::FirmwareReply) -> Option<u64> {
+    use vcpu_api::{CpuState, FirmwareError as E, FirmwareReply as R};
+    let code = |c: i64| c as u64;
+    Some(match reply {
+        R::Value(v) => v,
+        R::Error(E::NotSupported) | R::Offered(false) => code(-1),
+        R::Error(E::InvalidParameters) => code(-2),
+        R::Error(E::AlreadyOn) => code(-4),
+        R::Error(E::Failed) => code(-6),
+        R::Error(E::InvalidAddress) => code(-9),
+        R::Offered(true) => 0,
+        R::Version { major, minor } => u64::from(major) << 16 | u64::from(minor),
+        R::CpuState(CpuState::On) => 0,
+        R::CpuState(CpuState::Off) => 1,
+        R::CpuState(CpuState::OnPending) => 2,
+        R::Cpuid(_) => return None,
+    })
+}

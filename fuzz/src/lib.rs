@@ -3,5 +3,6 @@
 //! panics. A module per subject.
 
 pub mod arm;
+pub mod firmware;
 pub mod riscv;
 pub mod x86;

@@ -209,3 +209,106 @@ pub fn check_trap(scause: u64, stval: u64, htval: u64, htinst: u64, trap: &Trap)
     };
     assert_eq!(*trap, expected, "scause {scause:#x}");
 }
+
+/// The extension ids of SBI v2.0 chapter 3 onwards, by their ASCII names.
+fn eid(name: &[u8]) -> u64 {
+    name.iter().fold(0, |v, b| v << 8 | u64::from(*b))
+}
+
+/// What an ECALL with a7 = `e`, a6 = `f` and a0..a5 is, by the SBI v2.0 specification:
+/// Base (ch. 4), legacy (ch. 5: set_timer 0, putchar 1, getchar 2, shutdown 8; the
+/// rest not served), TIME (6), sPI (7), RFNC (8: fence.i, sfence.vma, sfence.vma.asid),
+/// HSM (9: start, stop, status), SRST (10: shutdown, cold and warm reboot), DBCN (12);
+/// any other extension is the board's hypercall.
+pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
+    use vcpu_api::{CpuMask, FirmwareCall as C, Hypercall, RemoteFence, Service};
+    let unsupported = C::Unsupported { nr: e, function: f };
+    let targets = CpuMask { mask: a[0], base: a[1] };
+    let gpa = |v: u64| GuestPhysAddr::from_usize(v as usize);
+    let service = |x: u64| {
+        Some(match x {
+            0x10 => Service::Base,
+            0 => Service::Timer,
+            1 | 2 => Service::Console,
+            8 => Service::SystemPower,
+            3..=0xf => return None,
+            x if x == eid(b"TIME") => Service::Timer,
+            x if x == eid(b"DBCN") => Service::Console,
+            x if x == eid(b"SRST") => Service::SystemPower,
+            x if x == eid(b"sPI") => Service::Ipi,
+            x if x == eid(b"RFNC") => Service::RemoteFence,
+            x if x == eid(b"HSM") => Service::CpuPower,
+            nr => Service::Hypercall { nr },
+        })
+    };
+    match e {
+        0x10 => match f {
+            0 => C::Version,
+            1 => C::ImplId,
+            2 => C::ImplVersion,
+            3 => C::Probe { service: service(a[0]) },
+            4..=6 => C::MachineId,
+            _ => unsupported,
+        },
+        0 => C::SetTimer { deadline: a[0] },
+        1 => C::ConsoleWriteByte { byte: a[0] as u8 },
+        2 => C::ConsoleReadByte,
+        8 => C::SystemOff,
+        3..=0xf => unsupported,
+        e if e == eid(b"TIME") && f == 0 => C::SetTimer { deadline: a[0] },
+        e if e == eid(b"sPI") && f == 0 => C::SendIpi { targets },
+        e if e == eid(b"RFNC") && f == 0 => C::RemoteFence { targets, fence: RemoteFence::FenceI },
+        e if e == eid(b"RFNC") && (f == 1 || f == 2) => C::RemoteFence {
+            targets,
+            fence: RemoteFence::SfenceVma {
+                start: a[2],
+                size: a[3],
+                asid: (f == 2).then_some(a[4]),
+            },
+        },
+        e if e == eid(b"HSM") && f == 0 => C::CpuOn { target: a[0], entry: gpa(a[1]), arg: a[2] },
+        e if e == eid(b"HSM") && f == 1 => C::CpuOff,
+        e if e == eid(b"HSM") && f == 2 => C::CpuStatus { target: a[0] },
+        e if e == eid(b"SRST") && f == 0 => match a[0] {
+            0 => C::SystemOff,
+            1 | 2 => C::SystemReset,
+            _ => C::InvalidParameters { nr: e, function: f },
+        },
+        // The buffer address is a1 | a2 << 64: beyond RV64's reach when a2 != 0.
+        e if e == eid(b"DBCN") && f <= 2 => {
+            let at = gpa(if a[2] == 0 { a[1] } else { u64::MAX });
+            match f {
+                0 => C::ConsoleWrite { gpa: at, len: a[0] },
+                1 => C::ConsoleRead { gpa: at, len: a[0] },
+                _ => C::ConsoleWriteByte { byte: a[0] as u8 },
+            }
+        }
+        e if [b"TIME".as_slice(), b"sPI", b"RFNC", b"HSM", b"SRST", b"DBCN"]
+            .iter()
+            .any(|n| eid(n) == e) =>
+        {
+            unsupported
+        }
+        _ => C::Hypercall(Hypercall { nr: e, function: f, args: a }),
+    }
+}
+
+/// (a0, a1) of a reply (SBI v2.0 §3.2 error codes, §4.1 version major 30:24, minor
+/// 23:0, §9.1 hart states; probe answers 1 or 0).
+pub fn expected_sbi_reply(reply: vcpu_api::FirmwareReply) -> Option<(i64, u64)> {
+    use vcpu_api::{CpuState, FirmwareError as E, FirmwareReply as R};
+    Some(match reply {
+        R::Value(v) => (0, v),
+        R::Error(E::Failed) => (-1, 0),
+        R::Error(E::NotSupported) => (-2, 0),
+        R::Error(E::InvalidParameters) => (-3, 0),
+        R::Error(E::InvalidAddress) => (-5, 0),
+        R::Error(E::AlreadyOn) => (-6, 0),
+        R::Offered(b) => (0, u64::from(b)),
+        R::Version { major, minor } => (0, (u64::from(major) & 0x7f) << 24 | u64::from(minor)),
+        R::CpuState(CpuState::On) => (0, 0),
+        R::CpuState(CpuState::Off) => (0, 1),
+        R::CpuState(CpuState::OnPending) => (0, 2),
+        R::Cpuid(_) => return None,
+    })
+}
