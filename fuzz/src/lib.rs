@@ -6,3 +6,5 @@ pub mod arm;
 pub mod firmware;
 pub mod riscv;
 pub mod x86;
+pub mod codegen;
+pub mod vm;
