@@ -36,7 +36,12 @@ fuzz_target!(|input: Input| {
         | u64::from(input.iss & 0x01ff_ffff);
     let trap = decode_trap(esr, input.far, input.hpfar);
     arm::check_trap(&trap, esr, input.far, input.hpfar);
-    let Trap::DataAbort { ipa, abort, insn_len } = trap else {
+    let Trap::DataAbort {
+        ipa,
+        abort,
+        insn_len,
+    } = trap
+    else {
         return;
     };
     match hal_aarch64::mmio::fault_insn(&abort, insn_len, &input.regs, input.pc) {
@@ -45,7 +50,10 @@ fuzz_target!(|input: Input| {
             assert_eq!(pc, input.pc);
         }
         FaultInsn::Refused(MmioDecodeError::NoSyndrome { pc }) => {
-            assert!(abort.syndrome.is_none() && !abort.s1ptw, "refused with a syndrome");
+            assert!(
+                abort.syndrome.is_none() && !abort.s1ptw,
+                "refused with a syndrome"
+            );
             assert_eq!(pc, input.pc);
         }
         FaultInsn::Decoded(insn) => {

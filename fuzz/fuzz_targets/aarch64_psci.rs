@@ -27,8 +27,16 @@ fuzz_target!(|input: Input| {
     };
     let a = input.args;
     let x = [x0, a[0], a[1], a[2], a[3], a[4], a[5]];
-    let conduit = if input.smc { Conduit::Smc } else { Conduit::Hvc };
-    let psci = if input.psci_by_smc { PsciConduit::Smc } else { PsciConduit::Hvc };
+    let conduit = if input.smc {
+        Conduit::Smc
+    } else {
+        Conduit::Hvc
+    };
+    let psci = if input.psci_by_smc {
+        PsciConduit::Smc
+    } else {
+        PsciConduit::Hvc
+    };
     assert_eq!(
         decode_call(&x, conduit, psci),
         arm::expected_call(&x, conduit, input.psci_by_smc),

@@ -49,7 +49,12 @@ fuzz_target!(|input: Input| {
         Htin::Pseudo(i) => [0x2000, 0x3000, 0x2020, 0x3020][usize::from(i) % 4],
         Htin::Raw(v) => v,
     };
-    let info = TrapInfo { scause, stval: input.stval, htval: input.htval, htinst };
+    let info = TrapInfo {
+        scause,
+        stval: input.stval,
+        htval: input.htval,
+        htinst,
+    };
     let trap = info.decode();
     riscv::check_trap(scause, input.stval, input.htval, htinst, &trap);
     let Trap::GuestPageFault { access, .. } = trap else {
@@ -66,20 +71,34 @@ fuzz_target!(|input: Input| {
     match (m.op, access, got) {
         (MemOp::Load { rd, sign_extend }, AccessKind::Read, Some(i)) => {
             assert_eq!((i.width, i.len), (m.width, m.len));
-            let MmioOp::Read { reg, sign_extend: s, .. } = i.op else {
+            let MmioOp::Read {
+                reg,
+                sign_extend: s,
+                ..
+            } = i.op
+            else {
                 panic!("a load emulated as {i:?}");
             };
             assert_eq!((reg, s), (rd, sign_extend));
         }
         (MemOp::Store { rs2 }, AccessKind::Write, Some(i)) => {
             assert_eq!((i.width, i.len), (m.width, m.len));
-            assert_eq!(i.op, MmioOp::Write { value: m.width.truncate(x[rs2]) });
+            assert_eq!(
+                i.op,
+                MmioOp::Write {
+                    value: m.width.truncate(x[rs2])
+                }
+            );
         }
         (_, _, None) => {
-            assert!(!matches!(
-                (m.op, access),
-                (MemOp::Load { .. }, AccessKind::Read) | (MemOp::Store { .. }, AccessKind::Write)
-            ), "a matching access refused");
+            assert!(
+                !matches!(
+                    (m.op, access),
+                    (MemOp::Load { .. }, AccessKind::Read)
+                        | (MemOp::Store { .. }, AccessKind::Write)
+                ),
+                "a matching access refused"
+            );
         }
         (op, access, got) => panic!("{op:?} on a {access:?} fault emulated as {got:?}"),
     }

@@ -21,8 +21,18 @@ struct Input {
 }
 
 const EIDS: [u64; 12] = [
-    0x10, 0x00, 0x01, 0x02, 0x08, 0x05, 0x5449_4d45, 0x0073_5049, 0x5246_4e43, 0x0048_534d,
-    0x5352_5354, 0x4442_434e,
+    0x10,
+    0x00,
+    0x01,
+    0x02,
+    0x08,
+    0x05,
+    0x5449_4d45,
+    0x0073_5049,
+    0x5246_4e43,
+    0x0048_534d,
+    0x5352_5354,
+    0x4442_434e,
 ];
 
 fuzz_target!(|input: Input| {
@@ -37,12 +47,28 @@ fuzz_target!(|input: Input| {
     let mut a = input.a;
     if let Ok(i) = input.eid {
         // SRST types and probe targets near the interesting values.
-        a[0] = if i % 2 == 0 { a[0] % 4 } else { EIDS[usize::from(i) % EIDS.len()] };
+        a[0] = if i % 2 == 0 {
+            a[0] % 4
+        } else {
+            EIDS[usize::from(i) % EIDS.len()]
+        };
     }
     let got = decode_call(eid, fid, a);
-    assert_eq!(got.call, riscv::expected_sbi(eid, fid, a), "eid {eid:#x} fid {fid} a {a:#x?}");
-    let legacy = if eid < 0x10 { Conduit::EcallLegacy } else { Conduit::Ecall };
+    assert_eq!(
+        got.call,
+        riscv::expected_sbi(eid, fid, a),
+        "eid {eid:#x} fid {fid} a {a:#x?}"
+    );
+    let legacy = if eid < 0x10 {
+        Conduit::EcallLegacy
+    } else {
+        Conduit::Ecall
+    };
     assert_eq!(got.conduit, legacy);
     let reply = input.reply.get();
-    assert_eq!(encode_reply(reply), riscv::expected_sbi_reply(reply), "{reply:?}");
+    assert_eq!(
+        encode_reply(reply),
+        riscv::expected_sbi_reply(reply),
+        "{reply:?}"
+    );
 });

@@ -49,12 +49,37 @@ enum Edit {
     Id(u16),
     Name(String),
     Entry(Addr),
-    Region { index: u8, gpa: Addr, size: Addr, flags: u32, map: u8, lazy: bool },
-    AddRegion { gpa: Addr, size: Addr, flags: u32, map: u8, lazy: bool },
+    Region {
+        index: u8,
+        gpa: Addr,
+        size: Addr,
+        flags: u32,
+        map: u8,
+        lazy: bool,
+    },
+    AddRegion {
+        gpa: Addr,
+        size: Addr,
+        flags: u32,
+        map: u8,
+        lazy: bool,
+    },
     RemoveRegion(u8),
-    Passthrough { name: String, gpa: Addr, hpa: Addr, len: Addr, irq: u16 },
+    Passthrough {
+        name: String,
+        gpa: Addr,
+        hpa: Addr,
+        len: Addr,
+        irq: u16,
+    },
     RemovePassthrough(u8),
-    Emu { name: String, gpa: Addr, len: Addr, irq: u16, kind: u8 },
+    Emu {
+        name: String,
+        gpa: Addr,
+        len: Addr,
+        irq: u16,
+        kind: u8,
+    },
     RemoveEmu(u8),
     KernelLoad(Addr),
     Dtb(Option<Addr>),
@@ -67,7 +92,11 @@ fn region(gpa: Addr, size: Addr, flags: u32, map: u8, lazy: bool) -> MemoryRegio
         size: size.get(),
         flags: MappingFlags::from_bits_retain(flags),
         map_type: [MapType::Alloc, MapType::Identical, MapType::Reserved][usize::from(map) % 3],
-        populate: if lazy { Populate::Lazy } else { Populate::Eager },
+        populate: if lazy {
+            Populate::Lazy
+        } else {
+            Populate::Eager
+        },
     }
 }
 
@@ -80,12 +109,25 @@ fn apply(c: &mut VmConfig, e: Edit) {
         Edit::Id(i) => c.id = usize::from(i),
         Edit::Name(n) => c.name = n,
         Edit::Entry(a) => k.entry_point = GuestPhysAddr::from_usize(a.get()),
-        Edit::Region { index, gpa, size, flags, map, lazy } => {
+        Edit::Region {
+            index,
+            gpa,
+            size,
+            flags,
+            map,
+            lazy,
+        } => {
             if let Some(i) = at(index, k.memory_regions.len()) {
                 k.memory_regions[i] = region(gpa, size, flags, map, lazy);
             }
         }
-        Edit::AddRegion { gpa, size, flags, map, lazy } => {
+        Edit::AddRegion {
+            gpa,
+            size,
+            flags,
+            map,
+            lazy,
+        } => {
             k.memory_regions.push(region(gpa, size, flags, map, lazy));
         }
         Edit::RemoveRegion(i) => {
@@ -93,7 +135,13 @@ fn apply(c: &mut VmConfig, e: Edit) {
                 k.memory_regions.remove(i);
             }
         }
-        Edit::Passthrough { name, gpa, hpa, len, irq } => {
+        Edit::Passthrough {
+            name,
+            gpa,
+            hpa,
+            len,
+            irq,
+        } => {
             d.passthrough_devices.push(PassthroughDeviceConfig {
                 name,
                 base_gpa: GuestPhysAddr::from_usize(gpa.get()),
@@ -107,7 +155,13 @@ fn apply(c: &mut VmConfig, e: Edit) {
                 d.passthrough_devices.remove(i);
             }
         }
-        Edit::Emu { name, gpa, len, irq, kind } => d.emu_devices.push(EmuDeviceConfig {
+        Edit::Emu {
+            name,
+            gpa,
+            len,
+            irq,
+            kind,
+        } => d.emu_devices.push(EmuDeviceConfig {
             name,
             base_gpa: GuestPhysAddr::from_usize(gpa.get()),
             length: len.get(),

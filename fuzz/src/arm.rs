@@ -49,7 +49,14 @@ pub fn check_trap(trap: &Trap, esr: u64, far: u64, hpfar: u64) {
     let iss = bits(esr, 24, 0);
     let len = if bit(esr, 25) { 4 } else { 2 };
     match (ec, trap) {
-        (0x24, Trap::DataAbort { ipa, abort, insn_len }) => {
+        (
+            0x24,
+            Trap::DataAbort {
+                ipa,
+                abort,
+                insn_len,
+            },
+        ) => {
             assert_eq!(*insn_len, len);
             assert_eq!(*ipa, fault_ipa(hpfar, far, bit(iss, 10)), "data abort IPA");
             assert_eq!(abort.far_not_valid, bit(iss, 10));
@@ -71,7 +78,11 @@ pub fn check_trap(trap: &Trap, esr: u64, far: u64, hpfar: u64) {
             }
         }
         (0x20, Trap::InstrAbort { ipa, abort }) => {
-            assert_eq!(*ipa, fault_ipa(hpfar, far, bit(iss, 10)), "instruction abort IPA");
+            assert_eq!(
+                *ipa,
+                fault_ipa(hpfar, far, bit(iss, 10)),
+                "instruction abort IPA"
+            );
             assert_eq!(abort.far_not_valid, bit(iss, 10));
             assert_eq!(abort.s1ptw, bit(iss, 7));
             check_status(&abort.status, iss);
@@ -95,10 +106,20 @@ pub fn check_trap(trap: &Trap, esr: u64, far: u64, hpfar: u64) {
 /// Direction 0.
 fn check_sysreg(access: &SysRegAccess, iss: u64) {
     let field = |hi, lo| bits(iss, hi, lo) as u32;
-    let (op0, op2, op1, crn, crm) = (field(21, 20), field(19, 17), field(16, 14), field(13, 10), field(4, 1));
+    let (op0, op2, op1, crn, crm) = (
+        field(21, 20),
+        field(19, 17),
+        field(16, 14),
+        field(13, 10),
+        field(4, 1),
+    );
     let id = SysRegAddr(op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | crm << 1);
     assert_eq!(access.addr, id, "register id");
-    assert_eq!(hal_aarch64::exit::sysreg_id(op0, op1, crn, crm, op2), id, "sysreg_id packs as the ISS");
+    assert_eq!(
+        hal_aarch64::exit::sysreg_id(op0, op1, crn, crm, op2),
+        id,
+        "sysreg_id packs as the ISS"
+    );
     assert_eq!(u64::from(access.reg), bits(iss, 9, 5), "Rt");
     assert_eq!(access.read, bit(iss, 0), "direction");
 }
@@ -118,7 +139,11 @@ pub fn store_value(regs: &[u64; 31], reg: u8, width: AccessWidth) -> u64 {
 /// bits for an `Xt` and to 32 bits for a `Wt`, whose upper half is cleared.
 pub fn load_result(loaded: u64, width: AccessWidth, sign_extend: bool, reg64: bool) -> u64 {
     let bits = width.bits();
-    let v = if bits == 64 { loaded } else { loaded & ((1u64 << bits) - 1) };
+    let v = if bits == 64 {
+        loaded
+    } else {
+        loaded & ((1u64 << bits) - 1)
+    };
     let v = if sign_extend && bits < 64 && v >> (bits - 1) & 1 == 1 {
         v | !((1u64 << bits) - 1)
     } else {
@@ -149,7 +174,10 @@ pub fn expected_call(
         let smc64 = id & 0x4000_0000 != 0;
         let w = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
         let affinity = |v: u64| w(v) & 0xff_00ff_ffff; // Aff3 39:32, Aff2..0 23:0
-        let unsupported = C::Unsupported { nr: id, function: 0 };
+        let unsupported = C::Unsupported {
+            nr: id,
+            function: 0,
+        };
         let service = |f: u64| match f {
             0x8400_0000 | 0x8400_000a => Some(Service::Base),
             0x8400_0006 => Some(Service::MigrateInfo),
@@ -186,7 +214,10 @@ pub fn expected_call(
             function: 0,
             args: [x[1], x[2], x[3], x[4], x[5], x[6]],
         }),
-        _ => C::Unsupported { nr: id, function: 0 },
+        _ => C::Unsupported {
+            nr: id,
+            function: 0,
+        },
     }
 }
 

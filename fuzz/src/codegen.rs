@@ -58,7 +58,10 @@ impl Parser<'_> {
     fn ident(&mut self) -> Parsed<String> {
         self.ws();
         let start = self.pos;
-        while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        while self
+            .peek()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             self.pos += 1;
         }
         if start == self.pos {
@@ -71,7 +74,10 @@ impl Parser<'_> {
         self.ws();
         let hex = self.eat("0x");
         let start = self.pos;
-        while self.peek().is_some_and(|b| b.is_ascii_hexdigit() || b == b'_') {
+        while self
+            .peek()
+            .is_some_and(|b| b.is_ascii_hexdigit() || b == b'_')
+        {
             self.pos += 1;
         }
         let digits: String = String::from_utf8_lossy(&self.s[start..self.pos]).replace('_', "");
@@ -198,7 +204,9 @@ fn ctor<'v>(v: &'v Value, path: &str) -> Parsed<&'v Value> {
 }
 
 fn gpa(v: &Value) -> Parsed<GuestPhysAddr> {
-    ctor(v, "GuestPhysAddr::from_usize").and_then(int).map(GuestPhysAddr::from_usize)
+    ctor(v, "GuestPhysAddr::from_usize")
+        .and_then(int)
+        .map(GuestPhysAddr::from_usize)
 }
 
 fn variant<'v>(v: &'v Value, ty: &str) -> Parsed<&'v str> {
@@ -256,7 +264,11 @@ pub fn replay(src: &str) -> Parsed<Result<VmConfig, vm_core::ConfigError>> {
             }
             "vm_type" => {
                 arity(1)?;
-                let table = [("HostVm", VmType::HostVm), ("Rtos", VmType::Rtos), ("Linux", VmType::Linux)];
+                let table = [
+                    ("HostVm", VmType::HostVm),
+                    ("Rtos", VmType::Rtos),
+                    ("Linux", VmType::Linux),
+                ];
                 b.vm_type(one_of(&a[0], "VmType", &table)?)
             }
             "phys_cpu_ids" => {
@@ -270,7 +282,11 @@ pub fn replay(src: &str) -> Parsed<Result<VmConfig, vm_core::ConfigError>> {
             "kernel" => {
                 arity(3)?;
                 let table = [("Fs", ImageLocation::Fs), ("Memory", ImageLocation::Memory)];
-                b.kernel(one_of(&a[0], "ImageLocation", &table)?, string(&a[1])?, gpa(&a[2])?)
+                b.kernel(
+                    one_of(&a[0], "ImageLocation", &table)?,
+                    string(&a[1])?,
+                    gpa(&a[2])?,
+                )
             }
             "entry_point" => {
                 arity(1)?;

@@ -27,8 +27,13 @@ impl Reply {
         match self {
             Self::Value(v) => FirmwareReply::Value(v),
             Self::Error(i) => FirmwareReply::Error(
-                [E::NotSupported, E::InvalidParameters, E::AlreadyOn, E::InvalidAddress, E::Failed]
-                    [usize::from(i) % 5],
+                [
+                    E::NotSupported,
+                    E::InvalidParameters,
+                    E::AlreadyOn,
+                    E::InvalidAddress,
+                    E::Failed,
+                ][usize::from(i) % 5],
             ),
             Self::Offered(b) => FirmwareReply::Offered(b),
             Self::Version(major, minor) => FirmwareReply::Version { major, minor },

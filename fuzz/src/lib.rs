@@ -3,8 +3,8 @@
 //! panics. A module per subject.
 
 pub mod arm;
+pub mod codegen;
 pub mod firmware;
 pub mod riscv;
-pub mod x86;
-pub mod codegen;
 pub mod vm;
+pub mod x86;

@@ -82,8 +82,12 @@ const COMPRESSED: [(&str, u32, u32, Kind, Reg); 13] = [
 ];
 
 /// C.FLD, C.FSD, C.FLDSP, C.FSDSP.
-const COMPRESSED_FLOAT: [(u32, u32); 4] =
-    [(0x2000, 0xe003), (0xa000, 0xe003), (0x2002, 0xe003), (0xa002, 0xe003)];
+const COMPRESSED_FLOAT: [(u32, u32); 4] = [
+    (0x2000, 0xe003),
+    (0xa000, 0xe003),
+    (0x2002, 0xe003),
+    (0xa002, 0xe003),
+];
 
 fn field(insn: u32, r: Reg) -> usize {
     (match r {
@@ -143,7 +147,11 @@ pub fn check_insn(insn: u32, ours: Result<MemInsn, InsnError>) {
         (Expect::Float, Err(InsnError::FloatingPoint { insn: i }))
         | (Expect::Atomic, Err(InsnError::Atomic { insn: i }))
         | (Expect::Reserved, Err(InsnError::Reserved { insn: i })) => {
-            assert_eq!(i, if len == 2 { insn & 0xffff } else { insn }, "raw bits kept");
+            assert_eq!(
+                i,
+                if len == 2 { insn & 0xffff } else { insn },
+                "raw bits kept"
+            );
         }
         // A STORE with funct3 4..7 (SQ of RV128, reserved here) may be refused as
         // either; anything else the table does not name must be refused.
@@ -167,11 +175,17 @@ pub fn check_htinst(htinst: u64, got: Htinst) {
         }
         Htinst::Unknown(v) => {
             assert_eq!(v, htinst);
-            assert!(htinst != 0 && (wide || raw & 1 == 0), "{htinst:#x} is a transformed insn");
+            assert!(
+                htinst != 0 && (wide || raw & 1 == 0),
+                "{htinst:#x} is a transformed insn"
+            );
             assert!(wide || !matches!(raw, 0x2000 | 0x3000 | 0x2020 | 0x3020));
         }
         Htinst::Transformed(m) => {
-            assert!(!wide && raw & 1 == 1, "{htinst:#x} is not a transformed insn");
+            assert!(
+                !wide && raw & 1 == 1,
+                "{htinst:#x} is not a transformed insn"
+            );
             assert_eq!(m.len, if raw & 2 != 0 { 4 } else { 2 }, "original length");
             check_insn(raw | 2, Ok(MemInsn { len: 4, ..m }));
         }
@@ -185,7 +199,8 @@ pub fn check_htinst(htinst: u64, got: Htinst) {
 /// The GPA of a guest-page fault: `htval << 2` for the page, `stval` for the offset;
 /// unknown when `htval` is 0.
 pub fn fault_gpa(htval: u64, stval: u64) -> Option<GuestPhysAddr> {
-    (htval != 0).then(|| GuestPhysAddr::from_usize(((htval << 2) & !0xfff | stval & 0xfff) as usize))
+    (htval != 0)
+        .then(|| GuestPhysAddr::from_usize(((htval << 2) & !0xfff | stval & 0xfff) as usize))
 }
 
 /// Checks `TrapInfo::decode` against the cause table (table 8.7).
@@ -223,7 +238,10 @@ fn eid(name: &[u8]) -> u64 {
 pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
     use vcpu_api::{CpuMask, FirmwareCall as C, Hypercall, RemoteFence, Service};
     let unsupported = C::Unsupported { nr: e, function: f };
-    let targets = CpuMask { mask: a[0], base: a[1] };
+    let targets = CpuMask {
+        mask: a[0],
+        base: a[1],
+    };
     let gpa = |v: u64| GuestPhysAddr::from_usize(v as usize);
     let service = |x: u64| {
         Some(match x {
@@ -246,7 +264,9 @@ pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
             0 => C::Version,
             1 => C::ImplId,
             2 => C::ImplVersion,
-            3 => C::Probe { service: service(a[0]) },
+            3 => C::Probe {
+                service: service(a[0]),
+            },
             4..=6 => C::MachineId,
             _ => unsupported,
         },
@@ -257,7 +277,10 @@ pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
         3..=0xf => unsupported,
         e if e == eid(b"TIME") && f == 0 => C::SetTimer { deadline: a[0] },
         e if e == eid(b"sPI") && f == 0 => C::SendIpi { targets },
-        e if e == eid(b"RFNC") && f == 0 => C::RemoteFence { targets, fence: RemoteFence::FenceI },
+        e if e == eid(b"RFNC") && f == 0 => C::RemoteFence {
+            targets,
+            fence: RemoteFence::FenceI,
+        },
         e if e == eid(b"RFNC") && (f == 1 || f == 2) => C::RemoteFence {
             targets,
             fence: RemoteFence::SfenceVma {
@@ -266,7 +289,11 @@ pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
                 asid: (f == 2).then_some(a[4]),
             },
         },
-        e if e == eid(b"HSM") && f == 0 => C::CpuOn { target: a[0], entry: gpa(a[1]), arg: a[2] },
+        e if e == eid(b"HSM") && f == 0 => C::CpuOn {
+            target: a[0],
+            entry: gpa(a[1]),
+            arg: a[2],
+        },
         e if e == eid(b"HSM") && f == 1 => C::CpuOff,
         e if e == eid(b"HSM") && f == 2 => C::CpuStatus { target: a[0] },
         e if e == eid(b"SRST") && f == 0 => match a[0] {
@@ -283,13 +310,24 @@ pub fn expected_sbi(e: u64, f: u64, a: [u64; 6]) -> vcpu_api::FirmwareCall {
                 _ => C::ConsoleWriteByte { byte: a[0] as u8 },
             }
         }
-        e if [b"TIME".as_slice(), b"sPI", b"RFNC", b"HSM", b"SRST", b"DBCN"]
-            .iter()
-            .any(|n| eid(n) == e) =>
+        e if [
+            b"TIME".as_slice(),
+            b"sPI",
+            b"RFNC",
+            b"HSM",
+            b"SRST",
+            b"DBCN",
+        ]
+        .iter()
+        .any(|n| eid(n) == e) =>
         {
             unsupported
         }
-        _ => C::Hypercall(Hypercall { nr: e, function: f, args: a }),
+        _ => C::Hypercall(Hypercall {
+            nr: e,
+            function: f,
+            args: a,
+        }),
     }
 }
 

@@ -18,7 +18,9 @@ pub const MACHINE_SIZE: usize = 32 << 20;
 pub fn machine() -> Arc<Machine> {
     static M: OnceLock<Arc<Machine>> = OnceLock::new();
     thread_local!(static ENTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    let m = M.get_or_init(|| Machine::new(MACHINE_BASE, MACHINE_SIZE)).clone();
+    let m = M
+        .get_or_init(|| Machine::new(MACHINE_BASE, MACHINE_SIZE))
+        .clone();
     if !ENTERED.replace(true) {
         // The thread stays in the machine for the life of the process.
         std::mem::forget(m.enter(0));
@@ -48,7 +50,10 @@ pub fn check_vm<F: NestedFormat>(vm: &MockVm<F>, config: &VmConfig) {
             let mut b = [0u8];
             // Copies may fail for want of frames (lazy RAM beyond the machine's
             // memory): then with NoMemory-like errors only, never a panic.
-            match vm.write_guest(gpa, &[0xa5]).and_then(|()| vm.read_guest(gpa, &mut b)) {
+            match vm
+                .write_guest(gpa, &[0xa5])
+                .and_then(|()| vm.read_guest(gpa, &mut b))
+            {
                 Ok(()) => assert_eq!(b[0], 0xa5, "region {i} at {gpa:#x} lost a write"),
                 Err(e) => assert!(
                     !matches!(e, VmError::Config(_)),

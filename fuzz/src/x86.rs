@@ -155,7 +155,8 @@ pub fn check_against_iced(
             }
         }
         Err(InsnError::HighByteDestination) => match iced.emulated_move() {
-            Some(insn) if insn.op0_kind() == OpKind::Register && is_high_byte(insn.op0_register()) => {}
+            Some(insn)
+                if insn.op0_kind() == OpKind::Register && is_high_byte(insn.op0_register()) => {}
             _ => fail("refused as a high-byte load, which it is not"),
         },
         Err(e) => {
@@ -240,7 +241,10 @@ pub fn check_exit(
         }),
         code => Ok(E::Other { code }),
     };
-    assert_eq!(got, expected, "exit {code:#x} info1 {info1:#x} info2 {info2:#x}");
+    assert_eq!(
+        got, expected,
+        "exit {code:#x} info1 {info1:#x} info2 {info2:#x}"
+    );
     // The instructions whose length is fixed: VMMCALL 0F 01 D9, HLT F4, PAUSE F3 90,
     // CPUID 0F A2, RDMSR 0F 32 / WRMSR 0F 30.
     if let Ok(exit) = got {

@@ -13,8 +13,9 @@
 //! through `-Cpasses=sancov-module`), so no nightly toolchain is needed; debug
 //! assertions and overflow checks are on.
 //!
-//! The working corpus grows in `target/fuzz/corpus/TARGET` (seeded from
-//! `fuzz/seeds/TARGET` when that exists, which is never written); a failing input is
+//! The working corpus grows in `target/fuzz/corpus/TARGET`, seeded from directories
+//! that are never written (`fuzz/seeds/TARGET`; for `vm_config` the project's and
+//! axvisor's configs); a failing input is
 //! saved in `target/fuzz/artifacts/TARGET/` and the command to replay it is printed.
 //! Each run ends with one line: executions, coverage (libFuzzer's `cov`: covered
 //! edges, and `ft`: features), corpus size.
@@ -46,9 +47,7 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), Failed> {
             return Ok(());
         }
         [name] => (name, DEFAULT_SECS),
-        [name, flag, secs] if flag == "--secs" => {
-            (name, secs.parse().map_err(|_| usage())?)
-        }
+        [name, flag, secs] if flag == "--secs" => (name, secs.parse().map_err(|_| usage())?),
         _ => return Err(usage()),
     };
     let all = targets()?;
@@ -65,8 +64,11 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), Failed> {
     }
 }
 
-/// Builds every target, then runs each for `secs` seconds; one summary line each.
+/// Checks the fuzz workspace's formatting, builds every target, then runs each for
+/// `secs` seconds; one summary line each.
 pub(crate) fn run_all(secs: u64) -> Result<(), Failed> {
+    let manifest = fuzz_dir().join("Cargo.toml").to_string_lossy().into_owned();
+    cargo(&["fmt", "--manifest-path", &manifest, "--", "--check"], &[])?;
     build(None)?;
     let mut lines = Vec::new();
     for t in targets()? {
@@ -99,11 +101,15 @@ pub(crate) fn targets() -> Result<Vec<String>, Failed> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
-        } else if let Some(v) = line.strip_prefix("name") {
-            if in_bin {
-                let v = v.trim_start().trim_start_matches('=').trim().trim_matches('"');
-                names.push(v.to_string());
-            }
+        } else if let Some(v) = line.strip_prefix("name")
+            && in_bin
+        {
+            let v = v
+                .trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"');
+            names.push(v.to_string());
         }
     }
     Ok(names)
@@ -161,16 +167,32 @@ fn binary(target: &str) -> PathBuf {
         .join(target)
 }
 
+/// The read-only seed directories of a target that exist: `fuzz/seeds/TARGET`, and
+/// for `vm_config` the project's configs and axvisor's (vm-core's test data).
+fn seeds(target: &str) -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut dirs = vec![fuzz_dir().join("seeds").join(target)];
+    if target == "vm_config" {
+        dirs.push(root.join("configs"));
+        dirs.push(root.join("vm-core/tests/data/axvisor-configs"));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
 /// Runs a built target for `secs` seconds; returns its summary line.
 fn run_one(target: &str, secs: u64) -> Result<String, Failed> {
     let root = workspace_root();
     let corpus = root.join("target").join("fuzz").join("corpus").join(target);
-    let artifacts = root.join("target").join("fuzz").join("artifacts").join(target);
+    let artifacts = root
+        .join("target")
+        .join("fuzz")
+        .join("artifacts")
+        .join(target);
     for dir in [&corpus, &artifacts] {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failed(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let seeds = fuzz_dir().join("seeds").join(target);
     let mut cmd = Command::new(binary(target));
     cmd.current_dir(&root)
         .arg(format!("-max_total_time={secs}"))
@@ -178,10 +200,8 @@ fn run_one(target: &str, secs: u64) -> Result<String, Failed> {
         .arg("-timeout=20")
         .arg("-rss_limit_mb=4096")
         .arg("-print_final_stats=1")
-        .arg(&corpus);
-    if seeds.is_dir() {
-        cmd.arg(&seeds);
-    }
+        .arg(&corpus)
+        .args(seeds(target));
     println!("$ {}", show(&cmd));
     let started = std::time::Instant::now();
     let output = cmd
