@@ -42,7 +42,9 @@ impl fmt::Display for DeviceError {
 }
 
 /// A device model emulated by trap-and-emulate. Called from any vCPU thread, so it
-/// keeps its state behind its own synchronisation.
+/// keeps its state behind its own synchronisation. The VM only passes accesses that
+/// lie wholly inside the device's range (`offset + width <= length`); one that runs
+/// past the end is refused as [`DeviceError::NoRegister`] before the model sees it.
 pub trait MmioDevice: Send + Sync {
     /// Reads `width` bytes at `offset` from the device base.
     fn read(&self, offset: u64, width: AccessWidth) -> Result<u64, DeviceError>;

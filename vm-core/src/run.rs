@@ -10,7 +10,7 @@ use vcpu_api::{
     ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, NestedFault, VCpuError, VCpuState,
 };
 
-use crate::device::{MmioDevice, device_pages};
+use crate::device::{DeviceError, MmioDevice, device_pages};
 use crate::error::{VmError, VmResult};
 use crate::exit::{Unserved, UnservedAccess, VmExit};
 use crate::frames::HalFrames;
@@ -178,7 +178,7 @@ impl<V: ArchVCpu> Vm<V> {
         if let Some((base, length, device)) = device {
             inner.progress();
             return match device {
-                Some(d) => self.emulate(vcpu, inner, fault, base, d),
+                Some(d) => self.emulate(vcpu, inner, fault, (base, length), d),
                 None => {
                     let (start, size) = device_pages(base, length);
                     let area = GpaRange::new(start, size).map_err(|error| VmError::AddrSpace {
@@ -278,11 +278,20 @@ impl<V: ArchVCpu> Vm<V> {
         vcpu: usize,
         inner: &mut VCpuInner<V>,
         fault: NestedFault,
-        base: GuestPhysAddr,
+        (base, length): (GuestPhysAddr, usize),
         device: Arc<dyn MmioDevice>,
     ) -> Step {
         let acc = self.decode(vcpu, inner, &fault)?;
         let offset = (fault.gpa.as_usize() - base.as_usize()) as u64;
+        // An access that runs past the device's end is no register of it: the model
+        // only ever sees accesses inside its range.
+        if offset + acc.width.bytes() as u64 > length as u64 {
+            let refused = DeviceError::NoRegister {
+                offset,
+                width: acc.width,
+            };
+            return self.unserved(inner, fault, Unserved::Device(refused));
+        }
         let result = match acc.op {
             MmioOp::Read { .. } => device.read(offset, acc.width).map(Some),
             MmioOp::Write { value } => device.write(offset, acc.width, value).map(|()| None),

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, the only entry point CI uses.
 //!
-//! - `test`: rustfmt check, clippy (`-D warnings`), every host test, `cargo doc`
-//!   (`-D warnings`), the bare-metal cross builds, then `qemu` for every
+//! - `test`: rustfmt check, clippy (`-D warnings`), every host test, the bad-input
+//!   census's count (`hal-mock/tests/census.rs`), a short run of every fuzz target,
+//!   `cargo doc` (`-D warnings`), the bare-metal cross builds, then `qemu` for every
 //!   architecture that has a board.
 //! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
@@ -170,6 +171,22 @@ fn test() -> Result<(), Failed> {
     })?;
     step("host tests", || {
         cargo(&["test", "--workspace", "--quiet"], &[])
+    })?;
+    step("census", || {
+        cargo(
+            &[
+                "test",
+                "--quiet",
+                "-p",
+                "hal-mock",
+                "--test",
+                "census",
+                "--",
+                "--nocapture",
+                "census",
+            ],
+            &[],
+        )
     })?;
     step("fuzz", || fuzz::run_all(FUZZ_SECS))?;
     step("docs", || {
