@@ -1196,12 +1196,6 @@ fn operations(c: &mut Census, m: &Arc<Machine>) {
         |e| space_err(e, |a| matches!(a, A::Overlap { .. })),
     );
     c.case(
-        "protect_region making RAM a device",
-        state,
-        || vm.protect_region(gpa(RAM), 0x1000, MappingFlags::DEVICE_RW),
-        |e| matches!(e, VmError::AddrSpace { .. }),
-    );
-    c.case(
         "pause before boot",
         state,
         || vm.pause(),
