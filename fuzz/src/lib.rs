@@ -5,6 +5,7 @@
 pub mod arm;
 pub mod codegen;
 pub mod firmware;
+pub mod gic;
 pub mod riscv;
 pub mod vm;
 pub mod x86;
