@@ -12,8 +12,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use hvcore_fuzz::{codegen, vm};
 use libfuzzer_sys::fuzz_target;
 use vm_core::{
-    EmuDeviceConfig, GuestPhysAddr, HostPhysAddr, MapType, MappingFlags, MemoryRegionConfig,
-    PassthroughDeviceConfig, Populate, VmConfig,
+    DeviceSpace, EmuDeviceConfig, GuestPhysAddr, HostPhysAddr, MapType, MappingFlags,
+    MemoryRegionConfig, PassthroughDeviceConfig, Populate, VmConfig,
 };
 
 const BASES: [&str; 3] = [
@@ -148,6 +148,7 @@ fn apply(c: &mut VmConfig, e: Edit) {
                 base_hpa: HostPhysAddr::from_usize(hpa.get()),
                 length: len.get() % (1 << 24),
                 irq: usize::from(irq),
+                host_node: false,
             });
         }
         Edit::RemovePassthrough(i) => {
@@ -168,6 +169,11 @@ fn apply(c: &mut VmConfig, e: Edit) {
             irq_id: usize::from(irq),
             emu_type: u64::from(kind),
             cfg_list: vec![],
+            space: if kind & 0x80 != 0 {
+                DeviceSpace::Port
+            } else {
+                DeviceSpace::Mmio
+            },
         }),
         Edit::RemoveEmu(i) => {
             if let Some(i) = at(i, d.emu_devices.len()) {
@@ -195,10 +201,16 @@ fn valid(c: &VmConfig, fail_after: Option<usize>) {
         Ok(Err(e)) => panic!("the generated source does not build: {e}\n{src}"),
         Err(e) => panic!("the generated source is not the expected Rust: {e}\n{src}"),
     }
+    // Configs naming host device-tree nodes or taking RAM from the guest's tree
+    // validate but need those trees resolved first: `into_valid` says so.
+    if let Err(e) = c.clone().into_valid() {
+        assert!(!e.to_string().is_empty());
+        return;
+    }
     if let Err(e) = vm::each_format(c, fail_after) {
         assert!(
             !matches!(e, vm_core::VmError::Config(_)),
-            "a validated config refused by Vm::new: {e}"
+            "a valid config refused by Vm::new: {e}"
         );
     }
 }

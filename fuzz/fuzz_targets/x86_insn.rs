@@ -1,5 +1,5 @@
-//! x86_64 MMIO instruction decoding (`hal_x86_64::mmio::decode`) against the reference
-//! decoder iced-x86, on instructions built from the parts the decoder looks at
+//! x86_64 MMIO instruction decoding (`hal_x86_64::mmio::decode`, in 64-, 32- and 16-bit
+//! code) against the reference decoder iced-x86, on instructions built from the parts the decoder looks at
 //! (prefixes, REX, one of the `mov` family's opcodes or any byte, ModRM, SIB,
 //! displacement, immediate) followed by arbitrary bytes.
 //!
@@ -12,6 +12,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use hal_x86_64::mode::CodeSize;
 use hvcore_fuzz::x86::{Canonical, IcedView, check_against_iced};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,6 +25,8 @@ struct Input {
     sib: u8,
     tail: Vec<u8>,
     gprs: [u64; 16],
+    /// 64-bit, 32-bit or 16-bit code.
+    mode: u8,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -57,7 +60,18 @@ fuzz_target!(|input: Input| {
     bytes.extend([input.modrm, input.sib]);
     bytes.extend(input.tail.iter().take(16));
     let gprs = input.gprs;
-    let ours = hal_x86_64::mmio::decode(&bytes, |i| gprs[i]);
-    let iced = IcedView::decode(&bytes);
-    check_against_iced(&bytes, &gprs, ours, &iced, Canonical::of(&bytes));
+    let (size, bitness) = [
+        (CodeSize::Bits64, 64),
+        (CodeSize::Bits32, 32),
+        (CodeSize::Bits16, 16),
+    ][usize::from(input.mode % 3)];
+    let ours = hal_x86_64::mmio::decode(&bytes, size, |i| gprs[i]);
+    let iced = IcedView::decode(&bytes, bitness);
+    check_against_iced(
+        &bytes,
+        &gprs,
+        ours,
+        &iced,
+        Canonical::of(&bytes, bitness == 64),
+    );
 });

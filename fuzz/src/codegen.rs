@@ -5,8 +5,8 @@
 //! generator is known to emit is a failure: the text must stay what a board compiles.
 
 use vm_core::{
-    GuestPhysAddr, HostPhysAddr, ImageLocation, InterruptMode, MapType, MappingFlags, Populate,
-    VmConfig, VmConfigBuilder, VmType,
+    BootProtocol, GuestPhysAddr, HostPhysAddr, ImageLocation, InterruptMode, MapType, MappingFlags,
+    Populate, VmConfig, VmConfigBuilder, VmType,
 };
 
 /// A literal argument of a generated call.
@@ -292,15 +292,49 @@ pub fn replay(src: &str) -> Parsed<Result<VmConfig, vm_core::ConfigError>> {
                 arity(1)?;
                 b.entry_point(gpa(&a[0])?)
             }
-            "bios_path" | "dtb_path" | "ramdisk_path" | "cmdline" => {
+            "bios_path" | "uefi_firmware_path" | "dtb_path" | "ramdisk_path" | "cmdline"
+            | "host_device" | "excluded_device" => {
                 arity(1)?;
                 let s = string(&a[0])?;
                 match method.as_str() {
                     "bios_path" => b.bios_path(s),
+                    "uefi_firmware_path" => b.uefi_firmware_path(s),
                     "dtb_path" => b.dtb_path(s),
                     "ramdisk_path" => b.ramdisk_path(s),
+                    "host_device" => b.host_device(s),
+                    "excluded_device" => b.excluded_device(s),
                     _ => b.cmdline(s),
                 }
+            }
+            "boot_protocol" => {
+                arity(1)?;
+                let table = [
+                    ("Direct", BootProtocol::Direct),
+                    ("Multiboot", BootProtocol::Multiboot),
+                    ("Uefi", BootProtocol::Uefi),
+                ];
+                b.boot_protocol(one_of(&a[0], "BootProtocol", &table)?)
+            }
+            "passthrough_address" => {
+                arity(2)?;
+                b.passthrough_address(gpa(&a[0])?, int(&a[1])?)
+            }
+            "passthrough_port" => {
+                arity(2)?;
+                let port = |v| int(v).and_then(|p| u16::try_from(p).map_err(|e| e.to_string()));
+                b.passthrough_port(port(&a[0])?, port(&a[1])?)
+            }
+            "port_device" => {
+                arity(6)?;
+                let port = int(&a[1]).and_then(|p| u16::try_from(p).map_err(|e| e.to_string()))?;
+                b.port_device(
+                    string(&a[0])?,
+                    port,
+                    int(&a[2])?,
+                    int(&a[3])?,
+                    u64_of(&a[4])?,
+                    &list(&a[5])?,
+                )
             }
             "bios_load_addr" | "dtb_load_addr" | "ramdisk_load_addr" => {
                 arity(1)?;

@@ -34,7 +34,7 @@ pub fn mock_vm<F: NestedFormat>(
     program: Program,
 ) -> Result<Arc<MockVm<F>>, VmError> {
     let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
-    Vm::new(config, |_| (vcpu.clone(), ()))
+    Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))
 }
 
 /// What a created VM must show of its config: every RAM region readable and writable

@@ -11,10 +11,10 @@ pub struct IcedView {
 }
 
 impl IcedView {
-    /// Decodes `bytes` (at most 15 of them).
-    pub fn decode(bytes: &[u8]) -> Self {
+    /// Decodes `bytes` (at most 15 of them) as code of `bitness` (16, 32 or 64).
+    pub fn decode(bytes: &[u8], bitness: u32) -> Self {
         let bytes = &bytes[..bytes.len().min(MAX_INSN_LEN)];
-        let mut decoder = Decoder::with_ip(64, bytes, 0, DecoderOptions::NONE);
+        let mut decoder = Decoder::with_ip(bitness, bytes, 0, DecoderOptions::NONE);
         let insn = decoder.decode();
         Self {
             insn: (!insn.is_invalid()).then_some(insn),
@@ -56,12 +56,13 @@ fn is_immediate(k: OpKind) -> bool {
 pub struct Canonical(pub bool);
 
 impl Canonical {
-    /// Looks at the prefix bytes of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
+    /// Looks at the prefix bytes of `bytes` (REX exists in 64-bit code only).
+    pub fn of(bytes: &[u8], bits64: bool) -> Self {
         let legacy = |b: &u8| matches!(b, 0x66 | 0x67 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65);
-        let prefix = |b: &u8| legacy(b) || matches!(b, 0xf0 | 0xf2 | 0xf3) || b & 0xf0 == 0x40;
+        let rex = |b: &u8| bits64 && b & 0xf0 == 0x40;
+        let prefix = |b: &u8| legacy(b) || matches!(b, 0xf0 | 0xf2 | 0xf3) || rex(b);
         let mut i = bytes.iter().take_while(|b| legacy(b)).count();
-        if bytes.get(i).is_some_and(|b| b & 0xf0 == 0x40) {
+        if bytes.get(i).is_some_and(rex) {
             i += 1;
         }
         Self(bytes.get(i).is_some_and(|b| !prefix(b)))

@@ -79,50 +79,51 @@ impl Census {
 
 fn decoders(c: &mut Census) {
     use hal_x86_64::mmio::{InsnError as X, decode as x86};
+    use hal_x86_64::mode::CodeSize::Bits64;
     let regs = |i: usize| i as u64;
     c.pure(
         "x86 insn: no bytes",
-        || x86(&[], regs),
+        || x86(&[], Bits64, regs),
         |e| *e == X::Truncated { have: 0 },
     );
     c.pure(
         "x86 insn: opcode only",
-        || x86(&[0x89], regs),
+        || x86(&[0x89], Bits64, regs),
         |e| *e == X::Truncated { have: 1 },
     );
     c.pure(
         "x86 insn: disp32 cut short",
-        || x86(&[0x8b, 0x80, 1, 2], regs),
+        || x86(&[0x8b, 0x80, 1, 2], Bits64, regs),
         |e| *e == X::Truncated { have: 4 },
     );
     c.pure(
         "x86 insn: fifteen prefixes",
-        || x86(&[0x66; 16], regs),
+        || x86(&[0x66; 16], Bits64, regs),
         |e| *e == X::Truncated { have: 15 },
     );
     c.pure(
         "x86 insn: register form",
-        || x86(&[0x89, 0xc0], regs),
+        || x86(&[0x89, 0xc0], Bits64, regs),
         |e| *e == X::NotMemory,
     );
     c.pure(
         "x86 insn: load into AH",
-        || x86(&[0x8a, 0x20], regs),
+        || x86(&[0x8a, 0x20], Bits64, regs),
         |e| *e == X::HighByteDestination,
     );
     c.pure(
         "x86 insn: syscall",
-        || x86(&[0x0f, 0x05], regs),
+        || x86(&[0x0f, 0x05], Bits64, regs),
         |e| *e == X::Unsupported { opcode: 0x0f05 },
     );
     c.pure(
         "x86 insn: lock prefix",
-        || x86(&[0xf0, 0x89, 0x00], regs),
+        || x86(&[0xf0, 0x89, 0x00], Bits64, regs),
         |e| *e == X::Unsupported { opcode: 0xf0 },
     );
     c.pure(
         "x86 insn: mov r/m, imm with reg field 1",
-        || x86(&[0xc7, 0x08, 0, 0, 0, 0], regs),
+        || x86(&[0xc7, 0x08, 0, 0, 0, 0], Bits64, regs),
         |e| matches!(e, X::Unsupported { .. }),
     );
 
