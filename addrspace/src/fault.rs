@@ -1,6 +1,7 @@
-//! What handling a nested page fault found: [`FaultOutcome`].
+//! What handling a nested page fault finds: the decision ([`FaultPlan`], also the
+//! dry run [`crate::AddrSpace::explain_fault`]) and the result ([`FaultOutcome`]).
 
-use crate::{AccessKind, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags};
+use crate::{AccessKind, Area, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags};
 
 /// The result of [`crate::AddrSpace::handle_page_fault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,4 +36,24 @@ pub enum FaultOutcome {
     },
     /// No area covers the address: the guest touched memory it does not have.
     NoArea,
+}
+
+/// What [`crate::AddrSpace::handle_page_fault`] decides for an access, before it
+/// acts. The fault path and its dry run [`crate::AddrSpace::explain_fault`] take
+/// this decision with the same code, so an explanation cannot drift from what the
+/// fault path does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPlan {
+    /// The page is not translated and its area allows the access: the fault path
+    /// maps the page (a fresh zeroed frame for allocated areas, the area's own
+    /// host page for linear ones) and returns [`FaultOutcome::Mapped`].
+    Map {
+        /// The 4 KiB page that would be mapped.
+        page: GuestPhysAddr,
+        /// The area it belongs to.
+        area: Area,
+    },
+    /// The fault path changes nothing and returns this outcome (never
+    /// [`FaultOutcome::Mapped`]).
+    Outcome(FaultOutcome),
 }

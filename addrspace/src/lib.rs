@@ -44,7 +44,7 @@ pub mod testing;
 pub use addr::{GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, PageSize};
 pub use bitmap::{BitmapFrames, FreeError};
 pub use error::{Error, Result};
-pub use fault::FaultOutcome;
+pub use fault::{FaultOutcome, FaultPlan};
 pub use flags::{AccessKind, MappingFlags};
 pub use flush::{Flush, MergeError};
 pub use format::{

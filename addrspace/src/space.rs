@@ -5,7 +5,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::fault::FaultOutcome;
+use crate::fault::{FaultOutcome, FaultPlan};
 use crate::format::NestedFormat;
 use crate::table::{LeafSlot, PageTable, Span, Translation, Walk, span_of, zero_frame};
 use crate::{
@@ -509,25 +509,27 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         }
     }
 
-    /// Handles a nested page fault at `gpa` for an access of kind `access`.
-    ///
-    /// Lazy pages are allocated, zeroed and mapped here (one frame, even when several
-    /// vCPUs fault on the page: the second sees [`FaultOutcome::Spurious`]). Guest
-    /// addresses are untrusted: any value gives an outcome, never a panic. The only
-    /// error is [`Error::NoMemory`].
-    pub fn handle_page_fault(
-        &mut self,
-        gpa: GuestPhysAddr,
-        access: AccessKind,
-    ) -> Result<FaultOutcome> {
+    /// What [`AddrSpace::handle_page_fault`] would do with an access of kind
+    /// `access` at `gpa`, without doing it: the dry run a person asks for when
+    /// chasing a fault. It is the fault path's own decision (one function), so it
+    /// names exactly what the next fault there would do (unless the space changes
+    /// in between).
+    pub fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultPlan {
+        self.decide_fault(gpa, access).0
+    }
+
+    /// The fault path's decision, with the 4 KiB slot its walk found (so mapping a
+    /// lazy page needs no second walk).
+    fn decide_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> (FaultPlan, LeafSlot) {
+        let outcome = |o| (FaultPlan::Outcome(o), LeafSlot::Missing);
         let Some(area) = self.area_at(gpa).copied() else {
-            return Ok(FaultOutcome::NoArea);
+            return outcome(FaultOutcome::NoArea);
         };
         if area.backend == Backend::Reserved {
-            return Ok(FaultOutcome::Reserved { area: area.range });
+            return outcome(FaultOutcome::Reserved { area: area.range });
         }
         if !area.flags.allows(access) {
-            return Ok(FaultOutcome::PermissionViolation {
+            return outcome(FaultOutcome::PermissionViolation {
                 area: area.range,
                 flags: area.flags,
                 access,
@@ -535,9 +537,28 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         }
         let slot = self.pt.leaf_slot(gpa.as_usize());
         if slot == LeafSlot::Mapped {
-            return Ok(FaultOutcome::Spurious);
+            return outcome(FaultOutcome::Spurious);
         }
         let page = GuestPhysAddr::from_usize(gpa.as_usize() & !(PAGE_SIZE - 1));
+        (FaultPlan::Map { page, area }, slot)
+    }
+
+    /// Handles a nested page fault at `gpa` for an access of kind `access`.
+    ///
+    /// Lazy pages are allocated, zeroed and mapped here (one frame, even when several
+    /// vCPUs fault on the page: the second sees [`FaultOutcome::Spurious`]). Guest
+    /// addresses are untrusted: any value gives an outcome, never a panic. The only
+    /// error is [`Error::NoMemory`]. [`AddrSpace::explain_fault`] tells what this
+    /// would do.
+    pub fn handle_page_fault(
+        &mut self,
+        gpa: GuestPhysAddr,
+        access: AccessKind,
+    ) -> Result<FaultOutcome> {
+        let (page, area, slot) = match self.decide_fault(gpa, access) {
+            (FaultPlan::Outcome(o), _) => return Ok(o),
+            (FaultPlan::Map { page, area }, slot) => (page, area, slot),
+        };
         let range = GpaRange::from_raw(page.as_usize(), page.as_usize() + PAGE_SIZE);
         let hpa = match area.backend {
             Backend::Linear { hpa } => {

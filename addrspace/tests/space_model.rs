@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use addrspace::testing::PoolAllocator;
 use addrspace::{
     AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Backend, Ept, Error, FaultOutcome,
-    FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, Npt,
-    PageTable, Populate, Sv39x4, Sv48x4,
+    FaultPlan, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
+    Npt, PageTable, Populate, Sv39x4, Sv48x4,
 };
 use proptest::prelude::*;
 
@@ -541,10 +541,27 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } => {
                     let access = [AccessKind::Read, AccessKind::Write, AccessKind::Execute]
                         [access as usize % 3];
+                    // The dry run, taken first, names what the fault path then does.
+                    let plan = space.explain_fault(GuestPhysAddr::from_usize(gpa), access);
                     let got = with_budget(pool, budget, || {
                         space.handle_page_fault(GuestPhysAddr::from_usize(gpa), access)
                     });
                     let page = gpa & !(K4 - 1);
+                    match (plan, &got) {
+                        (FaultPlan::Outcome(o), Ok(g)) => prop_assert_eq!(o, *g, "step {}", step),
+                        (
+                            FaultPlan::Map { page: p, area },
+                            Ok(FaultOutcome::Mapped { gpa: at, flags, .. }),
+                        ) => {
+                            prop_assert_eq!((p, area.flags), (*at, *flags), "step {}", step);
+                            prop_assert!(area.range.contains(*at), "step {}", step);
+                        }
+                        (FaultPlan::Map { .. }, Err(Error::NoMemory { .. })) => {}
+                        (plan, got) => prop_assert!(
+                            false,
+                            "step {step}: fault {gpa:#x} {access}: planned {plan:?}, did {got:?}"
+                        ),
+                    }
                     let expect = match m.area_at(gpa) {
                         None => Ok(FaultOutcome::NoArea),
                         Some((s, a)) => {
