@@ -49,7 +49,7 @@ pub use flags::{AccessKind, MappingFlags};
 pub use flush::{Flush, MergeError};
 pub use format::{
     ArmStage2, ArmStage2Ipa40, ArmStage2Ipa48, DescKind, Ept, NestedFormat, Npt, RiscvGStage,
-    Sv39x4, Sv48x4, Vtcr,
+    RootRegister, Sv39x4, Sv48x4, Vtcr,
 };
 pub use frame::{FRAME_SIZE, FrameAllocator};
 pub use space::{AddrSpace, Area, Backend, Pod, Populate};

@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, RootRegister, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const VALID: u64 = 1 << 0;
@@ -154,6 +154,21 @@ impl<const IPA_BITS: u32> NestedFormat for ArmStage2<IPA_BITS> {
     const LEVELS: usize = if IPA_BITS <= 42 { 3 } else { 4 };
     const GPA_BITS: u32 = IPA_BITS;
     const HPA_BITS: u32 = 48;
+
+    /// VTTBR_EL2 with the VMID, and VTCR_EL2 for a CPU whose PA range is 48 bits or
+    /// more (PS = 0b101) with 8-bit VMIDs, as the aarch64 HAL programs it on QEMU's
+    /// `-cpu max`.
+    fn root_registers(root: HostPhysAddr, vmid: u16) -> [Option<RootRegister>; 2] {
+        let vttbr = RootRegister {
+            name: "VTTBR_EL2",
+            value: Self::vttbr(root, vmid),
+        };
+        let vtcr = RootRegister {
+            name: "VTCR_EL2",
+            value: Self::vtcr(0b101, false).bits(),
+        };
+        [Some(vttbr), Some(vtcr)]
+    }
 
     fn check_flags(_flags: MappingFlags) -> Result<(), &'static str> {
         let () = Self::SUPPORTED;

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, RootRegister, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const R: u64 = 1 << 0;
@@ -73,6 +73,14 @@ impl NestedFormat for Ept {
     const LEVELS: usize = 4;
     const GPA_BITS: u32 = 48;
     const HPA_BITS: u32 = 52;
+
+    fn root_registers(root: HostPhysAddr, _vmid: u16) -> [Option<RootRegister>; 2] {
+        let eptp = RootRegister {
+            name: "EPTP",
+            value: Self::eptp(root),
+        };
+        [Some(eptp), None]
+    }
 
     fn check_flags(flags: MappingFlags) -> Result<(), &'static str> {
         if flags.contains(MappingFlags::WRITE) && !flags.contains(MappingFlags::READ) {

@@ -32,6 +32,22 @@ pub enum DescKind {
     Malformed(&'static str),
 }
 
+/// A register a HAL loads to point the hardware at a nested table, with its value
+/// (for diagnostics: [`NestedFormat::root_registers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootRegister {
+    /// The manual's name: `"EPTP"`, `"nCR3"`, `"VTTBR_EL2"`, `"hgatp"`.
+    pub name: &'static str,
+    /// Its value.
+    pub value: u64,
+}
+
+impl fmt::Display for RootRegister {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {:#018x}", self.name, self.value)
+    }
+}
+
 /// A nested (second-stage) page-table format.
 ///
 /// Implementations are zero-sized; every method is a pure function of its arguments.
@@ -89,6 +105,13 @@ pub trait NestedFormat: Send + Sync + 'static {
     /// traces: `S2AP=RW MemAttr=0b1111 SH=IS AF=1 XN=0`.
     fn describe(raw: u64, level: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result;
 
+    /// The registers a HAL loads to walk a table of this format rooted at `root`
+    /// for a VM tagged `vmid` (VMID; ignored where the tag lives elsewhere), built
+    /// with the format's own helpers: EPTP; nCR3; VTTBR_EL2 and VTCR_EL2; hgatp.
+    /// For diagnostics: a HAL may add what only it knows (a wider VMID, the CPU's
+    /// PA range).
+    fn root_registers(root: HostPhysAddr, vmid: u16) -> [Option<RootRegister>; 2];
+
     /// A complete leaf descriptor.
     #[inline]
     fn leaf(hpa: HostPhysAddr, flags: MappingFlags, level: usize) -> u64 {
@@ -123,6 +146,46 @@ pub(crate) fn fields(f: &mut fmt::Formatter<'_>, pairs: &[(&str, u64)]) -> fmt::
 pub(crate) mod tests {
     use super::*;
     use crate::flags::MappingFlags as M;
+
+    /// The diagnostic register values are the ones the helpers build (the HALs
+    /// load those): EPTP with WB and walk length 4, nCR3 the bare root, VTTBR with
+    /// the VMID in 63:48 beside the VTCR the aarch64 HAL programs, hgatp with MODE.
+    #[test]
+    fn root_registers_are_the_helpers_values() {
+        use crate::{ArmStage2Ipa40, ArmStage2Ipa48, Ept, Npt, Sv39x4, Sv48x4};
+        let root = HostPhysAddr::from_usize(0x8_0000_4000);
+        let one = |r: [Option<RootRegister>; 2]| (r[0].map(|r| (r.name, r.value)), r[1]);
+        assert_eq!(
+            one(Ept::root_registers(root, 7)),
+            (Some(("EPTP", 0x8_0000_401e)), None)
+        );
+        assert_eq!(
+            one(Npt::root_registers(root, 7)),
+            (Some(("nCR3", 0x8_0000_4000)), None)
+        );
+        let arm = ArmStage2Ipa40::root_registers(root, 2);
+        assert_eq!(arm[0].map(|r| r.value), Some((2 << 48) | 0x8_0000_4000));
+        assert_eq!(
+            arm[1].map(|r| (r.name, r.value)),
+            Some(("VTCR_EL2", ArmStage2Ipa40::vtcr(5, false).bits()))
+        );
+        // T0SZ = 16 and SL0 = 0b10 for the 4-level walk.
+        assert_eq!(
+            ArmStage2Ipa48::root_registers(root, 2)[1].map(|r| r.value & 0xff),
+            Some(0x80 | 16)
+        );
+        let hgatp = |r: [Option<RootRegister>; 2]| r[0].map(|r| r.value);
+        assert_eq!(
+            hgatp(Sv39x4::root_registers(root, 3)),
+            Some((8 << 60) | (3 << 44) | 0x80_0004)
+        );
+        assert_eq!(
+            hgatp(Sv48x4::root_registers(root, 3)),
+            Some((9 << 60) | (3 << 44) | 0x80_0004)
+        );
+        let text = Ept::root_registers(root, 0)[0].unwrap().to_string();
+        assert_eq!(text, "EPTP = 0x000000080000401e");
+    }
 
     /// Every flag combination a format accepts round-trips through a leaf at every
     /// leaf level, and decodes as a leaf there; tables decode as tables.

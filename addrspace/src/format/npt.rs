@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use super::{DescKind, NestedFormat, fields};
+use super::{DescKind, NestedFormat, RootRegister, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const P: u64 = 1 << 0;
@@ -47,6 +47,16 @@ impl NestedFormat for Npt {
     const LEVELS: usize = 4;
     const GPA_BITS: u32 = 48;
     const HPA_BITS: u32 = 52;
+
+    /// nCR3 (VMCB offset 0xB0) is the root's address with PWT = PCD = 0; the ASID
+    /// lives in the VMCB, not here.
+    fn root_registers(root: HostPhysAddr, _vmid: u16) -> [Option<RootRegister>; 2] {
+        let ncr3 = RootRegister {
+            name: "nCR3",
+            value: root.as_usize() as u64 & ADDR_MASK,
+        };
+        [Some(ncr3), None]
+    }
 
     fn check_flags(flags: MappingFlags) -> Result<(), &'static str> {
         if !flags.contains(MappingFlags::READ) {

@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use super::{DescKind, FlagBits, NestedFormat, encode_flags, fields};
+use super::{DescKind, FlagBits, NestedFormat, RootRegister, encode_flags, fields};
 use crate::{HostPhysAddr, MappingFlags};
 
 const V: u64 = 1 << 0;
@@ -86,6 +86,14 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
     const LEVELS: usize = LEVELS;
     const GPA_BITS: u32 = 12 + 9 * LEVELS as u32 + 2;
     const HPA_BITS: u32 = 56;
+
+    fn root_registers(root: HostPhysAddr, vmid: u16) -> [Option<RootRegister>; 2] {
+        let hgatp = RootRegister {
+            name: "hgatp",
+            value: Self::hgatp(root, vmid),
+        };
+        [Some(hgatp), None]
+    }
 
     fn check_flags(flags: MappingFlags) -> Result<(), &'static str> {
         let () = Self::SUPPORTED;

@@ -1,5 +1,6 @@
 //! Range walks that read: [`PageTable::scan`] (the one visitor of leaves and holes
-//! behind the finders and leaf visitors) and the guest-memory copy's own walk.
+//! behind the finders and leaf visitors), the guest-memory copy's own walk, and the
+//! table visitor of the diagnostics.
 
 use core::ops::ControlFlow;
 use core::sync::atomic::Ordering;
@@ -78,6 +79,32 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     pub fn for_each_leaf_in(&self, range: &GpaRange, f: impl FnMut(GuestPhysAddr, Translation)) {
         let end = range.end().as_usize().min(Self::gpa_limit());
         self.leaves(Span::new(range.start().as_usize().min(end), end), f);
+    }
+
+    /// Visits every table of the tree, the root first, then depth-first in address
+    /// order: `f(level, table, first guest-physical address it covers)`. The root
+    /// is visited once (its [`NestedFormat::ROOT_FRAMES`] frames together). For
+    /// diagnostics: which frames hold the tables and what each one maps.
+    pub fn for_each_table(&self, mut f: impl FnMut(usize, HostPhysAddr, GuestPhysAddr)) {
+        fn go<F: NestedFormat, A: FrameAllocator>(
+            pt: &PageTable<F, A>,
+            table: Table,
+            base: usize,
+            f: &mut impl FnMut(usize, HostPhysAddr, GuestPhysAddr),
+        ) {
+            f(table.level.get(), table.hpa, gpa_of(base));
+            if table.level.is_page() {
+                return;
+            }
+            for (i, e) in pt.entries(table).iter().enumerate() {
+                let raw = e.load(Ordering::Acquire);
+                if F::kind(raw, table.level.get()) == DescKind::Table {
+                    let child = table.child(F::output_addr(raw, table.level.get()));
+                    go(pt, child, base + i * table.level.span(), f);
+                }
+            }
+        }
+        go(self, self.root_table(), 0, &mut f);
     }
 
     fn leaves(&self, span: Span, mut f: impl FnMut(GuestPhysAddr, Translation)) {

@@ -169,3 +169,21 @@ fn a_short_reserve_is_survived() {
     drop(pt);
     assert_eq!(pool.in_use(), 0);
 }
+
+/// The table visitor reports the root once, then each table with the level and the
+/// first GPA it covers; the count agrees with `table_frames`.
+#[test]
+fn tables_are_listed_with_what_they_cover() {
+    let pool = PoolAllocator::with_base(64, 0x8000_0000);
+    let mut pt = PageTable::<Sv39x4, _>::new(&pool).unwrap();
+    // SAFETY: the test pool's HPAs are never dereferenced through this mapping.
+    unsafe { pt.map(gpa(0x4020_1000), hpa(0xc000_0000), 0x1000, MappingFlags::RW) }.unwrap();
+    let mut seen = Vec::new();
+    pt.for_each_table(|level, table, base| seen.push((level, table, base.as_usize())));
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!((seen[0].0, seen[0].1, seen[0].2), (2, pt.root(), 0));
+    assert_eq!((seen[1].0, seen[1].2), (1, 0x4000_0000));
+    assert_eq!((seen[2].0, seen[2].2), (0, 0x4020_0000));
+    // The root of Sv39x4 is 4 frames; the others one each.
+    assert_eq!(pt.table_frames(), 4 + 2);
+}
