@@ -14,6 +14,8 @@
 //!   run errors carry the vCPU, the GPA and the translation walk.
 //! - `no_std` + `alloc`; the `std` feature adds TOML loading and the code generator
 //!   that build scripts use to embed a config in a `no_std` board.
+//! - **Diagnostics built in** ([`diag`]): the guest-physical map, the permission and
+//!   layout audit, and the fault path's decision explained as a dry run.
 //!
 //! See `README.md` in this crate for how a board drives a VM.
 
@@ -24,6 +26,7 @@ extern crate alloc;
 
 pub mod config;
 mod device;
+pub mod diag;
 mod error;
 mod exit;
 pub mod fdt;

@@ -3,14 +3,14 @@
 
 use core::sync::atomic::Ordering;
 
-use addrspace::{
-    AccessKind, AddrSpace, FaultOutcome, GpaRange, GuestPhysAddr, NestedFormat, PAGE_SIZE,
-};
+use addrspace::{AccessKind, AddrSpace, FaultOutcome, GuestPhysAddr, NestedFormat, PAGE_SIZE};
 use vcpu_api::{
     ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, NestedFault, VCpuError, VCpuState,
 };
 
-use crate::device::{DeviceError, MmioDevice, device_pages};
+use crate::config::Hex;
+use crate::device::{DeviceError, MmioDevice};
+use crate::diag::{mmio_unserved, unserved_of};
 use crate::error::{VmError, VmResult};
 use crate::exit::{Unserved, UnservedAccess, VmExit};
 use crate::frames::HalFrames;
@@ -177,15 +177,25 @@ impl<V: ArchVCpu> Vm<V> {
         };
         if let Some((base, length, device)) = device {
             inner.progress();
+            log::trace!(
+                "VM {} vCPU {vcpu}: {access} fault at {}: MMIO to the device at {} ({})",
+                self.id(),
+                Hex(gpa.as_usize() as u64),
+                Hex(base.as_usize() as u64),
+                if device.is_some() {
+                    "emulated"
+                } else {
+                    "no model"
+                }
+            );
             return match device {
                 Some(d) => self.emulate(vcpu, inner, fault, (base, length), d),
                 None => {
-                    let (start, size) = device_pages(base, length);
-                    let area = GpaRange::new(start, size).map_err(|error| VmError::AddrSpace {
+                    let why = mmio_unserved(base, length).map_err(|error| VmError::AddrSpace {
                         op: "emulated device range",
                         error,
                     })?;
-                    self.unserved(inner, fault, Unserved::NoDevice { area })
+                    self.unserved(inner, fault, why)
                 }
             };
         }
@@ -197,23 +207,23 @@ impl<V: ArchVCpu> Vm<V> {
                 op: "nested page fault",
                 error,
             })?;
-        match outcome {
-            FaultOutcome::Mapped { .. } => {
-                self.faults_mapped.fetch_add(1, Ordering::Relaxed);
-                self.count_fault(vcpu, inner, gpa, access)
-            }
-            FaultOutcome::Spurious => {
+        log::trace!(
+            "VM {} vCPU {vcpu}: {access} fault at {}: {outcome:?}",
+            self.id(),
+            Hex(gpa.as_usize() as u64)
+        );
+        match (outcome, unserved_of(outcome)) {
+            (_, Some(why)) => self.unserved(inner, fault, why),
+            (FaultOutcome::Spurious, None) => {
                 self.faults_spurious.fetch_add(1, Ordering::Relaxed);
                 inner.arch.invalidate_guest_tlb();
                 self.count_fault(vcpu, inner, gpa, access)
             }
-            FaultOutcome::PermissionViolation { area, flags, .. } => {
-                self.unserved(inner, fault, Unserved::Permission { area, flags })
+            // `Mapped`, the only other outcome `unserved_of` resolves inside.
+            (_, None) => {
+                self.faults_mapped.fetch_add(1, Ordering::Relaxed);
+                self.count_fault(vcpu, inner, gpa, access)
             }
-            FaultOutcome::Reserved { area } => {
-                self.unserved(inner, fault, Unserved::NoDevice { area })
-            }
-            FaultOutcome::NoArea => self.unserved(inner, fault, Unserved::NoArea),
         }
     }
 

@@ -21,6 +21,7 @@ use vcpu_api::{
 
 use crate::config::{Field, MapType, PassthroughDeviceConfig, ValidConfig, VmConfig};
 use crate::device::{MmioBus, MmioDevice, device_pages};
+use crate::diag::events;
 use crate::error::{VmError, VmResult};
 use crate::firmware::Firmware;
 use crate::frames::HalFrames;
@@ -257,6 +258,7 @@ impl<V: ArchVCpu> Vm<V> {
             if r.map_type != MapType::Identical {
                 let field = Field::at("kernel.memory_regions", i);
                 Self::map_config_region(&mut space, field, r)?;
+                events::mapped(config.id, &field, &space, r.gpa, r.size);
             }
         }
         for p in &plan {
@@ -268,6 +270,7 @@ impl<V: ArchVCpu> Vm<V> {
                     error,
                 },
             )?;
+            events::mapped(config.id, &"pass-through", &space, p.gpa, p.size);
         }
         let mut bus = MmioBus::new();
         for (i, d) in config.devices.emu_devices.iter().enumerate() {
@@ -280,12 +283,15 @@ impl<V: ArchVCpu> Vm<V> {
                 .map_reserved(start, size)
                 .map_err(|error| VmError::MapRegion { field, error })?;
             bus.add(&d.name, d.base_gpa, d.length, None)?;
+            events::mapped(config.id, &d.name, &space, start, size);
         }
         let mut placed = Vec::new();
         for (i, r) in config.kernel.memory_regions.iter().enumerate() {
             if r.map_type == MapType::Identical {
                 let field = Field::at("kernel.memory_regions", i);
-                placed.push((i, Self::place_identical(&mut space, &host, field, r)?));
+                let gpa = Self::place_identical(&mut space, &host, field, r)?;
+                events::mapped(config.id, &field, &space, gpa, r.size);
+                placed.push((i, gpa));
             }
         }
         config.place_identical(&placed);
@@ -751,6 +757,7 @@ impl<V: ArchVCpu> Vm<V> {
             .map_reserved(start, size)
             .map_err(space_err("add_mmio_device"))?;
         *bus = probe;
+        events::mapped(self.id, &name, &space, start, size);
         Ok(())
     }
 
@@ -775,10 +782,12 @@ impl<V: ArchVCpu> Vm<V> {
         flags: MappingFlags,
         populate: Populate,
     ) -> VmResult {
-        self.space
-            .write()
+        let mut space = self.space.write();
+        space
             .map_alloc(gpa, size, flags, populate)
-            .map_err(space_err("map_region"))
+            .map_err(space_err("map_region"))?;
+        events::mapped(self.id, &"RAM", &space, gpa, size);
+        Ok(())
     }
 
     /// Maps host-physical `[hpa, hpa + size)` at `gpa` (RAM or, with `DEVICE`, MMIO).
@@ -795,9 +804,12 @@ impl<V: ArchVCpu> Vm<V> {
         size: usize,
         flags: MappingFlags,
     ) -> VmResult {
+        let mut space = self.space.write();
         // SAFETY: forwarded to the caller.
-        unsafe { self.space.write().map_linear(gpa, hpa, size, flags) }
-            .map_err(space_err("map_linear_region"))
+        unsafe { space.map_linear(gpa, hpa, size, flags) }
+            .map_err(space_err("map_linear_region"))?;
+        events::mapped(self.id, &"linear", &space, gpa, size);
+        Ok(())
     }
 
     /// Removes `[gpa, gpa + size)` from the guest. When this returns, no vCPU of
@@ -808,12 +820,35 @@ impl<V: ArchVCpu> Vm<V> {
     /// with that one's (flush tokens complete in the order of the table changes, each
     /// after its own shootdown and every older one).
     pub fn unmap_region(&self, gpa: GuestPhysAddr, size: usize) -> VmResult {
-        self.change_mappings("unmap_region", |space| space.unmap(gpa, size))
+        self.change_mappings("unmap_region", |space| {
+            let was = events::enabled().then(|| events::describe(space, gpa, size));
+            let flush = space.unmap(gpa, size)?;
+            if let Some(was) = was {
+                log::debug!(
+                    "VM {}: unmapped {} (was {was})",
+                    self.id,
+                    events::Span(gpa, size)
+                );
+            }
+            Ok(flush)
+        })
     }
 
     /// Changes the flags of `[gpa, gpa + size)`; coherent like [`Vm::unmap_region`].
     pub fn protect_region(&self, gpa: GuestPhysAddr, size: usize, flags: MappingFlags) -> VmResult {
-        self.change_mappings("protect_region", |space| space.protect(gpa, size, flags))
+        self.change_mappings("protect_region", |space| {
+            let was = events::enabled().then(|| events::describe(space, gpa, size));
+            let flush = space.protect(gpa, size, flags)?;
+            if let Some(was) = was {
+                log::debug!(
+                    "VM {}: protected {} {flags} (was {was}; now {})",
+                    self.id,
+                    events::Span(gpa, size),
+                    events::describe(space, gpa, size)
+                );
+            }
+            Ok(flush)
+        })
     }
 
     /// Runs `change` (an unmap or protect) on the address space, makes every vCPU
@@ -872,7 +907,18 @@ impl<V: ArchVCpu> Vm<V> {
             r => return r.map_err(space_err(what)),
         }
         let mut space = self.space.write();
-        space.populate(gpa, len).map_err(space_err(what))?;
+        let populated = space.populate(gpa, len).map_err(space_err(what))?;
+        if events::enabled() {
+            // The pages the copy touches.
+            let first = gpa.as_usize() & !(PAGE_SIZE - 1);
+            let end = gpa.as_usize().saturating_add(len).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            log::debug!(
+                "VM {}: mapped {populated} lazy page(s) of {} for a guest-memory copy: {}",
+                self.id,
+                events::Span(gpa, len),
+                events::describe(&space, GuestPhysAddr::from_usize(first), end - first)
+            );
+        }
         op(&space).map_err(space_err(what))
     }
 
