@@ -18,7 +18,10 @@ use crate::{FRAME_SIZE, FrameAllocator, FreeError, HostPhysAddr, HostVirtAddr};
 pub struct PoolAllocator {
     base: usize,
     frames: usize,
+    /// The first frame (`block` aligned up to a frame).
     mem: *mut u8,
+    /// The host allocation, one frame larger than the pool.
+    block: *mut u8,
     layout: Layout,
     bitmap: Mutex<FrameBitmap<Vec<u64>>>,
     allocated: AtomicUsize,
@@ -56,18 +59,30 @@ impl PoolAllocator {
             .checked_mul(FRAME_SIZE)
             .filter(|&b| base.checked_add(b).is_some())
             .unwrap_or_else(|| panic!("pool of {frames} frames at {base:#x} overflows"));
-        let layout = Layout::from_size_align(bytes, FRAME_SIZE)
-            .unwrap_or_else(|_| panic!("pool of {frames} frames is too large"));
+        // Allocated with the allocator's own alignment and aligned by hand: a
+        // page-aligned `alloc_zeroed` is a malloc and a memset that touches the
+        // whole block, where this is a calloc, which takes fresh zero pages from
+        // the kernel for large blocks and so costs nothing until a frame is used.
+        let layout = bytes
+            .checked_add(FRAME_SIZE)
+            .and_then(|size| Layout::from_size_align(size, 16).ok())
+            .unwrap_or_else(|| panic!("pool of {frames} frames is too large"));
         let start = HostPhysAddr::from_usize(base);
         let mut bitmap = FrameBitmap::new_vec(start, frames);
         bitmap.add_free(start, start + frames * FRAME_SIZE);
         // SAFETY: the layout has a non-zero size.
-        let mem = unsafe { alloc_zeroed(layout) };
-        assert!(!mem.is_null(), "host allocation of {frames} frames failed");
+        let block = unsafe { alloc_zeroed(layout) };
+        assert!(
+            !block.is_null(),
+            "host allocation of {frames} frames failed"
+        );
+        // The first frame boundary in the block; the block has a frame to spare.
+        let mem = block.wrapping_add((FRAME_SIZE - block as usize % FRAME_SIZE) % FRAME_SIZE);
         Self {
             base,
             frames,
             mem,
+            block,
             layout,
             bitmap: Mutex::new(bitmap),
             allocated: AtomicUsize::new(0),
@@ -180,7 +195,7 @@ unsafe impl FrameAllocator for PoolAllocator {
 impl Drop for PoolAllocator {
     fn drop(&mut self) {
         // SAFETY: allocated in `with_base` with this layout.
-        unsafe { dealloc(self.mem, self.layout) };
+        unsafe { dealloc(self.block, self.layout) };
     }
 }
 
@@ -227,6 +242,37 @@ mod tests {
         unsafe { pool.dealloc_frames(hpa(0x4001_0000), 2) };
         assert!(pool.alloc_at(hpa(0x4001_1000), 1), "free again");
         assert_eq!(pool.in_use(), 3);
+    }
+
+    /// The pool's memory is only reserved address space until frames are used:
+    /// hal-mock simulates hosts of several GiB (identity-mapped guest RAM) whose
+    /// pages a VM mostly never touches. The pool used to zero its whole block at
+    /// creation (the 4 KiB-aligned `alloc_zeroed` is a malloc plus a memset), so a
+    /// 2 GiB pool took 2 GiB of RAM and seconds.
+    #[test]
+    fn pool_memory_is_not_touched_until_used() {
+        fn resident() -> usize {
+            let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+            let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+            pages * 4096
+        }
+        let before = resident();
+        let pool = PoolAllocator::with_base(2 << 18, 0x1_0000_0000);
+        let frame = pool.alloc_frame().unwrap();
+        // The memory reads as zero and is writable.
+        let p = pool.phys_to_virt(frame).as_mut_ptr::<u8>();
+        // SAFETY: a frame of this pool, allocated above and not shared.
+        unsafe {
+            assert_eq!(p.add(100).read(), 0);
+            p.write(1);
+        }
+        let grown = resident().saturating_sub(before);
+        assert!(
+            grown < 256 << 20,
+            "a 2 GiB pool made {grown} bytes resident"
+        );
+        // SAFETY: from this pool, not in use.
+        unsafe { pool.dealloc_frames(frame, 1) };
     }
 
     #[test]
