@@ -89,6 +89,9 @@ pub struct Machine {
     /// Interrupts injected: (vm, vcpu, irq).
     irqs: Mutex<Vec<(usize, usize, usize)>>,
     broadcasts: AtomicU64,
+    /// Whether freed frames are filled with [`POISON`] (see
+    /// [`Machine::poison_freed_frames`]).
+    poison: AtomicBool,
 }
 
 /// How long a wait loop spins before [`Machine::now_ns_polled`] yields.
@@ -143,6 +146,7 @@ impl Machine {
             tlbs: Mutex::new(HashMap::new()),
             irqs: Mutex::new(Vec::new()),
             broadcasts: AtomicU64::new(0),
+            poison: AtomicBool::new(true),
         })
     }
 
@@ -239,7 +243,8 @@ impl Machine {
         Some(hpa)
     }
 
-    /// Frees frames: their generation moves on and they are filled with [`POISON`].
+    /// Frees frames: their generation moves on and they are filled with [`POISON`]
+    /// (unless [`Machine::poison_freed_frames`] turned that off).
     ///
     /// # Panics
     ///
@@ -253,6 +258,9 @@ impl Machine {
             let frame = hpa + i * FRAME_SIZE;
             let was = self.generations[self.frame_index(frame)].fetch_add(1, Ordering::SeqCst);
             assert!(was % 2 == 1, "hal-mock: double free of {frame:#x}");
+            if !self.poison.load(Ordering::Relaxed) {
+                continue;
+            }
             let ptr = self.pool.phys_to_virt(frame).as_mut_ptr::<u64>();
             for word in 0..FRAME_SIZE / 8 {
                 // SAFETY: the frame is simulated memory that lives as long as the
@@ -400,6 +408,14 @@ impl Machine {
     /// Removes the frame limit.
     pub fn never_fail(&self) {
         self.pool.never_fail();
+    }
+
+    /// Whether freed frames are filled with [`POISON`] (the default) or left as
+    /// they are: a tool whose simulated host holds GiBs of identity-mapped guest RAM
+    /// that the VM never touched (`cargo xtask inspect`) would otherwise write all
+    /// of it when the VM is dropped. Generations still move on.
+    pub fn poison_freed_frames(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
     }
 
     /// Makes every `alloc_memory_region_at` fail (or work again).
@@ -561,6 +577,21 @@ mod tests {
         assert!(m.alloc_frames(1, 1).is_none());
         m.never_fail();
         m.dealloc_frames(c, 2);
+    }
+
+    #[test]
+    fn freed_frames_keep_their_bytes_when_poison_is_off() {
+        let m = Machine::new(0x4000_0000, 0x10_0000);
+        m.poison_freed_frames(false);
+        let a = m.alloc_frames(1, 1).unwrap();
+        let g = m.generation(a).unwrap();
+        let p = m.phys_to_virt(a).as_mut_ptr::<u8>();
+        // SAFETY: a frame of this machine, allocated above and not shared.
+        unsafe { p.write(7) };
+        m.dealloc_frames(a, 1);
+        // SAFETY: the machine's memory lives as long as it; nothing else uses it.
+        assert_eq!(unsafe { p.read() }, 7);
+        assert_eq!(m.generation(a), Some(g + 1));
     }
 
     #[test]
