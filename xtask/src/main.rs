@@ -17,6 +17,9 @@
 //!   `config.rs`).
 //! - `fuzz --list | fuzz <TARGET|all> [--secs N]`: coverage-guided fuzzing with
 //!   libFuzzer (see `fuzz.rs`); `test` runs every target for a short time.
+//! - `inspect CONFIG.toml [options]`: the VM of a config built on hal-mock, with
+//!   its guest-physical map, audit, walks, fault explanations and pictures (the
+//!   `inspect` crate; see `inspect.rs`).
 //!
 //! It prints every command before running it and stops at the first failure.
 
@@ -24,6 +27,7 @@ mod bench;
 mod config;
 mod cross;
 mod fuzz;
+mod inspect;
 mod linux;
 mod qemu;
 mod run;
@@ -51,6 +55,10 @@ commands:
   fuzz --list               the fuzz targets
   fuzz <TARGET|all> [--secs N]
                             run a fuzz target (or each) for N seconds (default 60)
+  inspect CONFIG [options]  a VM config's guest-physical map, audit (--audit),
+                            walks (--walk GPA), fault explanations (--fault GPA
+                            --access r|w|x) and pictures (--svg F, --html F);
+                            --help lists every option
 ";
 
 fn main() -> ExitCode {
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
             ))),
         },
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("inspect") => inspect::inspect(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -169,6 +178,8 @@ fn test() -> Result<(), Failed> {
             &[],
         )
     })?;
+    // The picture tests render with rsvg-convert.
+    step("test tools", inspect::ensure_renderer)?;
     step("host tests", || {
         cargo(&["test", "--workspace", "--quiet"], &[])
     })?;

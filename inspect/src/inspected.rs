@@ -1,0 +1,159 @@
+//! [`Inspected`]: a config's VM built on hal-mock in one of the formats, and the
+//! diagnostics asked of it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use addrspace::{
+    AccessKind, ArmStage2Ipa40, ArmStage2Ipa48, Ept, GuestPhysAddr, NestedFormat, Npt, Sv39x4,
+    Sv48x4, Walk,
+};
+use hal_mock::{Entered, GuestLog, Machine, MockVCpuConfig, MockVm, Program};
+use vm_core::diag::{FaultExplanation, Finding, GuestMap, ImageKind};
+use vm_core::{Vm, VmConfig, VmError};
+
+use crate::Format;
+use crate::machine::{self, Plan};
+
+/// Why a config could not be inspected: vm-core refused to build the VM (the
+/// error names the field).
+#[derive(Debug)]
+pub struct Error(pub VmError);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "building the VM: {}", self.0)
+    }
+}
+
+/// A VM of mock vCPUs in format `F` on its own simulated host, entered on the
+/// thread that built it (it must be used and dropped there).
+pub struct Built<F: NestedFormat> {
+    // Field order is drop order: the VM gives its frames back to the machine the
+    // thread is still in.
+    /// The VM.
+    pub vm: Arc<MockVm<F>>,
+    _entered: Entered,
+    /// The simulated host.
+    pub machine: Arc<Machine>,
+    /// How the host was laid out.
+    pub plan: Plan,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+/// Builds `config`'s VM in format `F` on a machine planned for it, with `program`
+/// as the guest code (an empty one for inspection). The calling thread enters the
+/// machine as physical CPU 0 until the result is dropped.
+pub fn build<F: NestedFormat>(config: VmConfig, program: Program) -> Result<Built<F>, Error> {
+    let plan = machine::plan(&config);
+    let machine = machine::build(&plan);
+    let entered = machine.enter(0);
+    let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
+    let valid = config.into_valid().map_err(|e| Error(e.into()))?;
+    let vm = Vm::new(valid, |_| (vcpu.clone(), ())).map_err(Error)?;
+    Ok(Built {
+        vm,
+        _entered: entered,
+        machine,
+        plan,
+        _thread_bound: PhantomData,
+    })
+}
+
+/// The diagnostics of a built VM, whatever its format.
+trait View {
+    fn guest_map(&self, vmid: u16) -> GuestMap;
+    fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding>;
+    fn walk(&self, gpa: GuestPhysAddr) -> Walk;
+    fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultExplanation;
+    fn plan(&self) -> &Plan;
+    fn config(&self) -> &VmConfig;
+}
+
+impl<F: NestedFormat> View for Built<F> {
+    fn guest_map(&self, vmid: u16) -> GuestMap {
+        self.vm.guest_map(vmid)
+    }
+    fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding> {
+        self.vm.audit(lengths)
+    }
+    fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        self.vm.walk(gpa)
+    }
+    fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultExplanation {
+        self.vm.explain_fault(gpa, access)
+    }
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    fn config(&self) -> &VmConfig {
+        self.vm.config()
+    }
+}
+
+/// A config's VM built for inspection in one of the formats.
+pub struct Inspected {
+    view: Box<dyn View>,
+    format: Format,
+    vm_id: usize,
+}
+
+/// Builds `config`'s VM in `format` on hal-mock for inspection (see [`build`]).
+pub fn inspect(config: VmConfig, format: Format) -> Result<Inspected, Error> {
+    fn boxed<F: NestedFormat>(config: VmConfig) -> Result<Box<dyn View>, Error> {
+        Ok(Box::new(build::<F>(config, Program::new())?))
+    }
+    let vm_id = config.id;
+    let view = match format {
+        Format::Ept => boxed::<Ept>(config),
+        Format::Npt => boxed::<Npt>(config),
+        Format::Arm40 => boxed::<ArmStage2Ipa40>(config),
+        Format::Arm48 => boxed::<ArmStage2Ipa48>(config),
+        Format::Sv39 => boxed::<Sv39x4>(config),
+        Format::Sv48 => boxed::<Sv48x4>(config),
+    }?;
+    Ok(Inspected {
+        view,
+        format,
+        vm_id,
+    })
+}
+
+impl Inspected {
+    /// The format it was built in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The guest-physical map, registers for `vmid` (the VM id when `None`).
+    pub fn guest_map(&self, vmid: Option<u16>) -> GuestMap {
+        self.view.guest_map(vmid.unwrap_or(self.vm_id as u16))
+    }
+
+    /// The audit, with the image lengths that are known.
+    pub fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding> {
+        self.view.audit(lengths)
+    }
+
+    /// The walk of `gpa`.
+    pub fn walk(&self, gpa: GuestPhysAddr) -> Walk {
+        self.view.walk(gpa)
+    }
+
+    /// What the fault path would do with `access` at `gpa`.
+    pub fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultExplanation {
+        self.view.explain_fault(gpa, access)
+    }
+
+    /// The simulated host's layout.
+    pub fn plan(&self) -> &Plan {
+        self.view.plan()
+    }
+
+    /// The configuration as built (identity-mapped regions where the host placed
+    /// them, the load addresses inside them moved with them).
+    pub fn config(&self) -> &VmConfig {
+        self.view.config()
+    }
+}
