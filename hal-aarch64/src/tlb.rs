@@ -10,15 +10,37 @@
 //! forms (`TLBI VAE1`...), which miss stage-2 entries.
 
 use addrspace::GuestPhysAddr;
+use vcpu_api::{VCpuResult, VmTags};
 
 /// Above this many pages one `TLBI VMALLS12E1IS` (every stage-1 and stage-2 entry
 /// of the VMID) is cheaper than per-page invalidation.
 pub const MAX_PAGES_BY_IPA: usize = 256;
 
-/// The VMID of VM `vm_id`: 1..=255 (8-bit VMIDs, which every CPU has; VMID 0 is
-/// left to the hypervisor's own host state).
-pub const fn vmid_of(vm_id: usize) -> u16 {
-    (vm_id % 255) as u16 + 1
+/// VMIDs a VM can get: 1..=255 (8-bit VMIDs, which every CPU has; VMID 0 is left
+/// to the hypervisor's own host state).
+pub const VMIDS: usize = 255;
+
+/// Which live VM holds which VMID.
+static TABLE: VmTags<VMIDS> = VmTags::new();
+
+/// Gives VM `vm_id` a VMID no other live VM holds (see [`VmTags::claim`]).
+pub fn claim_vmid(vm_id: usize) -> VCpuResult<u16> {
+    TABLE.claim(vm_id, VMIDS)
+}
+
+/// The VMID of live VM `vm_id`.
+pub fn vmid_of(vm_id: usize) -> Option<u16> {
+    TABLE.tag_of(vm_id)
+}
+
+/// Invalidates every stage-1 and stage-2 translation of VM `vm_id`'s VMID on every
+/// CPU (`TLBI VMALLS12E1IS`), then frees the VMID: a VM that gets it next finds none
+/// of the old VM's translations, which may lead to frames freed after this.
+pub fn release_vmid(vm_id: usize) {
+    if let Some(vmid) = TABLE.tag_of(vm_id) {
+        flush_all(vmid);
+        TABLE.release(vm_id);
+    }
 }
 
 /// How the range will be invalidated: `Some((first, pages))` by IPA, `None` for a
@@ -158,10 +180,24 @@ mod tests {
         assert_eq!(plan(g(0x4000_0000), 0x20_0000 + 0x1000), None);
     }
 
+    /// Regression: the VMID was `vm_id % 255 + 1`, so live VMs 1 and 256 shared VMID 2
+    /// (and VM 255 had VMID 1 like VM 0). VMIDs are claimed now: distinct for live
+    /// VMs, never 0, free again once the VM is released. (The table is shared by the
+    /// tests of this crate, so this one uses ids no other test uses.)
     #[test]
-    fn vmids_skip_zero() {
-        assert_eq!(vmid_of(0), 1);
-        assert_eq!(vmid_of(254), 255);
-        assert_eq!(vmid_of(255), 1);
+    fn live_vms_never_share_a_vmid() {
+        let ids = [1_000_001, 1_000_256, 1_000_511];
+        let vmids = ids.map(|id| claim_vmid(id).unwrap());
+        assert!(vmids.iter().all(|&v| v != 0));
+        assert!(vmids[0] != vmids[1] && vmids[1] != vmids[2] && vmids[0] != vmids[2]);
+        assert_eq!(vmid_of(ids[1]), Some(vmids[1]));
+        assert_eq!(
+            claim_vmid(ids[1]),
+            Err(vcpu_api::VCpuError::VmIdInUse { vm_id: ids[1] })
+        );
+        for id in ids {
+            release_vmid(id);
+            assert_eq!(vmid_of(id), None);
+        }
     }
 }

@@ -23,7 +23,7 @@ use crate::firmware::{self, PsciConduit};
 use crate::interrupt::{CpuInterface, VirtualInterrupts};
 use crate::mmio::{fault_insn, xreg};
 use crate::regs::{Hcr, MPIDR_AFFINITY_MASK, MPIDR_RES1, SPSR_EL1H_DAIF_MASKED};
-use crate::tlb::{flush_all, flush_local, vmid_of};
+use crate::tlb::{claim_vmid, flush_all, flush_local, release_vmid, vmid_of};
 
 /// An Arm stage-2 format this vCPU can program into VTCR_EL2/VTTBR_EL2.
 pub trait Stage2Format: NestedFormat {
@@ -310,7 +310,18 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
     type CreateConfig = Aarch64CreateConfig;
     type SetupConfig = Aarch64SetupConfig;
 
+    fn claim_vm(vm_id: usize) -> VCpuResult {
+        claim_vmid(vm_id).map(|_| ())
+    }
+
+    fn release_vm(vm_id: usize) {
+        release_vmid(vm_id);
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self> {
+        let vmid = vmid_of(vm_id).ok_or(VCpuError::NotConfigured {
+            missing: "the VM's VMID (ArchVCpu::claim_vm)",
+        })?;
         let affinity = match config.mpidr {
             Some(a) => a,
             None => default_mpidr(vcpu_id).ok_or(VCpuError::InvalidValue {
@@ -330,7 +341,7 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
             frame: TrapFrame::default(),
             el1: El1Regs::reset(),
             vmpidr: affinity | MPIDR_RES1,
-            vmid: vmid_of(vm_id),
+            vmid,
             psci: config.psci,
             vtcr: None,
             vttbr: None,
@@ -612,12 +623,19 @@ mod tests {
 
     type VCpu = Aarch64VCpu<ArmStage2Ipa40>;
 
+    /// VM `vm_id`, its VMID claimed for the tests (once: they share the table and
+    /// never release it).
+    fn claimed(vm_id: usize) -> usize {
+        let _ = claim_vmid(vm_id);
+        vm_id
+    }
+
     fn vcpu(psci: PsciConduit) -> VCpu {
         let config = Aarch64CreateConfig {
             psci,
             ..Default::default()
         };
-        let mut v = VCpu::new(3, 0, config).unwrap();
+        let mut v = VCpu::new(claimed(3), 0, config).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(0x4000_0000)).unwrap();
         v
     }
@@ -992,7 +1010,7 @@ mod tests {
             interrupts: Some(sink.clone()),
             ..Default::default()
         };
-        let mut w = VCpu::new(3, 1, config).unwrap();
+        let mut w = VCpu::new(claimed(3), 1, config).unwrap();
         w.inject_interrupt(27).unwrap();
         assert_eq!(sink.0.load(core::sync::atomic::Ordering::SeqCst), 10_027);
         assert!(matches!(
@@ -1012,7 +1030,11 @@ mod tests {
         ));
         v.set_nested_root(HostPhysAddr::from_usize(0x4008_2000))
             .unwrap();
-        assert_eq!(v.vttbr(), Some(0x0004_0000_4008_2000));
+        assert_eq!(
+            v.vttbr(),
+            Some((u64::from(v.vmid()) << 48) | 0x4008_2000),
+            "VMID in bits 63:48, the root below"
+        );
         assert!(matches!(
             v.set_entry(GuestPhysAddr::from_usize(0x4000_0002)),
             Err(VCpuError::InvalidValue { .. })
@@ -1031,7 +1053,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(v.vtcr(), Some(ArmStage2Ipa40::vtcr(5, false).bits()));
-        let mut w = Aarch64VCpu::<ArmStage2Ipa48>::new(0, 1, Default::default()).unwrap();
+        let mut w = Aarch64VCpu::<ArmStage2Ipa48>::new(claimed(0), 1, Default::default()).unwrap();
         assert!(
             w.setup(Aarch64SetupConfig {
                 pa_range: Some(4),
@@ -1045,7 +1067,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(w.mpidr(), 1);
-        assert_eq!(w.vmid(), 1);
+        assert_eq!(Some(w.vmid()), vmid_of(0));
+        assert_ne!(w.vmid(), 0);
         assert!(matches!(
             w.gpr(31),
             Err(VCpuError::InvalidRegister { index: 31 })
@@ -1066,10 +1089,10 @@ mod tests {
         assert_eq!(default_mpidr(1 << 28), None);
         let ids: std::collections::BTreeSet<u64> = (0..5000).filter_map(default_mpidr).collect();
         assert_eq!(ids.len(), 5000);
-        let v = VCpu::new(0, 256, Aarch64CreateConfig::default()).unwrap();
+        let v = VCpu::new(claimed(0), 256, Aarch64CreateConfig::default()).unwrap();
         assert_eq!(v.cpu_id(), 0x1000);
         let w = VCpu::new(
-            0,
+            claimed(0),
             0,
             Aarch64CreateConfig {
                 mpidr: Some(0x101),

@@ -33,7 +33,9 @@ pub mod configs {
 }
 
 pub use hal::MockHal;
-pub use machine::{Entered, MAX_PCPUS, Machine, POISON, Pcpu, SPIN_BUDGET_NS};
+pub use machine::{
+    Entered, MAX_PCPUS, MAX_VMIDS, Machine, POISON, Pcpu, SPIN_BUDGET_NS, VmidRelease,
+};
 pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub use runner::{Action, OnExit, RunReport, run_vm};
 pub use scenario::{PROBE_CODE, PROBE_DATA, probe_vm, wait_until};

@@ -20,11 +20,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use addrspace::testing::PoolAllocator;
+use vcpu_api::VmTags;
+
 use addrspace::{FRAME_SIZE, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr};
 
 use crate::vcpu::TlbCache;
@@ -92,6 +94,26 @@ pub struct Machine {
     /// Whether freed frames are filled with [`POISON`] (see
     /// [`Machine::poison_freed_frames`]).
     poison: AtomicBool,
+    /// Which live VM holds which VMID (the mock's TLB tags), how many there are,
+    /// and the releases seen.
+    vmids: VmTags<MAX_VMIDS>,
+    vmid_limit: AtomicUsize,
+    vmid_releases: Mutex<Vec<VmidRelease>>,
+}
+
+/// The most VMIDs a machine has ([`Machine::set_vmids`] may give it fewer).
+pub const MAX_VMIDS: usize = 255;
+
+/// A VM's VMID given back ([`Machine::vmid_releases`]): its translations were
+/// invalidated on every software TLB while `frames_in_use` frames were allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmidRelease {
+    /// The VM.
+    pub vm: usize,
+    /// Its VMID.
+    pub vmid: u16,
+    /// Frames allocated on the machine at that moment.
+    pub frames_in_use: usize,
 }
 
 /// How long a wait loop spins before [`Machine::now_ns_polled`] yields.
@@ -147,6 +169,9 @@ impl Machine {
             irqs: Mutex::new(Vec::new()),
             broadcasts: AtomicU64::new(0),
             poison: AtomicBool::new(true),
+            vmids: VmTags::new(),
+            vmid_limit: AtomicUsize::new(MAX_VMIDS),
+            vmid_releases: Mutex::new(Vec::new()),
         })
     }
 
@@ -489,6 +514,48 @@ impl Machine {
             tlb.invalidate_range(range);
         }
         true
+    }
+
+    /// Gives the machine `n` VMIDs (at most [`MAX_VMIDS`]) for the VMs created from
+    /// now on.
+    pub fn set_vmids(&self, n: usize) {
+        self.vmid_limit.store(n.min(MAX_VMIDS), Ordering::SeqCst);
+    }
+
+    /// Claims a VMID for VM `vm` (`ArchVCpu::claim_vm` of the mock vCPU).
+    pub(crate) fn claim_vmid(&self, vm: usize) -> vcpu_api::VCpuResult<u16> {
+        self.vmids.claim(vm, self.vmid_limit.load(Ordering::SeqCst))
+    }
+
+    /// The VMID of live VM `vm`.
+    pub fn vmid_of(&self, vm: usize) -> Option<u16> {
+        self.vmids.tag_of(vm)
+    }
+
+    /// Invalidates every software TLB entry of VM `vm` and frees its VMID
+    /// (`ArchVCpu::release_vm`), noting the release.
+    pub(crate) fn release_vmid(&self, vm: usize) {
+        let Some(vmid) = self.vmids.tag_of(vm) else {
+            return;
+        };
+        let tlbs = self.tlbs.lock().expect("tlb registry").remove(&vm);
+        for tlb in tlbs.into_iter().flatten().filter_map(|w| w.upgrade()) {
+            tlb.flush();
+        }
+        self.vmid_releases
+            .lock()
+            .expect("vmid releases")
+            .push(VmidRelease {
+                vm,
+                vmid,
+                frames_in_use: self.frames_in_use(),
+            });
+        self.vmids.release(vm);
+    }
+
+    /// The VMIDs released so far, in order.
+    pub fn vmid_releases(&self) -> Vec<VmidRelease> {
+        self.vmid_releases.lock().expect("vmid releases").clone()
     }
 
     /// Broadcast invalidations performed.

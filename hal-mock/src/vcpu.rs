@@ -511,8 +511,21 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
     type CreateConfig = MockVCpuConfig;
     type SetupConfig = ();
 
+    fn claim_vm(vm_id: usize) -> VCpuResult {
+        Machine::current().claim_vmid(vm_id).map(|_| ())
+    }
+
+    fn release_vm(vm_id: usize) {
+        Machine::current().release_vmid(vm_id);
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: MockVCpuConfig) -> VCpuResult<Self> {
         let machine = Machine::current();
+        if machine.vmid_of(vm_id).is_none() {
+            return Err(VCpuError::NotConfigured {
+                missing: "the VM's VMID (ArchVCpu::claim_vm)",
+            });
+        }
         let tlb = Arc::new(TlbCache {
             vcpu: vcpu_id,
             ..TlbCache::default()

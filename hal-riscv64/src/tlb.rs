@@ -4,6 +4,8 @@
 
 use core::sync::atomic::{AtomicU16, Ordering};
 
+use vcpu_api::{VCpuResult, VmTags};
+
 #[cfg(target_arch = "riscv64")]
 use core::arch::asm;
 
@@ -13,11 +15,42 @@ use crate::firmware::EID_RFENCE;
 /// The VMID bits the harts keep (narrowed by `init_hart`; 14 is the RV64 field).
 static VMID_MASK: AtomicU16 = AtomicU16::new(0x3fff);
 
-/// The VMID of VM `vm_id`: its id cut to the VMID bits the harts implement. VMs whose
-/// ids differ only above those bits share a VMID; they stay correct because every
-/// vCPU flushes its VMID when it is bound to a hart.
-pub fn vmid_for(vm_id: usize) -> u16 {
-    (vm_id as u16) & VMID_MASK.load(Ordering::Relaxed)
+/// The most VMs that can live at once (fewer when the harts have fewer VMIDs).
+pub const MAX_VMS: usize = 1024;
+
+/// Which live VM holds which VMID (tag `t` is VMID `t - 1`: VMID 0 is a guest's
+/// like any other in HS-mode).
+static TABLE: VmTags<MAX_VMS> = VmTags::new();
+
+/// Gives VM `vm_id` a VMID no other live VM holds, among those the harts implement
+/// (see [`VmTags::claim`]).
+pub fn claim_vmid(vm_id: usize) -> VCpuResult<u16> {
+    let vmids = usize::from(VMID_MASK.load(Ordering::Relaxed)) + 1;
+    TABLE.claim(vm_id, vmids).map(|t| t - 1)
+}
+
+/// The VMID of live VM `vm_id`.
+pub fn vmid_for(vm_id: usize) -> Option<u16> {
+    TABLE.tag_of(vm_id).map(|t| t - 1)
+}
+
+/// Invalidates every guest-physical translation of VM `vm_id`'s VMID on every hart
+/// (HFENCE.GVMA here, RFENCE `remote_hfence_gvma_vmid` on all), then frees the
+/// VMID: a VM that gets it next finds none of the old VM's translations, which may
+/// lead to frames freed after this.
+pub fn release_vmid(vm_id: usize) {
+    let Some(vmid) = vmid_for(vm_id) else {
+        return;
+    };
+    #[cfg(target_arch = "riscv64")]
+    if let Err(e) = broadcast_hfence_gvma(vmid, 0, 0) {
+        // Without the firmware's fence the other harts may keep translations of the
+        // VMID: keep it out of use rather than hand it to another VM.
+        log::error!("VMID {vmid}: remote HFENCE.GVMA failed with SBI error {e}; VMID retired");
+        return;
+    }
+    let _ = vmid;
+    TABLE.release(vm_id);
 }
 
 /// Narrows the VMIDs to the bits a hart keeps (`init_hart`).
@@ -99,4 +132,30 @@ pub(crate) fn hfence_gvma_all() {
 pub(crate) fn hfence_vvma_all() {
     // SAFETY: as `hfence_gvma`.
     unsafe { asm!(".insn r 0x73, 0, 0x11, x0, x0, x0", options(nostack)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the VMID was the VM id cut to the VMID bits, so live VMs whose ids
+    /// differ above them (1 and 0x4001 with 14 bits) shared one. VMIDs are claimed
+    /// now: distinct for live VMs, free again once the VM is released. (The table is
+    /// shared by this crate's tests, so this one uses ids no other test uses.)
+    #[test]
+    fn live_vms_never_share_a_vmid() {
+        let ids = [1_000_001, 1_000_001 + 0x4000, 1_000_001 + 0x8000];
+        let vmids = ids.map(|id| claim_vmid(id).unwrap());
+        assert!(vmids[0] != vmids[1] && vmids[1] != vmids[2] && vmids[0] != vmids[2]);
+        assert!(vmids.iter().all(|&v| v <= 0x3fff));
+        assert_eq!(vmid_for(ids[2]), Some(vmids[2]));
+        assert_eq!(
+            claim_vmid(ids[0]),
+            Err(vcpu_api::VCpuError::VmIdInUse { vm_id: ids[0] })
+        );
+        for id in ids {
+            release_vmid(id);
+            assert_eq!(vmid_for(id), None);
+        }
+    }
 }

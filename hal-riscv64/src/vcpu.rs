@@ -475,7 +475,18 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
     type CreateConfig = Riscv64CreateConfig;
     type SetupConfig = Riscv64SetupConfig;
 
+    fn claim_vm(vm_id: usize) -> VCpuResult {
+        crate::tlb::claim_vmid(vm_id).map(|_| ())
+    }
+
+    fn release_vm(vm_id: usize) {
+        crate::tlb::release_vmid(vm_id);
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: Riscv64CreateConfig) -> VCpuResult<Self> {
+        let vmid = crate::tlb::vmid_for(vm_id).ok_or(VCpuError::NotConfigured {
+            missing: "the VM's VMID (ArchVCpu::claim_vm)",
+        })?;
         let hart_id = config.hart_id.unwrap_or(vcpu_id as u64);
         let mut vcpu = Self {
             regs: GuestRegs::new(),
@@ -483,7 +494,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
             vm_id,
             vcpu_id,
             hart_id,
-            vmid: crate::tlb::vmid_for(vm_id),
+            vmid,
             hgatp: 0,
             entry_set: false,
             setup_done: false,
@@ -696,6 +707,13 @@ mod tests {
     use crate::exit::{SCAUSE_INTERRUPT, TrapInfo};
     use crate::firmware::{EID_DBCN, EID_HSM, EID_RFENCE, EID_SRST, EID_TIME};
 
+    /// VM `vm_id`, its VMID claimed for the tests (once: they share the table and
+    /// never release it).
+    fn claimed(vm_id: usize) -> usize {
+        let _ = crate::tlb::claim_vmid(vm_id);
+        vm_id
+    }
+
     /// A model of the hart: instruction memory for HLVX by address (the guest's
     /// translation is off, so HLVX addresses are GPAs), the VS CSRs, the timer and
     /// the fences asked for.
@@ -806,7 +824,8 @@ mod tests {
     const HVT: u64 = 0x0848_5654;
 
     fn vcpu() -> Riscv64VCpu<Sv39x4> {
-        let mut v = Riscv64VCpu::<Sv39x4>::new(3, 0, Riscv64CreateConfig::default()).unwrap();
+        let mut v =
+            Riscv64VCpu::<Sv39x4>::new(claimed(3), 0, Riscv64CreateConfig::default()).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
         v.setup(Riscv64SetupConfig {
             cross_check_mmio_decode: true,
@@ -979,7 +998,8 @@ mod tests {
     #[test]
     fn started_vcpu_gets_hart_id_and_opaque() {
         let mut v =
-            Riscv64VCpu::<Sv48x4>::new(1, 1, Riscv64CreateConfig { hart_id: Some(7) }).unwrap();
+            Riscv64VCpu::<Sv48x4>::new(claimed(1), 1, Riscv64CreateConfig { hart_id: Some(7) })
+                .unwrap();
         assert_eq!(v.cpu_id(), 7);
         v.set_entry(GuestPhysAddr::from_usize(0x8000_0040)).unwrap();
         v.set_start_arg(0x5ec0_0001).unwrap();
@@ -1410,11 +1430,15 @@ mod tests {
             Sv39x4::hgatp(HostPhysAddr::from_usize(0x8040_4000), v.vmid())
         );
         assert_eq!(v.hgatp() >> 60, 8);
-        let mut w = Riscv64VCpu::<Sv48x4>::new(3, 0, Riscv64CreateConfig::default()).unwrap();
+        let mut w =
+            Riscv64VCpu::<Sv48x4>::new(claimed(3), 0, Riscv64CreateConfig::default()).unwrap();
         w.set_nested_root(HostPhysAddr::from_usize(0x8040_4000))
             .unwrap();
         assert_eq!(w.hgatp() >> 60, 9);
-        assert_eq!(crate::regs::hgatp::vmid(w.hgatp()), 3);
+        assert_eq!(
+            Some(crate::regs::hgatp::vmid(w.hgatp()) as u16),
+            crate::tlb::vmid_for(3)
+        );
         v.inject_interrupt(6).unwrap();
         v.inject_interrupt(1).unwrap();
         assert_eq!(
@@ -1429,7 +1453,8 @@ mod tests {
 
     #[test]
     fn run_refuses_an_unconfigured_vcpu() {
-        let mut v = Riscv64VCpu::<Sv39x4>::new(0, 0, Riscv64CreateConfig::default()).unwrap();
+        let mut v =
+            Riscv64VCpu::<Sv39x4>::new(claimed(0), 0, Riscv64CreateConfig::default()).unwrap();
         assert_eq!(
             v.run(),
             Err(VCpuError::NotConfigured {

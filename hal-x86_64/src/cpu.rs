@@ -18,13 +18,6 @@ pub enum SvmError {
     NoNestedPaging,
     /// VM_CR.SVMDIS is set (disabled by firmware).
     Disabled,
-    /// The VM id needs an ASID the processor does not have.
-    NoAsid {
-        /// The VM.
-        vm_id: usize,
-        /// Number of ASIDs (CPUID Fn8000_000A EBX).
-        nasid: u32,
-    },
     /// No frame for the host save area.
     OutOfMemory,
 }
@@ -37,13 +30,6 @@ impl fmt::Display for SvmError {
                 f.write_str("the processor has no nested paging (CPUID 8000_000A EDX[0])")
             }
             Self::Disabled => f.write_str("SVM is disabled by firmware (VM_CR.SVMDIS)"),
-            Self::NoAsid { vm_id, nasid } => {
-                write!(
-                    f,
-                    "VM {vm_id} needs ASID {} but only {nasid} exist",
-                    vm_id + 1
-                )
-            }
             Self::OutOfMemory => f.write_str("no frame for the host save area"),
         }
     }
@@ -60,10 +46,6 @@ impl From<SvmError> for vcpu_api::VCpuError {
             },
             SvmError::Disabled => Self::Unsupported {
                 feature: "SVM enabled by firmware (VM_CR.SVMDIS is set)",
-            },
-            SvmError::NoAsid { vm_id, nasid } => Self::NoVmid {
-                vm_id,
-                available: nasid,
             },
             SvmError::OutOfMemory => Self::OutOfMemory {
                 what: "the host save area",

@@ -1,7 +1,9 @@
 //! Nested TLB maintenance: each VM's ASID (APM vol. 2, 15.16 "TLB Control") and the
 //! TLB_CONTROL value that flushes one guest's translations before its next VMRUN.
 
-use crate::cpu::{SvmError, SvmFeatures};
+use vcpu_api::{VCpuResult, VmTags};
+
+use crate::cpu::SvmFeatures;
 use crate::vmcb::tlb_control;
 
 impl SvmFeatures {
@@ -16,17 +18,31 @@ impl SvmFeatures {
         }
     }
 
-    /// The ASID of VM `vm_id`: `vm_id + 1` (ASID 0 is the host's, APM 15.16).
-    pub fn asid_for_vm(&self, vm_id: usize) -> Result<u32, SvmError> {
-        let asid = vm_id.checked_add(1).and_then(|a| u32::try_from(a).ok());
-        match asid {
-            Some(a) if a < self.nasid => Ok(a),
-            _ => Err(SvmError::NoAsid {
-                vm_id,
-                nasid: self.nasid,
-            }),
-        }
+    /// Gives VM `vm_id` an ASID no other live VM holds, in `1..nasid` (ASID 0 is the
+    /// host's, APM 15.16); see [`VmTags::claim`].
+    pub fn claim_asid(&self, vm_id: usize) -> VCpuResult<u32> {
+        let asids = (self.nasid as usize).saturating_sub(1);
+        TABLE.claim(vm_id, asids).map(u32::from)
     }
+}
+
+/// The most VMs that can live at once (fewer when the processor has fewer ASIDs).
+pub const MAX_VMS: usize = 1024;
+
+/// Which live VM holds which ASID.
+static TABLE: VmTags<MAX_VMS> = VmTags::new();
+
+/// The ASID of live VM `vm_id`.
+pub fn asid_of(vm_id: usize) -> Option<u32> {
+    TABLE.tag_of(vm_id).map(u32::from)
+}
+
+/// Frees the ASID of VM `vm_id`. SVM has no broadcast invalidation; instead a vCPU
+/// flushes its ASID (TLB_CONTROL) before its first VMRUN after it is created or
+/// bound to a CPU, so a VM that gets this ASID next never meets the old VM's
+/// translations on any CPU.
+pub fn release_asid(vm_id: usize) {
+    TABLE.release(vm_id);
 }
 
 #[cfg(test)]
@@ -42,18 +58,33 @@ mod tests {
         assert_eq!(f.flush_control(), tlb_control::FLUSH_ASID);
     }
 
+    /// Regression (the x86 half of the VMID defect): ASIDs were `vm_id + 1`, so two
+    /// live VMs with one id shared an ASID and ids past `nasid - 2` had none. ASIDs
+    /// are claimed now: distinct, in `1..nasid`, a typed error when none is left.
+    /// (The table is shared by this crate's tests: ids no other test uses.)
     #[test]
-    fn asids() {
+    fn live_vms_never_share_an_asid() {
         let f = SvmFeatures::from_cpuid(0x75, 1, 16, 1).unwrap();
-        assert_eq!(f.asid_for_vm(0), Ok(1));
-        assert_eq!(f.asid_for_vm(14), Ok(15));
+        let ids = [2_000_000, 2_000_001 + usize::MAX / 2];
+        let a = f.claim_asid(ids[0]).unwrap();
+        let b = f.claim_asid(ids[1]).unwrap();
+        assert!(a != b && (1..16).contains(&a) && (1..16).contains(&b));
+        assert_eq!(asid_of(ids[1]), Some(b));
         assert_eq!(
-            f.asid_for_vm(15),
-            Err(SvmError::NoAsid {
-                vm_id: 15,
-                nasid: 16
+            f.claim_asid(ids[0]),
+            Err(vcpu_api::VCpuError::VmIdInUse { vm_id: ids[0] })
+        );
+        let none = SvmFeatures::from_cpuid(0x75, 1, 1, 1).unwrap();
+        assert_eq!(
+            none.claim_asid(2_000_002),
+            Err(vcpu_api::VCpuError::NoVmid {
+                vm_id: 2_000_002,
+                available: 0
             })
         );
-        assert!(f.asid_for_vm(usize::MAX).is_err());
+        for id in ids {
+            release_asid(id);
+            assert_eq!(asid_of(id), None);
+        }
     }
 }

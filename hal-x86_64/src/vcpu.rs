@@ -337,11 +337,24 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     type CreateConfig = ();
     type SetupConfig = SvmSetupConfig;
 
+    fn claim_vm(vm_id: usize) -> VCpuResult {
+        let cpu = cpu::cpu().ok_or(VCpuError::Unsupported {
+            feature: "SVM enabled on this CPU (call hal_x86_64::cpu::enable first)",
+        })?;
+        cpu.features.claim_asid(vm_id).map(|_| ())
+    }
+
+    fn release_vm(vm_id: usize) {
+        crate::tlb::release_asid(vm_id);
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, _config: ()) -> VCpuResult<Self> {
         let cpu = cpu::cpu().ok_or(VCpuError::Unsupported {
             feature: "SVM enabled on this CPU (call hal_x86_64::cpu::enable first)",
         })?;
-        let asid = cpu.features.asid_for_vm(vm_id)?;
+        let asid = crate::tlb::asid_of(vm_id).ok_or(VCpuError::NotConfigured {
+            missing: "the VM's ASID (ArchVCpu::claim_vm)",
+        })?;
         let frames = Frames::new(F::default())?;
         let mut vcpu = Self {
             vm_id,
@@ -351,7 +364,7 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
             nested_root: None,
             entry_set: false,
             flush_control: cpu.features.flush_control(),
-            // The ASID may have been used by an earlier VM with the same id.
+            // The ASID may have been used by an earlier VM.
             flush_pending: true,
             flushed_entries: 0,
         };
@@ -431,6 +444,9 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
     }
 
     fn bind(&mut self) -> VCpuResult {
+        // This CPU may hold translations of an earlier VM that had the ASID, or this
+        // vCPU's own from before it moved here: flush before the first VMRUN.
+        self.flush_pending = true;
         Ok(())
     }
 
@@ -657,6 +673,8 @@ mod tests {
 
     fn vcpu() -> SvmVCpu<TestFrames> {
         crate::cpu::set_cpu_for_tests(SvmFeatures::from_cpuid(1 << 2, 1, 16, 1).unwrap());
+        // VM 0's ASID, claimed once for the tests (they share the table).
+        let _ = SvmVCpu::<TestFrames>::claim_vm(0);
         let mut v = SvmVCpu::<TestFrames>::new(0, 0, ()).unwrap();
         v.setup(SvmSetupConfig { guest_cr3: 0x1000 }).unwrap();
         v.set_entry(GuestPhysAddr::from_usize(0x10_0000)).unwrap();
@@ -719,7 +737,7 @@ mod tests {
             assert_ne!(c.intercept1 & bit, 0);
         }
         assert_ne!(c.intercept2 & intercept2::VMMCALL, 0);
-        assert_eq!(c.guest_asid, 1);
+        assert_eq!(Some(c.guest_asid), crate::tlb::asid_of(0));
         let s = &v.vmcb().save;
         assert_eq!(s.efer & EFER_SVME, EFER_SVME);
         assert_eq!(s.cr3, 0x1000);
@@ -1135,13 +1153,12 @@ mod tests {
             SvmVCpu::<NoFrames>::new(0, 0, ()),
             Err(VCpuError::OutOfMemory { frames: 6, .. })
         ));
-        assert_eq!(
-            SvmVCpu::<TestFrames>::new(15, 0, ()).map(|_| ()),
-            Err(VCpuError::NoVmid {
-                vm_id: 15,
-                available: 16
-            })
-        );
+        // A VM that claimed no ASID gets no vCPU (running out of ASIDs is
+        // tlb.rs's live_vms_never_share_an_asid).
+        assert!(matches!(
+            SvmVCpu::<TestFrames>::new(15, 0, ()),
+            Err(VCpuError::NotConfigured { .. })
+        ));
     }
 
     #[test]

@@ -34,7 +34,28 @@ pub trait ArchVCpu: Sized {
     /// Architecture-specific setup parameters.
     type SetupConfig;
 
-    /// Creates vCPU `vcpu_id` (its index in the VM) of VM `vm_id`.
+    /// Claims the TLB tag (VMID, ASID) of VM `vm_id`, before its vCPUs are created:
+    /// no two live VMs hold the same one. Errors: [`VCpuError::NoVmid`] when every
+    /// tag is held by a live VM, [`VCpuError::VmIdInUse`] when a live VM has this
+    /// id. The default (hardware without tags) claims nothing.
+    ///
+    /// [`VCpuError::NoVmid`]: crate::VCpuError::NoVmid
+    /// [`VCpuError::VmIdInUse`]: crate::VCpuError::VmIdInUse
+    fn claim_vm(vm_id: usize) -> VCpuResult {
+        let _ = vm_id;
+        Ok(())
+    }
+
+    /// Invalidates every translation tagged with VM `vm_id`'s tag on every CPU, then
+    /// frees the tag. The VM layer calls it when the VM goes away: after its vCPUs
+    /// are dropped, before its memory and page tables are freed (a CPU could
+    /// otherwise still hold translations to them under a tag a new VM gets).
+    fn release_vm(vm_id: usize) {
+        let _ = vm_id;
+    }
+
+    /// Creates vCPU `vcpu_id` (its index in the VM) of VM `vm_id` (which claimed its
+    /// tag with [`ArchVCpu::claim_vm`]).
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self>;
 
     /// The id the guest names this vCPU by: its MPIDR affinity (Aff3..Aff0), hart

@@ -50,6 +50,11 @@ pub enum VCpuError {
     Mmio(MmioDecodeError),
     /// The operation is not possible right now (e.g. inject while running).
     Busy,
+    /// A live VM has this id already (VMs are told apart by their ids).
+    VmIdInUse {
+        /// The id.
+        vm_id: usize,
+    },
 }
 
 /// `Result` with [`VCpuError`].
@@ -84,6 +89,7 @@ impl fmt::Display for VCpuError {
             Self::NotConfigured { missing } => write!(f, "vCPU not configured: {missing}"),
             Self::Mmio(e) => write!(f, "{e}"),
             Self::Busy => f.write_str("vCPU busy"),
+            Self::VmIdInUse { vm_id } => write!(f, "a live VM has the id {vm_id} already"),
         }
     }
 }

@@ -25,6 +25,7 @@ mod exit;
 mod firmware;
 mod mmio;
 mod state;
+mod tag;
 
 pub use arch::{ArchVCpu, GuestMemory};
 pub use error::{VCpuError, VCpuResult};
@@ -39,3 +40,4 @@ pub use mmio::{
     FaultInsn, FetchError, InsnBytes, MAX_INSN_BYTES, MmioAccess, MmioDecodeError, MmioInsn, MmioOp,
 };
 pub use state::{StateError, VCpuState, VCpuStateCell};
+pub use tag::VmTags;

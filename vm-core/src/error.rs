@@ -133,6 +133,15 @@ pub enum VmError {
         /// The id.
         cpu_id: u64,
     },
+    /// The VM could not get its TLB tag (VMID, ASID): every one is held by a live
+    /// VM, or a live VM has the same id.
+    Tag {
+        /// The VM id of the configuration.
+        vm_id: usize,
+        /// What the architecture said ([`VCpuError::NoVmid`],
+        /// [`VCpuError::VmIdInUse`]).
+        error: VCpuError,
+    },
     /// The vCPU returned an exit this version of vm-core does not know.
     UnknownExit {
         /// The vCPU.
@@ -212,6 +221,7 @@ impl fmt::Display for VmError {
                 f,
                 "vCPUs {other} and {vcpu} have the same guest CPU id {cpu_id:#x}"
             ),
+            Self::Tag { vm_id, error } => write!(f, "VM {vm_id}: {error}"),
             Self::UnknownExit { vcpu, exit } => write!(f, "vCPU {vcpu}: unhandled exit {exit:?}"),
         }
     }

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use addrspace::{
@@ -136,6 +137,30 @@ impl FlushQueue {
 /// nested table can use large leaves).
 const IDENTICAL_ALIGN: usize = 0x20_0000;
 
+/// A VM's TLB tag (VMID, ASID) from [`ArchVCpu::claim_vm`], held for the VM's life;
+/// dropping it calls [`ArchVCpu::release_vm`], which invalidates the tag on every CPU
+/// before it is freed.
+struct TagClaim<V: ArchVCpu> {
+    vm_id: usize,
+    _arch: PhantomData<fn() -> V>,
+}
+
+impl<V: ArchVCpu> TagClaim<V> {
+    fn claim(vm_id: usize) -> VmResult<Self> {
+        V::claim_vm(vm_id).map_err(|error| VmError::Tag { vm_id, error })?;
+        Ok(Self {
+            vm_id,
+            _arch: PhantomData,
+        })
+    }
+}
+
+impl<V: ArchVCpu> Drop for TagClaim<V> {
+    fn drop(&mut self) {
+        V::release_vm(self.vm_id);
+    }
+}
+
 /// A vCPU's run-loop state, kept with the architecture vCPU under one lock.
 pub(crate) struct VCpuInner<V> {
     pub(crate) arch: V,
@@ -192,9 +217,13 @@ pub struct Vm<V: ArchVCpu> {
     id: usize,
     config: VmConfig,
     state: AtomicU8,
-    // Field order is drop order: vCPUs, then the address space (which frees its
-    // frames), then the host ranges mapped linearly into it.
+    // Field order is drop order: vCPUs, then the TLB tag (invalidated on every CPU
+    // and freed), then the address space (which frees its frames), then the host
+    // ranges mapped linearly into it.
     pub(crate) vcpus: Vec<VCpuSlot<V>>,
+    /// Held for its `Drop`, which invalidates and frees the VM's TLB tag.
+    #[allow(dead_code)]
+    tag: TagClaim<V>,
     pub(crate) space: RwLock<AddrSpace<V::Format, HalFrames>>,
     /// Held for its `Drop`, which frees the identity-mapped host memory.
     #[allow(dead_code)]
@@ -295,6 +324,9 @@ impl<V: ArchVCpu> Vm<V> {
             }
         }
         config.place_identical(&placed);
+        // Dropped (on an error below, or with the VM) after the vCPUs and before the
+        // address space, like the field.
+        let tag = TagClaim::<V>::claim(config.id)?;
         let root = space.root();
         let mut vcpus = Vec::with_capacity(config.cpu_num);
         for i in 0..config.cpu_num {
@@ -337,6 +369,7 @@ impl<V: ArchVCpu> Vm<V> {
             config,
             state: AtomicU8::new(VmState::Created as u8),
             vcpus,
+            tag,
             space: RwLock::new(space),
             host,
             bus: RwLock::new(bus),

@@ -97,11 +97,10 @@ impl vm_core::VmHal for BoardHal {
     }
 
     fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
-        hal_aarch64::tlb::flush_guest_range(
-            hal_aarch64::tlb::vmid_of(vm_id),
-            range.start(),
-            range.size(),
-        );
+        // No live VM with this id: nothing of it can be in a TLB.
+        if let Some(vmid) = hal_aarch64::tlb::vmid_of(vm_id) {
+            hal_aarch64::tlb::flush_guest_range(vmid, range.start(), range.size());
+        }
         true
     }
 

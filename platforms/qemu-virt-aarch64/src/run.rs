@@ -52,20 +52,14 @@ impl<F: Stage2Format> Run<F> {
     }
 }
 
-/// Runs the test guest once in a VM with stage-2 format `F`, VM id `vm_id` (its
-/// VMID) and PSCI through `psci`; returns (passed, failed).
+/// Runs the test guest once in a VM with stage-2 format `F`, VM id `vm_id` and PSCI
+/// through `psci`; returns (passed, failed).
 pub(crate) fn run_test_vm<F: Stage2Format>(
     label: &'static str,
     vm_id: usize,
     psci: PsciConduit,
 ) -> (u32, u32) {
     let frames_before = crate::hal::free_frames();
-    println!(
-        "[{label}] === {}, VMID {}, guest PSCI by {:?} ===",
-        F::NAME,
-        hal_aarch64::tlb::vmid_of(vm_id),
-        psci
-    );
     let monitor = SharedMonitor::new(label, console::print_str);
     let vm = match build_vm::<F>(vm_id, psci, &monitor) {
         Ok(vm) => vm,
@@ -74,6 +68,12 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
             return monitor.finish();
         }
     };
+    println!(
+        "[{label}] === {}, VMID {}, guest PSCI by {:?} ===",
+        F::NAME,
+        hal_aarch64::tlb::vmid_of(vm_id).unwrap_or(0),
+        psci
+    );
     let run = Arc::new(Run {
         label,
         vm,

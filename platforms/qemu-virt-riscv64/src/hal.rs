@@ -96,7 +96,10 @@ impl VmHal for BoardHal {
     }
 
     fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
-        let vmid = hal_riscv64::vmid_for(vm_id);
+        // No live VM with this id: nothing of it can be in a TLB.
+        let Some(vmid) = hal_riscv64::vmid_for(vm_id) else {
+            return true;
+        };
         let (gpa, size) = (range.start().as_usize() as u64, range.size() as u64);
         match hal_riscv64::broadcast_hfence_gvma(vmid, gpa, size) {
             Ok(()) => true,

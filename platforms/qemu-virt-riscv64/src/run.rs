@@ -85,7 +85,7 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
     // hgatp as the vCPUs will run with it: MODE, VMID, 16 KiB-aligned root.
     let root = vm.nested_root();
     let hgatp = vm.with_vcpu(0, |v| v.hgatp()).unwrap_or(0);
-    let vmid = hal_riscv64::vmid_for(vm_id);
+    let vmid = hal_riscv64::vmid_for(vm_id).unwrap_or(0);
     println!(
         "[{label}] hgatp {hgatp:#x}: MODE {}, VMID {}, root {root:?}",
         hal_riscv64::regs::hgatp::mode(hgatp),
