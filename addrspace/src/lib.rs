@@ -52,5 +52,6 @@ pub use format::{
     RootRegister, Sv39x4, Sv48x4, Vtcr,
 };
 pub use frame::{FRAME_SIZE, FrameAllocator};
-pub use space::{AddrSpace, Area, Backend, Pod, Populate};
+pub use space::{AddrSpace, Area, Backend, Populate};
 pub use table::{MAX_LEVELS, PageTable, Translation, Walk, WalkEnd, WalkStep};
+pub use zerocopy::{FromBytes, Immutable, IntoBytes};

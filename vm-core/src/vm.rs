@@ -11,8 +11,8 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use addrspace::{
-    AccessKind, AddrSpace, Area, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr,
-    MappingFlags, PAGE_SIZE, Pod, Populate, Walk,
+    AccessKind, AddrSpace, Area, Flush, FrameAllocator, FromBytes, GpaRange, GuestPhysAddr,
+    HostPhysAddr, Immutable, IntoBytes, MappingFlags, PAGE_SIZE, Populate, Walk,
 };
 use spin::{Mutex, RwLock};
 use vcpu_api::{
@@ -977,17 +977,24 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(())
     }
 
-    /// Reads a `T` (valid for every bit pattern) at `gpa`, which must be aligned for
-    /// `T`.
-    pub fn read_from_guest_of<T: Pod>(&self, gpa: GuestPhysAddr) -> VmResult<T> {
+    /// Reads a `T` (valid for every bit pattern, no padding: zerocopy's `FromBytes`
+    /// and `IntoBytes`) at `gpa`, which must be aligned for `T`; read in one access
+    /// when `T` is 1, 2, 4 or 8 bytes.
+    pub fn read_from_guest_of<T: FromBytes + IntoBytes>(&self, gpa: GuestPhysAddr) -> VmResult<T> {
         Self::check_align::<T>(gpa)?;
         self.with_populated("read guest memory", gpa, size_of::<T>(), |s| {
             s.read_obj(gpa)
         })
     }
 
-    /// Writes `value` at `gpa`, which must be aligned for `T`.
-    pub fn write_to_guest_of<T: Pod>(&self, gpa: GuestPhysAddr, value: &T) -> VmResult {
+    /// Writes `value` (no padding, no interior mutability: zerocopy's `IntoBytes`
+    /// and `Immutable`) at `gpa`, which must be aligned for `T`; written in one access
+    /// when `T` is 1, 2, 4 or 8 bytes.
+    pub fn write_to_guest_of<T: IntoBytes + Immutable>(
+        &self,
+        gpa: GuestPhysAddr,
+        value: &T,
+    ) -> VmResult {
         Self::check_align::<T>(gpa)?;
         self.with_populated("write guest memory", gpa, size_of::<T>(), |s| {
             s.write_obj(gpa, value)

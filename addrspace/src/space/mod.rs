@@ -1,6 +1,8 @@
 //! [`AddrSpace`]: a guest-physical address space made of areas (linear, allocated
 //! eagerly or lazily, reserved) over one nested page table.
 
+mod copy;
+
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -78,28 +80,6 @@ impl fmt::Display for Area {
         }
     }
 }
-
-/// Types that are valid for every bit pattern and have no padding, so they can be
-/// copied to and from guest memory byte by byte.
-///
-/// # Safety
-///
-/// Every sequence of `size_of::<Self>()` bytes is a valid `Self`, and `Self` has no
-/// padding bytes (its bytes can all be read as initialized `u8`).
-pub unsafe trait Pod: Copy + 'static {}
-
-macro_rules! pod {
-    ($($t:ty),*) => {$(
-        // SAFETY: primitive integers have no padding and no invalid bit patterns.
-        unsafe impl Pod for $t {}
-    )*};
-}
-pod!(
-    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
-);
-// SAFETY: an array of `Pod` elements has no padding between elements and every bit
-// pattern of each element is valid.
-unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
 
 /// A guest-physical address space: areas in a sorted map over a nested page table of
 /// format `F` whose frames come from `A`.
@@ -647,152 +627,6 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             return Ok(0);
         }
         self.pt.map_frames(&lazy, true)
-    }
-
-    // ---------------------------------------------------------------- guest memory
-
-    /// Calls `f(hva, offset, len)` for each piece of `[gpa, gpa + len)` whose host
-    /// memory is contiguous (pages whose host-virtual addresses follow each other are
-    /// merged into one piece), after checking that the whole range is readable RAM.
-    /// Nothing is copied when any part fails.
-    fn for_each_chunk(
-        &self,
-        gpa: GuestPhysAddr,
-        len: usize,
-        mut f: impl FnMut(*mut u8, usize, usize),
-    ) -> Result<()> {
-        /// Pieces kept from the checking walk; more are found again by a second walk.
-        const KEPT: usize = 8;
-        if len == 0 {
-            return Ok(());
-        }
-        let end = gpa
-            .as_usize()
-            .checked_add(len)
-            .ok_or(Error::Overflow { gpa, size: len })?;
-        // Pass 1 checks every leaf and keeps the first pieces; pass 2 copies. So a
-        // failing access copies nothing.
-        let mut kept = [(core::ptr::null_mut::<u8>(), 0usize, 0usize); KEPT];
-        let mut pieces = 0;
-        let mut device = None;
-        let walked = self.for_each_piece(gpa.as_usize(), end, &mut device, |hva, off, n| {
-            if let Some(slot) = kept.get_mut(pieces) {
-                *slot = (hva, off, n);
-            }
-            pieces += 1;
-        });
-        match (walked, device) {
-            (Err(hole), Some(d)) if d < hole => return Err(Error::DeviceMemory { gpa: gpa_of(d) }),
-            (Err(hole), _) => return Err(self.why_untranslated(gpa_of(hole))),
-            (Ok(()), Some(d)) => return Err(Error::DeviceMemory { gpa: gpa_of(d) }),
-            (Ok(()), None) => {}
-        }
-        if pieces <= KEPT {
-            for &(hva, off, n) in &kept[..pieces] {
-                f(hva, off, n);
-            }
-            return Ok(());
-        }
-        // Nothing changed since the first walk (`&self`), so this one succeeds too.
-        self.for_each_piece(gpa.as_usize(), end, &mut device, f)
-            .map_err(|hole| self.why_untranslated(gpa_of(hole)))
-    }
-
-    /// Walks `[start, end)` leaf by leaf, calling `emit(hva, offset, len)` for each
-    /// run of host-contiguous memory, and noting in `device` the first address in a
-    /// `DEVICE` leaf. Returns the first untranslated address, if any.
-    fn for_each_piece(
-        &self,
-        start: usize,
-        end: usize,
-        device: &mut Option<usize>,
-        mut emit: impl FnMut(*mut u8, usize, usize),
-    ) -> core::result::Result<(), usize> {
-        let alloc = self.pt.allocator();
-        let mut run: Option<(*mut u8, usize, usize)> = None;
-        self.pt.for_each_translation(start, end, |leaf_gpa, t| {
-            if t.flags.contains(MappingFlags::DEVICE) {
-                device.get_or_insert(leaf_gpa);
-                return;
-            }
-            let leaf_end = (leaf_gpa | (t.size.bytes() - 1)).saturating_add(1).min(end);
-            let (mut cur, mut hpa) = (leaf_gpa, t.hpa.as_usize());
-            while cur < leaf_end {
-                let chunk = (PAGE_SIZE - (hpa & (PAGE_SIZE - 1))).min(leaf_end - cur);
-                let frame = HostPhysAddr::from_usize(hpa & !(PAGE_SIZE - 1));
-                // The offset stays inside the frame: `chunk` ends at its end at most.
-                let hva = alloc
-                    .phys_to_virt(frame)
-                    .as_mut_ptr::<u8>()
-                    .wrapping_add(hpa & (PAGE_SIZE - 1));
-                match &mut run {
-                    Some((h, _, n)) if h.wrapping_add(*n) == hva => *n += chunk,
-                    _ => {
-                        if let Some((h, off, n)) = run.take() {
-                            emit(h, off, n);
-                        }
-                        run = Some((hva, cur - start, chunk));
-                    }
-                }
-                cur += chunk;
-                hpa += chunk;
-            }
-        })?;
-        if let Some((h, off, n)) = run {
-            emit(h, off, n);
-        }
-        Ok(())
-    }
-
-    /// Copies guest memory at `gpa` into `buf`, across pages and areas.
-    ///
-    /// Errors (and nothing copied): [`Error::NoArea`] at a hole,
-    /// [`Error::NotPopulated`] at a lazy page not faulted in, [`Error::Reserved`],
-    /// [`Error::DeviceMemory`], [`Error::Overflow`].
-    pub fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<()> {
-        self.for_each_chunk(gpa, buf.len(), |src, off, len| {
-            let dst = &mut buf[off..off + len];
-            // SAFETY: `src..src + len` lies in mapped RAM frames whose host-virtual
-            // addresses follow each other (checked by `for_each_chunk`; RAM by the
-            // `map_linear` contract or our allocation), and guest memory never
-            // aliases `buf`.
-            unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) }
-        })
-    }
-
-    /// Copies `buf` into guest memory at `gpa`; errors as [`AddrSpace::read`], with
-    /// nothing written. The write ignores the guest's permissions (the hypervisor may
-    /// write a read-only page, e.g. to load an image).
-    pub fn write(&self, gpa: GuestPhysAddr, buf: &[u8]) -> Result<()> {
-        self.for_each_chunk(gpa, buf.len(), |dst, off, len| {
-            let src = &buf[off..off + len];
-            // SAFETY: as in `read`, with the roles swapped.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, len) }
-        })
-    }
-
-    /// Reads a `T` at `gpa` (any alignment); errors as [`AddrSpace::read`].
-    pub fn read_obj<T: Pod>(&self, gpa: GuestPhysAddr) -> Result<T> {
-        let mut value = core::mem::MaybeUninit::<T>::zeroed();
-        // SAFETY: zeroed memory is initialized, so viewing it as bytes is fine.
-        let bytes = unsafe {
-            core::slice::from_raw_parts_mut(
-                value.as_mut_ptr().cast::<u8>(),
-                core::mem::size_of::<T>(),
-            )
-        };
-        self.read(gpa, bytes)?;
-        // SAFETY: `T: Pod` is valid for every bit pattern.
-        Ok(unsafe { value.assume_init() })
-    }
-
-    /// Writes `value` at `gpa` (any alignment); errors as [`AddrSpace::write`].
-    pub fn write_obj<T: Pod>(&self, gpa: GuestPhysAddr, value: &T) -> Result<()> {
-        // SAFETY: `T: Pod` has no padding, so all its bytes are initialized.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        };
-        self.write(gpa, bytes)
     }
 }
 
