@@ -14,6 +14,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod harness;
+mod heap;
 mod pool;
 mod report;
 mod space;
@@ -23,6 +24,10 @@ mod vm;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// Every allocation is counted, for the heap figures ([`heap`]).
+#[global_allocator]
+static GLOBAL: heap::Counting = heap::Counting;
 
 const USAGE: &str = "usage: hvcore-bench [--quick] [--out DIR] [--only GROUP]";
 
@@ -69,7 +74,8 @@ fn run() -> Result<(), String> {
             only,
         }
     };
-    let frames = space::pool_frames(cfg.rounds);
+    // The heap workload maps 1 GiB of guest frames (and the peer's map as much).
+    let frames = space::pool_frames(cfg.rounds).max(heap::SIZE / addrspace::FRAME_SIZE + 8192);
     eprintln!(
         "bench: {} mode, {} rounds, pool of {} MiB",
         if quick { "quick" } else { "full" },
@@ -80,6 +86,10 @@ fn run() -> Result<(), String> {
 
     eprintln!("bench: address-space workloads");
     let mut figs = space::run(&cfg)?;
+    if cfg.only.as_deref().is_none_or(|o| "heap".contains(o)) {
+        eprintln!("bench: heap beyond the tables, 1 GiB of 4 KiB pages");
+        figs.extend(heap::run()?);
+    }
     if cfg.only.as_deref().is_none_or(|o| "vm".contains(o)) {
         eprintln!("bench: VM workloads (hal-mock)");
         figs.extend(vm::run(if quick {

@@ -86,7 +86,9 @@ fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, St
     // resolution: map `MAP_REPS` fresh spaces in one timed loop and divide, so the
     // figure is not a count of timer ticks.
     let reps = if hpa_off == K4 { 1 } else { MAP_REPS };
-    let mut spaces = (0..reps).map(|_| S::new()).collect::<Result<Vec<S>, String>>()?;
+    let mut spaces = (0..reps)
+        .map(|_| S::new())
+        .collect::<Result<Vec<S>, String>>()?;
     let (r, total) = timed(|| {
         spaces
             .iter_mut()
