@@ -64,6 +64,12 @@ pub(crate) struct Faults {
     /// Answer `broadcast_guest_tlb_invalidate` with a broadcast (invalidating the
     /// range in every software TLB of the VM) instead of `false`.
     pub(crate) broadcast: AtomicBool,
+    /// Hold every frame allocation (the caller waits) until cleared.
+    pub(crate) hold_frames: AtomicBool,
+    /// Allocations waiting on `hold_frames` now.
+    pub(crate) frames_waiting: AtomicUsize,
+    /// Nested page faults the software vCPUs have exited with.
+    pub(crate) nested_faults: AtomicU64,
 }
 
 /// One simulated host. See the module docs.
@@ -263,6 +269,13 @@ impl Machine {
     /// Allocates `count` contiguous frames aligned to `align` frames (a power of
     /// two).
     pub fn alloc_frames(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
+        if self.faults.hold_frames.load(Ordering::SeqCst) {
+            self.faults.frames_waiting.fetch_add(1, Ordering::SeqCst);
+            while self.faults.hold_frames.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            self.faults.frames_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         let hpa = self.pool.alloc_frames(count, align)?;
         self.mark_allocated(hpa, count);
         Some(hpa)
@@ -441,6 +454,23 @@ impl Machine {
     /// of it when the VM is dropped. Generations still move on.
     pub fn poison_freed_frames(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// Holds every frame allocation from now on (the allocating thread waits, in
+    /// whatever locks it holds) until called with `false`: a test's way to keep a
+    /// fault handler in the middle of its work and force a race deterministically.
+    pub fn hold_frames(&self, hold: bool) {
+        self.faults.hold_frames.store(hold, Ordering::SeqCst);
+    }
+
+    /// Allocations waiting in [`Machine::hold_frames`] now.
+    pub fn frames_waiting(&self) -> usize {
+        self.faults.frames_waiting.load(Ordering::SeqCst)
+    }
+
+    /// Nested page faults the software vCPUs of this machine have exited with.
+    pub fn nested_faults(&self) -> u64 {
+        self.faults.nested_faults.load(Ordering::SeqCst)
     }
 
     /// Makes every `alloc_memory_region_at` fail (or work again).

@@ -400,6 +400,10 @@ impl<F: NestedFormat> MockVCpu<F> {
     /// about the access, as a syndrome would: a load or store of the faulting
     /// address is decoded (a store's value read now), anything else refused.
     fn fault(&mut self, gpa: GuestPhysAddr, access: AccessKind) -> ExitReason {
+        self.machine
+            .faults
+            .nested_faults
+            .fetch_add(1, Ordering::SeqCst);
         // A VM exit takes time on hardware (the other vCPUs keep running meanwhile);
         // yielding here lets vCPUs racing for the same page overlap as they would.
         std::thread::yield_now();

@@ -8,10 +8,15 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 use addrspace::{AccessKind, ArmStage2Ipa48, Ept, HostPhysAddr, NestedFormat, Npt, Sv39x4};
 use common::*;
-use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
+use hal_mock::{
+    Action, GuestLog, Machine, MockFaults, MockVCpu, MockVm, Op, Program, run_vm, wait_until,
+};
 use platforms::host::TestDevice;
 use vcpu_api::AccessWidth::{Byte, Qword};
 use vcpu_api::Hypercall;
@@ -377,6 +382,12 @@ fn two_vms_cannot_reach_each_other() {
 
 /// Four vCPU threads fault the same lazy pages at once: each page gets exactly one
 /// frame (every vCPU's marker lands in the same page), and nothing leaks.
+///
+/// The race on the first page is forced, not hoped for (it used to be, and under
+/// load the threads sometimes never overlapped): vCPU 0 faults first and its fault
+/// handler is held in the frame allocator, inside the address-space lock, until the
+/// three others have also taken their nested fault on that page; each of them must
+/// then find the page mapped by vCPU 0 (a spurious fault), whatever the scheduling.
 fn concurrent_faults<F: NestedFormat>() {
     const LAZY: u64 = 0x9000_0000;
     const PAGES: u64 = 256;
@@ -439,10 +450,37 @@ fn concurrent_faults<F: NestedFormat>() {
     });
     let log = Arc::new(GuestLog::default());
     let vm = mock_vm::<F>(config, program, &log);
-    let report = run_vm(&machine, &vm, 1, |vm, _, exit| match exit {
-        // vCPU 0 waits until the others have stopped.
+    // Frees vCPU 0's held fault once all four vCPUs took their nested fault on the
+    // first page (or after the time limit, so a failure cannot hang the test).
+    let forced = AtomicBool::new(false);
+    // Nested faults taken before the race starts (set by vCPU 0 at the gate).
+    let base = AtomicU64::new(u64::MAX);
+    let release = || {
+        let all = wait_until(
+            "four faults on the first page",
+            Duration::from_secs(20),
+            || {
+                let b = base.load(SeqCst);
+                b != u64::MAX && machine.nested_faults() >= b + 4
+            },
+        );
+        forced.store(all, SeqCst);
+        machine.hold_frames(false);
+    };
+    let on_exit = |vm: &vm_core::Vm<MockVCpu<F>>, vcpu: usize, exit: &VmExit| match exit {
         VmExit::Hypercall(Hypercall { nr: GATE, .. }) => {
+            if vcpu == 0 {
+                machine.hold_frames(true);
+            }
             gate.wait();
+            // vCPU 0 goes first; the others leave the gate once its fault is held.
+            if vcpu == 0 {
+                base.store(machine.nested_faults(), SeqCst);
+            } else {
+                wait_until("vCPU 0's fault held", Duration::from_secs(20), || {
+                    machine.frames_waiting() == 1
+                });
+            }
             Action::Return(0)
         }
         VmExit::Hypercall(Hypercall { nr: WAIT, .. }) => {
@@ -452,8 +490,16 @@ fn concurrent_faults<F: NestedFormat>() {
             Action::Return(0)
         }
         other => panic!("{other:?}"),
+    };
+    let report = std::thread::scope(|s| {
+        s.spawn(release);
+        run_vm(&machine, &vm, 1, on_exit)
     });
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        forced.load(SeqCst),
+        "the four vCPUs did not all fault on the first page while it was being mapped"
+    );
     let stats = vm.stats();
     assert_eq!(
         stats.data_frames,
@@ -461,10 +507,11 @@ fn concurrent_faults<F: NestedFormat>() {
         "one frame per lazy page"
     );
     assert_eq!(stats.faults_mapped, PAGES, "each lazy page was mapped once");
-    // The race did happen: vCPUs faulted on pages another vCPU was mapping.
+    // The forced race: the three others found the first page mapped by vCPU 0.
     assert!(
-        stats.faults_spurious > 0,
-        "no concurrent fault on the same page"
+        stats.faults_spurious >= 3,
+        "{} faults found resolved by another vCPU, expected at least 3",
+        stats.faults_spurious
     );
     eprintln!(
         "{}: {} lazy faults, {} found resolved by another vCPU",
