@@ -129,8 +129,10 @@ pub const SPIN_BUDGET_NS: u64 = 5_000;
 const POLL_GAP_NS: u64 = 5_000;
 
 thread_local! {
-    /// The last [`Machine::now_ns_polled`] of this thread and when its wait began.
-    static POLLING: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    /// The last [`Machine::now_ns_polled`] of this thread and when its wait began, in
+    /// host time (a thread may wait on several machines, whose clocks differ).
+    static POLLING: std::cell::Cell<Option<(Instant, Instant)>> =
+        const { std::cell::Cell::new(None) };
     static CURRENT: RefCell<Option<Arc<Machine>>> = const { RefCell::new(None) };
     static PCPU: RefCell<usize> = const { RefCell::new(0) };
     static RUNNING: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
@@ -625,17 +627,18 @@ impl Machine {
     /// yields.
     pub fn now_ns_polled(&self) -> u64 {
         let now = self.now_ns();
+        let at = Instant::now();
         let waited = POLLING.with(|p| {
-            let (last, since) = p.get();
-            let since = if last == 0 || now.saturating_sub(last) > POLL_GAP_NS {
-                now
-            } else {
-                since
+            let since = match p.get() {
+                Some((last, since)) if at.duration_since(last).as_nanos() <= POLL_GAP_NS.into() => {
+                    since
+                }
+                _ => at,
             };
-            p.set((now, since));
-            now - since
+            p.set(Some((at, since)));
+            at.duration_since(since)
         });
-        if waited > SPIN_BUDGET_NS {
+        if waited.as_nanos() > SPIN_BUDGET_NS.into() {
             std::thread::yield_now();
         }
         now
@@ -707,6 +710,21 @@ mod tests {
         m.refuse_alloc_at(false);
         m.dealloc_frames(hpa(0x4001_0000), 2);
         assert!(m.alloc_at(hpa(0x4001_1000), 0x1000), "free again");
+    }
+
+    /// Found by the `vm_ops` fuzz target: one thread that waited on a machine made
+    /// earlier, then on a machine made later (the clocks of two machines differ),
+    /// subtracted the first machine's time from the second's and overflowed.
+    #[test]
+    fn polled_clock_of_a_second_machine_on_one_thread_never_overflows() {
+        let first = Machine::new(0x1000, 0x4000);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let t = first.now_ns_polled();
+        assert!(t >= 5_000_000);
+        let second = Machine::new(0x1000, 0x4000);
+        let u = second.now_ns_polled();
+        assert!(u < t, "the second machine's clock starts later");
+        assert!(second.now_ns_polled() >= u);
     }
 
     #[test]
