@@ -7,5 +7,6 @@ pub mod codegen;
 pub mod firmware;
 pub mod gic;
 pub mod riscv;
+pub mod space;
 pub mod vm;
 pub mod x86;
