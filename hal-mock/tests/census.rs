@@ -1,5 +1,5 @@
 //! The bad-input census: distinct bad inputs across every public API (address
-//! spaces, config loading, VM creation and run-time operations, guest memory copies,
+//! spaces and page tables, config loading, VM creation and run-time operations, guest memory copies,
 //! MMIO accesses of bad widths and past a device's end, vCPU state transitions,
 //! hypercall arguments, decoders, the virtual GIC). For each: the error variant it
 //! must give, no frame leaked, and the object exactly as before. It prints the count.
@@ -11,13 +11,18 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use addrspace::{GuestPhysAddr, HostPhysAddr, Npt};
+use addrspace::testing::PoolAllocator;
+use addrspace::{
+    AddrSpace, Area, ArmStage2Ipa40, BitmapFrames, Ept, FrameAllocator, FreeError, GpaRange,
+    GuestPhysAddr, HostPhysAddr, Npt, PageTable, Sv39x4, Sv48x4,
+};
 use common::{gpa, ram_config, try_mock_vm};
 use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
 use vcpu_api::AccessWidth::{Byte, Dword, Qword, Word};
@@ -268,6 +273,651 @@ fn decoders(c: &mut Census) {
         || hal_riscv64::firmware::encode_reply(FirmwareReply::Cpuid(Default::default())).ok_or(()),
         |_| true,
     );
+}
+
+// ------------------------------------------------------------------ address spaces
+
+/// What a bad input must leave alone in an address space: its areas, every leaf
+/// translation, and the frames of its pool.
+/// A guest-physical address from a `usize`.
+fn ga(v: usize) -> GuestPhysAddr {
+    GuestPhysAddr::from_usize(v)
+}
+
+fn space_state<F: addrspace::NestedFormat>(
+    s: &RefCell<AddrSpace<F, &PoolAllocator>>,
+    pool: &PoolAllocator,
+) -> impl PartialEq + Debug {
+    let s = s.borrow();
+    let mut leaves = Vec::new();
+    s.page_table().for_each_leaf(|g, t| leaves.push((g, t)));
+    let areas: Vec<Area> = s.areas().copied().collect();
+    (
+        areas,
+        leaves,
+        pool.in_use(),
+        s.data_frames(),
+        s.deferred_frames(),
+    )
+}
+
+/// A space with one of each kind of area (GPA: kind):
+/// `0x1000_0000` eager RAM (4 pages), `0x1100_0000` lazy RAM (4 pages),
+/// `0x1200_0000` linear RAM (4 frames of the pool), `0x1300_0000` device (4 pages),
+/// `0x1400_0000` reserved (2 pages), `0x1600_0000` a 2 MiB device leaf.
+fn space_with_areas<F: addrspace::NestedFormat>(
+    pool: &PoolAllocator,
+) -> AddrSpace<F, &PoolAllocator> {
+    let mut s = AddrSpace::<F, _>::new(pool).unwrap();
+    let rw = MappingFlags::RW;
+    s.map_alloc(ga(0x1000_0000), 0x4000, rw, Populate::Eager)
+        .unwrap();
+    s.map_alloc(ga(0x1100_0000), 0x4000, rw, Populate::Lazy)
+        .unwrap();
+    let (_, top) = pool.phys_range();
+    let ram = HostPhysAddr::from_usize(top.as_usize() - 0x4000);
+    assert!(pool.alloc_at(ram, 4));
+    // SAFETY: RAM: four frames of the pool taken out above, which nothing else uses
+    // and which `phys_to_virt` maps; the devices are addresses no access reaches
+    // (the census never runs a guest on this space, and copies refuse DEVICE).
+    unsafe {
+        s.map_linear(ga(0x1200_0000), ram, 0x4000, rw).unwrap();
+        s.map_linear(
+            ga(0x1300_0000),
+            HostPhysAddr::from_usize(0x0900_0000),
+            0x4000,
+            rw | MappingFlags::DEVICE,
+        )
+        .unwrap();
+        s.map_linear(
+            ga(0x1600_0000),
+            HostPhysAddr::from_usize(0x4000_0000),
+            0x20_0000,
+            rw | MappingFlags::DEVICE,
+        )
+        .unwrap();
+    }
+    s.map_reserved(ga(0x1400_0000), 0x2000).unwrap();
+    s
+}
+
+/// Bad input on `AddrSpace`, `PageTable`, `Flush`, `GpaRange`, `BitmapFrames`.
+fn address_spaces(c: &mut Census) {
+    use addrspace::Error as A;
+    let pool = PoolAllocator::new(256);
+    let space = RefCell::new(space_with_areas::<Npt>(&pool));
+    let s = &space;
+    let state = || space_state(s, &pool);
+    let rw = MappingFlags::RW;
+    let (eager, lazy, linear, device, reserved, huge) = (
+        0x1000_0000,
+        0x1100_0000,
+        0x1200_0000,
+        0x1300_0000,
+        0x1400_0000,
+        0x1600_0000,
+    );
+    let hole = 0x1500_0000;
+    // Runs `f` with the pool failing after `n` frames.
+    let failing = |n: usize, f: &dyn Fn() -> Result<(), A>| {
+        pool.fail_after(n);
+        let r = f();
+        pool.never_fail();
+        r
+    };
+
+    // ---- creation
+    c.case(
+        "AddrSpace::new with no frame to give",
+        || pool.in_use(),
+        || failing(0, &|| AddrSpace::<Npt, _>::new(&pool).map(drop)),
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+    c.case(
+        "PageTable::new with no frame to give",
+        || pool.in_use(),
+        || failing(0, &|| PageTable::<Ept, _>::new(&pool).map(drop)),
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+
+    // ---- maps
+    let map = |at: usize, size: usize, flags: MappingFlags| {
+        move || {
+            s.borrow_mut()
+                .map_alloc(ga(at), size, flags, Populate::Eager)
+        }
+    };
+    c.case(
+        "map_alloc at an unaligned GPA",
+        state,
+        map(hole + 8, 0x1000, rw),
+        |e| matches!(e, A::Unaligned { what: "gpa", .. }),
+    );
+    c.case(
+        "map_alloc of an unaligned size",
+        state,
+        map(hole, 0x1800, rw),
+        |e| matches!(e, A::Unaligned { what: "size", .. }),
+    );
+    c.case("map_alloc of zero bytes", state, map(hole, 0, rw), |e| {
+        matches!(e, A::ZeroSize { .. })
+    });
+    c.case(
+        "map_alloc wrapping the address space",
+        state,
+        map(usize::MAX - 0xfff, 0x2000, rw),
+        |e| matches!(e, A::Overflow { .. }),
+    );
+    c.case(
+        "map_alloc ending past NPT's 48-bit GPA",
+        state,
+        map((1 << 48) - 0x1000, 0x2000, rw),
+        |e| matches!(e, A::OutOfRange { what: "gpa", .. }),
+    );
+    c.case(
+        "map_alloc with no access flag",
+        state,
+        map(hole, 0x1000, MappingFlags::UNCACHED),
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+    c.case(
+        "map_alloc both DEVICE and UNCACHED",
+        state,
+        map(
+            hole,
+            0x1000,
+            rw | MappingFlags::DEVICE | MappingFlags::UNCACHED,
+        ),
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+    c.case(
+        "map_alloc write-only on NPT",
+        state,
+        map(hole, 0x1000, MappingFlags::WRITE),
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+    c.case(
+        "map_alloc over eager RAM",
+        state,
+        map(eager + 0x3000, 0x2000, rw),
+        |e| matches!(e, A::Overlap { existing, .. } if existing.start() == ga(eager)),
+    );
+    c.case(
+        "map_alloc over a reserved area",
+        state,
+        map(reserved - 0x1000, 0x2000, rw),
+        |e| matches!(e, A::Overlap { existing, .. } if existing.start() == ga(reserved)),
+    );
+    for n in [0, 1, 3] {
+        c.case(
+            &format!("map_alloc eager, the allocator failing after {n} frames"),
+            state,
+            || failing(n, &map(hole, 0x8000, rw)),
+            |e| matches!(e, A::NoMemory { .. }),
+        );
+    }
+    let linear_map = |at: usize, hpa: usize, size: usize| {
+        move || {
+            // SAFETY: every call here is refused (the census checks that nothing
+            // changed), so the guest gets no access to `hpa`.
+            unsafe {
+                s.borrow_mut().map_linear(
+                    ga(at),
+                    HostPhysAddr::from_usize(hpa),
+                    size,
+                    rw | MappingFlags::DEVICE,
+                )
+            }
+        }
+    };
+    c.case(
+        "map_linear of an unaligned HPA",
+        state,
+        linear_map(hole, 0x0900_0010, 0x1000),
+        |e| matches!(e, A::Unaligned { what: "hpa", .. }),
+    );
+    c.case(
+        "map_linear ending past NPT's 52-bit HPA",
+        state,
+        linear_map(hole, (1 << 52) - 0x1000, 0x2000),
+        |e| matches!(e, A::OutOfRange { what: "hpa", .. }),
+    );
+    c.case(
+        "map_linear with an HPA range wrapping",
+        state,
+        linear_map(hole, usize::MAX & !0xfff, 0x2000),
+        |e| matches!(e, A::OutOfRange { what: "hpa", .. }),
+    );
+    c.case(
+        "map_linear over a device",
+        state,
+        linear_map(device + 0x1000, 0x0a00_0000, 0x1000),
+        |e| matches!(e, A::Overlap { .. }),
+    );
+    c.case(
+        "map_reserved of zero bytes",
+        state,
+        || s.borrow_mut().map_reserved(ga(hole), 0),
+        |e| matches!(e, A::ZeroSize { .. }),
+    );
+    c.case(
+        "map_reserved over lazy RAM",
+        state,
+        || s.borrow_mut().map_reserved(ga(lazy), 0x1000),
+        |e| matches!(e, A::Overlap { .. }),
+    );
+
+    // ---- unmap / protect
+    let unmap = |at: usize, size: usize| move || s.borrow_mut().unmap(ga(at), size).map(drop);
+    c.case(
+        "unmap of a hole",
+        state,
+        unmap(hole, 0x1000),
+        |e| matches!(e, A::NotMapped { gpa: g } if *g == ga(hole)),
+    );
+    c.case(
+        "unmap running past eager RAM",
+        state,
+        unmap(eager, 0x5000),
+        |e| matches!(e, A::NotMapped { gpa: g } if *g == ga(eager + 0x4000)),
+    );
+    c.case(
+        "unmap of an unaligned size",
+        state,
+        unmap(eager, 0x800),
+        |e| matches!(e, A::Unaligned { what: "size", .. }),
+    );
+    c.case(
+        "unmap splitting a 2 MiB leaf with no frame for the table",
+        state,
+        || failing(0, &unmap(huge + 0x1000, 0x1000)),
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+    let protect = |at: usize, size: usize, f: MappingFlags| {
+        move || s.borrow_mut().protect(ga(at), size, f).map(drop)
+    };
+    c.case(
+        "protect of a hole",
+        state,
+        protect(hole, 0x1000, MappingFlags::READ),
+        |e| matches!(e, A::NotMapped { .. }),
+    );
+    c.case(
+        "protect from a reserved area into a hole",
+        state,
+        protect(reserved, 0x3000, MappingFlags::READ),
+        |e| matches!(e, A::NotMapped { gpa: g } if *g == ga(reserved + 0x2000)),
+    );
+    c.case(
+        "protect with no access flag",
+        state,
+        protect(eager, 0x1000, MappingFlags::empty()),
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+    c.case(
+        "protect making RAM device memory",
+        state,
+        protect(eager, 0x1000, rw | MappingFlags::DEVICE),
+        |e| matches!(e, A::MemoryType { gpa: g, .. } if *g == ga(eager)),
+    );
+    c.case(
+        "protect making a device uncached",
+        state,
+        protect(device, 0x1000, MappingFlags::READ | MappingFlags::UNCACHED),
+        |e| matches!(e, A::MemoryType { gpa: g, .. } if *g == ga(device)),
+    );
+    c.case(
+        "protect splitting a 2 MiB leaf with no frame for the table",
+        state,
+        || failing(0, &protect(huge, 0x1000, MappingFlags::READ)),
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+
+    // ---- translate / fault
+    let translate = |at: usize| move || s.borrow().translate(ga(at)).map(drop);
+    c.case("translate of a hole", state, translate(hole), |e| {
+        matches!(e, A::NoArea { .. })
+    });
+    c.case(
+        "translate of a lazy page not faulted in",
+        state,
+        translate(lazy),
+        |e| matches!(e, A::NotPopulated { .. }),
+    );
+    c.case(
+        "translate in a reserved area",
+        state,
+        translate(reserved + 0x10),
+        |e| matches!(e, A::Reserved { .. }),
+    );
+    c.case(
+        "a lazy page's fault with no frame to give",
+        state,
+        || {
+            failing(0, &|| {
+                s.borrow_mut()
+                    .handle_page_fault(ga(lazy + 0x1234), addrspace::AccessKind::Write)
+                    .map(drop)
+            })
+        },
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+
+    // ---- copies
+    let read = |at: usize, len: usize| {
+        move || {
+            let mut buf = vec![0u8; len];
+            s.borrow().read(ga(at), &mut buf)
+        }
+    };
+    let write = |at: usize, len: usize| move || s.borrow().write(ga(at), &vec![0x5a; len]);
+    let fill = |at: usize| {
+        let mut b = [0u8; 8];
+        s.borrow().read(ga(at), &mut b).unwrap();
+        b
+    };
+    // The copies must not write: the bytes around each case's range read the same.
+    let copy_state = || (space_state(s, &pool), fill(eager + 0x3ff8), fill(linear));
+    c.case(
+        "read of a hole",
+        state,
+        read(hole, 1),
+        |e| matches!(e, A::NoArea { gpa: g } if *g == ga(hole)),
+    );
+    c.case(
+        "read running from RAM into a hole",
+        copy_state,
+        read(eager + 0x3ff0, 0x20),
+        |e| matches!(e, A::NoArea { gpa: g } if *g == ga(eager + 0x4000)),
+    );
+    c.case(
+        "read of device memory",
+        state,
+        read(device + 4, 4),
+        |e| matches!(e, A::DeviceMemory { gpa: g } if *g == ga(device + 4)),
+    );
+    c.case("read in a reserved area", state, read(reserved, 16), |e| {
+        matches!(e, A::Reserved { .. })
+    });
+    c.case(
+        "read of a lazy page not faulted in",
+        state,
+        read(lazy + 0x2000, 16),
+        |e| matches!(e, A::NotPopulated { .. }),
+    );
+    c.case(
+        "read wrapping the address space",
+        state,
+        read(usize::MAX - 3, 8),
+        |e| matches!(e, A::Overflow { .. }),
+    );
+    c.case(
+        "write running from eager RAM into a hole",
+        copy_state,
+        write(eager + 0x3ff8, 16),
+        |e| matches!(e, A::NoArea { .. }),
+    );
+    c.case(
+        "write running past linear RAM",
+        copy_state,
+        write(linear + 0x3ff8, 16),
+        |e| matches!(e, A::NoArea { gpa: g } if *g == ga(linear + 0x4000)),
+    );
+    c.case("write of device memory", state, write(device, 8), |e| {
+        matches!(e, A::DeviceMemory { .. })
+    });
+    c.case(
+        "write into a reserved area",
+        state,
+        write(reserved + 0x1ff0, 8),
+        |e| matches!(e, A::Reserved { .. }),
+    );
+    c.case(
+        "read_obj straddling RAM's end",
+        copy_state,
+        || s.borrow().read_obj::<u64>(ga(eager + 0x3ffc)),
+        |e| matches!(e, A::NoArea { .. }),
+    );
+    c.case(
+        "write_obj onto device memory",
+        state,
+        || s.borrow().write_obj(ga(device + 8), &0x1234_u64),
+        |e| matches!(e, A::DeviceMemory { .. }),
+    );
+    let populate = |at: usize, len: usize| move || s.borrow_mut().populate(ga(at), len);
+    c.case(
+        "populate of device memory",
+        state,
+        populate(device, 1),
+        |e| matches!(e, A::DeviceMemory { .. }),
+    );
+    c.case(
+        "populate running past lazy RAM",
+        state,
+        populate(lazy, 0x4001),
+        |e| matches!(e, A::NoArea { gpa: g } if *g == ga(lazy + 0x4000)),
+    );
+    c.case(
+        "populate of a reserved area",
+        state,
+        populate(reserved, 1),
+        |e| matches!(e, A::Reserved { .. }),
+    );
+    c.case(
+        "populate of a hole",
+        state,
+        populate(hole + 0x10, 0x10),
+        |e| matches!(e, A::NoArea { .. }),
+    );
+    c.case(
+        "populate wrapping the address space",
+        state,
+        populate(usize::MAX - 0xff, 0x200),
+        |e| matches!(e, A::Overflow { .. }),
+    );
+    c.case(
+        "populate of lazy RAM, the allocator failing after 2 frames",
+        state,
+        || failing(2, &|| s.borrow_mut().populate(ga(lazy), 0x4000).map(drop)),
+        |e| matches!(e, A::NoMemory { .. }),
+    );
+
+    // ---- flush tokens
+    let other_pool = PoolAllocator::new(16);
+    let mut other = AddrSpace::<Npt, _>::new(&other_pool).unwrap();
+    other
+        .map_alloc(ga(0x1000), 0x2000, rw, Populate::Eager)
+        .unwrap();
+    let foreign = other.unmap(ga(0x1000), 0x1000).unwrap();
+    let foreign = Mutex::new(Some(foreign));
+    c.case(
+        "complete_flush of another space's token",
+        state,
+        || {
+            let token = foreign.lock().unwrap().take().unwrap();
+            s.borrow_mut().complete_flush(token)
+        },
+        |e| matches!(e, A::ForeignFlush { .. }),
+    );
+    // The token, refused, was dropped: its frame stays held until `other` drops.
+    let mine = s.borrow_mut().unmap(ga(eager), 0x1000).unwrap();
+    let mine = Mutex::new(mine);
+    let theirs = other.unmap(ga(0x2000), 0x1000).unwrap();
+    let theirs_range = theirs.range();
+    c.case(
+        "Flush::merge of another space's token",
+        || (state(), mine.lock().unwrap().range()),
+        || mine.lock().unwrap().merge(theirs),
+        |e| e.other.range() == theirs_range,
+    );
+    s.borrow_mut()
+        .complete_flush(mine.into_inner().unwrap())
+        .unwrap();
+    drop(other);
+    assert_eq!(
+        other_pool.in_use(),
+        0,
+        "the other space's frames after drop"
+    );
+    {
+        // A token of a dropped table given to a new one (which may get the old
+        // root frame): refused.
+        let p = PoolAllocator::new(16);
+        let mut a = PageTable::<Sv39x4, _>::new(&p).unwrap();
+        // SAFETY: a table no guest uses; the range is never accessed.
+        unsafe { a.map(ga(0), HostPhysAddr::from_usize(0x8000_0000), 0x1000, rw) }.unwrap();
+        let token = a.unmap(ga(0), 0x1000).unwrap();
+        drop(a);
+        let b = RefCell::new(PageTable::<Sv39x4, _>::new(&p).unwrap());
+        let token = Mutex::new(Some(token));
+        c.case(
+            "PageTable::complete_flush of a dropped table's token",
+            || (p.in_use(), b.borrow().table_frames()),
+            || {
+                b.borrow_mut()
+                    .complete_flush(token.lock().unwrap().take().unwrap())
+            },
+            |e| matches!(e, A::ForeignFlush { .. }),
+        );
+    }
+
+    // ---- bare page tables, other formats
+    let tp = PoolAllocator::new(32);
+    let table = RefCell::new(PageTable::<ArmStage2Ipa40, _>::new(&tp).unwrap());
+    let t = &table;
+    // SAFETY: a table no guest uses; the ranges are never accessed.
+    unsafe {
+        t.borrow_mut().map(
+            ga(0x20_0000),
+            HostPhysAddr::from_usize(0x4000_0000),
+            0x20_0000,
+            rw,
+        )
+    }
+    .unwrap();
+    let table_state = || {
+        let mut leaves = Vec::new();
+        t.borrow().for_each_leaf(|g, tr| leaves.push((g, tr)));
+        (leaves, tp.in_use())
+    };
+    let tmap = |at: usize, hpa: usize, size: usize| {
+        move || {
+            // SAFETY: as above; the census checks that these are refused.
+            unsafe {
+                t.borrow_mut()
+                    .map(ga(at), HostPhysAddr::from_usize(hpa), size, rw)
+            }
+        }
+    };
+    c.case(
+        "PageTable::map over a translated page",
+        table_state,
+        tmap(0x3f_f000, 0x5000_0000, 0x2000),
+        |e| matches!(e, A::AlreadyMapped { gpa: g } if *g == ga(0x3f_f000)),
+    );
+    c.case(
+        "PageTable::map past Arm's 40-bit IPA",
+        table_state,
+        tmap(1 << 40, 0x5000_0000, 0x1000),
+        |e| matches!(e, A::OutOfRange { what: "gpa", .. }),
+    );
+    c.case(
+        "PageTable::map past Arm's 48-bit output address",
+        table_state,
+        tmap(0x1000, 1 << 48, 0x1000),
+        |e| matches!(e, A::OutOfRange { what: "hpa", .. }),
+    );
+    c.case(
+        "PageTable::unmap of a hole",
+        table_state,
+        || t.borrow_mut().unmap(ga(0x40_0000), 0x1000).map(drop),
+        |e| matches!(e, A::NotMapped { .. }),
+    );
+    c.case(
+        "PageTable::protect into a hole",
+        table_state,
+        || {
+            t.borrow_mut()
+                .protect(ga(0x3f_f000), 0x2000, MappingFlags::READ)
+                .map(drop)
+        },
+        |e| matches!(e, A::NotMapped { gpa: g } if *g == ga(0x40_0000)),
+    );
+    c.pure(
+        "check_flags: write without read on EPT",
+        || PageTable::<Ept, &PoolAllocator>::check_flags(MappingFlags::WRITE),
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+    c.pure(
+        "check_flags: write without read on Sv48x4",
+        || {
+            PageTable::<Sv48x4, &PoolAllocator>::check_flags(
+                MappingFlags::WRITE | MappingFlags::EXECUTE,
+            )
+        },
+        |e| matches!(e, A::InvalidFlags { .. }),
+    );
+
+    // ---- ranges and the boards' frame bitmap
+    c.pure(
+        "GpaRange of an unaligned start",
+        || GpaRange::new(ga(0x1001), 0x1000),
+        |e| matches!(e, A::Unaligned { what: "gpa", .. }),
+    );
+    c.pure(
+        "GpaRange ending past usize",
+        || GpaRange::new(ga(usize::MAX & !0xfff), 0x2000),
+        |e| matches!(e, A::Overflow { .. }),
+    );
+    c.pure(
+        "GpaRange from bounds in the wrong order",
+        || GpaRange::from_bounds(ga(0x2000), ga(0x1000)),
+        |e| matches!(e, A::ZeroSize { .. }),
+    );
+    let mut ram = vec![0u8; 0x12_000];
+    let base = HostPhysAddr::from_usize((ram.as_mut_ptr() as usize + 0xfff) & !0xfff);
+    // SAFETY: this test's "physical" addresses are its own heap addresses (offset 0).
+    let frames = unsafe { BitmapFrames::<1>::new(base, 0) };
+    // SAFETY: the 16 frames from `base` lie in `ram`, which nothing else uses and
+    // which outlives `frames`.
+    unsafe { frames.add_free(base, base + 16 * 0x1000) };
+    let taken = frames.alloc_frames(2, 1).unwrap();
+    let free = || frames.free_frames();
+    c.case(
+        "BitmapFrames::dealloc of a free frame",
+        free,
+        // SAFETY: a frame nobody uses; the call is refused.
+        || unsafe { frames.dealloc(taken + 0x2000, 1) },
+        |e| matches!(e, FreeError::NotAllocated { .. }),
+    );
+    c.case(
+        "BitmapFrames::dealloc outside its window",
+        free,
+        // SAFETY: not a frame of this allocator; the call is refused.
+        || unsafe { frames.dealloc(base + 64 * 0x1000, 1) },
+        |e| matches!(e, FreeError::OutOfWindow { .. }),
+    );
+    c.case(
+        "BitmapFrames::dealloc of an unaligned address",
+        free,
+        // SAFETY: not a frame address; the call is refused.
+        || unsafe { frames.dealloc(taken + 8, 1) },
+        |e| matches!(e, FreeError::OutOfWindow { .. }),
+    );
+    c.case(
+        "BitmapFrames::reserve of a taken frame",
+        free,
+        || frames.reserve(taken, 1).then_some(()).ok_or("refused"),
+        |_| true,
+    );
+    // SAFETY: handed out above, unused.
+    unsafe { frames.dealloc(taken, 2) }.unwrap();
+    assert_eq!(frames.free_frames(), 16);
+    drop(ram);
+
+    // Every frame back but the linear RAM block taken out of the pool.
+    drop(space);
+    assert_eq!(pool.in_use(), 4, "address-space frames leaked");
 }
 
 // ------------------------------------------------------------------ vCPU states
@@ -1637,6 +2287,7 @@ fn mmio_past_a_devices_end_never_reaches_the_model() {
 fn census() {
     let mut c = Census::default();
     decoders(&mut c);
+    address_spaces(&mut c);
     vcpu_states(&mut c);
     vgic(&mut c);
     configs(&mut c);
