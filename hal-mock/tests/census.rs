@@ -1676,6 +1676,12 @@ fn operations(c: &mut Census, m: &Arc<Machine>) {
         || vm.protect_region(gpa(RAM), 0x800, rw),
         |e| space_err(e, |a| matches!(a, A::Unaligned { .. })),
     );
+    c.case(
+        "protect_region making RAM a device",
+        state,
+        || vm.protect_region(gpa(RAM), 0x1000, MappingFlags::DEVICE_RW),
+        |e| space_err(e, |a| matches!(a, A::MemoryType { .. })),
+    );
     let read = |at: u64, len: usize| {
         let mut b = vec![0u8; len];
         vm.read_guest(gpa(at), &mut b)
