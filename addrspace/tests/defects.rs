@@ -228,3 +228,33 @@ fn protect_without_device_keeps_pass_through_device_memory() {
         Err(Error::DeviceMemory { gpa: mmio })
     );
 }
+
+/// Found by the `addrspace_ops` fuzz target: `populate` refused device memory only
+/// in linear areas, so allocated memory mapped `DEVICE` got frames for lazy pages
+/// (and `Ok`), although the copy that follows a populate refuses it with
+/// `DeviceMemory`: a refused host copy (vm-core's `with_populated`) changed the space.
+#[test]
+fn populate_refuses_allocated_device_memory() {
+    let pool = PoolAllocator::new(64);
+    let mut s = AddrSpace::<Npt, _>::new(&pool).unwrap();
+    let (lazy, eager) = (gpa(0x1000_0000), gpa(0x2000_0000));
+    let dev = MappingFlags::DEVICE_RW;
+    s.map_alloc(lazy, 2 * K4, dev, Populate::Lazy).unwrap();
+    s.map_alloc(eager, K4, dev, Populate::Eager).unwrap();
+    let frames = pool.in_use();
+    assert_eq!(
+        s.populate(lazy + 0x10, K4),
+        Err(Error::DeviceMemory { gpa: lazy + 0x10 })
+    );
+    assert_eq!(
+        s.populate(eager, 8),
+        Err(Error::DeviceMemory { gpa: eager })
+    );
+    assert_eq!(pool.in_use(), frames, "a refused populate took frames");
+    assert_eq!(s.translate(lazy), Err(Error::NotPopulated { gpa: lazy }));
+    // What the copy after a populate would say.
+    assert_eq!(
+        s.read(eager, &mut [0u8; 8]),
+        Err(Error::DeviceMemory { gpa: eager })
+    );
+}

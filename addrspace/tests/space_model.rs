@@ -666,10 +666,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             Some((_, a)) if a.kind == Kind::Reserved => {
                                 expect = Some(Error::Reserved { gpa: g })
                             }
-                            Some((_, a))
-                                if matches!(a.kind, Kind::Linear(_))
-                                    && a.flags.contains(MappingFlags::DEVICE) =>
-                            {
+                            // Device memory, linear or allocated (as the copies).
+                            Some((_, a)) if a.flags.contains(MappingFlags::DEVICE) => {
                                 expect = Some(Error::DeviceMemory { gpa: g })
                             }
                             Some((_, a)) => {

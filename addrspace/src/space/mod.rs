@@ -604,7 +604,8 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                         gpa: at(piece.range.start()),
                     });
                 }
-                Backend::Linear { .. } if piece.flags.contains(MappingFlags::DEVICE) => {
+                // Device memory, linear or allocated: the copies refuse it too.
+                _ if piece.flags.contains(MappingFlags::DEVICE) => {
                     return Err(Error::DeviceMemory {
                         gpa: at(piece.range.start()),
                     });
