@@ -153,6 +153,23 @@ fn snapshot<F: NestedFormat>(s: &AddrSpace<F, &PoolAllocator>, pool: &PoolAlloca
     }
 }
 
+/// The bytes an op names, when it changes or reads the space there.
+fn touched(op: &Op) -> Option<(usize, usize)> {
+    match *op {
+        Op::MapAlloc { r, .. }
+        | Op::MapLinear { r, .. }
+        | Op::MapReserved(r)
+        | Op::Unmap(r)
+        | Op::Protect { r, .. } => Some(r.get()),
+        Op::Fault { page, offset, .. } => Some((at(page, offset), 1)),
+        Op::Write {
+            page, offset, len, ..
+        }
+        | Op::Populate { page, offset, len } => Some((at(page, offset), usize::from(len))),
+        _ => None,
+    }
+}
+
 fn at(page: u16, offset: u16) -> usize {
     WINDOW + usize::from(page) % (WINDOW_PAGES + 2) * PAGE_SIZE + usize::from(offset) % PAGE_SIZE
         - PAGE_SIZE
@@ -192,6 +209,7 @@ impl<'p, F: NestedFormat> Run<'p, F> {
     fn step(&mut self, op: Op) {
         let before = snapshot(&self.s, self.pool);
         let what = format!("{op:?}");
+        let touched = touched(&op);
         let changed = self.apply(op);
         if !changed {
             assert_eq!(
@@ -201,6 +219,15 @@ impl<'p, F: NestedFormat> Run<'p, F> {
             );
         }
         self.check(&what);
+        // The translation of every page the op named (and its neighbours) against
+        // the model: kind, flags, frame.
+        if let Some((gpa, len)) = touched {
+            let first = pn(gpa).saturating_sub(1).max(pn(WINDOW) - 1);
+            let last = pn(gpa.saturating_add(len)).min(pn(WINDOW) + WINDOW_PAGES);
+            for p in first..=last {
+                self.check_page(p * PAGE_SIZE, &what);
+            }
+        }
     }
 
     /// Runs `op`, checks its result against the model and updates the model;
