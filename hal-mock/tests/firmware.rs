@@ -216,7 +216,7 @@ fn console_reads_guest_memory_through_the_copy_api() {
 
 /// Probes answer what vm-core offers: the standard services always, the console
 /// only with one attached, a board's hypercall interface only once offered, a
-/// service the vCPU must carry out (the timer) only where it can, IPIs not yet.
+/// service the vCPU must carry out (the timer) only where it can, IPIs always.
 /// Versions follow the interface; the console without a console is not supported.
 #[test]
 fn probes_and_versions() {
@@ -238,7 +238,7 @@ fn probes_and_versions() {
             probe(Some(Service::Timer)),
             check(0, no, "the mock has no timer"),
             probe(Some(Service::Ipi)),
-            check(0, no, "no IPIs"),
+            check(0, yes, "IPIs"),
             probe(None),
             check(0, no, "unknown"),
             Op::Call(FirmwareCall::Version),
@@ -313,4 +313,88 @@ fn hypercalls_wait_for_their_answer() {
     );
     assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
     assert_eq!(log.counts(), (1, 0), "{:?}", log.failures());
+}
+
+/// SBI IPIs: the supervisor software interrupt reaches the vCPUs the mask names by
+/// their guest CPU ids (hart ids 4 and 7 here, not the indexes), a broadcast mask
+/// reaches every vCPU, and a mask naming an id no vCPU has is refused and
+/// interrupts nobody. The VM counts the exits by kind.
+#[test]
+fn sbi_ipis_reach_their_targets_by_cpu_id() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use vcpu_api::CpuMask;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let log = Arc::new(GuestLog::default());
+    let ids = [4u64, 7];
+    let second = gpa(RAM + 0x1000);
+    let ipi = |mask, base| {
+        Op::Call(FirmwareCall::SendIpi {
+            targets: CpuMask { mask, base },
+        })
+    };
+    let program = Program::new()
+        .at(
+            gpa(RAM),
+            vec![
+                Op::CpuUp {
+                    target: ids[1],
+                    entry: second,
+                    arg: 0,
+                },
+                check(0, 0, "started"),
+                // Hart 7 = base 4, bit 3.
+                ipi(1 << 3, 4),
+                check(0, 0, "IPI to hart 7"),
+                // Harts 4 and 5: 5 is no vCPU's id.
+                ipi(0b11, 4),
+                check(0, err(FirmwareError::InvalidParameters), "hart 5"),
+                ipi(0, u64::MAX),
+                check(0, 0, "broadcast"),
+                Op::Hypercall {
+                    nr: 1,
+                    args: [0; 6],
+                },
+                Op::Halt,
+                Op::Shutdown,
+            ],
+        )
+        .at(second, vec![Op::Halt, Op::CpuDown]);
+    let vm = vm_with_ids::<Sv39x4>(&ids, program, &log).unwrap();
+    let sent = AtomicBool::new(false);
+    let report = run_vm(&machine, &vm, 1, |vm, vcpu, exit| match (vcpu, exit) {
+        (0, VmExit::Hypercall(Hypercall { nr: 1, .. })) => {
+            sent.store(true, Ordering::SeqCst);
+            Action::Return(0)
+        }
+        (0, VmExit::Halt) => {
+            while vm.is_vcpu_started(1) {
+                std::thread::yield_now();
+            }
+            Action::Resume
+        }
+        // vCPU 1 waits until vCPU 0 sent every IPI, then enters once more (taking
+        // them) and stops.
+        (1, VmExit::Halt) => {
+            while !sent.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            Action::Resume
+        }
+        other => panic!("{other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(log.counts(), (4, 0), "{:?}", log.failures());
+    let irqs = |i| vm.with_vcpu(i, |v| v.pending_irqs().to_vec()).unwrap();
+    let ssi = vm_core::SBI_IPI_INTERRUPT;
+    assert_eq!(irqs(1), [ssi, ssi], "the targeted IPI and the broadcast");
+    assert_eq!(irqs(0), [ssi], "the broadcast only");
+    // The exits by kind: CPU on, three IPIs, the hypercall, system off and CPU off
+    // are firmware calls; both vCPUs halted once.
+    let exits = vm.stats().exits;
+    assert_eq!(
+        (exits.calls, exits.ipi_calls, exits.hypercalls, exits.halts),
+        (7, 3, 1, 2),
+        "{exits}"
+    );
 }

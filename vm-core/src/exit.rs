@@ -99,3 +99,156 @@ pub enum VmExit {
     /// The VM was stopped (by another vCPU or the host).
     Stopped,
 }
+
+/// How many exits of each kind a VM's vCPUs took (every exit of `ArchVCpu::run`,
+/// handled inside `run_vcpu` or not), for "exits per boot" figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    /// Nested page faults (lazy fault-in, emulated MMIO, refused accesses).
+    pub nested_faults: u64,
+    /// Of those, accesses to emulated devices.
+    pub mmio: u64,
+    /// Firmware calls (PSCI, SBI, CPUID, hypercalls), all kinds.
+    pub calls: u64,
+    /// Of those, timer calls (SBI `set_timer`).
+    pub timer_calls: u64,
+    /// Of those, IPIs (SBI `send_ipi`).
+    pub ipi_calls: u64,
+    /// Of those, remote fences (SBI RFENCE).
+    pub fence_calls: u64,
+    /// Of those, the board's hypercalls.
+    pub hypercalls: u64,
+    /// Port I/O.
+    pub io: u64,
+    /// Trapped system-register accesses.
+    pub sysreg: u64,
+    /// WFI/HLT exits.
+    pub halts: u64,
+    /// Kicks taken (the host made the vCPU leave the guest).
+    pub kicks: u64,
+    /// Host interrupts taken while the guest ran.
+    pub interrupts: u64,
+    /// Anything else (resets, failed entries).
+    pub other: u64,
+}
+
+impl ExitCounts {
+    /// Every exit.
+    pub fn total(&self) -> u64 {
+        self.nested_faults
+            + self.calls
+            + self.io
+            + self.sysreg
+            + self.halts
+            + self.kicks
+            + self.interrupts
+            + self.other
+    }
+}
+
+impl core::fmt::Display for ExitCounts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} exits: {} nested faults ({} MMIO), {} firmware calls ({} timer, {} IPI, \
+             {} remote fence, {} hypercall), {} WFI, {} kicks, {} host interrupts",
+            self.total(),
+            self.nested_faults,
+            self.mmio,
+            self.calls,
+            self.timer_calls,
+            self.ipi_calls,
+            self.fence_calls,
+            self.hypercalls,
+            self.halts,
+            self.kicks,
+            self.interrupts
+        )?;
+        if self.io + self.sysreg + self.other > 0 {
+            write!(
+                f,
+                ", {} port I/O, {} system registers, {} other",
+                self.io, self.sysreg, self.other
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The counters behind [`ExitCounts`], shared by a VM's vCPUs.
+#[derive(Default)]
+pub(crate) struct ExitCounters {
+    counts: [core::sync::atomic::AtomicU64; 13],
+}
+
+/// Indexes into [`ExitCounters::counts`], in [`ExitCounts`] field order.
+mod slot {
+    pub(super) const FAULT: usize = 0;
+    pub(super) const MMIO: usize = 1;
+    pub(super) const CALL: usize = 2;
+    pub(super) const TIMER: usize = 3;
+    pub(super) const IPI: usize = 4;
+    pub(super) const FENCE: usize = 5;
+    pub(super) const HYPERCALL: usize = 6;
+    pub(super) const IO: usize = 7;
+    pub(super) const SYSREG: usize = 8;
+    pub(super) const HALT: usize = 9;
+    pub(super) const KICK: usize = 10;
+    pub(super) const INTERRUPT: usize = 11;
+    pub(super) const OTHER: usize = 12;
+}
+
+impl ExitCounters {
+    fn bump(&self, i: usize) {
+        self.counts[i].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts `exit`.
+    pub(crate) fn record(&self, exit: &vcpu_api::ExitReason) {
+        use vcpu_api::{ExitReason, FirmwareCall};
+        match exit {
+            ExitReason::NestedPageFault(_) => self.bump(slot::FAULT),
+            ExitReason::Call(call) => {
+                self.bump(slot::CALL);
+                match call.call {
+                    FirmwareCall::SetTimer { .. } => self.bump(slot::TIMER),
+                    FirmwareCall::SendIpi { .. } => self.bump(slot::IPI),
+                    FirmwareCall::RemoteFence { .. } => self.bump(slot::FENCE),
+                    FirmwareCall::Hypercall(_) => self.bump(slot::HYPERCALL),
+                    _ => {}
+                }
+            }
+            ExitReason::Io(_) => self.bump(slot::IO),
+            ExitReason::SysReg(_) => self.bump(slot::SYSREG),
+            ExitReason::Halt => self.bump(slot::HALT),
+            ExitReason::Kicked => self.bump(slot::KICK),
+            ExitReason::ExternalInterrupt { .. } => self.bump(slot::INTERRUPT),
+            _ => self.bump(slot::OTHER),
+        }
+    }
+
+    /// Counts an access that reached an emulated device.
+    pub(crate) fn record_mmio(&self) {
+        self.bump(slot::MMIO);
+    }
+
+    /// The counts now.
+    pub(crate) fn snapshot(&self) -> ExitCounts {
+        let c = |i: usize| self.counts[i].load(core::sync::atomic::Ordering::Relaxed);
+        ExitCounts {
+            nested_faults: c(slot::FAULT),
+            mmio: c(slot::MMIO),
+            calls: c(slot::CALL),
+            timer_calls: c(slot::TIMER),
+            ipi_calls: c(slot::IPI),
+            fence_calls: c(slot::FENCE),
+            hypercalls: c(slot::HYPERCALL),
+            io: c(slot::IO),
+            sysreg: c(slot::SYSREG),
+            halts: c(slot::HALT),
+            kicks: c(slot::KICK),
+            interrupts: c(slot::INTERRUPT),
+            other: c(slot::OTHER),
+        }
+    }
+}

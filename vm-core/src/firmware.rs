@@ -3,9 +3,9 @@
 //! [`FirmwareReply`]; this module decides which calls are supported and what they
 //! answer: interface versions and feature probes, which vCPU a CPU on targets (the
 //! guest's CPU id mapped to a vCPU index, [`Vm::vcpu_by_cpu_id`]), CPU off and
-//! status, system off and reset, the console (through the guest-memory copy API and
-//! its rules), what CPUID reports (`identify.rs`). Hypercalls of the board's own go
-//! to the caller as [`VmExit::Hypercall`].
+//! status, system off and reset, inter-processor interrupts, the console (through the
+//! guest-memory copy API and its rules), what CPUID reports (`identify.rs`).
+//! Hypercalls of the board's own go to the caller as [`VmExit::Hypercall`].
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -13,7 +13,8 @@ use alloc::vec::Vec;
 use addrspace::{GuestPhysAddr, PAGE_SIZE};
 use spin::RwLock;
 use vcpu_api::{
-    ArchVCpu, Conduit, CpuState, FirmwareCall, FirmwareError, FirmwareReply, GuestCall, Service,
+    ArchVCpu, Conduit, CpuMask, CpuState, FirmwareCall, FirmwareError, FirmwareReply, GuestCall,
+    Service,
 };
 
 use crate::error::VmError;
@@ -35,6 +36,10 @@ pub const SBI_IMPL_VERSION: u64 = 0x0001;
 /// PSCI MIGRATE_INFO_TYPE's answer: no Trusted OS that needs migrating (DEN0022D
 /// §5.8.1, value 2).
 pub const MIGRATE_NOT_REQUIRED: u64 = 2;
+/// The interrupt an SBI IPI raises on each target: the supervisor software interrupt
+/// (RISC-V interrupt 1; a guest in VS-mode takes it as its `sip.SSIP`, which the
+/// hypervisor raises through `hvip.VSSIP`). SBI v2.0 chapter 7.
+pub const SBI_IPI_INTERRUPT: usize = 1;
 /// The most bytes one console read or write moves (the guest loops for more, as
 /// the SBI DBCN specification allows).
 pub const CONSOLE_CHUNK: usize = 256;
@@ -74,7 +79,7 @@ impl<V: ArchVCpu> Vm<V> {
         match service {
             Service::Base | Service::CpuPower | Service::SystemPower | Service::MigrateInfo => true,
             Service::Timer | Service::RemoteFence => inner.arch.provides(service),
-            Service::Ipi => false,
+            Service::Ipi => true,
             Service::Console => self.firmware.console.read().is_some(),
             Service::Hypercall { nr } => self.firmware.hypercalls.read().contains(&nr),
         }
@@ -116,6 +121,7 @@ impl<V: ArchVCpu> Vm<V> {
             }
             FirmwareCall::SetTimer { .. } => (self.granted(inner, Service::Timer), None),
             FirmwareCall::RemoteFence { .. } => (self.granted(inner, Service::RemoteFence), None),
+            FirmwareCall::SendIpi { targets } => (self.send_ipi(targets), None),
             FirmwareCall::ConsoleWrite { gpa, len } => (self.console_write(gpa, len), None),
             FirmwareCall::ConsoleRead { gpa, len } => (self.console_read(gpa, len), None),
             FirmwareCall::ConsoleWriteByte { byte } => (self.console_write_byte(byte), None),
@@ -135,8 +141,7 @@ impl<V: ArchVCpu> Vm<V> {
                 inner.pending = Some(Pending::Call(call));
                 return Ok(Some(VmExit::Hypercall(h)));
             }
-            // IPIs need a virtual interrupt path (not there yet); the rest is not
-            // implemented.
+            // The rest is not implemented.
             _ => (FirmwareReply::Error(FirmwareError::NotSupported), None),
         };
         inner
@@ -186,6 +191,35 @@ impl<V: ArchVCpu> Vm<V> {
                 (FirmwareReply::Error(FirmwareError::Failed), None)
             }
         }
+    }
+
+    /// SBI `send_ipi`: the supervisor software interrupt on every vCPU whose guest
+    /// CPU id is in `targets` (queued for its next entry; a vCPU in the guest is
+    /// kicked out to take it). A mask naming an id no vCPU has is
+    /// INVALID_PARAMETERS and interrupts nobody (SBI v2.0 section 7.1: "at least one
+    /// hartid ... is not valid").
+    fn send_ipi(&self, targets: CpuMask) -> FirmwareReply {
+        let mut vcpus = Vec::new();
+        if targets.base == u64::MAX {
+            vcpus.extend(0..self.vcpu_count());
+        } else {
+            for bit in (0..64u64).filter(|b| targets.mask & (1 << b) != 0) {
+                let index = targets
+                    .base
+                    .checked_add(bit)
+                    .and_then(|id| self.vcpu_by_cpu_id(id));
+                match index {
+                    Some(i) => vcpus.push(i),
+                    None => return FirmwareReply::Error(FirmwareError::InvalidParameters),
+                }
+            }
+        }
+        for i in vcpus {
+            if self.inject_interrupt(i, SBI_IPI_INTERRUPT).is_err() {
+                return FirmwareReply::Error(FirmwareError::Failed);
+            }
+        }
+        FirmwareReply::Value(0)
     }
 
     fn cpu_status(&self, target: u64) -> FirmwareReply {

@@ -50,11 +50,11 @@ pub use config::{
 };
 pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
 pub use error::{VmError, VmResult};
-pub use exit::{Unserved, UnservedAccess, VmExit};
+pub use exit::{ExitCounts, Unserved, UnservedAccess, VmExit};
 pub use fdt::{GuestTreeError, GuestTreeOptions, ReservedRange, guest_tree};
 pub use firmware::{
     CONSOLE_CHUNK, GuestConsole, MIGRATE_NOT_REQUIRED, PSCI_VERSION, SBI_IMPL_ID, SBI_IMPL_VERSION,
-    SBI_VERSION,
+    SBI_IPI_INTERRUPT, SBI_VERSION,
 };
 pub use frames::HalFrames;
 pub use hal::VmHal;

@@ -132,6 +132,7 @@ impl<V: ArchVCpu> Vm<V> {
         inner: &mut VCpuInner<V>,
         exit: ExitReason,
     ) -> Step {
+        self.exits.record(&exit);
         if !matches!(exit, ExitReason::NestedPageFault(_) | ExitReason::Kicked) {
             inner.progress();
         }
@@ -189,7 +190,10 @@ impl<V: ArchVCpu> Vm<V> {
                 }
             );
             return match device {
-                Some(d) => self.emulate(vcpu, inner, fault, (base, length), d),
+                Some(d) => {
+                    self.exits.record_mmio();
+                    self.emulate(vcpu, inner, fault, (base, length), d)
+                }
                 None => {
                     let why = mmio_unserved(base, length).map_err(|error| VmError::AddrSpace {
                         op: "emulated device range",

@@ -83,6 +83,8 @@ pub struct VmStats {
     pub table_frames: usize,
     /// Frames held until a flush completes (0 between operations).
     pub deferred_frames: usize,
+    /// The exits the vCPUs took, by kind.
+    pub exits: crate::exit::ExitCounts,
 }
 
 /// Host memory a VM owns outside its address space's allocator (identical regions,
@@ -238,6 +240,7 @@ pub struct Vm<V: ArchVCpu> {
     shootdowns: AtomicU64,
     pub(crate) faults_mapped: AtomicU64,
     pub(crate) faults_spurious: AtomicU64,
+    pub(crate) exits: crate::exit::ExitCounters,
     pub(crate) fault_loop_limit: AtomicUsize,
     pub(crate) firmware: Firmware,
 }
@@ -380,6 +383,7 @@ impl<V: ArchVCpu> Vm<V> {
             shootdowns: AtomicU64::new(0),
             faults_mapped: AtomicU64::new(0),
             faults_spurious: AtomicU64::new(0),
+            exits: crate::exit::ExitCounters::default(),
             fault_loop_limit: AtomicUsize::new(DEFAULT_FAULT_LOOP_LIMIT),
             firmware: Firmware::default(),
         }))
@@ -513,6 +517,7 @@ impl<V: ArchVCpu> Vm<V> {
             data_frames: space.data_frames(),
             table_frames: space.table_frames(),
             deferred_frames: space.deferred_frames(),
+            exits: self.exits.snapshot(),
         }
     }
 
