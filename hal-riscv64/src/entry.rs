@@ -12,7 +12,7 @@ use crate::context::{
     OFF_FCSR, OFF_FP, OFF_FP_LIVE, OFF_HOST, OFF_HOST_FCSR, OFF_HOST_FS, OFF_HOST_STVEC,
     OFF_HSTATUS, OFF_HTINST, OFF_HTVAL, OFF_SCAUSE, OFF_SEPC, OFF_SSTATUS, OFF_STVAL,
 };
-use crate::regs::{csr_read, csr_set, csr_write, hstatus, num, sstatus};
+use crate::regs::{csr_read, csr_set, csr_write, num, sstatus};
 
 // The world switch. `hal_rv64_run_guest(regs)` saves the host's callee-saved
 // registers (and sp, gp, tp) in `regs`, loads the guest's sstatus (SPP = guest
@@ -175,6 +175,8 @@ pub(crate) struct EntryState<'a> {
     pub(crate) flush_vmid: Option<u16>,
     /// Virtual interrupts to raise in `hvip`.
     pub(crate) inject: u64,
+    /// The `hstatus` to enter with (`regs::hstatus::for_guest`).
+    pub(crate) hstatus: u64,
 }
 
 /// Loads the per-entry state into the hart and runs the guest until its next trap.
@@ -203,7 +205,7 @@ pub(crate) fn enter(regs: &mut GuestRegs, state: EntryState<'_>) {
     regs.sstatus = (host & !(sstatus::SPP | sstatus::SPIE | sstatus::SIE | sstatus::FS_MASK))
         | (regs.sstatus & sstatus::SPP)
         | fs;
-    regs.hstatus = hstatus::GUEST;
+    regs.hstatus = state.hstatus;
     // SAFETY: hgatp holds this VM's root (see above); hstatus has SPV, sstatus has
     // SIE clear; `regs` is borrowed mutably, so no other hart runs it.
     unsafe { run_guest(regs) };

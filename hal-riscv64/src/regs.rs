@@ -83,9 +83,17 @@ pub mod hstatus {
     pub const VSXL_64: u64 = 2 << 32;
 
     /// What a vCPU runs with: VS-mode is 64-bit, the trap came "from V=1" so `sret`
-    /// enters the guest, HLV/HLVX act with VS privilege, and WFI traps so an idle
-    /// vCPU gives its hart back.
-    pub const GUEST: u64 = VSXL_64 | SPV | SPVP | VTW;
+    /// enters the guest, HLV/HLVX act with VS privilege. WFI runs in the guest (VTW
+    /// clear): an idle vCPU waits on its hart without exits until an interrupt for
+    /// it (its timer, an injected IPI) or for the hypervisor (a kick) is pending;
+    /// see [`for_guest`].
+    pub const GUEST: u64 = VSXL_64 | SPV | SPVP;
+
+    /// `hstatus` for a vCPU: [`GUEST`], with VTW when its WFI must trap (a hypervisor
+    /// that shares the hart among vCPUs wants an idle one back).
+    pub const fn for_guest(trap_wfi: bool) -> u64 {
+        if trap_wfi { GUEST | VTW } else { GUEST }
+    }
 }
 
 /// `sstatus` fields (section 4.1.1).
@@ -198,11 +206,14 @@ mod tests {
     use addrspace::{HostPhysAddr, Sv39x4, Sv48x4};
 
     /// QEMU's reset value of hstatus under OpenSBI is 0x2_0000_0000 (VSXL = 2, as the
-    /// probe printed); our guest value adds SPV, SPVP and VTW.
+    /// probe printed); our guest value adds SPV and SPVP, and VTW (bit 21) only for a
+    /// vCPU whose WFI must trap.
     #[test]
     fn hstatus_guest_value() {
-        assert_eq!(hstatus::GUEST, 0x2_0020_0180);
+        assert_eq!(hstatus::GUEST, 0x2_0000_0180);
         assert_eq!(hstatus::GUEST & hstatus::VSXL_MASK, 0x2_0000_0000);
+        assert_eq!(hstatus::for_guest(false), hstatus::GUEST);
+        assert_eq!(hstatus::for_guest(true), 0x2_0020_0180);
     }
 
     #[test]

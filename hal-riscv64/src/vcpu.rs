@@ -49,6 +49,11 @@ pub struct Riscv64CreateConfig {
 /// Setup parameters of a [`Riscv64VCpu`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Riscv64SetupConfig {
+    /// Make the guest's WFI trap (`hstatus.VTW`) and exit with [`ExitReason::Halt`],
+    /// for a hypervisor that shares the hart among vCPUs. Off by default: WFI runs in
+    /// the guest and waits there (no exit) until the vCPU's timer, an injected
+    /// interrupt or a kick is pending.
+    pub trap_wfi: bool,
     /// When the hart gives a transformed instruction in `htinst`, also fetch and
     /// decode the instruction itself and count disagreements
     /// ([`Riscv64VCpu::decode_stats`]): a self-check of both decoders.
@@ -440,12 +445,17 @@ impl<F: GStage> Riscv64VCpu<F> {
         Ok(())
     }
 
+    /// The `hstatus` the guest runs with (VTW only with `trap_wfi`).
+    fn entry_hstatus(&self) -> u64 {
+        hstatus::for_guest(self.config.trap_wfi)
+    }
+
     fn start_state(&mut self, entry: u64) {
         self.regs.x = [0; 32];
         self.regs.sepc = entry;
         // Start in VS-mode (SPP = 1), FP state empty.
         self.regs.sstatus = sstatus::SPP;
-        self.regs.hstatus = hstatus::GUEST;
+        self.regs.hstatus = self.entry_hstatus();
         self.regs.fp_live = 0;
         self.regs.x[10] = self.hart_id;
         self.vs = VsCsrs::RESET;
@@ -596,6 +606,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         #[cfg(target_arch = "riscv64")]
         {
             let mut ops = hart_ops();
+            let hstatus = self.entry_hstatus();
             loop {
                 crate::entry::enter(
                     &mut self.regs,
@@ -604,6 +615,7 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
                         load_vs: core::mem::take(&mut self.vs_reload).then_some(&self.vs),
                         flush_vmid: core::mem::take(&mut self.flush_pending).then_some(self.vmid),
                         inject: core::mem::take(&mut self.inject),
+                        hstatus,
                     },
                 );
                 if let Next::Exit(exit) = self.handle_trap(&mut ops) {
@@ -829,6 +841,7 @@ mod tests {
         v.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
         v.setup(Riscv64SetupConfig {
             cross_check_mmio_decode: true,
+            ..Riscv64SetupConfig::default()
         })
         .unwrap();
         v
@@ -1364,6 +1377,25 @@ mod tests {
         assert_eq!(v.gpr(0), Ok(0));
         assert_eq!(v.pc(), PC + 8);
         assert_eq!(v.gpr(32), Err(VCpuError::InvalidRegister { index: 32 }));
+    }
+
+    /// WFI runs in the guest by default (no VTW: an idle Linux vCPU waits on its
+    /// hart instead of exiting tens of thousands of times per boot); a vCPU set up
+    /// with `trap_wfi` enters with VTW, and its WFI exits as `Halt` (below).
+    #[test]
+    fn wfi_runs_in_the_guest_unless_asked_to_trap() {
+        let v = vcpu();
+        assert_eq!(v.entry_hstatus() & hstatus::VTW, 0);
+        assert_eq!(v.regs.hstatus & hstatus::VTW, 0);
+        let mut w = Riscv64VCpu::<Sv39x4>::new(3, 0, Riscv64CreateConfig::default()).unwrap();
+        w.setup(Riscv64SetupConfig {
+            trap_wfi: true,
+            ..Riscv64SetupConfig::default()
+        })
+        .unwrap();
+        assert_eq!(w.entry_hstatus() & hstatus::VTW, hstatus::VTW);
+        w.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
+        assert_eq!(w.regs.hstatus & hstatus::VTW, hstatus::VTW);
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
     let free_before = hal::FRAMES.free_frames();
     let setup = Riscv64SetupConfig {
         cross_check_mmio_decode: true,
+        ..Riscv64SetupConfig::default()
     };
     // The guest's hart ids are the layout's, not the vCPU indexes.
     let built = host::build_test_vm::<Riscv64VCpu<F>>(
