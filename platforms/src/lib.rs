@@ -25,6 +25,8 @@ extern crate alloc;
 
 #[cfg(feature = "build")]
 pub mod build;
+#[cfg(feature = "host")]
+pub mod doorbell;
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod host;
