@@ -186,7 +186,7 @@ pub(crate) fn board(arch: Arch) -> Board {
                     "-nic",
                     "none",
                 ],
-                plain_append: "console=ttyS0 quiet panic=-1",
+                plain_append: "console=ttyS0 quiet panic=-1 printk.devkmsg=on",
                 cpus: 2,
                 timeout: Duration::from_secs(300),
             }),

@@ -14,11 +14,12 @@ use crate::boot::{MAX_HARTS, hart_id};
 /// QEMU virt's RAM starts here.
 const RAM_BASE: usize = 0x8000_0000;
 
-/// Frames of the first 256 MiB of RAM (xtask gives QEMU 128 MiB; RAM past the
-/// window is left out), one bit each; physical memory is seen as is.
+/// Frames of the first 2 GiB of RAM (xtask gives QEMU 128 MiB for the test guest and
+/// 2 GiB for Linux; RAM past the window is left out), one bit each (64 KiB of
+/// bitmap); physical memory is seen as is.
 // SAFETY: HS-mode runs with translation off (bare), so every frame of the window
 // given as RAM is readable and writable at its physical address.
-pub(crate) static FRAMES: BitmapFrames<1024> =
+pub(crate) static FRAMES: BitmapFrames<8192> =
     unsafe { BitmapFrames::new(HostPhysAddr::from_usize(RAM_BASE), 0) };
 
 /// Per hart: the VM and vCPU it runs (`usize::MAX`: none).
@@ -31,6 +32,11 @@ pub(crate) fn set_current(vm: Option<usize>, vcpu: Option<usize>) {
         v.store(vm.unwrap_or(usize::MAX), Ordering::SeqCst);
         c.store(vcpu.unwrap_or(usize::MAX), Ordering::SeqCst);
     }
+}
+
+/// The vCPU this hart runs, if any.
+pub(crate) fn current_vcpu() -> Option<usize> {
+    current(|c| &c.1)
 }
 
 fn current(pick: impl Fn(&(AtomicUsize, AtomicUsize)) -> &AtomicUsize) -> Option<usize> {
@@ -76,7 +82,7 @@ impl VmHal for BoardHal {
     }
 
     fn current_vcpu_id() -> Option<usize> {
-        current(|c| &c.1)
+        current_vcpu()
     }
 
     fn current_pcpu_id() -> usize {

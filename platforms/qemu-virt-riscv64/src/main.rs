@@ -21,22 +21,25 @@
 )]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#[cfg(all(target_os = "none", target_arch = "riscv64"))]
 extern crate alloc;
 
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod boot;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod console;
+mod guest_dt;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod hal;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod harts;
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
+mod linux;
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
 mod run;
 
 include!(concat!(env!("OUT_DIR"), "/vm_config.rs"));
 include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
+include!(concat!(env!("OUT_DIR"), "/linux_images.rs"));
 
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 #[global_allocator]
@@ -108,7 +111,18 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
         None => println!("no second hart: the second vCPU cannot run (use -smp 2)"),
     }
 
-    let (passed, failed) = run::run_all(&info, second);
+    let linux = crate::vm_config().is_ok_and(|c| c.vm_type == vm_core::VmType::Linux);
+    let (passed, failed) = if linux {
+        // SAFETY: OpenSBI's DTB at a1 (its magic checked above) lies above the frame
+        // pool and stays untouched; its header's totalsize bounds it.
+        let host_dtb = unsafe {
+            let size = u32::from_be(core::ptr::read_volatile((dtb as usize + 4) as *const u32));
+            core::slice::from_raw_parts(dtb as usize as *const u8, size as usize)
+        };
+        linux::run(&info, second, host_dtb)
+    } else {
+        run::run_all(&info, second)
+    };
     println!("{}", platforms::monitor::Summary { passed, failed });
     boot::power_off(if failed == 0 && passed > 0 { 0 } else { 1 })
 }
