@@ -3,7 +3,8 @@
 //! - `test`: rustfmt check, clippy (`-D warnings`), every host test, the bad-input
 //!   census's count (`hal-mock/tests/census.rs`), a short run of every fuzz target,
 //!   `cargo doc` (`-D warnings`), the bare-metal cross builds, then `qemu` for every
-//!   architecture that has a board.
+//!   architecture that has a board, then `qemu <arch> --guest linux` for the boards
+//!   whose Linux run is part of the tests (riscv64: about a minute of QEMU).
 //! - `build --arch <aarch64|riscv64|x86_64>`: cross-builds the portable crates for the
 //!   architecture's bare-metal target with Debian's Rust, installing it on first use.
 //! - `qemu <arch> [--config <file>] [--guest test|linux] [--no-hypervisor]`: builds the
@@ -11,7 +12,9 @@
 //!   `--guest linux` runs Debian's Linux (fetched with apt, see `linux.rs`) instead of
 //!   the test guest, `--no-hypervisor` boots that Linux on plain QEMU.
 //! - `bench [--quick]`: address-space and VM benchmarks against axaddrspace (see
-//!   `bench.rs`); not part of `test`.
+//!   `bench.rs`); `bench --linux [--quick]`: QEMU CPU seconds to Linux's marker, plain
+//!   QEMU against the hypervisor, and the exits per boot (see `linux_bench.rs`); not
+//!   part of `test`.
 //! - `config check PATH... [--host-dtb FILE]`: loads VM config files as a hypervisor
 //!   would and says, per file, what VM it describes or why it is refused (see
 //!   `config.rs`).
@@ -29,6 +32,7 @@ mod cross;
 mod fuzz;
 mod inspect;
 mod linux;
+mod linux_bench;
 mod qemu;
 mod run;
 
@@ -48,6 +52,7 @@ commands:
                             guest, or Debian's Linux; --no-hypervisor boots that
                             Linux on plain QEMU)
   bench [--quick]           benchmarks against axaddrspace (target/bench/)
+  bench --linux [--quick]   Linux to its marker: plain QEMU vs the hypervisor
   config check PATH... [--host-dtb FILE]
                             load VM config files (or folders of them): per file
                             `ok` and the VM, or why it is refused; then
@@ -64,7 +69,7 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
+        Some("test") if args.len() == 1 => test(),
         Some("build") => match arch_arg(&args[1..]) {
             Ok(arch) => cross::build(arch),
             Err(e) => Err(e),
@@ -72,11 +77,17 @@ fn main() -> ExitCode {
         Some("qemu") => {
             qemu_args(&args[1..]).and_then(|q| qemu::qemu(q.arch, q.config, q.guest, q.hypervisor))
         }
-        Some("bench") => match &args[1..] {
-            [] => bench::bench(false),
-            [q] if q == "--quick" => bench::bench(true),
-            _ => Err(Failed(format!("expected bench [--quick]\n{USAGE}"))),
-        },
+        Some("bench") => {
+            let flags: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+            let quick = flags.contains(&"--quick");
+            match flags.iter().find(|f| !matches!(**f, "--quick" | "--linux")) {
+                Some(_) => Err(Failed(format!(
+                    "expected bench [--quick] [--linux]\n{USAGE}"
+                ))),
+                None if flags.contains(&"--linux") => linux_bench::bench(quick),
+                None => bench::bench(quick),
+            }
+        }
         Some("config") => match config::config(&args[1..]) {
             Ok(code) => return code,
             Err(e) => Err(Failed(format!(
@@ -218,6 +229,13 @@ fn test() -> Result<(), Failed> {
         step(&format!("qemu {}", arch.name()), || {
             qemu::qemu(arch, None, qemu::Guest::Test, true)
         })?;
+    }
+    for arch in cross::Arch::ALL {
+        if qemu::board(arch).linux.is_some_and(|l| l.in_test) {
+            step(&format!("qemu {} --guest linux", arch.name()), || {
+                qemu::qemu(arch, None, qemu::Guest::Linux, true)
+            })?;
+        }
     }
     println!(
         "xtask: all checks passed in {:.0} s",

@@ -61,6 +61,9 @@ pub(crate) struct LinuxBoard {
     pub(crate) cpus: u32,
     /// Wall-clock limit for one Linux run.
     pub(crate) timeout: Duration,
+    /// Whether `cargo xtask test` runs it (a whole run, fetch and build included,
+    /// fits in about 3 minutes on 2 cores).
+    pub(crate) in_test: bool,
 }
 
 /// Which guest a QEMU run boots.
@@ -189,6 +192,9 @@ pub(crate) fn board(arch: Arch) -> Board {
                 plain_append: "console=ttyS0 quiet panic=-1 printk.devkmsg=on",
                 cpus: 2,
                 timeout: Duration::from_secs(300),
+                // About 40 s of QEMU (boot 5 s, the 320 MiB workload with 96 k lazy
+                // 4 KiB faults most of the rest) and a minute of build.
+                in_test: true,
             }),
         },
     }
@@ -249,7 +255,7 @@ pub(crate) fn qemu(
     Ok(())
 }
 
-fn ensure_qemu(board: &Board) -> Result<(), Failed> {
+pub(crate) fn ensure_qemu(board: &Board) -> Result<(), Failed> {
     let present = Command::new(board.qemu)
         .arg("--version")
         .stdout(Stdio::null())
@@ -269,7 +275,7 @@ fn ensure_qemu(board: &Board) -> Result<(), Failed> {
 /// Builds the board package in release mode and returns the image QEMU boots; with
 /// `linux`, its kernel and initramfs are built into the image (`HV_LINUX_KERNEL`,
 /// `HV_LINUX_INITRD`).
-fn build_image(
+pub(crate) fn build_image(
     arch: Arch,
     board: &Board,
     config: Option<PathBuf>,
@@ -327,7 +333,7 @@ fn objcopy_binary(elf: &std::path::Path, bin: &std::path::Path) -> Result<(), Fa
 }
 
 /// What a QEMU run printed and how it ended.
-struct Outcome {
+pub(crate) struct Outcome {
     status: Option<i32>,
     timed_out: bool,
     summary: Option<(u32, u32)>,
@@ -335,7 +341,9 @@ struct Outcome {
     missing: Vec<&'static str>,
     wall: Duration,
     /// When the marker line appeared, if one was asked for.
-    marker: Option<Marker>,
+    pub(crate) marker: Option<Marker>,
+    /// Every line the console printed.
+    pub(crate) lines: Vec<String>,
 }
 
 /// The marker line and the time QEMU took to print it.
@@ -353,7 +361,7 @@ pub(crate) struct Marker {
 fn boot(board: &Board, image: &std::path::Path) -> Result<(), Failed> {
     let mut cmd = Command::new(board.qemu);
     cmd.args(board.args).arg("-kernel").arg(image);
-    let out = run_with_timeout(&mut cmd, board.timeout, board.required_output, None)?;
+    let out = run_with_timeout(&mut cmd, Watch::new(board.timeout, board.required_output))?;
     check_summary(&out, board)
 }
 
@@ -395,12 +403,7 @@ fn boot_linux_hosted(
     linux: &LinuxBoard,
     image: &std::path::Path,
 ) -> Result<Marker, Failed> {
-    let mut args: Vec<&str> = board.args.to_vec();
-    if let Some(m) = args.iter().position(|a| *a == "-m") {
-        args[m + 1] = linux.memory;
-    }
-    let mut cmd = Command::new(board.qemu);
-    cmd.args(&args).arg("-kernel").arg(image);
+    let mut cmd = hosted_linux_command(board, linux, image);
     let required: Vec<&'static str> = crate::linux::REQUIRED
         .iter()
         .copied()
@@ -408,9 +411,10 @@ fn boot_linux_hosted(
         .collect();
     let out = run_with_timeout(
         &mut cmd,
-        linux.timeout,
-        &required,
-        Some(crate::linux::MARKER),
+        Watch {
+            marker: Some(crate::linux::MARKER),
+            ..Watch::new(linux.timeout, &required)
+        },
     )?;
     check_summary(&out, board)?;
     check_marker(out.marker, linux)
@@ -426,9 +430,10 @@ fn boot_linux_plain(
     let mut cmd = plain_linux_command(board, linux, guest);
     let out = run_with_timeout(
         &mut cmd,
-        linux.timeout,
-        crate::linux::REQUIRED,
-        Some(crate::linux::MARKER),
+        Watch {
+            marker: Some(crate::linux::MARKER),
+            ..Watch::new(linux.timeout, crate::linux::REQUIRED)
+        },
     )?;
     if out.timed_out {
         return Err(Failed(format!(
@@ -443,6 +448,22 @@ fn boot_linux_plain(
         return Err(Failed(format!("QEMU status {:?}", out.status)));
     }
     check_marker(out.marker, linux)
+}
+
+/// QEMU running the hypervisor image with Linux built in: the board's arguments with
+/// the Linux run's memory.
+pub(crate) fn hosted_linux_command(
+    board: &Board,
+    linux: &LinuxBoard,
+    image: &std::path::Path,
+) -> Command {
+    let mut args: Vec<&str> = board.args.to_vec();
+    if let Some(m) = args.iter().position(|a| *a == "-m") {
+        args[m + 1] = linux.memory;
+    }
+    let mut cmd = Command::new(board.qemu);
+    cmd.args(&args).arg("-kernel").arg(image);
+    cmd
 }
 
 /// QEMU running the Linux guest without the hypervisor.
@@ -501,12 +522,37 @@ fn clock_ticks_per_second() -> u64 {
     })
 }
 
-fn run_with_timeout(
-    cmd: &mut Command,
-    timeout: Duration,
-    required: &[&'static str],
-    marker: Option<&'static str>,
-) -> Result<Outcome, Failed> {
+/// How [`run_with_timeout`] watches a run.
+#[derive(Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    /// The run's wall-clock limit.
+    pub(crate) timeout: Duration,
+    /// Lines that must appear.
+    pub(crate) required: &'a [&'static str],
+    /// The marker line to time.
+    pub(crate) marker: Option<&'static str>,
+    /// End QEMU once the marker appeared (benchmarks need only the time to it).
+    pub(crate) stop_at_marker: bool,
+}
+
+impl<'a> Watch<'a> {
+    pub(crate) fn new(timeout: Duration, required: &'a [&'static str]) -> Watch<'a> {
+        Watch {
+            timeout,
+            required,
+            marker: None,
+            stop_at_marker: false,
+        }
+    }
+}
+
+pub(crate) fn run_with_timeout(cmd: &mut Command, watch: Watch<'_>) -> Result<Outcome, Failed> {
+    let Watch {
+        timeout,
+        required,
+        marker,
+        stop_at_marker,
+    } = watch;
     println!("$ {}", crate::run::show(cmd));
     let started = Instant::now();
     let mut child = cmd
@@ -519,9 +565,12 @@ fn run_with_timeout(
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let required_lines = required.to_vec();
+    let marker_seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let marker_flag = marker_seen.clone();
     let reader = std::thread::spawn(move || {
         let mut summary = None;
         let mut seen = None;
+        let mut lines = Vec::new();
         let mut missing = required_lines;
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
@@ -534,14 +583,16 @@ fn run_with_timeout(
                     wall: started.elapsed(),
                     cpu: cpu_seconds(pid).unwrap_or(f64::NAN),
                 });
+                marker_flag.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             println!("{text}");
             if let Some(s) = parse_summary(&text) {
                 summary = Some(s);
             }
             missing.retain(|m| !text.contains(m));
+            lines.push(text);
         }
-        let _ = tx.send((summary, missing, seen));
+        let _ = tx.send((summary, missing, seen, lines));
     });
     let mut timed_out = false;
     let status = loop {
@@ -554,11 +605,19 @@ fn run_with_timeout(
             let _ = child.wait();
             break None;
         }
+        if stop_at_marker && marker_seen.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (summary, missing, marker) =
-        rx.recv_timeout(Duration::from_secs(5))
-            .unwrap_or((None, required.to_vec(), None));
+    let (summary, missing, marker, lines) = rx.recv_timeout(Duration::from_secs(5)).unwrap_or((
+        None,
+        required.to_vec(),
+        None,
+        Vec::new(),
+    ));
     let _ = reader.join();
     Ok(Outcome {
         status,
@@ -567,6 +626,7 @@ fn run_with_timeout(
         missing,
         wall: started.elapsed(),
         marker,
+        lines,
     })
 }
 
