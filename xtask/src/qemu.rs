@@ -51,9 +51,9 @@ pub(crate) struct LinuxBoard {
     /// QEMU's memory (`-m`) under the hypervisor: the guest's RAM as the workload fills
     /// it, the hypervisor's tables and the kernel and initramfs built into its image.
     pub(crate) memory: &'static str,
-    /// QEMU arguments of the same machine without the hypervisor (before `-kernel`):
-    /// the guest's CPUs and memory, QEMU's own firmware and device tree.
-    pub(crate) plain_args: &'static [&'static str],
+    /// QEMU's memory without the hypervisor: the guest's RAM (the board's other
+    /// arguments stay; QEMU's own firmware and device tree boot the kernel).
+    pub(crate) plain_memory: &'static str,
     /// The kernel command line without the hypervisor: the VM config's, less what
     /// only the hypervisor's devices need.
     pub(crate) plain_append: &'static str,
@@ -175,20 +175,7 @@ pub(crate) fn board(arch: Arch) -> Board {
             linux: Some(LinuxBoard {
                 config: "qemu-virt-riscv64-linux.toml",
                 memory: "2G",
-                plain_args: &[
-                    "-M",
-                    "virt",
-                    "-cpu",
-                    "rv64,h=true",
-                    "-smp",
-                    "2",
-                    "-m",
-                    "512M",
-                    "-nographic",
-                    "-no-reboot",
-                    "-nic",
-                    "none",
-                ],
+                plain_memory: "512M",
                 plain_append: "console=ttyS0 quiet panic=-1 printk.devkmsg=on",
                 cpus: 2,
                 timeout: Duration::from_secs(300),
@@ -457,13 +444,22 @@ pub(crate) fn hosted_linux_command(
     linux: &LinuxBoard,
     image: &std::path::Path,
 ) -> Command {
-    let mut args: Vec<&str> = board.args.to_vec();
-    if let Some(m) = args.iter().position(|a| *a == "-m") {
-        args[m + 1] = linux.memory;
-    }
     let mut cmd = Command::new(board.qemu);
-    cmd.args(&args).arg("-kernel").arg(image);
+    cmd.args(with_memory(board.args, linux.memory))
+        .arg("-kernel")
+        .arg(image);
     cmd
+}
+
+/// `args` with the value of `-m` replaced by `memory`.
+fn with_memory<'a>(args: &[&'a str], memory: &'a str) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    if let Some(m) = args.iter().position(|a| *a == "-m")
+        && let Some(value) = args.get_mut(m + 1)
+    {
+        *value = memory;
+    }
+    args
 }
 
 /// QEMU running the Linux guest without the hypervisor.
@@ -473,7 +469,7 @@ pub(crate) fn plain_linux_command(
     guest: &crate::linux::LinuxGuest,
 ) -> Command {
     let mut cmd = Command::new(board.qemu);
-    cmd.args(linux.plain_args)
+    cmd.args(with_memory(board.args, linux.plain_memory))
         .arg("-kernel")
         .arg(&guest.kernel)
         .arg("-initrd")
@@ -667,6 +663,18 @@ mod tests {
                 "{arch:?} board has a default NIC: {args:?}"
             );
         }
+    }
+
+    /// The Linux runs keep the board's machine and change only its memory.
+    #[test]
+    fn linux_runs_change_only_the_memory() {
+        let b = board(Arch::Riscv64);
+        let linux = b.linux.as_ref().unwrap();
+        let plain = super::with_memory(b.args, linux.plain_memory);
+        assert_eq!(plain.len(), b.args.len());
+        assert!(plain.windows(2).any(|w| w == ["-m", "512M"]));
+        assert!(plain.windows(2).any(|w| w == ["-smp", "2"]));
+        assert_eq!(super::with_memory(&["-M", "virt"], "1G"), ["-M", "virt"]);
     }
 
     #[test]

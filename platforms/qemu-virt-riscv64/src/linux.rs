@@ -9,69 +9,60 @@
 //! vm-core answers the guest's SBI (base, HSM, IPI, SRST; the hart carries out TIME
 //! with Sstc and RFENCE); the board runs vCPU 1 on the second hart once the guest
 //! starts it, and while Linux boots there pauses and resumes the VM (the kick must
-//! reach vCPU 0 in the guest). WFI runs in the guest. The guest prints on the
+//! reach vCPU 0 in the guest): the vCPU loop is the test runs' ([`vcpu_loop`]). WFI runs in the guest. The guest prints on the
 //! passed-through UART; the doorbell device ([`platforms::doorbell`]) remaps the probe
 //! range when `/init` rings it. At the end the board prints the exits by kind, the
 //! nested faults, the frames the VM held, and its checks.
 
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use addrspace::{FRAME_SIZE, GuestPhysAddr, Sv39x4};
 use hal_riscv64::{HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
 use platforms::doorbell::{Doorbell, DoorbellHost};
-use vcpu_api::{ArchVCpu, FirmwareError, FirmwareReply, VCpuState};
-use vm_core::{Vm, VmError, VmExit, VmState};
+use spin::Mutex;
+use vcpu_api::{ArchVCpu, FirmwareError, FirmwareReply};
+use vm_core::{UnservedAccess, Vm, VmState};
 
 use crate::console::println;
 use crate::guest_dt;
+use crate::run::{Hooks, vcpu_loop};
 use crate::{hal, harts};
 
 /// The vCPU type: Sv39x4 reaches every GPA the config uses (below 2^41).
 type VCpu = Riscv64VCpu<Sv39x4>;
 
-/// The check results of a run.
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
+/// The check results of a run: passed, failed.
+#[derive(Default)]
+struct Checks(Mutex<(u32, u32)>);
 
 impl Checks {
-    fn check(&mut self, name: &str, ok: bool) {
+    fn check(&self, name: &str, ok: bool) {
         println!("[linux] {} {name}", if ok { "ok  " } else { "FAIL" });
+        let mut c = self.0.lock();
         if ok {
-            self.passed += 1;
+            c.0 += 1;
         } else {
-            self.failed += 1;
+            c.1 += 1;
         }
     }
 }
-
-/// Whether the pause from the second hart kicked vCPU 0 out of the guest.
-static PAUSE_KICKED: AtomicBool = AtomicBool::new(false);
 
 /// Runs the Linux guest to its power-off; returns (passed, failed).
 pub(crate) fn run(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]) -> (u32, u32) {
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
-    match build_and_run(info, second_hart, host_dtb, &mut checks) {
-        Ok(()) => {}
-        Err(e) => {
-            println!("[linux] {e}");
-            checks.check("Linux VM ran", false);
-        }
+    let checks = Arc::new(Checks::default());
+    if let Err(e) = build_and_run(info, second_hart, host_dtb, &checks) {
+        println!("[linux] {e}");
+        checks.check("Linux VM ran", false);
     }
-    (checks.passed, checks.failed)
+    *checks.0.lock()
 }
 
 fn build_and_run(
     info: &HartInfo,
     second_hart: Option<u64>,
     host_dtb: &[u8],
-    checks: &mut Checks,
+    checks: &Arc<Checks>,
 ) -> Result<(), String> {
     let err = |what: &str, e: &dyn core::fmt::Display| alloc::format!("{what}: {e}");
     let config = crate::vm_config().map_err(|e| err("embedded VM config", &e))?;
@@ -137,7 +128,25 @@ fn build_and_run(
 
     vm.boot().map_err(|e| err("boot", &e))?;
     let started = crate::boot::now_ns();
-    vcpu_loop(&vm, 0, second_hart);
+    let hooks = Hooks {
+        label: "linux",
+        check: {
+            let c = checks.clone();
+            Arc::new(move |name: &str, ok: bool| c.check(name, ok))
+        },
+        hypercall: Arc::new(|vm: &Vm<VCpu>, vcpu, h| {
+            println!("[linux] vCPU {vcpu}: hypercall {h:x?} not supported");
+            let _ = vm.reply_call(vcpu, FirmwareReply::Error(FirmwareError::NotSupported));
+        }),
+        unserved: Arc::new(|_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
+            println!(
+                "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
+                a.access, a.gpa, a.why, a.walk
+            );
+            false
+        }),
+    };
+    vcpu_loop(&vm, 0, &hooks, second_hart);
     let second_done = harts::wait_idle(5_000_000_000);
     let ran_ms = (crate::boot::now_ns() - started) / 1_000_000;
     let stats = vm.stats();
@@ -169,10 +178,6 @@ fn build_and_run(
     );
     checks.check("the second hart finished its vCPU", second_done);
     checks.check(
-        "pausing the VM kicked vCPU 0 out of the guest while Linux ran",
-        PAUSE_KICKED.load(Ordering::SeqCst),
-    );
-    checks.check(
         "WFI ran in the guest (no WFI exits)",
         stats.exits.halts == 0,
     );
@@ -189,88 +194,4 @@ fn build_and_run(
         free_after == free_before,
     );
     Ok(())
-}
-
-/// Runs vCPU `vcpu` until it stops or the VM ends.
-fn vcpu_loop(vm: &Arc<Vm<VCpu>>, vcpu: usize, second_hart: Option<u64>) {
-    hal::set_current(Some(vm.id()), Some(vcpu));
-    loop {
-        let exit = match vm.run_vcpu(vcpu) {
-            Ok(exit) => exit,
-            Err(VmError::State {
-                state: VmState::Stopped,
-                ..
-            }) => break,
-            Err(e) => {
-                println!("[linux] vCPU {vcpu}: {e}");
-                let _ = vm.shutdown();
-                break;
-            }
-        };
-        match exit {
-            VmExit::Hypercall(h) => {
-                println!("[linux] vCPU {vcpu}: hypercall {h:x?} not supported");
-                let _ = vm.reply_call(vcpu, FirmwareReply::Error(FirmwareError::NotSupported));
-            }
-            VmExit::CpuUp { target, .. } => {
-                let posted = second_hart.is_some_and(|h| {
-                    println!("[linux] vCPU {target} started: it runs on hart {h}");
-                    let vm = vm.clone();
-                    harts::post(alloc::boxed::Box::new(move || {
-                        pause_check(&vm);
-                        vcpu_loop(&vm, target, None);
-                    }))
-                });
-                if !posted {
-                    println!("[linux] vCPU {target} started but no free hart can run it");
-                    let _ = vm.shutdown();
-                }
-            }
-            // A WFI exit (only with trap_wfi), a host interrupt, a pause: run again.
-            VmExit::Halt | VmExit::ExternalInterrupt { .. } | VmExit::Paused => {}
-            VmExit::CpuDown => {
-                println!("[linux] vCPU {vcpu} stopped");
-                break;
-            }
-            VmExit::Shutdown | VmExit::Reset => {
-                println!("[linux] vCPU {vcpu} ended the VM ({exit:?})");
-                break;
-            }
-            VmExit::Stopped => break,
-            VmExit::UnservedAccess(a) => {
-                println!(
-                    "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
-                    a.access, a.gpa, a.why, a.walk
-                );
-                let _ = vm.shutdown();
-                break;
-            }
-            other => {
-                println!("[linux] vCPU {vcpu}: unexpected exit {other:?}");
-                let _ = vm.shutdown();
-                break;
-            }
-        }
-    }
-    hal::set_current(None, None);
-}
-
-/// Pause and resume while Linux boots on vCPU 0: pausing must kick vCPU 0 out of
-/// the guest (an SBI IPI to its hart), resume lets it go on.
-fn pause_check(vm: &Vm<VCpu>) {
-    if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::Running)) {
-        println!("[linux] pause check: vCPU 0 did not enter the guest within 1 s");
-        return;
-    }
-    let before = vm.stats().kicks;
-    let paused = vm.pause();
-    let kicks = vm.stats().kicks - before;
-    let resumed = vm.resume();
-    println!(
-        "[linux] pause while Linux runs: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}"
-    );
-    PAUSE_KICKED.store(
-        paused.is_ok() && resumed.is_ok() && kicks > 0,
-        Ordering::SeqCst,
-    );
 }

@@ -10,7 +10,9 @@ use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Ris
 use platforms::host::{self, SharedMonitor};
 use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
 use vcpu_api::VCpuState;
-use vm_core::{FirmwareError, FirmwareReply, Hypercall, Vm, VmError, VmExit, VmState};
+use vm_core::{
+    FirmwareError, FirmwareReply, Hypercall, UnservedAccess, Vm, VmError, VmExit, VmState,
+};
 
 use crate::console::{self, println};
 use crate::{GUEST_IMAGE, hal, harts};
@@ -105,7 +107,24 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
         return monitor.finish();
     }
     let started = crate::boot::now_ns();
-    vcpu_loop(&vm, 0, &monitor, label, second_hart);
+    let hooks = Hooks {
+        label,
+        check: {
+            let m = monitor.clone();
+            Arc::new(move |name: &str, ok: bool| m.host_check(name, ok))
+        },
+        hypercall: {
+            let m = monitor.clone();
+            Arc::new(move |vm: &Vm<Riscv64VCpu<F>>, vcpu, h| hypercall(vm, vcpu, h, &m, label))
+        },
+        unserved: {
+            let m = monitor.clone();
+            Arc::new(move |vm: &Vm<Riscv64VCpu<F>>, vcpu, a: &UnservedAccess| {
+                host::settle_unserved(vm, vcpu, a, &m)
+            })
+        },
+    };
+    vcpu_loop(&vm, 0, &hooks, second_hart);
     // vCPU 1 stopped itself before vCPU 0 powered off; if not, shutdown has kicked it.
     let second_done = harts::wait_idle(5_000_000_000);
     monitor.host_check("second hart finished its vCPU", second_done);
@@ -161,14 +180,49 @@ fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>
     monitor.finish()
 }
 
-/// Runs vCPU `vcpu` until it stops, the VM ends, or the run fails.
-fn vcpu_loop<F: GStage>(
+/// Records a check of the hypervisor's side: its name, whether it passed.
+pub(crate) type CheckHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
+/// Answers a hypercall of the board's on vCPU `usize`.
+pub(crate) type HypercallHook<F> = Arc<dyn Fn(&Vm<Riscv64VCpu<F>>, usize, Hypercall) + Send + Sync>;
+/// Settles an access vCPU `usize` made that vm-core could not serve; `false` ends the
+/// run.
+pub(crate) type UnservedHook<F> =
+    Arc<dyn Fn(&Vm<Riscv64VCpu<F>>, usize, &UnservedAccess) -> bool + Send + Sync>;
+
+/// What a run (the test guest's, Linux's) does with the exits vm-core leaves to the
+/// board, and where its checks go; the vCPU loop ([`vcpu_loop`]) is the same for all.
+pub(crate) struct Hooks<F: GStage> {
+    /// The run's label in messages.
+    pub(crate) label: &'static str,
+    /// Where the checks go.
+    pub(crate) check: CheckHook,
+    /// The board's hypercalls (vm-core answers the standard SBI).
+    pub(crate) hypercall: HypercallHook<F>,
+    /// Accesses vm-core could not serve.
+    pub(crate) unserved: UnservedHook<F>,
+}
+
+impl<F: GStage> Clone for Hooks<F> {
+    fn clone(&self) -> Self {
+        Self {
+            label: self.label,
+            check: self.check.clone(),
+            hypercall: self.hypercall.clone(),
+            unserved: self.unserved.clone(),
+        }
+    }
+}
+
+/// Runs vCPU `vcpu` until it stops, the VM ends, or the run fails. When the guest
+/// starts another vCPU, it goes to `second_hart`, which first checks that pausing
+/// the VM kicks vCPU 0 out of the guest ([`kick_check`]).
+pub(crate) fn vcpu_loop<F: GStage>(
     vm: &Arc<Vm<Riscv64VCpu<F>>>,
     vcpu: usize,
-    monitor: &Arc<SharedMonitor>,
-    label: &'static str,
+    hooks: &Hooks<F>,
     second_hart: Option<u64>,
 ) {
+    let label = hooks.label;
     hal::set_current(Some(vm.id()), Some(vcpu));
     loop {
         let exit = match vm.run_vcpu(vcpu) {
@@ -183,15 +237,15 @@ fn vcpu_loop<F: GStage>(
             }
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
-                monitor.host_check("vCPU ran without a VM error", false);
+                (hooks.check)("vCPU ran without a VM error", false);
                 let _ = vm.shutdown();
                 break;
             }
         };
         match exit {
-            VmExit::Hypercall(h) => hypercall(vm, vcpu, h, monitor, label),
+            VmExit::Hypercall(h) => (hooks.hypercall)(vm, vcpu, h),
             VmExit::UnservedAccess(a) => {
-                if !host::settle_unserved(vm, vcpu, &a, monitor) {
+                if !(hooks.unserved)(vm, vcpu, &a) {
                     let _ = vm.shutdown();
                     break;
                 }
@@ -200,31 +254,32 @@ fn vcpu_loop<F: GStage>(
                 let posted = second_hart.is_some_and(|h| {
                     println!("[{label}] vCPU {target} started: it runs on hart {h}");
                     let vm = vm.clone();
-                    let monitor = monitor.clone();
+                    let hooks = hooks.clone();
                     harts::post(alloc::boxed::Box::new(move || {
-                        kick_check(&vm, &monitor, label);
-                        vcpu_loop(&vm, target, &monitor, label, None);
+                        kick_check(&vm, &hooks);
+                        vcpu_loop(&vm, target, &hooks, None);
                     }))
                 });
                 if !posted {
                     println!("[{label}] vCPU {target} started but no free hart can run it");
-                    monitor.host_check("second vCPU scheduled", false);
+                    (hooks.check)("second vCPU scheduled", false);
+                    let _ = vm.shutdown();
                 }
             }
-            // WFI without interrupts to wait for, or a host interrupt: run again.
+            // WFI exits (only with trap_wfi), host interrupts, a pause: run again.
             VmExit::Halt | VmExit::ExternalInterrupt { .. } | VmExit::Paused => {}
             VmExit::CpuDown => {
                 println!("[{label}] vCPU {vcpu} stopped");
                 break;
             }
             VmExit::Shutdown | VmExit::Reset => {
-                println!("[{label}] vCPU {vcpu} powered the VM off");
+                println!("[{label}] vCPU {vcpu} ended the VM ({exit:?})");
                 break;
             }
             VmExit::Stopped => break,
             other => {
                 println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
-                monitor.host_check("no unexpected exit", false);
+                (hooks.check)("no unexpected exit", false);
                 let _ = vm.shutdown();
                 break;
             }
@@ -233,14 +288,16 @@ fn vcpu_loop<F: GStage>(
     hal::set_current(None, None);
 }
 
-/// The kick path, from the second hart before it runs vCPU 1: vCPU 0 now waits in the
-/// guest for vCPU 1 and cannot leave it by itself, so pausing the VM must kick it out
-/// (vm-core's eviction: `kick_pcpu`, an SBI IPI, a supervisor software interrupt
-/// while V = 1, `ExitReason::Kicked`). Then the VM resumes.
-fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &SharedMonitor, label: &str) {
+/// The kick path, from the second hart before it runs vCPU 1: vCPU 0 runs in the
+/// guest (the test guest waits there for vCPU 1; Linux boots), so pausing the VM
+/// must kick it out (vm-core's eviction: `kick_pcpu`, an SBI IPI, a supervisor
+/// software interrupt while V = 1, `ExitReason::Kicked`). Then the VM resumes.
+fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, hooks: &Hooks<F>) {
+    let label = hooks.label;
+    let name = "pause kicks vCPU 0 out of the guest";
     if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::Running)) {
         println!("[{label}] vCPU 0 did not enter the guest within 1 s");
-        monitor.host_check("pause kicks vCPU 0 out of the guest", false);
+        (hooks.check)(name, false);
         return;
     }
     let before = vm.stats().kicks;
@@ -250,10 +307,7 @@ fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, monitor: &SharedMonitor, label
     println!(
         "[{label}] pause from the second hart: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}"
     );
-    monitor.host_check(
-        "pause kicks vCPU 0 out of the guest",
-        paused.is_ok() && resumed.is_ok() && kicks > 0,
-    );
+    (hooks.check)(name, paused.is_ok() && resumed.is_ok() && kicks > 0);
 }
 
 /// Answers a hypercall of the board's: our test extension through the monitor,
