@@ -2227,12 +2227,12 @@ fn hypercalls(c: &mut Census, m: &Arc<Machine>) {
             NotSupported,
         ),
         (
-            "IPI without a virtual interrupt path",
+            "IPI to a CPU id no vCPU has",
             Op::Call(FirmwareCall::SendIpi {
-                targets: vcpu_api::CpuMask { mask: 1, base: 0 },
+                targets: vcpu_api::CpuMask { mask: 1, base: 99 },
             }),
             false,
-            NotSupported,
+            InvalidParameters,
         ),
     ] {
         c.case(
