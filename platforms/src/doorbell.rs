@@ -12,11 +12,17 @@
 //! - [`REPORT`]: writing records, for the vCPU that writes, the word it read from the
 //!   probe.
 //! - [`EXPECTED`]: reads the word the probe's first page holds now.
+//!
+//! While a remap has the probe unmapped, another vCPU's access to it is one vm-core
+//! cannot serve (no area there); the board asks [`Doorbell::retries`] and runs that
+//! vCPU again, which retries the access until the new frames are mapped: the guest
+//! only ever reads the old or the new contents.
 
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use addrspace::{GuestPhysAddr, MappingFlags, PAGE_SIZE, Populate};
 use spin::{Mutex, Once};
@@ -69,6 +75,10 @@ pub struct Doorbell<V: ArchVCpu> {
     size: usize,
     host: DoorbellHost,
     stats: Mutex<DoorbellStats>,
+    /// Remaps begun (atomics: [`Doorbell::retries`] runs while a remap holds `stats`).
+    begun: AtomicU64,
+    /// Whether a remap failed (its probe may stay unmapped).
+    failed: AtomicBool,
 }
 
 impl<V: ArchVCpu + Send + 'static> Doorbell<V> {
@@ -80,6 +90,8 @@ impl<V: ArchVCpu + Send + 'static> Doorbell<V> {
             size,
             host,
             stats: Mutex::new(DoorbellStats::default()),
+            begun: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +106,19 @@ impl<V: ArchVCpu + Send + 'static> Doorbell<V> {
     /// The probe range.
     pub fn probe(&self) -> (GuestPhysAddr, usize) {
         (self.probe, self.size)
+    }
+
+    /// Whether an access vm-core could not serve at `gpa` is one to retry: it falls
+    /// in the probe after a remap began (the remap unmapped it for a moment) and no
+    /// remap failed (the new frames are there or about to be). The board then runs
+    /// the vCPU again instead of ending the VM. Takes no lock: the ringing vCPU holds
+    /// the device's while it remaps.
+    pub fn retries(&self, gpa: GuestPhysAddr) -> bool {
+        let inside = gpa
+            .as_usize()
+            .checked_sub(self.probe.as_usize())
+            .is_some_and(|off| off < self.size);
+        inside && self.begun.load(Ordering::SeqCst) > 0 && !self.failed.load(Ordering::SeqCst)
     }
 
     /// What the device saw so far.
@@ -171,18 +196,21 @@ impl<V: ArchVCpu + Send + 'static> MmioDevice for Doorbell<V> {
                 // The vCPU that rang runs this; the others keep running in the guest
                 // while the VM's unmap shoots their translations down.
                 let Some(vm) = self.vm.get().and_then(Weak::upgrade) else {
+                    self.failed.store(true, Ordering::SeqCst);
                     self.stats.lock().error = Some("the VM is gone".into());
                     return Ok(());
                 };
                 let mut s = self.stats.lock();
                 let epoch = s.remaps + 1;
                 let start = (self.host.now_ns)();
+                self.begun.fetch_add(1, Ordering::SeqCst);
                 match self.remap(&vm, epoch) {
                     Ok(()) => {
                         s.remaps = epoch;
                         s.reports.clear();
                     }
                     Err(e) => {
+                        self.failed.store(true, Ordering::SeqCst);
                         let mut msg = String::new();
                         let _ = write!(msg, "{e}");
                         s.error.get_or_insert(msg);

@@ -123,6 +123,34 @@ fn ring_remaps_the_probe_with_new_contents() {
     assert_eq!(db.stats().reports.len(), 3);
 }
 
+/// Regression (a Linux run ended with "vCPU 1: unserved Read at GPA:0xc0000000
+/// (NoArea)"): vCPU 1 read the probe in the moment the ring had it unmapped and the
+/// board ended the VM. Such an access is retried: inside the probe once a remap
+/// began, never outside it, never before a ring, never after a failed remap.
+#[test]
+fn an_access_to_the_probe_during_a_remap_is_retried() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = vm();
+    let db = doorbell();
+    db.attach(&vm).unwrap();
+    assert!(!db.retries(gpa(PROBE)), "no remap yet: a real fault");
+    db.write(RING, AccessWidth::Qword, 1).unwrap();
+    for at in [PROBE, PROBE + 8, PROBE + PROBE_SIZE - 1] {
+        assert!(db.retries(gpa(at)), "{at:#x}");
+    }
+    for at in [PROBE - 1, PROBE + PROBE_SIZE, RAM, usize::MAX] {
+        assert!(!db.retries(gpa(at)), "{at:#x}");
+    }
+    drop(vm);
+    db.write(RING, AccessWidth::Qword, 1).unwrap();
+    assert!(db.stats().error.is_some());
+    assert!(
+        !db.retries(gpa(PROBE)),
+        "the failed remap may leave it unmapped"
+    );
+}
+
 /// Only 8-byte accesses to the three registers; the report register is
 /// write-only and the expected word read-only.
 #[test]

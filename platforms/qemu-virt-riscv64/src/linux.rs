@@ -128,6 +128,7 @@ fn build_and_run(
 
     vm.boot().map_err(|e| err("boot", &e))?;
     let started = crate::boot::now_ns();
+    let retry = doorbell.clone();
     let hooks = Hooks {
         label: "linux",
         check: {
@@ -138,7 +139,11 @@ fn build_and_run(
             println!("[linux] vCPU {vcpu}: hypercall {h:x?} not supported");
             let _ = vm.reply_call(vcpu, FirmwareReply::Error(FirmwareError::NotSupported));
         }),
-        unserved: Arc::new(|_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
+        unserved: Arc::new(move |_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
+            // The probe unmapped for a moment by a remap: run again to retry.
+            if retry.retries(a.gpa) {
+                return true;
+            }
             println!(
                 "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
                 a.access, a.gpa, a.why, a.walk
