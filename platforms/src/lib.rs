@@ -23,6 +23,8 @@
 #[cfg(feature = "host")]
 extern crate alloc;
 
+#[cfg(feature = "host")]
+pub mod board_config;
 #[cfg(feature = "build")]
 pub mod build;
 #[cfg(feature = "host")]

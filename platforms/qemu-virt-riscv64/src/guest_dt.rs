@@ -362,14 +362,19 @@ mod tests {
         assert_eq!(guest_isa("").as_deref(), None);
     }
 
-    /// The board's Linux config (`configs/qemu-virt-riscv64-linux.toml`).
+    /// The board's Linux config (`configs/qemu-virt-riscv64-linux.toml`), its UART
+    /// resolved against QEMU 7.2's own tree as the board does at boot.
     fn linux_config() -> VmConfig {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../configs/qemu-virt-riscv64-linux.toml"
-        );
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let path = format!("{dir}/../../configs/qemu-virt-riscv64-linux.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        VmConfig::from_toml(&text).unwrap()
+        let mut config = VmConfig::from_toml(&text).unwrap();
+        let qemu = std::fs::read(format!(
+            "{dir}/../../vm-core/tests/data/qemu-virt-riscv64.dtb"
+        ))
+        .unwrap();
+        platforms::board_config::resolve_device_trees(&mut config, &qemu, None).unwrap();
+        config
     }
 
     /// A riscv64 Image header claiming `image_size` bytes.

@@ -65,7 +65,13 @@ fn build_and_run(
     checks: &Arc<Checks>,
 ) -> Result<(), String> {
     let err = |what: &str, e: &dyn core::fmt::Display| alloc::format!("{what}: {e}");
-    let config = crate::vm_config().map_err(|e| err("embedded VM config", &e))?;
+    let config = crate::board_config(host_dtb)?;
+    for d in &config.devices.passthrough_devices {
+        println!(
+            "[linux] pass-through {}: [{:?}, +{:#x}) irq {}",
+            d.name, d.base_gpa, d.length, d.irq
+        );
+    }
     let kernel = crate::LINUX_KERNEL;
     let initrd = crate::LINUX_INITRD;
     if kernel.is_empty() || initrd.is_empty() {

@@ -111,20 +111,30 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
         None => println!("no second hart: the second vCPU cannot run (use -smp 2)"),
     }
 
+    // SAFETY: OpenSBI's DTB at a1 (its magic checked above) lies above the frame
+    // pool and stays untouched; its header's totalsize bounds it.
+    let host_dtb = unsafe {
+        let size = u32::from_be(core::ptr::read_volatile((dtb as usize + 4) as *const u32));
+        core::slice::from_raw_parts(dtb as usize as *const u8, size as usize)
+    };
     let linux = crate::vm_config().is_ok_and(|c| c.vm_type == vm_core::VmType::Linux);
     let (passed, failed) = if linux {
-        // SAFETY: OpenSBI's DTB at a1 (its magic checked above) lies above the frame
-        // pool and stays untouched; its header's totalsize bounds it.
-        let host_dtb = unsafe {
-            let size = u32::from_be(core::ptr::read_volatile((dtb as usize + 4) as *const u32));
-            core::slice::from_raw_parts(dtb as usize as *const u8, size as usize)
-        };
         linux::run(&info, second, host_dtb)
     } else {
-        run::run_all(&info, second)
+        run::run_all(&info, second, host_dtb)
     };
     println!("{}", platforms::monitor::Summary { passed, failed });
     boot::power_off(if failed == 0 && passed > 0 { 0 } else { 1 })
+}
+
+/// The embedded VM config with its device-tree references resolved against
+/// OpenSBI's tree `host_dtb` (`platforms::board_config`); the error says which.
+#[cfg(all(target_os = "none", target_arch = "riscv64"))]
+fn board_config(host_dtb: &[u8]) -> Result<vm_core::VmConfig, alloc::string::String> {
+    let mut config = vm_config().map_err(|e| alloc::format!("embedded VM config: {e}"))?;
+    platforms::board_config::resolve_device_trees(&mut config, host_dtb, None)
+        .map_err(|e| alloc::format!("embedded VM config against the host device tree: {e}"))?;
+    Ok(config)
 }
 
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]

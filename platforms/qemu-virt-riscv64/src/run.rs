@@ -21,20 +21,30 @@ use crate::{GUEST_IMAGE, hal, harts};
 const LAYOUT: GuestLayout = platforms::layouts::QEMU_VIRT_RISCV64;
 
 /// Both G-stage modes, one VM each. Returns (passed, failed) over both.
-pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>) -> (u32, u32) {
+pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]) -> (u32, u32) {
     let mut total = (0, 0);
     let mut add = |(p, f): (u32, u32)| {
         total.0 += p;
         total.1 += f;
     };
     if info.sv39x4 {
-        add(run_vm::<addrspace::Sv39x4>("sv39x4", 1, second_hart));
+        add(run_vm::<addrspace::Sv39x4>(
+            "sv39x4",
+            1,
+            second_hart,
+            host_dtb,
+        ));
     } else {
         println!("[sv39x4] FAIL the hart does not implement Sv39x4");
         add((0, 1));
     }
     if info.sv48x4 {
-        add(run_vm::<addrspace::Sv48x4>("sv48x4", 2, second_hart));
+        add(run_vm::<addrspace::Sv48x4>(
+            "sv48x4",
+            2,
+            second_hart,
+            host_dtb,
+        ));
     } else {
         println!("[sv48x4] FAIL the hart does not implement Sv48x4");
         add((0, 1));
@@ -43,14 +53,19 @@ pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>) -> (u32, u32) {
 }
 
 /// One VM with G-stage format `F` and VM id (and VMID) `vm_id`, run to its end.
-fn run_vm<F: GStage>(label: &'static str, vm_id: usize, second_hart: Option<u64>) -> (u32, u32) {
+fn run_vm<F: GStage>(
+    label: &'static str,
+    vm_id: usize,
+    second_hart: Option<u64>,
+    host_dtb: &[u8],
+) -> (u32, u32) {
     println!("[{label}] ---- test VM {vm_id}: {} G-stage ----", F::NAME);
     let monitor = Arc::new(SharedMonitor::new(label, console::print_str));
 
-    let mut config = match crate::vm_config() {
+    let mut config = match crate::board_config(host_dtb) {
         Ok(c) => c,
         Err(e) => {
-            println!("[{label}] embedded VM config: {e}");
+            println!("[{label}] {e}");
             monitor.host_check("embedded VM config is valid", false);
             return monitor.finish();
         }
