@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, Ept, GpaRange, NestedFormat, Npt, Sv39x4, Sv48x4};
+use addrspace::{
+    AccessKind, ArmStage2Ipa40, ArmStage2Ipa48, Ept, GpaRange, NestedFormat, Npt, Sv39x4, Sv48x4,
+};
 use arbitrary::Arbitrary;
 use hal_mock::{Action, GuestLog, Machine, MockVCpuConfig, MockVm, Op, Program, run_vm};
 use libfuzzer_sys::fuzz_target;
@@ -191,6 +193,18 @@ struct Layout {
     bytes: HashMap<usize, u8>,
 }
 
+impl Layout {
+    /// Whether every page of `[at, at + len)` (`len > 0`) is mapped.
+    fn mapped(&self, at: usize, len: usize) -> bool {
+        (at / PAGE..=(at + len - 1) / PAGE).all(|q| self.pages.contains_key(&(q - DATA / PAGE)))
+    }
+}
+
+/// An address in the host's half of the data window (the guest never writes there).
+fn host_half(page: u8, offset: u16) -> usize {
+    DATA + (PAGES / 2 + usize::from(page) % (PAGES / 2)) * PAGE + usize::from(offset) % PAGE
+}
+
 fn flags_of(f: u8) -> MappingFlags {
     MappingFlags::from_bits_truncate(u32::from(f) & 7)
 }
@@ -282,15 +296,12 @@ fn host<F: NestedFormat>(m: &Machine, vm: &MockVm<F>, ops: &[HostOp], layout: &m
                 seed,
             } => {
                 // The host's half only.
-                let at = DATA
-                    + (PAGES / 2 + usize::from(page) % (PAGES / 2)) * PAGE
-                    + usize::from(offset) % PAGE;
+                let at = host_half(page, offset);
                 let buf: Vec<u8> = (0..usize::from(len) % (2 * PAGE) + 1)
                     .map(|i| seed ^ i as u8)
                     .collect();
                 let got = vm.write_guest(gpa(at), &buf);
-                let mapped = (at / PAGE..=(at + buf.len() - 1) / PAGE)
-                    .all(|q| layout.pages.contains_key(&(q - DATA / PAGE)));
+                let mapped = layout.mapped(at, buf.len());
                 match got {
                     Ok(()) => {
                         assert!(mapped, "{op:?} accepted over a hole");
@@ -302,13 +313,10 @@ fn host<F: NestedFormat>(m: &Machine, vm: &MockVm<F>, ops: &[HostOp], layout: &m
                 }
             }
             HostOp::Read { page, offset, len } => {
-                let at = DATA
-                    + (PAGES / 2 + usize::from(page) % (PAGES / 2)) * PAGE
-                    + usize::from(offset) % PAGE;
+                let at = host_half(page, offset);
                 let mut buf = vec![0u8; usize::from(len) % (2 * PAGE) + 1];
                 let got = vm.read_guest(gpa(at), &mut buf);
-                let mapped = (at / PAGE..=(at + buf.len() - 1) / PAGE)
-                    .all(|q| layout.pages.contains_key(&(q - DATA / PAGE)));
+                let mapped = layout.mapped(at, buf.len());
                 match got {
                     Ok(()) => {
                         assert!(mapped, "{op:?} accepted over a hole");
@@ -379,10 +387,18 @@ fn run<F: NestedFormat>(input: &Input) {
     let report = std::thread::scope(|s| {
         let runner = s.spawn(|| {
             run_vm(&machine, &vm, 1, |_, vcpu, exit| match exit {
+                // A load or store the host's changes left unserved is skipped; a
+                // fetch cannot be (vm-core refuses), so it is retried until the host
+                // maps the page back or the VM shuts down.
                 VmExit::UnservedAccess(a)
                     if matches!(a.why, Unserved::NoArea | Unserved::Permission { .. }) =>
                 {
-                    Action::Skip
+                    if a.access == AccessKind::Execute {
+                        std::thread::yield_now();
+                        Action::Resume
+                    } else {
+                        Action::Skip
+                    }
                 }
                 VmExit::CpuUp { .. } => Action::Resume,
                 other => {
