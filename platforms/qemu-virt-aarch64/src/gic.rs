@@ -132,11 +132,3 @@ pub(crate) fn acknowledge() -> Option<u32> {
 pub(crate) fn deactivate(intid: u32) {
     hal_aarch64::interrupt::deactivate_physical(intid);
 }
-
-/// Acknowledges and deactivates the pending interrupt (a kick, or anything not
-/// forwarded to a guest); returns its INTID.
-pub(crate) fn acknowledge_and_deactivate() -> Option<u32> {
-    let intid = acknowledge()?;
-    deactivate(intid);
-    Some(intid)
-}

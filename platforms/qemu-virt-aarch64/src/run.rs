@@ -1,7 +1,8 @@
-//! One run of the self-checking test guest: build the VM from the embedded config
-//! with stage-2 format `F`, load the guest, run vCPU 0 here and vCPU 1 on the second
-//! physical CPU when the guest starts it, answer the test hypercalls through
-//! [`Monitor`], and count.
+//! The vCPU loop every run of this board uses ([`vcpu_loop`] with a run's
+//! [`Hooks`]: the test guest's, Linux's), and the test runs: build the VM from the
+//! embedded config with stage-2 format `F`, load the guest, run vCPU 0 here and vCPU
+//! 1 on the second physical CPU when the guest starts it, answer the test hypercalls
+//! through [`Monitor`](platforms::monitor::Monitor), and count.
 
 use alloc::format;
 use alloc::string::String;
@@ -14,7 +15,11 @@ use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Fo
 use platforms::host::{self, SharedMonitor};
 use platforms::monitor::Action;
 use platforms::protocol::Call;
-use vm_core::{FirmwareError, FirmwareReply, Vm, VmError, VmExit, VmState};
+use vcpu_api::VCpuState;
+use vm_core::{
+    FirmwareError, FirmwareReply, Hypercall, SysRegAccess, UnservedAccess, Vm, VmError, VmExit,
+    VmState,
+};
 
 use crate::layout::{LAYOUT, check_uart};
 use crate::{console, println};
@@ -31,23 +36,57 @@ include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
 /// powered off.
 const SECONDARY_TIMEOUT_NS: u64 = 5_000_000_000;
 
+/// Records a check of the hypervisor's side: its name, whether it passed.
+pub(crate) type CheckHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
+/// Answers a hypercall of the board's on vCPU `usize`.
+pub(crate) type HypercallHook<F> =
+    Arc<dyn Fn(&Arc<Run<F>>, usize, Hypercall) -> FirmwareReply + Send + Sync>;
+/// Settles an access vCPU `usize` made that vm-core could not serve; `false` ends the
+/// run.
+pub(crate) type UnservedHook<F> =
+    Arc<dyn Fn(&Vm<Aarch64VCpu<F>>, usize, &UnservedAccess) -> bool + Send + Sync>;
+/// Answers a system-register access vCPU `usize` trapped on: the value a read gets
+/// (a write ignores it); `None` for one the run does not expect.
+pub(crate) type SysRegHook = Arc<dyn Fn(usize, &SysRegAccess) -> Option<u64> + Send + Sync>;
+/// Takes physical interrupt INTID `u32`, acknowledged on this CPU while it ran vCPU
+/// `usize`: `true` when it was forwarded to the guest (it stays active until the
+/// guest deactivates it), `false` when the board deactivates it now.
+pub(crate) type InterruptHook = Arc<dyn Fn(usize, u32) -> bool + Send + Sync>;
+
+/// What a run (the test guest's, Linux's) does with the exits vm-core leaves to the
+/// board, and where its checks go; the vCPU loop ([`vcpu_loop`]) is the same for all.
+pub(crate) struct Hooks<F: Stage2Format> {
+    /// Where the checks go.
+    pub(crate) check: CheckHook,
+    /// The board's hypercalls (vm-core answers PSCI).
+    pub(crate) hypercall: HypercallHook<F>,
+    /// Accesses vm-core could not serve.
+    pub(crate) unserved: UnservedHook<F>,
+    /// Trapped system registers.
+    pub(crate) sysreg: SysRegHook,
+    /// Physical interrupts taken while the guest ran.
+    pub(crate) interrupt: InterruptHook,
+}
+
 /// What one run shares between the physical CPUs.
-struct Run<F: Stage2Format> {
-    label: &'static str,
-    vm: Arc<Vm<Aarch64VCpu<F>>>,
-    monitor: SharedMonitor,
-    /// Exits for a physical interrupt (kicks), all vCPUs.
-    irq_exits: AtomicU32,
+pub(crate) struct Run<F: Stage2Format> {
+    /// The run's label in messages.
+    pub(crate) label: &'static str,
+    /// The VM.
+    pub(crate) vm: Arc<Vm<Aarch64VCpu<F>>>,
+    /// What it does with the exits it gets.
+    pub(crate) hooks: Hooks<F>,
 }
 
 impl<F: Stage2Format> Run<F> {
-    fn host_check(&self, name: &str, passed: bool) {
-        self.monitor.host_check(name, passed);
+    /// Records a check of the hypervisor's side.
+    pub(crate) fn check(&self, name: &str, passed: bool) {
+        (self.hooks.check)(name, passed);
     }
 
     /// A failure the run cannot continue from: report it, stop the VM.
     fn fail(&self, what: &str) {
-        self.host_check(what, false);
+        self.check(what, false);
         let _ = self.vm.shutdown();
     }
 }
@@ -60,7 +99,7 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     psci: PsciConduit,
 ) -> (u32, u32) {
     let frames_before = crate::hal::free_frames();
-    let monitor = SharedMonitor::new(label, console::print_str);
+    let monitor = Arc::new(SharedMonitor::new(label, console::print_str));
     let vm = match build_vm::<F>(vm_id, psci, &monitor) {
         Ok(vm) => vm,
         Err(e) => {
@@ -74,11 +113,11 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
         hal_aarch64::tlb::vmid_of(vm_id).unwrap_or(0),
         psci
     );
+    let irq_exits = Arc::new(AtomicU32::new(0));
     let run = Arc::new(Run {
         label,
         vm,
-        monitor,
-        irq_exits: AtomicU32::new(0),
+        hooks: test_hooks(label, &monitor, &irq_exits),
     });
     // A kick to this CPU before vCPU 0's first entry: the SGI stays pending at EL2
     // (interrupts masked) and must take the guest out at once (HCR_EL2.IMO). This is
@@ -90,11 +129,11 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     let _ = run.vm.shutdown();
     let idle = crate::smp::wait_idle(1, SECONDARY_TIMEOUT_NS);
     if !idle {
-        run.host_check("second physical CPU finished", false);
+        run.check("second physical CPU finished", false);
     }
-    run.host_check(
+    run.check(
         "a kick (GIC SGI) takes a running vCPU out of the guest",
-        run.irq_exits.load(Ordering::SeqCst) >= 1,
+        irq_exits.load(Ordering::SeqCst) >= 1,
     );
     let stats = run.vm.stats();
     println!(
@@ -107,14 +146,66 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
         println!("[{label}] the VM is still referenced by the second CPU");
         return (0, 1);
     };
-    let Run { vm, monitor, .. } = run;
-    drop(vm);
+    drop(run);
     let frames_after = crate::hal::free_frames();
     monitor.host_check(
         "every frame of the VM freed after it is dropped",
         frames_after == frames_before,
     );
     monitor.finish()
+}
+
+/// The test run's hooks: checks and hypercalls through the monitor, kicks counted in
+/// `irq_exits`; no system register is expected (vm-core answers ID registers).
+fn test_hooks<F: Stage2Format>(
+    label: &'static str,
+    monitor: &Arc<SharedMonitor>,
+    irq_exits: &Arc<AtomicU32>,
+) -> Hooks<F> {
+    let (m, h, u) = (monitor.clone(), monitor.clone(), monitor.clone());
+    let irqs = irq_exits.clone();
+    Hooks {
+        check: Arc::new(move |name: &str, ok: bool| m.host_check(name, ok)),
+        hypercall: Arc::new(move |run: &Arc<Run<F>>, vcpu, call| hypercall(run, vcpu, call, &h)),
+        unserved: Arc::new(move |vm: &Vm<Aarch64VCpu<F>>, vcpu, a: &UnservedAccess| {
+            host::settle_unserved(vm, vcpu, a, &u)
+        }),
+        sysreg: Arc::new(|_, _| None),
+        interrupt: Arc::new(move |vcpu, intid| {
+            irqs.fetch_add(1, Ordering::SeqCst);
+            println!("[{label}] vCPU {vcpu}: interrupt {intid} (kick) taken from the guest");
+            false
+        }),
+    }
+}
+
+/// Answers the test protocol's hypercalls through the monitor; anything else is
+/// SMCCC's NOT_SUPPORTED (e.g. PSCI by HVC when PSCI goes by SMC).
+fn hypercall<F: Stage2Format>(
+    run: &Arc<Run<F>>,
+    vcpu: usize,
+    h: Hypercall,
+    monitor: &SharedMonitor,
+) -> FirmwareReply {
+    let _ = vcpu;
+    let Some(call) = Call::from_arm(h.nr) else {
+        return FirmwareReply::Error(FirmwareError::NotSupported);
+    };
+    let args = [h.args[0], h.args[1], h.args[2], h.args[3]];
+    match monitor.with(|m, out| m.on_call(call, args, out)) {
+        Action::StartCpu { cpu, entry, arg } => {
+            start_cpu(run, cpu, GuestPhysAddr::from_usize(entry as usize), arg)
+        }
+        action => {
+            let mut out = String::new();
+            let value = host::act_on(&run.vm, action, &mut out);
+            console::print_str(&out);
+            value.map_or(
+                FirmwareReply::Error(FirmwareError::NotSupported),
+                FirmwareReply::Value,
+            )
+        }
+    }
 }
 
 /// The VM for one run: the embedded config with `vm_id`, the guest loaded, the
@@ -168,7 +259,7 @@ fn sync_guest_code<F: Stage2Format>(vm: &Vm<Aarch64VCpu<F>>, len: usize) {
 
 /// Runs vCPU `vcpu` on this physical CPU until it is off, the VM stops, or a
 /// failure.
-fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
+pub(crate) fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
     let label = run.label;
     crate::hal::set_current(Some((run.vm.id(), vcpu)));
     loop {
@@ -199,28 +290,7 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
     let vm = &run.vm;
     match exit {
         VmExit::Hypercall(h) => {
-            let reply = match Call::from_arm(h.nr) {
-                Some(call) => {
-                    let args = [h.args[0], h.args[1], h.args[2], h.args[3]];
-                    match run.monitor.with(|m, out| m.on_call(call, args, out)) {
-                        Action::StartCpu { cpu, entry, arg } => {
-                            start_cpu(run, cpu, GuestPhysAddr::from_usize(entry as usize), arg)
-                        }
-                        action => {
-                            let mut out = String::new();
-                            let value = host::act_on(vm, action, &mut out);
-                            console::print_str(&out);
-                            value.map_or(
-                                FirmwareReply::Error(FirmwareError::NotSupported),
-                                FirmwareReply::Value,
-                            )
-                        }
-                    }
-                }
-                // Not ours (e.g. PSCI by HVC when PSCI goes by SMC): SMCCC's
-                // NOT_SUPPORTED.
-                None => FirmwareReply::Error(FirmwareError::NotSupported),
-            };
+            let reply = (run.hooks.hypercall)(run, vcpu, h);
             if let Err(e) = vm.reply_call(vcpu, reply) {
                 println!("[{label}] vCPU {vcpu}: {e}");
                 run.fail("hypercall result delivered");
@@ -229,27 +299,35 @@ fn handle_exit<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize, exit: VmExit) ->
             true
         }
         VmExit::UnservedAccess(a) => {
-            if host::settle_unserved(vm, vcpu, &a, &run.monitor) {
+            if (run.hooks.unserved)(vm, vcpu, &a) {
                 return true;
             }
             let _ = vm.shutdown();
             false
         }
+        VmExit::SysReg(access) => match (run.hooks.sysreg)(vcpu, &access) {
+            Some(value) => vm.set_return_value(vcpu, value).is_ok(),
+            None => {
+                println!("[{label}] vCPU {vcpu}: unexpected {access:?}");
+                run.fail("only expected system registers");
+                false
+            }
+        },
         VmExit::CpuUp { target, .. } => {
             schedule(run, target);
             true
         }
         VmExit::ExternalInterrupt { .. } => {
-            // A kick (SGI): acknowledged, the vCPU runs on.
-            if let Some(intid) = crate::gic::acknowledge_and_deactivate() {
-                run.irq_exits.fetch_add(1, Ordering::SeqCst);
-                println!("[{label}] vCPU {vcpu}: interrupt {intid} (kick) taken from the guest");
+            if let Some(intid) = crate::gic::acknowledge()
+                && !(run.hooks.interrupt)(vcpu, intid)
+            {
+                crate::gic::deactivate(intid);
             }
             true
         }
-        // WFI: nothing to wait for in this guest (no interrupts): resume.
-        VmExit::Halt => true,
-        VmExit::CpuDown | VmExit::Shutdown | VmExit::Stopped => false,
+        // WFI (trapped): nothing to wait for here; a pause: run again.
+        VmExit::Halt | VmExit::Paused => true,
+        VmExit::CpuDown | VmExit::Shutdown | VmExit::Reset | VmExit::Stopped => false,
         other => {
             println!("[{label}] vCPU {vcpu}: unexpected exit {other:?}");
             run.fail("only expected exits");
@@ -294,6 +372,7 @@ fn schedule<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         let cpu = hal_aarch64::cpu::cpu_id();
         crate::gic::init_cpu(cpu);
         println!("[{}] vCPU {vcpu} runs on physical CPU {cpu}", job_run.label);
+        kick_check(&job_run);
         vcpu_loop(&job_run, vcpu);
     });
     if let Err(e) = crate::smp::run_on(pcpu, job) {
@@ -303,4 +382,31 @@ fn schedule<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         );
         run.fail("second vCPU scheduled on its physical CPU");
     }
+}
+
+/// The kick path, from the second physical CPU before it runs vCPU 1: vCPU 0 runs in
+/// the guest (the test guest waits there for vCPU 1; Linux boots), so pausing the VM
+/// must kick it out (vm-core's eviction: `kick_pcpu`, a GIC SGI, an IRQ exit to
+/// EL2, `ExitReason::Kicked`). Then the VM resumes.
+fn kick_check<F: Stage2Format>(run: &Run<F>) {
+    let name = "pause kicks vCPU 0 out of the guest";
+    let vm = &run.vm;
+    let start = hal_aarch64::cpu::now_ns();
+    while vm.vcpu_state(0) != Ok(VCpuState::Running) {
+        if hal_aarch64::cpu::now_ns() - start > 1_000_000_000 {
+            println!("[{}] vCPU 0 did not enter the guest within 1 s", run.label);
+            run.check(name, false);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    let before = vm.stats().kicks;
+    let paused = vm.pause();
+    let kicks = vm.stats().kicks - before;
+    let resumed = vm.resume();
+    println!(
+        "[{}] pause from the second CPU: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}",
+        run.label
+    );
+    run.check(name, paused.is_ok() && resumed.is_ok() && kicks > 0);
 }
