@@ -34,6 +34,8 @@ pub mod guest;
 pub mod host;
 pub mod layouts;
 #[cfg(feature = "host")]
+pub mod linux;
+#[cfg(feature = "host")]
 pub mod logger;
 pub mod monitor;
 pub mod protocol;

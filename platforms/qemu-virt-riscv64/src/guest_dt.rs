@@ -12,9 +12,9 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use platforms::doorbell::DOORBELL_DEVICE;
+use platforms::linux::{DTB_MAX, LinuxLayout};
+use vm_core::VmConfig;
 use vm_core::fdt::{self, DeviceTree, GuestTreeOptions, ReservedRange, TreeResult};
-use vm_core::{GuestPhysAddr, VmConfig};
 
 /// The single-letter extensions a guest may see: the host's, less `h` (the guest has
 /// no hypervisor extension) and `v` (the world switch does not keep vector state).
@@ -146,118 +146,17 @@ pub(crate) fn image_size(kernel: &[u8]) -> Result<usize, String> {
     usize::try_from(size).map_err(|_| format!("the kernel's image_size {size:#x} is too large"))
 }
 
-/// Where a Linux guest's pieces go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LinuxLayout {
-    /// The kernel's load address and the memory it takes (`image_size`).
-    pub(crate) kernel_at: GuestPhysAddr,
-    /// `image_size` from the header.
-    pub(crate) image_size: usize,
-    /// The initrd's place and length.
-    pub(crate) initrd_at: GuestPhysAddr,
-    /// Its length.
-    pub(crate) initrd_len: usize,
-    /// The device tree's place (the blob takes at most [`DTB_MAX`]).
-    pub(crate) dtb_at: GuestPhysAddr,
-    /// The doorbell device's base.
-    pub(crate) doorbell: GuestPhysAddr,
-    /// The doorbell's probe range: RAM of the config kept from the guest kernel.
-    pub(crate) probe: (GuestPhysAddr, usize),
-    /// The passed-through UART.
-    pub(crate) uart: Uart,
-}
-
-/// The most bytes the guest's device tree may take at `dtb_load_addr`.
-pub(crate) const DTB_MAX: usize = 0x1_0000;
-
 /// QEMU virt's ns16550a input clock (3.6864 MHz).
 const UART_CLOCK: u32 = 3_686_400;
 
-/// Works out and checks where a Linux guest of `config` goes: the kernel (with the
-/// header's `image_size`), the initrd of `initrd_len` bytes and the device tree must
-/// each lie inside one RAM region of the config and not overlap each other or the
-/// doorbell's probe, which must be a RAM region of its own (`cfg_list = [gpa,
-/// size]` of the `hvcore-doorbell` device).
+/// Where a Linux guest of `config` goes ([`platforms::linux::linux_layout`]), with the
+/// kernel's `image_size` from its riscv64 Image header.
 pub(crate) fn linux_layout(
     config: &VmConfig,
     kernel: &[u8],
     initrd_len: usize,
 ) -> Result<LinuxLayout, String> {
-    let k = &config.kernel;
-    let image_size = image_size(kernel)?;
-    let (Some(initrd_at), Some(dtb_at)) = (k.ramdisk_load_addr, k.dtb_load_addr) else {
-        return Err("the Linux config needs ramdisk_load_addr and dtb_load_addr".into());
-    };
-    let doorbell = config
-        .devices
-        .emu_devices
-        .iter()
-        .find(|d| d.name == DOORBELL_DEVICE)
-        .ok_or("the Linux config has no hvcore-doorbell device")?;
-    let probe = match doorbell.cfg_list[..] {
-        [gpa, size] => (GuestPhysAddr::from_usize(gpa), size),
-        _ => return Err("the hvcore-doorbell device's cfg_list is not [probe_gpa, size]".into()),
-    };
-    let probe_is_region = config
-        .kernel
-        .memory_regions
-        .iter()
-        .any(|r| r.gpa == probe.0 && r.size == probe.1);
-    if !probe_is_region {
-        return Err(format!(
-            "the doorbell's probe [{:?}, +{:#x}) is not a memory region of its own",
-            probe.0, probe.1
-        ));
-    }
-    let uart = config
-        .devices
-        .passthrough_devices
-        .first()
-        .ok_or("the Linux config passes no UART through")?;
-    let uart = Uart {
-        base: uart.base_gpa.as_usize() as u64,
-        size: uart.length as u64,
-        clock: UART_CLOCK,
-    };
-    let pieces = [
-        ("kernel", k.kernel_load_addr, image_size),
-        ("initrd", initrd_at, initrd_len),
-        ("device tree", dtb_at, DTB_MAX),
-        ("doorbell probe", probe.0, probe.1),
-    ];
-    for (i, &(what, at, len)) in pieces.iter().enumerate() {
-        let start = at.as_usize();
-        let end = start
-            .checked_add(len)
-            .ok_or_else(|| format!("the {what} at {at:?} runs past the address space"))?;
-        let in_ram =
-            config.kernel.memory_regions.iter().any(|r| {
-                r.gpa.as_usize() <= start && end <= r.gpa.as_usize().saturating_add(r.size)
-            });
-        if len == 0 || !in_ram {
-            return Err(format!(
-                "the {what} [{at:?}, +{len:#x}) is not inside one RAM region"
-            ));
-        }
-        for &(other, o_at, o_len) in &pieces[..i] {
-            let o = o_at.as_usize();
-            if start < o.saturating_add(o_len) && o < end {
-                return Err(format!(
-                    "the {what} [{at:?}, +{len:#x}) overlaps the {other} [{o_at:?}, +{o_len:#x})"
-                ));
-            }
-        }
-    }
-    Ok(LinuxLayout {
-        kernel_at: k.kernel_load_addr,
-        image_size,
-        initrd_at,
-        initrd_len,
-        dtb_at,
-        doorbell: doorbell.base_gpa,
-        probe,
-        uart,
-    })
+    platforms::linux::linux_layout(config, image_size(kernel)?, initrd_len)
 }
 
 /// What the host's device tree (from OpenSBI) says about its first hart, as the
@@ -307,19 +206,14 @@ pub(crate) fn linux_dtb(
     facts: &HartFacts,
 ) -> Result<Vec<u8>, String> {
     let err = |e: vm_core::GuestTreeError| format!("guest device tree: {e}");
-    let bootargs = format!(
-        "{} hvcore.doorbell={:#x} hvcore.probe={:#x}",
-        config.kernel.cmdline.as_deref().unwrap_or(""),
-        layout.doorbell.as_usize(),
-        layout.probe.0.as_usize()
-    );
+    let bootargs = platforms::linux::bootargs(config, layout);
     let hart_ids: Vec<u64> = (0..config.cpu_num as u64).collect();
     let mut tree = fdt::guest_tree(
         config,
         &GuestTreeOptions {
             compatible: "hvcore,qemu-virt-riscv64".to_string(),
             cpu_ids: hart_ids.clone(),
-            bootargs: Some(bootargs.trim_start().to_string()),
+            bootargs: Some(bootargs),
             stdout_path: None,
             initrd: Some((layout.initrd_at, layout.initrd_len)),
             reserved: alloc::vec![ReservedRange {
@@ -330,7 +224,12 @@ pub(crate) fn linux_dtb(
         },
     )
     .map_err(err)?;
-    let serial = add_riscv(&mut tree, &hart_ids, facts, layout.uart).map_err(err)?;
+    let uart = Uart {
+        base: layout.uart.0,
+        size: layout.uart.1,
+        clock: UART_CLOCK,
+    };
+    let serial = add_riscv(&mut tree, &hart_ids, facts, uart).map_err(err)?;
     let chosen = fdt::node_mut(&mut tree, "/chosen").map_err(err)?;
     fdt::set(chosen, "/chosen", "stdout-path", serial.as_str()).map_err(err)?;
     let dtb = fdt::to_dtb(&tree).map_err(err)?;
@@ -345,6 +244,8 @@ pub(crate) fn linux_dtb(
 
 #[cfg(test)]
 mod tests {
+    use vm_core::GuestPhysAddr;
+
     use super::*;
 
     #[test]
