@@ -21,11 +21,20 @@ const SGI_BASE: usize = 0x1_0000;
 const GICD_CTLR: usize = 0x0;
 const GICD_CTLR_ENABLE: u32 = (1 << 4) | (1 << 1) | 1;
 const RWP: u32 = 1 << 31;
+/// The distributor's SPI registers (12.9): group, set/clear enable and active,
+/// priority (byte per INTID), route (64-bit per INTID).
+const GICD_IGROUPR: usize = 0x80;
+const GICD_ISENABLER: usize = 0x100;
+const GICD_ICENABLER: usize = 0x180;
+const GICD_ICACTIVER: usize = 0x380;
+const GICD_IPRIORITYR: usize = 0x400;
+const GICD_IROUTER: usize = 0x6000;
 /// GICR_WAKER: ProcessorSleep (bit 1), ChildrenAsleep (bit 2).
 const GICR_WAKER: usize = 0x14;
 /// In the SGI_base frame: group, enable and priority of SGIs and PPIs.
 const GICR_IGROUPR0: usize = 0x80;
 const GICR_ISENABLER0: usize = 0x100;
+const GICR_ICACTIVER0: usize = 0x380;
 const GICR_IPRIORITYR: usize = 0x400;
 
 /// The SGI used for kicks.
@@ -50,6 +59,14 @@ fn mmio_write(addr: usize, value: u32) {
     unsafe { write_volatile(addr as *mut u32, value) }
 }
 
+/// Gives interrupt `intid` priority 0x80 in the IPRIORITYR array at `base` (byte-wide
+/// fields in word-accessible registers).
+fn set_priority(base: usize, intid: u32) {
+    let at = base + (intid as usize & !3);
+    let shift = 8 * (intid % 4);
+    mmio_write(at, (mmio_read(at) & !(0xff << shift)) | (0x80 << shift));
+}
+
 /// Enables the distributor (once, on CPU 0).
 pub(crate) fn init_distributor() {
     mmio_write(GICD_BASE + GICD_CTLR, GICD_CTLR_ENABLE);
@@ -71,11 +88,7 @@ pub(crate) fn init_cpu(cpu: usize) {
     let sgi = rd + SGI_BASE;
     mmio_write(sgi + GICR_IGROUPR0, u32::MAX);
     for intid in ENABLED {
-        // Priority 0x80 (byte-wide fields; the registers are word-accessible).
-        let at = sgi + GICR_IPRIORITYR + (intid as usize & !3);
-        let shift = 8 * (intid % 4);
-        let prio = mmio_read(at);
-        mmio_write(at, (prio & !(0xff << shift)) | (0x80 << shift));
+        set_priority(sgi + GICR_IPRIORITYR, intid);
         mmio_write(sgi + GICR_ISENABLER0, 1 << intid);
     }
     // SAFETY: ICC_SRE_EL2.SRE | Enable: system-register access to the CPU
@@ -131,4 +144,41 @@ pub(crate) fn acknowledge() -> Option<u32> {
 /// Deactivates interrupt `intid`, acknowledged on this CPU.
 pub(crate) fn deactivate(intid: u32) {
     hal_aarch64::interrupt::deactivate_physical(intid);
+}
+
+/// Enables SPI `intid` as a group-1 interrupt at priority 0x80 routed to CPU `cpu`
+/// (Aff0 = `cpu`): a pass-through device's interrupt, forwarded to a guest.
+pub(crate) fn enable_spi(intid: u32, cpu: usize) {
+    if !(32..1020).contains(&intid) {
+        return;
+    }
+    let (word, bit) = (4 * (intid as usize / 32), 1u32 << (intid % 32));
+    mmio_write(
+        GICD_BASE + GICD_IGROUPR + word,
+        mmio_read(GICD_BASE + GICD_IGROUPR + word) | bit,
+    );
+    set_priority(GICD_BASE + GICD_IPRIORITYR, intid);
+    let route = GICD_BASE + GICD_IROUTER + 8 * intid as usize;
+    mmio_write(route, cpu as u32);
+    mmio_write(route + 4, 0);
+    mmio_write(GICD_BASE + GICD_ISENABLER + word, bit);
+}
+
+/// Disables SPI `intid` and makes it inactive (its VM is gone).
+pub(crate) fn disable_spi(intid: u32) {
+    if !(32..1020).contains(&intid) {
+        return;
+    }
+    let (word, bit) = (4 * (intid as usize / 32), 1u32 << (intid % 32));
+    mmio_write(GICD_BASE + GICD_ICENABLER + word, bit);
+    mmio_write(GICD_BASE + GICD_ICACTIVER + word, bit);
+}
+
+/// Makes PPI `intid` of CPU `cpu` inactive through its redistributor (a forwarded
+/// interrupt a guest left active when its VM ended).
+pub(crate) fn clear_active(cpu: usize, intid: u32) {
+    if intid < 32 {
+        let sgi = GICR_BASE + cpu * GICR_STRIDE + SGI_BASE;
+        mmio_write(sgi + GICR_ICACTIVER0, 1 << intid);
+    }
 }

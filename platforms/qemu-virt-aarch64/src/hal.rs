@@ -2,6 +2,8 @@
 //! virtual mapping, per-CPU identity, kicks by GIC SGI, broadcast stage-2 TLB
 //! invalidation, time from the generic timer.
 
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
@@ -21,6 +23,26 @@ pub(crate) fn free_frames() -> usize {
     FRAMES.free_frames()
 }
 
+/// How `VmHal::inject_irq` reaches a VM's virtual interrupt controller: `(vcpu,
+/// irq) -> delivered`.
+pub(crate) type Injector = Arc<dyn Fn(usize, usize) -> bool + Send + Sync>;
+
+/// The VMs with a virtual interrupt controller, by VM id.
+static INJECTORS: spin::Mutex<Vec<(usize, Injector)>> = spin::Mutex::new(Vec::new());
+
+/// Makes `VmHal::inject_irq` reach VM `vm_id` through `inject` until
+/// [`unregister_injector`].
+pub(crate) fn register_injector(vm_id: usize, inject: Injector) {
+    let mut all = INJECTORS.lock();
+    all.retain(|(id, _)| *id != vm_id);
+    all.push((vm_id, inject));
+}
+
+/// VM `vm_id` is gone.
+pub(crate) fn unregister_injector(vm_id: usize) {
+    INJECTORS.lock().retain(|(id, _)| *id != vm_id);
+}
+
 const NONE: usize = usize::MAX;
 static CURRENT_VM: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CPUS];
 static CURRENT_VCPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(NONE) }; MAX_CPUS];
@@ -33,6 +55,11 @@ pub(crate) fn set_current(vm_vcpu: Option<(usize, usize)>) {
         a.store(vm, Ordering::SeqCst);
         b.store(vcpu, Ordering::SeqCst);
     }
+}
+
+/// The vCPU this physical CPU runs, if any (the doorbell's `current_vcpu`).
+pub(crate) fn current_vcpu() -> Option<usize> {
+    current(&CURRENT_VCPU)
 }
 
 fn current(table: &[AtomicUsize; MAX_CPUS]) -> Option<usize> {
@@ -86,10 +113,14 @@ impl vm_core::VmHal for BoardHal {
         hal_aarch64::cpu::cpu_id()
     }
 
-    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
-        // No virtual interrupt controller yet (the test guest runs with interrupts
-        // masked): refused, as the interface allows.
-        false
+    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
+        // The injector is cloned out so the VM's own locks are taken without ours.
+        let inject = INJECTORS
+            .lock()
+            .iter()
+            .find(|(id, _)| *id == vm_id)
+            .map(|(_, f)| f.clone());
+        inject.is_some_and(|f| f(vcpu_id, irq))
     }
 
     fn kick_pcpu(pcpu_id: usize) {

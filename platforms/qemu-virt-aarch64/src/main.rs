@@ -3,15 +3,21 @@
 //! with a 40-bit IPA (3-level stage 2 from two concatenated level-1 tables) and once
 //! with a 48-bit IPA (4 levels), prints each check and `N passed, M failed`, and
 //! ends QEMU with status 0 only when every check passed (semihosting SYS_EXIT).
+//! Built with the Linux config (`cargo xtask qemu aarch64 --guest linux`) it runs
+//! Debian's arm64 Linux instead, on two vCPUs with a virtual GICv3.
 //!
 //! - `boot`: entry at EL2, per-CPU stacks, the EL2 identity map (MMU and caches on).
 //! - `console`: the PL011, shared by both physical CPUs and the guests.
 //! - `fdt`: the RAM size from QEMU's device tree.
 //! - `hal`: the frame pool (`addrspace::BitmapFrames`) and the `vm_core::VmHal`
 //!   implementation.
-//! - `gic`: GICv3 SGIs for kicks.
+//! - `gic`: the physical GICv3: SGIs for kicks, the maintenance interrupt, the
+//!   forwarded virtual timer and pass-through SPIs, priority drop apart from
+//!   deactivation.
 //! - `smp`: the second physical CPU, which runs the guest's second vCPU.
-//! - `run`: one run of the guest through `vm_core::Vm` and `platforms::monitor`.
+//! - `run`: the vCPU loop of every run, and the test guest's runs through
+//!   `vm_core::Vm` and `platforms::monitor`.
+//! - `linux`: the Linux run (vGIC, doorbell, figures); `guest_dt`: its device tree.
 //! - `layout`: the test VM's layout (`platforms::layouts`) and the check that the
 //!   embedded VM config builds it; the emulated device is `platforms::host::TestDevice`.
 //!
@@ -23,7 +29,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -33,9 +38,12 @@ mod console;
 mod fdt;
 #[cfg(target_os = "none")]
 mod gic;
+mod guest_dt;
 #[cfg(target_os = "none")]
 mod hal;
 mod layout;
+#[cfg(target_os = "none")]
+mod linux;
 #[cfg(target_os = "none")]
 mod run;
 #[cfg(target_os = "none")]
@@ -60,7 +68,7 @@ mod bare_metal {
     use hal_aarch64::PsciConduit;
     use platforms::monitor::Summary;
 
-    use crate::{boot, console, fdt, gic, hal, println, run, smp};
+    use crate::{boot, console, fdt, gic, hal, linux, println, run, smp};
 
     /// QEMU virt RAM base; QEMU puts the DTB there when the image is linked higher.
     const RAM_BASE: usize = 0x4000_0000;
@@ -123,10 +131,17 @@ mod bare_metal {
             ram_base + ram_size,
             hal::free_frames()
         );
-        let runs = [
-            run::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
-            run::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
-        ];
+        // The embedded config says which guest: Linux (`cargo xtask qemu aarch64
+        // --guest linux`) or the test guest, twice.
+        let runs = match run::vm_config() {
+            Ok(config) if config.vm_type == vm_core::VmType::Linux => {
+                alloc::vec![linux::run(config)]
+            }
+            _ => alloc::vec![
+                run::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
+                run::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
+            ],
+        };
         let summary = Summary {
             passed: runs.iter().map(|r| r.0).sum(),
             failed: runs.iter().map(|r| r.1).sum(),
