@@ -71,12 +71,18 @@ pub(crate) fn total_size(b: &[u8]) -> Result<usize, FdtError> {
     Ok(be32(b, 4)? as usize)
 }
 
+/// The blob at the start of `b`, cut to the size its header claims (a reader such
+/// as vm-core's `DeviceTree` wants exactly the blob, not the window it lies in).
+pub(crate) fn trim(b: &[u8]) -> Result<&[u8], FdtError> {
+    let size = total_size(b)?;
+    b.get(..size).ok_or(FdtError::Truncated { offset: size })
+}
+
 /// `(base, size)` of the first RAM range: the first `reg` entry of the first node
 /// named `memory` or `memory@...` under the root, decoded with the root's
 /// `#address-cells` and `#size-cells` (2 and 1 when absent, per the specification).
 pub(crate) fn memory(b: &[u8]) -> Result<(u64, u64), FdtError> {
-    let size = total_size(b)?;
-    let b = b.get(..size).ok_or(FdtError::Truncated { offset: size })?;
+    let b = trim(b)?;
     let structs = be32(b, 8)? as usize;
     let strings = be32(b, 12)? as usize;
     let (mut addr_cells, mut size_cells) = (2u32, 1u32);
@@ -205,6 +211,21 @@ mod tests {
             Ok((0x4000_0000, 0x2000_0000))
         );
         assert_eq!(memory(&blob(b"memory")), Ok((0x4000_0000, 0x2000_0000)));
+    }
+
+    /// QEMU's tree lies at the start of a larger window: `trim` gives exactly the
+    /// blob; a window shorter than the header claims is an error.
+    #[test]
+    fn trim_cuts_the_window_to_the_blob() {
+        let b = blob(b"memory@40000000");
+        let mut window = b.clone();
+        window.resize(b.len() + 4096, 0xff);
+        assert_eq!(trim(&window), Ok(&b[..]));
+        assert_eq!(
+            trim(&b[..b.len() - 1]),
+            Err(FdtError::Truncated { offset: b.len() })
+        );
+        assert_eq!(trim(&[0u8; 8]), Err(FdtError::BadMagic { found: 0 }));
     }
 
     #[test]

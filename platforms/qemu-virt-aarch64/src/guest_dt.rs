@@ -186,13 +186,16 @@ mod tests {
 
     use super::*;
 
-    /// The board's Linux config (`configs/qemu-virt-aarch64-linux.toml`).
+    /// The board's Linux config (`configs/qemu-virt-aarch64-linux.toml`), its PL011
+    /// resolved against QEMU's tree (vm-core's test data) as at boot.
     fn linux_config() -> VmConfig {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../configs/qemu-virt-aarch64-linux.toml"
-        );
-        VmConfig::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap()
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let path = format!("{dir}/../../configs/qemu-virt-aarch64-linux.toml");
+        let config = VmConfig::from_toml(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let host = std::fs::read(format!(
+            "{dir}/../../vm-core/tests/data/qemu-virt-aarch64.dtb"
+        ));
+        crate::config::resolve(config, Some(&host.unwrap())).unwrap()
     }
 
     const GIC: Gic = Gic {

@@ -69,7 +69,8 @@ fn current(table: &[AtomicUsize; MAX_CPUS]) -> Option<usize> {
         .filter(|&v| v != NONE)
 }
 
-struct BoardHal;
+/// The board's `vm_core::VmHal`.
+pub(crate) struct BoardHal;
 
 #[crate_interface::impl_interface]
 impl vm_core::VmHal for BoardHal {

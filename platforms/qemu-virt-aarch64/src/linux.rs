@@ -20,6 +20,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use addrspace::{ArmStage2Ipa40, FRAME_SIZE, GuestPhysAddr, PAGE_SIZE};
 use hal_aarch64::firmware::PsciConduit;
@@ -32,6 +33,7 @@ use vm_core::image::Arm64Header;
 use vm_core::vgic::{DISTRIBUTOR_SIZE, FIRST_SPI, SgiRegister, VTIMER_PPI, Vgic, VgicConfig};
 use vm_core::{
     FirmwareError, FirmwareReply, SysRegAccess, SysRegAddr, SysRegOp, UnservedAccess, Vm, VmConfig,
+    VmHal,
 };
 
 use crate::guest_dt::{self, Gic};
@@ -66,8 +68,9 @@ impl Checks {
     }
 }
 
-/// `vm_core::vgic::Vgic` as the vCPUs' source of list registers.
-struct VgicLink(Arc<Vgic>);
+/// `vm_core::vgic::Vgic` as the vCPUs' source of list registers; counts the
+/// interrupts injected through it (`Vm::inject_interrupt` reaches it by the vCPU).
+struct VgicLink(Arc<Vgic>, AtomicU64);
 
 impl VirtualInterrupts for VgicLink {
     fn flush(
@@ -93,7 +96,11 @@ impl VirtualInterrupts for VgicLink {
     }
 
     fn inject(&self, vcpu: usize, intid: u32) -> bool {
-        self.0.set_pending(vcpu, intid).is_ok()
+        let ok = self.0.set_pending(vcpu, intid).is_ok();
+        if ok {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
     }
 }
 
@@ -203,7 +210,7 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
     );
 
     let free_before = crate::hal::free_frames();
-    let link: Arc<dyn VirtualInterrupts> = Arc::new(VgicLink(vgic.clone()));
+    let link = Arc::new(VgicLink(vgic.clone(), AtomicU64::new(0)));
     let config = config
         .into_valid()
         .map_err(|e| err("the Linux VM config", &e))?;
@@ -212,7 +219,7 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
             Aarch64CreateConfig {
                 mpidr: None,
                 psci: PsciConduit::Hvc,
-                interrupts: Some(link.clone()),
+                interrupts: Some(link.clone() as Arc<dyn VirtualInterrupts>),
             },
             Aarch64SetupConfig {
                 wfi_in_guest: true,
@@ -271,7 +278,7 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
     let run = Arc::new(Run {
         label: "linux",
         vm,
-        hooks: linux_hooks(checks, &vgic),
+        hooks: linux_hooks(checks, &vgic, &link),
     });
     vcpu_loop(&run, 0);
     let _ = run.vm.shutdown();
@@ -367,8 +374,12 @@ fn sgi_register(addr: SysRegAddr) -> Option<SgiRegister> {
 /// (SMCCC calls outside PSCI are NOT_SUPPORTED); an unserved access ends the run;
 /// SGI register writes go to the vGIC; the timer's and the PL011's interrupts are
 /// forwarded.
-fn linux_hooks(checks: &Arc<Checks>, vgic: &Arc<Vgic>) -> Hooks<ArmStage2Ipa40> {
-    let (c, sgis, irqs) = (checks.clone(), vgic.clone(), vgic.clone());
+fn linux_hooks(
+    checks: &Arc<Checks>,
+    vgic: &Arc<Vgic>,
+    link: &Arc<VgicLink>,
+) -> Hooks<ArmStage2Ipa40> {
+    let (c, sgis, irqs, link) = (checks.clone(), vgic.clone(), vgic.clone(), link.clone());
     Hooks {
         check: Arc::new(move |name: &str, ok: bool| c.check(name, ok)),
         hypercall: Arc::new(|_: &Arc<Run<ArmStage2Ipa40>>, vcpu, h| {
@@ -396,5 +407,39 @@ fn linux_hooks(checks: &Arc<Checks>, vgic: &Arc<Vgic>) -> Hooks<ArmStage2Ipa40> 
                 && intid != gic::MAINTENANCE_PPI
                 && irqs.hw_interrupt(vcpu, intid) == Ok(true)
         }),
+        cpu_up: Arc::new(move |run: &Run<ArmStage2Ipa40>, _| injection_check(run, &link)),
     }
+}
+
+/// Linux's rescheduling IPI (SGI 0): a spare one only makes the target look at its
+/// run queue.
+const RESCHEDULE_SGI: usize = 0;
+
+/// From the second physical CPU as vCPU 1 comes up (Linux on vCPU 0 has set up its
+/// GIC: it is in `smp_init`): vCPU 0 is given a rescheduling IPI through
+/// `Vm::inject_interrupt`, which must reach the vGIC through the vCPU
+/// (`VirtualInterrupts::inject`) within a second, and one through
+/// `VmHal::inject_irq`, which must be accepted; an unknown VM or INTID is refused.
+fn injection_check(run: &Run<ArmStage2Ipa40>, link: &VgicLink) {
+    let vm = &run.vm;
+    let before = link.1.load(Ordering::SeqCst);
+    let queued = vm.inject_interrupt(0, RESCHEDULE_SGI);
+    let start = hal_aarch64::cpu::now_ns();
+    while link.1.load(Ordering::SeqCst) == before
+        && hal_aarch64::cpu::now_ns() - start < 1_000_000_000
+    {
+        core::hint::spin_loop();
+    }
+    let reached = link.1.load(Ordering::SeqCst) > before;
+    let by_hal = <crate::hal::BoardHal as VmHal>::inject_irq(vm.id(), 0, RESCHEDULE_SGI);
+    let refused = !<crate::hal::BoardHal as VmHal>::inject_irq(vm.id() + 1, 0, RESCHEDULE_SGI)
+        && !<crate::hal::BoardHal as VmHal>::inject_irq(vm.id(), 0, 1020);
+    println!(
+        "[linux] SGI 0 to vCPU 0: Vm::inject_interrupt {queued:?}, reached the vGIC {reached}; \
+         VmHal::inject_irq {by_hal}; unknown VM / INTID refused {refused}"
+    );
+    run.check(
+        "Vm::inject_interrupt and VmHal::inject_irq reach the virtual GIC",
+        queued.is_ok() && reached && by_hal && refused,
+    );
 }

@@ -8,7 +8,9 @@
 //!
 //! - `boot`: entry at EL2, per-CPU stacks, the EL2 identity map (MMU and caches on).
 //! - `console`: the PL011, shared by both physical CPUs and the guests.
-//! - `fdt`: the RAM size from QEMU's device tree.
+//! - `fdt`: the RAM size from QEMU's device tree, and the blob cut to its size.
+//! - `config`: the embedded VM config with its host device-tree references resolved
+//!   against QEMU's tree.
 //! - `hal`: the frame pool (`addrspace::BitmapFrames`) and the `vm_core::VmHal`
 //!   implementation.
 //! - `gic`: the physical GICv3: SGIs for kicks, the maintenance interrupt, the
@@ -33,6 +35,7 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod boot;
+mod config;
 #[cfg(target_os = "none")]
 mod console;
 mod fdt;
@@ -97,8 +100,13 @@ mod bare_metal {
         // uses: the frame pool starts after it.
         unsafe { HEAP.lock().init(heap, HEAP_SIZE) };
         console::init_logger();
-        // SAFETY: QEMU leaves the DTB at the RAM base (1 MiB at most, below the image).
+        // SAFETY: QEMU leaves the DTB at the RAM base (1 MiB at most, below the image),
+        // and nothing writes there.
         let dtb = unsafe { core::slice::from_raw_parts(RAM_BASE as *const u8, 0x10_0000) };
+        match fdt::trim(dtb) {
+            Ok(blob) => run::set_host_dtb(blob),
+            Err(e) => println!("qemu-virt-aarch64: no device tree from QEMU ({e:?})"),
+        }
         let (ram_base, ram_size) = match fdt::memory(dtb) {
             Ok((base, size)) => (base as usize, size as usize),
             Err(e) => {
@@ -133,11 +141,15 @@ mod bare_metal {
         );
         // The embedded config says which guest: Linux (`cargo xtask qemu aarch64
         // --guest linux`) or the test guest, twice.
-        let runs = match run::vm_config() {
+        let runs = match run::board_config() {
             Ok(config) if config.vm_type == vm_core::VmType::Linux => {
                 alloc::vec![linux::run(config)]
             }
-            _ => alloc::vec![
+            Err(e) => {
+                println!("qemu-virt-aarch64: {e}");
+                alloc::vec![(0, 1)]
+            }
+            Ok(_) => alloc::vec![
                 run::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
                 run::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
             ],

@@ -29,8 +29,23 @@ mod generated {
     #![allow(unreachable_pub)]
     include!(concat!(env!("OUT_DIR"), "/vm_config.rs"));
 }
-pub(crate) use generated::vm_config;
+use generated::vm_config;
 include!(concat!(env!("OUT_DIR"), "/guest_image.rs"));
+
+/// The device tree QEMU handed the hypervisor, exactly its blob (set once at boot).
+static HOST_DTB: spin::Once<&'static [u8]> = spin::Once::new();
+
+/// Keeps `dtb`, QEMU's device tree, for [`board_config`].
+pub(crate) fn set_host_dtb(dtb: &'static [u8]) {
+    HOST_DTB.call_once(|| dtb);
+}
+
+/// The embedded VM config with its host device-tree references resolved against
+/// QEMU's tree ([`crate::config::resolve`]).
+pub(crate) fn board_config() -> Result<vm_core::VmConfig, String> {
+    let config = vm_config().map_err(|e| format!("embedded config: {e}"))?;
+    crate::config::resolve(config, HOST_DTB.get().copied())
+}
 
 /// How long the hypervisor waits for the second CPU to finish after the guest
 /// powered off.
@@ -52,6 +67,9 @@ pub(crate) type SysRegHook = Arc<dyn Fn(usize, &SysRegAccess) -> Option<u64> + S
 /// `usize`: `true` when it was forwarded to the guest (it stays active until the
 /// guest deactivates it), `false` when the board deactivates it now.
 pub(crate) type InterruptHook = Arc<dyn Fn(usize, u32) -> bool + Send + Sync>;
+/// Runs on the physical CPU of vCPU `usize` (not vCPU 0) when it comes up, after the
+/// kick check and before its first entry.
+pub(crate) type CpuUpHook<F> = Arc<dyn Fn(&Run<F>, usize) + Send + Sync>;
 
 /// What a run (the test guest's, Linux's) does with the exits vm-core leaves to the
 /// board, and where its checks go; the vCPU loop ([`vcpu_loop`]) is the same for all.
@@ -66,6 +84,8 @@ pub(crate) struct Hooks<F: Stage2Format> {
     pub(crate) sysreg: SysRegHook,
     /// Physical interrupts taken while the guest ran.
     pub(crate) interrupt: InterruptHook,
+    /// A further vCPU came up on its physical CPU.
+    pub(crate) cpu_up: CpuUpHook<F>,
 }
 
 /// What one run shares between the physical CPUs.
@@ -176,6 +196,7 @@ fn test_hooks<F: Stage2Format>(
             println!("[{label}] vCPU {vcpu}: interrupt {intid} (kick) taken from the guest");
             false
         }),
+        cpu_up: Arc::new(|_, _| {}),
     }
 }
 
@@ -215,7 +236,7 @@ fn build_vm<F: Stage2Format>(
     psci: PsciConduit,
     monitor: &SharedMonitor,
 ) -> Result<Arc<Vm<Aarch64VCpu<F>>>, String> {
-    let mut config = vm_config().map_err(|e| format!("embedded config: {e}"))?;
+    let mut config = board_config()?;
     config.id = vm_id;
     // The board's addition to the layout check (which `build_test_vm` makes).
     if let Err(e) = check_uart(&config) {
@@ -373,6 +394,7 @@ fn schedule<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         crate::gic::init_cpu(cpu);
         println!("[{}] vCPU {vcpu} runs on physical CPU {cpu}", job_run.label);
         kick_check(&job_run);
+        (job_run.hooks.cpu_up)(&job_run, vcpu);
         vcpu_loop(&job_run, vcpu);
     });
     if let Err(e) = crate::smp::run_on(pcpu, job) {
