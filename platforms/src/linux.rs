@@ -3,13 +3,16 @@
 //! header gives, the initrd, the device tree and the doorbell's probe, checked
 //! against the VM config), and the kernel command line the boards give it
 //! ([`bootargs`]: the config's, plus where the doorbell and its probe are, which
-//! `/init` reads).
+//! `/init` reads), the last step of their device trees ([`finish_dtb`]) and the
+//! run's checks ([`Checks`]).
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use addrspace::GuestPhysAddr;
 use vm_core::VmConfig;
+use vm_core::fdt::{self, DeviceTree};
 
 use crate::doorbell::DOORBELL_DEVICE;
 
@@ -130,4 +133,82 @@ pub fn bootargs(config: &VmConfig, layout: &LinuxLayout) -> String {
         layout.probe.0.as_usize()
     );
     String::from(args.trim_start())
+}
+
+/// Points `/chosen/stdout-path` at `serial` (the console node's path) and writes
+/// `tree` out; an error when it takes more than the [`DTB_MAX`] bytes kept for it.
+pub fn finish_dtb(mut tree: DeviceTree, serial: &str) -> Result<Vec<u8>, String> {
+    let err = |e: vm_core::GuestTreeError| format!("guest device tree: {e}");
+    let chosen = fdt::node_mut(&mut tree, "/chosen").map_err(err)?;
+    fdt::set(chosen, "/chosen", "stdout-path", serial).map_err(err)?;
+    let dtb = fdt::to_dtb(&tree).map_err(err)?;
+    if dtb.len() > DTB_MAX {
+        return Err(format!(
+            "the guest device tree takes {} bytes, more than the {DTB_MAX} kept for it",
+            dtb.len()
+        ));
+    }
+    Ok(dtb)
+}
+
+/// The checks of a board's Linux run: each printed as it is made (`[linux] ok
+/// NAME` / `[linux] FAIL NAME`) through the board's console, and counted.
+pub struct Checks {
+    print: fn(&str),
+    counts: spin::Mutex<(u32, u32)>,
+}
+
+impl Checks {
+    /// No checks yet; lines go to `print`.
+    pub fn new(print: fn(&str)) -> Self {
+        Self {
+            print,
+            counts: spin::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Records check `name`.
+    pub fn check(&self, name: &str, ok: bool) {
+        (self.print)(&format!(
+            "[linux] {} {name}\n",
+            if ok { "ok  " } else { "FAIL" }
+        ));
+        let mut c = self.counts.lock();
+        if ok {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+    }
+
+    /// The checks so far: passed, failed.
+    pub fn counts(&self) -> (u32, u32) {
+        *self.counts.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spin::Mutex;
+
+    use super::*;
+
+    static PRINTED: Mutex<String> = Mutex::new(String::new());
+
+    fn print(s: &str) {
+        PRINTED.lock().push_str(s);
+    }
+
+    #[test]
+    fn checks_are_printed_and_counted() {
+        let checks = Checks::new(print);
+        checks.check("one", true);
+        checks.check("two", false);
+        checks.check("three", true);
+        assert_eq!(checks.counts(), (2, 1));
+        assert_eq!(
+            *PRINTED.lock(),
+            "[linux] ok   one\n[linux] FAIL two\n[linux] ok   three\n"
+        );
+    }
 }

@@ -27,7 +27,7 @@ use hal_aarch64::firmware::PsciConduit;
 use hal_aarch64::vcpu::default_mpidr;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, VirtualInterrupts};
 use platforms::doorbell::{Doorbell, DoorbellHost};
-use spin::Mutex;
+use platforms::linux::Checks;
 use vcpu_api::ArchVCpu;
 use vm_core::image::Arm64Header;
 use vm_core::vgic::{DISTRIBUTOR_SIZE, FIRST_SPI, SgiRegister, VTIMER_PPI, Vgic, VgicConfig};
@@ -51,22 +51,6 @@ const GICD: &str = "gicd";
 const GICR: &str = "gicr";
 /// How long the hypervisor waits for the second CPU to finish after power-off.
 const SECONDARY_TIMEOUT_NS: u64 = 5_000_000_000;
-
-/// The check results of a run: passed, failed.
-#[derive(Default)]
-struct Checks(Mutex<(u32, u32)>);
-
-impl Checks {
-    fn check(&self, name: &str, ok: bool) {
-        println!("[linux] {} {name}", if ok { "ok  " } else { "FAIL" });
-        let mut c = self.0.lock();
-        if ok {
-            c.0 += 1;
-        } else {
-            c.1 += 1;
-        }
-    }
-}
 
 /// `vm_core::vgic::Vgic` as the vCPUs' source of list registers; counts the
 /// interrupts injected through it (`Vm::inject_interrupt` reaches it by the vCPU).
@@ -106,12 +90,12 @@ impl VirtualInterrupts for VgicLink {
 
 /// Runs the Linux guest of `config` to its power-off; returns (passed, failed).
 pub(crate) fn run(config: VmConfig) -> (u32, u32) {
-    let checks = Arc::new(Checks::default());
+    let checks = Arc::new(Checks::new(crate::console::print_str));
     if let Err(e) = build_and_run(config, &checks) {
         println!("[linux] {e}");
         checks.check("Linux VM ran", false);
     }
-    *checks.0.lock()
+    checks.counts()
 }
 
 /// The vGIC of a VM of `cpus` vCPUs with their default MPIDRs, the virtual timer

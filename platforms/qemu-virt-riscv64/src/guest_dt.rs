@@ -12,7 +12,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use platforms::linux::{DTB_MAX, LinuxLayout};
+use platforms::linux::LinuxLayout;
 use vm_core::VmConfig;
 use vm_core::fdt::{self, DeviceTree, GuestTreeOptions, ReservedRange, TreeResult};
 
@@ -230,16 +230,7 @@ pub(crate) fn linux_dtb(
         clock: UART_CLOCK,
     };
     let serial = add_riscv(&mut tree, &hart_ids, facts, uart).map_err(err)?;
-    let chosen = fdt::node_mut(&mut tree, "/chosen").map_err(err)?;
-    fdt::set(chosen, "/chosen", "stdout-path", serial.as_str()).map_err(err)?;
-    let dtb = fdt::to_dtb(&tree).map_err(err)?;
-    if dtb.len() > DTB_MAX {
-        return Err(format!(
-            "the guest device tree takes {} bytes, more than the {DTB_MAX} kept for it",
-            dtb.len()
-        ));
-    }
-    Ok(dtb)
+    platforms::linux::finish_dtb(tree, &serial)
 }
 
 #[cfg(test)]

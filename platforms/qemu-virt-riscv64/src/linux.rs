@@ -20,7 +20,7 @@ use alloc::sync::Arc;
 use addrspace::{FRAME_SIZE, GuestPhysAddr, Sv39x4};
 use hal_riscv64::{HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
 use platforms::doorbell::{Doorbell, DoorbellHost};
-use spin::Mutex;
+use platforms::linux::Checks;
 use vcpu_api::{ArchVCpu, FirmwareError, FirmwareReply};
 use vm_core::{UnservedAccess, Vm, VmState};
 
@@ -32,30 +32,14 @@ use crate::{hal, harts};
 /// The vCPU type: Sv39x4 reaches every GPA the config uses (below 2^41).
 type VCpu = Riscv64VCpu<Sv39x4>;
 
-/// The check results of a run: passed, failed.
-#[derive(Default)]
-struct Checks(Mutex<(u32, u32)>);
-
-impl Checks {
-    fn check(&self, name: &str, ok: bool) {
-        println!("[linux] {} {name}", if ok { "ok  " } else { "FAIL" });
-        let mut c = self.0.lock();
-        if ok {
-            c.0 += 1;
-        } else {
-            c.1 += 1;
-        }
-    }
-}
-
 /// Runs the Linux guest to its power-off; returns (passed, failed).
 pub(crate) fn run(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]) -> (u32, u32) {
-    let checks = Arc::new(Checks::default());
+    let checks = Arc::new(Checks::new(crate::console::print_str));
     if let Err(e) = build_and_run(info, second_hart, host_dtb, &checks) {
         println!("[linux] {e}");
         checks.check("Linux VM ran", false);
     }
-    *checks.0.lock()
+    checks.counts()
 }
 
 fn build_and_run(
