@@ -1,36 +1,24 @@
 //! The VM config a run uses: the embedded one with its host device-tree references
-//! resolved against the tree QEMU handed the hypervisor (issue 14). A pass-through
-//! entry may name a host node (`["/pl011@9000000"]`, `["/"]` for every device but
-//! `excluded_devices`); its address, size and interrupt come from that node, as
-//! axvisor reads them. Pure code, tested on the host with QEMU's own tree.
+//! resolved against the tree QEMU hands the hypervisor (issue 14), through
+//! [`platforms::board_config::resolve_device_trees`]. A pass-through entry may name a
+//! host node (`["/pl011@9000000"]`, `["/"]` for every device but `excluded_devices`);
+//! its address, size and interrupt come from that node, as axvisor reads them. A
+//! config taking its RAM from a guest device tree (`memory_regions = []`) is left for
+//! `into_valid` to refuse: this board builds its guests' trees from the config, so it
+//! has no guest tree to read. Tested on the host with QEMU's own tree.
 
 use alloc::format;
 use alloc::string::String;
 
-use vm_core::{DeviceTree, VmConfig};
+use vm_core::VmConfig;
 
 /// `config` with every pass-through entry that names a host node replaced by that
 /// node's devices in `host_dtb` (the blob QEMU placed at the start of RAM, exactly its
-/// `totalsize` bytes; `None` when there was none), validated again.
-///
-/// A config whose RAM is to come from a guest device tree (`memory_regions = []`
-/// with a `dtb_path`) is refused: this board builds its guests' device trees from the
-/// config, so there is no guest tree to read the RAM from.
+/// `totalsize` bytes; `None` when there was none).
 pub(crate) fn resolve(mut config: VmConfig, host_dtb: Option<&[u8]>) -> Result<VmConfig, String> {
-    if config.memory_from_dtb() {
-        return Err(
-            "the VM config takes its RAM from a guest device tree (memory_regions = []): this \
-             board builds its guests' trees from the config, give memory_regions"
-                .into(),
-        );
-    }
     match host_dtb {
-        Some(dtb) => {
-            let host = DeviceTree::new(dtb).map_err(|e| format!("the host device tree: {e}"))?;
-            config
-                .resolve_host_devices(&host)
-                .map_err(|e| format!("the VM config against the host device tree: {e}"))?;
-        }
+        Some(dtb) => platforms::board_config::resolve_device_trees(&mut config, dtb, None)
+            .map_err(|e| format!("the VM config against the host device tree: {e}"))?,
         None if config
             .devices
             .passthrough_devices
@@ -98,16 +86,18 @@ mod tests {
         let dtb = qemu_dtb();
         for cut in [0, 8, 40, dtb.len() - 1] {
             let err = resolve(config("qemu-virt-aarch64.toml"), Some(&dtb[..cut])).unwrap_err();
-            assert!(err.starts_with("the host device tree"), "{err}");
+            assert!(err.contains("device tree"), "{err}");
         }
     }
 
-    /// RAM from a guest device tree cannot be read here: refused with the reason.
+    /// RAM from a guest device tree cannot be read here: `into_valid` refuses the
+    /// config, naming the field.
     #[test]
     fn ram_from_a_guest_tree_is_refused() {
         let mut c = config("qemu-virt-aarch64-linux.toml");
         c.kernel.memory_regions.clear();
-        let err = resolve(c, Some(&qemu_dtb())).unwrap_err();
-        assert!(err.contains("memory_regions = []"), "{err}");
+        let c = resolve(c, Some(&qemu_dtb())).unwrap();
+        let err = c.into_valid().unwrap_err().to_string();
+        assert!(err.contains("kernel.memory_regions"), "{err}");
     }
 }

@@ -262,7 +262,7 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
     let run = Arc::new(Run {
         label: "linux",
         vm,
-        hooks: linux_hooks(checks, &vgic, &link),
+        hooks: linux_hooks(checks, &vgic, &link, &doorbell),
     });
     vcpu_loop(&run, 0);
     let _ = run.vm.shutdown();
@@ -355,22 +355,29 @@ fn sgi_register(addr: SysRegAddr) -> Option<SgiRegister> {
 }
 
 /// The Linux run's hooks: checks printed and counted; no hypercall of the board's
-/// (SMCCC calls outside PSCI are NOT_SUPPORTED); an unserved access ends the run;
+/// (SMCCC calls outside PSCI are NOT_SUPPORTED); an unserved access ends the run
+/// unless it hit the doorbell's probe while a remap had it unmapped (then retried);
 /// SGI register writes go to the vGIC; the timer's and the PL011's interrupts are
 /// forwarded.
 fn linux_hooks(
     checks: &Arc<Checks>,
     vgic: &Arc<Vgic>,
     link: &Arc<VgicLink>,
+    doorbell: &Arc<Doorbell<VCpu>>,
 ) -> Hooks<ArmStage2Ipa40> {
     let (c, sgis, irqs, link) = (checks.clone(), vgic.clone(), vgic.clone(), link.clone());
+    let retry = doorbell.clone();
     Hooks {
         check: Arc::new(move |name: &str, ok: bool| c.check(name, ok)),
         hypercall: Arc::new(|_: &Arc<Run<ArmStage2Ipa40>>, vcpu, h| {
             println!("[linux] vCPU {vcpu}: hypercall {h:x?} not supported");
             FirmwareReply::Error(FirmwareError::NotSupported)
         }),
-        unserved: Arc::new(|_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
+        unserved: Arc::new(move |_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
+            // The probe unmapped for a moment by a remap: run again to retry.
+            if retry.retries(a.gpa) {
+                return true;
+            }
             println!(
                 "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
                 a.access, a.gpa, a.why, a.walk
