@@ -11,10 +11,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use addrspace::GuestPhysAddr;
-use vm_core::VmConfig;
+use vcpu_api::ArchVCpu;
 use vm_core::fdt::{self, DeviceTree};
+use vm_core::{UnservedAccess, VmConfig};
 
-use crate::doorbell::DOORBELL_DEVICE;
+use crate::doorbell::{DOORBELL_DEVICE, Doorbell};
 
 /// Where a Linux guest's pieces go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +134,26 @@ pub fn bootargs(config: &VmConfig, layout: &LinuxLayout) -> String {
         layout.probe.0.as_usize()
     );
     String::from(args.trim_start())
+}
+
+/// A Linux run's answer to an access vm-core could not serve (the boards' `unserved`
+/// hook): `true`, run the vCPU again (which retries the access), when it hit the
+/// doorbell's probe while a remap had it unmapped ([`Doorbell::retries`]); otherwise
+/// the access is reported through `print` and `false` ends the run.
+pub fn settle_unserved<V: ArchVCpu + Send + 'static>(
+    doorbell: &Doorbell<V>,
+    vcpu: usize,
+    a: &UnservedAccess,
+    print: fn(&str),
+) -> bool {
+    if doorbell.retries(a.gpa) {
+        return true;
+    }
+    print(&format!(
+        "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}\n",
+        a.access, a.gpa, a.why, a.walk
+    ));
+    false
 }
 
 /// Points `/chosen/stdout-path` at `serial` (the console node's path) and writes

@@ -374,15 +374,7 @@ fn linux_hooks(
             FirmwareReply::Error(FirmwareError::NotSupported)
         }),
         unserved: Arc::new(move |_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
-            // The probe unmapped for a moment by a remap: run again to retry.
-            if retry.retries(a.gpa) {
-                return true;
-            }
-            println!(
-                "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
-                a.access, a.gpa, a.why, a.walk
-            );
-            false
+            platforms::linux::settle_unserved(&retry, vcpu, a, crate::console::print_str)
         }),
         sysreg: Arc::new(move |vcpu, access: &SysRegAccess| {
             match (access.op, sgi_register(access.addr)) {

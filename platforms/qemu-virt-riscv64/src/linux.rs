@@ -130,15 +130,7 @@ fn build_and_run(
             let _ = vm.reply_call(vcpu, FirmwareReply::Error(FirmwareError::NotSupported));
         }),
         unserved: Arc::new(move |_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
-            // The probe unmapped for a moment by a remap: run again to retry.
-            if retry.retries(a.gpa) {
-                return true;
-            }
-            println!(
-                "[linux] vCPU {vcpu}: unserved {:?} at {:?} ({:?})\n{}",
-                a.access, a.gpa, a.why, a.walk
-            );
-            false
+            platforms::linux::settle_unserved(&retry, vcpu, a, crate::console::print_str)
         }),
     };
     vcpu_loop(&vm, 0, &hooks, second_hart);
