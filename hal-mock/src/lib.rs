@@ -13,6 +13,8 @@
 //! - [`run_vm`]: one thread per vCPU until the VM ends.
 //! - [`probe_vm`] and [`wait_until`]: the coherency scenario (vCPUs spinning on one
 //!   page in the guest) that the tests and the benchmark share.
+//! - [`stress`]: the soak of `cargo xtask stress` (vCPUs and host threads racing on
+//!   one VM's memory, with a checker).
 //! - [`configs`]: the board configs of `configs/`, embedded through the same build
 //!   script code generator a board uses.
 
@@ -23,6 +25,7 @@ mod machine;
 mod program;
 mod runner;
 mod scenario;
+pub mod stress;
 mod vcpu;
 
 /// The board configs of `configs/`, turned into Rust by this crate's build script
@@ -34,7 +37,8 @@ pub mod configs {
 
 pub use hal::MockHal;
 pub use machine::{
-    Entered, MAX_PCPUS, MAX_VMIDS, Machine, POISON, Pcpu, SPIN_BUDGET_NS, VmidRelease,
+    Entered, InvalidationFault, LATE_BY, MAX_PCPUS, MAX_VMIDS, Machine, POISON, Pcpu,
+    SPIN_BUDGET_NS, VmidRelease,
 };
 pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub use runner::{Action, OnExit, RunReport, run_vm};

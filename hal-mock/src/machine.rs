@@ -19,7 +19,7 @@
 //! [`Machine::stale_translations`].
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
@@ -70,6 +70,28 @@ pub(crate) struct Faults {
     pub(crate) frames_waiting: AtomicUsize,
     /// Nested page faults the software vCPUs have exited with.
     pub(crate) nested_faults: AtomicU64,
+    /// How broadcast invalidations are broken ([`InvalidationFault`]), and the
+    /// invalidations late ones still owe: (VM, range), oldest first.
+    invalidation: Mutex<(InvalidationFault, VecDeque<(usize, GpaRange)>)>,
+}
+
+/// How many broadcasts later an [`InvalidationFault::Late`] invalidation arrives.
+pub const LATE_BY: usize = 16;
+
+/// A broken TLB invalidation, injected to check that the checks catch it
+/// ([`Machine::set_invalidation_fault`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InvalidationFault {
+    /// Invalidations work.
+    #[default]
+    None,
+    /// A missing shootdown: broadcasts invalidate nothing (and the `stress` soak's
+    /// vCPUs ignore their own invalidations too).
+    Dropped,
+    /// An early free: a broadcast returns before it invalidated, and the TLBs drop
+    /// the range only [`LATE_BY`] broadcasts later, after the caller has freed the
+    /// frames.
+    Late,
 }
 
 /// One simulated host. See the module docs.
@@ -527,6 +549,23 @@ impl Machine {
         if !self.faults.broadcast.load(Ordering::SeqCst) {
             return false;
         }
+        let (vm, range) = {
+            let mut fault = self.faults.invalidation.lock().expect("invalidation fault");
+            match fault.0 {
+                InvalidationFault::None => (vm, range),
+                InvalidationFault::Dropped => return true,
+                InvalidationFault::Late => {
+                    fault.1.push_back((vm, range));
+                    if fault.1.len() <= LATE_BY {
+                        return true;
+                    }
+                    match fault.1.pop_front() {
+                        Some(owed) => owed,
+                        None => return true,
+                    }
+                }
+            }
+        };
         let n = self.broadcasts.fetch_add(1, Ordering::SeqCst);
         let tlbs: Vec<Arc<TlbCache>> = {
             let t = self.tlbs.lock().expect("tlb registry");
@@ -588,6 +627,11 @@ impl Machine {
     /// The VMIDs released so far, in order.
     pub fn vmid_releases(&self) -> Vec<VmidRelease> {
         self.vmid_releases.lock().expect("vmid releases").clone()
+    }
+
+    /// Breaks (or repairs) the broadcast invalidation from now on.
+    pub fn set_invalidation_fault(&self, fault: InvalidationFault) {
+        *self.faults.invalidation.lock().expect("invalidation fault") = (fault, VecDeque::new());
     }
 
     /// Broadcast invalidations performed.

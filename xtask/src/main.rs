@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation, the only entry point CI uses.
 //!
 //! - `test`: rustfmt check, clippy (`-D warnings`), every host test, the bad-input
-//!   census's count (`hal-mock/tests/census.rs`), a short run of every fuzz target,
+//!   census's count (`hal-mock/tests/census.rs`), 30 s of the soak (`stress`), a
+//!   short run of every fuzz target,
 //!   `cargo doc` (`-D warnings`), the bare-metal cross builds, then `qemu` for every
 //!   architecture that has a board, then `qemu <arch> --guest linux` for the boards
 //!   whose Linux run is part of the tests (riscv64: about a minute of QEMU).
@@ -23,6 +24,8 @@
 //! - `inspect CONFIG.toml [options]`: the VM of a config built on hal-mock, with
 //!   its guest-physical map, audit, walks, fault explanations and pictures (the
 //!   `inspect` crate; see `inspect.rs`).
+//! - `stress [--secs N]`: the concurrent soak on hal-mock (see `stress.rs`); `test`
+//!   runs it for 30 s.
 //!
 //! It prints every command before running it and stops at the first failure.
 
@@ -35,6 +38,7 @@ mod linux;
 mod linux_bench;
 mod qemu;
 mod run;
+mod stress;
 
 use std::process::ExitCode;
 
@@ -44,7 +48,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test                      fmt check, clippy, host tests, docs, cross builds
+  test                      fmt check, clippy, host tests, census, 30 s soak, fuzz,
+                            docs, cross builds, QEMU suites
   build --arch <arch>       cross-build the portable crates for <arch>
                             (aarch64, riscv64, x86_64)
   qemu <arch> [--config F] [--guest test|linux] [--no-hypervisor]
@@ -64,6 +69,9 @@ commands:
                             walks (--walk GPA), fault explanations (--fault GPA
                             --access r|w|x) and pictures (--svg F, --html F);
                             --help lists every option
+  stress [--secs N]         vCPU and host threads racing on a mock VM's memory,
+                            checked for stale translations, freed frames used,
+                            leaked frames and errors that changed state (default 60)
 ";
 
 fn main() -> ExitCode {
@@ -98,6 +106,7 @@ fn main() -> ExitCode {
         },
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("inspect") => inspect::inspect(&args[1..]),
+        Some("stress") => stress::stress(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -210,6 +219,7 @@ fn test() -> Result<(), Failed> {
             &[],
         )
     })?;
+    step("stress", || stress::run(stress::TEST_SECS))?;
     step("fuzz", || fuzz::run_all(FUZZ_SECS))?;
     step("docs", || {
         cargo(
