@@ -686,3 +686,57 @@ fn host_copies_populate_lazy_regions_without_read() {
     check::<ArmStage2Ipa48>(MappingFlags::WRITE);
     check::<Sv39x4>(MappingFlags::EXECUTE);
 }
+
+/// Issue 10, through vm-core: `protect_region` on a pass-through (DEVICE) range with
+/// flags lacking DEVICE turned it into copyable RAM, and `read_from_guest_of` then
+/// reached `phys_to_virt` of a device address (a panic on the mock, device registers
+/// on a board). The area keeps its memory type: the copy API still refuses it, the
+/// leaf stays a device mapping, and another memory type is refused.
+#[test]
+fn protect_region_on_a_passthrough_range_keeps_it_device_memory() {
+    fn check<F: NestedFormat>() {
+        let machine = Machine::with_defaults();
+        let _g = machine.enter(0);
+        let uart = gpa(0x0900_0000);
+        let config = ram_config(1, "protect device", 1, 0x8000_0000, 0x10_0000)
+            .passthrough_device(
+                "uart",
+                uart,
+                HostPhysAddr::from_usize(0x0900_0000),
+                0x1000,
+                33,
+            )
+            .build()
+            .unwrap();
+        let vm = mock_vm::<F>(config, Program::new(), &Arc::new(GuestLog::default()));
+        vm.protect_region(uart, 0x1000, MappingFlags::READ).unwrap();
+        let t = vm.walk(uart).translation().unwrap();
+        assert_eq!(
+            t.flags,
+            MappingFlags::DEVICE | MappingFlags::READ,
+            "{}",
+            F::NAME
+        );
+        assert!(matches!(
+            vm.read_from_guest_of::<u32>(uart),
+            Err(VmError::AddrSpace {
+                error: addrspace::Error::DeviceMemory { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            vm.protect_region(uart, 0x1000, MappingFlags::RW | MappingFlags::UNCACHED),
+            Err(VmError::AddrSpace {
+                error: addrspace::Error::MemoryType { .. },
+                ..
+            })
+        ));
+        assert_eq!(vm.walk(uart).translation().unwrap().flags, t.flags);
+        drop(vm);
+        assert_eq!(machine.frames_in_use(), 0);
+    }
+    check::<Npt>();
+    check::<Ept>();
+    check::<ArmStage2Ipa48>();
+    check::<Sv39x4>();
+}
