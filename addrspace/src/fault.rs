@@ -1,20 +1,23 @@
 //! What handling a nested page fault finds: the decision ([`FaultPlan`], also the
 //! dry run [`crate::AddrSpace::explain_fault`]) and the result ([`FaultOutcome`]).
 
-use crate::{AccessKind, Area, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags};
+use crate::{AccessKind, Area, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, PageSize};
 
 /// The result of [`crate::AddrSpace::handle_page_fault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultOutcome {
-    /// The page was not mapped and now is (a lazy page got its frame): resume the
-    /// guest to retry the access.
+    /// The page was not mapped and now is (a lazy page got its frame, or a
+    /// [`crate::Populate::LazyHuge`] area its 2 MiB block): resume the guest to retry
+    /// the access.
     Mapped {
-        /// The page that was mapped.
+        /// The start of the page (or block) that was mapped.
         gpa: GuestPhysAddr,
-        /// The frame behind it.
+        /// The frame (or first of the block's frames) behind it.
         hpa: HostPhysAddr,
         /// Its flags.
         flags: MappingFlags,
+        /// What was mapped: a 4 KiB page or a 2 MiB block.
+        size: PageSize,
     },
     /// The page is already mapped with the needed permission: another vCPU mapped it
     /// first, or the faulting vCPU used a stale TLB entry. Invalidate the page on
@@ -46,7 +49,9 @@ pub enum FaultOutcome {
 pub enum FaultPlan {
     /// The page is not translated and its area allows the access: the fault path
     /// maps the page (a fresh zeroed frame for allocated areas, the area's own
-    /// host page for linear ones) and returns [`FaultOutcome::Mapped`].
+    /// host page for linear ones; a [`crate::Populate::LazyHuge`] area maps the
+    /// whole 2 MiB block around it when the block fits) and returns
+    /// [`FaultOutcome::Mapped`].
     Map {
         /// The 4 KiB page that would be mapped.
         page: GuestPhysAddr,

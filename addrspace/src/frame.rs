@@ -18,6 +18,11 @@ pub const FRAME_SIZE: usize = 0x1000;
 /// - `phys_to_virt(hpa)` returns an address at which the hypervisor may read and write
 ///   the frame of `hpa` for as long as that frame is allocated, with contiguous frames
 ///   of one allocation contiguous in the virtual view as well;
+/// - `alloc_zeroed` (when overridden) returns frames as `alloc_frames` does whose
+///   every byte reads as zero;
+/// - `dealloc_frames` takes back any contiguous run of frames of one earlier
+///   allocation (a 2 MiB block of guest memory is given back whole, or page by page
+///   after an unmap split it);
 /// - all methods may be called from any thread if the type is `Sync`.
 pub unsafe trait FrameAllocator {
     /// Allocates `count` contiguous frames aligned to `align_frames` frames (a power of
@@ -28,10 +33,10 @@ pub unsafe trait FrameAllocator {
     ///
     /// # Safety
     ///
-    /// `hpa` and `count` are exactly those of one earlier allocation from this
-    /// allocator, or one frame of it when it was a single frame, that has not been
-    /// given back; nothing uses those frames any more (no table links to them, no
-    /// vCPU can still reach them through a cached translation).
+    /// `hpa` and `count` name a contiguous run of frames of one earlier allocation
+    /// from this allocator (all of it or a part) that has not been given back;
+    /// nothing uses those frames any more (no table links to them, no vCPU can still
+    /// reach them through a cached translation).
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize);
 
     /// The hypervisor's virtual address of `hpa`.
@@ -41,6 +46,20 @@ pub unsafe trait FrameAllocator {
     #[inline]
     fn alloc_frame(&self) -> Option<HostPhysAddr> {
         self.alloc_frames(1, 1)
+    }
+
+    /// Allocates as [`FrameAllocator::alloc_frames`] frames whose every byte is zero:
+    /// what a guest gets. The default zeroes them through `phys_to_virt`; an
+    /// allocator that knows which of its frames are still zero (memory fresh from the
+    /// host, never handed out) overrides it so they are not zeroed twice.
+    #[inline]
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        let hpa = self.alloc_frames(count, align_frames)?;
+        let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        // SAFETY: the frames were just allocated, so nothing else uses them, and the
+        // contract maps all of them writable and contiguously at `ptr`.
+        unsafe { core::ptr::write_bytes(ptr, 0, count * FRAME_SIZE) };
+        Some(hpa)
     }
 }
 
@@ -59,6 +78,10 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &A {
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         (**self).phys_to_virt(hpa)
     }
+    #[inline]
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        (**self).alloc_zeroed(count, align_frames)
+    }
 }
 
 // SAFETY: forwards every call to `A`, which upholds the contract.
@@ -75,5 +98,9 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for alloc::sync::Arc<A> {
     #[inline]
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         (**self).phys_to_virt(hpa)
+    }
+    #[inline]
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        (**self).alloc_zeroed(count, align_frames)
     }
 }

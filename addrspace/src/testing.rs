@@ -15,6 +15,8 @@ use crate::{FRAME_SIZE, FrameAllocator, FreeError, HostPhysAddr, HostVirtAddr};
 ///
 /// It counts allocations and frees, can be told to fail after a number of frames,
 /// and checks every free (double frees and foreign frames panic: this is test code).
+/// Frames above every frame handed out so far are still zero (the memory came zeroed
+/// from the host), so [`FrameAllocator::alloc_zeroed`] does not zero them again.
 pub struct PoolAllocator {
     base: usize,
     frames: usize,
@@ -28,6 +30,11 @@ pub struct PoolAllocator {
     freed: AtomicUsize,
     /// Frames that may still be handed out before allocation fails.
     budget: AtomicUsize,
+    /// Every frame from this index on has never been handed out (still zero);
+    /// changed under the bitmap's lock.
+    untouched: AtomicUsize,
+    /// Frames handed out by `alloc_zeroed` without zeroing.
+    fresh: AtomicUsize,
 }
 
 // SAFETY: the pool memory is only reached through `phys_to_virt` by users that own
@@ -88,7 +95,24 @@ impl PoolAllocator {
             allocated: AtomicUsize::new(0),
             freed: AtomicUsize::new(0),
             budget: AtomicUsize::new(usize::MAX),
+            untouched: AtomicUsize::new(0),
+            fresh: AtomicUsize::new(0),
         }
+    }
+
+    /// Frames `alloc_zeroed` handed out without zeroing them (fresh memory).
+    pub fn fresh_handed_out(&self) -> usize {
+        self.fresh.load(Ordering::Relaxed)
+    }
+
+    /// Marks `[hpa, hpa + count frames)` as handed out (under the bitmap's lock);
+    /// returns whether all of it was still untouched.
+    fn touch(&self, hpa: HostPhysAddr, count: usize) -> bool {
+        let first = (hpa.as_usize() - self.base) / FRAME_SIZE;
+        let untouched = self.untouched.load(Ordering::Relaxed);
+        self.untouched
+            .store(untouched.max(first + count), Ordering::Relaxed);
+        first >= untouched
     }
 
     /// Frames handed out so far, by allocations and [`PoolAllocator::alloc_at`]
@@ -131,7 +155,12 @@ impl PoolAllocator {
     /// taken, otherwise or when `count` is 0. Give them back with
     /// [`FrameAllocator::dealloc_frames`].
     pub fn alloc_at(&self, hpa: HostPhysAddr, count: usize) -> bool {
-        let taken = self.lock().reserve(hpa, count);
+        let mut bitmap = self.lock();
+        let taken = bitmap.reserve(hpa, count);
+        if taken {
+            self.touch(hpa, count);
+        }
+        drop(bitmap);
         if taken {
             self.allocated.fetch_add(count, Ordering::Relaxed);
         }
@@ -140,6 +169,20 @@ impl PoolAllocator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FrameBitmap<Vec<u64>>> {
         self.bitmap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allocates and counts `count` frames; with whether they were never handed out
+    /// before (still zero).
+    fn alloc_counted(&self, count: usize, align_frames: usize) -> Option<(HostPhysAddr, bool)> {
+        if count == 0 || !align_frames.is_power_of_two() || !self.take_budget(count) {
+            return None;
+        }
+        let mut bitmap = self.lock();
+        let hpa = bitmap.alloc(count, align_frames)?;
+        let fresh = self.touch(hpa, count);
+        drop(bitmap);
+        self.allocated.fetch_add(count, Ordering::Relaxed);
+        Some((hpa, fresh))
     }
 
     fn take_budget(&self, n: usize) -> bool {
@@ -156,14 +199,24 @@ impl PoolAllocator {
 }
 
 // SAFETY: frames are tracked in the bitmap and handed out once, aligned as asked;
-// `phys_to_virt` maps the whole pool contiguously and the pool lives as long as `self`.
+// `phys_to_virt` maps the whole pool contiguously and the pool lives as long as `self`;
+// `alloc_zeroed` skips zeroing only frames at or above `untouched`, which nothing has
+// written since the host handed the memory out zeroed; `dealloc_frames` takes any run
+// of allocated frames (the bitmap tracks frames, not allocations).
 unsafe impl FrameAllocator for PoolAllocator {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        if count == 0 || !align_frames.is_power_of_two() || !self.take_budget(count) {
-            return None;
+        self.alloc_counted(count, align_frames).map(|(hpa, _)| hpa)
+    }
+
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        let (hpa, fresh) = self.alloc_counted(count, align_frames)?;
+        if fresh {
+            self.fresh.fetch_add(count, Ordering::Relaxed);
+        } else {
+            let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+            // SAFETY: just allocated, so ours alone; the pool maps it contiguously.
+            unsafe { std::ptr::write_bytes(ptr, 0, count * FRAME_SIZE) };
         }
-        let hpa = self.lock().alloc(count, align_frames)?;
-        self.allocated.fetch_add(count, Ordering::Relaxed);
         Some(hpa)
     }
 
@@ -273,6 +326,28 @@ mod tests {
         );
         // SAFETY: from this pool, not in use.
         unsafe { pool.dealloc_frames(frame, 1) };
+    }
+
+    #[test]
+    fn alloc_zeroed_skips_only_frames_never_handed_out() {
+        let pool = PoolAllocator::with_base(16, 0x1000);
+        let a = pool.alloc_zeroed(2, 1).unwrap();
+        assert_eq!(pool.fresh_handed_out(), 2);
+        let p = pool.phys_to_virt(a).as_mut_ptr::<u8>();
+        // SAFETY: the frames are ours; the pool maps them writable.
+        unsafe { std::ptr::write_bytes(p, 0xa5, 2 * FRAME_SIZE) };
+        // SAFETY: from this pool, not in use; given back in two parts.
+        unsafe { pool.dealloc_frames(a + FRAME_SIZE, 1) };
+        // SAFETY: as above.
+        unsafe { pool.dealloc_frames(a, 1) };
+        // The dirtied frames come back first: zeroed now, not counted fresh.
+        let b = pool.alloc_zeroed(2, 1).unwrap();
+        assert_eq!((b, pool.fresh_handed_out()), (a, 2));
+        let q = pool.phys_to_virt(b).as_ptr::<u8>();
+        // SAFETY: as above.
+        assert!((0..2 * FRAME_SIZE).all(|i| unsafe { *q.add(i) } == 0));
+        let c = pool.alloc_zeroed(4, 4).unwrap();
+        assert_eq!(pool.fresh_handed_out(), 6, "{c:?}");
     }
 
     #[test]

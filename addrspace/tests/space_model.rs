@@ -12,7 +12,7 @@ use addrspace::testing::PoolAllocator;
 use addrspace::{
     AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Backend, Ept, Error, FaultOutcome,
     FaultPlan, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
-    Npt, PageTable, Populate, Sv39x4, Sv48x4,
+    Npt, PageSize, PageTable, Populate, Sv39x4, Sv48x4,
 };
 use proptest::prelude::*;
 
@@ -29,7 +29,7 @@ const CHUNK: usize = 8 << 20;
 enum Kind {
     /// Host offset of the area's start inside the chunk.
     Linear(usize),
-    Alloc(bool),
+    Alloc(Populate),
     Reserved,
 }
 
@@ -220,7 +220,8 @@ enum Op {
         gpa: usize,
         size: usize,
         flags: usize,
-        lazy: bool,
+        /// 0 eager, 1 lazy, 2 lazy in 2 MiB blocks.
+        lazy: u8,
         budget: Option<usize>,
     },
     Reserve {
@@ -298,7 +299,7 @@ fn op() -> impl Strategy<Value = Op> {
             let hoff = if hoff + size > CHUNK { (CHUNK - size) & !(K4 - 1) } else { hoff };
             Op::Linear { gpa, size, hoff, flags }
         }),
-        4 => (range(), 0..8usize, any::<bool>(), budget()).prop_map(|((gpa, size), flags, lazy, budget)| Op::Alloc { gpa, size, flags, lazy, budget }),
+        4 => (range(), 0..8usize, 0..3u8, budget()).prop_map(|((gpa, size), flags, lazy, budget)| Op::Alloc { gpa, size, flags, lazy, budget }),
         1 => range().prop_map(|(gpa, size)| Op::Reserve { gpa, size }),
         3 => (range(), budget()).prop_map(|((gpa, size), budget)| Op::Unmap { gpa, size, budget }),
         // Flags 8 and up: the flags the area at `gpa` already has (a protect that
@@ -401,11 +402,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     budget,
                 } => {
                     let flags = flags_at(flags);
-                    let populate = if lazy {
-                        Populate::Lazy
-                    } else {
-                        Populate::Eager
-                    };
+                    let populate =
+                        [Populate::Eager, Populate::Lazy, Populate::LazyHuge][usize::from(lazy)];
                     let got = with_budget(pool, budget, || {
                         space.map_alloc(GuestPhysAddr::from_usize(gpa), size, flags, populate)
                     });
@@ -418,7 +416,7 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             );
                         }
                         (Err(Error::NoMemory { .. }), None) => {
-                            prop_assert!(budget.is_some() && !lazy);
+                            prop_assert!(budget.is_some() && populate == Populate::Eager);
                             failed = true;
                         }
                         (Ok(()), None) => {
@@ -427,11 +425,11 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 gpa,
                                 MArea {
                                     end: gpa + size,
-                                    kind: Kind::Alloc(lazy),
+                                    kind: Kind::Alloc(populate),
                                     flags: flags.nested(),
                                 },
                             );
-                            if !lazy {
+                            if populate == Populate::Eager {
                                 m.populated.extend((gpa..gpa + size).step_by(K4));
                             }
                         }
@@ -551,9 +549,21 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         (FaultPlan::Outcome(o), Ok(g)) => prop_assert_eq!(o, *g, "step {}", step),
                         (
                             FaultPlan::Map { page: p, area },
-                            Ok(FaultOutcome::Mapped { gpa: at, flags, .. }),
+                            Ok(FaultOutcome::Mapped {
+                                gpa: at,
+                                flags,
+                                size,
+                                ..
+                            }),
                         ) => {
-                            prop_assert_eq!((p, area.flags), (*at, *flags), "step {}", step);
+                            // The planned page, or the 2 MiB block holding it.
+                            let start = p.as_usize() & !(size.bytes() - 1);
+                            prop_assert_eq!(
+                                (start, area.flags),
+                                (at.as_usize(), *flags),
+                                "step {}",
+                                step
+                            );
                             prop_assert!(area.range.contains(*at), "step {}", step);
                         }
                         (FaultPlan::Map { .. }, Err(Error::NoMemory { .. })) => {}
@@ -586,9 +596,37 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     };
                     match (got, expect) {
                         (Ok(g), Ok(e)) => prop_assert_eq!(g, e, "step {}", step),
-                        (Ok(FaultOutcome::Mapped { gpa: at, flags, .. }), Err(f)) => {
+                        (
+                            Ok(FaultOutcome::Mapped {
+                                gpa: at,
+                                flags,
+                                size: PageSize::Size4K,
+                                ..
+                            }),
+                            Err(f),
+                        ) => {
                             prop_assert_eq!((at.as_usize(), flags), (page, f));
                             m.populated.insert(page);
+                        }
+                        // A 2 MiB block: only in a LazyHuge area that holds all of
+                        // it, none of it populated before.
+                        (
+                            Ok(FaultOutcome::Mapped {
+                                gpa: at,
+                                flags,
+                                size: PageSize::Size2M,
+                                ..
+                            }),
+                            Err(f),
+                        ) => {
+                            let block = gpa & !(M2 - 1);
+                            prop_assert_eq!((at.as_usize(), flags), (block, f));
+                            let (s, a) = m.area_at(gpa).unwrap();
+                            prop_assert_eq!(a.kind, Kind::Alloc(Populate::LazyHuge));
+                            prop_assert!(s <= block && block + M2 <= a.end, "step {}", step);
+                            let pages: Vec<usize> = (block..block + M2).step_by(K4).collect();
+                            prop_assert!(pages.iter().all(|p| !m.populated.contains(p)));
+                            m.populated.extend(pages);
                         }
                         (Err(Error::NoMemory { .. }), Err(_)) => {
                             prop_assert!(budget.is_some());
@@ -753,7 +791,7 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .map(|a| {
                     let kind = match a.backend {
                         Backend::Linear { hpa } => Kind::Linear(hpa.as_usize() - chunk.as_usize()),
-                        Backend::Alloc(p) => Kind::Alloc(p == Populate::Lazy),
+                        Backend::Alloc(p) => Kind::Alloc(p),
                         Backend::Reserved => Kind::Reserved,
                     };
                     (

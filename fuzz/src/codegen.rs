@@ -353,7 +353,11 @@ pub fn replay(src: &str) -> Parsed<Result<VmConfig, vm_core::ConfigError>> {
                     ("Identical", MapType::Identical),
                     ("Reserved", MapType::Reserved),
                 ];
-                let pops = [("Eager", Populate::Eager), ("Lazy", Populate::Lazy)];
+                let pops = [
+                    ("Eager", Populate::Eager),
+                    ("Lazy", Populate::Lazy),
+                    ("LazyHuge", Populate::LazyHuge),
+                ];
                 b.memory_region(
                     gpa(&a[0])?,
                     int(&a[1])?,

@@ -30,6 +30,7 @@ pub fn kind_colour(kind: RegionKind) -> &'static str {
     match kind {
         RegionKind::Ram(Populate::Eager) => "#4e79a7",
         RegionKind::Ram(Populate::Lazy) => "#a0cbe8",
+        RegionKind::Ram(Populate::LazyHuge) => "#7fa8d4",
         RegionKind::Identical => "#59a14f",
         RegionKind::ReservedRam => "#8cd17d",
         RegionKind::LinearRam => "#76b7b2",
@@ -49,9 +50,10 @@ pub const LEAF_COLOURS: [(&str, &str); 4] = [
 ];
 
 /// Every kind, for the legend.
-const KINDS: [RegionKind; 9] = [
+const KINDS: [RegionKind; 10] = [
     RegionKind::Ram(Populate::Eager),
     RegionKind::Ram(Populate::Lazy),
+    RegionKind::Ram(Populate::LazyHuge),
     RegionKind::Identical,
     RegionKind::ReservedRam,
     RegionKind::LinearRam,

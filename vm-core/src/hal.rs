@@ -11,8 +11,9 @@ pub trait VmHal {
     /// Allocates `count` contiguous 4 KiB frames aligned to `align_frames` frames.
     fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr>;
 
-    /// Frees frames from [`VmHal::alloc_frames`] (the same `hpa` and `count`, or a
-    /// single frame of a single-frame allocation).
+    /// Frees frames from [`VmHal::alloc_frames`]: a contiguous run of frames of one
+    /// allocation, all of it or a part (a 2 MiB block of lazily populated guest
+    /// memory is freed whole, or page by page after an unmap split it).
     fn dealloc_frames(hpa: HostPhysAddr, count: usize);
 
     /// Reserves the host-physical range `[hpa, hpa + size)` for a VM's identity-mapped

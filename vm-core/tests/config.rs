@@ -189,6 +189,33 @@ fn the_base_variant_is_valid() {
     variant("", "").unwrap();
 }
 
+/// `populate = 2`: lazy in 2 MiB blocks (issue 17), and back through the generated
+/// builder source.
+#[test]
+fn populate_2_is_lazy_in_2m_blocks() {
+    let c = variant(
+        "[0x9000_0000, 0x20_0000, 0x3, 0, 1]",
+        "[0x9000_0000, 0x20_0000, 0x3, 0, 2]",
+    )
+    .unwrap();
+    assert_eq!(c.kernel.memory_regions[1].populate, Populate::LazyHuge);
+    assert!(
+        c.to_rust_source("vm")
+            .contains("::vm_core::Populate::LazyHuge"),
+        "{}",
+        c.to_rust_source("vm")
+    );
+    let e = variant(
+        "[0x9000_0000, 0x20_0000, 0x3, 0, 1]",
+        "[0x9000_0000, 0x20_0000, 0x3, 2, 2]",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ConfigError::LazyNotAlloc { map_type: 2, .. }),
+        "{e}"
+    );
+}
+
 /// (text to replace, replacement, expected variant, expected start of the message)
 type Case = (
     &'static str,
@@ -292,8 +319,8 @@ fn bad_configs_name_their_field() {
         // 10. unknown populate
         (
             "[0x9000_0000, 0x20_0000, 0x3, 0, 1]",
-            "[0x9000_0000, 0x20_0000, 0x3, 0, 2]",
-            |e| matches!(e, E::UnknownPopulate { value: 2, .. }),
+            "[0x9000_0000, 0x20_0000, 0x3, 0, 3]",
+            |e| matches!(e, E::UnknownPopulate { value: 3, .. }),
             "kernel.memory_regions[1].populate",
         ),
         // 11. a region with 3 elements

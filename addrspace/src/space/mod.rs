@@ -9,10 +9,10 @@ use core::fmt;
 
 use crate::fault::{FaultOutcome, FaultPlan};
 use crate::format::NestedFormat;
-use crate::table::{LeafSlot, PageTable, Span, Translation, Walk, span_of, zero_frame};
+use crate::table::{LeafSlot, PageTable, Span, Translation, Walk, span_of};
 use crate::{
     AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
-    PAGE_SIZE, Result,
+    PAGE_SIZE, PageSize, Result,
 };
 
 /// When the frames of an allocated area are obtained.
@@ -22,6 +22,12 @@ pub enum Populate {
     Eager,
     /// One frame per page at its first access (nested page fault).
     Lazy,
+    /// Like [`Populate::Lazy`], but a fault maps the whole 2 MiB block around the
+    /// address (512 contiguous zeroed frames, one 2 MiB leaf) where the block lies
+    /// inside the area, nothing in it is mapped yet and the allocator has such a
+    /// block; elsewhere one 4 KiB page. Touching 256 MiB then takes 128 faults
+    /// instead of 65,536, and the guest's accesses need fewer TLB entries.
+    LazyHuge,
 }
 
 /// How an area's guest-physical pages are backed.
@@ -76,6 +82,7 @@ impl fmt::Display for Area {
             Backend::Linear { hpa } => write!(f, "linear -> {hpa:#x}"),
             Backend::Alloc(Populate::Eager) => f.write_str("alloc (eager)"),
             Backend::Alloc(Populate::Lazy) => f.write_str("alloc (lazy)"),
+            Backend::Alloc(Populate::LazyHuge) => f.write_str("alloc (lazy, 2 MiB blocks)"),
             Backend::Reserved => f.write_str("reserved"),
         }
     }
@@ -306,8 +313,9 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     }
 
     /// Maps `[gpa, gpa + size)` to zeroed frames from the allocator, all now
-    /// ([`Populate::Eager`]) or each at its first fault ([`Populate::Lazy`], which
-    /// allocates nothing, not even tables, up front).
+    /// ([`Populate::Eager`]) or each at its first fault ([`Populate::Lazy`], and
+    /// [`Populate::LazyHuge`] in 2 MiB blocks where it can; they allocate nothing,
+    /// not even tables, up front).
     ///
     /// Errors: as [`AddrSpace::map_linear`]; with `Eager`, [`Error::NoMemory`] when the
     /// allocator cannot provide every frame, after which every frame taken is given
@@ -539,6 +547,11 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             (FaultPlan::Outcome(o), _) => return Ok(o),
             (FaultPlan::Map { page, area }, slot) => (page, area, slot),
         };
+        if area.backend == Backend::Alloc(Populate::LazyHuge)
+            && let Some(outcome) = self.fault_block(gpa, &area)?
+        {
+            return Ok(outcome);
+        }
         let range = GpaRange::from_raw(page.as_usize(), page.as_usize() + PAGE_SIZE);
         let hpa = match area.backend {
             Backend::Linear { hpa } => {
@@ -548,12 +561,14 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                 hpa
             }
             _ => {
-                let frame = self.pt.allocator().alloc_frame().ok_or(Error::NoMemory {
-                    needed: 1,
-                    allocated: 0,
-                })?;
-                // SAFETY: the frame was just allocated for this page and is not mapped.
-                unsafe { zero_frame(self.pt.allocator(), frame) };
+                let frame = self
+                    .pt
+                    .allocator()
+                    .alloc_zeroed(1, 1)
+                    .ok_or(Error::NoMemory {
+                        needed: 1,
+                        allocated: 0,
+                    })?;
                 match slot {
                     // The common lazy fault: the tables exist, one walk found the entry.
                     LeafSlot::Free(slot) => self.pt.set_free_leaf(slot, frame, area.flags),
@@ -572,7 +587,43 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             gpa: page,
             hpa,
             flags: area.flags,
+            size: PageSize::Size4K,
         })
+    }
+
+    /// The 2 MiB-block fault of a [`Populate::LazyHuge`] area (`area`, whose flags
+    /// allow the access): maps the block around `gpa` to 512 new zeroed frames with
+    /// one leaf, when the block lies in the area, none of it is mapped and the
+    /// allocator has an aligned block. `None` when one of those does not hold (the
+    /// caller maps a 4 KiB page instead).
+    fn fault_block(&mut self, gpa: GuestPhysAddr, area: &Area) -> Result<Option<FaultOutcome>> {
+        let block_size = PageSize::Size2M.bytes();
+        let start = gpa.as_usize() & !(block_size - 1);
+        let Some(end) = start.checked_add(block_size) else {
+            return Ok(None);
+        };
+        if start < area.range.start().as_usize()
+            || end > area.range.end().as_usize()
+            || !self.pt.block_unmapped(start)
+        {
+            return Ok(None);
+        }
+        let frames = block_size / PAGE_SIZE;
+        let Some(block) = self.pt.allocator().alloc_zeroed(frames, frames) else {
+            return Ok(None);
+        };
+        let range = GpaRange::from_raw(start, end);
+        if let Err(e) = self.pt.map_linear(&range, block, area.flags) {
+            // SAFETY: allocated above and never mapped.
+            unsafe { self.pt.allocator().dealloc_frames(block, frames) };
+            return Err(e);
+        }
+        Ok(Some(FaultOutcome::Mapped {
+            gpa: GuestPhysAddr::from_usize(start),
+            hpa: block,
+            flags: area.flags,
+            size: PageSize::Size2M,
+        }))
     }
 
     /// Makes `[gpa, gpa + len)` (any bytes) ready for the host to copy: checks the

@@ -51,7 +51,6 @@ mod walk;
 pub(crate) use query::LeafSlot;
 pub use query::Translation;
 pub(crate) use reserve::Reserve;
-pub(crate) use source::zero_frame;
 pub use walk::{MAX_LEVELS, Walk, WalkEnd, WalkStep};
 
 use cache::Psc;

@@ -64,6 +64,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         }
     }
 
+    /// Whether nothing of the 2 MiB block at `start` (aligned) is mapped: the walk
+    /// stops at an invalid entry at the 2 MiB level or above (no table, no leaf).
+    pub(crate) fn block_unmapped(&self, start: usize) -> bool {
+        if start >= Self::gpa_limit() {
+            return false;
+        }
+        let stop = self.descend(start);
+        stop.kind == DescKind::Invalid && !stop.slot.table.level.is_page()
+    }
+
     /// Writes a 4 KiB leaf to `hpa` with `flags` (checked) into a slot that
     /// [`PageTable::leaf_slot`] found free, with no change to the table since: the
     /// table still links it and needs no new table.

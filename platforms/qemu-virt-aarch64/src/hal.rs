@@ -79,7 +79,8 @@ impl vm_core::VmHal for BoardHal {
     }
 
     fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
-        // SAFETY: vm-core gives back exactly what `alloc_frames` handed out, once
+        // SAFETY: vm-core gives back frames `alloc_frames` handed out (an allocation
+        // or a run of its frames, as VmHal::dealloc_frames allows), once
         // nothing (no table, no vCPU translation) uses it any more; a bad free is
         // refused and logged.
         unsafe { FRAMES.dealloc_frames(hpa, count) }

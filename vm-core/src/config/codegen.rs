@@ -96,6 +96,7 @@ impl Call<'_> {
                 let populate = match r.populate {
                     Populate::Eager => "Eager",
                     Populate::Lazy => "Lazy",
+                    Populate::LazyHuge => "LazyHuge",
                 };
                 write!(
                     s,
@@ -356,7 +357,7 @@ mod tests {
                 opt_off,
             ),
             (
-                proptest::collection::vec((1usize..16, 1u32..8, 0u8..4), 1..4),
+                proptest::collection::vec((1usize..16, 1u32..8, 0u8..5), 1..4),
                 proptest::option::of("[ -~]{0,20}"),
                 0usize..3,
                 0usize..3,
@@ -398,6 +399,7 @@ mod tests {
                             0 => (MapType::Alloc, Populate::Eager),
                             1 => (MapType::Alloc, Populate::Lazy),
                             2 => (MapType::Identical, Populate::Eager),
+                            3 => (MapType::Alloc, Populate::LazyHuge),
                             _ => (MapType::Reserved, Populate::Eager),
                         };
                         let flags = MappingFlags::from_bits_retain(*access)

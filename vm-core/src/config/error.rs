@@ -151,7 +151,7 @@ pub enum ConfigError {
         /// The value.
         value: u64,
     },
-    /// `populate` is not 0 (eager) or 1 (lazy).
+    /// `populate` is not 0 (eager), 1 (lazy) or 2 (lazy, 2 MiB blocks).
     UnknownPopulate {
         /// The region.
         field: Field,
@@ -187,7 +187,7 @@ pub enum ConfigError {
         /// The flags.
         flags: MappingFlags,
     },
-    /// `populate = 1` (lazy) on a region that is not map_type 0 (alloc).
+    /// `populate = 1` or `2` (lazy) on a region that is not map_type 0 (alloc).
     LazyNotAlloc {
         /// The region.
         field: Field,
@@ -461,7 +461,10 @@ impl fmt::Display for ConfigError {
                 "{field}: unknown map_type {value} (0 alloc, 1 identical, 2 reserved)"
             ),
             Self::UnknownPopulate { field, value } => {
-                write!(f, "{field}: unknown populate {value} (0 eager, 1 lazy)")
+                write!(
+                    f,
+                    "{field}: unknown populate {value} (0 eager, 1 lazy, 2 lazy in 2 MiB blocks)"
+                )
             }
             Self::UnknownVmType { field, value } => {
                 write!(
@@ -487,7 +490,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::LazyNotAlloc { field, map_type } => write!(
                 f,
-                "{field}: populate = 1 (lazy) needs map_type 0 (alloc), not {map_type}"
+                "{field}: a lazy populate (1 or 2) needs map_type 0 (alloc), not {map_type}"
             ),
             Self::Empty { field } => write!(f, "{field}: must not be empty"),
             Self::ZeroSize { field } => write!(f, "{field}: size is zero"),

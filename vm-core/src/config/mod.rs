@@ -56,8 +56,9 @@
 //! there: axvisor since 2025-09; so identical regions may overlap on paper), 2
 //! reserved (host memory at GPA = HPA as configured). **Our one extension**: an
 //! optional fifth element `populate` of a memory region, 0 eager (the default:
-//! every frame allocated at VM creation) or 1 lazy (each page at its first
-//! access), allowed only with map_type 0.
+//! every frame allocated at VM creation), 1 lazy (each page at its first access)
+//! or 2 lazy in 2 MiB blocks (a fault maps the whole 2 MiB block around it where
+//! the block lies in the region, `Populate::LazyHuge`), lazy only with map_type 0.
 
 mod error;
 mod placement;

@@ -495,6 +495,7 @@ fn region(v: &Value, field: Field) -> ConfigResult<MemoryRegionConfig> {
         Some(p) => match int(p, field.part("populate"))? {
             0 => Populate::Eager,
             1 => Populate::Lazy,
+            2 => Populate::LazyHuge,
             n => {
                 return Err(ConfigError::UnknownPopulate {
                     field: field.part("populate"),

@@ -59,6 +59,9 @@ impl Summary<'_> {
                 (MapType::Alloc, Populate::Lazy) => {
                     write!(f, "{} alloc lazy at {at}", Size(r.size))
                 }
+                (MapType::Alloc, Populate::LazyHuge) => {
+                    write!(f, "{} alloc lazy (2 MiB blocks) at {at}", Size(r.size))
+                }
                 (MapType::Reserved, _) => write!(f, "{} reserved at {at}", Size(r.size)),
                 (MapType::Identical, _) => write!(
                     f,

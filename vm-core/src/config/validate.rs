@@ -102,7 +102,7 @@ fn region_range(field: Field, r: &MemoryRegionConfig) -> ConfigResult<GpaRange> 
             flags: r.flags,
         });
     }
-    if r.populate == Populate::Lazy && r.map_type != MapType::Alloc {
+    if r.populate != Populate::Eager && r.map_type != MapType::Alloc {
         return Err(ConfigError::LazyNotAlloc {
             field: field.part("populate"),
             map_type: r.map_type.raw(),

@@ -413,7 +413,7 @@ fn image_findings(map: &GuestMap, img: &Image, out: &mut Vec<Finding>) {
                 detail: alloc::format!("holds part of {name} and is not executable"),
             });
         }
-        if r.kind == RegionKind::Ram(Populate::Lazy) {
+        if matches!(r.kind, RegionKind::Ram(Populate::Lazy | Populate::LazyHuge)) {
             let pages = (to.div_ceil(PAGE_SIZE) - from / PAGE_SIZE) as u64;
             out.push(Finding {
                 rule: Rule::LazyImage,

@@ -52,6 +52,9 @@ pub(crate) fn describe<F: NestedFormat, A: FrameAllocator>(
             ),
             Backend::Alloc(Populate::Eager) => write!(out, "allocated eagerly {}", area.flags),
             Backend::Alloc(Populate::Lazy) => write!(out, "allocated lazily {}", area.flags),
+            Backend::Alloc(Populate::LazyHuge) => {
+                write!(out, "allocated lazily in 2 MiB blocks {}", area.flags)
+            }
             Backend::Reserved => write!(out, "reserved (trap)"),
         };
         let _ = write!(out, ", leaves {leaves}");

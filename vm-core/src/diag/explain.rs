@@ -186,10 +186,12 @@ impl fmt::Display for FaultExplanation {
                     f,
                     "  not populated yet{}: the fault path allocates a zeroed frame, maps page \
                      {} {} and the guest retries the access (Mapped)",
-                    if area.backend == Backend::Alloc(Populate::Lazy) {
-                        " (lazy RAM)"
-                    } else {
-                        ""
+                    match area.backend {
+                        Backend::Alloc(Populate::Lazy) => " (lazy RAM)",
+                        Backend::Alloc(Populate::LazyHuge) => {
+                            " (lazy RAM: its whole 2 MiB block where the block fits)"
+                        }
+                        _ => "",
                     },
                     hex(page.as_usize()),
                     area.flags

@@ -57,6 +57,7 @@ impl RegionKind {
         match self {
             Self::Ram(Populate::Eager) => "RAM eager",
             Self::Ram(Populate::Lazy) => "RAM lazy",
+            Self::Ram(Populate::LazyHuge) => "RAM lazy 2M",
             Self::Identical => "RAM identical",
             Self::ReservedRam => "RAM reserved",
             Self::LinearRam => "RAM linear",
