@@ -54,6 +54,23 @@ pub fn median_of(samples: &[Vec<f64>], j: usize) -> f64 {
     median(&col)
 }
 
+/// The spread of component `j` over `samples`: `(max - min) / median`, in percent
+/// (NaN when there is no sample).
+pub fn spread_of(samples: &[Vec<f64>], j: usize) -> f64 {
+    let col: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| s.get(j).copied())
+        .filter(|x| x.is_finite())
+        .collect();
+    let lo = col.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = col.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mid = median(&col);
+    if col.is_empty() || mid == 0.0 {
+        return f64::NAN;
+    }
+    (hi - lo) / mid.abs() * 100.0
+}
+
 /// What a figure must satisfy.
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
@@ -104,6 +121,9 @@ pub struct Figure {
     pub target: Option<Target>,
     /// What `peer` is when it is not axaddrspace, or how to read the figure.
     pub note: String,
+    /// The spread of our samples and of the peer's (`(max - min) / median`, %), and
+    /// the number of runs, when the figure was built from samples.
+    pub spread: Option<(f64, f64, usize)>,
 }
 
 impl Figure {
@@ -116,7 +136,27 @@ impl Figure {
             peer: Some(peer),
             target: None,
             note: String::new(),
+            spread: None,
         }
+    }
+
+    /// A figure from per-run samples: the medians of component `oj` of `ours` and
+    /// `pj` of `peer`, times `scale`, with their spreads and the run count.
+    pub fn sampled(
+        name: impl Into<String>,
+        unit: &'static str,
+        scale: f64,
+        (ours, oj): (&[Vec<f64>], usize),
+        (peer, pj): (&[Vec<f64>], usize),
+    ) -> Self {
+        let mut f = Self::pair(
+            name,
+            unit,
+            median_of(ours, oj) * scale,
+            median_of(peer, pj) * scale,
+        );
+        f.spread = Some((spread_of(ours, oj), spread_of(peer, pj), ours.len()));
+        f
     }
 
     /// A figure only we have.
@@ -128,6 +168,7 @@ impl Figure {
             peer: None,
             target: None,
             note: String::new(),
+            spread: None,
         }
     }
 
@@ -225,6 +266,16 @@ mod tests {
         assert_eq!(order.into_inner(), vec!['a', 'b', 'b', 'a', 'a', 'b']);
         assert_eq!((sa.len(), sb.len()), (3, 3));
         assert_eq!(median_of(&sb, 0), 2.0);
+    }
+
+    #[test]
+    fn spread_and_sampled_figures() {
+        let s = vec![vec![10.0, 1.0], vec![12.0, 1.0], vec![8.0, 1.0]];
+        assert_eq!(spread_of(&s, 0), 40.0);
+        assert_eq!(spread_of(&s, 1), 0.0);
+        let f = Figure::sampled("x", "ns", 2.0, (&s, 0), (&s, 1));
+        assert_eq!((f.ours, f.peer), (20.0, Some(2.0)));
+        assert_eq!(f.spread, Some((40.0, 0.0, 3)));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! Method: every workload is written once over [`subject::Subject`]; frames for both
 //! implementations come from one pre-touched pool ([`pool`]); each round runs every
 //! subject once, rotating who goes first; figures are medians over the rounds and the
-//! ratio is ours / peer. Results: a table on stdout, `summary.json` and
-//! `map_time.svg` in the output directory.
+//! ratio is ours / peer, with the spread of the runs. Results: a table on stdout,
+//! `summary.json`, `map_time.svg` and `ratios.svg` (every ratio against its target)
+//! in the output directory.
 //!
 //! This crate is its own workspace (not a member of the product workspace), so the
 //! peer dependency never enters the product crates' graph or lock file.
@@ -63,6 +64,7 @@ fn run() -> Result<(), String> {
         space::Config {
             rounds: 5,
             translations: 1_000_000,
+            cold_batches: 8,
             reads: 2_000,
             only,
         }
@@ -70,6 +72,7 @@ fn run() -> Result<(), String> {
         space::Config {
             rounds: 15,
             translations: 1_000_000,
+            cold_batches: 16,
             reads: 10_000,
             only,
         }
@@ -135,13 +138,20 @@ fn run() -> Result<(), String> {
         report::svg("map time against mapped size (4 KiB leaves)", &series),
     )
     .map_err(|e| format!("write {}: {e}", svg_path.display()))?;
+    let ratios_path = out.join("ratios.svg");
+    std::fs::write(
+        &ratios_path,
+        report::ratio_svg("ours / peer against the targets (medians)", &figs),
+    )
+    .map_err(|e| format!("write {}: {e}", ratios_path.display()))?;
 
     print!("{}", report::table(&figs));
     println!(
-        "\nwrote {} and {} in {:.0} s ({} mode, {} rounds, medians); load average {} at \
+        "\nwrote {}, {} and {} in {:.0} s ({} mode, {} rounds, medians); load average {} at \
          start, {} at end ({} CPUs: figures from a busy machine are noisier)",
         json_path.display(),
         svg_path.display(),
+        ratios_path.display(),
         started.elapsed().as_secs_f64(),
         if quick { "quick" } else { "full" },
         cfg.rounds,

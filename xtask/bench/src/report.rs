@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::harness::{Figure, num};
+use crate::harness::{Figure, Target, num};
 
 /// The table a person reads: one row per figure with both medians, the ratio, the
 /// target and whether it is met.
@@ -14,10 +14,11 @@ pub fn table(figs: &[Figure]) -> String {
         "ours",
         "peer",
         "ours/peer",
+        "spread % (runs)",
         "target",
         "status",
     ];
-    let rows: Vec<[String; 7]> = figs
+    let rows: Vec<[String; 8]> = figs
         .iter()
         .map(|f| {
             [
@@ -26,6 +27,9 @@ pub fn table(figs: &[Figure]) -> String {
                 num(f.ours),
                 f.peer.map(num).unwrap_or_else(|| "-".into()),
                 f.ratio().map(num).unwrap_or_else(|| "-".into()),
+                f.spread
+                    .map(|(o, p, n)| format!("{}/{} ({n})", num(o), num(p)))
+                    .unwrap_or_default(),
                 f.target.map(|t| t.describe()).unwrap_or_default(),
                 match f.met() {
                     Some(true) => "met".into(),
@@ -46,7 +50,7 @@ pub fn table(figs: &[Figure]) -> String {
         for (i, (c, w)) in cells.iter().zip(width).enumerate() {
             let pad = w - c.chars().count();
             // Text columns left-aligned, numbers right-aligned.
-            if !(2..5).contains(&i) {
+            if !(2..6).contains(&i) {
                 out.push_str(c);
                 out.push_str(&" ".repeat(pad));
             } else {
@@ -125,20 +129,28 @@ fn json_str(s: &str) -> String {
 }
 
 /// `summary.json`: an array with one object per figure, `{ "name", "unit", "ours",
-/// "peer" (or null), "ratio" (or null) }`, plus `"target"`, `"met"` and `"note"` for
-/// people reading it.
+/// "peer" (or null), "ratio" (or null) }`, plus `"spread"` (`{ "ours", "peer", "runs" }`:
+/// `(max - min) / median` in % over the runs whose median is shown, or null),
+/// `"target"`, `"met"` and `"note"` for people reading it.
 pub fn json(figs: &[Figure]) -> String {
     let mut out = String::from("[\n");
     for (i, f) in figs.iter().enumerate() {
         let _ = write!(
             out,
             "  {{ \"name\": {}, \"unit\": {}, \"ours\": {}, \"peer\": {}, \"ratio\": {}, \
-             \"target\": {}, \"met\": {}, \"note\": {} }}",
+             \"spread\": {}, \"target\": {}, \"met\": {}, \"note\": {} }}",
             json_str(&f.name),
             json_str(f.unit),
             json_num(f.ours),
             f.peer.map(json_num).unwrap_or_else(|| "null".into()),
             f.ratio().map(json_num).unwrap_or_else(|| "null".into()),
+            f.spread
+                .map(|(o, p, n)| format!(
+                    "{{ \"ours\": {}, \"peer\": {}, \"runs\": {n} }}",
+                    json_num(o),
+                    json_num(p)
+                ))
+                .unwrap_or_else(|| "null".into()),
             f.target
                 .map(|t| json_str(&t.describe()))
                 .unwrap_or_else(|| "null".into()),
@@ -286,6 +298,75 @@ pub fn svg(title: &str, series: &[Series<'_>]) -> String {
     s
 }
 
+/// A bar chart of `ours / peer` for every figure with a ratio target (issue 17's
+/// table as a picture): one bar per figure, its target as a black tick, bars over
+/// their target red. Hand-written SVG.
+pub fn ratio_svg(title: &str, figs: &[Figure]) -> String {
+    let rows: Vec<(&Figure, f64, f64)> = figs
+        .iter()
+        .filter_map(|f| match (f.ratio(), f.target) {
+            (Some(r), Some(Target::RatioAtMost(t))) => Some((f, r, t)),
+            _ => None,
+        })
+        .collect();
+    let (left, right, top, row) = (250.0, 150.0, 50.0, 22.0);
+    let w = 900.0;
+    let h = top + 30.0 + row * rows.len().max(1) as f64;
+    let max = rows
+        .iter()
+        .map(|&(_, r, t)| r.max(t))
+        .fold(1.0, f64::max)
+        .min(10.0);
+    let px = |x: f64| left + x.min(max) / max * (w - left - right);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="{w}" height="{h}" fill="white"/><text x="{}" y="24" font-size="15" text-anchor="middle">{}</text>"#,
+        w / 2.0,
+        xml(title)
+    );
+    let one = px(1.0);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{one:.1}" y1="{}" x2="{one:.1}" y2="{}" stroke="#999" stroke-dasharray="4"/><text x="{one:.1}" y="{}" text-anchor="middle">1.0 = peer</text>"##,
+        top - 8.0,
+        h - 20.0,
+        h - 6.0
+    );
+    for (i, &(f, r, t)) in rows.iter().enumerate() {
+        let y = top + i as f64 * row;
+        let color = if r <= t { "#27ae60" } else { "#c0392b" };
+        let spread = f
+            .spread
+            .map(|(o, _, n)| format!(" ±{}% ({n} runs)", num(o / 2.0)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text><rect x="{left}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2"/><text x="{:.1}" y="{:.1}">{} (target {}){spread}</text>"#,
+            left - 6.0,
+            y + 14.0,
+            xml(&f.name),
+            y + 3.0,
+            px(r) - left,
+            row - 6.0,
+            px(t),
+            y,
+            px(t),
+            y + row,
+            px(r.max(t)) + 6.0,
+            y + 14.0,
+            num(r),
+            num(t),
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -318,7 +399,6 @@ fn size_label(bytes: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harness::Target;
 
     #[test]
     fn json_has_every_field_and_nulls() {
@@ -346,6 +426,19 @@ mod tests {
         let t = table(&figs);
         assert!(t.contains("MISSED"), "{t}");
         assert!(t.contains("targets: 0 met, 1 missed (x)"), "{t}");
+    }
+
+    #[test]
+    fn ratio_chart_has_one_bar_per_ratio_target() {
+        let figs = [
+            Figure::pair("a", "ns", 5.0, 10.0).target(Target::RatioAtMost(0.7)),
+            Figure::pair("b", "ns", 12.0, 10.0).target(Target::RatioAtMost(1.0)),
+            Figure::solo("c", "µs", 3.5),
+        ];
+        let s = ratio_svg("t", &figs);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<rect").count(), 3, "{s}");
+        assert!(s.contains("#27ae60") && s.contains("#c0392b"));
     }
 
     #[test]

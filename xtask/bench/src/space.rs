@@ -4,7 +4,10 @@
 
 use std::hint::black_box;
 
-use addrspace::{ArmStage2Ipa40, Ept, FRAME_SIZE, FrameAllocator, HostPhysAddr};
+use addrspace::{
+    AccessKind, ArmStage2Ipa40, Ept, FRAME_SIZE, FaultOutcome, FrameAllocator, GuestPhysAddr,
+    HostPhysAddr, MappingFlags, Populate,
+};
 
 use crate::harness::{Figure, Rng, Target, alternate, median, median_of, timed};
 use crate::pool;
@@ -47,12 +50,14 @@ pub fn pool_frames(rounds: usize) -> usize {
 pub struct Config {
     /// Rounds per workload (each subject runs once per round).
     pub rounds: usize,
-    /// Random translations per translate sample.
+    /// Random translations per warm translate sample.
     pub translations: usize,
+    /// Batches of cold translations per sample.
+    pub cold_batches: usize,
     /// Reads per `read_64k` sample.
     pub reads: usize,
     /// Run only the workload groups whose name contains this (`leaf1g`, `leaf2m`,
-    /// `leaf4k`, `populate`, `fault`, `read`, `1t`, `growth`): for profiling.
+    /// `leaf4k`, `translate`, `populate`, `touch`, `fault`, `zeroing`, `read`, `1t`, `growth`): for profiling.
     pub only: Option<String>,
 }
 
@@ -77,14 +82,14 @@ fn check_returned<S: Subject>(before: usize, what: &str) -> Result<(), String> {
 }
 
 /// One round of the 1 GiB linear workload with HPA offset `hpa_off` (0: 1 GiB leaves,
-/// 2 MiB: 2 MiB leaves, 4 KiB: 4 KiB leaves). Returns `[map s, ns per translation,
-/// unmap s, table frames after map (root included), table frames after unmap]`.
-fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, String> {
+/// 2 MiB: 2 MiB leaves, 4 KiB: 4 KiB leaves). Returns `[map s, unmap s, table frames
+/// after map (root included), table frames after unmap]`.
+fn leaf_round<S: Subject>(hpa_off: usize) -> Result<Vec<f64>, String> {
     let before = pool::in_use();
     let hpa = HPA_LIN + hpa_off;
-    // A map of a few huge leaves takes well under a microsecond, close to the timer's
-    // resolution: map `MAP_REPS` fresh spaces in one timed loop and divide, so the
-    // figure is not a count of timer ticks.
+    // A map or unmap of a few huge leaves takes well under a few microseconds, close
+    // to the timer's resolution: map (and later unmap) `MAP_REPS` fresh spaces in one
+    // timed loop and divide, so the figure is not a count of timer ticks.
     let reps = if hpa_off == K4 { 1 } else { MAP_REPS };
     let mut spaces = (0..reps)
         .map(|_| S::new())
@@ -96,10 +101,50 @@ fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, St
     });
     r?;
     let map = total / reps as f64;
-    let mut s = spaces.pop().ok_or("no space")?;
+    let tables = ((pool::in_use() - before) / reps) as f64;
+    let probe = GPA + 0x12_3456;
+    if let Some(s) = spaces.iter().find(|s| s.translate(probe) != Some(hpa + 0x12_3456)) {
+        return Err(format!(
+            "{}: translate after map: {probe:#x} -> {:?}",
+            S::NAME,
+            s.translate(probe)
+        ));
+    }
+    let (r, total) = timed(|| spaces.iter_mut().try_for_each(|s| s.unmap(GPA, G1)));
+    r?;
+    let unmap = total / reps as f64;
+    let after = (pool::in_use() - before) / reps;
+    if spaces.iter().any(|s| s.translate(probe).is_some()) {
+        return Err(format!(
+            "{}: {probe:#x} still translated after unmap",
+            S::NAME
+        ));
+    }
     drop(spaces);
-    let tables = pool::in_use() - before;
-    let ((acc, missed), tr) = timed(|| {
+    check_returned::<S>(before, "1 GiB linear")?;
+    Ok(vec![map, unmap, tables, after as f64])
+}
+
+/// GPAs per cold translate batch: each batch starts with every cache evicted.
+const COLD_BATCH: usize = 4096;
+
+/// One round of the translate workload: a space with `size` bytes mapped linearly at
+/// [`GPA`] with HPA offset `hpa_off` (so the leaves are 4 KiB, 2 MiB or 1 GiB), then
+/// `gpas` (random, inside the mapping) translated through the subject's public
+/// translate. Returns `[warm ns, cold ns]` per translation: warm is a second pass over
+/// all of `gpas` right after a first (the tables as hot as they get), cold is
+/// `cold_batches` batches of [`COLD_BATCH`] GPAs each run after [`evict_caches`].
+fn translate_round<S: Subject>(
+    size: usize,
+    hpa_off: usize,
+    gpas: &[usize],
+    cold_batches: usize,
+) -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let hpa = HPA_LIN + hpa_off;
+    let mut s = S::new()?;
+    s.map_linear(GPA, hpa, size)?;
+    let pass = |s: &S, gpas: &[usize]| {
         let (mut acc, mut missed) = (0usize, 0usize);
         for &g in gpas {
             match s.translate(black_box(g)) {
@@ -107,34 +152,33 @@ fn leaf_round<S: Subject>(hpa_off: usize, gpas: &[usize]) -> Result<Vec<f64>, St
                 None => missed += 1,
             }
         }
-        (acc, missed)
-    });
-    black_box(acc);
-    let probe = GPA + 0x12_3456;
-    if missed != 0 || s.translate(probe) != Some(hpa + 0x12_3456) {
+        black_box(acc);
+        missed
+    };
+    let mut missed = pass(&s, gpas);
+    let (m, warm) = timed(|| pass(&s, gpas));
+    missed += m;
+    let mut cold = 0.0;
+    for b in 0..cold_batches {
+        let batch = &gpas[(b * COLD_BATCH) % (gpas.len() - COLD_BATCH)..][..COLD_BATCH];
+        evict_caches();
+        let (m, t) = timed(|| pass(&s, batch));
+        missed += m;
+        cold += t;
+    }
+    let probe = GPA + size - 0x12_3456;
+    if missed != 0 || s.translate(probe) != Some(hpa + size - 0x12_3456) {
         return Err(format!(
-            "{}: translate after map: {missed} misses, {probe:#x} -> {:?}",
+            "{}: translate: {missed} misses, {probe:#x} -> {:?}",
             S::NAME,
             s.translate(probe)
         ));
     }
-    let (r, unmap) = timed(|| s.unmap(GPA, G1));
-    r?;
-    let after = pool::in_use() - before;
-    if s.translate(probe).is_some() {
-        return Err(format!(
-            "{}: {probe:#x} still translated after unmap",
-            S::NAME
-        ));
-    }
     drop(s);
-    check_returned::<S>(before, "1 GiB linear")?;
+    check_returned::<S>(before, "translate")?;
     Ok(vec![
-        map,
-        tr / gpas.len() as f64 * 1e9,
-        unmap,
-        tables as f64,
-        after as f64,
+        warm / gpas.len() as f64 * 1e9,
+        cold / (cold_batches * COLD_BATCH) as f64 * 1e9,
     ])
 }
 
@@ -212,6 +256,112 @@ fn fault_round<S: Subject>() -> Result<Vec<f64>, String> {
         refault_frames as f64 / REFAULTS as f64,
         t_refault / REFAULTS as f64 * 1e9,
     ])
+}
+
+/// One round of the zeroing floor: [`ALLOC_AREA`] of pool frames (as cold as the
+/// frames a lazy fault gets), each zeroed with one 4 KiB memset. Returns `[ns per
+/// 4 KiB]`.
+fn memset_round() -> Result<Vec<f64>, String> {
+    let frames: Vec<HostPhysAddr> = (0..ALLOC_AREA / K4)
+        .map(|_| pool::pool().alloc_frame().ok_or("pool: no room for the memset floor"))
+        .collect::<Result<_, _>>()?;
+    evict_caches();
+    let ((), t) = timed(|| {
+        for &f in &frames {
+            let p = pool::pool().phys_to_virt(f).as_mut_ptr::<u8>();
+            // SAFETY: the frame was allocated above for this measurement only; the
+            // pool maps it writable.
+            unsafe { std::ptr::write_bytes(black_box(p), 0, K4) };
+        }
+    });
+    for f in frames {
+        // SAFETY: allocated above, used by nothing else.
+        unsafe { pool::pool().dealloc_frames(f, 1) };
+    }
+    Ok(vec![t / (ALLOC_AREA / K4) as f64 * 1e9])
+}
+
+/// Pages of the zeroing check.
+const LEAK_PAGES: usize = 256;
+
+/// The zeroing check: frames filled with a previous owner's bytes are freed, then a
+/// new lazy area faults its pages in (getting those frames back first from the
+/// pool's lowest-first search) and the guest's view is read. Returns `[fraction of
+/// bytes read that are not zero]`: a guest must never see another's data.
+fn leak_round<S: Subject>() -> Result<Vec<f64>, String> {
+    let len = LEAK_PAGES * K4;
+    let hpa = pool::pool()
+        .alloc_frames(LEAK_PAGES, 1)
+        .ok_or("pool: no room for the zeroing check")?;
+    let hva = pool::pool().phys_to_virt(hpa).as_mut_ptr::<u8>();
+    // SAFETY: frames just allocated for this check; the pool maps them writable.
+    unsafe { std::ptr::write_bytes(hva, 0xa5, len) };
+    // SAFETY: allocated above, no longer used.
+    unsafe { pool::pool().dealloc_frames(hpa, LEAK_PAGES) };
+    let before = pool::in_use();
+    let mut s = S::new()?;
+    s.map_alloc(GPA, len, false)?;
+    for p in 0..LEAK_PAGES {
+        if !s.fault(GPA + p * K4) {
+            return Err(format!("{}: zeroing check: fault {p} refused", S::NAME));
+        }
+    }
+    let mut buf = vec![0u8; len];
+    s.read(GPA, &mut buf)?;
+    drop(s);
+    check_returned::<S>(before, "zeroing check")?;
+    Ok(vec![
+        buf.iter().filter(|&&b| b != 0).count() as f64 / len as f64,
+    ])
+}
+
+/// One round of the touch workload on our EPT space: a lazy area of [`ALLOC_AREA`]
+/// with `populate`, every 4 KiB page of it touched in order as a guest would (a page
+/// that does not translate takes a write fault). Returns `[s, faults]`.
+fn touch_round(populate: Populate) -> Result<Vec<f64>, String> {
+    let before = pool::in_use();
+    let mut s = Ours::<Ept>::new()?.0;
+    s.map_alloc(
+        GuestPhysAddr::from_usize(GPA),
+        ALLOC_AREA,
+        MappingFlags::RW,
+        populate,
+    )
+    .map_err(|e| format!("touch: map_alloc: {e}"))?;
+    let (faults, t) = timed(|| {
+        let mut faults = 0usize;
+        for p in 0..ALLOC_AREA / K4 {
+            let g = GuestPhysAddr::from_usize(GPA + p * K4 + 0x18);
+            if s.translate(black_box(g)).is_err() {
+                match s.handle_page_fault(g, AccessKind::Write) {
+                    Ok(FaultOutcome::Mapped { .. }) => faults += 1,
+                    other => return Err(format!("touch: fault at {g:#x}: {other:?}")),
+                }
+            }
+        }
+        Ok(faults)
+    });
+    let faults = faults?;
+    drop(s);
+    check_returned::<Ours<Ept>>(before, "touch")?;
+    Ok(vec![t, faults as f64])
+}
+
+/// One round of the zeroing floor of the touch workload: one memset of [`ALLOC_AREA`]
+/// contiguous pool bytes from cold caches. Returns `[s]`.
+fn memset_area_round() -> Result<Vec<f64>, String> {
+    let frames = ALLOC_AREA / K4;
+    let hpa = pool::pool()
+        .alloc_frames(frames, 512)
+        .ok_or("pool: no room for the 256 MiB memset floor")?;
+    let p = pool::pool().phys_to_virt(hpa).as_mut_ptr::<u8>();
+    evict_caches();
+    // SAFETY: frames allocated above for this measurement only; the pool maps them
+    // contiguously and writable.
+    let ((), t) = timed(|| unsafe { std::ptr::write_bytes(black_box(p), 0, ALLOC_AREA) });
+    // SAFETY: allocated above, used by nothing else.
+    unsafe { pool::pool().dealloc_frames(hpa, frames) };
+    Ok(vec![t])
 }
 
 /// One round of `map_1t_1g`: `[map s]`.
@@ -313,11 +463,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
     let mut figs = Vec::new();
     let mut arm = Vec::new();
 
-    // ---- 1 GiB linear: map, translate, unmap, tables, for each leaf size.
-    let mut rng = Rng::new(0x5eed_1234);
-    let gpas: Vec<usize> = (0..cfg.translations)
-        .map(|_| GPA + (rng.next_u64() as usize % G1))
-        .collect();
+    // ---- 1 GiB linear: map, unmap, tables, for each leaf size.
     for (leaf, off) in [("1g", 0), ("2m", M2), ("4k", K4)] {
         if !cfg.wants(&format!("leaf{leaf}")) {
             continue;
@@ -326,35 +472,30 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
         let [o, a, p] = alternate(
             rounds,
             &mut [
-                &mut || leaf_round::<Ept4>(off, &gpas),
-                &mut || leaf_round::<Arm>(off, &gpas),
-                &mut || leaf_round::<Peer>(off, &gpas),
+                &mut || leaf_round::<Ept4>(off),
+                &mut || leaf_round::<Arm>(off),
+                &mut || leaf_round::<Peer>(off),
             ],
         )?;
         let map_target = if leaf == "4k" { 0.40 } else { 1.0 };
+        // Unmapping huge leaves frees the emptied tables too (the peer keeps them).
+        let unmap_target = if leaf == "4k" { 0.50 } else { 1.0 };
         for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
             rows.push(
-                Figure::pair(
-                    format!("{prefix}map_1g_{leaf}"),
-                    "µs",
-                    median_of(samples, 0) * 1e6,
-                    median_of(&p, 0) * 1e6,
-                )
-                .target(Target::RatioAtMost(map_target)),
+                Figure::sampled(format!("{prefix}map_1g_{leaf}"), "µs", 1e6, (samples, 0), (&p, 0))
+                    .target(Target::RatioAtMost(map_target)),
             );
-            let mut tr = Figure::pair(
-                format!("{prefix}translate_{leaf}"),
-                "ns",
-                median_of(samples, 1),
-                median_of(&p, 1),
-            )
-            .note(format!("per translation, {} random GPAs", cfg.translations));
-            match leaf {
-                "4k" => tr = tr.target(Target::RatioAtMost(0.70)),
-                "2m" => tr = tr.target(Target::RatioAtMost(0.80)),
-                _ => {}
-            }
-            rows.push(tr);
+            rows.push(
+                Figure::sampled(
+                    format!("{prefix}unmap_1g_{leaf}"),
+                    "µs",
+                    1e6,
+                    (samples, 1),
+                    (&p, 1),
+                )
+                .target(Target::RatioAtMost(unmap_target))
+                .note("unmap + completing its flush; ours also frees the tables it empties"),
+            );
         }
         if leaf == "4k" {
             for (rows, samples, prefix, root) in [
@@ -363,19 +504,10 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
             ] {
                 rows.push(
                     Figure::pair(
-                        format!("{prefix}unmap_1g_4k"),
-                        "µs",
-                        median_of(samples, 2) * 1e6,
-                        median_of(&p, 2) * 1e6,
-                    )
-                    .target(Target::RatioAtMost(0.50)),
-                );
-                rows.push(
-                    Figure::pair(
                         format!("{prefix}tables_kib_per_gib_4k"),
                         "KiB",
-                        median_of(samples, 3) * 4.0,
-                        median_of(&p, 3) * 4.0,
+                        median_of(samples, 2) * 4.0,
+                        median_of(&p, 2) * 4.0,
                     )
                     .note("page-table frames after mapping 1 GiB, root included"),
                 );
@@ -383,12 +515,59 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                     Figure::pair(
                         format!("{prefix}tables_after_unmap"),
                         "frames",
-                        median_of(samples, 4),
-                        median_of(&p, 4),
+                        median_of(samples, 3),
+                        median_of(&p, 3),
                     )
                     .target(Target::OursEquals(root as f64))
                     .note(format!("table frames held after unmapping; root = {root}")),
                 );
+            }
+        }
+    }
+
+    // ---- translate through the public API: 1 GiB of 4 KiB and 2 MiB leaves, 64 GiB
+    // of 1 GiB leaves; warm and cold.
+    if cfg.wants("translate") {
+        let mut rng = Rng::new(0x5eed_1234);
+        for (leaf, size, off) in [("4k", G1, K4), ("2m", G1, M2), ("1g", 64 * G1, 0)] {
+            eprintln!("  translate, {} of {leaf} leaves", size_name(size));
+            let gpas: Vec<usize> = (0..cfg.translations)
+                .map(|_| GPA + (rng.next_u64() as usize % size))
+                .collect();
+            let batches = cfg.cold_batches;
+            let [o, a, p] = alternate(
+                rounds,
+                &mut [
+                    &mut || translate_round::<Ept4>(size, off, &gpas, batches),
+                    &mut || translate_round::<Arm>(size, off, &gpas, batches),
+                    &mut || translate_round::<Peer>(size, off, &gpas, batches),
+                ],
+            )?;
+            for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
+                for (j, temp) in [(0, "warm"), (1, "cold")] {
+                    rows.push(
+                        Figure::sampled(
+                            format!("{prefix}translate_{leaf}_{temp}"),
+                            "ns",
+                            1.0,
+                            (samples, j),
+                            (&p, j),
+                        )
+                        .target(Target::RatioAtMost(0.70))
+                        .note(if j == 0 {
+                            format!(
+                                "AddrSpace::translate of {} random GPAs over {}, after a first pass",
+                                cfg.translations,
+                                size_name(size)
+                            )
+                        } else {
+                            format!(
+                                "{batches} batches of {COLD_BATCH} random GPAs over {}, caches evicted before each",
+                                size_name(size)
+                            )
+                        }),
+                    );
+                }
             }
         }
     }
@@ -429,6 +608,42 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
         }
     }
 
+    // ---- touching 256 MiB of lazy RAM: 2 MiB blocks against 4 KiB pages.
+    if cfg.wants("touch") {
+        eprintln!("  touch 256 MiB of lazy RAM: 2 MiB blocks, 4 KiB pages, memset");
+        let [h, l, m] = alternate(
+            rounds,
+            &mut [
+                &mut || touch_round(Populate::LazyHuge),
+                &mut || touch_round(Populate::Lazy),
+                &mut memset_area_round,
+            ],
+        )?;
+        figs.push(
+            Figure::sampled("touch_256m_lazy_2m", "ms", 1e3, (&h, 0), (&l, 0))
+                .target(Target::RatioAtMost(0.6))
+                .note(format!(
+                    "every page of a Populate::LazyHuge area touched (fault where untranslated); \
+                     peer = our Populate::Lazy 4 KiB path; floor memset 256 MiB = {} ms",
+                    crate::harness::num(median_of(&m, 0) * 1e3)
+                )),
+        );
+        figs.push(
+            Figure::pair(
+                "touch_256m_faults",
+                "faults",
+                median_of(&h, 1),
+                median_of(&l, 1),
+            )
+            .target(Target::OursEquals(128.0))
+            .note("nested faults to touch 256 MiB: 2 MiB blocks (ours) / 4 KiB pages (peer column)"),
+        );
+        figs.push(
+            Figure::sampled("touch_256m_lazy_2m_vs_memset", "ms", 1e3, (&h, 0), (&m, 0))
+                .note("the same against its floor, one memset of 256 MiB from cold caches"),
+        );
+    }
+
     // ---- lazy map + fault every page, refault.
     if cfg.wants("fault") {
         eprintln!("  lazy map 256 MiB, fault every page, refault");
@@ -441,6 +656,27 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                 &mut fault_round::<Peer<true>>,
             ],
         )?;
+        let floor = alternate(rounds, &mut [&mut memset_round])?;
+        // Our own work per fault: each round's fault time minus the same round's memset.
+        let work: Vec<Vec<f64>> = o
+            .iter()
+            .zip(&floor[0])
+            .map(|(f, m)| vec![f[0] - m[0]])
+            .collect();
+        figs.push(
+            Figure::sampled("fault_lazy_work", "ns/page", 1.0, (&work, 0), (&p, 0))
+                .target(Target::RatioAtMost(1.0))
+                .note(format!(
+                    "fault_lazy minus memset_4k (our work beyond zeroing) against the peer's whole \
+                     fault_lazy; memset_4k = {} ns",
+                    crate::harness::num(median_of(&floor[0], 0))
+                )),
+        );
+        figs.push(Figure::solo(
+            "memset_4k",
+            "ns",
+            median_of(&floor[0], 0),
+        ).note("zeroing one 4 KiB pool frame, 256 MiB of them in a row from cold caches"));
         figs.push(
             Figure::pair(
                 "fault_lazy_zeroing_peer",
@@ -489,6 +725,35 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                 .note("frames a lazy map allocates before any fault"),
             );
         }
+    }
+
+    // ---- a guest never sees another's data.
+    if cfg.wants("zeroing") {
+        eprintln!("  zeroing check: lazy pages over frames a previous owner dirtied");
+        let [o, a, p] = alternate(
+            1,
+            &mut [
+                &mut leak_round::<Ept4>,
+                &mut leak_round::<Arm>,
+                &mut leak_round::<Peer>,
+            ],
+        )?;
+        if o[0][0] != 0.0 || a[0][0] != 0.0 {
+            return Err(format!(
+                "zeroing check: a guest of ours read {} / {} of its fresh memory non-zero",
+                o[0][0], a[0][0]
+            ));
+        }
+        figs.push(
+            Figure::pair(
+                "fault_lazy_previous_data",
+                "fraction",
+                o[0][0],
+                p[0][0],
+            )
+            .target(Target::OursEquals(0.0))
+            .note("bytes of a previous owner a guest reads in fresh lazy pages (the peer does not zero)"),
+        );
     }
 
     // ---- 64 KiB read across 4 KiB pages vs memcpy.

@@ -37,7 +37,7 @@ pub trait Subject: Sized {
 }
 
 /// Our address space in format `F`, frames from the shared pool.
-pub struct Ours<F: NestedFormat>(AddrSpace<F, &'static PoolAllocator>);
+pub struct Ours<F: NestedFormat>(pub AddrSpace<F, &'static PoolAllocator>);
 
 impl<F: NestedFormat> Subject for Ours<F> {
     const NAME: &'static str = F::NAME;
