@@ -30,7 +30,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: heap::Counting = heap::Counting;
 
-const USAGE: &str = "usage: hvcore-bench [--quick] [--out DIR] [--only GROUP]";
+const USAGE: &str = "usage: hvcore-bench [--quick | --profile] [--out DIR] [--only GROUP]";
 
 fn main() -> ExitCode {
     match run() {
@@ -44,12 +44,15 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let mut quick = false;
+    let mut profile = false;
     let mut only = None;
     let mut out = PathBuf::from("target/bench");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            // One short round, for `valgrind --tool=callgrind` with `--only GROUP`.
+            "--profile" => profile = true,
             "--out" => out = args.next().ok_or(USAGE)?.into(),
             "--only" => only = Some(args.next().ok_or(USAGE)?),
             _ => return Err(format!("unknown argument `{a}`\n{USAGE}")),
@@ -60,7 +63,15 @@ fn run() -> Result<(), String> {
     }
     let started = Instant::now();
     let load_start = load_average();
-    let cfg = if quick {
+    let cfg = if profile {
+        space::Config {
+            rounds: 1,
+            translations: 100_000,
+            cold_batches: 1,
+            reads: 200,
+            only,
+        }
+    } else if quick {
         space::Config {
             rounds: 5,
             translations: 1_000_000,
