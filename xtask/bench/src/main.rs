@@ -89,7 +89,10 @@ fn run() -> Result<(), String> {
         }
     };
     // The heap workload maps 1 GiB of guest frames (and the peer's map as much).
-    let frames = space::pool_frames(cfg.rounds).max(heap::SIZE / addrspace::FRAME_SIZE + 8192);
+    // The peer's refaults leak frames for good (`space::REFAULTS` per round, two peer
+    // subjects), and the heap workload runs after them.
+    let frames = space::pool_frames(cfg.rounds).max(heap::SIZE / addrspace::FRAME_SIZE + 8192)
+        + 2 * cfg.rounds * space::REFAULTS;
     eprintln!(
         "bench: {} mode, {} rounds, pool of {} MiB",
         if quick { "quick" } else { "full" },

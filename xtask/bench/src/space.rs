@@ -103,7 +103,10 @@ fn leaf_round<S: Subject>(hpa_off: usize) -> Result<Vec<f64>, String> {
     let map = total / reps as f64;
     let tables = ((pool::in_use() - before) / reps) as f64;
     let probe = GPA + 0x12_3456;
-    if let Some(s) = spaces.iter().find(|s| s.translate(probe) != Some(hpa + 0x12_3456)) {
+    if let Some(s) = spaces
+        .iter()
+        .find(|s| s.translate(probe) != Some(hpa + 0x12_3456))
+    {
         return Err(format!(
             "{}: translate after map: {probe:#x} -> {:?}",
             S::NAME,
@@ -263,7 +266,11 @@ fn fault_round<S: Subject>() -> Result<Vec<f64>, String> {
 /// 4 KiB]`.
 fn memset_round() -> Result<Vec<f64>, String> {
     let frames: Vec<HostPhysAddr> = (0..ALLOC_AREA / K4)
-        .map(|_| pool::pool().alloc_frame().ok_or("pool: no room for the memset floor"))
+        .map(|_| {
+            pool::pool()
+                .alloc_frame()
+                .ok_or("pool: no room for the memset floor")
+        })
         .collect::<Result<_, _>>()?;
     evict_caches();
     let ((), t) = timed(|| {
@@ -482,8 +489,14 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
         let unmap_target = if leaf == "4k" { 0.50 } else { 1.0 };
         for (rows, samples, prefix) in [(&mut figs, &o, ""), (&mut arm, &a, "arm_s2_")] {
             rows.push(
-                Figure::sampled(format!("{prefix}map_1g_{leaf}"), "µs", 1e6, (samples, 0), (&p, 0))
-                    .target(Target::RatioAtMost(map_target)),
+                Figure::sampled(
+                    format!("{prefix}map_1g_{leaf}"),
+                    "µs",
+                    1e6,
+                    (samples, 0),
+                    (&p, 0),
+                )
+                .target(Target::RatioAtMost(map_target)),
             );
             rows.push(
                 Figure::sampled(
@@ -636,7 +649,9 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                 median_of(&l, 1),
             )
             .target(Target::OursEquals(128.0))
-            .note("nested faults to touch 256 MiB: 2 MiB blocks (ours) / 4 KiB pages (peer column)"),
+            .note(
+                "nested faults to touch 256 MiB: 2 MiB blocks (ours) / 4 KiB pages (peer column)",
+            ),
         );
         figs.push(
             Figure::sampled("touch_256m_lazy_2m_vs_memset", "ms", 1e3, (&h, 0), (&m, 0))
@@ -672,11 +687,10 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
                     crate::harness::num(median_of(&floor[0], 0))
                 )),
         );
-        figs.push(Figure::solo(
-            "memset_4k",
-            "ns",
-            median_of(&floor[0], 0),
-        ).note("zeroing one 4 KiB pool frame, 256 MiB of them in a row from cold caches"));
+        figs.push(
+            Figure::solo("memset_4k", "ns", median_of(&floor[0], 0))
+                .note("zeroing one 4 KiB pool frame, 256 MiB of them in a row from cold caches"),
+        );
         figs.push(
             Figure::pair(
                 "fault_lazy_zeroing_peer",
