@@ -255,10 +255,12 @@ fn host<F: NestedFormat>(m: &Machine, vm: &MockVm<F>, ops: &[HostOp], layout: &m
                 let r = GpaRange::new(gpa(DATA + p * PAGE), n * PAGE).expect("a range");
                 let t = m.tick();
                 let got = vm.unmap_region(r.start(), r.size());
-                m.removed(vm.id(), r, t);
                 let covered = (p..p + n).all(|q| layout.pages.contains_key(&q));
                 match got {
                     Ok(()) => {
+                        // Only a call that removed translations may not leave them
+                        // usable (a refused one changed nothing).
+                        m.removed(vm.id(), r, t);
                         assert!(covered, "{op:?} accepted over a hole");
                         for q in p..p + n {
                             layout.pages.remove(&q);
@@ -273,13 +275,19 @@ fn host<F: NestedFormat>(m: &Machine, vm: &MockVm<F>, ops: &[HostOp], layout: &m
                 let r = GpaRange::new(gpa(DATA + p * PAGE), n * PAGE).expect("a range");
                 let t = m.tick();
                 let got = vm.protect_region(r.start(), r.size(), f);
-                m.removed(vm.id(), r, t);
                 let covered = (p..p + n).all(|q| layout.pages.contains_key(&q));
                 match got {
                     Ok(()) => {
                         assert!(covered && valid(f), "{op:?} accepted");
                         for q in p..p + n {
-                            layout.pages.insert(q, f);
+                            // A page that lost a right: its old translation is removed;
+                            // one that kept or gained them may stay cached.
+                            let old = layout.pages.insert(q, f).expect("covered");
+                            if !(old.access() - f.access()).is_empty() {
+                                let page =
+                                    GpaRange::new(gpa(DATA + q * PAGE), PAGE).expect("a page");
+                                m.removed(vm.id(), page, t);
+                            }
                         }
                     }
                     Err(VmError::AddrSpace {
