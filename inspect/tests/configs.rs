@@ -1,5 +1,6 @@
 //! `inspect` works on every config under `configs/` in every format, and on every
-//! config of `../shared/axvisor-configs` that loads, with its guessed format; the
+//! config of `../shared/axvisor-configs` that loads (the copy in
+//! `vm-core/tests/data`), with its guessed format; the
 //! map it prints is consistent with the config (every region there, holes and
 //! regions tiling the space, tables counted once, eager memory fully mapped).
 
@@ -16,22 +17,10 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The shared folder beside the repository (`../shared`), or beside the
-/// worktrees' folder (`../../shared`).
-fn shared() -> PathBuf {
-    let root = workspace();
-    let found = root
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("shared"))
-        .find(|d| d.join("axvisor-configs").is_dir());
-    found.unwrap_or_else(|| {
-        panic!(
-            "no shared/axvisor-configs beside {} or its parent",
-            root.display()
-        )
-    })
+/// The axvisor configs as vm-core's tests keep them (a copy of
+/// `../shared/axvisor-configs`, so a clean clone has them).
+fn axvisor_dir() -> PathBuf {
+    workspace().join("vm-core/tests/data/axvisor-configs")
 }
 
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -183,13 +172,12 @@ fn filled(config: &VmConfig) -> usize {
         .sum()
 }
 
-/// Inspects every config of `../shared/axvisor-configs` that loads, once per
-/// distinct guest-physical layout (many files differ only in names and paths), when
+/// Inspects every axvisor config that loads, once per distinct guest-physical layout (many files differ only in names and paths), when
 /// building its VM fills at most `budget` bytes; returns (files loaded, layouts
 /// inspected, layouts over the budget, files that need a device tree).
 fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
     let mut files = Vec::new();
-    toml_files(&shared().join("axvisor-configs"), &mut files);
+    toml_files(&axvisor_dir(), &mut files);
     files.sort();
     let mut seen = std::collections::HashSet::new();
     let (mut loaded, mut inspected, mut over, mut needs_tree) = (0, 0, 0, 0);
