@@ -9,7 +9,7 @@ use addrspace::{
     AccessKind, ArmStage2Ipa40, ArmStage2Ipa48, Ept, GuestPhysAddr, NestedFormat, Npt, Sv39x4,
     Sv48x4, Walk,
 };
-use hal_mock::{Entered, GuestLog, Machine, MockVCpuConfig, MockVm, Program};
+use hal_mock::{Entered, GuestLog, Machine, MockFaults, MockVCpuConfig, MockVm, Program};
 use vm_core::diag::{FaultExplanation, Finding, GuestMap, ImageKind};
 use vm_core::{Vm, VmConfig, VmError};
 
@@ -46,10 +46,21 @@ pub struct Built<F: NestedFormat> {
 /// as the guest code (an empty one for inspection). The calling thread enters the
 /// machine as physical CPU 0 until the result is dropped.
 pub fn build<F: NestedFormat>(config: VmConfig, program: Program) -> Result<Built<F>, Error> {
+    build_faulty(config, program, MockFaults::default())
+}
+
+/// [`build`] with vCPUs that misbehave as `faults` says (e.g. walk the wrong table,
+/// which makes a fault loop).
+pub fn build_faulty<F: NestedFormat>(
+    config: VmConfig,
+    program: Program,
+    faults: MockFaults,
+) -> Result<Built<F>, Error> {
     let plan = machine::plan(&config);
     let machine = machine::build(&plan);
     let entered = machine.enter(0);
-    let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
+    let mut vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
+    vcpu.faults = faults;
     let valid = config.into_valid().map_err(|e| Error(e.into()))?;
     let vm = Vm::new(valid, |_| (vcpu.clone(), ())).map_err(Error)?;
     Ok(Built {
@@ -73,7 +84,7 @@ trait View {
 
 impl<F: NestedFormat> View for Built<F> {
     fn guest_map(&self, vmid: u16) -> GuestMap {
-        self.vm.guest_map(vmid)
+        self.vm.guest_map(Some(vmid))
     }
     fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding> {
         self.vm.audit(lengths)

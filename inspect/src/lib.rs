@@ -21,4 +21,4 @@ mod format;
 mod inspected;
 
 pub use format::Format;
-pub use inspected::{Built, Error, Inspected, build, inspect};
+pub use inspected::{Built, Error, Inspected, build, build_faulty, inspect};

@@ -112,7 +112,7 @@ fn board<F: NestedFormat>(name: &str) {
     let layout = build::<F>(config.clone(), Program::new())
         .expect("builds")
         .vm
-        .guest_map(1);
+        .guest_map(Some(1));
     let find = |pred: &dyn Fn(RegionKind, vm_core::MappingFlags) -> bool| {
         layout
             .regions

@@ -475,10 +475,7 @@ impl<V: ArchVCpu> Vm<V> {
     /// [`Vm::guest_map`] with [`Vm::config_images`]): `lengths` gives the sizes of
     /// the images that are known (a board knows its embedded images).
     pub fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding> {
-        audit(
-            &self.guest_map(self.id() as u16),
-            &self.config_images(lengths),
-        )
+        audit(&self.guest_map(None), &self.config_images(lengths))
     }
 }
 
@@ -527,7 +524,7 @@ mod tests {
             deferred_frames: 0,
             root: HostPhysAddr::from_usize(0),
             registers: [None, None],
-            vmid: 1,
+            vmid: Some(1),
         }
     }
 

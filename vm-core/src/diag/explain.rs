@@ -281,13 +281,7 @@ impl<V: ArchVCpu> Vm<V> {
         // Lock order as `add_mmio_device`: the space, then the bus.
         let space = self.space.read();
         let bus = self.bus.read();
-        let map = GuestMap::of(
-            &space,
-            self.config(),
-            self.passthrough_ranges(),
-            &bus,
-            self.id() as u16,
-        );
+        let map = GuestMap::of(&space, self.config(), self.passthrough_ranges(), &bus, None);
         FaultExplanation::of(
             &space,
             &bus,
@@ -359,7 +353,7 @@ mod tests {
             (0x4800_0000, AccessKind::Read, "no region", Some("NoArea")),
         ];
         for (addr, access, why, unserved) in cases {
-            let map = GuestMap::of(&space, &config, &plan, &bus, 1);
+            let map = GuestMap::of(&space, &config, &plan, &bus, Some(1));
             let e = FaultExplanation::of(&space, &bus, &map, gpa(addr), access, 16);
             let text = e.to_string();
             assert!(text.contains(why), "{addr:#x} {access}: {text}");
@@ -390,7 +384,7 @@ mod tests {
     fn no_region_names_the_nearest_regions() {
         let pool = PoolAllocator::with_base(4096, 0x1_0000_0000);
         let (space, config, bus) = test_space(&pool);
-        let map = GuestMap::of(&space, &config, &[], &bus, 1);
+        let map = GuestMap::of(&space, &config, &[], &bus, Some(1));
         let e = FaultExplanation::of(&space, &bus, &map, gpa(0x4800_0000), AccessKind::Read, 16);
         let names: Vec<_> = [&e.neighbours.0, &e.neighbours.1]
             .iter()

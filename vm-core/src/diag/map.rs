@@ -262,21 +262,24 @@ pub struct GuestMap {
     pub deferred_frames: usize,
     /// The nested table's root.
     pub root: HostPhysAddr,
-    /// The registers a HAL loads for it, computed with [`GuestMap::vmid`].
+    /// The registers a HAL loads for it, computed with [`GuestMap::vmid`] (VMID
+    /// field 0 when that is not known).
     pub registers: [Option<RootRegister>; 2],
-    /// The VMID the registers were computed with.
-    pub vmid: u16,
+    /// The VMID (ASID on x86) the registers were computed with, when the caller
+    /// said which one the HAL gave the VM.
+    pub vmid: Option<u16>,
 }
 
 impl GuestMap {
     /// The map of `space`, with its regions named from `config`, the pass-through
-    /// plan and the device bus (what a [`Vm`] holds); registers for `vmid`.
+    /// plan and the device bus (what a [`Vm`] holds); registers for `vmid` (VMID
+    /// field 0 if `None`).
     pub(crate) fn of<F: NestedFormat, A: FrameAllocator>(
         space: &AddrSpace<F, A>,
         config: &VmConfig,
         passthrough: &[PassthroughRange],
         bus: &MmioBus,
-        vmid: u16,
+        vmid: Option<u16>,
     ) -> Self {
         let pt = space.page_table();
         let regions: Vec<MapRegion> = space
@@ -325,7 +328,7 @@ impl GuestMap {
             data_frames: space.data_frames(),
             deferred_frames: space.deferred_frames(),
             root: space.root(),
-            registers: F::root_registers(space.root(), vmid),
+            registers: F::root_registers(space.root(), vmid.unwrap_or(0)),
             vmid,
         }
     }
@@ -450,8 +453,10 @@ fn region<F: NestedFormat, A: FrameAllocator>(
 impl<V: ArchVCpu> Vm<V> {
     /// The guest-physical map of this VM (a snapshot: regions, holes, leaves,
     /// frames, tables, root), with the root registers computed for `vmid` (the
-    /// VMID the HAL gives this VM; tools without a HAL pass the VM id).
-    pub fn guest_map(&self, vmid: u16) -> GuestMap {
+    /// VMID/ASID the HAL gave this VM; tools without a HAL pass the VM id; `None`
+    /// when the caller does not know it: the registers then carry VMID 0, and the
+    /// dump says so).
+    pub fn guest_map(&self, vmid: Option<u16>) -> GuestMap {
         let space = self.space.read();
         let bus = self.bus.read();
         GuestMap::of(&space, self.config(), self.passthrough_ranges(), &bus, vmid)
@@ -553,7 +558,13 @@ impl fmt::Display for GuestMap {
         for r in self.registers.iter().flatten() {
             write!(f, ", {} = {}", r.name, hex(r.value as usize))?;
         }
-        writeln!(f, " (VMID {})", self.vmid)?;
+        match self.vmid {
+            Some(v) => writeln!(f, " (VMID {v})")?,
+            None => writeln!(
+                f,
+                " (VMID field 0: the caller did not say which VMID the HAL gave the VM)"
+            )?,
+        }
         write!(
             f,
             "frames: {} page-table, {} guest memory owned by the address space, {} held for a flush",
@@ -658,7 +669,7 @@ pub(crate) mod tests {
     fn regions_are_named_by_kind_and_source() {
         let pool = PoolAllocator::with_base(4096, 0x1_0000_0000);
         let (space, config, bus) = test_space(&pool);
-        let map = GuestMap::of(&space, &config, &plan(), &bus, 2);
+        let map = GuestMap::of(&space, &config, &plan(), &bus, Some(2));
         let kinds: Vec<_> = map
             .regions
             .iter()
@@ -767,7 +778,7 @@ pub(crate) mod tests {
         space
             .map_alloc(gpa(0x9000_0000), 0x1000, MappingFlags::RW, Populate::Eager)
             .unwrap();
-        let map = GuestMap::of(&space, &config, &[], &MmioBus::new(), 3);
+        let map = GuestMap::of(&space, &config, &[], &MmioBus::new(), Some(3));
         let kinds: Vec<_> = map
             .regions
             .iter()
@@ -804,7 +815,7 @@ pub(crate) mod tests {
             }
         }
         bus.attach("dev", Arc::new(Nop)).unwrap();
-        let text = GuestMap::of(&space, &config, &plan(), &bus, 2).to_string();
+        let text = GuestMap::of(&space, &config, &plan(), &bus, Some(2)).to_string();
         for want in [
             "VM 1 \"t\": guest-physical map, Arm stage-2 (40-bit IPA), GPA limit 0x100_0000_0000 (1 TiB), entry 0x4000_0000",
             "0x900_0000       0x900_1000             4 KiB  pass-through",

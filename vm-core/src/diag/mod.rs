@@ -13,21 +13,29 @@
 //!   (`MmioBus::find`, `AddrSpace::explain_fault`, [`unserved_of`]), so it cannot
 //!   drift from what the run loop does.
 //!
+//! - [`Report`] ([`Vm::diagnostics`], [`Vm::fault_loop_report`]): what a running
+//!   board prints on request and when the fault-loop detector fires.
+//!
 //! Everything here only reads the VM (shared locks), so it is safe to call while
-//! vCPUs run; the answer is a snapshot.
+//! vCPUs run; the answer is a snapshot. (`Vm::fault_loop_report` also stops the VM,
+//! as the detector's error asks.)
 //!
 //! [`Vm::guest_map`]: crate::Vm::guest_map
 //! [`Vm::audit`]: crate::Vm::audit
 //! [`Vm::explain_fault`]: crate::Vm::explain_fault
+//! [`Vm::diagnostics`]: crate::Vm::diagnostics
+//! [`Vm::fault_loop_report`]: crate::Vm::fault_loop_report
 
 mod audit;
 pub(crate) mod events;
 mod explain;
 mod map;
+mod report;
 mod size;
 
 pub use audit::{Finding, Image, ImageKind, Rule, Severity, audit};
 pub(crate) use explain::mmio_unserved;
 pub use explain::{FaultExplanation, FaultRoute, unserved_of};
 pub use map::{GuestMap, LeafCounts, MapRegion, RegionKind, Source, TableFrame};
+pub use report::{FaultLoop, Focus, Report};
 pub use size::Size;
