@@ -3,7 +3,8 @@
 //! vCPU 0 and [`run_secondary`] on vCPU 1.
 
 use crate::protocol::{
-    Call, Check, FAULT_READ, FAULT_WRITE, GuestLayout, MAILBOX_MAGIC, RO_PATTERN, test_device,
+    Call, Check, DIAGNOSE_WALK, FAULT_READ, FAULT_WRITE, GuestLayout, MAILBOX_MAGIC, RO_PATTERN,
+    test_device,
 };
 
 /// Access widths the guest uses.
@@ -250,7 +251,11 @@ fn unmap_then_fault<G: GuestOps>(g: &G, l: &GuestLayout) -> Step {
     st(g, page, Width::W64, pattern(7));
     let back = ld(g, page, Width::W64);
     ensure(back == pattern(7), 1)?;
+    // The hypervisor's diagnostics (printed on its console) see the page mapped,
+    // then gone with the unmap.
+    ensure(g.call(Call::Diagnose, [page, DIAGNOSE_WALK, 0, 0]) == 1, 4)?;
     ensure(g.call(Call::Unmap, [page, 0, 0, 0]) == 0, 2)?;
+    ensure(g.call(Call::Diagnose, [page, FAULT_READ, 0, 0]) == 0, 5)?;
     expect_fault(g, page, FAULT_READ, || {
         ld(g, page, Width::W64);
     })

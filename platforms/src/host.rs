@@ -321,7 +321,31 @@ pub fn act_on<V: ArchVCpu>(vm: &Vm<V>, action: Action, out: &mut dyn Write) -> O
         Action::Return(v) => Some(v),
         Action::Unmap { gpa } => Some(unmap_page(vm, gpa, out)),
         Action::StartCpu { .. } => None,
+        Action::Diagnose { gpa, write } => Some(diagnose(vm, gpa, write, out)),
     }
+}
+
+/// The test protocol's `diagnose(gpa, kind)`: writes the VM's diagnostics to `out`
+/// (the walk of `gpa` or, for an access, what the fault path would do with it, and
+/// the guest-physical map) and gives the guest 1 if `gpa` is translated now, else 0.
+/// The boards' VMIDs are their HAL's business: the root registers are shown with
+/// VMID field 0 (the dump says so).
+pub fn diagnose<V: ArchVCpu>(
+    vm: &Vm<V>,
+    gpa: u64,
+    write: Option<bool>,
+    out: &mut dyn Write,
+) -> u64 {
+    let gpa = GuestPhysAddr::from_usize(gpa as usize);
+    let access = write.map(|w| {
+        if w {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        }
+    });
+    let _ = write!(out, "{}", vm.diagnostics(None, Some((gpa, access))));
+    u64::from(vm.walk(gpa).translation().is_some())
 }
 
 /// A guest access vm-core could not serve: when the monitor forgives it (the guest

@@ -4,7 +4,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::protocol::{Call, Check, FAULT_WRITE};
+use crate::protocol::{Call, Check, FAULT_READ, FAULT_WRITE};
 
 /// What the board must do for a hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,15 @@ pub enum Action {
         entry: u64,
         /// Its first argument.
         arg: u64,
+    },
+    /// Print the VM's diagnostics at `gpa` (with what the fault path does with a
+    /// read or a write there, when `write` is `Some`) and return 1 if `gpa` is
+    /// translated now, else 0.
+    Diagnose {
+        /// The address.
+        gpa: u64,
+        /// `Some(false)` a read, `Some(true)` a write, `None` the walk alone.
+        write: Option<bool>,
     },
 }
 
@@ -128,6 +137,14 @@ impl Monitor {
                 cpu: args[0],
                 entry: args[1],
                 arg: args[2],
+            },
+            Call::Diagnose => Action::Diagnose {
+                gpa: args[0],
+                write: match args[1] {
+                    FAULT_READ => Some(false),
+                    FAULT_WRITE => Some(true),
+                    _ => None,
+                },
             },
             Call::Print => {
                 let _ = writeln!(

@@ -32,12 +32,20 @@ pub enum Call {
     /// with `arg` in its first argument register, for architectures without a
     /// standard call for it in our guest (x86; Arm uses PSCI CPU_ON, RISC-V SBI HSM).
     StartCpu = 7,
+    /// `diagnose(gpa, kind) -> 1 | 0`: the hypervisor prints its diagnostics of the
+    /// VM (`vm_core::Vm::diagnostics`: the walk of `gpa`, for [`FAULT_READ`] or
+    /// [`FAULT_WRITE`] what the fault path would do with that access, and the
+    /// guest-physical map; [`DIAGNOSE_WALK`] for the walk alone) and returns 1 if
+    /// `gpa` is translated now, else 0.
+    Diagnose = 8,
 }
 
 /// `kind` of [`Call::ExpectFault`]: a load.
 pub const FAULT_READ: u64 = 0;
 /// `kind` of [`Call::ExpectFault`]: a store.
 pub const FAULT_WRITE: u64 = 1;
+/// `kind` of [`Call::Diagnose`]: no access, the walk alone.
+pub const DIAGNOSE_WALK: u64 = 2;
 
 /// SMCCC owner "vendor specific hypervisor service" (OEN 6), fast call, SMC64.
 pub const ARM_FUNCTION_BASE: u64 = 0xc600_0000;
@@ -48,7 +56,7 @@ pub const X86_CALL_BASE: u64 = 0x4856_0000;
 
 impl Call {
     /// All calls.
-    pub const ALL: [Call; 7] = [
+    pub const ALL: [Call; 8] = [
         Call::Report,
         Call::Add,
         Call::Unmap,
@@ -56,6 +64,7 @@ impl Call {
         Call::FaultSeen,
         Call::Print,
         Call::StartCpu,
+        Call::Diagnose,
     ];
 
     /// The call with number `n`.

@@ -85,7 +85,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::X86_64 => Board {
             package: "qemu-pc-x86_64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest"],
+            required_output: &["hello from the guest", "=== end of diagnostics ==="],
             qemu_package: "qemu-system-x86",
             qemu: "qemu-system-x86_64",
             args: &[
@@ -117,7 +117,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Aarch64 => Board {
             package: "qemu-virt-aarch64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest"],
+            required_output: &["hello from the guest", "=== end of diagnostics ==="],
             qemu_package: "qemu-system-arm",
             qemu: "qemu-system-aarch64",
             args: &[
@@ -162,7 +162,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Riscv64 => Board {
             package: "qemu-virt-riscv64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest"],
+            required_output: &["hello from the guest", "=== end of diagnostics ==="],
             qemu_package: "qemu-system-misc",
             qemu: "qemu-system-riscv64",
             args: &[

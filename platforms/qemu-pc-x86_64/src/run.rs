@@ -133,6 +133,11 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
             Ok(exit) => exit,
             Err(e) => {
                 let _ = writeln!(out, "[x86_64] vCPU {v}: {e}");
+                // A fault loop: its diagnostics (walk, decision, map); the VM stops.
+                let asid = hal_x86_64::tlb::asid_of(vm.id()).and_then(|a| u16::try_from(a).ok());
+                if let Some(report) = vm.fault_loop_report(&e, asid) {
+                    let _ = write!(out, "{report}");
+                }
                 return End::Failed;
             }
         };

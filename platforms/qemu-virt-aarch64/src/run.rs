@@ -294,6 +294,11 @@ pub(crate) fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
             }) => break,
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
+                // A fault loop: its diagnostics (walk, decision, map); the VM stops.
+                let vmid = hal_aarch64::tlb::vmid_of(run.vm.id());
+                if let Some(report) = run.vm.fault_loop_report(&e, vmid) {
+                    console::print_fmt(format_args!("{report}"));
+                }
                 run.fail(&format!("vCPU {vcpu} ran without a VM error"));
                 break;
             }

@@ -252,6 +252,11 @@ pub(crate) fn vcpu_loop<F: GStage>(
             }
             Err(e) => {
                 println!("[{label}] vCPU {vcpu}: {e}");
+                // A fault loop: its diagnostics (walk, decision, map); the VM stops.
+                let vmid = hal_riscv64::tlb::vmid_for(vm.id());
+                if let Some(report) = vm.fault_loop_report(&e, vmid) {
+                    println!("{report}");
+                }
                 (hooks.check)("vCPU ran without a VM error", false);
                 let _ = vm.shutdown();
                 break;
