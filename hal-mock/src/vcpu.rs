@@ -370,7 +370,15 @@ impl<F: NestedFormat> MockVCpu<F> {
             );
         }
         let mut value = 0u64;
-        for (i, (p, _, _)) in bytes.iter().enumerate().take(width.bytes()) {
+        for (i, (p, hpa, generation)) in bytes.iter().enumerate().take(width.bytes()) {
+            // A store through a translation to a frame freed since it was cached
+            // (reported by `translate`) is not carried out: the frame may now hold
+            // the allocator's or a page table's own data, and a vCPU that ignores
+            // invalidations on purpose (the control tests) must not corrupt the
+            // machine that checks it.
+            if write.is_some() && self.frame_changed(*hpa, *generation).is_some() {
+                continue;
+            }
             // SAFETY: each pointer is a byte of simulated memory that the VM's tables
             // map to this guest (checked by `translate`); volatile because other
             // vCPU threads and the host touch guest memory concurrently.

@@ -212,3 +212,84 @@ fn ignored_invalidation_is_caught_by_the_race_checks() {
         "removed translations used unseen"
     );
 }
+
+/// Regression: a vCPU that ignores its invalidations (the control above) stored
+/// through its stale translation into the freed frame, which the allocator had
+/// meanwhile handed out for its own bookkeeping; the corrupted link later made a
+/// map read a POISON-derived frame address and the test process abort. The mock
+/// reports such a store and does not carry it out.
+#[test]
+fn a_vcpu_ignoring_invalidations_never_writes_into_a_freed_frame() {
+    const UNMAP: u64 = 0x55;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let page = DATA;
+    let program = Program::new().at(
+        gpa(CODE),
+        vec![
+            // Cache the page's translation, then have the host unmap it.
+            Op::Write {
+                gpa: gpa(page),
+                width: Qword,
+                value: 7,
+            },
+            Op::Hypercall {
+                nr: UNMAP,
+                args: [page, 0, 0, 0, 0, 0],
+            },
+            // A store through the stale translation.
+            Op::Write {
+                gpa: gpa(page),
+                width: Qword,
+                value: 0x1234_5678,
+            },
+            Op::Shutdown,
+        ],
+    );
+    let config = ram_config(1, "stale store", 1, CODE, 0x1_0000)
+        .memory_region(
+            gpa(DATA),
+            0x1000,
+            MappingFlags::RW,
+            vm_core::MapType::Alloc,
+            Populate::Eager,
+        )
+        .build()
+        .unwrap();
+    let vm: Arc<MockVm<Npt>> = try_mock_vm(
+        config,
+        program,
+        &Arc::new(GuestLog::default()),
+        MockFaults {
+            ignore_invalidate: true,
+            ..MockFaults::default()
+        },
+    )
+    .unwrap();
+    let addrspace::WalkEnd::Translated(t) = vm.walk(gpa(page)).end else {
+        panic!("the data page is mapped eagerly");
+    };
+    let frame = t.hpa;
+    vm.boot().unwrap();
+    let report = run_vm(&machine, &vm, 1, |vm, vcpu, exit| match exit {
+        VmExit::Hypercall(vcpu_api::Hypercall {
+            nr: UNMAP, args, ..
+        }) => {
+            vm.unmap_region(gpa(args[0]), 0x1000).unwrap();
+            Action::Return(0)
+        }
+        other => panic!("vCPU {vcpu}: unexpected exit {other:?}"),
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(machine.stale_uses() > 0, "the stale store was not reported");
+    let word = machine.phys_to_virt(frame).as_ptr::<u64>();
+    // SAFETY: the frame is simulated memory that lives as long as the machine.
+    let after = unsafe { word.read_volatile() };
+    assert_eq!(
+        after,
+        u64::from_ne_bytes([hal_mock::POISON; 8]),
+        "the freed frame was written through the stale translation"
+    );
+    drop(vm);
+    assert_eq!(machine.frames_in_use(), 0, "frames leaked");
+}
