@@ -383,7 +383,8 @@ fn run<F: NestedFormat>(input: &Input) {
         .expect("the config validates");
     let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
     let config = config.into_valid().expect("a valid config");
-    let vm: Arc<MockVm<F>> = Vm::new(config, |_| (vcpu.clone(), ())).expect("the VM");
+    let vm: Arc<MockVm<F>> =
+        Vm::new(config, &vm_core::HostGrant::none(), |_| (vcpu.clone(), ())).expect("the VM");
     vm.attach_device("sink", Arc::new(Sink)).expect("attach");
     machine.watch_removals(vm.id(), (0..PAGES).map(|p| gpa(DATA + p * PAGE)));
     let mut layout = Layout::default();

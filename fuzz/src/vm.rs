@@ -34,7 +34,10 @@ pub fn mock_vm<F: NestedFormat>(
     program: Program,
 ) -> Result<Arc<MockVm<F>>, VmError> {
     let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
-    Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))
+    // Pass-through device ranges are granted (the mock never reaches device
+    // memory); reserved RAM is not, so configs with it are refused (NotGranted).
+    let grant = hal_mock::grant_devices(&config);
+    Vm::new(config.into_valid()?, &grant, |_| (vcpu.clone(), ()))
 }
 
 /// What a created VM must show of its config: every RAM region readable and writable

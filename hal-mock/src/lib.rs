@@ -35,7 +35,7 @@ pub mod configs {
     include!(concat!(env!("OUT_DIR"), "/configs.rs"));
 }
 
-pub use hal::MockHal;
+pub use hal::{MockHal, grant_devices};
 pub use machine::{
     Entered, InvalidationFault, LATE_BY, MAX_PCPUS, MAX_VMIDS, Machine, POISON, Pcpu,
     SPIN_BUDGET_NS, VmidRelease,

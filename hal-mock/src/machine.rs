@@ -116,8 +116,6 @@ pub struct Machine {
     start: Instant,
     /// Software TLBs of the vCPUs, by VM id, for broadcast invalidation.
     tlbs: Mutex<HashMap<usize, Vec<Weak<TlbCache>>>>,
-    /// Interrupts injected: (vm, vcpu, irq).
-    irqs: Mutex<Vec<(usize, usize, usize)>>,
     broadcasts: AtomicU64,
     /// Whether freed frames are filled with [`POISON`] (see
     /// [`Machine::poison_freed_frames`]).
@@ -157,7 +155,6 @@ thread_local! {
         const { std::cell::Cell::new(None) };
     static CURRENT: RefCell<Option<Arc<Machine>>> = const { RefCell::new(None) };
     static PCPU: RefCell<usize> = const { RefCell::new(0) };
-    static RUNNING: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
 }
 
 /// Keeps a thread in a machine; leaving restores the previous one.
@@ -196,7 +193,6 @@ impl Machine {
             faults: Faults::default(),
             start: Instant::now(),
             tlbs: Mutex::new(HashMap::new()),
-            irqs: Mutex::new(Vec::new()),
             broadcasts: AtomicU64::new(0),
             poison: AtomicBool::new(true),
             vmids: VmTags::new(),
@@ -235,14 +231,6 @@ impl Machine {
 
     pub(crate) fn current_pcpu() -> usize {
         PCPU.with(|p| *p.borrow())
-    }
-
-    pub(crate) fn set_running(v: Option<(usize, usize)>) {
-        RUNNING.with(|r| *r.borrow_mut() = v);
-    }
-
-    pub(crate) fn running() -> Option<(usize, usize)> {
-        RUNNING.with(|r| *r.borrow())
     }
 
     /// The host-physical range `[start, end)`.
@@ -637,24 +625,6 @@ impl Machine {
     /// Broadcast invalidations performed.
     pub fn broadcasts(&self) -> u64 {
         self.broadcasts.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn inject(&self, vm: usize, vcpu: usize, irq: usize) -> bool {
-        let known = self
-            .tlbs
-            .lock()
-            .expect("tlb registry")
-            .get(&vm)
-            .is_some_and(|l| l.iter().filter_map(Weak::upgrade).any(|t| t.vcpu == vcpu));
-        if known {
-            self.irqs.lock().expect("irq list").push((vm, vcpu, irq));
-        }
-        known
-    }
-
-    /// Interrupts injected so far: (vm, vcpu, irq).
-    pub fn injected(&self) -> Vec<(usize, usize, usize)> {
-        self.irqs.lock().expect("irq list").clone()
     }
 
     /// Nanoseconds since the machine was made.

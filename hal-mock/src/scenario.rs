@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use addrspace::{GuestPhysAddr, NestedFormat};
-use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmResult};
+use vm_core::{HostGrant, MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmResult};
 
 use crate::MockVm;
 use crate::program::{GuestLog, Op, Probe, Program};
@@ -62,7 +62,9 @@ pub fn probe_vm<F: NestedFormat>(
         faults,
         ..MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()))
     };
-    let vm = Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))?;
+    let vm = Vm::new(config.into_valid()?, &HostGrant::none(), |_| {
+        (vcpu.clone(), ())
+    })?;
     Ok((vm, probe))
 }
 

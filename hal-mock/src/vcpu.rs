@@ -38,7 +38,6 @@ pub const REGS: usize = 32;
 /// completed, and no walk that began before it can insert a stale entry after it.
 #[derive(Debug, Default)]
 pub struct TlbCache {
-    pub(crate) vcpu: usize,
     map: Mutex<Entries>,
     /// Translations served from the cache.
     pub hits: AtomicU64,
@@ -538,10 +537,7 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 missing: "the VM's VMID (ArchVCpu::claim_vm)",
             });
         }
-        let tlb = Arc::new(TlbCache {
-            vcpu: vcpu_id,
-            ..TlbCache::default()
-        });
+        let tlb = Arc::new(TlbCache::default());
         machine.register_tlb(vm_id, &tlb);
         Ok(Self {
             vm_id,
@@ -585,12 +581,10 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
     }
 
     fn bind(&mut self) -> VCpuResult {
-        Machine::set_running(Some((self.vm_id, self.vcpu_id)));
         Ok(())
     }
 
     fn unbind(&mut self) -> VCpuResult {
-        Machine::set_running(None);
         Ok(())
     }
 
@@ -600,8 +594,6 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 missing: "nested root",
             });
         }
-        // Entering on this pCPU: the vCPU now runs here.
-        Machine::set_running(Some((self.vm_id, self.vcpu_id)));
         if core::mem::take(&mut self.kicked) {
             // Back from a kick, which it has acknowledged by leaving the guest: give up
             // the host CPU once. On a host with as many cores as vCPU threads, the

@@ -233,8 +233,12 @@ fn two_pages_cached(machine: &Arc<Machine>) -> Arc<MockVm<Sv39x4>> {
         .build()
         .unwrap();
     let vcpu = hal_mock::MockVCpuConfig::new(Arc::new(program), Arc::default());
-    let vm: Arc<MockVm<Sv39x4>> =
-        vm_core::Vm::new(config.into_valid().unwrap(), |_| (vcpu.clone(), ())).unwrap();
+    let vm: Arc<MockVm<Sv39x4>> = vm_core::Vm::new(
+        config.into_valid().unwrap(),
+        &vm_core::HostGrant::none(),
+        |_| (vcpu.clone(), ()),
+    )
+    .unwrap();
     vm.boot().unwrap();
     let _g = machine.enter(1);
     assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);

@@ -41,7 +41,9 @@ fn vm_with_ids<F: addrspace::NestedFormat>(
     log: &Arc<GuestLog>,
 ) -> vm_core::VmResult<Arc<MockVm<F>>> {
     let program = Arc::new(program);
-    Vm::new(config(ids.len()).into_valid().unwrap(), |i| {
+    let config = config(ids.len());
+    let grant = hal_mock::grant_devices(&config);
+    Vm::new(config.into_valid().unwrap(), &grant, |i| {
         let vcpu = MockVCpuConfig {
             cpu_id: ids.get(i).copied(),
             ..MockVCpuConfig::new(program.clone(), log.clone())

@@ -11,7 +11,7 @@ use addrspace::{
 };
 use hal_mock::{Entered, GuestLog, Machine, MockFaults, MockVCpuConfig, MockVm, Program};
 use vm_core::diag::{FaultExplanation, Finding, GuestMap, ImageKind};
-use vm_core::{Vm, VmConfig, VmError};
+use vm_core::{GrantKind, GrantedRange, HostGrant, HostPhysAddr, MapType, Vm, VmConfig, VmError};
 
 use crate::Format;
 use crate::machine::{self, Plan};
@@ -61,8 +61,25 @@ pub fn build_faulty<F: NestedFormat>(
     let entered = machine.enter(0);
     let mut vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
     vcpu.faults = faults;
+    let devices = hal_mock::grant_devices(&config);
+    let reserved = config
+        .kernel
+        .memory_regions
+        .iter()
+        .filter(|r| r.map_type == MapType::Reserved)
+        .map(|r| {
+            let hpa = HostPhysAddr::from_usize(r.gpa.as_usize());
+            GrantedRange::new(hpa, r.size, GrantKind::Ram)
+        });
+    let ranges: Vec<GrantedRange> = devices.ranges().iter().copied().chain(reserved).collect();
+    // SAFETY: inspection builds the VM to show its tables (the diagnostics read
+    // tables, never guest memory) and the machine is planned around every host
+    // range the config names (`machine::plan`), so nothing the mock uses is handed
+    // out; a caller that runs a program in the VM gets the mock's view of those
+    // host addresses, as before grants existed.
+    let grant = unsafe { HostGrant::new(ranges) };
     let valid = config.into_valid().map_err(|e| Error(e.into()))?;
-    let vm = Vm::new(valid, |_| (vcpu.clone(), ())).map_err(Error)?;
+    let vm = Vm::new(valid, &grant, |_| (vcpu.clone(), ())).map_err(Error)?;
     Ok(Built {
         vm,
         _entered: entered,

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use vcpu_api::{AccessWidth, ArchVCpu};
 use vm_core::{
-    AccessKind, DeviceError, GuestPhysAddr, MapType, MappingFlags, MmioDevice, Populate,
+    AccessKind, DeviceError, GuestPhysAddr, HostGrant, MapType, MappingFlags, MmioDevice, Populate,
     UnservedAccess, Vm, VmConfig, VmError,
 };
 
@@ -235,14 +235,42 @@ impl SharedMonitor {
     }
 }
 
+/// A grant of the configuration's pass-through devices that lie wholly below
+/// host-physical `limit` (each widened to whole pages); the others are left out,
+/// so `Vm::new` refuses them with `VmError::NotGranted`.
+///
+/// # Safety
+///
+/// On this machine everything below `limit` is device registers (no RAM) that a
+/// guest may own, as `HostGrant::new` requires of `GrantKind::Device` ranges.
+pub unsafe fn grant_devices_below(config: &vm_core::VmConfig, limit: usize) -> HostGrant {
+    const PAGE: usize = 0x1000;
+    let ranges = config.devices.passthrough_devices.iter().filter_map(|d| {
+        let first = d.base_hpa.as_usize() & !(PAGE - 1);
+        let end = d.base_hpa.as_usize().checked_add(d.length)?;
+        let end = end.checked_next_multiple_of(PAGE)?;
+        (end <= limit).then(|| {
+            vm_core::GrantedRange::new(
+                vm_core::HostPhysAddr::from_usize(first),
+                end - first,
+                vm_core::GrantKind::Device,
+            )
+        })
+    });
+    // SAFETY: the caller's promise covers every range below `limit`.
+    unsafe { HostGrant::new(ranges) }
+}
+
 /// Builds the test VM of `layout` from `config`: checks the config against the
-/// layout (a host check of `monitor`), creates the VM with `vcpu_config`, loads
-/// `image`, writes [`RO_PATTERN`] at the start of the read-only region and attaches
-/// a [`TestDevice`]. Boot stays with the board (after its own preparations).
+/// layout (a host check of `monitor`), creates the VM with the board's host memory
+/// `grant` and `vcpu_config`, loads `image`, writes [`RO_PATTERN`] at the start of
+/// the read-only region and attaches a [`TestDevice`]. Boot stays with the board
+/// (after its own preparations).
 pub fn build_test_vm<V: ArchVCpu>(
     config: VmConfig,
     layout: &GuestLayout,
     image: &[u8],
+    grant: &HostGrant,
     vcpu_config: impl FnMut(usize) -> (V::CreateConfig, V::SetupConfig),
     monitor: &SharedMonitor,
 ) -> Result<(Arc<Vm<V>>, Arc<TestDevice>), BuildError> {
@@ -257,7 +285,11 @@ pub fn build_test_vm<V: ArchVCpu>(
     if image.is_empty() {
         return Err(BuildError::NoImage);
     }
-    let vm = Vm::<V>::new(config.into_valid().map_err(VmError::from)?, vcpu_config)?;
+    let vm = Vm::<V>::new(
+        config.into_valid().map_err(VmError::from)?,
+        grant,
+        vcpu_config,
+    )?;
     vm.load_kernel(image)?;
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(layout.ro_base as usize),

@@ -56,7 +56,8 @@ fn vm() -> Arc<MockVm<Sv39x4>> {
         .unwrap();
     let log = Arc::new(GuestLog::default());
     let vcpu = MockVCpuConfig::new(Arc::new(Program::new()), log);
-    Vm::new(config.into_valid().unwrap(), |_| (vcpu.clone(), ())).unwrap()
+    let grant = hal_mock::grant_devices(&config);
+    Vm::new(config.into_valid().unwrap(), &grant, |_| (vcpu.clone(), ())).unwrap()
 }
 
 fn doorbell() -> Arc<Doorbell<hal_mock::MockVCpu<Sv39x4>>> {

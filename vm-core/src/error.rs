@@ -4,11 +4,12 @@
 use alloc::boxed::Box;
 use core::fmt;
 
-use addrspace::{AccessKind, GuestPhysAddr, Walk};
+use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, Walk};
 use vcpu_api::{ExitReason, MmioDecodeError, VCpuError};
 
 use crate::config::{ConfigError, Field};
 use crate::device::BusError;
+use crate::grant::GrantKind;
 use crate::vm::VmState;
 
 /// Why a VM operation failed.
@@ -23,6 +24,19 @@ pub enum VmError {
         field: Field,
         /// What the address space said (an overlap names the existing area).
         error: addrspace::Error,
+    },
+    /// The configuration names host memory the platform did not grant (see
+    /// [`crate::HostGrant`]): a pass-through range outside granted device memory, a
+    /// reserved region outside granted RAM.
+    NotGranted {
+        /// The configuration entry.
+        field: Field,
+        /// Start of the range.
+        hpa: HostPhysAddr,
+        /// Its size.
+        size: usize,
+        /// What it would have to be.
+        kind: GrantKind,
     },
     /// No contiguous host memory was left to place an identical region.
     NoMemory {
@@ -171,6 +185,15 @@ impl fmt::Display for VmError {
         match self {
             Self::Config(e) => write!(f, "config: {e}"),
             Self::MapRegion { field, error } => write!(f, "{field}: cannot map: {error}"),
+            Self::NotGranted {
+                field,
+                hpa,
+                size,
+                kind,
+            } => write!(
+                f,
+                "{field}: [{hpa:#x}, +{size:#x}) is not {kind} the platform granted"
+            ),
             Self::NoMemory { field, size } => write!(
                 f,
                 "{field}: no {size:#x} bytes of contiguous memory for the identical-mapping fallback"

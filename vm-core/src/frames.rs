@@ -1,29 +1,37 @@
 //! [`HalFrames`]: the frame allocator of every VM's address space, backed by the
-//! platform's [`VmHal`](crate::VmHal).
+//! platform's [`VmHal::memory`](crate::VmHal::memory).
 
 use addrspace::{FrameAllocator, HostPhysAddr, HostVirtAddr};
 
-/// A zero-sized [`FrameAllocator`] that forwards to the [`VmHal`](crate::VmHal)
-/// implementation linked into the binary.
+/// A zero-sized [`FrameAllocator`] that forwards to the allocator the
+/// [`VmHal`](crate::VmHal) implementation linked into the binary gives.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HalFrames;
 
-// SAFETY: `VmHal` implementations promise the same contract as `FrameAllocator`
-// (contiguous aligned frames owned until freed, `phys_to_virt` mapping them for the
-// hypervisor), and the HAL is callable from every CPU.
+/// The platform's allocator.
+#[inline]
+fn memory() -> &'static (dyn FrameAllocator + Sync) {
+    crate_interface::call_interface!(crate::hal::VmHal::memory())
+}
+
+// SAFETY: every call goes to the one allocator `VmHal::memory` returns on every call
+// (the unsafe trait's promise), whose own `FrameAllocator` implementation keeps the
+// contract; it is `Sync`, so any CPU may call it.
 unsafe impl FrameAllocator for HalFrames {
     #[inline]
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        crate_interface::call_interface!(crate::hal::VmHal::alloc_frames(count, align_frames))
+        memory().alloc_frames(count, align_frames)
     }
 
     #[inline]
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
-        crate_interface::call_interface!(crate::hal::VmHal::dealloc_frames(hpa, count))
+        // SAFETY: forwarded: the caller's promise about `hpa` and `count` holds for
+        // the allocator they came from, which is this one.
+        unsafe { memory().dealloc_frames(hpa, count) }
     }
 
     #[inline]
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
-        crate_interface::call_interface!(crate::hal::VmHal::phys_to_virt(hpa))
+        memory().phys_to_virt(hpa)
     }
 }

@@ -1,46 +1,36 @@
 //! The hardware abstraction each platform implements once, as a `crate_interface`
-//! link-time trait: memory, identity, interrupts, cross-CPU kicks and time.
+//! link-time trait: the host memory VMs are built from, which physical CPU runs, how
+//! to kick one out of a guest, broadcast TLB invalidation, and time.
 
-use addrspace::{GpaRange, HostPhysAddr, HostVirtAddr};
+use addrspace::{FrameAllocator, GpaRange};
 
 /// What `vm-core` needs from the platform. Implement it with
-/// `#[crate_interface::impl_interface] impl VmHal for MyHal { .. }` in exactly one
-/// crate of the final binary.
+/// `#[crate_interface::impl_interface] unsafe impl VmHal for MyHal { .. }` in exactly
+/// one crate of the final binary.
+///
+/// # Safety
+///
+/// vm-core's memory safety rests on two promises of the implementation:
+/// - [`VmHal::memory`] returns the same allocator on every call, from every CPU:
+///   every frame of every VM (page tables, allocated guest RAM, identical regions,
+///   vCPU state) comes from it and goes back to it, and [`crate::HalFrames`]' own
+///   [`FrameAllocator`] contract (frames owned until given back, mapped for the
+///   hypervisor by `phys_to_virt`) is that allocator's.
+/// - [`VmHal::broadcast_guest_tlb_invalidate`] returns `true` only once no CPU can
+///   use a translation of the range for that VM any more: vm-core then gives the
+///   frames the range mapped back to the allocator, and the guest must not reach
+///   them again.
+///
+/// The other functions promise nothing vm-core's memory safety depends on: a lost
+/// kick, a wrong CPU id or a clock that stalls makes a shootdown wait (and warn),
+/// never free early.
 #[crate_interface::def_interface]
-pub trait VmHal {
-    /// Allocates `count` contiguous 4 KiB frames aligned to `align_frames` frames.
-    fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr>;
+pub unsafe trait VmHal {
+    /// The host memory every VM's frames come from.
+    fn memory() -> &'static (dyn FrameAllocator + Sync);
 
-    /// Frees frames from [`VmHal::alloc_frames`]: a contiguous run of frames of one
-    /// allocation, all of it or a part (a 2 MiB block of lazily populated guest
-    /// memory is freed whole, or page by page after an unmap split it).
-    fn dealloc_frames(hpa: HostPhysAddr, count: usize);
-
-    /// Reserves the host-physical range `[hpa, hpa + size)` for a VM's identity-mapped
-    /// RAM; `false` when any part of it is not free RAM.
-    fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool;
-
-    /// Gives back a range from [`VmHal::alloc_memory_region_at`].
-    fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize);
-
-    /// Where the hypervisor sees host-physical `hpa`.
-    fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr;
-
-    /// The host-physical address behind hypervisor-virtual `hva`.
-    fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr;
-
-    /// Id of the VM running on this physical CPU, if any.
-    fn current_vm_id() -> Option<usize>;
-
-    /// Id of the vCPU running on this physical CPU, if any.
-    fn current_vcpu_id() -> Option<usize>;
-
-    /// Id of this physical CPU.
+    /// Id of this physical CPU (what [`VmHal::kick_pcpu`] takes).
     fn current_pcpu_id() -> usize;
-
-    /// Makes vCPU `vcpu_id` of VM `vm_id` see interrupt `irq` (injecting it now or
-    /// at its next entry); `false` when no such vCPU exists.
-    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool;
 
     /// Forces physical CPU `pcpu_id` out of guest mode soon (an IPI on hardware, a
     /// flag the software vCPU polls on the mock). The vCPU returns

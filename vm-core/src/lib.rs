@@ -32,6 +32,7 @@ mod exit;
 pub mod fdt;
 mod firmware;
 mod frames;
+mod grant;
 mod hal;
 mod identify;
 pub mod image;
@@ -57,6 +58,7 @@ pub use firmware::{
     SBI_IPI_INTERRUPT, SBI_VERSION,
 };
 pub use frames::HalFrames;
+pub use grant::{GrantKind, GrantedRange, HostGrant};
 pub use hal::VmHal;
 pub use identify::{cpuid_for_guest, id_register_for_guest};
 pub use passthrough::{PassthroughRange, plan_passthrough};

@@ -26,6 +26,7 @@ use crate::diag::events;
 use crate::error::{VmError, VmResult};
 use crate::firmware::Firmware;
 use crate::frames::HalFrames;
+use crate::grant::{GrantKind, HostGrant};
 use crate::passthrough::{PassthroughRange, plan_passthrough};
 
 /// Where a VM is in its life.
@@ -88,7 +89,7 @@ pub struct VmStats {
 }
 
 /// Host memory a VM owns outside its address space's allocator (identical regions,
-/// from `VmHal::alloc_frames`): `(hpa, frame count)`, freed after the address space
+/// from [`HalFrames`]): `(hpa, frame count)`, freed after the address space
 /// (field order in [`Vm`]).
 #[derive(Default)]
 struct HostRanges(Mutex<Vec<(HostPhysAddr, usize)>>);
@@ -96,7 +97,10 @@ struct HostRanges(Mutex<Vec<(HostPhysAddr, usize)>>);
 impl Drop for HostRanges {
     fn drop(&mut self) {
         for (hpa, count) in self.0.get_mut().drain(..) {
-            crate_interface::call_interface!(crate::hal::VmHal::dealloc_frames(hpa, count))
+            // SAFETY: `HalFrames` handed out these frames for an identical region of
+            // this VM, and its address space, which mapped them, is already dropped
+            // (field order of `Vm`): nothing uses them.
+            unsafe { HalFrames.dealloc_frames(hpa, count) }
         }
     }
 }
@@ -261,9 +265,15 @@ impl<V: ArchVCpu> Vm<V> {
     /// `set_entry(entry_point)`, `setup(setup)`, where `vcpu_config(i)` gives
     /// `(create, setup)` for vCPU `i`.
     ///
+    /// Host memory the configuration names (pass-through device ranges, reserved
+    /// regions at GPA = HPA) is mapped only where `grant` covers it, with the kind
+    /// it has there ([`VmError::NotGranted`] otherwise, before anything is
+    /// allocated): the platform's `unsafe` promise that the guest may own it.
+    ///
     /// The VM is in state [`VmState::Created`]; [`Vm::boot`] starts vCPU 0.
     pub fn new(
         config: ValidConfig,
+        grant: &HostGrant,
         mut vcpu_config: impl FnMut(usize) -> (V::CreateConfig, V::SetupConfig),
     ) -> VmResult<Arc<Self>> {
         let mut config = config.into_inner();
@@ -283,6 +293,7 @@ impl<V: ArchVCpu> Vm<V> {
                 }),
         );
         let plan = plan_passthrough(&passthrough)?;
+        Self::check_grant(&config, &plan, grant)?;
         let host = HostRanges::default();
         let mut space = AddrSpace::<V::Format, HalFrames>::new(HalFrames)
             .map_err(space_err("create the address space"))?;
@@ -294,7 +305,8 @@ impl<V: ArchVCpu> Vm<V> {
             }
         }
         for p in &plan {
-            // SAFETY: the configuration grants the guest these host device ranges;
+            // SAFETY: `grant` covers each range as device memory (checked above):
+            // the platform promised, in `HostGrant::new`, that the guest may own it;
             // DEVICE mappings are never copied through by `read`/`write`.
             unsafe { space.map_linear(p.gpa, p.hpa, p.size, MappingFlags::DEVICE_RW) }.map_err(
                 |error| VmError::MapRegion {
@@ -390,12 +402,44 @@ impl<V: ArchVCpu> Vm<V> {
     }
 
     /// [`Vm::new`] with default creation and setup parameters for every vCPU.
-    pub fn new_default(config: ValidConfig) -> VmResult<Arc<Self>>
+    pub fn new_default(config: ValidConfig, grant: &HostGrant) -> VmResult<Arc<Self>>
     where
         V::CreateConfig: Default,
         V::SetupConfig: Default,
     {
-        Self::new(config, |_| Default::default())
+        Self::new(config, grant, |_| Default::default())
+    }
+
+    /// Refuses host memory of `config` that `grant` does not cover: reserved regions
+    /// (RAM at GPA = HPA) and the pass-through ranges of `plan` (device memory).
+    fn check_grant(config: &VmConfig, plan: &[PassthroughRange], grant: &HostGrant) -> VmResult {
+        let regions = config.kernel.memory_regions.iter().enumerate();
+        let reserved = regions
+            .filter(|(_, r)| r.map_type == MapType::Reserved)
+            .map(|(i, r)| {
+                let hpa = HostPhysAddr::from_usize(r.gpa.as_usize());
+                (
+                    Field::at("kernel.memory_regions", i),
+                    hpa,
+                    r.size,
+                    GrantKind::Ram,
+                )
+            });
+        let devices = plan.iter().map(|p| {
+            let field = Field::key("devices.passthrough_devices");
+            (field, p.hpa, p.size, GrantKind::Device)
+        });
+        for (field, hpa, size, kind) in reserved.chain(devices) {
+            if !grant.covers(hpa, size, kind) {
+                return Err(VmError::NotGranted {
+                    field,
+                    hpa,
+                    size,
+                    kind,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn map_config_region(
@@ -410,9 +454,10 @@ impl<V: ArchVCpu> Vm<V> {
                 .map_err(map_err),
             MapType::Reserved | MapType::Identical => {
                 let hpa = HostPhysAddr::from_usize(r.gpa.as_usize());
-                // SAFETY: map_type 2 declares `[gpa, gpa + size)` host RAM the platform
-                // reserved for this guest (the configuration is trusted input of the
-                // hypervisor's author); the HAL's phys_to_virt covers RAM.
+                // SAFETY: `Vm::new` maps only the reserved regions here (identical
+                // ones are placed by `place_identical`), after `check_grant` found
+                // each inside RAM the platform granted in `HostGrant::new`: RAM only
+                // guests use, mapped by the HAL's phys_to_virt.
                 unsafe { space.map_linear(r.gpa, hpa, r.size, r.flags) }.map_err(map_err)
             }
         }

@@ -40,7 +40,8 @@ pub fn try_mock_vm<F: NestedFormat>(
         faults,
         ..MockVCpuConfig::new(Arc::new(program), log.clone())
     };
-    Vm::new(config.into_valid()?, |_| (vcpu.clone(), ()))
+    let grant = hal_mock::grant_devices(&config);
+    Vm::new(config.into_valid()?, &grant, |_| (vcpu.clone(), ()))
 }
 
 /// [`try_mock_vm`] without injected faults; panics on an error.

@@ -18,12 +18,11 @@ use platforms::layouts;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
 use vm_core::{
-    FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, Hypercall, PortIo, PortOp,
+    FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, HostGrant, Hypercall, PortIo, PortOp,
     SysRegAccess, SysRegOp, Vm, VmExit,
 };
 
 use crate::console::Out;
-use crate::hal::{CURRENT_VCPU, CURRENT_VM};
 use crate::layout::{GUEST_TABLES, LAYOUT};
 
 /// The vCPU type of this board.
@@ -77,7 +76,6 @@ pub(crate) fn run_test_vm() -> (u32, u32) {
         }
     };
     let _ = writeln!(out, "[x86_64] VM {} created:\n{vm}", vm.id());
-    CURRENT_VM.store(vm.id(), core::sync::atomic::Ordering::Relaxed);
     let end = schedule(&vm, &monitor);
     monitor.host_check("guest powered off", end == End::PowerOff);
     let stats = vm.stats();
@@ -95,8 +93,14 @@ fn prepare(
     let setup = SvmSetupConfig {
         guest_cr3: GUEST_TABLES,
     };
-    let (vm, _device) =
-        host::build_test_vm::<VCpu>(config, &LAYOUT, GUEST_IMAGE, |_| ((), setup), monitor)?;
+    let (vm, _device) = host::build_test_vm::<VCpu>(
+        config,
+        &LAYOUT,
+        GUEST_IMAGE,
+        &HostGrant::none(),
+        |_| ((), setup),
+        monitor,
+    )?;
     // The tables as `u64`s in host order, which is the guest's (little-endian).
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(GUEST_TABLES as usize),
@@ -128,7 +132,6 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
             return End::Failed;
         };
         current = v;
-        CURRENT_VCPU.store(v, core::sync::atomic::Ordering::Relaxed);
         let exit = match vm.run_vcpu(v) {
             Ok(exit) => exit,
             Err(e) => {

@@ -1,12 +1,12 @@
-//! The board's `vm_core::VmHal`: frames from the bitmap pool, identity physical ↔
-//! virtual mapping, per-CPU identity, kicks by GIC SGI, broadcast stage-2 TLB
+//! The board's `vm_core::VmHal`: frames from the bitmap pool (identity physical ↔
+//! virtual mapping), the CPU id, kicks by GIC SGI, broadcast stage-2 TLB
 //! invalidation, time from the generic timer.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FrameAllocator, GpaRange, HostPhysAddr};
 
 use crate::boot::MAX_CPUS;
 
@@ -23,14 +23,14 @@ pub(crate) fn free_frames() -> usize {
     FRAMES.free_frames()
 }
 
-/// How `VmHal::inject_irq` reaches a VM's virtual interrupt controller: `(vcpu,
+/// How [`inject_irq`] reaches a VM's virtual interrupt controller: `(vcpu,
 /// irq) -> delivered`.
 pub(crate) type Injector = Arc<dyn Fn(usize, usize) -> bool + Send + Sync>;
 
 /// The VMs with a virtual interrupt controller, by VM id.
 static INJECTORS: spin::Mutex<Vec<(usize, Injector)>> = spin::Mutex::new(Vec::new());
 
-/// Makes `VmHal::inject_irq` reach VM `vm_id` through `inject` until
+/// Makes [`inject_irq`] reach VM `vm_id` through `inject` until
 /// [`unregister_injector`].
 pub(crate) fn register_injector(vm_id: usize, inject: Injector) {
     let mut all = INJECTORS.lock();
@@ -69,60 +69,32 @@ fn current(table: &[AtomicUsize; MAX_CPUS]) -> Option<usize> {
         .filter(|&v| v != NONE)
 }
 
+/// Makes vCPU `vcpu_id` of VM `vm_id` see interrupt `irq` through the VM's
+/// registered injector; `false` when no such VM (or the injector refuses it).
+pub(crate) fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
+    // The injector is cloned out so the VM's own locks are taken without ours.
+    let inject = INJECTORS
+        .lock()
+        .iter()
+        .find(|(id, _)| *id == vm_id)
+        .map(|(_, f)| f.clone());
+    inject.is_some_and(|f| f(vcpu_id, irq))
+}
+
 /// The board's `vm_core::VmHal`.
 pub(crate) struct BoardHal;
 
+// SAFETY: `memory` always returns `FRAMES`; the broadcast invalidation returns `true`
+// after `TLBI IPAS2E1IS` / `VMALLE1IS` and `DSB ISH` have completed on every CPU of
+// the inner shareable domain (`flush_guest_range`).
 #[crate_interface::impl_interface]
-impl vm_core::VmHal for BoardHal {
-    fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        FRAMES.alloc_frames(count, align_frames)
-    }
-
-    fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
-        // SAFETY: vm-core gives back frames `alloc_frames` handed out (an allocation
-        // or a run of its frames, as VmHal::dealloc_frames allows), once
-        // nothing (no table, no vCPU translation) uses it any more; a bad free is
-        // refused and logged.
-        unsafe { FRAMES.dealloc_frames(hpa, count) }
-    }
-
-    fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool {
-        FRAMES.reserve(hpa, size.div_ceil(FRAME_SIZE))
-    }
-
-    fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
-        Self::dealloc_frames(hpa, size.div_ceil(FRAME_SIZE));
-    }
-
-    fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
-        // The EL2 stage-1 map is the identity (boot.rs).
-        FRAMES.phys_to_virt(hpa)
-    }
-
-    fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr {
-        HostPhysAddr::from_usize(hva.as_usize())
-    }
-
-    fn current_vm_id() -> Option<usize> {
-        current(&CURRENT_VM)
-    }
-
-    fn current_vcpu_id() -> Option<usize> {
-        current(&CURRENT_VCPU)
+unsafe impl vm_core::VmHal for BoardHal {
+    fn memory() -> &'static (dyn FrameAllocator + Sync) {
+        &FRAMES
     }
 
     fn current_pcpu_id() -> usize {
         hal_aarch64::cpu::cpu_id()
-    }
-
-    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
-        // The injector is cloned out so the VM's own locks are taken without ours.
-        let inject = INJECTORS
-            .lock()
-            .iter()
-            .find(|(id, _)| *id == vm_id)
-            .map(|(_, f)| f.clone());
-        inject.is_some_and(|f| f(vcpu_id, irq))
     }
 
     fn kick_pcpu(pcpu_id: usize) {

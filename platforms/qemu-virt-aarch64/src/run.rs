@@ -13,12 +13,13 @@ use addrspace::{GuestPhysAddr, PAGE_SIZE};
 use hal_aarch64::firmware::PsciConduit;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
 use platforms::host::{self, SharedMonitor};
+use platforms::layouts::QEMU_VIRT_AARCH64_UART;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
 use vcpu_api::VCpuState;
 use vm_core::{
-    FirmwareError, FirmwareReply, Hypercall, SysRegAccess, UnservedAccess, Vm, VmError, VmExit,
-    VmState,
+    FirmwareError, FirmwareReply, GrantKind, GrantedRange, HostGrant, HostPhysAddr, Hypercall,
+    SysRegAccess, UnservedAccess, Vm, VmError, VmExit, VmState,
 };
 
 use crate::layout::{LAYOUT, check_uart};
@@ -243,10 +244,20 @@ fn build_vm<F: Stage2Format>(
         monitor.host_check(&format!("config: {e}"), false);
         return Err(format!("{e}"));
     }
+    // SAFETY: the PL011 the guest shares with the hypervisor is device registers,
+    // one 4 KiB page of QEMU virt's MMIO, no RAM; the guest may write it.
+    let grant = unsafe {
+        HostGrant::new([GrantedRange::new(
+            HostPhysAddr::from_usize(QEMU_VIRT_AARCH64_UART as usize),
+            PAGE_SIZE,
+            GrantKind::Device,
+        )])
+    };
     let (vm, _device) = host::build_test_vm::<Aarch64VCpu<F>>(
         config,
         &LAYOUT,
         GUEST_IMAGE,
+        &grant,
         // The guest's MPIDRs are the layout's, not the vCPU indexes.
         |i| {
             (
@@ -307,7 +318,6 @@ pub(crate) fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
             break;
         }
     }
-    crate::hal::set_current(None);
 }
 
 /// Acts on one exit; `false` when this vCPU's loop ends.

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FRAME_SIZE, FrameAllocator, GpaRange, HostPhysAddr, HostVirtAddr};
+use addrspace::{BitmapFrames, FrameAllocator, GpaRange, HostPhysAddr};
 use vm_core::VmHal;
 
 use crate::boot::{MAX_HARTS, hart_id};
@@ -46,54 +46,17 @@ fn current(pick: impl Fn(&(AtomicUsize, AtomicUsize)) -> &AtomicUsize) -> Option
 
 struct BoardHal;
 
+// SAFETY: `memory` always returns `FRAMES`; the broadcast invalidation returns `true`
+// only when the firmware's remote HFENCE.GVMA of the whole VMID returned success,
+// which it does once every hart has fenced (`broadcast_hfence_gvma`).
 #[crate_interface::impl_interface]
-impl VmHal for BoardHal {
-    fn alloc_frames(count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        FRAMES.alloc_frames(count, align_frames)
-    }
-
-    fn dealloc_frames(hpa: HostPhysAddr, count: usize) {
-        // SAFETY: vm-core gives back frames `alloc_frames` handed out (an allocation
-        // or a run of its frames, as VmHal::dealloc_frames allows), once
-        // nothing (no table, no vCPU translation) uses it any more; a bad free is
-        // refused and logged.
-        unsafe { FRAMES.dealloc_frames(hpa, count) }
-    }
-
-    fn alloc_memory_region_at(hpa: HostPhysAddr, size: usize) -> bool {
-        size.is_multiple_of(FRAME_SIZE) && FRAMES.reserve(hpa, size / FRAME_SIZE)
-    }
-
-    fn dealloc_memory_region_at(hpa: HostPhysAddr, size: usize) {
-        // SAFETY: the range was reserved by `alloc_memory_region_at` and the VM
-        // that used it is gone; a bad free is refused and logged.
-        unsafe { FRAMES.dealloc_frames(hpa, size / FRAME_SIZE) }
-    }
-
-    fn phys_to_virt(hpa: HostPhysAddr) -> HostVirtAddr {
-        FRAMES.phys_to_virt(hpa)
-    }
-
-    fn virt_to_phys(hva: HostVirtAddr) -> HostPhysAddr {
-        HostPhysAddr::from_usize(hva.as_usize())
-    }
-
-    fn current_vm_id() -> Option<usize> {
-        current(|c| &c.0)
-    }
-
-    fn current_vcpu_id() -> Option<usize> {
-        current_vcpu()
+unsafe impl VmHal for BoardHal {
+    fn memory() -> &'static (dyn FrameAllocator + Sync) {
+        &FRAMES
     }
 
     fn current_pcpu_id() -> usize {
         hart_id()
-    }
-
-    /// This board routes no device interrupts to guests (its config says
-    /// `interrupt_mode = "no_irq"`): no interrupt can be delivered.
-    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
-        false
     }
 
     fn kick_pcpu(pcpu_id: usize) {

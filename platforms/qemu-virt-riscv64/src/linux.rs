@@ -79,10 +79,13 @@ fn build_and_run(
 
     let free_before = hal::FRAMES.free_frames();
     let setup = Riscv64SetupConfig::default();
+    // SAFETY: QEMU virt has only device registers below its RAM (0x8000_0000); the
+    // pass-through devices were resolved from OpenSBI's device tree of this machine.
+    let grant = unsafe { platforms::host::grant_devices_below(&config, 0x8000_0000) };
     let config = config
         .into_valid()
         .map_err(|e| err("the Linux VM config", &e))?;
-    let vm = Vm::<VCpu>::new(config, |_| (Riscv64CreateConfig::default(), setup))
+    let vm = Vm::<VCpu>::new(config, &grant, |_| (Riscv64CreateConfig::default(), setup))
         .map_err(|e| err("creating the VM", &e))?;
     let load = |what: &str, at: GuestPhysAddr, bytes: &[u8]| {
         vm.load_image(at, bytes).map_err(|e| err(what, &e))

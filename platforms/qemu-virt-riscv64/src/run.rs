@@ -11,7 +11,8 @@ use platforms::host::{self, SharedMonitor};
 use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
 use vcpu_api::VCpuState;
 use vm_core::{
-    FirmwareError, FirmwareReply, Hypercall, UnservedAccess, Vm, VmError, VmExit, VmState,
+    FirmwareError, FirmwareReply, HostGrant, Hypercall, UnservedAccess, Vm, VmError, VmExit,
+    VmState,
 };
 
 use crate::console::{self, println};
@@ -82,6 +83,7 @@ fn run_vm<F: GStage>(
         config,
         &LAYOUT,
         GUEST_IMAGE,
+        &HostGrant::none(),
         |i| {
             let hart_id = LAYOUT.cpu_ids.get(i).copied();
             (Riscv64CreateConfig { hart_id }, setup)
@@ -305,7 +307,6 @@ pub(crate) fn vcpu_loop<F: GStage>(
             }
         }
     }
-    hal::set_current(None, None);
 }
 
 /// The kick path, from the second hart before it runs vCPU 1: vCPU 0 runs in the

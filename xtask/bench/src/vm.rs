@@ -95,7 +95,7 @@ fn fault_run(vcpus: usize, pages: usize) -> Result<f64, String> {
         .build()
         .and_then(|c| c.into_valid())
         .map_err(|e| format!("fault VM config: {e}"))?;
-    let vm: Arc<MockVm<Ept>> = Vm::new(config, |_| {
+    let vm: Arc<MockVm<Ept>> = Vm::new(config, &vm_core::HostGrant::none(), |_| {
         (MockVCpuConfig::new(program.clone(), log.clone()), ())
     })
     .map_err(|e| format!("fault VM: {e}"))?;
