@@ -67,10 +67,11 @@ unsafe impl vm_core::VmHal for MockHal {
 }
 
 /// A grant of every pass-through device range `config` names (widened to whole
-/// pages), for building mock VMs: the mock never reaches device memory (its vCPUs
-/// fault on a DEVICE mapping, vm-core's copies refuse device areas), so any address
-/// is safe to grant as a device. Reserved RAM is not granted: it would have to be
-/// the machine's memory.
+/// pages) and of its pass-through ports, for building mock VMs: the mock never
+/// reaches device memory (its vCPUs fault on a DEVICE mapping, vm-core's copies
+/// refuse device areas), so any address is safe to grant as a device, and its host
+/// ports are byte latches ([`crate::Machine::port_in`]). Reserved RAM is not
+/// granted: it would have to be the machine's memory.
 pub fn grant_devices(config: &VmConfig) -> HostGrant {
     let devices = &config.devices;
     let ranges = devices
@@ -95,6 +96,11 @@ pub fn grant_devices(config: &VmConfig) -> HostGrant {
                 GrantKind::Device,
             )
         });
-    // SAFETY: device ranges only, which nothing in the mock dereferences (above).
-    unsafe { HostGrant::new(ranges) }
+    let ports = devices
+        .passthrough_ports
+        .iter()
+        .map(|p| GrantedRange::ports(p.base, p.length));
+    // SAFETY: device ranges, which nothing in the mock dereferences, and the
+    // machine's port latches, which reach no memory (above).
+    unsafe { HostGrant::new(ranges.chain(ports)) }
 }

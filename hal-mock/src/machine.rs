@@ -125,6 +125,9 @@ pub struct Machine {
     vmids: VmTags<MAX_VMIDS>,
     vmid_limit: AtomicUsize,
     vmid_releases: Mutex<Vec<VmidRelease>>,
+    /// The host's I/O ports as guests reach them through pass-through: one byte
+    /// latch per port (written bytes read back; never written reads 0xff).
+    ports: Mutex<HashMap<u16, u8>>,
 }
 
 /// The most VMIDs a machine has ([`Machine::set_vmids`] may give it fewer).
@@ -198,7 +201,33 @@ impl Machine {
             vmids: VmTags::new(),
             vmid_limit: AtomicUsize::new(MAX_VMIDS),
             vmid_releases: Mutex::new(Vec::new()),
+            ports: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A host `IN` of `width` bytes at `port` (little-endian over the port latches).
+    pub fn port_in(&self, port: u16, width: vcpu_api::AccessWidth) -> u64 {
+        let ports = self.ports.lock().expect("ports");
+        (0..width.bytes()).rev().fold(0, |v, i| {
+            let at = u16::try_from(i).ok().and_then(|i| port.checked_add(i));
+            let byte = at.and_then(|p| ports.get(&p).copied());
+            v << 8 | u64::from(byte.unwrap_or(0xff))
+        })
+    }
+
+    /// A host `OUT` of `value` (`width` bytes) at `port`.
+    pub fn port_out(&self, port: u16, width: vcpu_api::AccessWidth, value: u64) {
+        let mut ports = self.ports.lock().expect("ports");
+        for (i, b) in value
+            .to_le_bytes()
+            .into_iter()
+            .take(width.bytes())
+            .enumerate()
+        {
+            if let Some(p) = u16::try_from(i).ok().and_then(|i| port.checked_add(i)) {
+                ports.insert(p, b);
+            }
+        }
     }
 
     /// A machine with 64 MiB at host-physical 0x1_0000_0000.

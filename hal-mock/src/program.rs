@@ -99,6 +99,25 @@ pub enum Op {
     },
     /// Spins reading the probe's page until its `stop` flag is set (see [`Probe`]).
     Probe(std::sync::Arc<Probe>),
+    /// x86 `IN` of `width` at `port` into register 0 (merged as x86 merges AL/AX,
+    /// see [`AccessWidth::write_register`]): from the host port directly when the
+    /// port is passed through, an [`vcpu_api::ExitReason::Io`] otherwise.
+    In {
+        /// The port.
+        port: u16,
+        /// The width.
+        width: AccessWidth,
+    },
+    /// x86 `OUT` of `value` (cut to `width`) at `port`: to the host port directly
+    /// when passed through, an [`vcpu_api::ExitReason::Io`] otherwise.
+    Out {
+        /// The port.
+        port: u16,
+        /// The width.
+        width: AccessWidth,
+        /// The value.
+        value: u64,
+    },
 }
 
 /// The guest's code: ops placed at guest-physical addresses, each op `OP_SIZE`

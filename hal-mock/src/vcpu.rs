@@ -19,7 +19,7 @@ use addrspace::{
 use vcpu_api::{
     AccessWidth, ArchVCpu, Conduit, CpuState, ExitReason, FaultInsn, FirmwareCall, FirmwareError,
     FirmwareReply, GuestCall, GuestMemory, Hypercall, MmioAccess, MmioDecodeError, MmioInsn,
-    MmioOp, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuResult,
+    MmioOp, NestedFault, PortIo, PortOp, SysRegAccess, SysRegOp, VCpuError, VCpuResult,
 };
 
 use crate::machine::Machine;
@@ -172,6 +172,11 @@ pub struct MockVCpu<F: NestedFormat> {
     irqs: Vec<usize>,
     /// The last run ended on a kick.
     kicked: bool,
+    /// The physical CPU it is bound to (like hardware vCPUs whose state is loaded
+    /// on one CPU: `run` elsewhere, `bind` twice and `unbind` unbound are refused).
+    bound: Option<usize>,
+    /// Port ranges `(first, count)` the guest reaches directly (like x86's IOPM).
+    passed_ports: Vec<(u16, u16)>,
     _format: PhantomData<F>,
 }
 
@@ -471,6 +476,17 @@ impl<F: NestedFormat> MockVCpu<F> {
         })
     }
 
+    /// Whether every port of an access of `width` at `port` is passed through (as
+    /// the IOPM is checked: one intercepted port makes the access exit).
+    fn port_passed(&self, port: u16, width: AccessWidth) -> bool {
+        (0..width.bytes()).all(|i| {
+            let p = usize::from(port) + i;
+            self.passed_ports.iter().any(|&(first, count)| {
+                (usize::from(first)..usize::from(first) + usize::from(count)).contains(&p)
+            })
+        })
+    }
+
     fn probe(&mut self, p: &Probe) -> Option<ExitReason> {
         let pcpu = Machine::current_pcpu();
         while !p.stop.load(Ordering::SeqCst) {
@@ -551,6 +567,8 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
             tlb,
             irqs: Vec::new(),
             kicked: false,
+            bound: None,
+            passed_ports: Vec::new(),
             _format: PhantomData,
         })
     }
@@ -581,17 +599,31 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
     }
 
     fn bind(&mut self) -> VCpuResult {
+        if self.bound.is_some() {
+            return Err(VCpuError::Busy);
+        }
+        self.bound = Some(Machine::current_pcpu());
         Ok(())
     }
 
     fn unbind(&mut self) -> VCpuResult {
-        Ok(())
+        match self.bound.take() {
+            Some(_) => Ok(()),
+            None => Err(VCpuError::NotConfigured {
+                missing: "bind before unbind",
+            }),
+        }
     }
 
     fn run(&mut self) -> VCpuResult<ExitReason> {
         if self.root.is_none() {
             return Err(VCpuError::NotConfigured {
                 missing: "nested root",
+            });
+        }
+        if self.bound != Some(Machine::current_pcpu()) {
+            return Err(VCpuError::NotConfigured {
+                missing: "bind on this physical CPU",
             });
         }
         if core::mem::take(&mut self.kicked) {
@@ -694,6 +726,32 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                         return Ok(exit);
                     }
                 }
+                Op::In { port, width } => {
+                    self.pc = next;
+                    if !self.port_passed(*port, *width) {
+                        return Ok(ExitReason::Io(PortIo {
+                            port: *port,
+                            width: *width,
+                            op: PortOp::Read,
+                        }));
+                    }
+                    let v = self.machine.port_in(*port, *width);
+                    self.regs[0] = width.write_register(self.regs[0], v);
+                    continue;
+                }
+                Op::Out { port, width, value } => {
+                    self.pc = next;
+                    let data = width.truncate(*value);
+                    if !self.port_passed(*port, *width) {
+                        return Ok(ExitReason::Io(PortIo {
+                            port: *port,
+                            width: *width,
+                            op: PortOp::Write { data },
+                        }));
+                    }
+                    self.machine.port_out(*port, *width, data);
+                    continue;
+                }
             }
             self.pc = next;
         }
@@ -772,6 +830,23 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
         if let (SysRegOp::Read { reg }, Some(v)) = (access.op, read_value) {
             self.set_gpr(reg, v)?;
         }
+        Ok(())
+    }
+    fn complete_io(&mut self, io: &PortIo, read_value: Option<u64>) -> VCpuResult {
+        if let (PortOp::Read, Some(v)) = (io.op, read_value) {
+            self.regs[0] = io.width.write_register(self.regs[0], v);
+        }
+        Ok(())
+    }
+
+    fn pass_through_ports(&mut self, first: u16, count: u16) -> VCpuResult {
+        if usize::from(first) + usize::from(count) > 0x1_0000 {
+            return Err(VCpuError::InvalidValue {
+                what: "port range (past port 0xffff)",
+                value: u64::from(first),
+            });
+        }
+        self.passed_ports.push((first, count));
         Ok(())
     }
 }

@@ -26,10 +26,10 @@ use addrspace::{
 use common::{gpa, ram_config, try_mock_vm};
 use hal_mock::{Action, GuestLog, Machine, MockFaults, MockVm, Op, Program, run_vm};
 use vcpu_api::AccessWidth::{Byte, Dword, Qword, Word};
-use vcpu_api::{AccessWidth, FirmwareCall, FirmwareError, FirmwareReply, VCpuState, VCpuStateCell};
+use vcpu_api::{AccessWidth, FirmwareCall, FirmwareError, FirmwareReply};
 use vm_core::{
     BusError, ConfigError, DeviceError, MapType, MappingFlags, MmioDevice, Populate, Unserved,
-    VmConfig, VmConfigBuilder, VmError, VmExit, VmState,
+    VCpuState, VmConfig, VmConfigBuilder, VmError, VmExit, VmState,
 };
 
 /// The census: how many bad inputs were tried, and what went wrong.
@@ -918,44 +918,6 @@ fn address_spaces(c: &mut Census) {
     // Every frame back but the linear RAM block taken out of the pool.
     drop(space);
     assert_eq!(pool.in_use(), 4, "address-space frames leaked");
-}
-
-// ------------------------------------------------------------------ vCPU states
-
-fn vcpu_states(c: &mut Census) {
-    use VCpuState::*;
-    for (from, to) in [
-        (Created, Running),
-        (Stopped, Ready),
-        (Running, Stopped),
-        (Free, Blocked),
-    ] {
-        let cell = VCpuStateCell::new();
-        // Walk the cell to `from` along legal transitions.
-        let path: &[VCpuState] = match from {
-            Created => &[],
-            Free => &[Free],
-            Running => &[Free, Ready, Running],
-            Stopped => &[Stopped],
-            _ => unreachable!(),
-        };
-        for s in path {
-            cell.become_(*s).unwrap();
-        }
-        c.case(
-            &format!("vCPU state {from:?} -> {to:?}"),
-            || cell.get(),
-            || cell.become_(to),
-            |e| e.from == from && e.to == to,
-        );
-    }
-    let cell = VCpuStateCell::new();
-    c.case(
-        "vCPU state transition from a state it is not in",
-        || cell.get(),
-        || cell.transition(Free, Ready),
-        |e| e.from == Created && e.expected == Some(Free),
-    );
 }
 
 // ------------------------------------------------------------------ vGIC
@@ -1902,11 +1864,30 @@ fn operations(c: &mut Census, m: &Arc<Machine>) {
             )
         },
     );
+    let refused = |e: &VmError, v: usize, o: &str, s: VCpuState| matches!(e, VmError::VCpuState { vcpu, op, state } if *vcpu == v && *op == o && *state == s);
     c.case(
         "start_vcpu of the running vCPU 0",
         state,
         || vm.start_vcpu(0, gpa(RAM), 0),
-        |e| matches!(e, VmError::VCpuAlreadyStarted { vcpu: 0 }),
+        |e| refused(e, 0, "start", VCpuState::Started),
+    );
+    c.case(
+        "run_vcpu of the off vCPU 1",
+        state,
+        || vm.run_vcpu(1),
+        |e| refused(e, 1, "run", VCpuState::Off),
+    );
+    c.case(
+        "unbind_vcpu of the unbound vCPU 0",
+        state,
+        || vm.unbind_vcpu(0),
+        |e| refused(e, 0, "unbind", VCpuState::Started),
+    );
+    c.case(
+        "unbind_vcpu of the off vCPU 1",
+        state,
+        || vm.unbind_vcpu(1),
+        |e| refused(e, 1, "unbind", VCpuState::Off),
     );
     vm.shutdown().unwrap();
     c.case(
@@ -2294,7 +2275,6 @@ fn census() {
     let mut c = Census::default();
     decoders(&mut c);
     address_spaces(&mut c);
-    vcpu_states(&mut c);
     vgic(&mut c);
     configs(&mut c);
     let machine = Machine::with_defaults();

@@ -20,7 +20,8 @@ use platforms::protocol::test_device::{COUNTER, ID};
 use vcpu_api::AccessWidth::{Dword, Qword};
 use vcpu_api::Hypercall;
 use vm_core::{
-    DeviceError, MapType, MappingFlags, Populate, Unserved, VmConfig, VmError, VmExit, VmState,
+    DeviceError, MapType, MappingFlags, Populate, Unserved, VCpuState, VmConfig, VmError, VmExit,
+    VmState,
 };
 
 const RAM: u64 = 0x8000_0000;
@@ -133,24 +134,32 @@ fn lifecycle_state_errors() {
             state: VmState::Running
         })
     ));
-    assert!(matches!(
+    assert_eq!(
         vm.run_vcpu(1),
-        Err(VmError::VCpuNotStarted { vcpu: 1 })
-    ));
+        Err(VmError::VCpuState {
+            vcpu: 1,
+            op: "run",
+            state: VCpuState::Off
+        })
+    );
     assert!(matches!(
         vm.run_vcpu(7),
         Err(VmError::NoSuchVCpu { vcpu: 7, count: 2 })
     ));
-    assert!(matches!(
+    assert_eq!(
         vm.start_vcpu(0, gpa(RAM), 0),
-        Err(VmError::VCpuAlreadyStarted { vcpu: 0 })
-    ));
+        Err(VmError::VCpuState {
+            vcpu: 0,
+            op: "start",
+            state: VCpuState::Started
+        })
+    );
     assert!(matches!(
         vm.resume(),
         Err(VmError::State { op: "resume", .. })
     ));
     assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
-    assert_eq!(vm.vcpu_state(0).unwrap(), vcpu_api::VCpuState::Ready);
+    assert_eq!(vm.vcpu_state(0).unwrap(), VCpuState::Bound);
     vm.pause().unwrap();
     assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Paused);
     vm.resume().unwrap();
@@ -396,7 +405,120 @@ fn interrupts_are_injected_at_the_next_entry() {
     );
     // Unbind and run again (binds on this pCPU).
     vm.unbind_vcpu(0).unwrap();
-    assert_eq!(vm.vcpu_state(0).unwrap(), vcpu_api::VCpuState::Free);
+    assert_eq!(vm.vcpu_state(0).unwrap(), VCpuState::Started);
+    assert_eq!(
+        vm.unbind_vcpu(0),
+        Err(VmError::VCpuState {
+            vcpu: 0,
+            op: "unbind",
+            state: VCpuState::Started
+        })
+    );
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
+}
+
+/// Every vCPU state through the VM's API: off before boot, started by boot and by
+/// the guest's CPU on, bound by its first run, in the guest while it runs (seen
+/// from another thread), bound again after the exit, unbound, off after the
+/// guest's CPU off; and the refused steps with the state they found.
+#[test]
+fn vcpu_states_through_the_vm() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let probe = Arc::new(Probe::new(gpa(RAM + 0x8000)));
+    let second = gpa(RAM + 0x1000);
+    let vm = vm_with::<Npt>(
+        2,
+        Program::new()
+            .at(
+                gpa(RAM),
+                vec![
+                    Op::Probe(probe.clone()),
+                    Op::CpuUp {
+                        target: 1,
+                        entry: second,
+                        arg: 0,
+                    },
+                    Op::Halt,
+                    Op::Shutdown,
+                ],
+            )
+            .at(second, vec![Op::CpuDown]),
+        MockFaults::default(),
+    );
+    let states = || [vm.vcpu_state(0).unwrap(), vm.vcpu_state(1).unwrap()];
+    use VCpuState::*;
+    assert_eq!(states(), [Off, Off]);
+    vm.boot().unwrap();
+    assert_eq!(states(), [Started, Off]);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = machine.enter(0);
+            assert!(matches!(
+                vm.run_vcpu(0).unwrap(),
+                VmExit::CpuUp { target: 1, .. }
+            ));
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while vm.vcpu_state(0).unwrap() != InGuest {
+            assert!(std::time::Instant::now() < deadline, "vCPU 0 never entered");
+            std::thread::yield_now();
+        }
+        probe.stop.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(states(), [Bound, Started]);
+    {
+        let _g = machine.enter(1);
+        assert_eq!(vm.run_vcpu(1).unwrap(), VmExit::CpuDown);
+    }
+    assert_eq!(states(), [Bound, Off]);
+    assert_eq!(
+        vm.unbind_vcpu(1),
+        Err(VmError::VCpuState {
+            vcpu: 1,
+            op: "unbind",
+            state: Off
+        })
+    );
+    vm.unbind_vcpu(0).unwrap();
+    assert_eq!(states(), [Started, Off]);
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Halt);
+    assert_eq!(states(), [Bound, Off]);
+    assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
+    assert_eq!(states(), [Bound, Off]);
+}
+
+/// Regression: a vCPU the guest turned off stayed bound to the physical CPU it
+/// stopped on, so after a CPU on its next run, on another physical CPU, entered
+/// the guest without binding there (the mock, like aarch64, refuses that). The
+/// guest's CPU off now unbinds it; the restarted vCPU binds where it runs.
+#[test]
+fn a_vcpu_turned_off_and_on_again_binds_where_it_runs_next() {
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let second = gpa(RAM + 0x1000);
+    let up = Op::CpuUp {
+        target: 1,
+        entry: second,
+        arg: 0,
+    };
+    let vm = vm_with::<Npt>(
+        2,
+        Program::new()
+            .at(gpa(RAM), vec![up.clone(), up, Op::Shutdown])
+            .at(second, vec![Op::CpuDown]),
+        MockFaults::default(),
+    );
+    vm.boot().unwrap();
+    for pcpu in [1, 2] {
+        assert!(matches!(
+            vm.run_vcpu(0).unwrap(),
+            VmExit::CpuUp { target: 1, .. }
+        ));
+        let _g = machine.enter(pcpu);
+        assert_eq!(vm.run_vcpu(1).unwrap(), VmExit::CpuDown, "on pCPU {pcpu}");
+        assert_eq!(vm.vcpu_state(1).unwrap(), VCpuState::Off);
+    }
     assert_eq!(vm.run_vcpu(0).unwrap(), VmExit::Shutdown);
 }
 

@@ -26,6 +26,7 @@ use crate::firmware;
 use crate::guest_paging::{GuestPaging, WalkError};
 use crate::mmio::{self as insn, MAX_INSN_LEN};
 use crate::mode::CpuMode;
+use crate::permission;
 use crate::vmcb::{Frames, Vmcb, intercept1, intercept2, tlb_control};
 
 /// How the guest starts.
@@ -625,6 +626,30 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         self.skip(SvmExit::Msr { write });
         Ok(())
     }
+
+    fn complete_io(&mut self, io: &PortIo, read_value: Option<u64>) -> VCpuResult {
+        if let (PortOp::Read, Some(value)) = (io.op, read_value) {
+            let rax = &mut self.vmcb_mut().save.rax;
+            *rax = io.width.write_register(*rax, value);
+        }
+        Ok(())
+    }
+
+    fn pass_through_ports(&mut self, first: u16, count: u16) -> VCpuResult {
+        let end = u32::from(first) + u32::from(count);
+        if end > 0x1_0000 {
+            return Err(VCpuError::InvalidValue {
+                what: "port range (past port 0xffff)",
+                value: u64::from(first),
+            });
+        }
+        let iopm = self.frames.iopm_mut();
+        // `first + i` stays at or below 0xffff: checked above.
+        for i in 0..count {
+            permission::set_bit(iopm, permission::iopm_bit(first + i), false);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -748,6 +773,29 @@ mod tests {
         assert_eq!(unsafe { *iopm.add(0x3f8 / 8) }, 0xff);
     }
 
+    /// Passed-through ports no longer exit: exactly their IOPM bits are cleared,
+    /// up to port 0xffff; a range past it is refused and changes nothing.
+    #[test]
+    fn passed_through_ports_clear_their_iopm_bits() {
+        let mut v = vcpu();
+        let bit = |v: &mut SvmVCpu<_>, port: u16| {
+            let (byte, bit) = permission::iopm_bit(port);
+            v.frames.iopm_mut()[byte] >> bit & 1
+        };
+        v.pass_through_ports(0x70, 2).unwrap();
+        assert_eq!(
+            [0x6f, 0x70, 0x71, 0x72].map(|p| bit(&mut v, p)),
+            [1, 0, 0, 1]
+        );
+        v.pass_through_ports(0xfffe, 2).unwrap();
+        assert_eq!([0xfffd, 0xfffe, 0xffff].map(|p| bit(&mut v, p)), [1, 0, 0]);
+        assert!(matches!(
+            v.pass_through_ports(0xfff0, 0x11),
+            Err(VCpuError::InvalidValue { .. })
+        ));
+        assert_eq!(bit(&mut v, 0xfff0), 1);
+    }
+
     #[test]
     fn nested_root_and_entry_are_checked() {
         let mut v = vcpu();
@@ -815,11 +863,17 @@ mod tests {
                 op: PortOp::Read
             }))
         );
-        // What the caller then writes to RAX: AX merges into the old value.
-        assert_eq!(
-            AccessWidth::Word.write_register(0x1234_5641, 0xbeef),
-            0x1234_beef
-        );
+        // The value of the IN: AX merges into the old RAX.
+        let inw_io = PortIo {
+            port: 0x604,
+            width: AccessWidth::Word,
+            op: PortOp::Read,
+        };
+        v.complete_io(&inw_io, Some(0xbeef)).unwrap();
+        assert_eq!(v.gpr(RAX), Ok(0x1234_beef));
+        v.complete_io(&inw_io, None).unwrap();
+        assert_eq!(v.gpr(RAX), Ok(0x1234_beef), "no value: unchanged");
+        assert_eq!(v.pc(), 0x10_0003, "completion does not step again");
         let rep_outsb = (0x3f8 << 16) | (1 << 4) | (1 << 3) | (1 << 2);
         let e = SvmExit::decode(code::IOIO, rep_outsb, 0).unwrap();
         assert!(matches!(

@@ -428,6 +428,16 @@ impl<F: FrameAllocator> Frames<F> {
     pub(crate) fn vmcb_ptr(&self) -> *mut Vmcb {
         self.alloc.phys_to_virt(self.vmcb).as_usize() as *mut Vmcb
     }
+
+    /// The I/O permission map (one intercept bit per port).
+    pub(crate) fn iopm_mut(&mut self) -> &mut [u8] {
+        let va = self.alloc.phys_to_virt(self.iopm).as_usize() as *mut u8;
+        // SAFETY: `IOPM_BYTES` bytes of frames this value owns, contiguous in the
+        // hypervisor's view (FrameAllocator contract); `&mut self` makes the borrow
+        // unique. The processor reads the map only during VMRUN, which needs
+        // `&mut` of the vCPU too.
+        unsafe { core::slice::from_raw_parts_mut(va, IOPM_BYTES) }
+    }
 }
 
 impl<F: FrameAllocator> Drop for Frames<F> {

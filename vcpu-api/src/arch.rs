@@ -4,8 +4,8 @@
 use addrspace::{GuestPhysAddr, HostPhysAddr, NestedFormat};
 
 use crate::{
-    ExitReason, FirmwareReply, GuestCall, MmioAccess, MmioDecodeError, NestedFault, Service,
-    SysRegAccess, VCpuResult,
+    ExitReason, FirmwareReply, GuestCall, MmioAccess, MmioDecodeError, NestedFault, PortIo,
+    Service, SysRegAccess, VCpuError, VCpuResult,
 };
 
 /// Read access to guest-physical memory, for decoders that must fetch an
@@ -140,4 +140,27 @@ pub trait ArchVCpu: Sized {
     /// destination register (nothing with `None`); then the PC steps over the
     /// instruction.
     fn complete_sysreg(&mut self, access: &SysRegAccess, read_value: Option<u64>) -> VCpuResult;
+
+    /// Completes port I/O `io` (an [`ExitReason::Io`] of this vCPU, which has not run
+    /// since; the PC is already past the instruction): an `IN` puts `read_value` in
+    /// the accumulator (x86 AL/AX/EAX, see [`crate::AccessWidth::write_register`]);
+    /// an `OUT` or `None` changes nothing. Architectures without port I/O refuse
+    /// it (the default).
+    fn complete_io(&mut self, io: &PortIo, read_value: Option<u64>) -> VCpuResult {
+        let _ = (io, read_value);
+        Err(VCpuError::Unsupported {
+            feature: "port I/O",
+        })
+    }
+
+    /// Lets the guest reach host ports `[first, first + count)` directly: its `IN`
+    /// and `OUT` there no longer exit (x86: the I/O permission map's bits cleared).
+    /// The VM layer calls it before the first run, only for ports the platform
+    /// granted. Architectures without port I/O refuse it (the default).
+    fn pass_through_ports(&mut self, first: u16, count: u16) -> VCpuResult {
+        let _ = (first, count);
+        Err(VCpuError::Unsupported {
+            feature: "port I/O",
+        })
+    }
 }

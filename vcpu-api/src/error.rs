@@ -2,14 +2,12 @@
 
 use core::fmt;
 
-use crate::{MmioDecodeError, StateError};
+use crate::MmioDecodeError;
 
 /// Why a vCPU operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VCpuError {
-    /// A lifecycle transition was refused.
-    State(StateError),
     /// The register index does not exist on this architecture.
     InvalidRegister {
         /// The index asked for.
@@ -60,12 +58,6 @@ pub enum VCpuError {
 /// `Result` with [`VCpuError`].
 pub type VCpuResult<T = ()> = Result<T, VCpuError>;
 
-impl From<StateError> for VCpuError {
-    fn from(e: StateError) -> Self {
-        Self::State(e)
-    }
-}
-
 impl From<MmioDecodeError> for VCpuError {
     fn from(e: MmioDecodeError) -> Self {
         Self::Mmio(e)
@@ -75,7 +67,6 @@ impl From<MmioDecodeError> for VCpuError {
 impl fmt::Display for VCpuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::State(e) => write!(f, "{e}"),
             Self::InvalidRegister { index } => write!(f, "no general register {index}"),
             Self::InvalidValue { what, value } => write!(f, "invalid {what}: {value:#x}"),
             Self::Unsupported { feature } => write!(f, "hardware lacks {feature}"),

@@ -156,10 +156,14 @@ pub struct NestedFault {
     pub insn: FaultInsn,
 }
 
-/// Why [`crate::ArchVCpu::run`] returned. Every value is decoded from hardware
-/// state the guest controls; the VM layer validates it before acting.
+/// Why [`crate::ArchVCpu::run`] returned: what the hardware reported, decoded and
+/// nothing more. Every value is decoded from hardware state the guest controls; the
+/// VM layer validates it before acting. This is the arch layer's word to the VM
+/// layer; what the VM layer leaves to its own caller after acting on it (resolving
+/// faults, emulating devices, answering firmware calls) is a different type,
+/// `vm_core::VmExit`. The set is closed (not `non_exhaustive`): a new exit is a
+/// change the VM layer must handle, so adding one fails its build until it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ExitReason {
     /// The nested translation did not allow an access. The VM layer resolves it
     /// through the address space, or as MMIO with [`crate::ArchVCpu::decode_mmio`].

@@ -1,7 +1,8 @@
 //! The contract between the portable VM layer and each architecture's vCPU: the
-//! [`VCpuState`] machine with checked transitions, the [`ArchVCpu`] trait, the
-//! [`ExitReason`]s a vCPU returns when the guest stops running, the MMIO access of a
-//! fault ([`MmioAccess`]) and the guest's firmware calls ([`GuestCall`]).
+//! [`ArchVCpu`] trait, the [`ExitReason`]s a vCPU returns when the guest stops
+//! running, the MMIO access of a fault ([`MmioAccess`]) and the guest's firmware
+//! calls ([`GuestCall`]). The vCPU's lifecycle is the VM layer's
+//! (`vm_core::VCpuState`): the arch vCPU only binds, runs and unbinds when told.
 //!
 //! Design principles:
 //! - The arch layer reports what the hardware said, decoded into plain data, and never
@@ -24,7 +25,6 @@ mod error;
 mod exit;
 mod firmware;
 mod mmio;
-mod state;
 mod tag;
 
 pub use arch::{ArchVCpu, GuestMemory};
@@ -39,5 +39,4 @@ pub use firmware::{
 pub use mmio::{
     FaultInsn, FetchError, InsnBytes, MAX_INSN_BYTES, MmioAccess, MmioDecodeError, MmioInsn, MmioOp,
 };
-pub use state::{StateError, VCpuState, VCpuStateCell};
 pub use tag::VmTags;

@@ -5,12 +5,12 @@ use alloc::boxed::Box;
 use core::fmt;
 
 use addrspace::{AccessKind, GuestPhysAddr, HostPhysAddr, Walk};
-use vcpu_api::{ExitReason, MmioDecodeError, VCpuError};
+use vcpu_api::{MmioDecodeError, VCpuError};
 
 use crate::config::{ConfigError, Field};
 use crate::device::BusError;
 use crate::grant::GrantKind;
-use crate::vm::VmState;
+use crate::state::{VCpuState, VmState};
 
 /// Why a VM operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,15 +75,15 @@ pub enum VmError {
         /// How many the VM has.
         count: usize,
     },
-    /// The vCPU has not been started (boot starts vCPU 0; CPU up the others).
-    VCpuNotStarted {
+    /// The vCPU is not in a state that allows the operation (running an off
+    /// vCPU, starting one that is not off, unbinding one that is not bound).
+    VCpuState {
         /// The vCPU.
         vcpu: usize,
-    },
-    /// The vCPU is already started.
-    VCpuAlreadyStarted {
-        /// The vCPU.
-        vcpu: usize,
+        /// The operation (`"run"`, `"start"`, `"unbind"`, `"turn off"`, ...).
+        op: &'static str,
+        /// The vCPU's state.
+        state: VCpuState,
     },
     /// The architecture vCPU refused an operation.
     VCpu {
@@ -156,13 +156,6 @@ pub enum VmError {
         /// [`VCpuError::VmIdInUse`]).
         error: VCpuError,
     },
-    /// The vCPU returned an exit this version of vm-core does not know.
-    UnknownExit {
-        /// The vCPU.
-        vcpu: usize,
-        /// The exit.
-        exit: ExitReason,
-    },
 }
 
 /// `Result` with [`VmError`].
@@ -207,8 +200,9 @@ impl fmt::Display for VmError {
             Self::NoSuchVCpu { vcpu, count } => {
                 write!(f, "no vCPU {vcpu} (the VM has {count})")
             }
-            Self::VCpuNotStarted { vcpu } => write!(f, "vCPU {vcpu} has not been started"),
-            Self::VCpuAlreadyStarted { vcpu } => write!(f, "vCPU {vcpu} is already started"),
+            Self::VCpuState { vcpu, op, state } => {
+                write!(f, "cannot {op} vCPU {vcpu}: it is {state}")
+            }
             Self::VCpu { vcpu, error } => write!(f, "vCPU {vcpu}: {error}"),
             Self::FaultLoop {
                 vcpu,
@@ -245,7 +239,6 @@ impl fmt::Display for VmError {
                 "vCPUs {other} and {vcpu} have the same guest CPU id {cpu_id:#x}"
             ),
             Self::Tag { vm_id, error } => write!(f, "VM {vm_id}: {error}"),
-            Self::UnknownExit { vcpu, exit } => write!(f, "vCPU {vcpu}: unhandled exit {exit:?}"),
         }
     }
 }

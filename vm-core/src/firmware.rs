@@ -21,6 +21,7 @@ use crate::error::VmError;
 use crate::exit::VmExit;
 use crate::identify;
 use crate::run::Step;
+use crate::state::VCpuStep;
 use crate::vm::{Pending, VCpuInner, VCpuSlot, Vm};
 
 /// The PSCI version the guest sees: 1.0 (Arm DEN0022D).
@@ -106,7 +107,7 @@ impl<V: ArchVCpu> Vm<V> {
             FirmwareCall::MigrateInfoType => (FirmwareReply::Value(MIGRATE_NOT_REQUIRED), None),
             FirmwareCall::CpuOn { target, entry, arg } => self.cpu_on(target, entry, arg),
             FirmwareCall::CpuOff => {
-                self.stop_vcpu(slot);
+                self.unbind_locked(vcpu, slot, inner, VCpuStep::TurnOff)?;
                 return Ok(Some(VmExit::CpuDown));
             }
             FirmwareCall::CpuStatus { target } => (self.cpu_status(target), None),
@@ -183,7 +184,7 @@ impl<V: ArchVCpu> Vm<V> {
                     arg,
                 }),
             ),
-            Err(VmError::VCpuAlreadyStarted { .. }) => {
+            Err(VmError::VCpuState { .. }) => {
                 (FirmwareReply::Error(FirmwareError::AlreadyOn), None)
             }
             Err(e) => {

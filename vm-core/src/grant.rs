@@ -1,7 +1,8 @@
-//! [`HostGrant`]: the host-physical memory a platform lets its VMs map as their
-//! configurations say, outside the frames vm-core allocates: pass-through devices and
-//! reserved RAM (`map_type = 2`). A configuration is data; only the platform, in an
-//! `unsafe` constructor, can promise that an address it names may be given to a guest.
+//! [`HostGrant`]: the host resources a platform lets its VMs reach as their
+//! configurations say, outside the frames vm-core allocates: pass-through devices,
+//! reserved RAM (`map_type = 2`) and x86 I/O ports (`passthrough_ports`). A
+//! configuration is data; only the platform, in an `unsafe` constructor, can promise
+//! that an address or port it names may be given to a guest.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -15,6 +16,8 @@ pub enum GrantKind {
     Device,
     /// RAM reserved for guests.
     Ram,
+    /// x86 I/O ports the guest reaches directly ([`GrantedRange::ports`]).
+    Ports,
 }
 
 impl fmt::Display for GrantKind {
@@ -22,16 +25,18 @@ impl fmt::Display for GrantKind {
         f.write_str(match self {
             Self::Device => "device memory",
             Self::Ram => "reserved RAM",
+            Self::Ports => "I/O ports",
         })
     }
 }
 
-/// One granted range: `[hpa, hpa + size)` of `kind`.
+/// One granted range: `[hpa, hpa + size)` of `kind` (for [`GrantKind::Ports`]:
+/// ports `[hpa, hpa + size)`, the port numbers held as addresses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GrantedRange {
-    /// Start.
+    /// Start (the first port, for ports).
     pub hpa: HostPhysAddr,
-    /// Bytes.
+    /// Bytes (ports, for ports).
     pub size: usize,
     /// Device registers or reserved RAM.
     pub kind: GrantKind,
@@ -41,6 +46,15 @@ impl GrantedRange {
     /// `[hpa, hpa + size)` of `kind`.
     pub const fn new(hpa: HostPhysAddr, size: usize, kind: GrantKind) -> Self {
         Self { hpa, size, kind }
+    }
+
+    /// Ports `[first, first + count)`.
+    pub const fn ports(first: u16, count: u16) -> Self {
+        Self::new(
+            HostPhysAddr::from_usize(first as usize),
+            count as usize,
+            GrantKind::Ports,
+        )
     }
 
     fn end(&self) -> usize {
@@ -73,6 +87,9 @@ impl HostGrant {
     /// range of kind [`GrantKind::Ram`] is RAM that nothing but guests uses (not the
     /// hypervisor's image, stacks, heap or frame allocator) and that the HAL's
     /// allocator maps with `phys_to_virt` (vm-core copies guest memory through it).
+    /// Every range of kind [`GrantKind::Ports`] is ports whose devices cannot reach
+    /// memory the guest does not own (no DMA-capable controller, no PCI
+    /// configuration ports 0xcf8-0xcff, nothing the hypervisor drives itself).
     pub unsafe fn new(ranges: impl IntoIterator<Item = GrantedRange>) -> Self {
         Self {
             ranges: ranges.into_iter().collect(),

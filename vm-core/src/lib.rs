@@ -38,6 +38,7 @@ mod identify;
 pub mod image;
 mod passthrough;
 mod run;
+mod state;
 pub mod vgic;
 mod vm;
 
@@ -49,7 +50,7 @@ pub use config::{
     PassthroughAddressConfig, PassthroughDeviceConfig, PortRangeConfig, ValidConfig, VmConfig,
     VmConfigBuilder, VmType,
 };
-pub use device::{BusEntry, BusError, DeviceError, MmioBus, MmioDevice};
+pub use device::{Bus, BusAddr, BusEntry, BusError, DeviceError, MmioBus, MmioDevice, PortBus};
 pub use error::{VmError, VmResult};
 pub use exit::{ExitCounts, Unserved, UnservedAccess, VmExit};
 pub use fdt::{GuestTreeError, GuestTreeOptions, ReservedRange, guest_tree};
@@ -62,7 +63,8 @@ pub use grant::{GrantKind, GrantedRange, HostGrant};
 pub use hal::VmHal;
 pub use identify::{cpuid_for_guest, id_register_for_guest};
 pub use passthrough::{PassthroughRange, plan_passthrough};
+pub use state::{VCpuState, VmState};
 pub use vcpu_api::{
     FirmwareError, FirmwareReply, Hypercall, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,
 };
-pub use vm::{DEFAULT_FAULT_LOOP_LIMIT, Vm, VmState, VmStats};
+pub use vm::{DEFAULT_FAULT_LOOP_LIMIT, Vm, VmStats};

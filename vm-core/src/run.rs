@@ -5,16 +5,17 @@ use core::sync::atomic::Ordering;
 
 use addrspace::{AccessKind, AddrSpace, FaultOutcome, GuestPhysAddr, NestedFormat, PAGE_SIZE};
 use vcpu_api::{
-    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, NestedFault, VCpuError, VCpuState,
+    ArchVCpu, ExitReason, GuestMemory, MmioAccess, MmioOp, NestedFault, PortIo, PortOp,
 };
 
 use crate::config::Hex;
-use crate::device::{DeviceError, MmioDevice};
+use crate::device::{DeviceError, MmioDevice, access, offset_in};
 use crate::diag::{mmio_unserved, unserved_of};
 use crate::error::{VmError, VmResult};
 use crate::exit::{Unserved, UnservedAccess, VmExit};
 use crate::frames::HalFrames;
-use crate::vm::{Pending, VCpuInner, VCpuSlot, Vm, VmState};
+use crate::state::{VCpuState, VCpuStep, VmState};
+use crate::vm::{Pending, VCpuInner, VCpuSlot, Vm};
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -39,13 +40,14 @@ impl<V: ArchVCpu> Vm<V> {
     /// resolves (lazy pages; spurious faults invalidate this vCPU's TLB), MMIO to an
     /// attached device (decode, device read/write, complete), `Kicked`, and the
     /// bookkeeping of CPU up. Returned: see [`VmExit`]. Errors: the VM is not running
-    /// (`Created` or `Stopped`: [`VmError::State`]), the vCPU is not started,
-    /// [`VmError::FaultLoop`], [`VmError::MmioDecode`], [`VmError::EntryFailed`],
-    /// out of memory while faulting in.
+    /// (`Created` or `Stopped`: [`VmError::State`]), the vCPU is off
+    /// ([`VmError::VCpuState`]), [`VmError::FaultLoop`], [`VmError::MmioDecode`],
+    /// [`VmError::EntryFailed`], out of memory while faulting in.
     ///
-    /// Before every entry the vCPU publishes that it is in the guest and invalidates
-    /// its guest TLB if a shootdown happened since its last entry; this is its half
-    /// of the coherency handshake with [`Vm::unmap_region`].
+    /// Before every entry the vCPU publishes that it is in the guest
+    /// ([`VCpuState::InGuest`]) and invalidates its guest TLB if a shootdown
+    /// happened since its last entry; this is its half of the coherency handshake
+    /// with [`Vm::unmap_region`].
     pub fn run_vcpu(&self, vcpu: usize) -> VmResult<VmExit> {
         let slot = self.slot(vcpu)?;
         match self.state() {
@@ -58,8 +60,14 @@ impl<V: ArchVCpu> Vm<V> {
                 });
             }
         }
-        if !slot.started.load(Ordering::SeqCst) {
-            return Err(VmError::VCpuNotStarted { vcpu });
+        // Refused before the lock: an off vCPU's lock may be held by whoever is
+        // starting it.
+        if slot.state.get() == VCpuState::Off {
+            return Err(VmError::VCpuState {
+                vcpu,
+                op: "run",
+                state: VCpuState::Off,
+            });
         }
         let mut inner = slot.inner.lock();
         match inner.pending {
@@ -71,25 +79,35 @@ impl<V: ArchVCpu> Vm<V> {
             None => {}
         }
         let err = |error| VmError::VCpu { vcpu, error };
-        if slot.state.get() == VCpuState::Free {
-            inner.arch.bind().map_err(err)?;
-            slot.state
-                .transition(VCpuState::Free, VCpuState::Ready)
-                .map_err(|e| err(VCpuError::State(e)))?;
+        match slot.state.get() {
+            VCpuState::Bound => {}
+            VCpuState::Started => {
+                inner.arch.bind().map_err(err)?;
+                slot.step(vcpu, VCpuStep::Bind)?;
+            }
+            // Turned off between the check above and the lock.
+            state => {
+                return Err(VmError::VCpuState {
+                    vcpu,
+                    op: "run",
+                    state,
+                });
+            }
         }
         slot.pcpu.store(
             crate_interface::call_interface!(crate::hal::VmHal::current_pcpu_id()),
             Ordering::SeqCst,
         );
         loop {
-            // Entry half of the handshake: publish "in guest", then read the state
-            // and the generation (both SeqCst, pairing with the host's write of the
-            // state or generation followed by its read of `in_guest`).
-            slot.in_guest.store(true, Ordering::SeqCst);
+            // Entry half of the handshake: publish "in guest", then read the VM
+            // state and the generation (all SeqCst, pairing with the host's write
+            // of the state or generation followed by its read of the vCPU state).
+            slot.step(vcpu, VCpuStep::Enter)?;
+            let leave = || slot.step(vcpu, VCpuStep::Exit);
             match self.state() {
                 VmState::Running => {}
                 state => {
-                    slot.in_guest.store(false, Ordering::SeqCst);
+                    leave()?;
                     return match state {
                         VmState::Paused => Ok(VmExit::Paused),
                         _ => Ok(VmExit::Stopped),
@@ -99,7 +117,7 @@ impl<V: ArchVCpu> Vm<V> {
             let irqs = core::mem::take(&mut *slot.irqs.lock());
             for vector in irqs {
                 if let Err(e) = inner.arch.inject_interrupt(vector) {
-                    slot.in_guest.store(false, Ordering::SeqCst);
+                    leave()?;
                     return Err(err(e));
                 }
             }
@@ -108,16 +126,8 @@ impl<V: ArchVCpu> Vm<V> {
                 inner.arch.invalidate_guest_tlb();
                 slot.seen_gen.store(gen_now, Ordering::SeqCst);
             }
-            let entered = slot.state.transition(VCpuState::Ready, VCpuState::Running);
-            if let Err(e) = entered {
-                slot.in_guest.store(false, Ordering::SeqCst);
-                return Err(err(VCpuError::State(e)));
-            }
             let exit = inner.arch.run();
-            slot.in_guest.store(false, Ordering::SeqCst);
-            slot.state
-                .transition(VCpuState::Running, VCpuState::Ready)
-                .map_err(|e| err(VCpuError::State(e)))?;
+            leave()?;
             let exit = exit.map_err(err)?;
             if let Some(out) = self.handle_exit(vcpu, slot, &mut inner, exit)? {
                 return Ok(out);
@@ -140,7 +150,7 @@ impl<V: ArchVCpu> Vm<V> {
             ExitReason::NestedPageFault(fault) => return self.handle_fault(vcpu, inner, fault),
             ExitReason::Kicked => return Ok(None),
             ExitReason::Call(call) => return self.firmware_call(vcpu, slot, inner, call),
-            ExitReason::Io(io) => VmExit::Io(io),
+            ExitReason::Io(io) => return self.port_io(vcpu, inner, io),
             ExitReason::SysReg(access) => {
                 inner.pending = Some(Pending::SysReg(access));
                 VmExit::SysReg(access)
@@ -155,8 +165,41 @@ impl<V: ArchVCpu> Vm<V> {
             ExitReason::FailEntry { reason } => {
                 return Err(VmError::EntryFailed { vcpu, reason });
             }
-            other => return Err(VmError::UnknownExit { vcpu, exit: other }),
         }))
+    }
+
+    /// Serves port I/O `io` from the port bus: a device with a model there gets the
+    /// access (whole inside it) and an `IN` its value (`ArchVCpu::complete_io`).
+    /// Anything else — no device at the port, no model attached, an access past
+    /// the device's end, a refusal — goes to the caller as [`VmExit::Io`] (the
+    /// guest is past the instruction either way).
+    fn port_io(&self, vcpu: usize, inner: &mut VCpuInner<V>, io: PortIo) -> Step {
+        let served = {
+            let ports = self.ports.read();
+            ports
+                .find(io.port)
+                .and_then(|e| Some((e.offset_of(io.port, io.width)?, e.device.clone()?)))
+        };
+        let Some((offset, device)) = served else {
+            return Ok(Some(VmExit::Io(io)));
+        };
+        let write = match io.op {
+            PortOp::Read => None,
+            PortOp::Write { data } => Some(io.width.truncate(data)),
+        };
+        match access(&*device, offset, io.width, write) {
+            Ok(value) => {
+                inner
+                    .arch
+                    .complete_io(&io, value)
+                    .map_err(|error| VmError::VCpu { vcpu, error })?;
+                Ok(None)
+            }
+            Err(e) => {
+                log::debug!("VM {} vCPU {vcpu}: port {:#x}: {e}", self.id(), io.port);
+                Ok(Some(VmExit::Io(io)))
+            }
+        }
     }
 
     fn unserved(&self, inner: &mut VCpuInner<V>, fault: NestedFault, why: Unserved) -> Step {
@@ -296,21 +339,21 @@ impl<V: ArchVCpu> Vm<V> {
         device: Arc<dyn MmioDevice>,
     ) -> Step {
         let acc = self.decode(vcpu, inner, &fault)?;
-        let offset = (fault.gpa.as_usize() - base.as_usize()) as u64;
         // An access that runs past the device's end is no register of it: the model
         // only ever sees accesses inside its range.
-        if offset + acc.width.bytes() as u64 > length as u64 {
+        let gpa = fault.gpa.as_usize();
+        let Some(offset) = offset_in(base.as_usize(), length, gpa, acc.width) else {
             let refused = DeviceError::NoRegister {
-                offset,
+                offset: (gpa - base.as_usize()) as u64,
                 width: acc.width,
             };
             return self.unserved(inner, fault, Unserved::Device(refused));
-        }
-        let result = match acc.op {
-            MmioOp::Read { .. } => device.read(offset, acc.width).map(Some),
-            MmioOp::Write { value } => device.write(offset, acc.width, value).map(|()| None),
         };
-        match result {
+        let write = match acc.op {
+            MmioOp::Read { .. } => None,
+            MmioOp::Write { value } => Some(value),
+        };
+        match access(&*device, offset, acc.width, write) {
             Ok(value) => {
                 inner
                     .arch

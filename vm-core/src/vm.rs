@@ -8,51 +8,26 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use addrspace::{
     AccessKind, AddrSpace, Area, Flush, FrameAllocator, FromBytes, GpaRange, GuestPhysAddr,
     HostPhysAddr, Immutable, IntoBytes, MappingFlags, PAGE_SIZE, Populate, Walk,
 };
 use spin::{Mutex, RwLock};
-use vcpu_api::{
-    ArchVCpu, FirmwareReply, GuestCall, NestedFault, SysRegAccess, SysRegOp, VCpuError, VCpuState,
-    VCpuStateCell,
-};
+use vcpu_api::{ArchVCpu, FirmwareReply, GuestCall, NestedFault, SysRegAccess, SysRegOp};
 
-use crate::config::{Field, MapType, PassthroughDeviceConfig, ValidConfig, VmConfig};
-use crate::device::{MmioBus, MmioDevice, device_pages};
+use crate::config::{
+    ConfigError, DeviceSpace, Field, MapType, PassthroughDeviceConfig, ValidConfig, VmConfig,
+};
+use crate::device::{MmioBus, MmioDevice, PortBus, device_pages};
 use crate::diag::events;
 use crate::error::{VmError, VmResult};
 use crate::firmware::Firmware;
 use crate::frames::HalFrames;
-use crate::grant::{GrantKind, HostGrant};
+use crate::grant::{GrantKind, GrantedRange, HostGrant};
 use crate::passthrough::{PassthroughRange, plan_passthrough};
-
-/// Where a VM is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum VmState {
-    /// Built, not booted.
-    Created = 0,
-    /// Booted: vCPUs may run.
-    Running = 1,
-    /// Paused: vCPUs return [`crate::VmExit::Paused`] until resumed.
-    Paused = 2,
-    /// Shut down for good.
-    Stopped = 3,
-}
-
-impl VmState {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Created,
-            1 => Self::Running,
-            2 => Self::Paused,
-            _ => Self::Stopped,
-        }
-    }
-}
+use crate::state::{Encoded, VCpuState, VCpuStateCell, VCpuStep, VmState};
 
 /// The fault-loop detector's default limit (see [`Vm::set_fault_loop_limit`]).
 pub const DEFAULT_FAULT_LOOP_LIMIT: usize = 16;
@@ -198,22 +173,37 @@ impl<V> VCpuInner<V> {
 }
 
 /// One vCPU of a VM: the architecture vCPU behind a lock (held by `run_vcpu` for as
-/// long as the vCPU runs) and the atomics of the coherency handshake.
+/// long as the vCPU runs), its lifecycle state and the atomics of the coherency
+/// handshake.
 pub(crate) struct VCpuSlot<V> {
     pub(crate) inner: Mutex<VCpuInner<V>>,
     /// The id the guest names this vCPU by (`ArchVCpu::cpu_id`).
     pub(crate) cpu_id: u64,
+    /// Where the vCPU is: the one record of it ([`VCpuState::InGuest`] from before
+    /// the entry checks to after each exit is the vCPU's half of the handshake).
     pub(crate) state: VCpuStateCell,
-    pub(crate) started: AtomicBool,
-    /// Set (SeqCst) before the generation check that precedes each entry, cleared
-    /// after each exit.
-    pub(crate) in_guest: AtomicBool,
     /// The TLB generation this vCPU has invalidated up to.
     pub(crate) seen_gen: AtomicU64,
     /// The physical CPU it last ran on.
     pub(crate) pcpu: AtomicUsize,
     /// Interrupts to inject at the next entry.
     pub(crate) irqs: Mutex<Vec<usize>>,
+}
+
+impl<V> VCpuSlot<V> {
+    /// Takes `step` for vCPU `vcpu`; a refused step is [`VmError::VCpuState`].
+    pub(crate) fn step(&self, vcpu: usize, step: VCpuStep) -> VmResult {
+        self.state.step(step).map_err(|state| VmError::VCpuState {
+            vcpu,
+            op: step.op(),
+            state,
+        })
+    }
+
+    /// Whether the vCPU is in the guest (or about to enter it).
+    pub(crate) fn in_guest(&self) -> bool {
+        self.state.get() == VCpuState::InGuest
+    }
 }
 
 /// A virtual machine: the address space in the nested format of `V`, the emulated
@@ -235,6 +225,8 @@ pub struct Vm<V: ArchVCpu> {
     #[allow(dead_code)]
     host: HostRanges,
     pub(crate) bus: RwLock<MmioBus>,
+    /// The emulated x86 port-I/O devices (`DeviceSpace::Port`).
+    pub(crate) ports: RwLock<PortBus>,
     passthrough: Vec<PassthroughRange>,
     pub(crate) tlb_gen: AtomicU64,
     /// Flush tokens of unmaps and protects, oldest first, until released (see
@@ -257,18 +249,20 @@ impl<V: ArchVCpu> Vm<V> {
     /// Builds a VM from `config` (validated and resolved: nothing is checked again
     /// here): maps the memory regions at fixed addresses, maps the pass-through
     /// devices and addresses (widened to 4 KiB, sorted, merged) as DEVICE, claims
-    /// the emulated MMIO devices' ranges and puts them on the bus (attach their
-    /// models with [`Vm::attach_device`]; port-I/O devices are the board's), then
-    /// places each identical region where the host allocates it (GPA = HPA there,
-    /// logged and visible in [`Vm::config`], with the load addresses inside it), and
-    /// creates the vCPUs: `V::new(vm_id, i, create)`, `set_nested_root`,
-    /// `set_entry(entry_point)`, `setup(setup)`, where `vcpu_config(i)` gives
-    /// `(create, setup)` for vCPU `i`.
+    /// the emulated MMIO devices' ranges and puts them on the MMIO bus and the
+    /// port-I/O devices on the port bus (attach their models with
+    /// [`Vm::attach_device`]), then places each identical region where the host
+    /// allocates it (GPA = HPA there, logged and visible in [`Vm::config`], with the
+    /// load addresses inside it), and creates the vCPUs: `V::new(vm_id, i, create)`,
+    /// `set_nested_root`, `set_entry(entry_point)`, `setup(setup)`, then
+    /// `pass_through_ports` for each `passthrough_ports` range, where
+    /// `vcpu_config(i)` gives `(create, setup)` for vCPU `i`.
     ///
-    /// Host memory the configuration names (pass-through device ranges, reserved
-    /// regions at GPA = HPA) is mapped only where `grant` covers it, with the kind
-    /// it has there ([`VmError::NotGranted`] otherwise, before anything is
-    /// allocated): the platform's `unsafe` promise that the guest may own it.
+    /// Host resources the configuration names (pass-through device ranges, reserved
+    /// regions at GPA = HPA, pass-through ports) are given to the guest only where
+    /// `grant` covers them, with the kind they have there ([`VmError::NotGranted`]
+    /// otherwise, before anything is allocated): the platform's `unsafe` promise
+    /// that the guest may own them.
     ///
     /// The VM is in state [`VmState::Created`]; [`Vm::boot`] starts vCPU 0.
     pub fn new(
@@ -317,17 +311,30 @@ impl<V: ArchVCpu> Vm<V> {
             events::mapped(config.id, &"pass-through", &space, p.gpa, p.size);
         }
         let mut bus = MmioBus::new();
+        let mut ports = PortBus::new();
         for (i, d) in config.devices.emu_devices.iter().enumerate() {
-            if d.space != crate::config::DeviceSpace::Mmio {
-                continue;
-            }
             let field = Field::at("devices.emu_devices", i);
-            let (start, size) = device_pages(d.base_gpa, d.length);
-            space
-                .map_reserved(start, size)
-                .map_err(|error| VmError::MapRegion { field, error })?;
-            bus.add(&d.name, d.base_gpa, d.length, None)?;
-            events::mapped(config.id, &d.name, &space, start, size);
+            match d.space {
+                DeviceSpace::Mmio => {
+                    let (start, size) = device_pages(d.base_gpa, d.length);
+                    space
+                        .map_reserved(start, size)
+                        .map_err(|error| VmError::MapRegion { field, error })?;
+                    bus.add(&d.name, d.base_gpa, d.length, None)?;
+                    events::mapped(config.id, &d.name, &space, start, size);
+                }
+                DeviceSpace::Port => {
+                    // Validation keeps port devices below port 0x1_0000.
+                    let first = u16::try_from(d.base_gpa.as_usize()).map_err(|_| {
+                        VmError::Config(ConfigError::PortRange {
+                            field,
+                            base: d.base_gpa.as_usize(),
+                            length: d.length,
+                        })
+                    })?;
+                    ports.add(&d.name, first, d.length, None)?;
+                }
+            }
         }
         let mut placed = Vec::new();
         for (i, r) in config.kernel.memory_regions.iter().enumerate() {
@@ -351,6 +358,9 @@ impl<V: ArchVCpu> Vm<V> {
             arch.set_nested_root(root).map_err(err)?;
             arch.set_entry(config.kernel.entry_point).map_err(err)?;
             arch.setup(setup).map_err(err)?;
+            for p in &config.devices.passthrough_ports {
+                arch.pass_through_ports(p.base, p.length).map_err(err)?;
+            }
             let cpu_id = arch.cpu_id();
             if let Some(other) = vcpus.iter().position(|s: &VCpuSlot<V>| s.cpu_id == cpu_id) {
                 return Err(VmError::DuplicateCpuId {
@@ -359,10 +369,6 @@ impl<V: ArchVCpu> Vm<V> {
                     cpu_id,
                 });
             }
-            let state = VCpuStateCell::new();
-            state
-                .transition(VCpuState::Created, VCpuState::Free)
-                .map_err(|e| err(VCpuError::State(e)))?;
             vcpus.push(VCpuSlot {
                 cpu_id,
                 inner: Mutex::new(VCpuInner {
@@ -371,9 +377,7 @@ impl<V: ArchVCpu> Vm<V> {
                     repeats: 0,
                     pending: None,
                 }),
-                state,
-                started: AtomicBool::new(false),
-                in_guest: AtomicBool::new(false),
+                state: VCpuStateCell::new(),
                 seen_gen: AtomicU64::new(0),
                 pcpu: AtomicUsize::new(usize::MAX),
                 irqs: Mutex::new(Vec::new()),
@@ -388,6 +392,7 @@ impl<V: ArchVCpu> Vm<V> {
             space: RwLock::new(space),
             host,
             bus: RwLock::new(bus),
+            ports: RwLock::new(ports),
             passthrough: plan,
             tlb_gen: AtomicU64::new(0),
             flushes: Mutex::new(FlushQueue::default()),
@@ -410,8 +415,9 @@ impl<V: ArchVCpu> Vm<V> {
         Self::new(config, grant, |_| Default::default())
     }
 
-    /// Refuses host memory of `config` that `grant` does not cover: reserved regions
-    /// (RAM at GPA = HPA) and the pass-through ranges of `plan` (device memory).
+    /// Refuses host resources of `config` that `grant` does not cover: reserved
+    /// regions (RAM at GPA = HPA), the pass-through ranges of `plan` (device
+    /// memory) and the pass-through ports.
     fn check_grant(config: &VmConfig, plan: &[PassthroughRange], grant: &HostGrant) -> VmResult {
         let regions = config.kernel.memory_regions.iter().enumerate();
         let reserved = regions
@@ -429,7 +435,21 @@ impl<V: ArchVCpu> Vm<V> {
             let field = Field::key("devices.passthrough_devices");
             (field, p.hpa, p.size, GrantKind::Device)
         });
-        for (field, hpa, size, kind) in reserved.chain(devices) {
+        let ports = config
+            .devices
+            .passthrough_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let r = GrantedRange::ports(p.base, p.length);
+                (
+                    Field::at("devices.passthrough_ports", i),
+                    r.hpa,
+                    r.size,
+                    r.kind,
+                )
+            });
+        for (field, hpa, size, kind) in reserved.chain(devices).chain(ports) {
             if !grant.covers(hpa, size, kind) {
                 return Err(VmError::NotGranted {
                     field,
@@ -604,12 +624,14 @@ impl<V: ArchVCpu> Vm<V> {
         }
     }
 
-    /// Boots the VM: vCPU 0 is started at the configured entry point. Errors when
-    /// the VM is not freshly created (booting twice).
+    /// Boots the VM: vCPU 0 is started at the configured entry point (unless a
+    /// [`Vm::start_vcpu`] started it already). Errors when the VM is not freshly
+    /// created (booting twice).
     pub fn boot(&self) -> VmResult {
         self.change_state("boot", &[VmState::Created], VmState::Running)?;
         if let Some(bsp) = self.vcpus.first() {
-            bsp.started.store(true, Ordering::SeqCst);
+            // Refused only when vCPU 0 was started before boot: it stays started.
+            let _ = bsp.state.step(VCpuStep::Start);
         }
         Ok(())
     }
@@ -618,7 +640,7 @@ impl<V: ArchVCpu> Vm<V> {
     /// [`crate::VmExit::Paused`] until [`Vm::resume`].
     pub fn pause(&self) -> VmResult {
         self.change_state("pause", &[VmState::Running], VmState::Paused)?;
-        self.evict(|s| s.in_guest.load(Ordering::SeqCst));
+        self.evict(VCpuSlot::in_guest);
         Ok(())
     }
 
@@ -636,50 +658,55 @@ impl<V: ArchVCpu> Vm<V> {
             &[VmState::Created, VmState::Running, VmState::Paused],
             VmState::Stopped,
         )?;
-        self.evict(|s| s.in_guest.load(Ordering::SeqCst));
+        self.evict(VCpuSlot::in_guest);
         Ok(())
     }
 
     // ------------------------------------------------------------ vCPUs
 
-    /// Starts vCPU `vcpu` at `entry` with `arg` in its start-argument register (see
-    /// [`ArchVCpu::set_start_arg`]); the caller then runs it on a physical CPU. The
-    /// guest's CPU-up exits do this inside `run_vcpu`; boards call it for their own
-    /// start protocols (x86 `StartCpu`).
+    /// Starts vCPU `vcpu` ([`VCpuState::Off`] to `Started`) at `entry` with `arg`
+    /// in its start-argument register (see [`ArchVCpu::set_start_arg`]); the caller
+    /// then runs it on a physical CPU. The guest's CPU-up exits do this inside
+    /// `run_vcpu`; boards call it for their own start protocols (x86 `StartCpu`).
+    /// A vCPU that is not off is refused ([`VmError::VCpuState`], op `"start"`).
     pub fn start_vcpu(&self, vcpu: usize, entry: GuestPhysAddr, arg: u64) -> VmResult {
         let slot = self.slot(vcpu)?;
-        if slot.started.load(Ordering::SeqCst) {
-            return Err(VmError::VCpuAlreadyStarted { vcpu });
+        let refused = |state| VmError::VCpuState {
+            vcpu,
+            op: VCpuStep::Start.op(),
+            state,
+        };
+        // Checked before the lock: a started vCPU's lock may be held by its run
+        // (a vCPU starting itself would wait for itself). An off vCPU's lock is
+        // free or held briefly (`with_vcpu`, or its own run returning after the
+        // guest turned it off).
+        match slot.state.get() {
+            VCpuState::Off => {}
+            state => return Err(refused(state)),
         }
-        // A vCPU that is not started is not running, so its lock is free or held
-        // briefly (`with_vcpu`, or its own `run_vcpu` returning after a CPU down).
         let mut inner = slot.inner.lock();
-        if slot.started.load(Ordering::SeqCst) {
-            return Err(VmError::VCpuAlreadyStarted { vcpu });
+        match slot.state.get() {
+            VCpuState::Off => {}
+            state => return Err(refused(state)),
         }
         let err = |error| VmError::VCpu { vcpu, error };
         inner.arch.set_entry(entry).map_err(err)?;
         inner.arch.set_start_arg(arg).map_err(err)?;
         inner.progress();
         inner.pending = None;
-        slot.started.store(true, Ordering::SeqCst);
-        Ok(())
+        // Under the lock, from `Off`, which only this lock's holders leave.
+        slot.step(vcpu, VCpuStep::Start)
     }
 
-    /// Marks the vCPU of `slot` stopped (the guest turned it off): a later CPU on
-    /// may start it again.
-    pub(crate) fn stop_vcpu(&self, slot: &VCpuSlot<V>) {
-        slot.started.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether vCPU `vcpu` is started (boot for vCPU 0, CPU up for the others).
+    /// Whether vCPU `vcpu` is started (boot for vCPU 0, CPU up for the others), that
+    /// is, not [`VCpuState::Off`].
     pub fn is_vcpu_started(&self, vcpu: usize) -> bool {
         self.vcpus
             .get(vcpu)
-            .is_some_and(|s| s.started.load(Ordering::SeqCst))
+            .is_some_and(|s| s.state.get() != VCpuState::Off)
     }
 
-    /// The lifecycle state of vCPU `vcpu`.
+    /// Where vCPU `vcpu` is in its life.
     pub fn vcpu_state(&self, vcpu: usize) -> VmResult<VCpuState> {
         Ok(self.slot(vcpu)?.state.get())
     }
@@ -700,28 +727,47 @@ impl<V: ArchVCpu> Vm<V> {
     pub fn inject_interrupt(&self, vcpu: usize, vector: usize) -> VmResult {
         let slot = self.slot(vcpu)?;
         slot.irqs.lock().push(vector);
-        if slot.in_guest.load(Ordering::SeqCst) {
+        if slot.in_guest() {
             self.kick(slot);
         }
         Ok(())
     }
 
-    /// Unbinds vCPU `vcpu` from the physical CPU it ran on (`ArchVCpu::unbind`), so
-    /// its next `run_vcpu` binds it again wherever it is called. Call it between
-    /// runs, on the pCPU it last ran on.
+    /// Unbinds vCPU `vcpu` from the physical CPU it ran on (`ArchVCpu::unbind`;
+    /// [`VCpuState::Bound`] to `Started`), so its next `run_vcpu` binds it again
+    /// wherever it is called. Call it between runs, on the pCPU it last ran on. A
+    /// vCPU that is not bound is refused ([`VmError::VCpuState`], op `"unbind"`).
     pub fn unbind_vcpu(&self, vcpu: usize) -> VmResult {
         let slot = self.slot(vcpu)?;
         let mut inner = slot.inner.lock();
-        if slot.state.get() != VCpuState::Ready {
-            return Ok(());
+        self.unbind_locked(vcpu, slot, &mut inner, VCpuStep::Unbind)
+    }
+
+    /// Unbinds the bound vCPU of `slot` (whose lock the caller holds) and takes
+    /// `step` (`Unbind` or `TurnOff`).
+    pub(crate) fn unbind_locked(
+        &self,
+        vcpu: usize,
+        slot: &VCpuSlot<V>,
+        inner: &mut VCpuInner<V>,
+        step: VCpuStep,
+    ) -> VmResult {
+        match slot.state.get() {
+            VCpuState::Bound => {}
+            state => {
+                return Err(VmError::VCpuState {
+                    vcpu,
+                    op: step.op(),
+                    state,
+                });
+            }
         }
-        let err = |error| VmError::VCpu { vcpu, error };
-        inner.arch.unbind().map_err(err)?;
-        slot.state
-            .transition(VCpuState::Ready, VCpuState::Free)
-            .map_err(|e| err(VCpuError::State(e)))?;
+        inner
+            .arch
+            .unbind()
+            .map_err(|error| VmError::VCpu { vcpu, error })?;
         slot.pcpu.store(usize::MAX, Ordering::SeqCst);
-        Ok(())
+        slot.step(vcpu, step)
     }
 
     /// Completes the exit vCPU `vcpu` is stopped at with `complete`, if `pick` takes
@@ -816,9 +862,15 @@ impl<V: ArchVCpu> Vm<V> {
 
     // ------------------------------------------------------------ devices
 
-    /// Attaches a device model to the emulated device named `name` in the config.
+    /// Attaches a device model to the emulated device named `name` in the config
+    /// (on the MMIO bus or, for a port-I/O device, the port bus).
     pub fn attach_device(&self, name: &str, device: Arc<dyn MmioDevice>) -> VmResult {
-        Ok(self.bus.write().attach(name, device)?)
+        let on_ports = self.ports.read().entries().iter().any(|e| e.name == name);
+        if on_ports {
+            Ok(self.ports.write().attach(name, device)?)
+        } else {
+            Ok(self.bus.write().attach(name, device)?)
+        }
     }
 
     /// Adds an emulated device that is not in the config: claims its pages in the
@@ -844,9 +896,20 @@ impl<V: ArchVCpu> Vm<V> {
         Ok(())
     }
 
-    /// The emulated devices (name, range, whether a model is attached).
+    /// The emulated MMIO devices (name, range, whether a model is attached).
     pub fn mmio_devices(&self) -> Vec<(String, GuestPhysAddr, usize, bool)> {
         self.bus
+            .read()
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), e.base, e.length, e.device.is_some()))
+            .collect()
+    }
+
+    /// The emulated port-I/O devices (name, first port, ports, whether a model is
+    /// attached).
+    pub fn port_devices(&self) -> Vec<(String, u16, usize, bool)> {
+        self.ports
             .read()
             .entries()
             .iter()
@@ -1130,9 +1193,7 @@ impl<V: ArchVCpu> Vm<V> {
         )) {
             return;
         }
-        self.evict(|s| {
-            s.in_guest.load(Ordering::SeqCst) && s.seen_gen.load(Ordering::SeqCst) < new
-        });
+        self.evict(|s| s.in_guest() && s.seen_gen.load(Ordering::SeqCst) < new);
     }
 }
 
@@ -1149,20 +1210,14 @@ impl<V: ArchVCpu> fmt::Display for Vm<V> {
             self.config.kernel.entry_point
         )?;
         for (i, s) in self.vcpus.iter().enumerate() {
-            writeln!(
-                f,
-                "  vCPU {i}: {}{}",
-                s.state.get(),
-                if s.started.load(Ordering::Relaxed) {
-                    ", started"
-                } else {
-                    ""
-                }
-            )?;
+            writeln!(f, "  vCPU {i}: {}", s.state.get())?;
         }
         write!(f, "{}", *self.space.read())?;
         for e in self.bus.read().entries() {
             writeln!(f, "  mmio {e:?}")?;
+        }
+        for e in self.ports.read().entries() {
+            writeln!(f, "  ports {e:?}")?;
         }
         Ok(())
     }

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use vm_core::{
-    ConfigError, GuestPhysAddr, ImageLocation, InterruptMode, MapType, MappingFlags, Populate,
-    VmConfig,
+    ConfigError, DeviceSpace, GuestPhysAddr, ImageLocation, InterruptMode, MapType, MappingFlags,
+    Populate, VmConfig,
 };
 
 fn load(name: &str) -> VmConfig {
@@ -64,7 +64,13 @@ fn check_layout(c: &VmConfig, ram: usize, entry: usize, lazy: usize, ro: usize, 
         (r[2].gpa, r[2].size, r[2].flags, r[2].populate),
         (gpa(ro), 0x1000, MappingFlags::READ, Populate::Eager)
     );
-    let d = &c.devices.emu_devices;
+    // The MMIO devices (the x86 board adds its COM1 on the port bus).
+    let d: Vec<_> = c
+        .devices
+        .emu_devices
+        .iter()
+        .filter(|d| d.space == DeviceSpace::Mmio)
+        .collect();
     assert_eq!(d.len(), 1);
     assert_eq!(
         (d[0].name.as_str(), d[0].base_gpa, d[0].length),
@@ -109,6 +115,15 @@ fn board_configs_load() {
     let x = load("qemu-pc-x86_64.toml");
     check_layout(&x, 0, 0x10_0000, 0x4000_0000, 0x4100_0000, 0xd000_0000);
     assert!(x.devices.passthrough_devices.is_empty());
+    // The guest's COM1 is a port device (x86 console type 2 below port 0x1_0000).
+    let com1: Vec<_> = x
+        .devices
+        .emu_devices
+        .iter()
+        .filter(|d| d.space == DeviceSpace::Port)
+        .map(|d| (d.name.as_str(), d.base_gpa.as_usize(), d.length))
+        .collect();
+    assert_eq!(com1, [("com1", 0x3f8, 8)]);
 }
 
 #[test]

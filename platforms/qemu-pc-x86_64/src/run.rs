@@ -17,9 +17,10 @@ use platforms::host::{self, SharedMonitor};
 use platforms::layouts;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
+use vcpu_api::{AccessWidth, ArchVCpu};
 use vm_core::{
-    FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, HostGrant, Hypercall, PortIo, PortOp,
-    SysRegAccess, SysRegOp, Vm, VmExit,
+    DeviceError, FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, HostGrant, Hypercall,
+    MmioDevice, PortIo, PortOp, SysRegAccess, SysRegOp, Vm, VmExit,
 };
 
 use crate::console::Out;
@@ -28,11 +29,9 @@ use crate::layout::{GUEST_TABLES, LAYOUT};
 /// The vCPU type of this board.
 type VCpu = SvmVCpu<HalFrames>;
 
-/// COM1's data register, as the guest sees it (emulated: the guest's bytes are
-/// printed on the hypervisor's console).
-const GUEST_COM1: u16 = layouts::QEMU_PC_X86_64_COM1;
-/// COM1's line status register: reads say "transmitter empty".
-const GUEST_COM1_LSR: u16 = GUEST_COM1 + 5;
+/// The port device of the config that is the guest's COM1 (at
+/// `layouts::QEMU_PC_X86_64_COM1`).
+const GUEST_COM1: &str = "com1";
 /// The guest's power-off port and the value that means "power off".
 const GUEST_SHUTDOWN_PORT: u16 = layouts::QEMU_PC_X86_64_SHUTDOWN_PORT;
 const GUEST_SHUTDOWN_VALUE: u64 = layouts::QEMU_PC_X86_64_SHUTDOWN_VALUE as u64;
@@ -67,7 +66,8 @@ pub(crate) fn run_test_vm() -> (u32, u32) {
     };
     monitor.host_check("guest image embedded", !GUEST_IMAGE.is_empty());
 
-    let vm = match prepare(config, &monitor) {
+    let com1 = Arc::new(Com1::default());
+    let vm = match prepare(config, &monitor, &com1) {
         Ok(vm) => vm,
         Err(e) => {
             let _ = writeln!(out, "[x86_64] VM setup failed: {e}");
@@ -76,7 +76,7 @@ pub(crate) fn run_test_vm() -> (u32, u32) {
         }
     };
     let _ = writeln!(out, "[x86_64] VM {} created:\n{vm}", vm.id());
-    let end = schedule(&vm, &monitor);
+    let end = schedule(&vm, &monitor, &com1);
     monitor.host_check("guest powered off", end == End::PowerOff);
     let stats = vm.stats();
     let _ = writeln!(out, "[x86_64] VM stats: {stats:?}");
@@ -84,11 +84,12 @@ pub(crate) fn run_test_vm() -> (u32, u32) {
 }
 
 /// Creates the test VM (`platforms::host::build_test_vm`: layout check, guest image,
-/// read-only pattern, test device), writes the guest's identity page tables, and
-/// boots vCPU 0.
+/// read-only pattern, test device), attaches the guest's COM1, writes the guest's
+/// identity page tables, and boots vCPU 0.
 fn prepare(
     config: vm_core::VmConfig,
     monitor: &SharedMonitor,
+    com1: &Arc<Com1>,
 ) -> Result<Arc<Vm<VCpu>>, host::BuildError> {
     let setup = SvmSetupConfig {
         guest_cr3: GUEST_TABLES,
@@ -101,6 +102,7 @@ fn prepare(
         |_| ((), setup),
         monitor,
     )?;
+    vm.attach_device(GUEST_COM1, com1.clone())?;
     // The tables as `u64`s in host order, which is the guest's (little-endian).
     vm.write_to_guest_of(
         GuestPhysAddr::from_usize(GUEST_TABLES as usize),
@@ -111,11 +113,10 @@ fn prepare(
 }
 
 /// Runs the vCPUs on this pCPU until the guest powers off or something fails.
-fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
+fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor, com1: &Com1) -> End {
     let out = &mut Out;
     let n = vm.vcpu_count();
     let mut current = 0usize;
-    let mut line = Line::new();
     // vCPUs that halted with interrupts off: they never run again.
     let mut parked = alloc::vec![false; n];
     // After an unmap: (vCPU, its flushed VMRUNs before), checked at its next exit.
@@ -201,14 +202,14 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
                     return End::Failed;
                 }
             }
+            // Ports vm-core's port bus did not serve.
             VmExit::Io(PortIo {
                 port,
                 width,
                 op: PortOp::Write { data },
             }) => match port {
-                GUEST_COM1 => line.push(data as u8),
                 GUEST_SHUTDOWN_PORT if data == GUEST_SHUTDOWN_VALUE => {
-                    line.flush();
+                    com1.0.lock().flush();
                     let _ = writeln!(out, "[x86_64] guest powered off (vCPU {v})");
                     let _ = vm.shutdown();
                     return End::PowerOff;
@@ -221,21 +222,20 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
                     );
                 }
             },
-            VmExit::Io(PortIo {
-                port,
-                width,
-                op: PortOp::Read,
-            }) => {
-                let value = match port {
-                    GUEST_COM1_LSR => 0x60,
-                    _ => u64::MAX,
-                };
-                // AL and AX merge into RAX, EAX zero-extends it.
-                let r = vm.with_vcpu(v, |cpu| {
-                    use vcpu_api::ArchVCpu;
-                    let old = cpu.gpr(0).unwrap_or(0);
-                    cpu.set_gpr(0, width.write_register(old, value))
-                });
+            VmExit::Io(
+                io @ PortIo {
+                    port,
+                    width,
+                    op: PortOp::Read,
+                },
+            ) => {
+                // No device answers: the bus floats high, as on a PC.
+                let _ = writeln!(
+                    out,
+                    "[x86_64] vCPU {v}: {}-byte read of port {port:#x} reads all ones",
+                    width.bytes()
+                );
+                let r = vm.with_vcpu(v, |cpu| cpu.complete_io(&io, Some(u64::MAX)));
                 if !matches!(r, Ok(Ok(()))) {
                     return End::Failed;
                 }
@@ -264,10 +264,7 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
             VmExit::Shutdown => return End::PowerOff,
             VmExit::Reset => {
                 let (rip, info) = vm
-                    .with_vcpu(v, |cpu| {
-                        use vcpu_api::ArchVCpu;
-                        (cpu.pc(), cpu.last_exit_info())
-                    })
+                    .with_vcpu(v, |cpu| (cpu.pc(), cpu.last_exit_info()))
                     .unwrap_or((0, (0, 0, 0)));
                 let _ = writeln!(
                     out,
@@ -284,20 +281,47 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor) -> End {
     }
 }
 
+/// The guest's COM1, the `com1` port device of the config, served on vm-core's
+/// port bus: bytes written to the data register (offset 0) are printed a line at
+/// a time; the line status register (offset 5) says "transmitter empty", the
+/// interrupt identification register (offset 2) "no interrupt pending"; the other
+/// registers read 0 and ignore writes.
+#[derive(Default)]
+struct Com1(spin::Mutex<Line>);
+
+impl MmioDevice for Com1 {
+    fn read(&self, offset: u64, _width: AccessWidth) -> Result<u64, DeviceError> {
+        Ok(match offset {
+            2 => 0x01,
+            5 => 0x60,
+            _ => 0,
+        })
+    }
+
+    fn write(&self, offset: u64, _width: AccessWidth, value: u64) -> Result<(), DeviceError> {
+        if offset == 0 {
+            self.0.lock().push(value.to_le_bytes()[0]);
+        }
+        Ok(())
+    }
+}
+
 /// The guest's console output, printed a line at a time with a prefix.
 struct Line {
     buf: [u8; 128],
     len: usize,
 }
 
-impl Line {
-    fn new() -> Self {
+impl Default for Line {
+    fn default() -> Self {
         Self {
             buf: [0; 128],
             len: 0,
         }
     }
+}
 
+impl Line {
     fn push(&mut self, b: u8) {
         if b != b'\n' && self.len < self.buf.len() {
             self.buf[self.len] = b;

@@ -16,10 +16,10 @@ use platforms::host::{self, SharedMonitor};
 use platforms::layouts::QEMU_VIRT_AARCH64_UART;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
-use vcpu_api::VCpuState;
+
 use vm_core::{
     FirmwareError, FirmwareReply, GrantKind, GrantedRange, HostGrant, HostPhysAddr, Hypercall,
-    SysRegAccess, UnservedAccess, Vm, VmError, VmExit, VmState,
+    SysRegAccess, UnservedAccess, VCpuState, Vm, VmError, VmExit, VmState,
 };
 
 use crate::layout::{LAYOUT, check_uart};
@@ -429,7 +429,7 @@ fn kick_check<F: Stage2Format>(run: &Run<F>) {
     let name = "pause kicks vCPU 0 out of the guest";
     let vm = &run.vm;
     let start = hal_aarch64::cpu::now_ns();
-    while vm.vcpu_state(0) != Ok(VCpuState::Running) {
+    while vm.vcpu_state(0) != Ok(VCpuState::InGuest) {
         if hal_aarch64::cpu::now_ns() - start > 1_000_000_000 {
             println!("[{}] vCPU 0 did not enter the guest within 1 s", run.label);
             run.check(name, false);

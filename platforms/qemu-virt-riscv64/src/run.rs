@@ -9,10 +9,9 @@ use alloc::sync::Arc;
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
 use platforms::host::{self, SharedMonitor};
 use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
-use vcpu_api::VCpuState;
 use vm_core::{
-    FirmwareError, FirmwareReply, HostGrant, Hypercall, UnservedAccess, Vm, VmError, VmExit,
-    VmState,
+    FirmwareError, FirmwareReply, HostGrant, Hypercall, UnservedAccess, VCpuState, Vm, VmError,
+    VmExit, VmState,
 };
 
 use crate::console::{self, println};
@@ -316,7 +315,7 @@ pub(crate) fn vcpu_loop<F: GStage>(
 fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, hooks: &Hooks<F>) {
     let label = hooks.label;
     let name = "pause kicks vCPU 0 out of the guest";
-    if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::Running)) {
+    if !crate::boot::spin_until(1_000_000_000, || vm.vcpu_state(0) == Ok(VCpuState::InGuest)) {
         println!("[{label}] vCPU 0 did not enter the guest within 1 s");
         (hooks.check)(name, false);
         return;

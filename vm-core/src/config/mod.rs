@@ -246,8 +246,8 @@ pub enum DeviceSpace {
     /// Guest-physical memory (trap-and-emulate MMIO).
     #[default]
     Mmio,
-    /// x86 I/O ports: `base_gpa` holds the first port; the board serves its
-    /// port-I/O exits.
+    /// x86 I/O ports: `base_gpa` holds the first port; vm-core's port bus serves
+    /// its port-I/O exits with the model attached by name.
     Port,
 }
 
