@@ -4,7 +4,11 @@
 //! every step against a plain model (areas, populated pages, bytes written), with
 //! frame accounting.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// tests fail loudly
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (addrspace team).
+#![allow(clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -658,7 +658,7 @@ impl Machine {
 
     /// Nanoseconds since the machine was made.
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// [`Machine::now_ns`] for a wait loop: a thread that has read the clock

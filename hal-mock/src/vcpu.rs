@@ -25,6 +25,10 @@ use vcpu_api::{
 use crate::machine::Machine;
 use crate::program::{GuestLog, OP_SIZE, Op, Probe, Program};
 
+/// [`OP_SIZE`] as an instruction length.
+const OP_LEN: u8 = vcpu_api::low_u8(OP_SIZE);
+const _: () = assert!(OP_LEN as u64 == OP_SIZE);
+
 /// General registers of the mock (register 0 takes hypercall results and the start
 /// argument).
 pub const REGS: usize = 32;
@@ -388,7 +392,7 @@ impl<F: NestedFormat> MockVCpu<F> {
             // vCPU threads and the host touch guest memory concurrently.
             unsafe {
                 match write {
-                    Some(v) => p.write_volatile((v >> (8 * i)) as u8),
+                    Some(v) => p.write_volatile(v.to_le_bytes()[i]),
                     None => value |= u64::from(p.read_volatile()) << (8 * i),
                 }
             }
@@ -427,14 +431,14 @@ impl<F: NestedFormat> MockVCpu<F> {
                 sign_extend: false,
                 reg_width: AccessWidth::Qword,
             },
-            len: OP_SIZE as u8,
+            len: OP_LEN,
         };
         let write = |width: AccessWidth, value: u64| MmioInsn {
             width,
             op: MmioOp::Write {
                 value: width.truncate(value),
             },
-            len: OP_SIZE as u8,
+            len: OP_LEN,
         };
         let insn = match (access, self.config.program.op_at(pc)) {
             (AccessKind::Execute, _) => FaultInsn::Refused(MmioDecodeError::Execute { pc }),
@@ -646,8 +650,8 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 // Running off the program is a bug of the test's script.
                 return Ok(ExitReason::FailEntry { reason: pc });
             };
-            let pc_gpa = GuestPhysAddr::from_usize(pc as usize);
-            if self.fetch(pc as usize).is_err() {
+            let pc_gpa = vcpu_api::gpa_of(pc);
+            if self.fetch(pc_gpa.as_usize()).is_err() {
                 return Ok(self.fault(pc_gpa, AccessKind::Execute));
             }
             let next = pc + OP_SIZE;

@@ -1403,7 +1403,7 @@ fn vm_config(id: usize, cpus: usize) -> VmConfig {
         .emu_device(
             platforms::host::TEST_DEVICE,
             gpa(DEV + 0x1000),
-            test_device::SIZE as usize,
+            usize::try_from(test_device::SIZE).unwrap(),
             0,
             0,
             &[],
@@ -1412,7 +1412,7 @@ fn vm_config(id: usize, cpus: usize) -> VmConfig {
         .passthrough_device(
             "uart",
             gpa(PASS),
-            HostPhysAddr::from_usize(PASS as usize),
+            HostPhysAddr::from_usize(usize::try_from(PASS).unwrap()),
             0x1000,
             0,
         )

@@ -114,7 +114,7 @@ fn unmap_race<F: NestedFormat>(
                 while Instant::now() < deadline && vm.state() == vm_core::VmState::Running {
                     let first = next(half - 3);
                     let at = gpa(DATA + (h as u64 * half + first) * 0x1000);
-                    let size = (1 + next(3) as usize) * 0x1000;
+                    let size = (1 + vcpu_api::usize_of(next(3))) * 0x1000;
                     let range = addrspace::GpaRange::new(at, size).unwrap();
                     let t = machine.tick();
                     vm.unmap_region(at, size).unwrap();

@@ -26,7 +26,7 @@ fn config(cpus: usize) -> VmConfig {
         .passthrough_device(
             "uart",
             gpa(UART),
-            HostPhysAddr::from_usize(UART as usize),
+            HostPhysAddr::from_usize(usize::try_from(UART).unwrap()),
             0x1000,
             10,
         )

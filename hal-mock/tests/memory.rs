@@ -121,7 +121,7 @@ fn passthrough_addresses_map_and_port_devices_stay_off_the_bus() {
     let vm = mock_vm::<Npt>(config, Program::new(), &log);
     let r = |g: u64, size| PassthroughRange {
         gpa: gpa(g),
-        hpa: hpa(g as usize),
+        hpa: hpa(usize::try_from(g).unwrap()),
         size,
     };
     assert_eq!(
@@ -396,7 +396,7 @@ fn concurrent_faults<F: NestedFormat>() {
     let config = ram_config(1, "lazy", 4, 0x8000_0000, 0x1_0000)
         .memory_region(
             gpa(LAZY),
-            (PAGES * 0x1000) as usize,
+            usize::try_from(PAGES * 0x1000).unwrap(),
             MappingFlags::RW,
             MapType::Alloc,
             Populate::Lazy,
@@ -503,7 +503,7 @@ fn concurrent_faults<F: NestedFormat>() {
     let stats = vm.stats();
     assert_eq!(
         stats.data_frames,
-        16 + PAGES as usize,
+        16 + usize::try_from(PAGES).unwrap(),
         "one frame per lazy page"
     );
     assert_eq!(stats.faults_mapped, PAGES, "each lazy page was mapped once");
@@ -532,7 +532,7 @@ fn concurrent_faults<F: NestedFormat>() {
         .collect();
     frames.sort_unstable();
     frames.dedup();
-    assert_eq!(frames.len(), PAGES as usize);
+    assert_eq!(frames.len(), usize::try_from(PAGES).unwrap());
     for p in 0..PAGES {
         let markers: [u8; 4] = vm.read_from_guest_of(gpa(LAZY + p * 0x1000)).unwrap();
         assert_eq!(
@@ -673,7 +673,7 @@ fn host_copies_populate_lazy_regions_without_read() {
         let machine = Machine::with_defaults();
         let _g = machine.enter(0);
         let vm = lazy_vm::<F>(flags);
-        let image: Vec<u8> = (0..0x3000).map(|i| i as u8).collect();
+        let image: Vec<u8> = (0..0x3000u32).map(|i| i.to_le_bytes()[0]).collect();
         vm.load_image(gpa(0x8010_0800), &image).unwrap();
         let mut back = vec![0u8; image.len()];
         vm.read_guest(gpa(0x8010_0800), &mut back).unwrap();

@@ -35,7 +35,7 @@ impl MmioDevice for Uart {
     fn write(&self, offset: u64, width: AccessWidth, value: u64) -> Result<(), DeviceError> {
         match (offset, width) {
             (0, Byte) => {
-                self.0.lock().unwrap().push(value as u8);
+                self.0.lock().unwrap().push(value.to_le_bytes()[0]);
                 Ok(())
             }
             _ => Err(DeviceError::Denied { offset }),

@@ -352,7 +352,7 @@ fn protect_region_downgrade_is_seen_at_once() {
         VmExit::Hypercall(Hypercall {
             nr: PROTECT, args, ..
         }) => {
-            let flags = MappingFlags::from_bits_truncate(args[1] as u32);
+            let flags = MappingFlags::from_bits_truncate(vcpu_api::low_u32(args[1]));
             vm.protect_region(gpa(args[0]), 0x1000, flags).unwrap();
             Action::Return(0)
         }

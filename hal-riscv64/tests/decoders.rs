@@ -1,5 +1,8 @@
 //! Property tests of the guest-controlled decoders: every input decodes without a
 //! panic, and what a decode returns is consistent with its input.
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (linux-riscv team).
+#![allow(clippy::cast_possible_truncation)]
 
 use hal_riscv64::exit::{Trap, TrapInfo};
 use hal_riscv64::firmware;

@@ -79,7 +79,7 @@ impl SvmFeatures {
             return Err(SvmError::NoSvm);
         }
         let f = Self {
-            revision: eax as u8,
+            revision: vcpu_api::low_u8(u64::from(eax)),
             nasid: ebx,
             nested_paging: edx & 1 != 0,
             nrips: edx & (1 << 3) != 0,
@@ -154,7 +154,7 @@ mod hw {
     pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
         // SAFETY: per the caller.
         unsafe {
-            asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags));
+            asm!("wrmsr", in("ecx") msr, in("eax") vcpu_api::low_u32(value), in("edx") vcpu_api::low_u32(value >> 32), options(nostack, preserves_flags));
         }
     }
 

@@ -183,7 +183,7 @@ impl IoioInfo {
             _ => return Err(ExitDecodeError::BadIoSize { info1 }),
         };
         Ok(Self {
-            port: (info1 >> 16) as u16,
+            port: vcpu_api::low_u16(info1 >> 16),
             width,
             is_in: info1 & 1 != 0,
             string: info1 & (1 << 2) != 0,
@@ -251,7 +251,7 @@ impl SvmExit {
     pub fn decode(code: u64, info1: u64, info2: u64) -> Result<Self, ExitDecodeError> {
         Ok(match code {
             code::NPF => Self::NestedPageFault {
-                gpa: GuestPhysAddr::from_usize(info2 as usize),
+                gpa: vcpu_api::gpa_of(info2),
                 error: NpfErrorCode(info1),
             },
             code::IOIO => Self::Io {
@@ -273,7 +273,7 @@ impl SvmExit {
             code::VMRUN => Self::Vmrun,
             code::INVALID => Self::Invalid,
             c if (code::EXCP_BASE..code::EXCP_BASE + 32).contains(&c) => Self::Exception {
-                vector: (c - code::EXCP_BASE) as u8,
+                vector: vcpu_api::low_u8(c - code::EXCP_BASE),
                 error_code: info1,
             },
             c => Self::Other { code: c },

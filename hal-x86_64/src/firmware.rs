@@ -23,8 +23,8 @@ pub fn decode_vmmcall(rax: u64, gprs: &[u64; 16]) -> FirmwareCall {
 /// The call of a `CPUID` with `rax` and `rcx`, given what the host answers for it.
 pub fn decode_cpuid(rax: u64, rcx: u64, host: CpuidRegs) -> FirmwareCall {
     FirmwareCall::Cpuid {
-        leaf: rax as u32,
-        subleaf: rcx as u32,
+        leaf: vcpu_api::low_u32(rax),
+        subleaf: vcpu_api::low_u32(rcx),
         host,
     }
 }

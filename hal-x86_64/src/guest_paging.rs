@@ -56,7 +56,7 @@ impl GuestPaging {
     /// mode); other paging modes are refused by name.
     pub fn translate(&self, va: u64, mem: &dyn GuestMemory) -> Result<GuestPhysAddr, WalkError> {
         if self.cr0 & CR0_PG == 0 {
-            return Ok(GuestPhysAddr::from_usize(va as usize));
+            return Ok(vcpu_api::gpa_of(va));
         }
         let paging = if self.efer & EFER_LMA == 0 {
             if self.cr4 & CR4_PAE == 0 {
@@ -77,7 +77,7 @@ impl GuestPaging {
             let index = (va >> (12 + 9 * u32::from(level))) & 0x1ff;
             let entry_gpa = table + index * 8;
             let mut raw = [0u8; 8];
-            if let Err(error) = mem.read(GuestPhysAddr::from_usize(entry_gpa as usize), &mut raw) {
+            if let Err(error) = mem.read(vcpu_api::gpa_of(entry_gpa), &mut raw) {
                 return Err(WalkError::TableNotInRam { entry_gpa, error });
             }
             let entry = u64::from_le_bytes(raw);
@@ -89,9 +89,7 @@ impl GuestPaging {
                 let offset_mask = (1u64 << page_bits) - 1;
                 // Bit 12 of a large-page entry is PAT, not address.
                 let base = entry & ADDR & !offset_mask;
-                return Ok(GuestPhysAddr::from_usize(
-                    (base | (va & offset_mask)) as usize,
-                ));
+                return Ok(vcpu_api::gpa_of(base | (va & offset_mask)));
             }
             table = entry & ADDR;
         }
@@ -109,10 +107,10 @@ pub const IDENTITY_TABLE_FRAMES: usize = 6;
 pub fn identity_tables(base: u64) -> [[u64; 512]; IDENTITY_TABLE_FRAMES] {
     let mut t = [[0u64; 512]; IDENTITY_TABLE_FRAMES];
     t[0][0] = (base + 0x1000) | P | RW;
-    for gib in 0..4u64 {
-        t[1][gib as usize] = (base + 0x2000 + gib * 0x1000) | P | RW;
-        for mib2 in 0..512u64 {
-            t[2 + gib as usize][mib2 as usize] = (gib << 30) | (mib2 << 21) | P | RW | PS;
+    for (gib, i) in (0..4u64).zip(0..) {
+        t[1][i] = (base + 0x2000 + gib * 0x1000) | P | RW;
+        for (mib2, j) in (0..512u64).zip(0..) {
+            t[2 + i][j] = (gib << 30) | (mib2 << 21) | P | RW | PS;
         }
     }
     t
@@ -162,10 +160,7 @@ mod tests {
     fn identity_tables_translate_to_themselves() {
         let mem = identity_memory();
         for va in [0u64, 0x10_0123, 0x4000_0008, 0xd000_0018, 0xffff_fff8] {
-            assert_eq!(
-                LONG.translate(va, &mem),
-                Ok(GuestPhysAddr::from_usize(va as usize))
-            );
+            assert_eq!(LONG.translate(va, &mem), Ok(vcpu_api::gpa_of(va)));
         }
         // Past 4 GiB the PDPT entry is empty.
         assert_eq!(

@@ -295,7 +295,7 @@ pub fn decode(
     Ok(MemInsn {
         width,
         op,
-        len: c.pos as u8,
+        len: u8::try_from(c.pos).unwrap_or(u8::MAX),
     })
 }
 

@@ -165,7 +165,7 @@ mod tests {
             BootInfo::parse(BOOT_MAGIC, &info[..40]),
             Err(MultibootError::Truncated)
         );
-        info[0] = INFO_MEM as u8;
+        info[0] = vcpu_api::low_u8(u64::from(INFO_MEM));
         assert_eq!(
             BootInfo::parse(BOOT_MAGIC, &info),
             Err(MultibootError::NoMemoryMap)

@@ -36,7 +36,7 @@ pub const fn msrpm_bit(msr: u32, access: MsrAccess) -> Option<(usize, u8)> {
             MsrAccess::Read => 0,
             MsrAccess::Write => 1,
         };
-    Some((base + bit / 8, (bit % 8) as u8))
+    Some((base + bit / 8, vcpu_api::low_u8((bit % 8) as u64)))
 }
 
 /// Sets or clears one intercept bit in a permission map.

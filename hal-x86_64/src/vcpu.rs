@@ -145,7 +145,10 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
     /// What the host's CPUID answers for the guest's EAX and ECX.
     #[cfg(target_arch = "x86_64")]
     fn host_cpuid(&self) -> VCpuResult<CpuidRegs> {
-        let (eax, ebx, ecx, edx) = cpu::cpuid(self.vmcb().save.rax as u32, self.gprs[RCX] as u32);
+        let (eax, ebx, ecx, edx) = cpu::cpuid(
+            vcpu_api::low_u32(self.vmcb().save.rax),
+            vcpu_api::low_u32(self.gprs[RCX]),
+        );
         Ok(CpuidRegs { eax, ebx, ecx, edx })
     }
 
@@ -228,7 +231,7 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                 conduit: Conduit::Cpuid,
             }),
             SvmExit::Msr { write } => ExitReason::SysReg(SysRegAccess {
-                addr: SysRegAddr(self.gprs[RCX] as u32),
+                addr: SysRegAddr(vcpu_api::low_u32(self.gprs[RCX])),
                 op: if write {
                     SysRegOp::Write {
                         value: (self.gprs[RDX] << 32) | (self.vmcb().save.rax & 0xffff_ffff),
@@ -288,7 +291,7 @@ impl<F: FrameAllocator + Default> SvmVCpu<F> {
                 }
             };
             // Up to the end of the page, or where the IP/EIP wraps.
-            let in_page = PAGE_SIZE - (va as usize & (PAGE_SIZE - 1));
+            let in_page = PAGE_SIZE - (vcpu_api::usize_of(va) & (PAGE_SIZE - 1));
             let before_wrap = mode.bytes_before_wrap(rip, have as u64);
             let n = in_page
                 .min(MAX_INSN_LEN - have)
@@ -319,7 +322,7 @@ fn walk_error(pc: u64, va: u64, e: WalkError) -> MmioDecodeError {
         WalkError::TableNotInRam { entry_gpa, error } => MmioDecodeError::Fetch {
             pc,
             error: FetchError::Memory {
-                gpa: GuestPhysAddr::from_usize(entry_gpa as usize),
+                gpa: vcpu_api::gpa_of(entry_gpa),
                 error,
             },
         },

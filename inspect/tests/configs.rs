@@ -3,6 +3,9 @@
 //! `vm-core/tests/data`), with its guessed format; the
 //! map it prints is consistent with the config (every region there, holes and
 //! regions tiling the space, tables counted once, eager memory fully mapped).
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (diag team).
+#![allow(clippy::cast_possible_truncation)]
 
 use std::path::{Path, PathBuf};
 

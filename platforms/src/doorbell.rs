@@ -128,8 +128,8 @@ impl<V: ArchVCpu + Send + 'static> Doorbell<V> {
 
     /// Writes [`probe_word`]`(epoch, page)` at the start of every page of the probe.
     fn fill(&self, vm: &Vm<V>, epoch: u64) -> VmResult {
-        for page in 0..(self.size / PAGE_SIZE) as u64 {
-            let gpa = self.probe + page as usize * PAGE_SIZE;
+        for (page, i) in (0u64..).zip(0..self.size / PAGE_SIZE) {
+            let gpa = self.probe + i * PAGE_SIZE;
             vm.write_to_guest_of(gpa, &probe_word(epoch, page))?;
         }
         Ok(())

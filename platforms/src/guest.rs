@@ -93,12 +93,19 @@ pub trait GuestOps {
     ///
     /// As [`GuestOps::load`], and the store may overwrite anything at `addr`.
     unsafe fn store(&self, addr: u64, width: Width, value: u64) {
+        // The value's low bytes, as the width stores them.
+        let b = value.to_le_bytes();
         // SAFETY: per the caller; the guest's memory is identity-mapped.
         unsafe {
             match width {
-                Width::W8 => core::ptr::write_volatile(addr as *mut u8, value as u8),
-                Width::W16 => core::ptr::write_volatile(addr as *mut u16, value as u16),
-                Width::W32 => core::ptr::write_volatile(addr as *mut u32, value as u32),
+                Width::W8 => core::ptr::write_volatile(addr as *mut u8, b[0]),
+                Width::W16 => {
+                    core::ptr::write_volatile(addr as *mut u16, u16::from_le_bytes([b[0], b[1]]))
+                }
+                Width::W32 => core::ptr::write_volatile(
+                    addr as *mut u32,
+                    u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                ),
                 Width::W64 => core::ptr::write_volatile(addr as *mut u64, value),
             }
         }
@@ -163,7 +170,7 @@ pub fn run_secondary<G: GuestOps>(g: &G, l: &GuestLayout, arg: u64) -> ! {
 }
 
 fn pattern(i: u64) -> u64 {
-    0x0123_4567_89ab_cdef_u64.rotate_left((i * 8) as u32) ^ i
+    0x0123_4567_89ab_cdef_u64.rotate_left(u32::from(i.to_le_bytes()[0]) * 8) ^ i
 }
 
 fn ram<G: GuestOps>(g: &G, l: &GuestLayout) -> Step {

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use vcpu_api::{AccessWidth, ArchVCpu};
 use vm_core::{
-    AccessKind, DeviceError, GuestPhysAddr, HostGrant, MapType, MappingFlags, MmioDevice, Populate,
+    AccessKind, DeviceError, HostGrant, MapType, MappingFlags, MmioDevice, Populate,
     UnservedAccess, Vm, VmConfig, VmError,
 };
 
@@ -291,10 +291,7 @@ pub fn build_test_vm<V: ArchVCpu>(
         vcpu_config,
     )?;
     vm.load_kernel(image)?;
-    vm.write_to_guest_of(
-        GuestPhysAddr::from_usize(layout.ro_base as usize),
-        &RO_PATTERN,
-    )?;
+    vm.write_to_guest_of(vcpu_api::gpa_of(layout.ro_base), &RO_PATTERN)?;
     let device = Arc::new(TestDevice::new());
     vm.attach_device(TEST_DEVICE, device.clone())?;
     Ok((vm, device))
@@ -333,10 +330,7 @@ impl fmt::Display for BuildError {
 /// invalidated when this returns) and gives the guest 0, or 1 when vm-core refused
 /// (written to `out`).
 pub fn unmap_page<V: ArchVCpu>(vm: &Vm<V>, gpa: u64, out: &mut dyn Write) -> u64 {
-    match vm.unmap_region(
-        GuestPhysAddr::from_usize(gpa as usize),
-        addrspace::PAGE_SIZE,
-    ) {
+    match vm.unmap_region(vcpu_api::gpa_of(gpa), addrspace::PAGE_SIZE) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(out, "unmap {gpa:#x}: {e}");

@@ -284,7 +284,7 @@ mod tests {
             Action::Return(0)
         );
         let (_, failed) = m.finish(&mut out);
-        assert_eq!(failed, 3 + Check::ALL.len() as u32);
+        assert_eq!(failed, 3 + u32::try_from(Check::ALL.len()).unwrap());
         assert!(out.contains("never reported"));
     }
 

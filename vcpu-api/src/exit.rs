@@ -44,7 +44,12 @@ impl AccessWidth {
 
     /// Size in bits.
     pub const fn bits(self) -> u32 {
-        self.bytes() as u32 * 8
+        match self {
+            Self::Byte => 8,
+            Self::Word => 16,
+            Self::Dword => 32,
+            Self::Qword => 64,
+        }
     }
 
     /// `value` cut to this width.

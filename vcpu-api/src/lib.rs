@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod arch;
+mod bits;
 mod error;
 mod exit;
 mod firmware;
@@ -28,6 +29,7 @@ mod mmio;
 mod tag;
 
 pub use arch::{ArchVCpu, GuestMemory};
+pub use bits::{gpa_of, low_u8, low_u16, low_u32, usize_of};
 pub use error::{VCpuError, VCpuResult};
 pub use exit::{
     AccessWidth, ExitReason, NestedFault, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,

@@ -112,7 +112,7 @@ impl InsnBytes {
         Self {
             bytes: b,
             // `n` is at most 15.
-            len: n as u8,
+            len: u8::try_from(n).unwrap_or(u8::MAX),
         }
     }
 

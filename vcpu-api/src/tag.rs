@@ -112,8 +112,8 @@ mod tests {
     #[test]
     fn a_full_table_refuses_with_a_typed_error() {
         let t = VmTags::<4>::new();
-        for id in 0..3 {
-            assert_eq!(t.claim(id, 3), Ok(id as u16 + 1));
+        for (id, tag) in (0..3).zip(1u16..) {
+            assert_eq!(t.claim(id, 3), Ok(tag));
         }
         assert_eq!(
             t.claim(3, 3),

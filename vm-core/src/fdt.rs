@@ -14,6 +14,9 @@
 //! Every address and size cell is big-endian; `reg` entries use the parent's
 //! `#address-cells` and `#size-cells` (2 and 2 under the root and `/reserved-memory`;
 //! 1 and 0 under `/cpus`, or 2 and 0 when a CPU id needs more than 32 bits).
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (linux-riscv team).
+#![allow(clippy::cast_possible_truncation)]
 
 use alloc::format;
 use alloc::string::{String, ToString};

@@ -12,7 +12,7 @@ use hal_mock::{GuestLog, MockFaults, MockVCpuConfig, MockVm, Program};
 use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfig, VmConfigBuilder, VmResult};
 
 pub fn gpa(v: u64) -> GuestPhysAddr {
-    GuestPhysAddr::from_usize(v as usize)
+    vcpu_api::gpa_of(v)
 }
 
 /// VM `id` named `name` with `cpus` vCPUs entered at `ram`, where `size` bytes of

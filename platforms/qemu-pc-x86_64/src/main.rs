@@ -79,7 +79,7 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
             info.mmap_length as usize,
         )
     };
-    let hpa = |a: u64| HostPhysAddr::from_usize(a as usize);
+    let hpa = |a: u64| HostPhysAddr::from_usize(vcpu_api::usize_of(a));
     for r in memory_map(mmap).filter(|r| r.available) {
         // SAFETY: the loader reports these ranges as available RAM; the parts in use
         // (low memory, the image) are taken out again just below, before anything

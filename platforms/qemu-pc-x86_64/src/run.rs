@@ -19,8 +19,8 @@ use platforms::monitor::Action;
 use platforms::protocol::Call;
 use vcpu_api::{AccessWidth, ArchVCpu};
 use vm_core::{
-    DeviceError, FirmwareError, FirmwareReply, GuestPhysAddr, HalFrames, HostGrant, Hypercall,
-    MmioDevice, PortIo, PortOp, SysRegAccess, SysRegOp, Vm, VmExit,
+    DeviceError, FirmwareError, FirmwareReply, HalFrames, HostGrant, Hypercall, MmioDevice, PortIo,
+    PortOp, SysRegAccess, SysRegOp, Vm, VmExit,
 };
 
 use crate::console::Out;
@@ -105,7 +105,7 @@ fn prepare(
     vm.attach_device(GUEST_COM1, com1.clone())?;
     // The tables as `u64`s in host order, which is the guest's (little-endian).
     vm.write_to_guest_of(
-        GuestPhysAddr::from_usize(GUEST_TABLES as usize),
+        vcpu_api::gpa_of(GUEST_TABLES),
         &identity_tables(GUEST_TABLES),
     )?;
     vm.boot()?;
@@ -170,7 +170,7 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor, com1: &Com1) -> End {
                     Action::StartCpu { cpu, entry, arg } => {
                         // The guest names the vCPU by its APIC id.
                         let target = vm.vcpu_by_cpu_id(cpu).unwrap_or(usize::MAX);
-                        let entry = GuestPhysAddr::from_usize(entry as usize);
+                        let entry = vcpu_api::gpa_of(entry);
                         match vm.start_vcpu(target, entry, arg) {
                             Ok(()) => {
                                 // Run the new vCPU next (see the module docs).

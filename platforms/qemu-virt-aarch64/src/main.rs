@@ -30,6 +30,9 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (linux-arm team).
+#![allow(clippy::cast_possible_truncation)]
 
 extern crate alloc;
 

@@ -12,6 +12,10 @@
 //! stopped; the console is DBCN `console_write` when
 //! the hypervisor offers it, the legacy `console_putchar` otherwise.
 
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (its Linux team).
+#![allow(clippy::cast_possible_truncation)]
+
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 

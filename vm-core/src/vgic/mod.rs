@@ -31,6 +31,9 @@
 //! 27, a pass-through device's SPI) go into list registers with HW = 1: the guest's
 //! deactivation also deactivates the physical interrupt, which the host left active
 //! after acknowledging it ([`Vgic::hw_interrupt`]).
+// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
+// module are still to be fixed or justified one by one (linux-arm team).
+#![allow(clippy::cast_possible_truncation)]
 
 mod bank;
 mod dist;
