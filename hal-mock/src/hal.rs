@@ -46,6 +46,10 @@ unsafe impl vm_core::VmHal for MockHal {
         &FRAMES
     }
 
+    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
+        Machine::current().inject(vm_id, vcpu_id, irq)
+    }
+
     fn current_pcpu_id() -> usize {
         Machine::current_pcpu()
     }

@@ -117,6 +117,8 @@ pub struct Machine {
     /// Software TLBs of the vCPUs, by VM id, for broadcast invalidation.
     tlbs: Mutex<HashMap<usize, Vec<Weak<TlbCache>>>>,
     broadcasts: AtomicU64,
+    /// Interrupts injected through `VmHal::inject_irq`: (vm, vcpu, irq).
+    irqs: Mutex<Vec<(usize, usize, usize)>>,
     /// Whether freed frames are filled with [`POISON`] (see
     /// [`Machine::poison_freed_frames`]).
     poison: AtomicBool,
@@ -197,12 +199,33 @@ impl Machine {
             start: Instant::now(),
             tlbs: Mutex::new(HashMap::new()),
             broadcasts: AtomicU64::new(0),
+            irqs: Mutex::new(Vec::new()),
             poison: AtomicBool::new(true),
             vmids: VmTags::new(),
             vmid_limit: AtomicUsize::new(MAX_VMIDS),
             vmid_releases: Mutex::new(Vec::new()),
             ports: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A host `IN` of `width` bytes at `port` (little-endian over the port latches).
+    /// `VmHal::inject_irq` on the mock: recorded when VM `vm` has a vCPU `vcpu`.
+    pub(crate) fn inject(&self, vm: usize, vcpu: usize, irq: usize) -> bool {
+        let known = self
+            .tlbs
+            .lock()
+            .expect("tlb registry")
+            .get(&vm)
+            .is_some_and(|l| l.iter().filter_map(Weak::upgrade).any(|t| t.vcpu == vcpu));
+        if known {
+            self.irqs.lock().expect("irq list").push((vm, vcpu, irq));
+        }
+        known
+    }
+
+    /// Interrupts injected so far through `VmHal::inject_irq`: (vm, vcpu, irq).
+    pub fn injected(&self) -> Vec<(usize, usize, usize)> {
+        self.irqs.lock().expect("irq list").clone()
     }
 
     /// A host `IN` of `width` bytes at `port` (little-endian over the port latches).

@@ -213,7 +213,7 @@ impl Rng {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
+        vcpu_api::usize_of(self.0 % n as u64)
     }
 }
 
@@ -413,10 +413,10 @@ fn round<F: NestedFormat>(
         },
         ..MockVCpuConfig::new(Arc::new(program()), Arc::new(GuestLog::default()))
     };
-    let vm = match config
-        .map_err(VmError::Config)
-        .and_then(|c| Vm::<MockVCpu<F>>::new(c, |_| (vcpu.clone(), ())))
-    {
+    let vm = match config.map_err(VmError::Config).and_then(|c| {
+        let grant = crate::grant_devices(&c);
+        Vm::<MockVCpu<F>>::new(c, &grant, |_| (vcpu.clone(), ()))
+    }) {
         Ok(vm) => vm,
         Err(e) => {
             summary.other += 1;
@@ -461,7 +461,7 @@ fn round<F: NestedFormat>(
                             // access to complete: the guest goes on after it.
                             let skipped = if a.access == AccessKind::Execute {
                                 vm.with_vcpu(v, |c| {
-                                    c.set_entry(gpa(c.pc() as usize + OP_SIZE as usize))
+                                    c.set_entry(gpa(vcpu_api::usize_of(c.pc() + OP_SIZE)))
                                 })
                                 .and_then(|r| r.map_err(|error| VmError::VCpu { vcpu: v, error }))
                             } else {

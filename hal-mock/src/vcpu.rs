@@ -42,6 +42,8 @@ pub const REGS: usize = 32;
 /// completed, and no walk that began before it can insert a stale entry after it.
 #[derive(Debug, Default)]
 pub struct TlbCache {
+    /// The vCPU it belongs to (the index in its VM).
+    pub(crate) vcpu: usize,
     map: Mutex<Entries>,
     /// Translations served from the cache.
     pub hits: AtomicU64,
@@ -557,7 +559,10 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
                 missing: "the VM's VMID (ArchVCpu::claim_vm)",
             });
         }
-        let tlb = Arc::new(TlbCache::default());
+        let tlb = Arc::new(TlbCache {
+            vcpu: vcpu_id,
+            ..TlbCache::default()
+        });
         machine.register_tlb(vm_id, &tlb);
         Ok(Self {
             vm_id,

@@ -565,3 +565,25 @@ fn out_of_memory_on_a_lazy_fault() {
     drop(vm);
     assert_eq!(machine.frames_in_use(), 0);
 }
+
+/// `VmHal::inject_irq` (kept by the lead's decision for issue 13) reaches the
+/// platform: on the mock it is recorded for a vCPU of a live VM and refused for an
+/// unknown VM or vCPU.
+#[test]
+fn vmhal_inject_irq_reaches_the_platform() {
+    use vm_core::VmHal;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    let vm = vm_with::<Npt>(2, Program::new(), MockFaults::default());
+    let id = vm.id();
+    assert!(<hal_mock::MockHal as VmHal>::inject_irq(id, 1, 27));
+    assert!(
+        !<hal_mock::MockHal as VmHal>::inject_irq(id, 2, 27),
+        "no vCPU 2"
+    );
+    assert!(
+        !<hal_mock::MockHal as VmHal>::inject_irq(id + 1, 0, 27),
+        "no such VM"
+    );
+    assert_eq!(machine.injected(), [(id, 1, 27)]);
+}

@@ -32,6 +32,11 @@ pub unsafe trait VmHal {
     /// Id of this physical CPU (what [`VmHal::kick_pcpu`] takes).
     fn current_pcpu_id() -> usize;
 
+    /// Delivers interrupt `irq` to vCPU `vcpu_id` of VM `vm_id` through the
+    /// platform's interrupt controller for that VM (now or at its next entry);
+    /// `false` when the platform knows no such VM or vCPU, or has no controller.
+    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool;
+
     /// Forces physical CPU `pcpu_id` out of guest mode soon (an IPI on hardware, a
     /// flag the software vCPU polls on the mock). The vCPU returns
     /// `ExitReason::Kicked` unless another exit comes first.

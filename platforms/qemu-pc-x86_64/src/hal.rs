@@ -30,6 +30,11 @@ unsafe impl VmHal for BoardHal {
         0
     }
 
+    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
+        // The test VM has no interrupt controller (interrupt_mode = "no_irq").
+        false
+    }
+
     fn kick_pcpu(pcpu_id: usize) {
         // pCPU 0 is the only one and is running this code, so no guest runs on it.
         if pcpu_id != 0 {

@@ -97,6 +97,10 @@ unsafe impl vm_core::VmHal for BoardHal {
         hal_aarch64::cpu::cpu_id()
     }
 
+    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
+        inject_irq(vm_id, vcpu_id, irq)
+    }
+
     fn kick_pcpu(pcpu_id: usize) {
         crate::gic::kick(pcpu_id);
     }

@@ -33,6 +33,7 @@ use vm_core::image::Arm64Header;
 use vm_core::vgic::{DISTRIBUTOR_SIZE, FIRST_SPI, SgiRegister, VTIMER_PPI, Vgic, VgicConfig};
 use vm_core::{
     FirmwareError, FirmwareReply, SysRegAccess, SysRegAddr, SysRegOp, UnservedAccess, Vm, VmConfig,
+    VmHal,
 };
 
 use crate::guest_dt::{self, Gic};
@@ -404,7 +405,7 @@ const RESCHEDULE_SGI: usize = 0;
 /// GIC: it is in `smp_init`): vCPU 0 is given a rescheduling IPI through
 /// `Vm::inject_interrupt`, which must reach the vGIC through the vCPU
 /// (`VirtualInterrupts::inject`) within a second, and one through
-/// `hal::inject_irq`, which must be accepted; an unknown VM or INTID is refused.
+/// `VmHal::inject_irq`, which must be accepted; an unknown VM or INTID is refused.
 fn injection_check(run: &Run<ArmStage2Ipa40>, link: &VgicLink) {
     let vm = &run.vm;
     let before = link.1.load(Ordering::SeqCst);
@@ -416,15 +417,15 @@ fn injection_check(run: &Run<ArmStage2Ipa40>, link: &VgicLink) {
         core::hint::spin_loop();
     }
     let reached = link.1.load(Ordering::SeqCst) > before;
-    let by_hal = crate::hal::inject_irq(vm.id(), 0, RESCHEDULE_SGI);
-    let refused = !crate::hal::inject_irq(vm.id() + 1, 0, RESCHEDULE_SGI)
-        && !crate::hal::inject_irq(vm.id(), 0, 1020);
+    let by_hal = <crate::hal::BoardHal as VmHal>::inject_irq(vm.id(), 0, RESCHEDULE_SGI);
+    let refused = !<crate::hal::BoardHal as VmHal>::inject_irq(vm.id() + 1, 0, RESCHEDULE_SGI)
+        && !<crate::hal::BoardHal as VmHal>::inject_irq(vm.id(), 0, 1020);
     println!(
         "[linux] SGI 0 to vCPU 0: Vm::inject_interrupt {queued:?}, reached the vGIC {reached}; \
-         hal::inject_irq {by_hal}; unknown VM / INTID refused {refused}"
+         VmHal::inject_irq {by_hal}; unknown VM / INTID refused {refused}"
     );
     run.check(
-        "Vm::inject_interrupt and the board's inject_irq reach the virtual GIC",
+        "Vm::inject_interrupt and VmHal::inject_irq reach the virtual GIC",
         queued.is_ok() && reached && by_hal && refused,
     );
 }

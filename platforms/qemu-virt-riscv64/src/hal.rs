@@ -59,6 +59,11 @@ unsafe impl VmHal for BoardHal {
         hart_id()
     }
 
+    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
+        // No virtual interrupt controller on this board yet.
+        false
+    }
+
     fn kick_pcpu(pcpu_id: usize) {
         if let Err(e) = hal_riscv64::cpu::send_ipi(pcpu_id as u64) {
             log::error!("kick of hart {pcpu_id}: SBI send_ipi failed with {e}");
