@@ -120,8 +120,11 @@ fn diagnose_hypercall_prints_the_report_and_says_whether_mapped() {
         "VMID field 0: the caller did not say which VMID the HAL gave the VM",
     );
 
-    vm.unmap_region(GuestPhysAddr::from_usize(page as usize), 0x1000)
-        .expect("unmaps");
+    vm.unmap_region(
+        GuestPhysAddr::from_usize(usize::try_from(page).expect("a 64-bit host")),
+        0x1000,
+    )
+    .expect("unmaps");
     let (action, value, out) = call([page, FAULT_READ, 0, 0]);
     assert_eq!(
         action,

@@ -362,7 +362,7 @@ pub fn diagnose<V: ArchVCpu>(
     write: Option<bool>,
     out: &mut dyn Write,
 ) -> u64 {
-    let gpa = GuestPhysAddr::from_usize(gpa as usize);
+    let gpa = vcpu_api::gpa_of(gpa);
     let access = write.map(|w| {
         if w {
             AccessKind::Write
