@@ -1,5 +1,5 @@
-//! `addrspace::AddrSpace` on every nested format: sequences of maps (allocated eager
-//! and lazy, linear RAM and device, reserved), unmaps, protects, faults, translations,
+//! `addrspace::AddrSpace` on every nested format: sequences of maps (allocated eager,
+//! lazy and lazy in 2 MiB blocks, linear RAM and device, reserved), unmaps, protects, faults, translations,
 //! walks, copies, populates, flush completion and merging (also of another space's
 //! tokens), with the allocator failing after any number of frames. After every step,
 //! checked against `hvcore_fuzz::space::Model`: each page's area, flags and
@@ -10,9 +10,9 @@
 
 use addrspace::testing::PoolAllocator;
 use addrspace::{
-    AccessKind, AddrSpace, Area, ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, Flush, GuestPhysAddr,
-    HostPhysAddr, MappingFlags, NestedFormat, Npt, PAGE_SIZE, PageTable, Populate, Sv39x4, Sv48x4,
-    Translation,
+    AccessKind, AddrSpace, Area, ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, FaultOutcome, Flush,
+    GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, Npt, PAGE_SIZE, PageSize, PageTable,
+    Populate, Sv39x4, Sv48x4, Translation,
 };
 use arbitrary::Arbitrary;
 use hvcore_fuzz::space::{FaultKind, Kind, Model, Refusal, kind_of, pn};
@@ -77,7 +77,8 @@ enum Op {
     MapAlloc {
         r: Range,
         flags: Flags,
-        lazy: bool,
+        /// 0 eager, 1 lazy, 2 lazy in 2 MiB blocks.
+        populate: u8,
     },
     MapLinear {
         r: Range,
@@ -234,13 +235,10 @@ impl<'p, F: NestedFormat> Run<'p, F> {
     /// returns whether the space may have changed (false on every error).
     fn apply(&mut self, op: Op) -> bool {
         match op {
-            Op::MapAlloc { r, flags, lazy } => {
+            Op::MapAlloc { r, flags, populate } => {
                 let ((gpa, size), flags) = (r.get(), flags.get());
-                let pop = if lazy {
-                    Populate::Lazy
-                } else {
-                    Populate::Eager
-                };
+                let pop = [Populate::Eager, Populate::Lazy, Populate::LazyHuge]
+                    [usize::from(populate) % 3];
                 let got = self
                     .s
                     .map_alloc(GuestPhysAddr::from_usize(gpa), size, flags, pop);
@@ -320,6 +318,7 @@ impl<'p, F: NestedFormat> Run<'p, F> {
                     && Self::valid_flags(flags);
                 let mut after = Model {
                     pages: self.m.pages.clone(),
+                    areas: self.m.areas,
                     ..Model::default()
                 };
                 let typed = if ok {
@@ -329,7 +328,7 @@ impl<'p, F: NestedFormat> Run<'p, F> {
                 };
                 match (got, ok, typed) {
                     (Ok(flush), true, Ok(())) => {
-                        self.m.pages = after.pages;
+                        (self.m.pages, self.m.areas) = (after.pages, after.areas);
                         if !flush.is_empty() {
                             self.flushes.push(flush);
                         }
@@ -374,10 +373,25 @@ impl<'p, F: NestedFormat> Run<'p, F> {
                     .s
                     .handle_page_fault(GuestPhysAddr::from_usize(gpa), access);
                 let before = self.m.pages.get(&pn(gpa)).copied();
+                let fits = self.m.block_fits(gpa);
                 let expect = self.m.fault(gpa, access);
                 match got {
                     Ok(o) => {
                         assert_eq!(FaultKind::of(&o), expect, "fault at {gpa:#x} {access:?}");
+                        if let FaultOutcome::Mapped { gpa: at, size, .. } = o {
+                            // A whole block only where it fits (else the allocator
+                            // may have had no block: a page then).
+                            let block = size == PageSize::Size2M;
+                            assert!(!block || fits, "a 2 MiB block mapped at {gpa:#x}");
+                            assert_eq!(
+                                at.as_usize(),
+                                gpa & !(size.bytes() - 1),
+                                "the mapped {size:?} of a fault at {gpa:#x}"
+                            );
+                            if block {
+                                self.m.block_mapped(gpa);
+                            }
+                        }
                         matches!(expect, FaultKind::Mapped(_))
                     }
                     Err(e) => {
@@ -572,7 +586,10 @@ impl<'p, F: NestedFormat> Run<'p, F> {
                 true
             }
             Err(e) if ok => {
-                let lazy = kind == Kind::Alloc(Populate::Lazy) || kind == Kind::Reserved;
+                let lazy = matches!(
+                    kind,
+                    Kind::Alloc(Populate::Lazy | Populate::LazyHuge) | Kind::Reserved
+                );
                 assert!(
                     !lazy && self.out_of_memory(&e),
                     "map {kind:?} of [{gpa:#x}, +{size:#x}) refused: {e:?}"

@@ -1,5 +1,5 @@
 //! A page-by-page model of an `addrspace::AddrSpace`: which guest page belongs to
-//! which kind of area with which flags, which lazy pages are populated, the frame
+//! which area (of which kind, with which flags), which lazy pages are populated, the frame
 //! each allocated page got, and the bytes written through the copy API (allocated
 //! memory by GPA, linear RAM by HPA, since two linear areas may share host memory).
 
@@ -30,6 +30,10 @@ pub struct Page {
     pub flags: MappingFlags,
     /// Whether a frame is mapped (eager, faulted-in lazy, linear).
     pub present: bool,
+    /// Its area's identity: a map makes an area, a protect that changes an area's
+    /// flags cuts the changed part out as a new one (a 2 MiB block of a
+    /// `LazyHuge` area faults in whole only inside one area).
+    pub area: u32,
 }
 
 impl Page {
@@ -63,7 +67,12 @@ pub struct Model {
     pub alloc_bytes: HashMap<usize, u8>,
     /// Bytes written into linear RAM, by HPA (others are unknown).
     pub linear_bytes: HashMap<usize, u8>,
+    /// The last area identity handed out.
+    pub areas: u32,
 }
+
+/// Pages in a 2 MiB block.
+pub const BLOCK_PAGES: usize = 512;
 
 /// Page number of `gpa`.
 pub fn pn(gpa: usize) -> usize {
@@ -86,6 +95,8 @@ impl Model {
 
     /// Adds an area of `size` bytes at `gpa`.
     pub fn map(&mut self, gpa: usize, size: usize, kind: Kind, flags: MappingFlags) {
+        self.areas += 1;
+        let area = self.areas;
         for (i, p) in (pn(gpa)..pn(gpa) + size / PAGE_SIZE).enumerate() {
             let (kind, present) = match kind {
                 Kind::Alloc(pop) => (kind, pop == Populate::Eager),
@@ -103,6 +114,7 @@ impl Model {
                     kind,
                     flags: flags.nested(),
                     present,
+                    area,
                 },
             );
         }
@@ -151,12 +163,17 @@ impl Model {
                 return Err(None);
             }
         }
+        let mut cut = BTreeMap::new();
         for p in range {
             let page = self.pages.get_mut(&p).expect("covered");
-            if page.kind != Kind::Reserved {
-                page.flags = page.flags.memory_type() | flags.access();
+            let new = page.flags.memory_type() | flags.access();
+            if page.kind != Kind::Reserved && new != page.flags {
+                page.flags = new;
+                let next = self.areas + 1 + cut.len() as u32;
+                page.area = *cut.entry(page.area).or_insert(next);
             }
         }
+        self.areas += cut.len() as u32;
         Ok(())
     }
 
@@ -197,6 +214,29 @@ impl Model {
         }
         page.present = true;
         FaultKind::Mapped(page.flags)
+    }
+
+    /// Whether a fault at `gpa` may map its whole 2 MiB block: a `LazyHuge` page
+    /// whose block lies in its area, none of it present.
+    pub fn block_fits(&self, gpa: usize) -> bool {
+        let Some(page) = self.pages.get(&pn(gpa)) else {
+            return false;
+        };
+        let first = pn(gpa) & !(BLOCK_PAGES - 1);
+        page.kind == Kind::Alloc(Populate::LazyHuge)
+            && (first..first + BLOCK_PAGES).all(|p| {
+                self.pages
+                    .get(&p)
+                    .is_some_and(|q| q.area == page.area && !q.present)
+            })
+    }
+
+    /// Marks the 2 MiB block around `gpa` present.
+    pub fn block_mapped(&mut self, gpa: usize) {
+        let first = pn(gpa) & !(BLOCK_PAGES - 1);
+        for p in first..first + BLOCK_PAGES {
+            self.pages.get_mut(&p).expect("in the area").present = true;
+        }
     }
 
     /// Marks the pages of `[gpa, gpa + len)` present; returns how many were not.
