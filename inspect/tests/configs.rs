@@ -175,9 +175,11 @@ fn filled(config: &VmConfig) -> usize {
         .sum()
 }
 
-/// Inspects every axvisor config that loads, once per distinct guest-physical layout (many files differ only in names and paths), when
-/// building its VM fills at most `budget` bytes; returns (files loaded, layouts
-/// inspected, layouts over the budget, files that need a device tree).
+/// Inspects every axvisor config that loads, once per distinct guest-physical layout
+/// (many files differ only in names and paths); a layout whose VM would fill more
+/// than `budget` bytes of host memory is inspected with its allocated RAM lazy, and
+/// skipped if its identity-mapped RAM alone is over the budget. Returns (files
+/// loaded, layouts inspected, layouts over the budget, files that need a device tree).
 fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
     let mut files = Vec::new();
     toml_files(&axvisor_dir(), &mut files);
@@ -201,9 +203,19 @@ fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
         if !seen.insert(layout) {
             continue;
         }
+        let mut config = config;
         if filled(&config) > budget {
-            over += 1;
-            continue;
+            // The same layout with its allocated RAM faulted in lazily: the map, the
+            // audit and the walks are checked without filling GiBs of host memory.
+            for r in &mut config.kernel.memory_regions {
+                if r.map_type == MapType::Alloc {
+                    r.populate = Populate::Lazy;
+                }
+            }
+            if filled(&config) > budget {
+                over += 1;
+                continue;
+            }
         }
         let (format, _) = Format::for_config(path, &config);
         let name = format!("{} ({format})", path.display());
@@ -228,8 +240,8 @@ fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
     (loaded, inspected, over, needs_tree)
 }
 
-/// Every layout whose VM fills at most 256 MiB of host memory (the others cost
-/// seconds and GiBs each: `every_axvisor_config_that_loads_whatever_its_size`).
+/// Every layout whose VM fills at most 256 MiB of host memory once its allocated
+/// RAM is made lazy (the rest: `every_axvisor_config_that_loads_whatever_its_size`).
 #[test]
 fn every_axvisor_config_that_loads() {
     let (loaded, inspected, _, _) = axvisor_configs(256 << 20);
@@ -239,8 +251,9 @@ fn every_axvisor_config_that_loads() {
     );
 }
 
-/// All of them (about 70 GiB of host memory filled in turn, 3.6 GiB at most at
-/// once): `cargo test -p inspect --test configs -- --ignored`.
+/// The layouts `every_axvisor_config_that_loads` still leaves out: identity-mapped
+/// RAM of GiBs, which the mock fills when the VM is built (about 70 GiB in turn,
+/// 3.6 GiB at most at once): `cargo test -p inspect --test configs -- --ignored`.
 #[test]
 #[ignore = "fills about 70 GiB of host memory in turn"]
 fn every_axvisor_config_that_loads_whatever_its_size() {
