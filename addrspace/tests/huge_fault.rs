@@ -72,11 +72,9 @@ fn lazy_huge_faults_map_2m_blocks_where_they_fit() {
     blocks_where_they_fit::<Sv39x4>();
 }
 
-/// A block part of which was populated (by the host's copy) is filled page by page.
-#[test]
-fn lazy_huge_block_with_a_populated_page_faults_in_4k_pages() {
-    let pool = PoolAllocator::with_base(4096, 0x1_0000_0000);
-    let mut s = AddrSpace::<Ept, _>::new(&pool).unwrap();
+/// An EPT space with two 2 MiB blocks of lazy-huge RAM at 0x4000_0000.
+fn two_lazy_huge_blocks(pool: &PoolAllocator) -> AddrSpace<Ept, &PoolAllocator> {
+    let mut s = AddrSpace::<Ept, _>::new(pool).unwrap();
     s.map_alloc(
         gpa(0x4000_0000),
         2 * M2,
@@ -84,6 +82,14 @@ fn lazy_huge_block_with_a_populated_page_faults_in_4k_pages() {
         Populate::LazyHuge,
     )
     .unwrap();
+    s
+}
+
+/// A block part of which was populated (by the host's copy) is filled page by page.
+#[test]
+fn lazy_huge_block_with_a_populated_page_faults_in_4k_pages() {
+    let pool = PoolAllocator::with_base(4096, 0x1_0000_0000);
+    let mut s = two_lazy_huge_blocks(&pool);
     s.populate(gpa(0x4000_3000), 1).unwrap();
     s.write(gpa(0x4000_3000), &[7]).unwrap();
     assert_eq!(fault(&mut s, 0x4000_8000), (0x4000_8000, PageSize::Size4K));
@@ -117,14 +123,7 @@ fn lazy_huge_without_a_free_block_maps_a_page() {
 #[test]
 fn lazy_huge_block_split_by_unmap_and_protect_frees_each_frame_once() {
     let pool = PoolAllocator::with_base(4096, 0x1_0000_0000);
-    let mut s = AddrSpace::<Ept, _>::new(&pool).unwrap();
-    s.map_alloc(
-        gpa(0x4000_0000),
-        2 * M2,
-        MappingFlags::RW,
-        Populate::LazyHuge,
-    )
-    .unwrap();
+    let mut s = two_lazy_huge_blocks(&pool);
     assert_eq!(fault(&mut s, 0x4000_0000), (0x4000_0000, PageSize::Size2M));
     assert_eq!(fault(&mut s, 0x4020_0000), (0x4020_0000, PageSize::Size2M));
     s.write(gpa(0x4000_7000), &[1, 2, 3]).unwrap();
