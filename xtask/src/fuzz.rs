@@ -1,11 +1,11 @@
 //! `cargo xtask fuzz`: coverage-guided fuzzing with libFuzzer through cargo-fuzz.
 //!
-//! - `fuzz --list`: the targets (the `[[bin]]`s of `fuzz/Cargo.toml`).
+//! - `fuzz --list`: the targets (the `[[bin]]`s of `xtask/fuzz/Cargo.toml`).
 //! - `fuzz TARGET [--secs N]`: builds the target and runs it for N seconds (default
 //!   60); `fuzz all [--secs N]` runs every target in turn (`cargo xtask test` runs it
 //!   with a short time).
 //!
-//! The targets live in `fuzz/`, a workspace of their own (excluded from ours), so
+//! The targets live in `xtask/fuzz/`, a workspace of their own (excluded from ours), so
 //! their dependencies (libfuzzer-sys, arbitrary, iced-x86) never enter the product
 //! crates' graph. cargo-fuzz is installed from crates.io on first use (`cargo install
 //! cargo-fuzz --version CARGO_FUZZ_VERSION --locked`). The build uses the workspace's
@@ -14,7 +14,7 @@
 //! assertions and overflow checks are on.
 //!
 //! The working corpus grows in `target/fuzz/corpus/TARGET`, seeded from directories
-//! that are never written (`fuzz/seeds/TARGET`; for `vm_config` the project's and
+//! that are never written (`xtask/fuzz/seeds/TARGET`; for `vm_config` the project's and
 //! axvisor's configs); a failing input is
 //! saved in `target/fuzz/artifacts/TARGET/` and the command to replay it is printed.
 //! Each run ends with one line: executions, coverage (libFuzzer's `cov`: covered
@@ -83,15 +83,15 @@ pub(crate) fn run_all(secs: u64) -> Result<(), Failed> {
 
 /// The fuzz workspace.
 fn fuzz_dir() -> PathBuf {
-    workspace_root().join("fuzz")
+    workspace_root().join("xtask").join("fuzz")
 }
 
-/// Where the targets are built (outside `fuzz/`, under the workspace's `target/`).
+/// Where the targets are built (outside `xtask/fuzz/`, under the workspace's `target/`).
 fn build_dir() -> PathBuf {
     workspace_root().join("target").join("fuzz-build")
 }
 
-/// The target names, from `fuzz/Cargo.toml`'s `[[bin]]` sections.
+/// The target names, from `xtask/fuzz/Cargo.toml`'s `[[bin]]` sections.
 pub(crate) fn targets() -> Result<Vec<String>, Failed> {
     let manifest = fuzz_dir().join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
@@ -167,7 +167,7 @@ fn binary(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// The read-only seed directories of a target that exist: `fuzz/seeds/TARGET`, and
+/// The read-only seed directories of a target that exist: `xtask/fuzz/seeds/TARGET`, and
 /// for `vm_config` the project's configs and axvisor's (vm-core's test data).
 fn seeds(target: &str) -> Vec<PathBuf> {
     let root = workspace_root();

@@ -28,7 +28,7 @@ impl MmioDevice for Seven {
 
 fn config(name: &str) -> VmConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs")
+        .join("../../configs")
         .join(format!("{name}.toml"));
     VmConfig::from_toml(&std::fs::read_to_string(&path).expect("config")).expect("loads")
 }

@@ -17,7 +17,8 @@ use vm_core::diag::GuestMap;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("workspace")
         .to_path_buf()
 }

@@ -15,7 +15,8 @@ use vm_core::{AccessKind, ConfigError, GuestPhysAddr, MapType, Populate, VmConfi
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("workspace")
         .to_path_buf()
 }

@@ -56,7 +56,7 @@ fn mappings_log_at_debug_and_faults_at_trace() {
     log::set_max_level(log::LevelFilter::Trace);
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../configs/qemu-virt-aarch64.toml"
+        "/../../configs/qemu-virt-aarch64.toml"
     );
     let config = VmConfig::from_toml(&std::fs::read_to_string(path).expect("read")).expect("loads");
     // The guest: a write that faults a lazy page in, a read of the device without a

@@ -17,9 +17,9 @@ use vm_core::{
 };
 
 const BASES: [&str; 3] = [
-    include_str!("../../configs/qemu-virt-aarch64.toml"),
-    include_str!("../../configs/qemu-virt-riscv64.toml"),
-    include_str!("../../configs/qemu-pc-x86_64.toml"),
+    include_str!("../../../configs/qemu-virt-aarch64.toml"),
+    include_str!("../../../configs/qemu-virt-riscv64.toml"),
+    include_str!("../../../configs/qemu-pc-x86_64.toml"),
 ];
 
 /// An address near the interesting ones: page boundaries, the machine's memory, the

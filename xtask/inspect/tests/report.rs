@@ -14,7 +14,7 @@ use vm_core::{AccessKind, GuestPhysAddr, VmConfig, VmError, VmState};
 fn aarch64_config() -> VmConfig {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../configs/qemu-virt-aarch64.toml"
+        "/../../configs/qemu-virt-aarch64.toml"
     );
     VmConfig::from_toml(&std::fs::read_to_string(path).expect("read")).expect("loads")
 }
