@@ -382,6 +382,7 @@ unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usize_of;
 
     fn hpa(v: usize) -> HostPhysAddr {
         HostPhysAddr::from_usize(v)
@@ -750,7 +751,7 @@ mod tests {
                         }
                     }
                     2 => {
-                        let i = (next() as usize) % FRAMES;
+                        let i = usize_of(next()) % FRAMES;
                         let count = ((next() % 4) as usize + 1).min(FRAMES - i);
                         let free = used[i..i + count].iter().all(|u| !u);
                         let at = hpa((base + i) * FRAME_SIZE);
@@ -761,7 +762,7 @@ mod tests {
                         }
                     }
                     _ if !live.is_empty() => {
-                        let (at, count) = live.swap_remove((next() as usize) % live.len());
+                        let (at, count) = live.swap_remove(usize_of(next()) % live.len());
                         assert_eq!(b.dealloc(at, count), Ok(()));
                         let i = at.as_usize() / FRAME_SIZE - base;
                         used[i..i + count].iter_mut().for_each(|u| *u = false);

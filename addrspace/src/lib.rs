@@ -25,14 +25,12 @@
 
 #![cfg_attr(not(any(test, feature = "testing")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (addrspace team).
-#![allow(clippy::cast_possible_truncation)]
 
 extern crate alloc;
 
 mod addr;
 mod bitmap;
+mod bits;
 mod error;
 mod fault;
 mod flags;
@@ -46,6 +44,7 @@ pub mod testing;
 
 pub use addr::{GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, PageSize};
 pub use bitmap::{BitmapFrames, FreeError};
+pub use bits::{gpa_of, low_u8, low_u16, low_u32, usize_of};
 pub use error::{Error, Result};
 pub use fault::{FaultOutcome, FaultPlan};
 pub use flags::{AccessKind, MappingFlags};

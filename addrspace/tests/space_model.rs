@@ -6,9 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // tests fail loudly
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (addrspace team).
-#![allow(clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,7 +13,7 @@ use addrspace::testing::PoolAllocator;
 use addrspace::{
     AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Backend, Ept, Error, FaultOutcome,
     FaultPlan, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
-    Npt, PageSize, PageTable, Populate, Sv39x4, Sv48x4,
+    Npt, PageSize, PageTable, Populate, Sv39x4, Sv48x4, low_u8,
 };
 use proptest::prelude::*;
 
@@ -645,7 +642,7 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 Op::Write { gpa, len, seed } => {
                     let len = len.min(WINDOW - gpa);
                     let data: Vec<u8> = (0..len)
-                        .map(|i| seed.wrapping_add(i as u8).wrapping_mul(31))
+                        .map(|i| seed.wrapping_add(low_u8(i as u64)).wrapping_mul(31))
                         .collect();
                     let got = space.write(GuestPhysAddr::from_usize(gpa), &data);
                     match (got, m.copy_error(gpa, len)) {

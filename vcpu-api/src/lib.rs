@@ -21,7 +21,6 @@
 #![forbid(unsafe_code)]
 
 mod arch;
-mod bits;
 mod error;
 mod exit;
 mod firmware;
@@ -29,7 +28,9 @@ mod mmio;
 mod tag;
 
 pub use arch::{ArchVCpu, GuestMemory};
-pub use bits::{gpa_of, low_u8, low_u16, low_u32, usize_of};
+// The width conversions are addrspace's (the lowest crate), re-exported here for
+// the arch layers.
+pub use addrspace::{gpa_of, low_u8, low_u16, low_u32, usize_of};
 pub use error::{VCpuError, VCpuResult};
 pub use exit::{
     AccessWidth, ExitReason, NestedFault, PortIo, PortOp, SysRegAccess, SysRegAddr, SysRegOp,

@@ -10,7 +10,7 @@
 use core::fmt;
 
 use super::{DescKind, FlagBits, NestedFormat, RootRegister, encode_flags, fields};
-use crate::{HostPhysAddr, MappingFlags};
+use crate::{HostPhysAddr, MappingFlags, low_u8, usize_of};
 
 const VALID: u64 = 1 << 0;
 /// Bit 1: table (levels 0-2) or page (level 3) when set, block when clear.
@@ -43,7 +43,7 @@ const MEMATTR_FLAGS: [MappingFlags; 16] = {
     t[0b0001] = MappingFlags::DEVICE;
     t[0b0010] = MappingFlags::DEVICE;
     t[0b0011] = MappingFlags::DEVICE;
-    t[MEMATTR_NORMAL_NC as usize] = MappingFlags::UNCACHED;
+    t[usize_of(MEMATTR_NORMAL_NC)] = MappingFlags::UNCACHED;
     t
 };
 
@@ -123,7 +123,7 @@ impl<const IPA_BITS: u32> ArmStage2<IPA_BITS> {
     pub const fn vtcr(pa_range: u8, vmid16: bool) -> Vtcr {
         let () = Self::SUPPORTED;
         Vtcr {
-            t0sz: (64 - IPA_BITS) as u8,
+            t0sz: low_u8((64 - IPA_BITS) as u64),
             sl0: if <Self as NestedFormat>::LEVELS == 4 {
                 0b10
             } else {

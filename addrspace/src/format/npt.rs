@@ -9,7 +9,7 @@
 use core::fmt;
 
 use super::{DescKind, NestedFormat, RootRegister, fields};
-use crate::{HostPhysAddr, MappingFlags};
+use crate::{HostPhysAddr, MappingFlags, usize_of};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -118,7 +118,7 @@ impl NestedFormat for Npt {
         } else {
             ADDR_MASK
         };
-        HostPhysAddr::from_usize((raw & mask) as usize)
+        HostPhysAddr::from_usize(usize_of(raw & mask))
     }
 
     #[inline]

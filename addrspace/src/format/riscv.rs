@@ -10,7 +10,7 @@
 use core::fmt;
 
 use super::{DescKind, FlagBits, NestedFormat, RootRegister, encode_flags, fields};
-use crate::{HostPhysAddr, MappingFlags};
+use crate::{HostPhysAddr, MappingFlags, low_u32, usize_of};
 
 const V: u64 = 1 << 0;
 const R: u64 = 1 << 1;
@@ -84,7 +84,8 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
         "RISC-V Sv48x4"
     };
     const LEVELS: usize = LEVELS;
-    const GPA_BITS: u32 = 12 + 9 * LEVELS as u32 + 2;
+    // Sv39x4 / Sv48x4: the guest's Sv39 / Sv48 widened by 2 bits.
+    const GPA_BITS: u32 = if LEVELS == 3 { 41 } else { 50 };
     const HPA_BITS: u32 = 56;
 
     fn root_registers(root: HostPhysAddr, vmid: u16) -> [Option<RootRegister>; 2] {
@@ -139,7 +140,7 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
 
     #[inline]
     fn output_addr(raw: u64, _level: usize) -> HostPhysAddr {
-        HostPhysAddr::from_usize((((raw & PPN_MASK) >> PPN_SHIFT) << 12) as usize)
+        HostPhysAddr::from_usize(usize_of(((raw & PPN_MASK) >> PPN_SHIFT) << 12))
     }
 
     #[inline]
@@ -149,7 +150,7 @@ impl<const LEVELS: usize> NestedFormat for RiscvGStage<LEVELS> {
         const { assert!(SHIFTED_BITS) };
         let access = (raw >> 1) & 0b111;
         let memtype = (raw >> 4) & (0b11 << 4);
-        MappingFlags::from_bits_retain((access | memtype) as u32)
+        MappingFlags::from_bits_retain(low_u32(access | memtype))
     }
 
     fn level_name(level: usize) -> &'static str {

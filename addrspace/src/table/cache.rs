@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::HostPhysAddr;
+use crate::{HostPhysAddr, usize_of};
 
 /// A software paging-structure cache, like the ones hardware walkers keep: for 1 GiB
 /// regions of the first 2 TiB of guest-physical space, the level-1 table (the one
@@ -36,7 +36,7 @@ impl Psc {
         // Acquire: pairs with the release in `put`, which itself follows the acquire
         // load of the link to the table, so the table's contents are visible.
         let v = self.0[region % Self::SLOTS].load(Ordering::Acquire);
-        (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize((v & !0xfff) as usize))
+        (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize(usize_of(v & !0xfff)))
     }
 
     /// Remembers `table` as the level-1 table of `gpa`'s region.

@@ -3,7 +3,7 @@
 //! bookkeeping lives in the queued frames themselves, so reserving frames for any
 //! size costs no allocation proportional to that size.
 
-use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
+use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr, usize_of};
 
 /// Entries a batch frame holds after its link word.
 const PER_BATCH: usize = FRAME_SIZE / 8 - 1;
@@ -123,7 +123,7 @@ impl Reserve {
             // SAFETY: `head` is a batch frame of this reserve whose words
             // 1..=entries hold frame addresses written by `push`.
             let frame = unsafe { words.add(self.taken).read() };
-            return Some(HostPhysAddr::from_usize(frame as usize));
+            return Some(HostPhysAddr::from_usize(usize_of(frame)));
         }
         // SAFETY: as above; word 0 holds the next batch's link.
         let next = unsafe { words.read() };
@@ -131,7 +131,7 @@ impl Reserve {
         if next == NO_BATCH {
             (self.head, self.tail, self.filled) = (None, None, 0);
         } else {
-            self.head = Some(HostPhysAddr::from_usize(next as usize));
+            self.head = Some(HostPhysAddr::from_usize(usize_of(next)));
         }
         Some(head)
     }

@@ -1,18 +1,19 @@
 //! Conversions between the widths guest state comes in, each named for what it
 //! keeps, so that no call site needs an `as` that could truncate unseen
-//! (`clippy::cast_possible_truncation` is denied in the workspace).
+//! (`clippy::cast_possible_truncation` is denied in the workspace). They live in
+//! the lowest crate so that every crate above uses the same ones (`vcpu_api`
+//! re-exports them).
 
-use addrspace::GuestPhysAddr;
+use crate::GuestPhysAddr;
 
 // The project builds only for 64-bit targets (aarch64, riscv64, x86_64): a `u64`
 // (a guest register, a guest-physical address) always fits a `usize`.
 const _: () = assert!(usize::BITS == u64::BITS);
 
 /// `v` as `usize`: lossless on the 64-bit targets the project builds for (checked
-/// at compile time).
-#[allow(clippy::cast_possible_truncation)] // usize is 64 bits (asserted above)
+/// at compile time: the byte view below only type-checks where `usize` has 8 bytes).
 pub const fn usize_of(v: u64) -> usize {
-    v as usize
+    usize::from_le_bytes(v.to_le_bytes())
 }
 
 /// The guest-physical address `v` (a register or table entry's value).
