@@ -14,9 +14,6 @@
 //! Every address and size cell is big-endian; `reg` entries use the parent's
 //! `#address-cells` and `#size-cells` (2 and 2 under the root and `/reserved-memory`;
 //! 1 and 0 under `/cpus`, or 2 and 0 when a CPU id needs more than 32 bits).
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (linux-riscv team).
-#![allow(clippy::cast_possible_truncation)]
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -82,6 +79,13 @@ pub enum GuestTreeError {
     },
     /// Every phandle value (1..=0xffff_fffe) is taken.
     PhandlesExhausted,
+    /// A `reg` value does not fit the cells its node's parent gives it.
+    CellOverflow {
+        /// The address or size.
+        value: u64,
+        /// `#address-cells` or `#size-cells`.
+        cells: u32,
+    },
     /// The blob would be larger than the format's 32-bit sizes allow.
     TooLarge {
         /// A bound on its size in bytes.
@@ -107,6 +111,9 @@ impl fmt::Display for GuestTreeError {
                 write!(f, "phandle {phandle:#x} is on two nodes")
             }
             Self::PhandlesExhausted => write!(f, "every phandle value is taken"),
+            Self::CellOverflow { value, cells } => {
+                write!(f, "reg value {value:#x} does not fit {cells} cell(s)")
+            }
             Self::TooLarge { bytes } => write!(
                 f,
                 "the device tree blob would take up to {bytes} bytes, past the format's 4 GiB"
@@ -201,20 +208,28 @@ fn join(parent: &str, name: &str) -> String {
 }
 
 /// A `reg` value: `(address, size)` entries of `address_cells` and `size_cells`
-/// cells each (1 or 2; 0 size cells leave the sizes out). One cell keeps the low 32
-/// bits: use 2 for anything past 4 GiB.
-pub fn reg(entries: &[(u64, u64)], address_cells: u32, size_cells: u32) -> Vec<u8> {
+/// cells each (1 or 2; 0 size cells leave the sizes out). A value past 32 bits in
+/// one cell is refused ([`GuestTreeError::CellOverflow`]), never cut to its low
+/// bits: use 2 cells for anything past 4 GiB.
+pub fn reg(entries: &[(u64, u64)], address_cells: u32, size_cells: u32) -> TreeResult<Vec<u8>> {
     let mut bytes = Vec::new();
-    let mut put = |v: u64, cells: u32| match cells {
-        0 => {}
-        1 => bytes.extend_from_slice(&(v as u32).to_be_bytes()),
-        _ => bytes.extend_from_slice(&v.to_be_bytes()),
+    let mut put = |value: u64, cells: u32| -> TreeResult<()> {
+        match cells {
+            0 => {}
+            1 => {
+                let cell = u32::try_from(value)
+                    .map_err(|_| GuestTreeError::CellOverflow { value, cells })?;
+                bytes.extend_from_slice(&cell.to_be_bytes());
+            }
+            _ => bytes.extend_from_slice(&value.to_be_bytes()),
+        }
+        Ok(())
     };
     for &(address, size) in entries {
-        put(address, address_cells);
-        put(size, size_cells);
+        put(address, address_cells)?;
+        put(size, size_cells)?;
     }
-    bytes
+    Ok(bytes)
 }
 
 /// A string-list value (each string NUL-terminated).
@@ -254,7 +269,7 @@ pub fn guest_tree(config: &VmConfig, options: &GuestTreeOptions) -> TreeResult<D
         let memory = child(root, "/", &name)?;
         let path = join("/", &name);
         set(memory, &path, "device_type", "memory")?;
-        set(memory, &path, "reg", reg(&ram, 2, 2))?;
+        set(memory, &path, "reg", reg(&ram, 2, 2)?)?;
     }
     let in_ram = |what: &'static str, gpa: GuestPhysAddr, size: usize| -> TreeResult<()> {
         if size == 0 {
@@ -303,7 +318,7 @@ pub fn guest_tree(config: &VmConfig, options: &GuestTreeOptions) -> TreeResult<D
         let path = join("/cpus", &name);
         let cpu = child(cpus, "/cpus", &name)?;
         set(cpu, &path, "device_type", "cpu")?;
-        set(cpu, &path, "reg", reg(&[(id, 0)], cells, 0))?;
+        set(cpu, &path, "reg", reg(&[(id, 0)], cells, 0)?)?;
         set(cpu, &path, "status", "okay")?;
     }
 
@@ -341,7 +356,7 @@ pub fn guest_tree(config: &VmConfig, options: &GuestTreeOptions) -> TreeResult<D
                 node,
                 &node_path,
                 "reg",
-                reg(&[(start, r.size as u64)], 2, 2),
+                reg(&[(start, r.size as u64)], 2, 2)?,
             )?;
             set(node, &node_path, "no-map", &[] as &[u8])?;
         }
@@ -642,9 +657,19 @@ mod tests {
         assert_eq!(strings(&["ab", "c"]), b"ab\0c\0");
         assert_eq!(
             reg(&[(0x1_2345_6789, 0x10)], 2, 1),
-            [0, 0, 0, 1, 0x23, 0x45, 0x67, 0x89, 0, 0, 0, 0x10]
+            Ok(vec![0, 0, 0, 1, 0x23, 0x45, 0x67, 0x89, 0, 0, 0, 0x10])
         );
-        assert_eq!(reg(&[(5, 9)], 1, 0), [0, 0, 0, 5]);
+        assert_eq!(reg(&[(5, 9)], 1, 0), Ok(vec![0, 0, 0, 5]));
+    }
+
+    /// Defect (issue 11): one cell kept the low 32 bits of a larger value, so a
+    /// 4 GiB address written with `#address-cells = 1` came out as 0.
+    #[test]
+    fn reg_refuses_a_value_past_one_cell() {
+        let err = |value| Err(GuestTreeError::CellOverflow { value, cells: 1 });
+        assert_eq!(reg(&[(0x1_0000_0000, 0)], 1, 0), err(0x1_0000_0000));
+        assert_eq!(reg(&[(0x1000, 0x1_0000_1000)], 2, 1), err(0x1_0000_1000));
+        assert_eq!(reg(&[(0xffff_ffff, 0)], 1, 0), Ok(vec![0xff; 4]));
     }
 
     /// The bound covers what the writer writes, so `to_dtb` refuses exactly the

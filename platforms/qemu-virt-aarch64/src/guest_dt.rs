@@ -87,7 +87,7 @@ pub(crate) fn add_arm(
     fdt::set(intc, &path, "#interrupt-cells", 3u32)?;
     fdt::set(intc, &path, "interrupt-controller", &[] as &[u8])?;
     fdt::set(intc, &path, "#redistributor-regions", 1u32)?;
-    fdt::set(intc, &path, "reg", fdt::reg(&[gic.dist, gic.redist], 2, 2))?;
+    fdt::set(intc, &path, "reg", fdt::reg(&[gic.dist, gic.redist], 2, 2)?)?;
     fdt::set(intc, &path, "phandle", gic_phandle)?;
 
     let clock = fdt::child(root, "/", "apb-pclk")?;
@@ -102,7 +102,7 @@ pub(crate) fn add_arm(
     let serial = fdt::child(root, "/", &name)?;
     let compatible = fdt::strings(&["arm,pl011", "arm,primecell"]);
     fdt::set(serial, &path, "compatible", compatible)?;
-    fdt::set(serial, &path, "reg", fdt::reg(&[uart.reg], 2, 2))?;
+    fdt::set(serial, &path, "reg", fdt::reg(&[uart.reg], 2, 2)?)?;
     let spi = uart.intid.saturating_sub(32);
     fdt::set(
         serial,

@@ -125,7 +125,7 @@ pub(crate) fn add_riscv(
         serial,
         &path,
         "reg",
-        fdt::reg(&[(uart.base, uart.size)], 2, 2),
+        fdt::reg(&[(uart.base, uart.size)], 2, 2)?,
     )?;
     fdt::set(serial, &path, "clock-frequency", uart.clock)?;
     Ok(path)
