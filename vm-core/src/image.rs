@@ -16,13 +16,10 @@
 //! Images from before Linux 3.17 have `image_size` 0 and a `text_offset` of
 //! 0x80000 of unspecified endianness: the loader assumes 0x80000 and the file's
 //! own length.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (linux-arm team).
-#![allow(clippy::cast_possible_truncation)]
 
 use core::fmt;
 
-use addrspace::GuestPhysAddr;
+use addrspace::{GuestPhysAddr, gpa_of};
 
 /// The magic at offset 0x38 of an arm64 Image.
 pub const ARM64_MAGIC: u32 = 0x644d_5241;
@@ -204,8 +201,8 @@ impl Arm64Header {
             .and_then(|l| l.checked_add(self.image_size));
         match end {
             Some(end) if end <= ram_end && usize::try_from(end).is_ok() => Ok(Placement {
-                load: GuestPhysAddr::from_usize((base + self.text_offset) as usize),
-                end: GuestPhysAddr::from_usize(end as usize),
+                load: gpa_of(base + self.text_offset),
+                end: gpa_of(end),
             }),
             _ => Err(ImageError::DoesNotFit {
                 needs: self.text_offset.saturating_add(self.image_size),
@@ -221,6 +218,7 @@ mod tests {
     use alloc::vec;
     use alloc::vec::Vec;
 
+    use addrspace::usize_of;
     use proptest::prelude::*;
 
     use super::*;
@@ -337,7 +335,7 @@ mod tests {
                 bytes[0x38..0x3c].copy_from_slice(b"ARM\x64");
             }
             if let Ok(h) = Arm64Header::parse(&bytes) {
-                let start = start as usize;
+                let start = usize_of(start);
                 if let Ok(p) = h.place(GuestPhysAddr::from_usize(start), size) {
                     prop_assert!(p.load.as_usize() >= start);
                     prop_assert_eq!((p.load.as_usize() as u64 - h.text_offset) % ARM64_BASE_ALIGN, 0);

@@ -472,10 +472,10 @@ mod tests {
                     for i in 0..addresses {
                         b = b.passthrough_address(g(0x0d00_0000 + i * 0x2000), 0x800 + i);
                     }
-                    for i in 0..ports as u16 {
+                    for i in (0u16..).take(ports) {
                         b = b.passthrough_port(0x60 + 0x10 * i, 4);
                     }
-                    for i in 0..port_devs as u16 {
+                    for i in (0u16..).take(port_devs) {
                         let emu_type = if i == 0 { 2 } else { 0x24 };
                         b = b.port_device(
                             &format!("port{i}"),

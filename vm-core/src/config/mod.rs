@@ -59,9 +59,6 @@
 //! every frame allocated at VM creation), 1 lazy (each page at its first access)
 //! or 2 lazy in 2 MiB blocks (a fault maps the whole 2 MiB block around it where
 //! the block lies in the region, `Populate::LazyHuge`), lazy only with map_type 0.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (configs team).
-#![allow(clippy::cast_possible_truncation)]
 
 mod error;
 mod placement;

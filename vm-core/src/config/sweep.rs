@@ -115,7 +115,7 @@ mod tests {
             .map(|i| Span {
                 start: k(i * 0x2000),
                 end: k(i * 0x2000 + 0x1000),
-                index: i as usize,
+                index: addrspace::usize_of(i),
             })
             .collect();
         assert!(first_conflict(&mut disjoint, |_, _| true).is_none());
@@ -131,7 +131,7 @@ mod tests {
         .chain((1..n).map(|i| Span {
             start: k(i * 0x1000),
             end: k(i * 0x1000 + 0x800),
-            index: i as usize,
+            index: addrspace::usize_of(i),
         }))
         .collect();
         assert!(first_conflict(&mut nested, |_, _| false).is_none());

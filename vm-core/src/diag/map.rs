@@ -8,7 +8,7 @@ use addrspace::{
     AddrSpace, Area, Backend, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
     NestedFormat, PAGE_SIZE, PageSize, PageTable, Populate, RootRegister,
 };
-use vcpu_api::ArchVCpu;
+use vcpu_api::{ArchVCpu, usize_of};
 
 use super::Size;
 use crate::config::{Field, Hex, MapType, VmConfig};
@@ -400,7 +400,7 @@ fn region<F: NestedFormat, A: FrameAllocator>(
         Backend::Alloc(populate) => (
             RegionKind::Ram(populate),
             None,
-            (leaves.bytes() / PAGE_SIZE as u64) as usize,
+            usize_of(leaves.bytes() / PAGE_SIZE as u64),
             ram_source,
         ),
         Backend::Linear { hpa } if a.flags.contains(MappingFlags::DEVICE) => {
@@ -556,7 +556,7 @@ impl fmt::Display for GuestMap {
         }
         write!(f, "nested root {}", hex(self.root.as_usize()))?;
         for r in self.registers.iter().flatten() {
-            write!(f, ", {} = {}", r.name, hex(r.value as usize))?;
+            write!(f, ", {} = {}", r.name, hex(usize_of(r.value)))?;
         }
         match self.vmid {
             Some(v) => writeln!(f, " (VMID {v})")?,

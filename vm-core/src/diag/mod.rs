@@ -25,9 +25,6 @@
 //! [`Vm::explain_fault`]: crate::Vm::explain_fault
 //! [`Vm::diagnostics`]: crate::Vm::diagnostics
 //! [`Vm::fault_loop_report`]: crate::Vm::fault_loop_report
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (diag team).
-#![allow(clippy::cast_possible_truncation)]
 
 mod audit;
 pub(crate) mod events;

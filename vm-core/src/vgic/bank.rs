@@ -8,7 +8,7 @@
 //! register descriptions" (their GICR_*0 counterparts at the same offsets of
 //! SGI_base); 4.1 "Interrupt lifecycle" for the pending and active states.
 
-use vcpu_api::AccessWidth;
+use vcpu_api::{AccessWidth, low_u32, usize_of};
 
 /// One of the one-bit-per-interrupt registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl Family {
 /// access"). `None` for other offsets; `Err` for a width the register does not take.
 pub(crate) fn family(offset: u64, width: AccessWidth) -> Option<Result<Family, ()>> {
     let word = width == AccessWidth::Dword && offset.is_multiple_of(4);
-    let n = |base: u64| ((offset - base) / 4) as usize;
+    let n = |base: u64| usize_of((offset - base) / 4);
     let fam = match offset {
         0x080..0x100 => Family::Bits(BitReg::Group, n(0x080)),
         0x100..0x180 => Family::Bits(BitReg::SetEnable, n(0x100)),
@@ -69,7 +69,7 @@ pub(crate) fn family(offset: u64, width: AccessWidth) -> Option<Result<Family, (
         0x400..0x800 => {
             let ok = word || width == AccessWidth::Byte;
             return Some(if ok {
-                Ok(Family::Priority((offset - 0x400) as usize))
+                Ok(Family::Priority(usize_of(offset - 0x400)))
             } else {
                 Err(())
             });
@@ -182,7 +182,7 @@ impl Bank {
             }
             Family::Priority(byte) => {
                 let first = byte % 32;
-                let bytes = ((1u64 << width.bytes()) - 1) as u32;
+                let bytes = low_u32((1u64 << width.bytes()) - 1);
                 if self.write_priority(first, width, value, priority_mask, u32::MAX) {
                     bytes << first
                 } else {
@@ -251,7 +251,7 @@ impl Bank {
             if writable & (1 << bit) == 0 {
                 continue;
             }
-            let p = (value >> (8 * i)) as u8 & mask;
+            let p = (value >> (8 * i)).to_le_bytes()[0] & mask;
             changed |= self.priority[bit] != p;
             self.priority[bit] = p;
         }

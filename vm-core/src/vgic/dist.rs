@@ -12,7 +12,7 @@
 
 use alloc::sync::Arc;
 
-use vcpu_api::AccessWidth;
+use vcpu_api::{AccessWidth, low_u32};
 
 use super::bank::family;
 use super::{FIRST_SPI, IROUTER_AFFINITY, Kicks, State, Vgic};
@@ -107,7 +107,7 @@ impl VgicDistributor {
                 return Some(());
             };
             let mask = s.priority_mask;
-            let touched = s.spis[k].write(fam, width, value as u32, mask);
+            let touched = s.spis[k].write(fam, width, low_u32(value), mask);
             for b in super::bits_of(touched) {
                 s.notify(s.target[k * 32 + b as usize], kicks);
             }
@@ -116,7 +116,10 @@ impl VgicDistributor {
         let dword = width == AccessWidth::Dword;
         match offset {
             CTLR if dword => {
-                let (g0, g1) = (value as u32 & CTLR_GRP0 != 0, value as u32 & CTLR_GRP1 != 0);
+                let (g0, g1) = (
+                    low_u32(value) & CTLR_GRP0 != 0,
+                    low_u32(value) & CTLR_GRP1 != 0,
+                );
                 if (g0, g1) != (s.grp0, s.grp1) {
                     (s.grp0, s.grp1) = (g0, g1);
                     s.notify_all(kicks);
@@ -154,10 +157,10 @@ fn irouter(offset: u64, width: AccessWidth) -> Option<(Option<usize>, u32)> {
     let rel = offset - IROUTER;
     let shift = match width {
         AccessWidth::Qword if rel.is_multiple_of(8) => 0,
-        AccessWidth::Dword if rel.is_multiple_of(4) => (rel % 8 * 8) as u32,
+        AccessWidth::Dword if rel.is_multiple_of(4) => low_u32(rel % 8 * 8),
         _ => return None,
     };
-    let intid = (rel / 8) as u32;
+    let intid = u32::try_from(rel / 8).ok()?;
     Some((intid.checked_sub(FIRST_SPI).map(|i| i as usize), shift))
 }
 

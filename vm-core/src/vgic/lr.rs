@@ -7,6 +7,8 @@
 //! \[44:32\] with HW = 1, EOI \[41\] with HW = 0, vINTID \[31:0\]) and ICH_HCR_EL2 (En \[0\],
 //! UIE \[1\], LRENPIE \[2\], NPIE \[3\], EOIcount \[31:27\]).
 
+use vcpu_api::{low_u8, low_u32};
+
 /// The state of the interrupt a list register holds (`ICH_LR<n>_EL2.State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LrState {
@@ -102,7 +104,7 @@ impl ListRegister {
     pub const fn decode(v: u64) -> Self {
         let hw = v & HW != 0;
         Self {
-            vintid: v as u32,
+            vintid: low_u32(v),
             state: LrState::new(v & (1 << STATE_SHIFT) != 0, v & (2 << STATE_SHIFT) != 0),
             hw: if hw {
                 Some(((v >> PINTID_SHIFT) & PINTID_MASK) as u32)
@@ -111,7 +113,7 @@ impl ListRegister {
             },
             eoi_maintenance: !hw && v & EOI != 0,
             group1: v & GROUP1 != 0,
-            priority: (v >> PRIORITY_SHIFT) as u8,
+            priority: low_u8(v >> PRIORITY_SHIFT),
         }
     }
 }

@@ -31,9 +31,6 @@
 //! 27, a pass-through device's SPI) go into list registers with HW = 1: the guest's
 //! deactivation also deactivates the physical interrupt, which the host left active
 //! after acknowledging it ([`Vgic::hw_interrupt`]).
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (linux-arm team).
-#![allow(clippy::cast_possible_truncation)]
 
 mod bank;
 mod dist;
@@ -323,11 +320,12 @@ impl State {
             }
             return Ok(Loc::Private(vcpu, intid));
         }
-        let spi = (intid - FIRST_SPI) as usize;
-        if spi / 32 >= self.spis.len() {
+        let spi = intid - FIRST_SPI;
+        let bank = (spi / 32) as usize;
+        if bank >= self.spis.len() {
             return Err(VgicError::NoSuchInterrupt { intid });
         }
-        Ok(Loc::Spi(spi / 32, (spi % 32) as u32))
+        Ok(Loc::Spi(bank, spi % 32))
     }
 
     fn bank(&mut self, loc: Loc) -> (&mut Bank, u32) {
@@ -829,10 +827,12 @@ impl Vgic {
         for b in bits_of(bank.deliverable(grp0, grp1)) {
             top.offer(candidate(bank, b, b));
         }
-        for (k, bank) in s.spis.iter().enumerate() {
+        // Bank k holds INTIDs FIRST_SPI + 32 * k ..
+        let firsts = (FIRST_SPI..).step_by(32);
+        for ((k, bank), first) in s.spis.iter().enumerate().zip(firsts) {
             for b in bits_of(bank.deliverable(grp0, grp1)) {
                 if s.target[k * 32 + b as usize] == Some(vcpu) {
-                    top.offer(candidate(bank, b, FIRST_SPI + (k * 32) as u32 + b));
+                    top.offer(candidate(bank, b, first + b));
                 }
             }
         }

@@ -12,7 +12,7 @@
 
 use alloc::sync::Arc;
 
-use vcpu_api::AccessWidth;
+use vcpu_api::{AccessWidth, low_u32, usize_of};
 
 use super::bank::family;
 use super::dist::{IIDR_VALUE, PIDR2, PIDR2_GICV3};
@@ -52,7 +52,7 @@ impl VgicRedistributors {
     }
 
     fn read_locked(&self, s: &State, offset: u64, width: AccessWidth) -> Option<u64> {
-        let v = (offset / REDISTRIBUTOR_SIZE as u64) as usize;
+        let v = usize_of(offset / REDISTRIBUTOR_SIZE as u64);
         let off = offset % REDISTRIBUTOR_SIZE as u64;
         if v >= s.cpus.len() {
             return Some(0);
@@ -98,7 +98,7 @@ impl VgicRedistributors {
         width: AccessWidth,
         value: u64,
     ) -> Option<()> {
-        let v = (offset / REDISTRIBUTOR_SIZE as u64) as usize;
+        let v = usize_of(offset / REDISTRIBUTOR_SIZE as u64);
         let off = offset % REDISTRIBUTOR_SIZE as u64;
         if v >= s.cpus.len() {
             return Some(());
@@ -109,7 +109,7 @@ impl VgicRedistributors {
                 let fam = fam.ok()?;
                 if fam.bank() == 0 {
                     let mask = s.priority_mask;
-                    if s.cpus[v].private.write(fam, width, value as u32, mask) != 0 {
+                    if s.cpus[v].private.write(fam, width, low_u32(value), mask) != 0 {
                         s.notify(Some(v), kicks);
                     }
                 }

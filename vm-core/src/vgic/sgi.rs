@@ -6,6 +6,8 @@
 //! TargetList \[15:0\], Aff1 \[23:16\], INTID \[27:24\], Aff2 \[39:32\], IRM \[40\],
 //! RS \[47:44\], Aff3 \[55:48\]; the other two registers have the same layout.
 
+use vcpu_api::low_u16;
+
 /// Which SGI register the guest wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SgiRegister {
@@ -48,7 +50,7 @@ impl SgiRequest {
             all_but_self: value & (1 << 40) != 0,
             affinity: (aff3 << 32) | (aff2 << 16) | (aff1 << 8),
             rs: ((value >> 44) & 0xf) as u8,
-            target_list: value as u16,
+            target_list: low_u16(value),
         }
     }
 

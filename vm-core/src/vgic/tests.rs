@@ -334,7 +334,7 @@ fn overflow_takes_the_most_urgent_and_asks_for_underflow() {
     for n in 0..7u64 {
         r.write(SGI + IPRIORITYR + n, Byte, 0x80 - 8 * n.min(5))
             .unwrap();
-        v.set_pending(0, n as u32).unwrap();
+        v.set_pending(0, vcpu_api::low_u32(n)).unwrap();
     }
     r.write(SGI + ICPENDR, Dword, 1 << 6).unwrap();
     r.write(SGI + ISACTIVER, Dword, 1 << 6).unwrap();
