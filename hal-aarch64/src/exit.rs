@@ -11,7 +11,7 @@
 use core::fmt;
 
 use addrspace::GuestPhysAddr;
-use vcpu_api::{AccessWidth, SysRegAddr};
+use vcpu_api::{AccessWidth, SysRegAddr, gpa_of};
 
 /// The raw value of ESR_EL2.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -312,7 +312,7 @@ impl SysRegAccess {
 pub const fn fault_ipa(hpfar: u64, far: u64, far_valid: bool) -> GuestPhysAddr {
     let page = ((hpfar >> 4) & ((1 << 40) - 1)) << 12;
     let offset = if far_valid { far & 0xfff } else { 0 };
-    GuestPhysAddr::from_usize((page | offset) as usize)
+    gpa_of(page | offset)
 }
 
 /// What a trap from EL1 was, decoded from ESR_EL2, FAR_EL2 and HPFAR_EL2.
@@ -487,7 +487,7 @@ mod tests {
             else {
                 panic!("{esr:#x} is not a data abort");
             };
-            assert_eq!(got, GuestPhysAddr::from_usize(ipa as usize), "{esr:#x}");
+            assert_eq!(got, gpa_of(ipa), "{esr:#x}");
             assert_eq!(insn_len, 4);
             assert_eq!(abort.write, write, "{esr:#x}");
             assert_eq!(

@@ -7,8 +7,10 @@
 //! Function ids (DEN0022D §5.1): owner "standard secure service" (OEN 4), fast calls,
 //! `0x8400_00nn` for SMC32 and `0xc400_00nn` for SMC64. Return codes: §5.2.2.
 
-use addrspace::GuestPhysAddr;
-use vcpu_api::{Conduit, CpuState, FirmwareCall, FirmwareError, FirmwareReply, Hypercall, Service};
+use vcpu_api::{
+    Conduit, CpuState, FirmwareCall, FirmwareError, FirmwareReply, Hypercall, Service, gpa_of,
+    low_u32,
+};
 
 use crate::regs::MPIDR_AFFINITY_MASK;
 
@@ -82,7 +84,7 @@ pub enum PsciConduit {
 /// Whether `function_id` (x0) is in the PSCI range: SMCCC fast call, owner 4
 /// (standard secure service), function numbers 0x00..=0x1f, SMC32 or SMC64.
 pub const fn is_psci(function_id: u64) -> bool {
-    function_id >> 32 == 0 && (function_id as u32 & !0x4000_001f) == 0x8400_0000
+    function_id >> 32 == 0 && (low_u32(function_id) & !0x4000_001f) == 0x8400_0000
 }
 
 /// Decodes the call the guest made by `conduit` (`hvc` or `smc`) from x0..x6, given
@@ -118,7 +120,8 @@ pub fn decode_psci(x: [u64; 4]) -> Option<FirmwareCall> {
     if !is_psci(x[0]) {
         return None;
     }
-    let function = x[0] as u32;
+    // x0 has no bits above 31 (is_psci).
+    let function = low_u32(x[0]);
     let smc64 = function & 0x4000_0000 != 0;
     let arg = |v: u64| if smc64 { v } else { v & 0xffff_ffff };
     let call = match function & !0x4000_0000 {
@@ -126,7 +129,7 @@ pub fn decode_psci(x: [u64; 4]) -> Option<FirmwareCall> {
         CPU_OFF if !smc64 => FirmwareCall::CpuOff,
         CPU_ON => FirmwareCall::CpuOn {
             target: arg(x[1]) & MPIDR_AFFINITY_MASK,
-            entry: GuestPhysAddr::from_usize(arg(x[2]) as usize),
+            entry: gpa_of(arg(x[2])),
             arg: arg(x[3]),
         },
         AFFINITY_INFO if arg(x[2]) == 0 => FirmwareCall::CpuStatus {
@@ -136,7 +139,8 @@ pub fn decode_psci(x: [u64; 4]) -> Option<FirmwareCall> {
         SYSTEM_OFF if !smc64 => FirmwareCall::SystemOff,
         SYSTEM_RESET if !smc64 => FirmwareCall::SystemReset,
         PSCI_FEATURES if !smc64 => FirmwareCall::Probe {
-            service: service_of(x[1] as u32),
+            // An SMC32 call: the upper half of x1 is ignored (SMCCC).
+            service: service_of(low_u32(x[1])),
         },
         _ => FirmwareCall::Unsupported {
             nr: u64::from(function),
@@ -190,6 +194,8 @@ pub fn encode_reply(reply: FirmwareReply) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use addrspace::GuestPhysAddr;
+
     use super::*;
 
     fn on(target: u64, entry: usize, arg: u64) -> Option<FirmwareCall> {

@@ -32,9 +32,6 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (linux-arm team).
-#![allow(clippy::cast_possible_truncation)]
 
 extern crate alloc;
 

@@ -10,7 +10,7 @@
 //! forms (`TLBI VAE1`...), which miss stage-2 entries.
 
 use addrspace::GuestPhysAddr;
-use vcpu_api::{VCpuResult, VmTags};
+use vcpu_api::{VCpuResult, VmTags, usize_of};
 
 /// Above this many pages one `TLBI VMALLS12E1IS` (every stage-1 and stage-2 entry
 /// of the VMID) is cheaper than per-page invalidation.
@@ -48,7 +48,7 @@ pub fn release_vmid(vm_id: usize) {
 pub fn plan(gpa: GuestPhysAddr, size: usize) -> Option<(u64, usize)> {
     let start = gpa.as_usize() as u64 & !0xfff;
     let end = (gpa.as_usize() as u64).saturating_add(size as u64);
-    let pages = end.saturating_sub(start).div_ceil(0x1000) as usize;
+    let pages = usize_of(end.saturating_sub(start).div_ceil(0x1000));
     (pages <= MAX_PAGES_BY_IPA).then_some((start, pages))
 }
 

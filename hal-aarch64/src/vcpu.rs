@@ -987,7 +987,7 @@ mod tests {
             fn fold(&self, _: usize, _: &[u64], _: u64) {}
             fn inject(&self, vcpu: usize, intid: u32) -> bool {
                 self.0.store(
-                    vcpu as u32 * 10_000 + intid,
+                    u32::try_from(vcpu).expect("a test vCPU index") * 10_000 + intid,
                     core::sync::atomic::Ordering::SeqCst,
                 );
                 intid < 1020

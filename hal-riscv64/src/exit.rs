@@ -7,6 +7,7 @@
 //! tested on any host.
 
 use addrspace::{AccessKind, GuestPhysAddr};
+use vcpu_api::gpa_of;
 
 /// Bit 63 of `scause`: the trap is an interrupt.
 pub const SCAUSE_INTERRUPT: u64 = 1 << 63;
@@ -180,7 +181,7 @@ pub const fn fault_gpa(htval: u64, stval: u64) -> Option<GuestPhysAddr> {
         return None;
     }
     let gpa = ((htval << 2) & !0xfff) | (stval & 0xfff);
-    Some(GuestPhysAddr::from_usize(gpa as usize))
+    Some(gpa_of(gpa))
 }
 
 /// A short name of an exception code, for logs.

@@ -8,11 +8,11 @@
 //! EIDs 0x00..0x0f, result in a0 only), 6 (TIME), 7 (IPI), 8 (RFENCE), 9 (HSM),
 //! 10 (SRST), 12 (DBCN). Decoding is a pure function of the registers.
 
-use addrspace::GuestPhysAddr;
 use vcpu_api::{
     Conduit, CpuMask, CpuState, FirmwareCall, FirmwareError, FirmwareReply, GuestCall, Hypercall,
     RemoteFence, Service,
 };
+use vcpu_api::{gpa_of, low_u8};
 
 /// Base extension ("0x10").
 pub const EID_BASE: u64 = 0x10;
@@ -102,7 +102,7 @@ fn decode(eid: u64, fid: u64, a: [u64; 6]) -> FirmwareCall {
         mask: a[0],
         base: a[1],
     };
-    let gpa = |v: u64| GuestPhysAddr::from_usize(v as usize);
+    let gpa = gpa_of;
     match eid {
         EID_BASE => match fid {
             0 => FirmwareCall::Version,
@@ -117,7 +117,7 @@ fn decode(eid: u64, fid: u64, a: [u64; 6]) -> FirmwareCall {
         },
         // Legacy calls ignore a6.
         EID_LEGACY_SET_TIMER => FirmwareCall::SetTimer { deadline: a[0] },
-        EID_LEGACY_PUTCHAR => FirmwareCall::ConsoleWriteByte { byte: a[0] as u8 },
+        EID_LEGACY_PUTCHAR => FirmwareCall::ConsoleWriteByte { byte: low_u8(a[0]) },
         EID_LEGACY_GETCHAR => FirmwareCall::ConsoleReadByte,
         EID_LEGACY_SHUTDOWN => FirmwareCall::SystemOff,
         EID_TIME => match fid {
@@ -182,7 +182,7 @@ fn decode(eid: u64, fid: u64, a: [u64; 6]) -> FirmwareCall {
                     gpa: gpa(addr),
                     len: a[0],
                 },
-                2 => FirmwareCall::ConsoleWriteByte { byte: a[0] as u8 },
+                2 => FirmwareCall::ConsoleWriteByte { byte: low_u8(a[0]) },
                 _ => unsupported,
             }
         }
@@ -252,6 +252,8 @@ pub fn encode_reply(reply: FirmwareReply) -> Option<(i64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use addrspace::GuestPhysAddr;
+
     use super::*;
 
     /// The EIDs are the ASCII names of section 3.

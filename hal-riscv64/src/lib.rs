@@ -37,9 +37,6 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (linux-riscv team).
-#![allow(clippy::cast_possible_truncation)]
 // Off riscv64 the trap handling runs only in the unit tests (there is no hart).
 #![cfg_attr(not(target_arch = "riscv64"), allow(dead_code))]
 

@@ -11,7 +11,7 @@
 use core::fmt;
 
 use addrspace::AccessKind;
-use vcpu_api::{AccessWidth, MmioInsn, MmioOp};
+use vcpu_api::{AccessWidth, MmioInsn, MmioOp, low_u16};
 
 /// What a decoded load or store does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,10 +147,11 @@ pub fn decode_htinst(htinst: u64) -> Htinst {
 /// Decodes the instruction `insn` (a 16-bit one in the low half when its bits 1:0 are
 /// not `0b11`; the upper half is then ignored).
 pub fn decode(insn: u32) -> Result<MemInsn, InsnError> {
-    if insn_len(insn as u16) == 4 {
+    let low = low_u16(u64::from(insn));
+    if insn_len(low) == 4 {
         decode32(insn)
     } else {
-        decode16(insn as u16)
+        decode16(low)
     }
 }
 
@@ -447,12 +448,10 @@ mod tests {
     #[test]
     fn htinst_pseudo_and_none() {
         assert_eq!(decode_htinst(0), Htinst::None);
-        for pseudo in [0x2000, 0x3000, 0x2020, 0x3020] {
+        for pseudo in [0x2000u32, 0x3000, 0x2020, 0x3020] {
             assert_eq!(
-                decode_htinst(pseudo),
-                Htinst::PageTableWalk {
-                    pseudo: pseudo as u32
-                }
+                decode_htinst(u64::from(pseudo)),
+                Htinst::PageTableWalk { pseudo }
             );
         }
         assert_eq!(decode_htinst(0x4000), Htinst::Unknown(0x4000));

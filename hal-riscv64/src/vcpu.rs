@@ -14,6 +14,7 @@ use vcpu_api::{
     GuestMemory, InsnBytes, MmioAccess, MmioDecodeError, MmioOp, NestedFault, Service,
     SysRegAccess, VCpuError, VCpuResult,
 };
+use vcpu_api::{gpa_of, usize_of};
 
 use crate::context::{GuestRegs, VsCsr, VsCsrs};
 use crate::exit::{Trap, exception, interrupt};
@@ -204,7 +205,7 @@ impl<F: GStage> Riscv64VCpu<F> {
                             "on: GPA unknown"
                         }
                     );
-                    GuestPhysAddr::from_usize(if bare { gva as usize } else { usize::MAX })
+                    GuestPhysAddr::from_usize(if bare { usize_of(gva) } else { usize::MAX })
                 });
                 let insn = self.fault_insn(ops, gpa, access, htinst);
                 Next::Exit(ExitReason::NestedPageFault(NestedFault {
@@ -370,7 +371,7 @@ impl<F: GStage> Riscv64VCpu<F> {
             }
             FaultInsn::Fetch => {
                 let half = |at: u64| {
-                    let gpa = GuestPhysAddr::from_usize(at as usize);
+                    let gpa = gpa_of(at);
                     let mut b = [0u8; 2];
                     mem.read(gpa, &mut b)
                         .map(|()| u16::from_le_bytes(b))
@@ -713,7 +714,9 @@ mod tests {
     use std::vec::Vec;
 
     use addrspace::{Sv39x4, Sv48x4};
-    use vcpu_api::{AccessWidth, CpuState, FirmwareError, Hypercall, RemoteFence};
+    use vcpu_api::{
+        AccessWidth, CpuState, FirmwareError, Hypercall, RemoteFence, low_u16, low_u32,
+    };
 
     use super::*;
     use crate::exit::{SCAUSE_INTERRUPT, TrapInfo};
@@ -821,7 +824,7 @@ mod tests {
             for i in 0..buf.len() {
                 if !self.bytes.contains_key(&(base + i as u64)) {
                     return Err(addrspace::Error::NotMapped {
-                        gpa: GuestPhysAddr::from_usize((base + i as u64) as usize),
+                        gpa: gpa_of(base + i as u64),
                     });
                 }
             }
@@ -838,7 +841,7 @@ mod tests {
     fn vcpu() -> Riscv64VCpu<Sv39x4> {
         let mut v =
             Riscv64VCpu::<Sv39x4>::new(claimed(3), 0, Riscv64CreateConfig::default()).unwrap();
-        v.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
+        v.set_entry(gpa_of(PC)).unwrap();
         v.setup(Riscv64SetupConfig {
             cross_check_mmio_decode: true,
             ..Riscv64SetupConfig::default()
@@ -1149,7 +1152,7 @@ mod tests {
             &mut h,
             guest_page_fault(exception::LOAD_GUEST_PAGE_FAULT, gpa, 0x2501),
         ));
-        let g = GuestPhysAddr::from_usize(gpa as usize);
+        let g = gpa_of(gpa);
         assert_eq!((f.gpa, f.access), (g, AccessKind::Read));
         assert!(matches!(f.insn, FaultInsn::Decoded(_)));
         let none = Mem::default();
@@ -1394,7 +1397,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(w.entry_hstatus() & hstatus::VTW, hstatus::VTW);
-        w.set_entry(GuestPhysAddr::from_usize(PC as usize)).unwrap();
+        w.set_entry(gpa_of(PC)).unwrap();
         assert_eq!(w.regs.hstatus & hstatus::VTW, hstatus::VTW);
     }
 
@@ -1424,7 +1427,7 @@ mod tests {
         );
         assert_eq!(v.pc(), 0x8000_0100, "vstvec base");
         // Without the bits in stval, the instruction is fetched.
-        h.put(0x8000_0100, &(WFI as u32).to_le_bytes());
+        h.put(0x8000_0100, &low_u32(WFI).to_le_bytes());
         assert_eq!(trap(&mut v, &mut h, virt(0)), Some(ExitReason::Halt));
     }
 
@@ -1468,7 +1471,7 @@ mod tests {
             .unwrap();
         assert_eq!(w.hgatp() >> 60, 9);
         assert_eq!(
-            Some(crate::regs::hgatp::vmid(w.hgatp()) as u16),
+            Some(low_u16(crate::regs::hgatp::vmid(w.hgatp()))),
             crate::tlb::vmid_for(3)
         );
         v.inject_interrupt(6).unwrap();
