@@ -94,7 +94,8 @@ pub fn now_ns() -> u64 {
     // SAFETY: ISB only orders the counter read after earlier instructions.
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
     let ticks = mrs!("cntpct_el0");
-    (u128::from(ticks) * 1_000_000_000 / u128::from(freq)) as u64
+    // Past u64 only after 584 years at any frequency: saturate then.
+    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(freq)).unwrap_or(u64::MAX)
 }
 
 /// A PSCI call to the platform firmware (the hypervisor's own CPU_ON, CPU_OFF,

@@ -93,7 +93,8 @@ pub fn init_hart() -> Result<HartInfo, HartError> {
     }
     let vmid = hgatp::vmid(if sv39x4 { v39 } else { v48 });
     let vmid_bits = vmid.count_ones();
-    crate::tlb::narrow_vmids(vmid as u16);
+    // hgatp.VMID is 14 bits wide on RV64.
+    crate::tlb::narrow_vmids(vcpu_api::low_u16(vmid));
     let sstc = crate::hart::has_sstc();
     if sstc {
         csr_set!(num::HENVCFG, henvcfg::STCE);

@@ -199,7 +199,8 @@ pub(crate) fn hlvx_hu(gva: u64) -> Option<u16> {
     // SAFETY: HLVX only reads guest memory through the guest's translation; a fault
     // is caught by the routine's fixup.
     let r = unsafe { hal_rv64_hlvx_hu(gva) };
-    (r.ok == 1).then_some(r.value as u16)
+    // HLVX.HU zero-extends the halfword it read.
+    (r.ok == 1).then_some(vcpu_api::low_u16(r.value))
 }
 
 /// Whether HS-mode can use `stimecmp`/`vstimecmp` (Sstc enabled by the firmware).

@@ -8,7 +8,7 @@ use platforms::logger::ConsoleLogger;
 use spin::Mutex;
 
 /// PL011 registers (ARM DDI 0183G §3.2): data, flags (TXFF = bit 5), control.
-const UART_BASE: usize = crate::layout::UART_BASE as usize;
+const UART_BASE: usize = vcpu_api::usize_of(crate::layout::UART_BASE);
 const UARTDR: usize = 0x00;
 const UARTFR: usize = 0x18;
 const UARTCR: usize = 0x30;

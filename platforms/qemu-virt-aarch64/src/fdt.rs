@@ -148,6 +148,7 @@ mod tests {
     fn blob(memory_name: &[u8]) -> Vec<u8> {
         let strings = b"#address-cells\0#size-cells\0reg\0bootargs\0";
         let mut s: Vec<u8> = Vec::new();
+        let u32_of = |n: usize| u32::try_from(n).expect("a test blob's sizes fit 32 bits");
         let w = |s: &mut Vec<u8>, v: u32| s.extend_from_slice(&v.to_be_bytes());
         let node = |s: &mut Vec<u8>, name: &[u8]| {
             s.extend_from_slice(&FDT_BEGIN_NODE.to_be_bytes());
@@ -159,7 +160,7 @@ mod tests {
         };
         let prop = |s: &mut Vec<u8>, nameoff: u32, data: &[u8]| {
             s.extend_from_slice(&FDT_PROP.to_be_bytes());
-            s.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            s.extend_from_slice(&u32_of(data.len()).to_be_bytes());
             s.extend_from_slice(&nameoff.to_be_bytes());
             s.extend_from_slice(data);
             while !s.len().is_multiple_of(4) {
@@ -187,15 +188,15 @@ mod tests {
         let mut b = Vec::new();
         for v in [
             FDT_MAGIC,
-            total as u32,
-            header as u32,
-            (header + s.len()) as u32,
+            u32_of(total),
+            u32_of(header),
+            u32_of(header + s.len()),
             0,
             17,
             16,
             0,
-            strings.len() as u32,
-            s.len() as u32,
+            u32_of(strings.len()),
+            u32_of(s.len()),
         ] {
             b.extend_from_slice(&v.to_be_bytes());
         }

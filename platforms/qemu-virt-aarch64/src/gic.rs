@@ -149,6 +149,10 @@ pub(crate) fn deactivate(intid: u32) {
 /// Enables SPI `intid` as a group-1 interrupt at priority 0x80 routed to CPU `cpu`
 /// (Aff0 = `cpu`): a pass-through device's interrupt, forwarded to a guest.
 pub(crate) fn enable_spi(intid: u32, cpu: usize) {
+    // Aff0 is 8 bits: a larger CPU index is no CPU this routing can name.
+    let Ok(aff0) = u8::try_from(cpu) else {
+        return;
+    };
     if !(32..1020).contains(&intid) {
         return;
     }
@@ -159,7 +163,7 @@ pub(crate) fn enable_spi(intid: u32, cpu: usize) {
     );
     set_priority(GICD_BASE + GICD_IPRIORITYR, intid);
     let route = GICD_BASE + GICD_IROUTER + 8 * intid as usize;
-    mmio_write(route, cpu as u32);
+    mmio_write(route, u32::from(aff0));
     mmio_write(route + 4, 0);
     mmio_write(GICD_BASE + GICD_ISENABLER + word, bit);
 }

@@ -28,7 +28,7 @@ use hal_aarch64::vcpu::default_mpidr;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, VirtualInterrupts};
 use platforms::doorbell::{Doorbell, DoorbellHost};
 use platforms::linux::Checks;
-use vcpu_api::ArchVCpu;
+use vcpu_api::{ArchVCpu, usize_of};
 use vm_core::image::Arm64Header;
 use vm_core::vgic::{DISTRIBUTOR_SIZE, FIRST_SPI, SgiRegister, VTIMER_PPI, Vgic, VgicConfig};
 use vm_core::{
@@ -162,7 +162,8 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
             config.kernel.kernel_load_addr, placement.load
         ));
     }
-    let layout = platforms::linux::linux_layout(&config, header.image_size as usize, initrd.len())?;
+    let layout =
+        platforms::linux::linux_layout(&config, usize_of(header.image_size), initrd.len())?;
     let (gicd, gicr) = (emu_range(&config, GICD)?, emu_range(&config, GICR)?);
     if gicd.1 < DISTRIBUTOR_SIZE as u64 {
         return Err(format!("the {GICD} device is smaller than 64 KiB"));

@@ -30,9 +30,6 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (linux-arm team).
-#![allow(clippy::cast_possible_truncation)]
 
 extern crate alloc;
 
@@ -69,7 +66,7 @@ mod bare_metal {
 
     use core::sync::atomic::{AtomicBool, Ordering};
 
-    use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, HostPhysAddr};
+    use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, HostPhysAddr, usize_of};
     use buddy_system_allocator::LockedHeap;
     use hal_aarch64::PsciConduit;
     use platforms::monitor::Summary;
@@ -111,7 +108,7 @@ mod bare_metal {
             Err(e) => println!("qemu-virt-aarch64: no device tree from QEMU ({e:?})"),
         }
         let (ram_base, ram_size) = match fdt::memory(dtb) {
-            Ok((base, size)) => (base as usize, size as usize),
+            Ok((base, size)) => (usize_of(base), usize_of(size)),
             Err(e) => {
                 println!("qemu-virt-aarch64: no RAM size from the DTB ({e:?}), assuming 512 MiB");
                 (RAM_BASE, DEFAULT_RAM_SIZE)

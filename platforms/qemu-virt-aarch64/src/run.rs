@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use addrspace::{GuestPhysAddr, PAGE_SIZE};
+use addrspace::{GuestPhysAddr, PAGE_SIZE, gpa_of, usize_of};
 use hal_aarch64::firmware::PsciConduit;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
 use platforms::host::{self, SharedMonitor};
@@ -215,9 +215,7 @@ fn hypercall<F: Stage2Format>(
     };
     let args = [h.args[0], h.args[1], h.args[2], h.args[3]];
     match monitor.with(|m, out| m.on_call(call, args, out)) {
-        Action::StartCpu { cpu, entry, arg } => {
-            start_cpu(run, cpu, GuestPhysAddr::from_usize(entry as usize), arg)
-        }
+        Action::StartCpu { cpu, entry, arg } => start_cpu(run, cpu, gpa_of(entry), arg),
         action => {
             let mut out = String::new();
             let value = host::act_on(&run.vm, action, &mut out);
@@ -248,7 +246,7 @@ fn build_vm<F: Stage2Format>(
     // one 4 KiB page of QEMU virt's MMIO, no RAM; the guest may write it.
     let grant = unsafe {
         HostGrant::new([GrantedRange::new(
-            HostPhysAddr::from_usize(QEMU_VIRT_AARCH64_UART as usize),
+            HostPhysAddr::from_usize(usize_of(QEMU_VIRT_AARCH64_UART)),
             PAGE_SIZE,
             GrantKind::Device,
         )])
@@ -281,7 +279,7 @@ fn build_vm<F: Stage2Format>(
 /// The guest's first instructions run with its MMU and caches off: clean the image
 /// to the point of coherency, page by page through the stage-2 translation.
 fn sync_guest_code<F: Stage2Format>(vm: &Vm<Aarch64VCpu<F>>, len: usize) {
-    let base = LAYOUT.ram_base as usize;
+    let base = usize_of(LAYOUT.ram_base);
     for page in (base..base + len).step_by(PAGE_SIZE) {
         if let Some(t) = vm.walk(GuestPhysAddr::from_usize(page)).translation() {
             hal_aarch64::cpu::sync_code_for_guest(t.hpa.as_usize(), PAGE_SIZE);

@@ -19,9 +19,6 @@
     not(all(target_os = "none", target_arch = "riscv64")),
     allow(dead_code)
 )]
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (linux-riscv team).
-#![allow(clippy::cast_possible_truncation)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
@@ -61,8 +58,11 @@ unsafe extern "C" {
 /// (the DTB's physical address).
 #[cfg(all(target_os = "none", target_arch = "riscv64"))]
 extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
-    use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
+    use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr, usize_of};
     use console::println;
+
+    // a0 and a1 from OpenSBI: the boot hart's id and the DTB's physical address.
+    let dtb = usize_of(dtb);
 
     println!(
         "hvcore riscv64: QEMU virt board, HS-mode with G-stage translation (boot hart {hart})"
@@ -71,12 +71,12 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     // between is free. Check the DTB's magic (0xd00dfeed, big-endian) before
     // trusting its address as the end of RAM.
     // SAFETY: a1 from OpenSBI is the DTB's physical address, readable RAM.
-    let magic = unsafe { core::ptr::read_volatile(dtb as usize as *const u32) };
+    let magic = unsafe { core::ptr::read_volatile(dtb as *const u32) };
     if u32::from_be(magic) != 0xd00d_feed {
         fail(format_args!("no DTB at a1 = {dtb:#x} (magic {magic:#x})"));
     }
     let start = HostPhysAddr::from_usize(core::ptr::addr_of!(__image_end) as usize);
-    let end = HostPhysAddr::from_usize(dtb as usize & !(FRAME_SIZE - 1));
+    let end = HostPhysAddr::from_usize(dtb & !(FRAME_SIZE - 1));
     // SAFETY: the RAM between the image's end and the DTB (at the top of RAM) is
     // used by nothing else: OpenSBI sits below the image.
     unsafe { hal::FRAMES.add_free(start, end) };
@@ -108,7 +108,7 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
         info.vmid_bits,
         yes(info.sstc)
     );
-    let second = harts::start_second_hart(hart as usize);
+    let second = harts::start_second_hart(usize_of(hart));
     match second {
         Some(h) => println!("hart {h}: started for the second vCPU"),
         None => println!("no second hart: the second vCPU cannot run (use -smp 2)"),
@@ -117,8 +117,8 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     // SAFETY: OpenSBI's DTB at a1 (its magic checked above) lies above the frame
     // pool and stays untouched; its header's totalsize bounds it.
     let host_dtb = unsafe {
-        let size = u32::from_be(core::ptr::read_volatile((dtb as usize + 4) as *const u32));
-        core::slice::from_raw_parts(dtb as usize as *const u8, size as usize)
+        let size = u32::from_be(core::ptr::read_volatile((dtb + 4) as *const u32));
+        core::slice::from_raw_parts(dtb as *const u8, size as usize)
     };
     let linux = crate::vm_config().is_ok_and(|c| c.vm_type == vm_core::VmType::Linux);
     let (passed, failed) = if linux {

@@ -9,10 +9,6 @@
 //! when the hypervisor answers NOT_SUPPORTED (its PSCI conduit is then SMC). The
 //! console is the PL011 at 0x0900_0000, passed through by the hypervisor.
 
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (its Linux team).
-#![allow(clippy::cast_possible_truncation)]
-
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -12,10 +12,6 @@
 //! stopped; the console is DBCN `console_write` when
 //! the hypervisor offers it, the legacy `console_putchar` otherwise.
 
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (its Linux team).
-#![allow(clippy::cast_possible_truncation)]
-
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -160,7 +156,10 @@ impl GuestOps for Riscv64 {
             let mut rest = s.as_bytes();
             while !rest.is_empty() {
                 match sbi(EID_DBCN, 0, [rest.len() as u64, rest.as_ptr() as u64, 0, 0]) {
-                    (0, n) if n > 0 => rest = &rest[(n as usize).min(rest.len())..],
+                    (0, n) if n > 0 => {
+                        let n = usize::try_from(n).map_or(rest.len(), |n| n.min(rest.len()));
+                        rest = &rest[n..];
+                    }
                     _ => break,
                 }
             }
