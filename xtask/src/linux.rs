@@ -467,7 +467,7 @@ fn pattern(len: usize) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 32) as u8
+            (x >> 32).to_le_bytes()[0]
         })
         .collect()
 }
@@ -508,8 +508,9 @@ fn initramfs(busybox: &[u8], files: &InitFiles) -> Result<Vec<u8>, Failed> {
     ];
     let io = |e: std::io::Error| Failed(format!("writing the initramfs: {e}"));
     let mut out = Vec::with_capacity(busybox.len() + 64 * 1024);
-    for (ino, (name, body)) in entries.iter().enumerate() {
-        let builder = Builder::new(name).ino(ino as u32 + 1).nlink(1);
+    // Inode numbers from 1.
+    for (ino, (name, body)) in (1u32..).zip(&entries) {
+        let builder = Builder::new(name).ino(ino).nlink(1);
         let (builder, data): (Builder, &[u8]) = match body {
             Body::Dir => (builder.mode(DIR).nlink(2), &[]),
             Body::Data(mode, data) => (builder.mode(*mode), data),

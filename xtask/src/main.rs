@@ -28,9 +28,6 @@
 //!   runs it for 30 s.
 //!
 //! It prints every command before running it and stops at the first failure.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (xtask owners (linux.rs: linux-riscv team)).
-#![allow(clippy::cast_possible_truncation)]
 
 mod bench;
 mod config;

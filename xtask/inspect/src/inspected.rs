@@ -91,7 +91,7 @@ pub fn build_faulty<F: NestedFormat>(
 
 /// The diagnostics of a built VM, whatever its format.
 trait View {
-    fn guest_map(&self, vmid: u16) -> GuestMap;
+    fn guest_map(&self, vmid: Option<u16>) -> GuestMap;
     fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding>;
     fn walk(&self, gpa: GuestPhysAddr) -> Walk;
     fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultExplanation;
@@ -100,8 +100,8 @@ trait View {
 }
 
 impl<F: NestedFormat> View for Built<F> {
-    fn guest_map(&self, vmid: u16) -> GuestMap {
-        self.vm.guest_map(Some(vmid))
+    fn guest_map(&self, vmid: Option<u16>) -> GuestMap {
+        self.vm.guest_map(vmid)
     }
     fn audit(&self, lengths: &[(ImageKind, usize)]) -> Vec<Finding> {
         self.vm.audit(lengths)
@@ -154,9 +154,11 @@ impl Inspected {
         self.format
     }
 
-    /// The guest-physical map, registers for `vmid` (the VM id when `None`).
+    /// The guest-physical map, registers for `vmid` (the VM id when `None`, if it
+    /// fits a 16-bit VMID; else no VMID, which the map says).
     pub fn guest_map(&self, vmid: Option<u16>) -> GuestMap {
-        self.view.guest_map(vmid.unwrap_or(self.vm_id as u16))
+        self.view
+            .guest_map(vmid.or_else(|| u16::try_from(self.vm_id).ok()))
     }
 
     /// The audit, with the image lengths that are known.

@@ -13,9 +13,6 @@
 //! - [`picture`]: the map as SVG (log-scaled, coloured by kind) and as an HTML page.
 //!
 //! Host-only (`std`); it depends on the portable crates, never the reverse.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (diag team).
-#![allow(clippy::cast_possible_truncation)]
 
 pub mod machine;
 pub mod picture;

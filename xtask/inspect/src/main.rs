@@ -1,8 +1,5 @@
 //! The `inspect` command (run it as `cargo xtask inspect`): see the crate docs and
 //! `USAGE`.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// crate are still to be fixed or justified one by one (diag team).
-#![allow(clippy::cast_possible_truncation)]
 
 use std::fmt::Write as _;
 use std::io::Write as _;

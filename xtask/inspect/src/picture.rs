@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use addrspace::GpaRange;
+use addrspace::{GpaRange, low_u32};
 use vm_core::Populate;
 use vm_core::config::Hex;
 use vm_core::diag::{Finding, GuestMap, MapRegion, RegionKind, Size};
@@ -122,7 +122,8 @@ pub fn svg(map: &GuestMap) -> String {
     let segs = segments(map);
     let body: u32 = segs.iter().map(|s| height(s.range().size() as u64)).sum();
     let legend_y = TOP + body + 30;
-    let total = legend_y + 24 * (KINDS.len() as u32).div_ceil(3) + 60;
+    // KINDS is a short constant list.
+    let total = legend_y + 24 * low_u32(KINDS.len() as u64).div_ceil(3) + 60;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -279,8 +280,8 @@ fn legend(s: &mut String, y0: u32) {
         .map(|k| (k.name(), kind_colour(*k)))
         .chain([("hole", "url(#hole)")])
         .chain(LEAF_COLOURS);
-    for (i, (name, colour)) in items.enumerate() {
-        let (col, row) = (i as u32 % 3, i as u32 / 3);
+    for ((name, colour), i) in items.zip(0u32..) {
+        let (col, row) = (i % 3, i / 3);
         let (x, y) = (10 + col * 400, y0 + row * 24);
         let _ = writeln!(
             s,

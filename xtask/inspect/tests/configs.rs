@@ -3,9 +3,6 @@
 //! `vm-core/tests/data`), with its guessed format; the
 //! map it prints is consistent with the config (every region there, holes and
 //! regions tiling the space, tables counted once, eager memory fully mapped).
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (diag team).
-#![allow(clippy::cast_possible_truncation)]
 
 use std::path::{Path, PathBuf};
 
@@ -95,7 +92,7 @@ fn check(name: &str, vm: &Inspected) {
                     "{name}"
                 );
             }
-            let mapped = m.leaves.bytes() as usize;
+            let mapped = addrspace::usize_of(m.leaves.bytes());
             if r.populate == Populate::Eager {
                 assert_eq!(
                     mapped,
@@ -260,4 +257,20 @@ fn every_axvisor_config_that_loads() {
 fn every_axvisor_config_that_loads_whatever_its_size() {
     let (_, _, over, _) = axvisor_configs(usize::MAX);
     assert_eq!(over, 0);
+}
+
+/// Defect (issue 11): the map's root registers used the config's VM id cut to its
+/// low 16 bits as the VMID, so a VM with id 0x1_0001 was shown with VMID 1 (the
+/// registers of another VM). An id past 16 bits gives no VMID (the map says so).
+#[test]
+fn a_vm_id_past_16_bits_is_no_vmid_not_its_low_bits() {
+    let path = workspace().join("configs/qemu-virt-aarch64.toml");
+    let mut config =
+        VmConfig::from_toml(&std::fs::read_to_string(&path).expect("read")).expect("loads");
+    let (format, _) = Format::for_config(&path, &config);
+    config.id = 0x1_0001;
+    let inspected = inspect(config, format).expect("builds");
+    let map = inspected.guest_map(None);
+    assert_eq!(map.vmid, None, "{map}");
+    assert_eq!(inspected.guest_map(Some(7)).vmid, Some(7));
 }

@@ -3,9 +3,6 @@
 //! rendered image has the size the SVG declares and shows every region kind of the
 //! map in its colour; the renderer refuses a malformed file (so this check can
 //! fail); the pictures committed under `docs/` are what the tool draws today.
-// Issue 11: `cast_possible_truncation` is denied workspace-wide; the casts of this
-// module are still to be fixed or justified one by one (diag team).
-#![allow(clippy::cast_possible_truncation)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,7 +78,8 @@ fn decode(png_bytes: &[u8]) -> (u32, u32, Vec<[u8; 4]>) {
 
 fn rgb(hex: &str) -> [u8; 4] {
     let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).expect("colour");
-    [(v >> 16) as u8, (v >> 8) as u8, v as u8, 255]
+    let [_, r, g, b] = v.to_be_bytes();
+    [r, g, b, 255]
 }
 
 /// The `width="…" height="…"` the SVG declares.
