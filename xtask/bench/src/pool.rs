@@ -4,10 +4,11 @@
 //! static-function [`PagingHandler`] ([`PeerHal`]). Both therefore pay the same
 //! allocator cost per frame, and the figures compare page-table code, not `malloc`.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use addrspace::testing::PoolAllocator;
-use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
+use addrspace::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
 use ax_memory_addr::{PhysAddr, VirtAddr};
 use ax_page_table_multiarch::PagingHandler;
 
@@ -131,5 +132,109 @@ impl<const ZERO: bool> PagingHandler for PeerHal<ZERO> {
                 .phys_to_virt(HostPhysAddr::from_usize(paddr.as_usize()))
                 .as_usize(),
         )
+    }
+}
+
+/// The pool through an allocator that knows which of its free frames are zero: the
+/// frames the next `frames` single-frame allocations will take (the pool hands out
+/// the lowest free frames first), zeroed once when it is made, outside any timing.
+/// Its `alloc_zeroed` skips the zeroing of those frames, as an allocator of memory
+/// fresh from the host does, and zeroes any other; every other call goes to the pool
+/// unchanged, so a fault over it costs what the peer's costs but for the zeroing
+/// (`fault_lazy_work`). Any frame given back makes every frame count as dirty again.
+pub struct KnownZero {
+    /// One bit per pool frame: zeroed by [`KnownZero::new`] and not handed out since.
+    clean: Vec<u64>,
+    /// Set by the first `dealloc_frames`: `clean` no longer holds.
+    dirty: Cell<bool>,
+    /// Frames `alloc_zeroed` handed out without zeroing.
+    fresh: Cell<usize>,
+}
+
+impl KnownZero {
+    /// Takes the next `frames` frames of the pool one by one, zeroes them and gives
+    /// them back.
+    ///
+    /// # Safety
+    ///
+    /// While the result is alive, nothing but it takes frames from the pool (or
+    /// nothing that writes them): a frame another user writes and gives back would
+    /// be handed out as zero.
+    pub unsafe fn new(frames: usize) -> Result<Self, String> {
+        let (start, end) = pool().phys_range();
+        let mut clean = vec![0u64; ((end.as_usize() - start.as_usize()) / FRAME_SIZE).div_ceil(64)];
+        let mut taken = Vec::with_capacity(frames);
+        while taken.len() < frames {
+            let Some(f) = pool().alloc_frame() else { break };
+            let hva = pool().phys_to_virt(f).as_mut_ptr::<u8>();
+            // SAFETY: a frame just allocated, which the pool maps writable.
+            unsafe { std::ptr::write_bytes(hva, 0, FRAME_SIZE) };
+            let i = (f.as_usize() - start.as_usize()) / FRAME_SIZE;
+            clean[i / 64] |= 1 << (i % 64);
+            taken.push(f);
+        }
+        for &f in &taken {
+            // SAFETY: allocated above, used by nothing.
+            unsafe { pool().dealloc_frames(f, 1) };
+        }
+        if taken.len() < frames {
+            return Err(format!("pool: {} of {frames} frames to zero", taken.len()));
+        }
+        Ok(Self {
+            clean,
+            dirty: Cell::new(false),
+            fresh: Cell::new(0),
+        })
+    }
+
+    /// Frames handed out as zero without zeroing them.
+    pub fn fresh(&self) -> usize {
+        self.fresh.get()
+    }
+
+    /// Whether the `count` frames at `hpa` were zeroed by `new` and not handed out
+    /// since (they are being handed out now).
+    #[inline]
+    fn is_clean(&self, hpa: HostPhysAddr, count: usize) -> bool {
+        let first = (hpa.as_usize() - POOL_BASE) / FRAME_SIZE;
+        !self.dirty.get()
+            && (first..first + count).all(|i| self.clean[i / 64] & (1 << (i % 64)) != 0)
+    }
+}
+
+// SAFETY: every call but `alloc_zeroed` is the pool's; `alloc_zeroed` returns pool
+// frames that are zero: zeroed here unless `clean` marks them, which holds frames
+// zeroed by `new` that nobody has had since (a frame handed out leaves the pool's free
+// frames, and only comes back through `dealloc_frames`, which ends `clean`; `new`'s
+// caller promises no other user of the pool gives back frames meanwhile).
+unsafe impl FrameAllocator for KnownZero {
+    #[inline]
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        pool().alloc_frames(count, align_frames)
+    }
+
+    #[inline]
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        let hpa = pool().alloc_frames(count, align_frames)?;
+        if self.is_clean(hpa, count) {
+            self.fresh.set(self.fresh.get() + count);
+        } else {
+            let hva = pool().phys_to_virt(hpa).as_mut_ptr::<u8>();
+            // SAFETY: just allocated, so ours alone; the pool maps it contiguously.
+            unsafe { std::ptr::write_bytes(hva, 0, count * FRAME_SIZE) };
+        }
+        Some(hpa)
+    }
+
+    #[inline]
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        self.dirty.set(true);
+        // SAFETY: the caller's promise for this allocator is the pool's.
+        unsafe { pool().dealloc_frames(hpa, count) }
+    }
+
+    #[inline]
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        pool().phys_to_virt(hpa)
     }
 }

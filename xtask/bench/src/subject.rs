@@ -5,12 +5,12 @@
 
 use addrspace::testing::PoolAllocator;
 use addrspace::{
-    AccessKind, AddrSpace, FaultOutcome, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
-    Populate,
+    AccessKind, AddrSpace, FRAME_SIZE, FaultOutcome, FrameAllocator, GuestPhysAddr, HostPhysAddr,
+    MappingFlags, NestedFormat, Populate,
 };
 use axvm_types::GuestPhysAddr as PeerGpa;
 
-use crate::pool::{self, PeerHal};
+use crate::pool::{self, KnownZero, PeerHal};
 
 /// What a workload needs from an address space. Errors are benchmark failures, carried
 /// as text to `main`.
@@ -34,19 +34,60 @@ pub trait Subject: Sized {
     fn fault(&mut self, gpa: usize) -> bool;
     /// Copies guest memory at `gpa` into `buf`.
     fn read(&self, gpa: usize, buf: &mut [u8]) -> Result<(), String>;
+    /// Frames handed out as already zero (not zeroed by the allocator), when the
+    /// subject's allocator knows such frames.
+    fn frames_known_zero(&self) -> Option<usize> {
+        None
+    }
 }
 
-/// Our address space in format `F`, frames from the shared pool.
-pub struct Ours<F: NestedFormat>(pub AddrSpace<F, &'static PoolAllocator>);
+/// Where an [`Ours`] subject gets its frames: the shared pool, or the pool through
+/// [`KnownZero`].
+pub trait Frames: FrameAllocator + Sized {
+    /// The allocator for a new space.
+    fn for_space() -> Result<Self, String>;
+    /// See [`Subject::frames_known_zero`].
+    fn known_zero(&self) -> Option<usize> {
+        None
+    }
+}
 
-impl<F: NestedFormat> Subject for Ours<F> {
+impl Frames for &'static PoolAllocator {
+    fn for_space() -> Result<Self, String> {
+        Ok(pool::pool())
+    }
+}
+
+/// Frames one lazy area of [`crate::space::ALLOC_AREA`] takes (data and tables),
+/// with room to spare.
+const KNOWN_ZERO_FRAMES: usize = crate::space::ALLOC_AREA / FRAME_SIZE + 1024;
+
+impl Frames for KnownZero {
+    fn for_space() -> Result<Self, String> {
+        // SAFETY: the bench runs one workload at a time on one thread: while this
+        // space lives, only it takes frames from the pool.
+        unsafe { KnownZero::new(KNOWN_ZERO_FRAMES) }
+    }
+    fn known_zero(&self) -> Option<usize> {
+        Some(self.fresh())
+    }
+}
+
+/// Our address space in format `F`, frames from the shared pool (`A` says how).
+pub struct Ours<F: NestedFormat, A: Frames = &'static PoolAllocator>(pub AddrSpace<F, A>);
+
+impl<F: NestedFormat, A: Frames> Subject for Ours<F, A> {
     const NAME: &'static str = F::NAME;
     const ROOT_FRAMES: usize = F::ROOT_FRAMES;
 
     fn new() -> Result<Self, String> {
-        AddrSpace::new(pool::pool())
+        AddrSpace::new(A::for_space()?)
             .map(Ours)
             .map_err(|e| format!("ours ({}): new: {e}", F::NAME))
+    }
+
+    fn frames_known_zero(&self) -> Option<usize> {
+        self.0.allocator().known_zero()
     }
 
     #[inline]
