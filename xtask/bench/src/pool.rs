@@ -238,3 +238,51 @@ unsafe impl FrameAllocator for KnownZero {
         pool().phys_to_virt(hpa)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads every byte of `count` frames at `hpa` as zero.
+    fn zero(hpa: HostPhysAddr, count: usize) -> bool {
+        let p = pool().phys_to_virt(hpa).as_ptr::<u8>();
+        // SAFETY: frames the test holds; the pool maps them contiguously.
+        (0..count * FRAME_SIZE).all(|i| unsafe { *p.add(i) } == 0)
+    }
+
+    #[test]
+    fn known_zero_skips_only_the_frames_it_zeroed() {
+        let frames = 64;
+        init(frames).unwrap();
+        // A previous owner's bytes in every frame.
+        let all = pool().alloc_frames(frames, 1).unwrap();
+        let p = pool().phys_to_virt(all).as_mut_ptr::<u8>();
+        // SAFETY: the whole pool, just allocated; then given back unused.
+        unsafe {
+            std::ptr::write_bytes(p, 0xa5, frames * FRAME_SIZE);
+            pool().dealloc_frames(all, frames);
+        }
+        // SAFETY: this test is the pool's only user.
+        let kz = unsafe { KnownZero::new(8) }.unwrap();
+        let known: Vec<HostPhysAddr> = (0..8).map(|_| kz.alloc_zeroed(1, 1).unwrap()).collect();
+        assert_eq!(kz.fresh(), 8);
+        assert!(known.iter().all(|&f| zero(f, 1)));
+        // Beyond the frames it zeroed, it zeroes.
+        let other = kz.alloc_zeroed(2, 1).unwrap();
+        assert_eq!(kz.fresh(), 8);
+        assert!(zero(other, 2));
+        // A frame given back may be dirty: from then on every frame is zeroed.
+        // SAFETY: allocated above, unused.
+        unsafe { kz.dealloc_frames(known[0], 1) };
+        assert_eq!(kz.alloc_zeroed(1, 1), Some(known[0]));
+        assert_eq!(kz.fresh(), 8);
+        // SAFETY: allocated above, unused.
+        unsafe {
+            kz.dealloc_frames(other, 2);
+            for &f in &known {
+                kz.dealloc_frames(f, 1);
+            }
+        }
+        assert_eq!(in_use(), 0);
+    }
+}
