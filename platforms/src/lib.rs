@@ -39,3 +39,14 @@ pub mod linux;
 pub mod logger;
 pub mod monitor;
 pub mod protocol;
+#[cfg(feature = "host")]
+mod vm_hal;
+
+/// What [`board_vm_hal!`] expands to names, reachable from the boards.
+#[cfg(feature = "host")]
+#[doc(hidden)]
+pub mod __private {
+    pub use addrspace;
+    pub use crate_interface;
+    pub use vm_core;
+}

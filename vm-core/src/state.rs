@@ -11,25 +11,6 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Where a VM is in its life.
-///
-/// ```text
-/// Created --boot--> Running --pause--> Paused --resume--> Running
-/// Created | Running | Paused --shut down--> Stopped
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum VmState {
-    /// Built, not booted.
-    Created = 0,
-    /// Booted: vCPUs may run.
-    Running = 1,
-    /// Paused: vCPUs return [`crate::VmExit::Paused`] until resumed.
-    Paused = 2,
-    /// Shut down for good.
-    Stopped = 3,
-}
-
 /// A state kept in an `AtomicU8` as its index in [`Encoded::ALL`] (its `repr(u8)`
 /// discriminant).
 pub(crate) trait Encoded: Copy + 'static {
@@ -44,46 +25,78 @@ pub(crate) trait Encoded: Copy + 'static {
     }
 }
 
-impl Encoded for VmState {
-    const ALL: &'static [Self] = &[Self::Created, Self::Running, Self::Paused, Self::Stopped];
+/// Declares state enums kept as [`Encoded`] codes: each gets its variants'
+/// declaration order as its `repr(u8)` codes and as [`Encoded::ALL`], so the list
+/// of states is written once.
+macro_rules! encoded_states {
+    ($(
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident,)+
+        }
+    )+) => {$(
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl Encoded for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+        }
+    )+};
 }
 
-/// Where one vCPU is in its life: the one record of it (whether it was started, is
-/// bound to a physical CPU, or is in the guest).
-///
-/// ```text
-///        start         bind          enter
-///   Off -------> Started -----> Bound -------> InGuest
-///    ^                  <-----        <-------
-///    |                  unbind          exit
-///    +------------------------------ Bound
-///              turn off (the guest's CPU off, on the vCPU's own physical CPU)
-/// ```
-///
-/// What holds the vCPU's lock (`Vm::run_vcpu` for as long as it runs,
-/// `Vm::with_vcpu` briefly) is not part of the state: the lock only gives one
-/// thread at a time the architecture vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum VCpuState {
-    /// Not started: vCPU 0 before boot, the others before the guest's CPU on (or a
-    /// board's [`crate::Vm::start_vcpu`]), and any vCPU the guest turned off. It
-    /// cannot run; starting it sets its entry.
-    Off = 0,
-    /// Started, bound to no physical CPU: its next run binds it on the physical CPU
-    /// that calls [`crate::Vm::run_vcpu`].
-    Started = 1,
-    /// Started and bound to the physical CPU it last ran on, outside the guest.
-    Bound = 2,
-    /// In the guest: from just before an entry (before the checks of the VM state,
-    /// queued interrupts and the TLB generation) to just after the exit. A
-    /// shootdown, pause or shutdown kicks the vCPUs in this state and waits for
-    /// them to leave it.
-    InGuest = 3,
-}
+encoded_states! {
+    /// Where a VM is in its life.
+    ///
+    /// ```text
+    /// Created --boot--> Running --pause--> Paused --resume--> Running
+    /// Created | Running | Paused --shut down--> Stopped
+    /// ```
+    pub enum VmState {
+        /// Built, not booted.
+        Created,
+        /// Booted: vCPUs may run.
+        Running,
+        /// Paused: vCPUs return [`crate::VmExit::Paused`] until resumed.
+        Paused,
+        /// Shut down for good.
+        Stopped,
+    }
 
-impl Encoded for VCpuState {
-    const ALL: &'static [Self] = &[Self::Off, Self::Started, Self::Bound, Self::InGuest];
+    /// Where one vCPU is in its life: the one record of it (whether it was started, is
+    /// bound to a physical CPU, or is in the guest).
+    ///
+    /// ```text
+    ///        start         bind          enter
+    ///   Off -------> Started -----> Bound -------> InGuest
+    ///    ^                  <-----        <-------
+    ///    |                  unbind          exit
+    ///    +------------------------------ Bound
+    ///              turn off (the guest's CPU off, on the vCPU's own physical CPU)
+    /// ```
+    ///
+    /// What holds the vCPU's lock (`Vm::run_vcpu` for as long as it runs,
+    /// `Vm::with_vcpu` briefly) is not part of the state: the lock only gives one
+    /// thread at a time the architecture vCPU.
+    pub enum VCpuState {
+        /// Not started: vCPU 0 before boot, the others before the guest's CPU on (or a
+        /// board's [`crate::Vm::start_vcpu`]), and any vCPU the guest turned off. It
+        /// cannot run; starting it sets its entry.
+        Off,
+        /// Started, bound to no physical CPU: its next run binds it on the physical CPU
+        /// that calls [`crate::Vm::run_vcpu`].
+        Started,
+        /// Started and bound to the physical CPU it last ran on, outside the guest.
+        Bound,
+        /// In the guest: from just before an entry (before the checks of the VM state,
+        /// queued interrupts and the TLB generation) to just after the exit. A
+        /// shootdown, pause or shutdown kicks the vCPUs in this state and waits for
+        /// them to leave it.
+        InGuest,
+    }
 }
 
 impl fmt::Display for VCpuState {

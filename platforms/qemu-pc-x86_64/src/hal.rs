@@ -6,8 +6,7 @@
 //! reduces to the flush-on-next-entry half of vm-core's protocol
 //! (`invalidate_guest_tlb` sets TLB_CONTROL for the next VMRUN).
 
-use addrspace::{BitmapFrames, FrameAllocator, GpaRange, HostPhysAddr};
-use vm_core::VmHal;
+use addrspace::{BitmapFrames, GpaRange, HostPhysAddr};
 
 /// Frames of the first 1 GiB of physical memory, one bit each; physical memory is
 /// identity-mapped (virt = phys) by the boot code, which maps the first 4 GiB.
@@ -16,41 +15,35 @@ use vm_core::VmHal;
 pub(crate) static FRAMES: BitmapFrames<4096> =
     unsafe { BitmapFrames::new(HostPhysAddr::from_usize(0), 0) };
 
-struct BoardHal;
+// SAFETY: `memory` always returns `FRAMES`, the one pool every frame comes from;
+// `broadcast_guest_tlb_invalidate` never claims to have invalidated anything (it
+// returns `false`).
+platforms::board_vm_hal!(unsafe impl VmHal for BoardHal, memory = FRAMES);
 
-// SAFETY: `memory` always returns `FRAMES`; the broadcast invalidation never claims
-// to have invalidated anything (it returns `false`).
-#[crate_interface::impl_interface]
-unsafe impl VmHal for BoardHal {
-    fn memory() -> &'static (dyn FrameAllocator + Sync) {
-        &FRAMES
-    }
+fn current_pcpu_id() -> usize {
+    0
+}
 
-    fn current_pcpu_id() -> usize {
-        0
-    }
+/// The test VM has no interrupt controller (interrupt_mode = "no_irq").
+fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
+    false
+}
 
-    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
-        // The test VM has no interrupt controller (interrupt_mode = "no_irq").
-        false
+fn kick_pcpu(pcpu_id: usize) {
+    // pCPU 0 is the only one and is running this code, so no guest runs on it.
+    if pcpu_id != 0 {
+        log::error!("kick of pCPU {pcpu_id}, which this board does not have");
     }
+}
 
-    fn kick_pcpu(pcpu_id: usize) {
-        // pCPU 0 is the only one and is running this code, so no guest runs on it.
-        if pcpu_id != 0 {
-            log::error!("kick of pCPU {pcpu_id}, which this board does not have");
-        }
-    }
+/// No broadcast on x86: vm-core falls back to kicks (none needed here) and the
+/// flush before each vCPU's next VMRUN.
+fn broadcast_guest_tlb_invalidate(_vm_id: usize, _range: GpaRange) -> bool {
+    false
+}
 
-    fn broadcast_guest_tlb_invalidate(_vm_id: usize, _range: GpaRange) -> bool {
-        // No broadcast on x86: vm-core falls back to kicks (none needed here) and
-        // the flush before each vCPU's next VMRUN.
-        false
-    }
-
-    fn now_ns() -> u64 {
-        // SAFETY: RDTSC has no side effects. QEMU's TSC ticks at its nominal
-        // frequency (about 1 GHz or more), so cycles are a usable upper bound of ns.
-        unsafe { core::arch::x86_64::_rdtsc() }
-    }
+fn now_ns() -> u64 {
+    // SAFETY: RDTSC has no side effects. QEMU's TSC ticks at its nominal frequency
+    // (about 1 GHz or more), so cycles are a usable upper bound of ns.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

@@ -6,9 +6,12 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FrameAllocator, GpaRange, HostPhysAddr};
+use addrspace::{BitmapFrames, GpaRange, HostPhysAddr};
+// The VmHal functions `board_vm_hal!` calls, under the trait's names.
+use hal_aarch64::cpu::{cpu_id as current_pcpu_id, now_ns};
 
 use crate::boot::MAX_CPUS;
+use crate::gic::kick as kick_pcpu;
 
 /// The frame pool: the first 1 GiB of QEMU virt's RAM (from 0x4000_0000), one bit
 /// per frame (32 KiB). xtask gives QEMU 512 MiB; RAM past the window is left out.
@@ -81,39 +84,16 @@ pub(crate) fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
     inject.is_some_and(|f| f(vcpu_id, irq))
 }
 
-/// The board's `vm_core::VmHal`.
-pub(crate) struct BoardHal;
+// SAFETY: `memory` always returns `FRAMES`, the one pool every frame comes from;
+// `broadcast_guest_tlb_invalidate` returns `true` after `TLBI IPAS2E1IS` /
+// `VMALLE1IS` and `DSB ISH` have completed on every CPU of the inner shareable
+// domain (`flush_guest_range`).
+platforms::board_vm_hal!(unsafe impl VmHal for BoardHal, memory = FRAMES);
 
-// SAFETY: `memory` always returns `FRAMES`; the broadcast invalidation returns `true`
-// after `TLBI IPAS2E1IS` / `VMALLE1IS` and `DSB ISH` have completed on every CPU of
-// the inner shareable domain (`flush_guest_range`).
-#[crate_interface::impl_interface]
-unsafe impl vm_core::VmHal for BoardHal {
-    fn memory() -> &'static (dyn FrameAllocator + Sync) {
-        &FRAMES
+fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
+    // No live VM with this id: nothing of it can be in a TLB.
+    if let Some(vmid) = hal_aarch64::tlb::vmid_of(vm_id) {
+        hal_aarch64::tlb::flush_guest_range(vmid, range.start(), range.size());
     }
-
-    fn current_pcpu_id() -> usize {
-        hal_aarch64::cpu::cpu_id()
-    }
-
-    fn inject_irq(vm_id: usize, vcpu_id: usize, irq: usize) -> bool {
-        inject_irq(vm_id, vcpu_id, irq)
-    }
-
-    fn kick_pcpu(pcpu_id: usize) {
-        crate::gic::kick(pcpu_id);
-    }
-
-    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
-        // No live VM with this id: nothing of it can be in a TLB.
-        if let Some(vmid) = hal_aarch64::tlb::vmid_of(vm_id) {
-            hal_aarch64::tlb::flush_guest_range(vmid, range.start(), range.size());
-        }
-        true
-    }
-
-    fn now_ns() -> u64 {
-        hal_aarch64::cpu::now_ns()
-    }
+    true
 }

@@ -6,10 +6,9 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use addrspace::{BitmapFrames, FrameAllocator, GpaRange, HostPhysAddr};
-use vm_core::VmHal;
+use addrspace::{BitmapFrames, GpaRange, HostPhysAddr};
 
-use crate::boot::{MAX_HARTS, hart_id};
+use crate::boot::{MAX_HARTS, hart_id, now_ns};
 
 /// QEMU virt's RAM starts here.
 const RAM_BASE: usize = 0x8000_0000;
@@ -44,49 +43,39 @@ fn current(pick: impl Fn(&(AtomicUsize, AtomicUsize)) -> &AtomicUsize) -> Option
     (v != usize::MAX).then_some(v)
 }
 
-struct BoardHal;
+// SAFETY: `memory` always returns `FRAMES`, the one pool every frame comes from;
+// `broadcast_guest_tlb_invalidate` returns `true` only when the firmware's remote
+// HFENCE.GVMA of the whole VMID returned success, which it does once every hart has
+// fenced (`broadcast_hfence_gvma`).
+platforms::board_vm_hal!(unsafe impl VmHal for BoardHal, memory = FRAMES);
 
-// SAFETY: `memory` always returns `FRAMES`; the broadcast invalidation returns `true`
-// only when the firmware's remote HFENCE.GVMA of the whole VMID returned success,
-// which it does once every hart has fenced (`broadcast_hfence_gvma`).
-#[crate_interface::impl_interface]
-unsafe impl VmHal for BoardHal {
-    fn memory() -> &'static (dyn FrameAllocator + Sync) {
-        &FRAMES
+fn current_pcpu_id() -> usize {
+    hart_id()
+}
+
+/// No virtual interrupt controller on this board yet.
+fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
+    false
+}
+
+fn kick_pcpu(pcpu_id: usize) {
+    if let Err(e) = hal_riscv64::cpu::send_ipi(pcpu_id as u64) {
+        log::error!("kick of hart {pcpu_id}: SBI send_ipi failed with {e}");
     }
+}
 
-    fn current_pcpu_id() -> usize {
-        hart_id()
-    }
-
-    fn inject_irq(_vm_id: usize, _vcpu_id: usize, _irq: usize) -> bool {
-        // No virtual interrupt controller on this board yet.
-        false
-    }
-
-    fn kick_pcpu(pcpu_id: usize) {
-        if let Err(e) = hal_riscv64::cpu::send_ipi(pcpu_id as u64) {
-            log::error!("kick of hart {pcpu_id}: SBI send_ipi failed with {e}");
+fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
+    // No live VM with this id: nothing of it can be in a TLB.
+    let Some(vmid) = hal_riscv64::vmid_for(vm_id) else {
+        return true;
+    };
+    let (gpa, size) = (range.start().as_usize() as u64, range.size() as u64);
+    match hal_riscv64::broadcast_hfence_gvma(vmid, gpa, size) {
+        Ok(()) => true,
+        Err(e) => {
+            // vm-core falls back to kicking the vCPUs in the guest.
+            log::warn!("remote HFENCE.GVMA failed with SBI error {e}; kicking instead");
+            false
         }
-    }
-
-    fn broadcast_guest_tlb_invalidate(vm_id: usize, range: GpaRange) -> bool {
-        // No live VM with this id: nothing of it can be in a TLB.
-        let Some(vmid) = hal_riscv64::vmid_for(vm_id) else {
-            return true;
-        };
-        let (gpa, size) = (range.start().as_usize() as u64, range.size() as u64);
-        match hal_riscv64::broadcast_hfence_gvma(vmid, gpa, size) {
-            Ok(()) => true,
-            Err(e) => {
-                // vm-core falls back to kicking the vCPUs in the guest.
-                log::warn!("remote HFENCE.GVMA failed with SBI error {e}; kicking instead");
-                false
-            }
-        }
-    }
-
-    fn now_ns() -> u64 {
-        crate::boot::now_ns()
     }
 }
