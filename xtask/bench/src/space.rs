@@ -453,7 +453,7 @@ const EVICT: usize = 64 << 20;
 /// Writes [`EVICT`] bytes of scratch memory, so that the next map starts with its
 /// table frames out of the caches whatever its size: without it a 64 MiB map reuses
 /// 128 KiB of tables hot in L2 while a 4 GiB map streams 8 MiB through L3, and the
-/// per-page times compare caches, not the engine's growth.
+/// per-page times compare caches, not the engine's growth. Then yields the CPU.
 fn evict_caches() {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![1; EVICT]);
@@ -464,6 +464,11 @@ fn evict_caches() {
         s.fill(v);
         black_box(&mut *s);
     });
+    // What follows is timed: start it on a fresh time slice. On a busy machine a
+    // subject whose set-up took longer (KnownZero zeroes 256 MiB) was otherwise
+    // descheduled inside its timing more often (whole 4 ms ticks: +61 ns/page in
+    // fault_lazy_work).
+    std::thread::yield_now();
 }
 
 /// One round of the 4 KiB-leaf growth series: `[map s for each size of GROWTH]`,
