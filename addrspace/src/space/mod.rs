@@ -482,13 +482,19 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     /// Translates `gpa`. Errors name why it is not translated: [`Error::NoArea`],
     /// [`Error::Reserved`], [`Error::NotPopulated`] (lazy page not faulted in yet).
+    ///
+    /// Inline: the walk is a few dozen instructions, so the call and the error path
+    /// (kept out of line) would be a large part of it.
+    #[inline]
     pub fn translate(&self, gpa: GuestPhysAddr) -> Result<Translation> {
-        if let Some(t) = self.pt.query(gpa) {
-            return Ok(t);
+        match self.pt.query(gpa) {
+            Some(t) => Ok(t),
+            None => Err(self.why_untranslated(gpa)),
         }
-        Err(self.why_untranslated(gpa))
     }
 
+    #[cold]
+    #[inline(never)]
     fn why_untranslated(&self, gpa: GuestPhysAddr) -> Error {
         match self.area_at(gpa).map(|a| a.backend) {
             None => Error::NoArea { gpa },

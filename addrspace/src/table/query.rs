@@ -87,24 +87,39 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         entry.store(F::leaf(hpa, flags, 0), Ordering::Release);
     }
 
-    /// Where a walk of `gpa` starts: its region's cached level-1 table, or the root.
-    #[inline(always)]
-    fn walk_start(&self, gpa: usize) -> Table {
-        match self.psc.get(gpa) {
-            Some(hpa) => Table {
-                hpa,
-                level: Level::new(1),
-            },
-            None => self.root_table(),
-        }
-    }
-
     /// Walks `gpa` (below the GPA limit) down through table descriptors, from its
-    /// region's cached level-1 table or the root, caching the level-1 table it passes,
-    /// and returns the first descriptor that is not a table.
+    /// region's cached level-1 or level-2 table or else the root, caching the
+    /// tables of those levels it passes, and returns the first descriptor that is
+    /// not a table. Each start is its own copy of the walk, so every level's shift
+    /// and mask is a constant.
     #[inline(always)]
     fn descend(&self, gpa: usize) -> Stop {
-        let mut table = self.walk_start(gpa);
+        if let Some(hpa) = self.psc.get(gpa) {
+            return self.descend_from(
+                gpa,
+                Table {
+                    hpa,
+                    level: Level::new(1),
+                },
+            );
+        }
+        if Self::TOP.get() > 2
+            && let Some(hpa) = self.psc.get_upper(gpa)
+        {
+            return self.descend_from(
+                gpa,
+                Table {
+                    hpa,
+                    level: Level::new(2),
+                },
+            );
+        }
+        self.descend_from(gpa, self.root_table())
+    }
+
+    /// The walk of [`PageTable::descend`] from `table`.
+    #[inline(always)]
+    fn descend_from(&self, gpa: usize, mut table: Table) -> Stop {
         loop {
             let index = Self::index(gpa, table.level);
             let raw = self.entries(table)[index].load(Ordering::Acquire);
@@ -117,14 +132,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 };
             }
             table = table.child(F::output_addr(raw, table.level.get()));
-            if table.level.get() == 1 {
-                self.psc.put(gpa, table.hpa);
+            match table.level.get() {
+                1 => self.psc.put(gpa, table.hpa),
+                2 if Self::TOP.get() > 2 => self.psc.put_upper(gpa, table.hpa),
+                _ => {}
             }
         }
     }
 
     /// Translates `gpa`, or `None` when no leaf covers it.
-    #[inline]
+    #[inline(always)]
     pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
         let gpa = gpa.as_usize();
         if gpa >= Self::gpa_limit() {

@@ -136,7 +136,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                         if empty {
                             entry.store(0, Ordering::Release);
                             unlinked += 1;
-                            push_item(items, Unlinked::subtree(sub, level.block(chunk.start)));
+                            // Nothing below it: the frame alone (its own item, one
+                            // allocation), so the flush frees it without reading its
+                            // zero entries again.
+                            push_item(items, Unlinked::frames(sub.hpa, 1));
                         }
                     }
                 }
@@ -147,13 +150,19 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 }
             }
         }
-        let empty = level != Self::TOP
-            && (span.len() == level.span() << 9
-                || self
-                    .entries(table)
-                    .iter()
-                    .all(|e| e.load(Ordering::Relaxed) == 0));
+        let empty = level != Self::TOP && (span.len() == level.span() << 9 || self.all_zero(table));
         (unlinked, empty)
+    }
+
+    /// Whether every entry of `table` (not the root) is zero: eight entries OR-ed
+    /// per test, which reads the 4 KiB at about one instruction per entry instead of
+    /// the three of a test and branch per entry.
+    fn all_zero(&self, table: Table) -> bool {
+        let (groups, rest) = self.entries(table).as_chunks::<8>();
+        debug_assert!(rest.is_empty());
+        groups
+            .iter()
+            .all(|g| g.iter().fold(0, |acc, e| acc | e.load(Ordering::Relaxed)) == 0)
     }
 }
 
