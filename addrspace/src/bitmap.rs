@@ -8,6 +8,11 @@
 //! reserved at a fixed address (identity-mapped guest RAM), and freed with checks:
 //! a free outside the window or of a frame that is already free is refused and
 //! changes nothing.
+//!
+//! [`BitmapFrames`] also knows which free frames still read as zero (RAM the platform
+//! promised zero with `add_free_zeroed`, not handed out since), so that
+//! [`FrameAllocator::alloc_zeroed`] writes only the others: a guest's RAM fresh from
+//! the host is not zeroed twice, and a frame freed dirty is zeroed again on reuse.
 
 use core::fmt;
 use core::ops::Range;
@@ -148,24 +153,26 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
     }
 
     /// Marks the whole frames inside physical `[start, end)` free (rounded inwards,
-    /// clipped to the window).
-    pub(crate) fn add_free(&mut self, start: HostPhysAddr, end: HostPhysAddr) {
+    /// clipped to the window); returns their indices.
+    pub(crate) fn add_free(&mut self, start: HostPhysAddr, end: HostPhysAddr) -> Range<usize> {
         let range = self.clip(
             start.as_usize().div_ceil(FRAME_SIZE),
             end.as_usize() / FRAME_SIZE,
         );
         self.hint = self.hint.min(range.start);
-        self.set(range, true);
+        self.set(range.clone(), true);
+        range
     }
 
     /// Marks every frame touching physical `[start, end)` used (rounded outwards,
-    /// clipped to the window).
-    pub(crate) fn remove(&mut self, start: HostPhysAddr, end: HostPhysAddr) {
+    /// clipped to the window); returns their indices.
+    pub(crate) fn remove(&mut self, start: HostPhysAddr, end: HostPhysAddr) -> Range<usize> {
         let range = self.clip(
             start.as_usize() / FRAME_SIZE,
             end.as_usize().div_ceil(FRAME_SIZE),
         );
-        self.set(range, false);
+        self.set(range.clone(), false);
+        range
     }
 
     /// The first free index at or after `from`, skipping fully used words.
@@ -270,8 +277,59 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
 /// assert!(unsafe { frames.dealloc(root, 4) }.is_err(), "a double free is refused");
 /// ```
 pub struct BitmapFrames<const WORDS: usize> {
-    inner: spin::Mutex<FrameBitmap<[u64; WORDS]>>,
+    inner: spin::Mutex<Frames<WORDS>>,
     virt_offset: usize,
+}
+
+/// The state behind [`BitmapFrames`]' lock.
+struct Frames<const WORDS: usize> {
+    map: FrameBitmap<[u64; WORDS]>,
+    /// One bit per frame of the window (indices as in `map`), set only while the frame
+    /// reads as zero and is free, or allocated by an `alloc_zeroed` that has not
+    /// looked at it yet: set by `add_free_zeroed`, cleared when the frame is handed
+    /// out or given as RAM without that promise.
+    zero: [u64; WORDS],
+    /// Frames `alloc_zeroed` handed out without writing them, and frames it zeroed.
+    fresh: usize,
+    zeroed: usize,
+}
+
+impl<const WORDS: usize> Frames<WORDS> {
+    fn is_zero(&self, i: usize) -> bool {
+        self.zero[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Sets or clears the zero bits of frames `range` (indices in the window).
+    fn mark_zero(&mut self, range: Range<usize>, zero: bool) {
+        for i in range {
+            let (word, bit) = (&mut self.zero[i / 64], 1u64 << (i % 64));
+            if zero { *word |= bit } else { *word &= !bit }
+        }
+    }
+
+    /// Clears the zero bits of the `count` frames at `hpa`, which were just handed
+    /// out for their holder to write.
+    fn handed_out(&mut self, hpa: HostPhysAddr, count: usize) {
+        if let Some(i) = self.map.index(hpa, count) {
+            self.mark_zero(i..i + count, false);
+        }
+    }
+}
+
+/// Frames `alloc_zeroed` looks at under one hold of the lock (a 2 MiB block): the
+/// lock is never held while memory is written.
+const ZERO_RUN: usize = 512;
+
+/// How many frames [`FrameAllocator::alloc_zeroed`] handed out without writing them
+/// (still zero from the platform) and how many it zeroed
+/// ([`BitmapFrames::zeroing`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Zeroing {
+    /// Frames handed out as they were: zero since the platform gave them.
+    pub fresh: usize,
+    /// Frames zeroed before they were handed out (used before, or given without the
+    /// promise).
+    pub zeroed: usize,
 }
 
 impl<const WORDS: usize> BitmapFrames<WORDS> {
@@ -287,13 +345,19 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     /// [`FrameAllocator::phys_to_virt`] promises exactly that.
     pub const unsafe fn new(base: HostPhysAddr, virt_offset: usize) -> Self {
         Self {
-            inner: spin::Mutex::new(FrameBitmap::new_array(base)),
+            inner: spin::Mutex::new(Frames {
+                map: FrameBitmap::new_array(base),
+                zero: [0; WORDS],
+                fresh: 0,
+                zeroed: 0,
+            }),
             virt_offset,
         }
     }
 
     /// Marks the whole frames inside physical `[start, end)` free (the part inside
-    /// the window; partial frames at the edges are left out).
+    /// the window; partial frames at the edges are left out). Their contents are
+    /// unknown: [`FrameAllocator::alloc_zeroed`] zeroes them.
     ///
     /// # Safety
     ///
@@ -301,37 +365,73 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     /// device, or memory already handed out) and that stays so until the allocator
     /// hands them out: they are given to the allocator's users to own.
     pub unsafe fn add_free(&self, start: HostPhysAddr, end: HostPhysAddr) {
-        self.inner.lock().add_free(start, end);
+        let mut f = self.inner.lock();
+        let range = f.map.add_free(start, end);
+        f.mark_zero(range, false);
+    }
+
+    /// As [`BitmapFrames::add_free`], for RAM that reads as zero:
+    /// [`FrameAllocator::alloc_zeroed`] hands these frames out without writing them,
+    /// until they were handed out once (a freed frame is zeroed again on reuse).
+    ///
+    /// # Safety
+    ///
+    /// As [`BitmapFrames::add_free`]; and every byte of those frames reads as zero
+    /// through the linear map (memory the platform zero-filled that nothing wrote
+    /// since: not where a loader put images, a device tree or an initrd, not the
+    /// hypervisor's own image, stack or heap). A guest would see whatever is there.
+    pub unsafe fn add_free_zeroed(&self, start: HostPhysAddr, end: HostPhysAddr) {
+        let mut f = self.inner.lock();
+        let range = f.map.add_free(start, end);
+        f.mark_zero(range, true);
     }
 
     /// Marks every frame touching physical `[start, end)` used (the image, boot
     /// data).
     pub fn remove(&self, start: HostPhysAddr, end: HostPhysAddr) {
-        self.inner.lock().remove(start, end);
+        let mut f = self.inner.lock();
+        let range = f.map.remove(start, end);
+        f.mark_zero(range, false);
     }
 
     /// Frames currently free.
     pub fn free_frames(&self) -> usize {
-        self.inner.lock().free_frames()
+        self.inner.lock().map.free_frames()
+    }
+
+    /// What [`FrameAllocator::alloc_zeroed`] did so far: frames handed out still zero
+    /// from the platform, and frames it zeroed.
+    pub fn zeroing(&self) -> Zeroing {
+        let f = self.inner.lock();
+        Zeroing {
+            fresh: f.fresh,
+            zeroed: f.zeroed,
+        }
     }
 
     /// The physical window `[start, end)`: RAM outside it is never handed out.
     pub fn phys_range(&self) -> (HostPhysAddr, HostPhysAddr) {
-        let b = self.inner.lock();
-        (b.addr(0), b.addr(b.frames))
+        let f = self.inner.lock();
+        (f.map.addr(0), f.map.addr(f.map.frames))
     }
 
     /// Takes the `count` frames at `hpa` if all are free and in the window; `false`
     /// (and nothing taken) otherwise, or when `count` is 0.
     pub fn reserve(&self, hpa: HostPhysAddr, count: usize) -> bool {
-        self.inner.lock().reserve(hpa, count)
+        let mut f = self.inner.lock();
+        let taken = f.map.reserve(hpa, count);
+        if taken {
+            f.handed_out(hpa, count);
+        }
+        taken
     }
 
     /// Gives back `count` frames at `hpa` from [`FrameAllocator::alloc_frames`] or
     /// [`BitmapFrames::reserve`]. A range outside the window or with a frame that
     /// is already free is refused, and nothing changes. (Frames of the window that
     /// were never given with `add_free`, or were taken out with `remove`, look
-    /// allocated: freeing them is not caught.)
+    /// allocated: freeing them is not caught.) The frames are zeroed again when
+    /// `alloc_zeroed` hands them out next.
     ///
     /// # Safety
     ///
@@ -339,7 +439,8 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     /// (no table links them, no vCPU can reach them through a cached translation):
     /// the allocator will hand them to someone else.
     pub unsafe fn dealloc(&self, hpa: HostPhysAddr, count: usize) -> Result<(), FreeError> {
-        self.inner.lock().dealloc(hpa, count)
+        // Their zero bits were cleared when they were handed out.
+        self.inner.lock().map.dealloc(hpa, count)
     }
 }
 
@@ -349,21 +450,68 @@ impl<const WORDS: usize> fmt::Debug for BitmapFrames<WORDS> {
         f.debug_struct("BitmapFrames")
             .field("window", &(start..end))
             .field("free_frames", &self.free_frames())
+            .field("zeroing", &self.zeroing())
             .field("virt_offset", &format_args!("{:#x}", self.virt_offset))
             .finish()
     }
 }
 
 // SAFETY: a frame is handed out only when its bit says free, and bits become free
-// only through `add_free` (RAM nobody else uses, per its contract) and `dealloc`
-// (frames nobody uses any more, per its contract); it is marked used under the lock,
-// so no frame is given twice; the search keeps the alignment of the physical frame
-// number; `phys_to_virt` is the linear map `new`'s contract promises for every frame
-// given as RAM, contiguous for contiguous frames; the spin lock makes every method
-// callable from any CPU.
+// only through `add_free`/`add_free_zeroed` (RAM nobody else uses, per their
+// contract) and `dealloc` (frames nobody uses any more, per its contract); it is
+// marked used under the lock, so no frame is given twice; the search keeps the
+// alignment of the physical frame number; `phys_to_virt` is the linear map `new`'s
+// contract promises for every frame given as RAM, contiguous for contiguous frames;
+// the spin lock makes every method callable from any CPU. `alloc_zeroed` leaves
+// unwritten only frames whose zero bit was set: given by `add_free_zeroed` (which
+// promises they read as zero) and not handed out since (handing out clears the bit,
+// and so do `add_free` and `remove`).
 unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
-        self.inner.lock().alloc(count, align_frames)
+        let mut f = self.inner.lock();
+        let hpa = f.map.alloc(count, align_frames)?;
+        f.handed_out(hpa, count);
+        Some(hpa)
+    }
+
+    /// Frames still zero from the platform are handed out as they are; the others
+    /// are zeroed, 2 MiB at a time, outside the lock.
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        let (hpa, first) = {
+            let mut f = self.inner.lock();
+            let hpa = f.map.alloc(count, align_frames)?;
+            (hpa, f.map.index(hpa, count)?)
+        };
+        // The frames are ours now: their zero bits are read and cleared a run at a
+        // time, and the runs that were not zero written with the lock released.
+        let mut done = 0;
+        while done < count {
+            let (zero, run) = {
+                let mut f = self.inner.lock();
+                let zero = f.is_zero(first + done);
+                let limit = (count - done).min(ZERO_RUN);
+                let run = (1..limit)
+                    .find(|&k| f.is_zero(first + done + k) != zero)
+                    .unwrap_or(limit);
+                f.mark_zero(first + done..first + done + run, false);
+                if zero {
+                    f.fresh += run;
+                } else {
+                    f.zeroed += run;
+                }
+                (zero, run)
+            };
+            if !zero {
+                let ptr = self
+                    .phys_to_virt(hpa + done * FRAME_SIZE)
+                    .as_mut_ptr::<u8>();
+                // SAFETY: the frames were allocated above, so nothing else uses them,
+                // and `new`'s contract maps them writable and contiguous at `ptr`.
+                unsafe { core::ptr::write_bytes(ptr, 0, run * FRAME_SIZE) };
+            }
+            done += run;
+        }
+        Some(hpa)
     }
 
     /// A bad free (outside the window, or of a free frame) is refused and logged.
@@ -685,6 +833,164 @@ mod tests {
         }
         assert_eq!(f.free_frames(), 64);
         assert_eq!(f.alloc_frames(64, 1), Some(a));
+    }
+
+    // ---------------------------------------------------------------- zeroing
+
+    /// `W * 64` frames of real memory (a heap buffer seen at its own address) and
+    /// an allocator over them.
+    struct Ram<const W: usize> {
+        _buf: Vec<u8>,
+        base: HostPhysAddr,
+        frames: BitmapFrames<W>,
+    }
+
+    fn ram<const W: usize>() -> Ram<W> {
+        // Aligned to its size, so that aligned allocations start at its first frame.
+        let buf = vec![0u8; 2 * W * 64 * FRAME_SIZE];
+        let base = hpa((buf.as_ptr() as usize).next_multiple_of(W * 64 * FRAME_SIZE));
+        // SAFETY: the window's frames lie in `buf`, which lives as long as the
+        // allocator (same struct) and is reached only through it; offset 0: the
+        // "physical" addresses are the buffer's own.
+        let frames = unsafe { BitmapFrames::new(base, 0) };
+        Ram {
+            _buf: buf,
+            base,
+            frames,
+        }
+    }
+
+    /// Fills `frames` frames at `at` (of a [`Ram`]) with `byte`.
+    fn fill<const W: usize>(f: &BitmapFrames<W>, at: HostPhysAddr, frames: usize, byte: u8) {
+        let ptr = f.phys_to_virt(at).as_mut_ptr::<u8>();
+        // SAFETY: frames of a `Ram` buffer this test owns.
+        unsafe { core::ptr::write_bytes(ptr, byte, frames * FRAME_SIZE) };
+    }
+
+    /// Whether `frames` frames at `at` (of a [`Ram`]) read as zero.
+    fn zero<const W: usize>(f: &BitmapFrames<W>, at: HostPhysAddr, frames: usize) -> bool {
+        let ptr = f.phys_to_virt(at).as_ptr::<u8>();
+        // SAFETY: frames of a `Ram` buffer this test owns.
+        unsafe { core::slice::from_raw_parts(ptr, frames * FRAME_SIZE) }
+            .iter()
+            .all(|&b| b == 0)
+    }
+
+    /// Frames the platform promised zero are handed out by `alloc_zeroed` without
+    /// being written (the counter says so, and a byte planted behind the promise's
+    /// back shows it: the contract is the caller's), once; frames given without the
+    /// promise are zeroed.
+    #[test]
+    fn fresh_frames_are_not_written() {
+        let r = ram::<1>();
+        let (f, base) = (&r.frames, r.base);
+        // SAFETY: the first 32 frames of the buffer read as zero (vec![0; ..]).
+        unsafe { f.add_free_zeroed(base, base + 32 * FRAME_SIZE) };
+        fill(f, base + 3 * FRAME_SIZE, 1, 0xa5); // a broken promise, to observe
+        let a = f.alloc_zeroed(8, 1).unwrap();
+        assert_eq!(a, base);
+        assert_eq!(
+            f.zeroing(),
+            Zeroing {
+                fresh: 8,
+                zeroed: 0
+            }
+        );
+        assert!(!zero(f, a + 3 * FRAME_SIZE, 1), "a fresh frame was written");
+        fill(f, a + 3 * FRAME_SIZE, 1, 0);
+        // Frames given without the promise are zeroed.
+        let dirty = base + 32 * FRAME_SIZE;
+        fill(f, dirty, 32, 0x5a);
+        add_ram(f, dirty, dirty + 32 * FRAME_SIZE);
+        let b = f.alloc_zeroed(32, 32).unwrap();
+        assert_eq!(b, dirty);
+        assert!(zero(f, b, 32));
+        assert_eq!(
+            f.zeroing(),
+            Zeroing {
+                fresh: 8,
+                zeroed: 32
+            }
+        );
+        // Frames handed out by `alloc_frames` or `reserve` lose the promise.
+        let c = f.alloc_frame().unwrap();
+        assert!(f.reserve(base + 10 * FRAME_SIZE, 2));
+        fill(f, c, 1, 1);
+        fill(f, base + 10 * FRAME_SIZE, 2, 1);
+        give_back(f, c, 1).unwrap();
+        give_back(f, base + 10 * FRAME_SIZE, 2).unwrap();
+        // 9..32 are free: 8 (dirty, was `c`), 9 fresh, 10..12 dirty, 12..32 fresh.
+        let d = f.alloc_zeroed(24, 8).unwrap();
+        assert_eq!(d, base + 8 * FRAME_SIZE);
+        assert!(zero(f, d, 24));
+        assert_eq!(
+            f.zeroing(),
+            Zeroing {
+                fresh: 8 + 21,
+                zeroed: 32 + 3
+            }
+        );
+    }
+
+    /// The regression for the zeroing promise: a frame the guest dirtied and gave
+    /// back comes back zero from `alloc_zeroed`, whole or in part, and `add_free`
+    /// or `remove` over promised frames withdraws the promise.
+    #[test]
+    fn a_dirtied_then_freed_frame_comes_back_zero() {
+        let r = ram::<1>();
+        let (f, base) = (&r.frames, r.base);
+        // SAFETY: the buffer's 64 frames read as zero.
+        unsafe { f.add_free_zeroed(base, base + 64 * FRAME_SIZE) };
+        let a = f.alloc_zeroed(4, 4).unwrap();
+        fill(f, a, 4, 0xee);
+        give_back(f, a + FRAME_SIZE, 2).unwrap();
+        let b = f.alloc_zeroed(2, 1).unwrap();
+        assert_eq!(b, a + FRAME_SIZE);
+        assert!(zero(f, b, 2), "freed data leaked");
+        give_back(f, a, 1).unwrap();
+        give_back(f, a + 3 * FRAME_SIZE, 1).unwrap();
+        give_back(f, b, 2).unwrap();
+        let c = f.alloc_zeroed(8, 1).unwrap();
+        assert_eq!(c, a);
+        assert!(zero(f, c, 8), "freed data leaked");
+        // RAM given again without the promise, or taken out and given back, is
+        // zeroed too.
+        let e = base + 32 * FRAME_SIZE;
+        fill(f, e, 2, 3);
+        add_ram(f, e, e + 2 * FRAME_SIZE);
+        f.remove(e + 2 * FRAME_SIZE, e + 3 * FRAME_SIZE);
+        fill(f, e + 2 * FRAME_SIZE, 1, 3);
+        add_ram(f, e + 2 * FRAME_SIZE, e + 3 * FRAME_SIZE);
+        assert!(f.reserve(base + 8 * FRAME_SIZE, 24));
+        let g = f.alloc_zeroed(3, 1).unwrap();
+        assert_eq!(g, e);
+        assert!(zero(f, g, 3), "unpromised data leaked");
+        assert_eq!(f.zeroing().zeroed, 2 + 4 + 3);
+    }
+
+    /// A run of more than [`ZERO_RUN`] frames mixing fresh and dirty frames is
+    /// zeroed exactly where it was dirty, across the lock's runs.
+    #[test]
+    fn long_mixed_runs_are_zeroed_where_dirty() {
+        let r = ram::<16>();
+        let (f, base) = (&r.frames, r.base);
+        // SAFETY: the buffer's 1024 frames read as zero.
+        unsafe { f.add_free_zeroed(base, base + 1024 * FRAME_SIZE) };
+        for at in [100, 700, 701] {
+            assert!(f.reserve(base + at * FRAME_SIZE, 1));
+            fill(f, base + at * FRAME_SIZE, 1, 9);
+            give_back(f, base + at * FRAME_SIZE, 1).unwrap();
+        }
+        let a = f.alloc_zeroed(1024, 1).unwrap();
+        assert_eq!(a, base);
+        assert!(zero(f, a, 1024), "freed data leaked");
+        assert_eq!(
+            f.zeroing(),
+            Zeroing {
+                fresh: 1021,
+                zeroed: 3
+            }
+        );
     }
 
     // ---------------------------------------------------------------- the hint

@@ -43,7 +43,7 @@ mod table;
 pub mod testing;
 
 pub use addr::{GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, PageSize};
-pub use bitmap::{BitmapFrames, FreeError};
+pub use bitmap::{BitmapFrames, FreeError, Zeroing};
 pub use bits::{gpa_of, low_u8, low_u16, low_u32, usize_of};
 pub use error::{Error, Result};
 pub use fault::{FaultOutcome, FaultPlan};

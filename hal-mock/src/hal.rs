@@ -21,10 +21,15 @@ static FRAMES: MachineFrames = MachineFrames;
 // SAFETY: every call goes to the calling thread's machine, and every thread that
 // touches a VM has entered the VM's machine (the crate's rule): frames go back to the
 // pool they came from. The machine's pool hands out frames of its own memory block,
-// owned until freed, which `phys_to_virt` maps contiguously.
+// owned until freed, which `phys_to_virt` maps contiguously; its `alloc_zeroed`
+// leaves unwritten only frames never handed out (the block came zeroed from the host).
 unsafe impl FrameAllocator for MachineFrames {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         Machine::current().alloc_frames(count, align_frames)
+    }
+
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        Machine::current().alloc_zeroed(count, align_frames)
     }
 
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {

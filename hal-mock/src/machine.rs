@@ -333,6 +333,30 @@ impl Machine {
     /// Allocates `count` contiguous frames aligned to `align` frames (a power of
     /// two).
     pub fn alloc_frames(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
+        self.wait_while_held();
+        let hpa = self.pool.alloc_frames(count, align)?;
+        self.mark_allocated(hpa, count);
+        Some(hpa)
+    }
+
+    /// As [`Machine::alloc_frames`], frames that read as zero. The machine's memory
+    /// is a fresh anonymous mapping: frames never handed out are still zero and are
+    /// not written (their pages stay unbacked until the guest touches them); frames
+    /// handed out before (poisoned when freed) are zeroed.
+    pub fn alloc_zeroed(&self, count: usize, align: usize) -> Option<HostPhysAddr> {
+        self.wait_while_held();
+        let hpa = self.pool.alloc_zeroed(count, align)?;
+        self.mark_allocated(hpa, count);
+        Some(hpa)
+    }
+
+    /// Frames [`Machine::alloc_zeroed`] handed out without writing them.
+    pub fn fresh_frames_handed_out(&self) -> usize {
+        self.pool.fresh_handed_out()
+    }
+
+    /// Waits while frame allocations are held (failure injection).
+    fn wait_while_held(&self) {
         if self.faults.hold_frames.load(Ordering::SeqCst) {
             self.faults.frames_waiting.fetch_add(1, Ordering::SeqCst);
             while self.faults.hold_frames.load(Ordering::SeqCst) {
@@ -340,9 +364,6 @@ impl Machine {
             }
             self.faults.frames_waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        let hpa = self.pool.alloc_frames(count, align)?;
-        self.mark_allocated(hpa, count);
-        Some(hpa)
     }
 
     /// Frees frames: their generation moves on and they are filled with [`POISON`]

@@ -34,4 +34,11 @@ unsafe impl FrameAllocator for HalFrames {
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         memory().phys_to_virt(hpa)
     }
+
+    /// The platform's own `alloc_zeroed`: frames it knows are still zero are not
+    /// zeroed again.
+    #[inline]
+    fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        memory().alloc_zeroed(count, align_frames)
+    }
 }

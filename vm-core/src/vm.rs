@@ -492,18 +492,15 @@ impl<V: ArchVCpu> Vm<V> {
         r: &crate::config::MemoryRegionConfig,
     ) -> VmResult<GuestPhysAddr> {
         let count = r.size / PAGE_SIZE;
+        // Zeroed by the platform's allocator, which skips frames still zero from the
+        // host (a fresh identity region of GiBs is not written at all).
         let hpa = HalFrames
-            .alloc_frames(count, IDENTICAL_ALIGN / PAGE_SIZE)
+            .alloc_zeroed(count, IDENTICAL_ALIGN / PAGE_SIZE)
             .ok_or(VmError::NoMemory {
                 field,
                 size: r.size,
             })?;
         host.0.lock().push((hpa, count));
-        let hva = HalFrames.phys_to_virt(hpa);
-        // SAFETY: `count` contiguous frames were just allocated for this VM and are
-        // contiguous in the hypervisor's view (FrameAllocator contract); nothing else
-        // uses them yet.
-        unsafe { core::ptr::write_bytes(hva.as_mut_ptr::<u8>(), 0, r.size) };
         let gpa = GuestPhysAddr::from_usize(hpa.as_usize());
         // SAFETY: `[hpa, hpa + size)` was allocated for this VM just above, is RAM
         // mapped by phys_to_virt, and is freed only after the address space is

@@ -109,7 +109,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             plan.pages += p.pages;
         }
         let needed = plan.pages + plan.tables;
-        let mut frames = Reserve::alloc(&self.alloc, plan.pages)
+        let mut frames = Reserve::alloc_zeroed(&self.alloc, plan.pages)
             .map_err(|allocated| Error::NoMemory { needed, allocated })?;
         let mut reserve = match self.reserve(plan.tables) {
             Ok(r) => r,

@@ -30,6 +30,9 @@ pub(crate) struct Reserve {
     tail: Option<HostPhysAddr>,
     filled: usize,
     len: usize,
+    /// Whether the frames came zeroed from the allocator ([`Reserve::alloc_zeroed`]):
+    /// all but the batch frames still read as zero.
+    zeroed: bool,
 }
 
 impl Reserve {
@@ -41,15 +44,33 @@ impl Reserve {
             tail: None,
             filled: 0,
             len: 0,
+            zeroed: false,
         }
     }
 
     /// `n` frames from `alloc`, or none: when the allocator runs dry after `k`
     /// frames, those are given back and `Err(k)` returned.
     pub(crate) fn alloc<A: FrameAllocator>(alloc: &A, n: usize) -> Result<Self, usize> {
+        Self::alloc_with(alloc, n, false)
+    }
+
+    /// As [`Reserve::alloc`], with frames from [`FrameAllocator::alloc_zeroed`]: guest
+    /// frames, taken out with [`Reserve::pop_zeroed`]. An allocator that knows its
+    /// fresh frames are zero hands them out unwritten, so they are not zeroed twice.
+    pub(crate) fn alloc_zeroed<A: FrameAllocator>(alloc: &A, n: usize) -> Result<Self, usize> {
+        Self::alloc_with(alloc, n, true)
+    }
+
+    fn alloc_with<A: FrameAllocator>(alloc: &A, n: usize, zeroed: bool) -> Result<Self, usize> {
         let mut reserve = Self::new();
+        reserve.zeroed = zeroed;
         while reserve.len < n {
-            match alloc.alloc_frame() {
+            let frame = if zeroed {
+                alloc.alloc_zeroed(1, 1)
+            } else {
+                alloc.alloc_frame()
+            };
+            match frame {
                 Some(frame) => reserve.push(alloc, frame),
                 None => {
                     let got = reserve.len;
@@ -136,6 +157,21 @@ impl Reserve {
         Some(head)
     }
 
+    /// Takes a frame out, zeroed: a frame of a reserve from [`Reserve::alloc_zeroed`]
+    /// is zero already unless it held the bookkeeping (a batch frame, 1 in 512);
+    /// any other is zeroed here.
+    pub(crate) fn pop_zeroed<A: FrameAllocator>(&mut self, alloc: &A) -> Option<HostPhysAddr> {
+        let batch = self.head;
+        let frame = self.pop(alloc)?;
+        if !self.zeroed || Some(frame) == batch {
+            let ptr = Self::words(alloc, frame).cast::<u8>();
+            // SAFETY: taken out of this reserve: allocated for it, linked nowhere,
+            // used by nothing else; the allocator maps it writable.
+            unsafe { core::ptr::write_bytes(ptr, 0, FRAME_SIZE) };
+        }
+        Some(frame)
+    }
+
     /// Gives every frame left back to `alloc`.
     pub(crate) fn release<A: FrameAllocator>(&mut self, alloc: &A) {
         while let Some(frame) = self.pop(alloc) {
@@ -182,6 +218,41 @@ mod tests {
         }
         r.release(&pool);
         assert!(r.is_empty() && r.pop(&pool).is_none());
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    /// Frames of a zeroed reserve come out zero, batch frames included, and only
+    /// the batch frames are written (the pool's fresh frames stay unwritten).
+    #[test]
+    fn zeroed_reserves_write_only_their_batch_frames() {
+        let pool = PoolAllocator::new(2000);
+        // Dirty frames the reserve will take again.
+        let dirty = pool.alloc_frames(8, 1).unwrap();
+        // SAFETY: ours, mapped writable by the pool.
+        unsafe {
+            core::ptr::write_bytes(
+                pool.phys_to_virt(dirty).as_mut_ptr::<u8>(),
+                7,
+                8 * FRAME_SIZE,
+            )
+        };
+        // SAFETY: allocated above, unused.
+        unsafe { pool.dealloc_frames(dirty, 8) };
+        let mut r = Reserve::alloc_zeroed(&pool, 1100).unwrap();
+        assert_eq!(pool.fresh_handed_out(), 1100 - 8);
+        let mut got = Vec::new();
+        while let Some(f) = r.pop_zeroed(&pool) {
+            let p = pool.phys_to_virt(f).as_ptr::<u8>();
+            // SAFETY: a frame of the reserve, ours; the pool maps it.
+            let bytes = unsafe { core::slice::from_raw_parts(p, FRAME_SIZE) };
+            assert!(bytes.iter().all(|&b| b == 0), "frame {f:?} is not zero");
+            got.push(f);
+        }
+        assert_eq!(got.len(), 1100);
+        for f in got {
+            // SAFETY: taken out of the reserve, owned here, unused.
+            unsafe { pool.dealloc_frames(f, 1) };
+        }
         assert_eq!(pool.in_use(), 0);
     }
 

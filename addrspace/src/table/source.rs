@@ -38,7 +38,8 @@ impl Source for Linear {
     }
 }
 
-/// Guest frames of a reserve, one per 4 KiB page, zeroed as they are taken.
+/// Guest frames of a reserve (from [`Reserve::alloc_zeroed`]), one per 4 KiB page,
+/// zero when they are taken.
 pub(crate) struct Reserved<'s, A: FrameAllocator> {
     pub(crate) frames: &'s mut Reserve,
     pub(crate) alloc: &'s A,
@@ -54,23 +55,6 @@ impl<A: FrameAllocator> Source for Reserved<'_, A> {
     #[inline]
     fn take(&mut self, _offset: usize, bytes: usize) -> Option<HostPhysAddr> {
         debug_assert_eq!(bytes, PAGE_SIZE, "reserved guest frames make 4 KiB leaves");
-        let frame = self.frames.pop(self.alloc)?;
-        // SAFETY: a frame of the reserve: allocated for this map, not mapped yet.
-        unsafe { zero_frame(self.alloc, frame) };
-        Some(frame)
+        self.frames.pop_zeroed(self.alloc)
     }
-}
-
-/// Zeroes a guest frame before the guest can see it.
-///
-/// # Safety
-///
-/// `frame` was allocated from `alloc` by the caller and is not mapped or otherwise
-/// used yet, so nothing else reads or writes it.
-#[inline]
-pub(crate) unsafe fn zero_frame<A: FrameAllocator>(alloc: &A, frame: HostPhysAddr) {
-    let ptr = alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
-    // SAFETY: per the caller nothing else uses the frame; the allocator maps it
-    // writable.
-    unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE) };
 }

@@ -116,9 +116,14 @@ mod bare_metal {
         };
         let (pool, ram_end) = (heap + HEAP_SIZE, ram_base + ram_size);
         // SAFETY: RAM from the end of the heap (which follows the image) to the end
-        // of RAM is used by nothing else: QEMU keeps the DTB below the image.
+        // of RAM is used by nothing else: QEMU keeps the DTB below the image. It
+        // reads as zero: QEMU zero-fills guest RAM (a fresh anonymous mapping, never
+        // reset: `-no-reboot`) and its loader writes only the ELF image's segments
+        // and the DTB at the RAM base, all below; the stacks (`.stacks`) are in the
+        // image and the heap is below `pool`, and nothing ran on this RAM before.
+        // So guest frames from it are not zeroed again.
         unsafe {
-            hal::FRAMES.add_free(
+            hal::FRAMES.add_free_zeroed(
                 HostPhysAddr::from_usize(pool),
                 HostPhysAddr::from_usize(ram_end),
             )

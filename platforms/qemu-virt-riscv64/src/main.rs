@@ -78,8 +78,13 @@ extern "C" fn hv_main(hart: u64, dtb: u64) -> ! {
     let start = HostPhysAddr::from_usize(core::ptr::addr_of!(__image_end) as usize);
     let end = HostPhysAddr::from_usize(dtb & !(FRAME_SIZE - 1));
     // SAFETY: the RAM between the image's end and the DTB (at the top of RAM) is
-    // used by nothing else: OpenSBI sits below the image.
-    unsafe { hal::FRAMES.add_free(start, end) };
+    // used by nothing else: OpenSBI sits below the image. It reads as zero: QEMU
+    // zero-fills guest RAM (a fresh anonymous mapping, never reset: `-no-reboot`),
+    // its loader writes only OpenSBI and the image's segments below `start` and the
+    // DTB at `end` and above (OpenSBI grows it in place, upwards), its reset
+    // vector lives in ROM, and the stacks (`.stacks`) are in the image. So guest
+    // frames from it are not zeroed again.
+    unsafe { hal::FRAMES.add_free_zeroed(start, end) };
     let (_, window_end) = hal::FRAMES.phys_range();
     if end > window_end {
         println!("memory: RAM past {window_end:?} is beyond the frame pool's window");
