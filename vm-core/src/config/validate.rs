@@ -190,6 +190,20 @@ impl VmConfig {
     /// Validates and checks that nothing is left to resolve: the configuration a VM
     /// is built from.
     pub fn into_valid(self) -> ConfigResult<ValidConfig> {
+        self.into_valid_with(false)
+    }
+
+    /// As [`VmConfig::into_valid`], except that a config whose guest RAM is still to
+    /// come from the guest device tree ([`VmConfig::memory_from_dtb`]) is accepted as
+    /// it is: its VM has no guest RAM, only its devices. For tools that show a
+    /// config's layout without the guest's tree (`cargo xtask inspect`), never for
+    /// a VM that runs.
+    pub fn into_valid_without_guest_ram(self) -> ConfigResult<ValidConfig> {
+        let ram_may_wait = self.memory_from_dtb();
+        self.into_valid_with(ram_may_wait)
+    }
+
+    fn into_valid_with(self, ram_may_wait: bool) -> ConfigResult<ValidConfig> {
         self.validate()?;
         if let Some((i, d)) = self
             .devices
@@ -203,7 +217,7 @@ impl VmConfig {
                 path: d.name.clone(),
             });
         }
-        if self.kernel.memory_regions.is_empty() {
+        if self.kernel.memory_regions.is_empty() && !ram_may_wait {
             return Err(ConfigError::MemoryNotRead {
                 field: Field::key(REGIONS),
             });

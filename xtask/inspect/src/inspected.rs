@@ -15,6 +15,7 @@ use vm_core::{GrantKind, GrantedRange, HostGrant, HostPhysAddr, MapType, Vm, VmC
 
 use crate::Format;
 use crate::machine::{self, Plan};
+use crate::unresolved::{Unresolved, take_unresolved};
 
 /// Why a config could not be inspected: vm-core refused to build the VM (the
 /// error names the field).
@@ -78,7 +79,11 @@ pub fn build_faulty<F: NestedFormat>(
     // out; a caller that runs a program in the VM gets the mock's view of those
     // host addresses, as before grants existed.
     let grant = unsafe { HostGrant::new(ranges) };
-    let valid = config.into_valid().map_err(|e| Error(e.into()))?;
+    // A config whose RAM is still in the guest's tree is built without RAM: its
+    // devices are shown, and the RAM is named as unresolved (`crate::unresolved`).
+    let valid = config
+        .into_valid_without_guest_ram()
+        .map_err(|e| Error(e.into()))?;
     let vm = Vm::new(valid, &grant, |_| (vcpu.clone(), ())).map_err(Error)?;
     Ok(Built {
         vm,
@@ -125,13 +130,18 @@ pub struct Inspected {
     view: Box<dyn View>,
     format: Format,
     vm_id: usize,
+    unresolved: Vec<Unresolved>,
 }
 
 /// Builds `config`'s VM in `format` on hal-mock for inspection (see [`build`]).
-pub fn inspect(config: VmConfig, format: Format) -> Result<Inspected, Error> {
+/// What only a device tree could place (see [`crate::resolve`], which reads the
+/// trees given first) is left out of the VM and named in
+/// [`Inspected::unresolved`].
+pub fn inspect(mut config: VmConfig, format: Format) -> Result<Inspected, Error> {
     fn boxed<F: NestedFormat>(config: VmConfig) -> Result<Box<dyn View>, Error> {
         Ok(Box::new(build::<F>(config, Program::new())?))
     }
+    let unresolved = take_unresolved(&mut config);
     let vm_id = config.id;
     let view = match format {
         Format::Ept => boxed::<Ept>(config),
@@ -145,6 +155,7 @@ pub fn inspect(config: VmConfig, format: Format) -> Result<Inspected, Error> {
         view,
         format,
         vm_id,
+        unresolved,
     })
 }
 
@@ -174,6 +185,12 @@ impl Inspected {
     /// What the fault path would do with `access` at `gpa`.
     pub fn explain_fault(&self, gpa: GuestPhysAddr, access: AccessKind) -> FaultExplanation {
         self.view.explain_fault(gpa, access)
+    }
+
+    /// What the config names but only a device tree can place, left out of the VM
+    /// (none when every reference was resolved).
+    pub fn unresolved(&self) -> &[Unresolved] {
+        &self.unresolved
     }
 
     /// The simulated host's layout.

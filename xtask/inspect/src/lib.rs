@@ -11,6 +11,9 @@
 //! - [`Inspected`]: the VM built for a format, behind a format-independent
 //!   interface.
 //! - [`picture`]: the map as SVG (log-scaled, coloured by kind) and as an HTML page.
+//! - [`Unresolved`]: what a config names but only a device tree places (host nodes
+//!   of pass-through entries, guest RAM from the guest's tree); [`resolve`] reads the
+//!   trees given (`--host-dtb`, `--guest-dtb`), the rest is shown as unresolved.
 //!
 //! Host-only (`std`); it depends on the portable crates, never the reverse.
 
@@ -19,6 +22,8 @@ pub mod picture;
 
 mod format;
 mod inspected;
+mod unresolved;
 
 pub use format::Format;
 pub use inspected::{Built, Error, Inspected, build, build_faulty, inspect};
+pub use unresolved::{Unresolved, resolve, take_unresolved};

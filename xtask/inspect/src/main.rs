@@ -18,6 +18,12 @@ tables) and prints its guest-physical map, or what the options ask for:
 
   --format F            ept, npt, arm40, arm48, sv39 or sv48 (default: from the
                         file name: x86 npt, riscv sv39, aarch64 arm40)
+  --host-dtb FILE       the host's device tree: places the pass-through entries
+                        that name its nodes (without it they are listed as
+                        unresolved, left out of the map)
+  --guest-dtb FILE      the guest's device tree: its /memory nodes are the RAM of
+                        a config with memory_regions = [] (without it the RAM is
+                        listed as unresolved, and the map has none)
   --vmid N              the VMID for the root registers (default: the VM id)
   --map                 the map (the default when nothing else is asked)
   --audit               the permission and layout audit
@@ -36,6 +42,8 @@ tables) and prints its guest-physical map, or what the options ask for:
 struct Args {
     config: Option<PathBuf>,
     format: Option<Format>,
+    host_dtb: Option<PathBuf>,
+    guest_dtb: Option<PathBuf>,
     vmid: Option<u16>,
     map: bool,
     audit: bool,
@@ -90,6 +98,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     u16::try_from(number(&v)?).map_err(|_| format!("VMID `{v}` is above 65535"))?,
                 );
             }
+            "--host-dtb" => a.host_dtb = Some(value("--host-dtb")?.into()),
+            "--guest-dtb" => a.guest_dtb = Some(value("--guest-dtb")?.into()),
             "--map" => a.map = true,
             "--audit" => a.audit = true,
             "--image" => {
@@ -206,7 +216,15 @@ fn main() -> ExitCode {
 fn run(a: &Args, out: &mut String) -> Result<(), String> {
     let path = a.config.as_deref().unwrap_or(Path::new(""));
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = VmConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut config = VmConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let read = |file: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+        file.as_deref()
+            .map(|f| std::fs::read(f).map_err(|e| format!("{}: {e}", f.display())))
+            .transpose()
+    };
+    let (host, guest) = (read(&a.host_dtb)?, read(&a.guest_dtb)?);
+    inspect::resolve(&mut config, host.as_deref(), guest.as_deref())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let (format, why) = match a.format {
         Some(f) => (f, "--format"),
         None => Format::for_config(path, &config),
@@ -221,6 +239,15 @@ fn run(a: &Args, out: &mut String) -> Result<(), String> {
         || a.html.is_some();
     if a.map || !wants_other {
         let _ = writeln!(out, "{map}");
+    }
+    if !vm.unresolved().is_empty() {
+        let _ = writeln!(
+            out,
+            "unresolved (named by the config, placed only by a device tree; not in the map):"
+        );
+        for u in vm.unresolved() {
+            let _ = writeln!(out, "  {u}");
+        }
     }
     let findings = vm.audit(&a.images);
     if a.audit {

@@ -1,14 +1,15 @@
 //! `inspect` works on every config under `configs/` in every format, and on every
 //! config of `../shared/axvisor-configs` that loads (the copy in
-//! `vm-core/tests/data`), with its guessed format; the
+//! `vm-core/tests/data`), with its guessed format, whatever its size and whether or
+//! not it needs a device tree (what only a tree places is named unresolved); the
 //! map it prints is consistent with the config (every region there, holes and
 //! regions tiling the space, tables counted once, eager memory fully mapped).
 
 use std::path::{Path, PathBuf};
 
-use inspect::{Format, Inspected, inspect};
+use inspect::{Format, Inspected, Unresolved, inspect};
 use vm_core::diag::{FaultRoute, GuestMap, RegionKind};
-use vm_core::{AccessKind, ConfigError, GuestPhysAddr, MapType, Populate, VmConfig, VmError};
+use vm_core::{AccessKind, GuestPhysAddr, MapType, Populate, VmConfig};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -161,29 +162,19 @@ fn every_board_config_in_every_format() {
     }
 }
 
-/// Host memory a config's VM fills when it is built (eager RAM is zeroed frame by
-/// frame, identity-mapped RAM in one go).
-fn filled(config: &VmConfig) -> usize {
-    config
-        .kernel
-        .memory_regions
-        .iter()
-        .filter(|r| r.map_type == MapType::Identical || r.populate == Populate::Eager)
-        .map(|r| r.size)
-        .sum()
-}
-
-/// Inspects every axvisor config that loads, once per distinct guest-physical layout
-/// (many files differ only in names and paths); a layout whose VM would fill more
-/// than `budget` bytes of host memory is inspected with its allocated RAM lazy, and
-/// skipped if its identity-mapped RAM alone is over the budget. Returns (files
-/// loaded, layouts inspected, layouts over the budget, files that need a device tree).
-fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
+/// Every axvisor config that loads, once per distinct guest-physical layout (many
+/// files differ only in names and paths), at its full size: identity-mapped RAM of
+/// GiBs costs only address space (the mock's fresh frames are handed out unwritten),
+/// and a config that needs a device tree (pass-through entries naming host nodes,
+/// RAM from the guest's tree) is inspected without it, its unresolved parts named,
+/// never placed.
+#[test]
+fn every_axvisor_config_that_loads() {
     let mut files = Vec::new();
     toml_files(&axvisor_dir(), &mut files);
     files.sort();
     let mut seen = std::collections::HashSet::new();
-    let (mut loaded, mut inspected, mut over, mut needs_tree) = (0, 0, 0, 0);
+    let (mut loaded, mut inspected, mut with_unresolved, mut biggest) = (0, 0, 0, 0);
     for path in &files {
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
@@ -201,62 +192,79 @@ fn axvisor_configs(budget: usize) -> (usize, usize, usize, usize) {
         if !seen.insert(layout) {
             continue;
         }
-        let mut config = config;
-        if filled(&config) > budget {
-            // The same layout with its allocated RAM faulted in lazily: the map, the
-            // audit and the walks are checked without filling GiBs of host memory.
-            for r in &mut config.kernel.memory_regions {
-                if r.map_type == MapType::Alloc {
-                    r.populate = Populate::Lazy;
-                }
-            }
-            if filled(&config) > budget {
-                over += 1;
-                continue;
-            }
-        }
+        // What only a device tree places: the entries naming host nodes, and RAM
+        // from the guest's tree.
+        let nodes: Vec<(usize, String)> = config
+            .devices
+            .passthrough_devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.host_node)
+            .map(|(i, d)| (i, d.name.clone()))
+            .collect();
+        let ram_from_tree = config.memory_from_dtb();
         let (format, _) = Format::for_config(path, &config);
         let name = format!("{} ({format})", path.display());
-        match inspect(config, format) {
-            Ok(vm) => {
-                check(&name, &vm);
-                inspected += 1;
+        let vm = inspect(config, format).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check(&name, &vm);
+        let named: Vec<(usize, String)> = vm
+            .unresolved()
+            .iter()
+            .filter_map(|u| match u {
+                Unresolved::HostNode { index, path } => Some((*index, path.clone())),
+                Unresolved::GuestRam { .. } => None,
+            })
+            .collect();
+        assert_eq!(named, nodes, "{name}: the host nodes named unresolved");
+        let ram_named = vm.unresolved().len() - named.len();
+        assert_eq!(
+            ram_named,
+            usize::from(ram_from_tree),
+            "{name}: RAM from the tree"
+        );
+        for u in vm.unresolved() {
+            let text = u.to_string();
+            assert!(text.contains("unresolved"), "{name}: {text}");
+            match u {
+                Unresolved::HostNode { path, .. } => {
+                    assert!(text.contains(path.as_str()), "{name}: {text}");
+                    assert!(
+                        vm.config()
+                            .devices
+                            .passthrough_devices
+                            .iter()
+                            .all(|d| !d.host_node),
+                        "{name}: a host node was placed"
+                    );
+                }
+                Unresolved::GuestRam { .. } => {
+                    assert!(vm.config().kernel.memory_regions.is_empty(), "{name}");
+                    assert!(
+                        vm.guest_map(None)
+                            .regions
+                            .iter()
+                            .all(|r| !matches!(r.kind, RegionKind::Ram(_) | RegionKind::Identical)),
+                        "{name}: RAM was invented"
+                    );
+                }
             }
-            // A VM is built only once the device trees are read: the host's for
-            // pass-through entries naming its nodes, the guest's for its RAM.
-            Err(inspect::Error(VmError::Config(
-                ConfigError::UnresolvedHostNode { .. } | ConfigError::MemoryNotRead { .. },
-            ))) => needs_tree += 1,
-            Err(e) => panic!("{name}: {e}"),
         }
+        with_unresolved += usize::from(!vm.unresolved().is_empty());
+        biggest = biggest.max(vm.plan().size);
+        inspected += 1;
     }
     println!(
-        "{loaded} of {} axvisor configs load: {inspected} layouts inspected, {over} over \
-         the memory budget, {needs_tree} need a device tree",
-        files.len()
+        "{loaded} of {} axvisor configs load: {inspected} distinct layouts inspected, \
+         {with_unresolved} of them with parts only a device tree places; the largest \
+         simulated host {} MiB",
+        files.len(),
+        biggest >> 20
     );
-    (loaded, inspected, over, needs_tree)
-}
-
-/// Every layout whose VM fills at most 256 MiB of host memory once its allocated
-/// RAM is made lazy (the rest: `every_axvisor_config_that_loads_whatever_its_size`).
-#[test]
-fn every_axvisor_config_that_loads() {
-    let (loaded, inspected, _, _) = axvisor_configs(256 << 20);
+    assert_eq!(inspected, seen.len(), "every distinct layout is inspected");
     assert!(
-        loaded > 0 && inspected > 0,
+        inspected > 0 && with_unresolved > 0,
         "no axvisor config was inspected"
     );
-}
-
-/// The layouts `every_axvisor_config_that_loads` still leaves out: identity-mapped
-/// RAM of GiBs, which the mock fills when the VM is built (about 70 GiB in turn,
-/// 3.6 GiB at most at once): `cargo test -p inspect --test configs -- --ignored`.
-#[test]
-#[ignore = "fills about 70 GiB of host memory in turn"]
-fn every_axvisor_config_that_loads_whatever_its_size() {
-    let (_, _, over, _) = axvisor_configs(usize::MAX);
-    assert_eq!(over, 0);
 }
 
 /// Defect (issue 11): the map's root registers used the config's VM id cut to its
