@@ -12,9 +12,32 @@ use crate::format::{DescKind, NestedFormat};
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Checks the tree's invariants and returns the number of tables found below the
     /// root: every table is reachable once, no non-root table is empty, no descriptor
-    /// is malformed, and the count matches [`PageTable::table_frames`]. For tests.
+    /// is malformed, the count matches [`PageTable::table_frames`], and the
+    /// live-entry count of each table right below the root is its number of
+    /// non-zero entries (0 where no table is linked). For tests.
     pub fn audit(&self) -> Result<usize, String> {
-        let below = self.audit_table(self.root_table(), 0)?;
+        let root = self.root_table();
+        for (i, e) in self.entries(root).iter().enumerate() {
+            let raw = e.load(Ordering::Acquire);
+            let gpa = i * root.level.span();
+            let found = match F::kind(raw, root.level.get()) {
+                DescKind::Table => {
+                    let child = root.child(F::output_addr(raw, root.level.get()));
+                    self.entries(child)
+                        .iter()
+                        .filter(|e| e.load(Ordering::Acquire) != 0)
+                        .count()
+                }
+                _ => 0,
+            };
+            if usize::from(self.live(gpa)) != found {
+                return Err(format!(
+                    "live-entry count {} but {found} non-zero entries in the table at {gpa:#x}",
+                    self.live(gpa)
+                ));
+            }
+        }
+        let below = self.audit_table(root, 0)?;
         if below + F::ROOT_FRAMES != self.tables {
             return Err(format!(
                 "table count {} but the tree holds {} + {} root frames",

@@ -266,7 +266,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 DescKind::Invalid if Self::can_leaf(level, chunk, op) => {
                     if let Pass::Commit { short, .. } = pass {
                         match op.src.take(chunk.start - op.base, level.span()) {
-                            Some(hpa) => entry.store(attrs | F::addr_bits(hpa), Ordering::Release),
+                            Some(hpa) => {
+                                entry.store(attrs | F::addr_bits(hpa), Ordering::Release);
+                                self.count_live(table, chunk.start, 1);
+                            }
                             None => *short = true,
                         }
                     }
@@ -283,6 +286,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     } => match self.new_table(reserve) {
                         Some(t) => {
                             entry.store(F::table(t), Ordering::Release);
+                            self.count_live(table, chunk.start, 1);
                             *added += 1;
                             self.map_in(table.child(t), chunk.span(), op, pass)?;
                         }

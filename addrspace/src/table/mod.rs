@@ -27,7 +27,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use crate::flush::{Flush, Ops};
 use crate::format::{DescKind, NestedFormat};
@@ -91,6 +91,11 @@ pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     next_op: u64,
     /// Software paging-structure cache (see [`Psc`]).
     psc: Psc,
+    /// For each root entry, the non-zero entries of the table it links (0 when it
+    /// links none), so an unmap knows that it emptied one of the tables right below
+    /// the root (the ones 1 GiB leaves live in, on four-level formats) without
+    /// reading its 512 entries. Only `&mut self` operations change them.
+    live: Vec<AtomicU16>,
     /// Test hook: frames a reserve holds back, to exercise a commit whose plan was
     /// short (which no plan is).
     #[cfg(test)]
@@ -107,6 +112,12 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     pub fn new(alloc: A) -> Result<Self> {
         // Level 1 is never the root, which the paging-structure cache relies on.
         const { assert!(F::LEVELS >= 3, "nested formats have at least 3 levels") };
+        let mut live = Vec::new();
+        live.try_reserve_exact(F::ROOT_ENTRIES)
+            .map_err(|_| Error::OutOfHeap {
+                bytes: F::ROOT_ENTRIES * core::mem::size_of::<AtomicU16>(),
+            })?;
+        live.resize_with(F::ROOT_ENTRIES, || AtomicU16::new(0));
         let root = alloc
             .alloc_frames(F::ROOT_FRAMES, F::ROOT_FRAMES)
             .ok_or(Error::NoMemory {
@@ -121,6 +132,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             held: Vec::new(),
             next_op: 0,
             psc: Psc::new(),
+            live,
             #[cfg(test)]
             plan_deficit: 0,
             _format: PhantomData,
@@ -246,6 +258,32 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         // lives no longer than `&self`, and frames are only released through `&mut
         // self` (or by dropping it).
         unsafe { core::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// Adds `delta` (1 or -1) to the live-entry count of `table` when it is a table
+    /// right below the root (`gpa` is an address it covers); other tables keep none.
+    #[inline(always)]
+    fn count_live(&self, table: Table, gpa: usize, delta: i16) {
+        if table.level.get() + 1 == Self::TOP.get() {
+            let c = &self.live[Self::index(gpa, Self::TOP)];
+            // Load and store, not an atomic add: only `&mut self` operations get here.
+            let n = c.load(Ordering::Relaxed).wrapping_add_signed(delta);
+            debug_assert!(n <= 512, "live-entry count {n}");
+            c.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the live-entry count of the table right below the root that covers
+    /// `gpa` (when it is linked or unlinked).
+    #[inline(always)]
+    fn set_live(&self, gpa: usize, n: u16) {
+        self.live[Self::index(gpa, Self::TOP)].store(n, Ordering::Relaxed);
+    }
+
+    /// The live-entry count of the table right below the root that covers `gpa`.
+    #[inline(always)]
+    fn live(&self, gpa: usize) -> u16 {
+        self.live[Self::index(gpa, Self::TOP)].load(Ordering::Relaxed)
     }
 
     /// The index of `gpa`'s entry in a table at `level`.

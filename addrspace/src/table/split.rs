@@ -112,6 +112,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                             allocated: 0,
                         })?;
                         self.split(self.entry(table, b), raw, level, t);
+                        if level == Self::TOP {
+                            // A new table right below the root, all 512 entries leaves.
+                            self.set_live(b, 512);
+                        }
                         *added += 1;
                         table = table.child(t);
                     }

@@ -187,3 +187,41 @@ fn tables_are_listed_with_what_they_cover() {
     // The root of Sv39x4 is 4 frames; the others one each.
     assert_eq!(pt.table_frames(), 4 + 2);
 }
+
+/// The live-entry counts of the tables right below the root follow every change:
+/// maps of 1 GiB leaves and of tables, a split of a root-level 1 GiB leaf (Arm: the
+/// new table holds 512 leaves), unmaps that empty those tables piece by piece; the
+/// audit compares each count with the table's contents, and the last unmap leaves
+/// only the root.
+#[test]
+fn live_counts_follow_maps_splits_and_unmaps() {
+    fn check<F: NestedFormat>(pool: &PoolAllocator) {
+        let mut pt = PageTable::<F, _>::new(pool).unwrap();
+        // Two 1 GiB leaves and 2 MiB of 4 KiB pages beside them.
+        // SAFETY: addresses are only numbers in this test.
+        unsafe { pt.map(gpa(G1), hpa(4 * G1), 2 * G1, MappingFlags::RW) }.unwrap();
+        // SAFETY: as above.
+        unsafe { pt.map(gpa(3 * G1), hpa(8 * G1 + 0x1000), M2, MappingFlags::RW) }.unwrap();
+        pt.audit().unwrap();
+        // Cut a page out of the second 1 GiB leaf (splits it), then unmap the rest
+        // in three pieces, in an order that empties tables last.
+        for (start, size) in [
+            (2 * G1 + 0x5000, 0x1000),
+            (G1, G1),
+            (2 * G1 + 0x6000, G1 - 0x6000),
+            (3 * G1, M2),
+            (2 * G1, 0x5000),
+        ] {
+            let flush = pt.unmap(gpa(start), size).unwrap();
+            pt.audit().unwrap();
+            pt.complete_flush(flush).unwrap();
+        }
+        assert_eq!(pt.table_frames(), F::ROOT_FRAMES, "{}", F::NAME);
+        assert_eq!(pt.deferred_frames(), 0);
+    }
+    let pool = PoolAllocator::new(256);
+    check::<Ept>(&pool);
+    check::<ArmStage2Ipa40>(&pool);
+    check::<Sv39x4>(&pool);
+    assert_eq!(pool.in_use(), 0);
+}

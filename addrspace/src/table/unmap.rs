@@ -51,7 +51,11 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         let root = self.root_table();
         let (unlinked, _) = self.clear(root, span, &owned, &mut items);
         self.tables -= unlinked;
-        items.shrink_to_fit();
+        // The bound counts every entry touched, which few unmaps unlink: give the
+        // rest back when it is worth a reallocation (a pending flush holds little).
+        if items.capacity() - items.len() > SLACK_ITEMS {
+            items.shrink_to_fit();
+        }
         let ops = self.hold(items, owned);
         Ok(self.flush(Some(*range), ops))
     }
@@ -116,6 +120,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 DescKind::Invalid => {}
                 DescKind::Leaf if chunk.whole => {
                     entry.store(0, Ordering::Release);
+                    self.count_live(table, chunk.start, -1);
                     if owns(owned, chunk.start) {
                         let hpa = F::output_addr(raw, level.get());
                         push_frames(items, hpa, level.span() / PAGE_SIZE);
@@ -128,6 +133,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     let sub = table.child(F::output_addr(raw, level.get()));
                     if chunk.whole {
                         entry.store(0, Ordering::Release);
+                        self.count_live(table, chunk.start, -1);
+                        if level == Self::TOP {
+                            self.set_live(chunk.start, 0);
+                        }
                         self.subtree_frames(sub, chunk.start, &[], &mut |_, _| unlinked += 1);
                         push_item(items, Unlinked::subtree(sub, chunk.start));
                     } else {
@@ -135,6 +144,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                         unlinked += n;
                         if empty {
                             entry.store(0, Ordering::Release);
+                            self.count_live(table, chunk.start, -1);
+                            if level == Self::TOP {
+                                self.set_live(chunk.start, 0);
+                            }
                             unlinked += 1;
                             // Nothing below it: the frame alone (its own item, one
                             // allocation), so the flush frees it without reading its
@@ -146,11 +159,19 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 DescKind::Malformed(_) => {
                     if chunk.whole {
                         entry.store(0, Ordering::Release);
+                        self.count_live(table, chunk.start, -1);
                     }
                 }
             }
         }
-        let empty = level != Self::TOP && (span.len() == level.span() << 9 || self.all_zero(table));
+        let empty = level != Self::TOP
+            && (span.len() == level.span() << 9
+                || if level.get() + 1 == Self::TOP.get() {
+                    // A table right below the root: its count says.
+                    self.live(span.start) == 0
+                } else {
+                    self.all_zero(table)
+                });
         (unlinked, empty)
     }
 
@@ -165,6 +186,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             .all(|g| g.iter().fold(0, |acc, e| acc | e.load(Ordering::Relaxed)) == 0)
     }
 }
+
+/// Unused record items an unmap keeps rather than reallocating (256 bytes).
+const SLACK_ITEMS: usize = 16;
 
 /// Appends an item within the reserved capacity (`clear_bound` is an upper bound).
 fn push_item(items: &mut Vec<Unlinked>, item: Unlinked) {
