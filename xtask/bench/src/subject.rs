@@ -39,6 +39,12 @@ pub trait Subject: Sized {
     fn frames_known_zero(&self) -> Option<usize> {
         None
     }
+    /// Where the hypervisor reads the leaf descriptor that translates each of
+    /// `gpas` (all translated), for the cold-translate floor; `None` when the
+    /// subject does not say (the peer).
+    fn leaf_descriptors(&self, _gpas: &[usize]) -> Option<Vec<*const u64>> {
+        None
+    }
 }
 
 /// Where an [`Ours`] subject gets its frames: the shared pool, or the pool through
@@ -156,6 +162,19 @@ impl<F: NestedFormat, A: Frames> Subject for Ours<F, A> {
         self.0
             .read(GuestPhysAddr::from_usize(gpa), buf)
             .map_err(|e| format!("ours ({}): read: {e}", F::NAME))
+    }
+
+    fn leaf_descriptors(&self, gpas: &[usize]) -> Option<Vec<*const u64>> {
+        let pt = self.0.page_table();
+        gpas.iter()
+            .map(|&g| {
+                let walk = pt.walk(GuestPhysAddr::from_usize(g));
+                walk.translation()?;
+                let last = walk.steps().last()?;
+                let table = self.0.allocator().phys_to_virt(last.table).as_ptr::<u64>();
+                Some(table.wrapping_add(last.index))
+            })
+            .collect()
     }
 }
 
