@@ -271,7 +271,11 @@ fn run(a: &Args, out: &mut String) -> Result<(), String> {
         write(file, "picture", picture::svg(&map))?;
     }
     if let Some(file) = &a.html {
-        write(file, "page", picture::html(&map, &findings))?;
+        write(
+            file,
+            "page",
+            picture::html(&map, vm.unresolved(), &findings),
+        )?;
     }
     Ok(())
 }

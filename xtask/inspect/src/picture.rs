@@ -12,6 +12,8 @@ use vm_core::Populate;
 use vm_core::config::Hex;
 use vm_core::diag::{Finding, GuestMap, MapRegion, RegionKind, Size};
 
+use crate::Unresolved;
+
 /// Width of the picture.
 const WIDTH: u32 = 1200;
 /// Height of the title block.
@@ -293,8 +295,9 @@ fn legend(s: &mut String, y0: u32) {
     }
 }
 
-/// An HTML page with the picture, the map dump and the audit findings.
-pub fn html(map: &GuestMap, findings: &[Finding]) -> String {
+/// An HTML page with the picture, the map dump, what the config names but only a
+/// device tree places (left out of the map) and the audit findings.
+pub fn html(map: &GuestMap, unresolved: &[Unresolved], findings: &[Finding]) -> String {
     let picture = svg(map);
     // The XML declaration has no place inside HTML.
     let inline = picture
@@ -328,6 +331,13 @@ li.warning {{ color: #8a5a00; }}
         )),
         dump = escape(&map.to_string()),
     );
+    if !unresolved.is_empty() {
+        s.push_str("<h2>Unresolved (placed only by a device tree; not in the map)</h2>\n<ul>\n");
+        for u in unresolved {
+            let _ = writeln!(s, "<li>{}</li>", escape(&u.to_string()));
+        }
+        s.push_str("</ul>\n");
+    }
     if findings.is_empty() {
         s.push_str("<p>No finding.</p>\n");
     } else {

@@ -42,7 +42,14 @@ const RAM_FROM_TREE: &str = "vm-core/tests/data/axvisor-configs/configs/axvisor/
 #[test]
 fn host_nodes_are_unresolved_without_host_dtb_and_placed_with_it() {
     let config = "configs/qemu-virt-aarch64-linux.toml";
-    let without = inspect(&[config]);
+    let page = Path::new(env!("CARGO_TARGET_TMPDIR")).join("linux-aarch64-unresolved.html");
+    let without = inspect(&[config, "--map", "--html", page.to_str().expect("utf-8")]);
+    let page = std::fs::read_to_string(&page).expect("the page");
+    has(&page, "<h2>Unresolved");
+    has(
+        &page,
+        "&quot;/pl011@9000000&quot;: pass-through of a host device-tree node",
+    );
     has(&without, "unresolved (named by the config");
     has(
         &without,

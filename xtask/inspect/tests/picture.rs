@@ -132,7 +132,7 @@ fn the_page_holds_the_picture_the_map_and_the_audit() {
     let map = board_map("qemu-virt-aarch64");
     let findings = vm_core::diag::audit(&map, &[]);
     assert!(!findings.is_empty());
-    let page = html(&map, &findings);
+    let page = html(&map, &[], &findings);
     assert!(page.starts_with("<!DOCTYPE html>"));
     assert!(page.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(!page.contains("<?xml"));
