@@ -108,7 +108,8 @@ pub struct ExitCounts {
     pub nested_faults: u64,
     /// Of those, accesses to emulated devices.
     pub mmio: u64,
-    /// Firmware calls (PSCI, SBI, CPUID, hypercalls), all kinds.
+    /// Firmware calls (PSCI, SBI, the board's hypercalls), all kinds; not the
+    /// ID-register reads, which arrive by the same path ([`ExitCounts::id_reads`]).
     pub calls: u64,
     /// Of those, timer calls (SBI `set_timer`).
     pub timer_calls: u64,
@@ -118,6 +119,9 @@ pub struct ExitCounts {
     pub fence_calls: u64,
     /// Of those, the board's hypercalls.
     pub hypercalls: u64,
+    /// ID-register reads the VM layer answers: Arm ID registers (HCR_EL2.TID3)
+    /// and x86 CPUID.
+    pub id_reads: u64,
     /// Port I/O.
     pub io: u64,
     /// Trapped system-register accesses.
@@ -137,6 +141,7 @@ impl ExitCounts {
     pub fn total(&self) -> u64 {
         self.nested_faults
             + self.calls
+            + self.id_reads
             + self.io
             + self.sysreg
             + self.halts
@@ -164,11 +169,11 @@ impl core::fmt::Display for ExitCounts {
             self.kicks,
             self.interrupts
         )?;
-        if self.io + self.sysreg + self.other > 0 {
+        if self.io + self.id_reads + self.sysreg + self.other > 0 {
             write!(
                 f,
-                ", {} port I/O, {} system registers, {} other",
-                self.io, self.sysreg, self.other
+                ", {} port I/O, {} ID-register reads, {} system registers, {} other",
+                self.io, self.id_reads, self.sysreg, self.other
             )?;
         }
         Ok(())
@@ -178,7 +183,7 @@ impl core::fmt::Display for ExitCounts {
 /// The counters behind [`ExitCounts`], shared by a VM's vCPUs.
 #[derive(Default)]
 pub(crate) struct ExitCounters {
-    counts: [core::sync::atomic::AtomicU64; 13],
+    counts: [core::sync::atomic::AtomicU64; 14],
 }
 
 /// Indexes into [`ExitCounters::counts`], in [`ExitCounts`] field order.
@@ -190,12 +195,13 @@ mod slot {
     pub(super) const IPI: usize = 4;
     pub(super) const FENCE: usize = 5;
     pub(super) const HYPERCALL: usize = 6;
-    pub(super) const IO: usize = 7;
-    pub(super) const SYSREG: usize = 8;
-    pub(super) const HALT: usize = 9;
-    pub(super) const KICK: usize = 10;
-    pub(super) const INTERRUPT: usize = 11;
-    pub(super) const OTHER: usize = 12;
+    pub(super) const ID_READ: usize = 7;
+    pub(super) const IO: usize = 8;
+    pub(super) const SYSREG: usize = 9;
+    pub(super) const HALT: usize = 10;
+    pub(super) const KICK: usize = 11;
+    pub(super) const INTERRUPT: usize = 12;
+    pub(super) const OTHER: usize = 13;
 }
 
 impl ExitCounters {
@@ -205,9 +211,13 @@ impl ExitCounters {
 
     /// Counts `exit`.
     pub(crate) fn record(&self, exit: &vcpu_api::ExitReason) {
-        use vcpu_api::{ExitReason, FirmwareCall};
+        use vcpu_api::{ExitReason, FirmwareCall, GuestCall};
         match exit {
             ExitReason::NestedPageFault(_) => self.bump(slot::FAULT),
+            ExitReason::Call(GuestCall {
+                call: FirmwareCall::IdRegister { .. } | FirmwareCall::Cpuid { .. },
+                ..
+            }) => self.bump(slot::ID_READ),
             ExitReason::Call(call) => {
                 self.bump(slot::CALL);
                 match call.call {
@@ -243,6 +253,7 @@ impl ExitCounters {
             ipi_calls: c(slot::IPI),
             fence_calls: c(slot::FENCE),
             hypercalls: c(slot::HYPERCALL),
+            id_reads: c(slot::ID_READ),
             io: c(slot::IO),
             sysreg: c(slot::SYSREG),
             halts: c(slot::HALT),
@@ -250,5 +261,53 @@ impl ExitCounters {
             interrupts: c(slot::INTERRUPT),
             other: c(slot::OTHER),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vcpu_api::{Conduit, CpuidRegs, ExitReason, FirmwareCall, GuestCall, SysRegAddr};
+
+    use super::ExitCounters;
+
+    fn call(call: FirmwareCall, conduit: Conduit) -> ExitReason {
+        ExitReason::Call(GuestCall { call, conduit })
+    }
+
+    /// Regression (issue 13: an aarch64 Linux boot showed "141 firmware calls" of
+    /// which all but a few were ID-register reads): PSCI/SBI calls and hypercalls
+    /// count as firmware calls, Arm ID-register reads and CPUID apart from them.
+    #[test]
+    fn firmware_calls_exclude_id_register_reads() {
+        let counters = ExitCounters::default();
+        counters.record(&call(FirmwareCall::Version, Conduit::Smc));
+        counters.record(&call(
+            FirmwareCall::IdRegister {
+                id: SysRegAddr::arm(3, 0, 0, 4, 0),
+                host: 0x11,
+            },
+            Conduit::Mrs { rt: 1 },
+        ));
+        counters.record(&call(
+            FirmwareCall::IdRegister {
+                id: SysRegAddr::arm(3, 0, 0, 7, 0),
+                host: 0x5,
+            },
+            Conduit::Mrs { rt: 2 },
+        ));
+        counters.record(&call(
+            FirmwareCall::Cpuid {
+                leaf: 1,
+                subleaf: 0,
+                host: CpuidRegs::default(),
+            },
+            Conduit::Cpuid,
+        ));
+        let counts = counters.snapshot();
+        assert_eq!(counts.calls, 1);
+        assert_eq!(counts.total(), 4);
+        let line = counts.to_string();
+        assert!(line.contains(" 1 firmware calls ("), "{line}");
+        assert!(line.contains(" 3 ID-register reads,"), "{line}");
     }
 }
