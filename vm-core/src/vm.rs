@@ -46,6 +46,13 @@ pub struct VmStats {
     pub kicks: u64,
     /// Unmap/protect operations that needed a TLB invalidation.
     pub shootdowns: u64,
+    /// How long the last shootdown took, in nanoseconds of the platform's clock
+    /// (`VmHal::now_ns`): from its broadcast invalidation or first kick until every
+    /// vCPU acknowledged (the broadcast completed, or each kicked vCPU left the guest
+    /// or saw the new generation).
+    pub shootdown_last_ns: u64,
+    /// The longest shootdown so far, in nanoseconds, as `shootdown_last_ns`.
+    pub shootdown_max_ns: u64,
     /// The TLB generation (bumped by each shootdown).
     pub tlb_generation: u64,
     /// Nested page faults that mapped a page (lazy fault-in).
@@ -234,6 +241,8 @@ pub struct Vm<V: ArchVCpu> {
     flushes: Mutex<FlushQueue>,
     kicks: AtomicU64,
     shootdowns: AtomicU64,
+    /// `VmStats::shootdown_last_ns` and `shootdown_max_ns`.
+    shootdown_ns: [AtomicU64; 2],
     pub(crate) faults_mapped: AtomicU64,
     pub(crate) faults_spurious: AtomicU64,
     pub(crate) exits: crate::exit::ExitCounters,
@@ -398,6 +407,7 @@ impl<V: ArchVCpu> Vm<V> {
             flushes: Mutex::new(FlushQueue::default()),
             kicks: AtomicU64::new(0),
             shootdowns: AtomicU64::new(0),
+            shootdown_ns: [AtomicU64::new(0), AtomicU64::new(0)],
             faults_mapped: AtomicU64::new(0),
             faults_spurious: AtomicU64::new(0),
             exits: crate::exit::ExitCounters::default(),
@@ -573,6 +583,8 @@ impl<V: ArchVCpu> Vm<V> {
         VmStats {
             kicks: self.kicks.load(Ordering::Relaxed),
             shootdowns: self.shootdowns.load(Ordering::Relaxed),
+            shootdown_last_ns: self.shootdown_ns[0].load(Ordering::Relaxed),
+            shootdown_max_ns: self.shootdown_ns[1].load(Ordering::Relaxed),
             tlb_generation: self.tlb_gen.load(Ordering::SeqCst),
             faults_mapped: self.faults_mapped.load(Ordering::Relaxed),
             faults_spurious: self.faults_spurious.load(Ordering::Relaxed),
@@ -1184,13 +1196,17 @@ impl<V: ArchVCpu> Vm<V> {
             return;
         };
         self.shootdowns.fetch_add(1, Ordering::Relaxed);
+        let start = crate_interface::call_interface!(crate::hal::VmHal::now_ns());
         let new = self.tlb_gen.fetch_add(1, Ordering::SeqCst) + 1;
-        if crate_interface::call_interface!(crate::hal::VmHal::broadcast_guest_tlb_invalidate(
+        if !crate_interface::call_interface!(crate::hal::VmHal::broadcast_guest_tlb_invalidate(
             self.id, range
         )) {
-            return;
+            self.evict(|s| s.in_guest() && s.seen_gen.load(Ordering::SeqCst) < new);
         }
-        self.evict(|s| s.in_guest() && s.seen_gen.load(Ordering::SeqCst) < new);
+        let took =
+            crate_interface::call_interface!(crate::hal::VmHal::now_ns()).saturating_sub(start);
+        self.shootdown_ns[0].store(took, Ordering::Relaxed);
+        self.shootdown_ns[1].fetch_max(took, Ordering::Relaxed);
     }
 }
 
