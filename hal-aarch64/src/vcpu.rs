@@ -318,6 +318,10 @@ impl<F: Stage2Format> ArchVCpu for Aarch64VCpu<F> {
         release_vmid(vm_id);
     }
 
+    fn vm_tag(vm_id: usize) -> Option<u16> {
+        crate::tlb::vmid_of(vm_id)
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self> {
         let vmid = vmid_of(vm_id).ok_or(VCpuError::NotConfigured {
             missing: "the VM's VMID (ArchVCpu::claim_vm)",

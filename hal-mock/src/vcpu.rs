@@ -552,6 +552,10 @@ impl<F: NestedFormat> ArchVCpu for MockVCpu<F> {
         Machine::current().release_vmid(vm_id);
     }
 
+    fn vm_tag(vm_id: usize) -> Option<u16> {
+        Machine::current().vmid_of(vm_id)
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: MockVCpuConfig) -> VCpuResult<Self> {
         let machine = Machine::current();
         if machine.vmid_of(vm_id).is_none() {

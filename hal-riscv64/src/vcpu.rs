@@ -494,6 +494,10 @@ impl<F: GStage> ArchVCpu for Riscv64VCpu<F> {
         crate::tlb::release_vmid(vm_id);
     }
 
+    fn vm_tag(vm_id: usize) -> Option<u16> {
+        crate::tlb::vmid_for(vm_id)
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, config: Riscv64CreateConfig) -> VCpuResult<Self> {
         let vmid = crate::tlb::vmid_for(vm_id).ok_or(VCpuError::NotConfigured {
             missing: "the VM's VMID (ArchVCpu::claim_vm)",

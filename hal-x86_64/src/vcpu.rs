@@ -352,6 +352,10 @@ impl<F: FrameAllocator + Default> ArchVCpu for SvmVCpu<F> {
         crate::tlb::release_asid(vm_id);
     }
 
+    fn vm_tag(vm_id: usize) -> Option<u16> {
+        crate::tlb::asid_of(vm_id).and_then(|a| u16::try_from(a).ok())
+    }
+
     fn new(vm_id: usize, vcpu_id: usize, _config: ()) -> VCpuResult<Self> {
         let cpu = cpu::cpu().ok_or(VCpuError::Unsupported {
             feature: "SVM enabled on this CPU (call hal_x86_64::cpu::enable first)",

@@ -54,6 +54,14 @@ pub trait ArchVCpu: Sized {
         let _ = vm_id;
     }
 
+    /// The TLB tag (VMID, ASID) live VM `vm_id` holds, as the hardware sees it: what
+    /// diagnostics print beside the root registers. `None` when the VM holds none
+    /// (the default: hardware without tags).
+    fn vm_tag(vm_id: usize) -> Option<u16> {
+        let _ = vm_id;
+        None
+    }
+
     /// Creates vCPU `vcpu_id` (its index in the VM) of VM `vm_id` (which claimed its
     /// tag with [`ArchVCpu::claim_vm`]).
     fn new(vm_id: usize, vcpu_id: usize, config: Self::CreateConfig) -> VCpuResult<Self>;
