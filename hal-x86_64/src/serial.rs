@@ -64,6 +64,12 @@ impl Serial {
         }
     }
 
+    /// A received byte, if one is waiting (LSR.DR).
+    pub fn getb(&self) -> Option<u8> {
+        // SAFETY: reading LSR, and RBR when it holds a byte, of the UART.
+        unsafe { (inb(COM1 + 5) & 0x01 != 0).then(|| inb(COM1)) }
+    }
+
     /// Sends one byte, waiting for the transmitter.
     pub fn putb(&self, b: u8) {
         // SAFETY: reading LSR and writing THR of the UART.

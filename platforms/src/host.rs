@@ -11,9 +11,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use vcpu_api::{AccessWidth, ArchVCpu};
 use vm_core::{
-    AccessKind, DeviceError, HostGrant, MapType, MappingFlags, MmioDevice, Populate,
-    UnservedAccess, Vm, VmConfig, VmError,
+    AccessKind, DeviceError, HostGrant, HostPhysAddr, MapType, MappingFlags, MmioDevice, Populate,
+    UnservedAccess, Vm, VmConfig, VmError, VmExit, VmState,
 };
+
+use crate::console_keys::{KeyReader, Request};
 
 use crate::monitor::{Action, Monitor};
 use crate::protocol::test_device::{COUNTER, ID, ID_VALUE, NEGATIVE, NEGATIVE_REG, SCRATCH, SIZE};
@@ -233,6 +235,12 @@ impl SharedMonitor {
     pub fn finish(&self) -> (u32, u32) {
         self.with(|m, out| m.finish(out))
     }
+
+    /// Ends a run whose guest checks nothing: the hypervisor's checks alone;
+    /// `(passed, failed)`.
+    pub fn finish_host(&self) -> (u32, u32) {
+        self.with(|m, out| m.finish_host(out))
+    }
 }
 
 /// A grant of the configuration's pass-through devices that lie wholly below
@@ -326,12 +334,34 @@ impl fmt::Display for BuildError {
     }
 }
 
+/// Nanoseconds shown as microseconds with three decimals (`12.345`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Micros(pub u64);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// The line the QEMU suites collect for their kick-to-acknowledge figures:
+/// `<what> shootdown|pause: kick-to-acknowledge <µs> us`, `ns` measured on the
+/// board's clock.
+pub fn write_kick_to_ack(out: &mut dyn Write, what: fmt::Arguments<'_>, ns: u64) {
+    let _ = writeln!(out, "{what}: kick-to-acknowledge {} us", Micros(ns));
+}
+
 /// The test protocol's `unmap(gpa)`: unmaps the 4 KiB page (TLBs of every vCPU
-/// invalidated when this returns) and gives the guest 0, or 1 when vm-core refused
+/// invalidated when this returns; how long that took goes to `out`, see
+/// [`write_kick_to_ack`]) and gives the guest 0, or 1 when vm-core refused
 /// (written to `out`).
 pub fn unmap_page<V: ArchVCpu>(vm: &Vm<V>, gpa: u64, out: &mut dyn Write) -> u64 {
     match vm.unmap_region(vcpu_api::gpa_of(gpa), addrspace::PAGE_SIZE) {
-        Ok(()) => 0,
+        Ok(()) => {
+            let ns = vm.stats().shootdown_last_ns;
+            write_kick_to_ack(out, format_args!("unmap {gpa:#x}: shootdown"), ns);
+            0
+        }
         Err(e) => {
             let _ = writeln!(out, "unmap {gpa:#x}: {e}");
             1
@@ -353,9 +383,8 @@ pub fn act_on<V: ArchVCpu>(vm: &Vm<V>, action: Action, out: &mut dyn Write) -> O
 
 /// The test protocol's `diagnose(gpa, kind)`: writes the VM's diagnostics to `out`
 /// (the walk of `gpa` or, for an access, what the fault path would do with it, and
-/// the guest-physical map) and gives the guest 1 if `gpa` is translated now, else 0.
-/// The boards' VMIDs are their HAL's business: the root registers are shown with
-/// VMID field 0 (the dump says so).
+/// the guest-physical map with the root registers for the VMID/ASID the HAL gave
+/// the VM) and gives the guest 1 if `gpa` is translated now, else 0.
 pub fn diagnose<V: ArchVCpu>(
     vm: &Vm<V>,
     gpa: u64,
@@ -370,8 +399,142 @@ pub fn diagnose<V: ArchVCpu>(
             AccessKind::Read
         }
     });
-    let _ = write!(out, "{}", vm.diagnostics(None, Some((gpa, access))));
+    let _ = write!(
+        out,
+        "{}",
+        vm.diagnostics(V::vm_tag(vm.id()), Some((gpa, access)))
+    );
     u64::from(vm.walk(gpa).translation().is_some())
+}
+
+/// Diagnostics on request from the hypervisor's console ([`crate::console_keys`]):
+/// the board hands it what its UART received while a VM runs.
+pub struct ConsoleRequests {
+    reader: spin::Mutex<KeyReader>,
+}
+
+impl ConsoleRequests {
+    /// Nothing typed yet.
+    pub const fn new() -> Self {
+        Self {
+            reader: spin::Mutex::new(KeyReader::new()),
+        }
+    }
+
+    /// Takes every byte `getc` has now and answers each request they complete for
+    /// `vm`: `[label] console: ...` and the VM's diagnostics (the walk of the
+    /// address asked for, the map with the HAL's VMID) written to `out`. Returns the
+    /// requests answered. A CPU that finds another one polling leaves the bytes to
+    /// it.
+    pub fn poll<V: ArchVCpu>(
+        &self,
+        vm: &Vm<V>,
+        label: &str,
+        mut getc: impl FnMut() -> Option<u8>,
+        out: &mut dyn Write,
+    ) -> usize {
+        let Some(mut reader) = self.reader.try_lock() else {
+            return 0;
+        };
+        let mut answered = 0;
+        while let Some(b) = getc() {
+            let Some(request) = reader.feed(b) else {
+                continue;
+            };
+            let at = match request {
+                Request::Map => {
+                    let _ = writeln!(
+                        out,
+                        "[{label}] console: map of VM {} on request (key d)",
+                        vm.id()
+                    );
+                    None
+                }
+                Request::Walk(gpa) => {
+                    let _ = writeln!(
+                        out,
+                        "[{label}] console: walk of {gpa:#x} in VM {} on request (key w)",
+                        vm.id()
+                    );
+                    Some((vcpu_api::gpa_of(gpa), None))
+                }
+            };
+            let _ = write!(out, "{}", vm.diagnostics(V::vm_tag(vm.id()), at));
+            answered += 1;
+        }
+        answered
+    }
+}
+
+impl Default for ConsoleRequests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The boards' fault-loop check, on a VM of its own: vCPU 0's root register is
+/// pointed at `empty_root`, a zeroed table aligned for the format (the defect the
+/// detector exists for: the hardware walks other tables than the VM's), so the
+/// guest's first access faults on a page the VM maps, again and again. `run` runs
+/// vCPU 0 once (the board's `run_vcpu`, with its own interrupt handling). Passes
+/// when `run` fails with the detector's `FaultLoop` at a page the VM maps within 64
+/// exits, the report (the loop's GPA and access, the decision, the walk, the map)
+/// went to the monitor's console, and the VM is stopped.
+pub fn check_fault_loop<V: ArchVCpu>(
+    vm: &Vm<V>,
+    empty_root: HostPhysAddr,
+    monitor: &SharedMonitor,
+    mut run: impl FnMut() -> Result<VmExit, VmError>,
+) -> bool {
+    let name = "fault-loop detector: a vCPU walking an empty table is stopped with its report";
+    let pointed = vm.with_vcpu(0, |v| v.set_nested_root(empty_root));
+    if !matches!(pointed, Ok(Ok(()))) {
+        monitor.with(|m, out| {
+            let _ = writeln!(
+                out,
+                "[{}] cannot point vCPU 0 at the empty table: {pointed:?}",
+                m.label()
+            );
+            m.host_check(name, false, out);
+        });
+        return false;
+    }
+    let mut error = None;
+    for _ in 0..64 {
+        match run() {
+            Ok(VmExit::ExternalInterrupt { .. } | VmExit::Halt | VmExit::Paused) => {}
+            Ok(other) => {
+                monitor.with(|m, out| {
+                    let _ = writeln!(out, "[{}] vCPU 0: unexpected exit {other:?}", m.label());
+                });
+                break;
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let report = error
+        .as_ref()
+        .and_then(|e| vm.fault_loop_report(e, V::vm_tag(vm.id())));
+    let looped_on_a_mapped_page = matches!(
+        &error,
+        Some(VmError::FaultLoop { gpa, .. }) if vm.walk(*gpa).translation().is_some()
+    );
+    let ok = looped_on_a_mapped_page && report.is_some() && vm.state() == VmState::Stopped;
+    monitor.with(|m, out| {
+        match (&error, &report) {
+            (Some(e), Some(r)) => {
+                let _ = writeln!(out, "[{}] {e}\n{r}", m.label());
+            }
+            (e, _) => {
+                let _ = writeln!(out, "[{}] vCPU 0 did not loop: {e:?}", m.label());
+            }
+        }
+        m.host_check(name, ok, out);
+    });
+    ok
 }
 
 /// A guest access vm-core could not serve: when the monitor forgives it (the guest

@@ -28,6 +28,8 @@ pub mod board_config;
 #[cfg(feature = "build")]
 pub mod build;
 #[cfg(feature = "host")]
+pub mod console_keys;
+#[cfg(feature = "host")]
 pub mod doorbell;
 pub mod guest;
 #[cfg(feature = "host")]

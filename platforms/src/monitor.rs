@@ -228,6 +228,18 @@ impl Monitor {
         );
         (passed, failed)
     }
+
+    /// Ends a run whose guest checks nothing (the boards' fault-loop run): only the
+    /// hypervisor's checks count. Returns `(passed, failed)`.
+    pub fn finish_host(&mut self, out: &mut dyn Write) -> (u32, u32) {
+        let (passed, failed) = self.host;
+        let _ = writeln!(
+            out,
+            "[{}] run (hypervisor checks only): {passed} passed, {failed} failed",
+            self.label
+        );
+        (passed, failed)
+    }
 }
 
 /// The closing line xtask looks for.

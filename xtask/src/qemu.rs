@@ -10,7 +10,7 @@
 //! boots the same kernel and initramfs on plain QEMU. Either way xtask also checks the
 //! lines `/init` prints and reports the wall and QEMU CPU seconds to its marker line.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -28,6 +28,9 @@ pub(crate) struct Board {
     pub(crate) guest: Option<&'static str>,
     /// Lines the console must show (e.g. what the guest printed through its UART).
     pub(crate) required_output: &'static [&'static str],
+    /// Keys typed on the hypervisor's console during the test run (its diagnostics
+    /// on request), and the lines they must bring.
+    pub(crate) console_keys: Option<ConsoleKeys>,
     /// Debian package that provides the QEMU binary.
     pub(crate) qemu_package: &'static str,
     /// QEMU binary.
@@ -42,6 +45,17 @@ pub(crate) struct Board {
     pub(crate) timeout: Duration,
     /// How the board runs a Linux guest, if it can.
     pub(crate) linux: Option<LinuxBoard>,
+}
+
+/// Keys typed on a board's console: once a line containing `after` appeared (the
+/// hypervisor has started), xtask writes `keys` to QEMU's stdin; they wait in the
+/// UART (and QEMU's console) until the board reads them between the exits of its
+/// running test VM and prints the reports they ask for.
+#[derive(Clone, Copy)]
+pub(crate) struct ConsoleKeys {
+    pub(crate) after: &'static str,
+    pub(crate) keys: &'static str,
+    pub(crate) required: &'static [&'static str],
 }
 
 /// How a board runs Debian's Linux (`--guest linux`).
@@ -86,6 +100,12 @@ pub(crate) fn board(arch: Arch) -> Board {
             package: "qemu-pc-x86_64",
             guest: Some("test-guest"),
             required_output: &["hello from the guest", "=== end of diagnostics ==="],
+            // `d`: the map; `w` + address + Enter: the walk of the image's first page.
+            console_keys: Some(ConsoleKeys {
+                after: "hvcore x86_64: QEMU pc board",
+                keys: "dw0x100000\r",
+                required: &["on request (key d)", "console: walk of 0x100000 in VM "],
+            }),
             qemu_package: "qemu-system-x86",
             qemu: "qemu-system-x86_64",
             args: &[
@@ -117,7 +137,18 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Aarch64 => Board {
             package: "qemu-virt-aarch64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest", "=== end of diagnostics ==="],
+            required_output: &[
+                "hello from the guest",
+                "=== end of diagnostics ===",
+                // The fault-loop run (`loop`): the detector's report, the VM stopped.
+                "fault loop: vCPU 0 faulted",
+                "[loop] ok   fault-loop detector",
+            ],
+            console_keys: Some(ConsoleKeys {
+                after: "qemu-virt-aarch64: hypervisor at EL2",
+                keys: "dw0x40001000\r",
+                required: &["on request (key d)", "console: walk of 0x40001000 in VM "],
+            }),
             qemu_package: "qemu-system-arm",
             qemu: "qemu-system-aarch64",
             args: &[
@@ -162,7 +193,17 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Riscv64 => Board {
             package: "qemu-virt-riscv64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest", "=== end of diagnostics ==="],
+            required_output: &[
+                "hello from the guest",
+                "=== end of diagnostics ===",
+                "fault loop: vCPU 0 faulted",
+                "[loop] ok   fault-loop detector",
+            ],
+            console_keys: Some(ConsoleKeys {
+                after: "hvcore riscv64: QEMU virt board",
+                keys: "dw0x80001000\r",
+                required: &["on request (key d)", "console: walk of 0x80001000 in VM "],
+            }),
             qemu_package: "qemu-system-misc",
             qemu: "qemu-system-riscv64",
             args: &[
@@ -356,12 +397,65 @@ pub(crate) struct Marker {
     pub(crate) cpu: f64,
 }
 
-/// Boots `image`, echoing the console, and checks the verdict.
+/// Boots `image`, echoing the console (and typing the board's console keys), and
+/// checks the verdict.
 fn boot(board: &Board, image: &std::path::Path) -> Result<(), Failed> {
     let mut cmd = Command::new(board.qemu);
     cmd.args(board.args).arg("-kernel").arg(image);
-    let out = run_with_timeout(&mut cmd, Watch::new(board.timeout, board.required_output))?;
+    let mut required = board.required_output.to_vec();
+    if let Some(keys) = &board.console_keys {
+        required.extend_from_slice(keys.required);
+    }
+    let out = run_with_timeout(
+        &mut cmd,
+        Watch {
+            input: board.console_keys.map(|k| (k.after, k.keys)),
+            ..Watch::new(board.timeout, &required)
+        },
+    )?;
+    report_kick_to_ack(&out.lines);
     check_summary(&out, board)
+}
+
+/// Prints the kick-to-acknowledge figures the board printed (`... shootdown:
+/// kick-to-acknowledge 12.345 us`, `... pause: ...`, on the board's clock): median
+/// and max per kind, in µs.
+fn report_kick_to_ack(lines: &[String]) {
+    for kind in ["shootdown", "pause"] {
+        let mut us = kick_to_ack(lines, kind);
+        if us.is_empty() {
+            continue;
+        }
+        us.sort_by(f64::total_cmp);
+        println!(
+            "xtask: kick-to-acknowledge ({kind}, board clock): median {:.1} us, max {:.1} us over {} probe(s)",
+            median(&us),
+            us[us.len() - 1],
+            us.len()
+        );
+    }
+}
+
+/// The µs figures of `kind` in `lines`.
+fn kick_to_ack(lines: &[String], kind: &str) -> Vec<f64> {
+    let tag = format!("{kind}: kick-to-acknowledge ");
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = &l[l.find(&tag)? + tag.len()..];
+            rest.strip_suffix(" us")?.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// The median of sorted `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Checks a run that ends with the hypervisor's `N passed, M failed` and QEMU's
@@ -415,6 +509,7 @@ fn boot_linux_hosted(
             ..Watch::new(linux.timeout, &required)
         },
     )?;
+    report_kick_to_ack(&out.lines);
     check_summary(&out, board)?;
     check_marker(out.marker, linux)
 }
@@ -541,6 +636,8 @@ pub(crate) struct Watch<'a> {
     pub(crate) marker: Option<&'static str>,
     /// End QEMU once the marker appeared (benchmarks need only the time to it).
     pub(crate) stop_at_marker: bool,
+    /// Bytes to write to QEMU's stdin once a line contains the first string.
+    pub(crate) input: Option<(&'static str, &'static str)>,
 }
 
 impl<'a> Watch<'a> {
@@ -550,6 +647,7 @@ impl<'a> Watch<'a> {
             required,
             marker: None,
             stop_at_marker: false,
+            input: None,
         }
     }
 }
@@ -560,16 +658,24 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, watch: Watch<'_>) -> Result<Ou
         required,
         marker,
         stop_at_marker,
+        input,
     } = watch;
     println!("$ {}", crate::run::show(cmd));
     let started = Instant::now();
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| Failed(format!("cannot start {:?}: {e}", cmd.get_program())))?;
     let stdout = child.stdout.take().ok_or(Failed("no stdout".into()))?;
+    // Kept open until QEMU ends (its console would see the end of input).
+    let mut stdin = child.stdin.take();
+    let mut input = input;
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let required_lines = required.to_vec();
@@ -594,6 +700,15 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, watch: Watch<'_>) -> Result<Ou
                 marker_flag.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             println!("{text}");
+            if let Some((_, keys)) = input.filter(|(after, _)| text.contains(after)) {
+                println!("xtask: typing {keys:?} on the console");
+                if let Some(stdin) = stdin.as_mut() {
+                    let _ = stdin
+                        .write_all(keys.as_bytes())
+                        .and_then(|()| stdin.flush());
+                }
+                input = None;
+            }
             if let Some(s) = parse_summary(&text) {
                 summary = Some(s);
             }
@@ -687,6 +802,23 @@ mod tests {
         assert!(plain.windows(2).any(|w| w == ["-m", "512M"]));
         assert!(plain.windows(2).any(|w| w == ["-smp", "2"]));
         assert_eq!(super::with_memory(&["-M", "virt"], "1G"), ["-M", "virt"]);
+    }
+
+    #[test]
+    fn kick_to_ack_figures() {
+        let lines: Vec<String> = [
+            "unmap 0x51000000: shootdown: kick-to-acknowledge 12.500 us",
+            "[ipa40] pause: kick-to-acknowledge 80.000 us",
+            "[linux] doorbell shootdown: kick-to-acknowledge 3.250 us",
+            "shootdown: kick-to-acknowledge many us",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(super::kick_to_ack(&lines, "shootdown"), [12.5, 3.25]);
+        assert_eq!(super::kick_to_ack(&lines, "pause"), [80.0]);
+        assert_eq!(super::median(&[1.0, 2.0, 10.0]), 2.0);
+        assert_eq!(super::median(&[1.0, 2.0]), 1.5);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub(crate) fn print(args: fmt::Arguments<'_>) {
     let _ = SERIAL.lock().write_fmt(args);
 }
 
+/// A byte typed on the console, if one is waiting (read under the console lock).
+pub(crate) fn getc() -> Option<u8> {
+    SERIAL.lock().getb()
+}
+
 /// `print!` to COM1.
 #[macro_export]
 macro_rules! print {

@@ -13,7 +13,7 @@ use core::fmt::Write;
 
 use hal_x86_64::guest_paging::identity_tables;
 use hal_x86_64::{SvmSetupConfig, SvmVCpu};
-use platforms::host::{self, SharedMonitor};
+use platforms::host::{self, ConsoleRequests, SharedMonitor};
 use platforms::layouts;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
@@ -121,7 +121,10 @@ fn schedule(vm: &Arc<Vm<VCpu>>, monitor: &SharedMonitor, com1: &Com1) -> End {
     let mut parked = alloc::vec![false; n];
     // After an unmap: (vCPU, its flushed VMRUNs before), checked at its next exit.
     let mut flush_check: Option<(usize, u64)> = None;
+    // Diagnostics asked for on the hypervisor's console, between two exits.
+    let requests = ConsoleRequests::new();
     loop {
+        requests.poll(&**vm, "x86_64", crate::console::getc, out);
         let Some(v) = (0..n)
             .map(|i| (current + i) % n)
             .find(|&i| vm.is_vcpu_started(i) && !parked[i])

@@ -12,6 +12,7 @@ const UART_BASE: usize = vcpu_api::usize_of(crate::layout::UART_BASE);
 const UARTDR: usize = 0x00;
 const UARTFR: usize = 0x18;
 const UARTCR: usize = 0x30;
+const FR_RXFE: u32 = 1 << 4;
 const FR_TXFF: u32 = 1 << 5;
 /// UARTCR: UARTEN | TXE | RXE.
 const CR_ENABLE: u32 = 0x301;
@@ -28,6 +29,15 @@ impl Pl011 {
     pub(crate) fn init() {
         // SAFETY: the PL011 of QEMU virt, mapped as Device memory at EL2.
         unsafe { core::ptr::write_volatile(Self::reg(UARTCR), CR_ENABLE) };
+    }
+
+    /// A received byte, if one is waiting.
+    fn getc() -> Option<u8> {
+        // SAFETY: as in `init`.
+        unsafe {
+            (core::ptr::read_volatile(Self::reg(UARTFR)) & FR_RXFE == 0)
+                .then(|| core::ptr::read_volatile(Self::reg(UARTDR)).to_le_bytes()[0])
+        }
     }
 
     fn putc(b: u8) {
@@ -61,6 +71,12 @@ pub(crate) fn print_fmt(args: fmt::Arguments<'_>) {
 /// Prints `s` while holding the console.
 pub(crate) fn print_str(s: &str) {
     let _ = CONSOLE.lock().write_str(s);
+}
+
+/// A byte typed on the console, if one is waiting (read under the console lock).
+pub(crate) fn getc() -> Option<u8> {
+    let _held = CONSOLE.lock();
+    Pl011::getc()
 }
 
 /// Prints without taking the lock (the panic handler: the lock may be held by the

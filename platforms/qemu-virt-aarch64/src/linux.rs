@@ -307,6 +307,13 @@ fn build_and_run(config: VmConfig, checks: &Arc<Checks>) -> Result<(), String> {
         db.remaps,
         db.last_remap_ns / 1000
     );
+    let mut out = String::new();
+    platforms::host::write_kick_to_ack(
+        &mut out,
+        format_args!("[linux] doorbell shootdown"),
+        stats.shootdown_last_ns,
+    );
+    crate::console::print_str(&out);
     match doorbell.verdict(run.vm.vcpu_count()) {
         Ok(()) => checks.check(
             "the probe remapped while both vCPUs ran, both read the new contents",
@@ -395,6 +402,7 @@ fn linux_hooks(
                 && irqs.hw_interrupt(vcpu, intid) == Ok(true)
         }),
         cpu_up: Arc::new(move |run: &Run<ArmStage2Ipa40>, _| injection_check(run, &link)),
+        console_keys: false,
     }
 }
 

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use addrspace::{GuestPhysAddr, PAGE_SIZE, gpa_of, usize_of};
 use hal_aarch64::firmware::PsciConduit;
 use hal_aarch64::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
-use platforms::host::{self, SharedMonitor};
+use platforms::host::{self, ConsoleRequests, SharedMonitor};
 use platforms::layouts::QEMU_VIRT_AARCH64_UART;
 use platforms::monitor::Action;
 use platforms::protocol::Call;
@@ -87,7 +87,13 @@ pub(crate) struct Hooks<F: Stage2Format> {
     pub(crate) interrupt: InterruptHook,
     /// A further vCPU came up on its physical CPU.
     pub(crate) cpu_up: CpuUpHook<F>,
+    /// Whether keys typed on the hypervisor's console ask for diagnostics of this
+    /// run's VM (not Linux's: the PL011 is its console).
+    pub(crate) console_keys: bool,
 }
+
+/// What the hypervisor's console asked for, across the physical CPUs.
+static CONSOLE_REQUESTS: ConsoleRequests = ConsoleRequests::new();
 
 /// What one run shares between the physical CPUs.
 pub(crate) struct Run<F: Stage2Format> {
@@ -176,6 +182,45 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     monitor.finish()
 }
 
+/// A stage-2 root with no valid entry, for the fault-loop run: 16 KiB (the largest
+/// concatenated root of the formats) and aligned to it; never written.
+#[repr(C, align(16384))]
+struct EmptyRoot([u64; 2048]);
+static EMPTY_ROOT: EmptyRoot = EmptyRoot([0; 2048]);
+
+/// The fault-loop run: the test VM with stage-2 format `F` and VM id `vm_id`, vCPU 0
+/// pointed at [`EMPTY_ROOT`] (`host::check_fault_loop`); returns (passed, failed).
+pub(crate) fn run_fault_loop_vm<F: Stage2Format>(label: &'static str, vm_id: usize) -> (u32, u32) {
+    let frames_before = crate::hal::free_frames();
+    let monitor = SharedMonitor::new(label, console::print_str);
+    let vm = match build_vm::<F>(vm_id, PsciConduit::Smc, &monitor) {
+        Ok(vm) => vm,
+        Err(e) => {
+            monitor.host_check(&format!("VM set up ({e})"), false);
+            return monitor.finish_host();
+        }
+    };
+    // The EL2 map is the identity: the static's address is its physical address.
+    let root = addrspace::HostPhysAddr::from_usize(core::ptr::addr_of!(EMPTY_ROOT) as usize);
+    crate::hal::set_current(Some((vm.id(), 0)));
+    host::check_fault_loop(&*vm, root, &monitor, || {
+        let exit = vm.run_vcpu(0);
+        if let Ok(VmExit::ExternalInterrupt { .. }) = exit
+            && let Some(intid) = crate::gic::acknowledge()
+        {
+            crate::gic::deactivate(intid);
+        }
+        exit
+    });
+    crate::hal::set_current(None);
+    drop(vm);
+    monitor.host_check(
+        "every frame of the VM freed after it is dropped",
+        crate::hal::free_frames() == frames_before,
+    );
+    monitor.finish_host()
+}
+
 /// The test run's hooks: checks and hypercalls through the monitor, kicks counted in
 /// `irq_exits`; no system register is expected (vm-core answers ID registers).
 fn test_hooks<F: Stage2Format>(
@@ -198,6 +243,7 @@ fn test_hooks<F: Stage2Format>(
             false
         }),
         cpu_up: Arc::new(|_, _| {}),
+        console_keys: true,
     }
 }
 
@@ -314,6 +360,11 @@ pub(crate) fn vcpu_loop<F: Stage2Format>(run: &Arc<Run<F>>, vcpu: usize) {
         };
         if !handle_exit(run, vcpu, exit) {
             break;
+        }
+        if run.hooks.console_keys {
+            let mut out = String::new();
+            CONSOLE_REQUESTS.poll(&*run.vm, label, console::getc, &mut out);
+            console::print_str(&out);
         }
     }
 }
@@ -436,12 +487,17 @@ fn kick_check<F: Stage2Format>(run: &Run<F>) {
         core::hint::spin_loop();
     }
     let before = vm.stats().kicks;
+    let start = hal_aarch64::cpu::now_ns();
     let paused = vm.pause();
+    let took = hal_aarch64::cpu::now_ns() - start;
     let kicks = vm.stats().kicks - before;
     let resumed = vm.resume();
     println!(
         "[{}] pause from the second CPU: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}",
         run.label
     );
+    let mut out = String::new();
+    host::write_kick_to_ack(&mut out, format_args!("[{}] pause", run.label), took);
+    console::print_str(&out);
     run.check(name, paused.is_ok() && resumed.is_ok() && kicks > 0);
 }

@@ -63,6 +63,11 @@ pub(crate) fn print_str(s: &str) {
     CONSOLE.lock().write_bytes(s.as_bytes());
 }
 
+/// A byte typed on the console, if one is waiting (read under the console lock).
+pub(crate) fn getc() -> Option<u8> {
+    CONSOLE.lock().getc()
+}
+
 /// Prints from the panic handler: takes the console even if a panicking hart held it.
 pub(crate) fn print_panic(args: fmt::Arguments<'_>) {
     // SAFETY: called only on the way to powering the machine off; if the lock was

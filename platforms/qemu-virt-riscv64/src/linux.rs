@@ -135,6 +135,7 @@ fn build_and_run(
         unserved: Arc::new(move |_: &Vm<VCpu>, vcpu, a: &UnservedAccess| {
             platforms::linux::settle_unserved(&retry, vcpu, a, crate::console::print_str)
         }),
+        console_keys: false,
     };
     vcpu_loop(&vm, 0, &hooks, second_hart);
     let second_done = harts::wait_idle(5_000_000_000);
@@ -151,6 +152,13 @@ fn build_and_run(
         (held * FRAME_SIZE) >> 20
     );
     println!("[linux] exits per boot: {}", stats.exits);
+    let mut out = alloc::string::String::new();
+    platforms::host::write_kick_to_ack(
+        &mut out,
+        format_args!("[linux] doorbell shootdown"),
+        stats.shootdown_last_ns,
+    );
+    crate::console::print_str(&out);
     let db = doorbell.stats();
     println!(
         "[linux] doorbell: {} remap(s), last took {} us; reports {:x?}",

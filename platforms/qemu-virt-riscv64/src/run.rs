@@ -7,7 +7,7 @@
 use alloc::sync::Arc;
 
 use hal_riscv64::{GStage, HartInfo, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
-use platforms::host::{self, SharedMonitor};
+use platforms::host::{self, ConsoleRequests, SharedMonitor};
 use platforms::protocol::{Call, GuestLayout, RISCV_EXTENSION_ID};
 use vm_core::{
     FirmwareError, FirmwareReply, HostGrant, Hypercall, UnservedAccess, VCpuState, Vm, VmError,
@@ -49,8 +49,72 @@ pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]
         println!("[sv48x4] FAIL the hart does not implement Sv48x4");
         add((0, 1));
     }
+    if info.sv39x4 {
+        add(run_fault_loop_vm::<addrspace::Sv39x4>("loop", 3, host_dtb));
+    }
     total
 }
+
+/// A G-stage root with no valid entry, for the fault-loop run: 16 KiB, aligned to
+/// it (as hgatp wants); never written.
+#[repr(C, align(16384))]
+struct EmptyRoot([u64; 2048]);
+static EMPTY_ROOT: EmptyRoot = EmptyRoot([0; 2048]);
+
+/// The fault-loop run: the test VM with G-stage format `F` and VM id `vm_id`, vCPU
+/// 0 pointed at [`EMPTY_ROOT`] (`host::check_fault_loop`); returns (passed, failed).
+fn run_fault_loop_vm<F: GStage>(label: &'static str, vm_id: usize, host_dtb: &[u8]) -> (u32, u32) {
+    println!(
+        "[{label}] ---- test VM {vm_id}: {} G-stage, vCPU 0 on an empty table ----",
+        F::NAME
+    );
+    let monitor = SharedMonitor::new(label, console::print_str);
+    let free_before = hal::FRAMES.free_frames();
+    let built = crate::board_config(host_dtb).and_then(|mut config| {
+        config.id = vm_id;
+        host::build_test_vm::<Riscv64VCpu<F>>(
+            config,
+            &LAYOUT,
+            GUEST_IMAGE,
+            &HostGrant::none(),
+            |i| {
+                let hart_id = LAYOUT.cpu_ids.get(i).copied();
+                (
+                    Riscv64CreateConfig { hart_id },
+                    Riscv64SetupConfig::default(),
+                )
+            },
+            &monitor,
+        )
+        .map_err(|e| alloc::format!("{e}"))
+    });
+    let vm = match built {
+        Ok((vm, _device)) if vm.boot().is_ok() => vm,
+        Ok(_) => {
+            monitor.host_check("VM booted", false);
+            return monitor.finish_host();
+        }
+        Err(e) => {
+            println!("[{label}] creating the VM: {e}");
+            monitor.host_check("VM created", false);
+            return monitor.finish_host();
+        }
+    };
+    // Translation is off in HS-mode: the static's address is its physical address.
+    let root = addrspace::HostPhysAddr::from_usize(core::ptr::addr_of!(EMPTY_ROOT) as usize);
+    hal::set_current(Some(vm.id()), Some(0));
+    host::check_fault_loop(&*vm, root, &monitor, || vm.run_vcpu(0));
+    hal::set_current(None, None);
+    drop(vm);
+    monitor.host_check(
+        "every frame of the VM freed after drop",
+        hal::FRAMES.free_frames() == free_before,
+    );
+    monitor.finish_host()
+}
+
+/// What the hypervisor's console asked for, across the harts.
+static CONSOLE_REQUESTS: ConsoleRequests = ConsoleRequests::new();
 
 /// One VM with G-stage format `F` and VM id (and VMID) `vm_id`, run to its end.
 fn run_vm<F: GStage>(
@@ -139,6 +203,7 @@ fn run_vm<F: GStage>(
                 host::settle_unserved(vm, vcpu, a, &m)
             })
         },
+        console_keys: true,
     };
     vcpu_loop(&vm, 0, &hooks, second_hart);
     // vCPU 1 stopped itself before vCPU 0 powered off; if not, shutdown has kicked it.
@@ -216,6 +281,9 @@ pub(crate) struct Hooks<F: GStage> {
     pub(crate) hypercall: HypercallHook<F>,
     /// Accesses vm-core could not serve.
     pub(crate) unserved: UnservedHook<F>,
+    /// Whether keys typed on the hypervisor's console ask for diagnostics of this
+    /// run's VM (not Linux's: the UART is its console).
+    pub(crate) console_keys: bool,
 }
 
 impl<F: GStage> Clone for Hooks<F> {
@@ -225,6 +293,7 @@ impl<F: GStage> Clone for Hooks<F> {
             check: self.check.clone(),
             hypercall: self.hypercall.clone(),
             unserved: self.unserved.clone(),
+            console_keys: self.console_keys,
         }
     }
 }
@@ -305,6 +374,11 @@ pub(crate) fn vcpu_loop<F: GStage>(
                 break;
             }
         }
+        if hooks.console_keys {
+            let mut out = alloc::string::String::new();
+            CONSOLE_REQUESTS.poll(&**vm, label, console::getc, &mut out);
+            console::print_str(&out);
+        }
     }
 }
 
@@ -321,12 +395,17 @@ fn kick_check<F: GStage>(vm: &Vm<Riscv64VCpu<F>>, hooks: &Hooks<F>) {
         return;
     }
     let before = vm.stats().kicks;
+    let start = crate::boot::now_ns();
     let paused = vm.pause();
+    let took = crate::boot::now_ns() - start;
     let kicks = vm.stats().kicks - before;
     let resumed = vm.resume();
     println!(
         "[{label}] pause from the second hart: {kicks} kick(s) to vCPU 0, {paused:?}, resume {resumed:?}"
     );
+    let mut out = alloc::string::String::new();
+    host::write_kick_to_ack(&mut out, format_args!("[{label}] pause"), took);
+    console::print_str(&out);
     (hooks.check)(name, paused.is_ok() && resumed.is_ok() && kicks > 0);
 }
 

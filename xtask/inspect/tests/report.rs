@@ -115,10 +115,12 @@ fn diagnose_hypercall_prints_the_report_and_says_whether_mapped() {
     assert_eq!(value, Some(1), "eager RAM is translated");
     has(&out, "walk of GPA:0x40f00000");
     has(&out, "guest-physical map");
-    has(
-        &out,
-        "VMID field 0: the caller did not say which VMID the HAL gave the VM",
-    );
+    // The root registers carry the VMID the HAL (hal-mock's machine) gave the VM.
+    let vmid = built
+        .machine
+        .vmid_of(vm.id())
+        .expect("a live VM has a VMID");
+    has(&out, &format!("(VMID {vmid})"));
 
     vm.unmap_region(
         GuestPhysAddr::from_usize(usize::try_from(page).expect("a 64-bit host")),
