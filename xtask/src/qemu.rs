@@ -89,6 +89,15 @@ pub(crate) enum Guest {
     Linux,
 }
 
+/// What the aarch64 and riscv64 test runs must show: the guest's console, the
+/// diagnostics it asked for, and the fault-loop run's (`loop`) report and check.
+const WITH_FAULT_LOOP: &[&str] = &[
+    "hello from the guest",
+    "=== end of diagnostics ===",
+    "fault loop: vCPU 0 faulted",
+    "[loop] ok   fault-loop detector",
+];
+
 /// The board of `arch`.
 pub(crate) fn board(arch: Arch) -> Board {
     match arch {
@@ -137,13 +146,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Aarch64 => Board {
             package: "qemu-virt-aarch64",
             guest: Some("test-guest"),
-            required_output: &[
-                "hello from the guest",
-                "=== end of diagnostics ===",
-                // The fault-loop run (`loop`): the detector's report, the VM stopped.
-                "fault loop: vCPU 0 faulted",
-                "[loop] ok   fault-loop detector",
-            ],
+            required_output: WITH_FAULT_LOOP,
             console_keys: Some(ConsoleKeys {
                 after: "qemu-virt-aarch64: hypervisor at EL2",
                 keys: "dw0x40001000\r",
@@ -193,12 +196,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Riscv64 => Board {
             package: "qemu-virt-riscv64",
             guest: Some("test-guest"),
-            required_output: &[
-                "hello from the guest",
-                "=== end of diagnostics ===",
-                "fault loop: vCPU 0 faulted",
-                "[loop] ok   fault-loop detector",
-            ],
+            required_output: WITH_FAULT_LOOP,
             console_keys: Some(ConsoleKeys {
                 after: "hvcore riscv64: QEMU virt board",
                 keys: "dw0x80001000\r",

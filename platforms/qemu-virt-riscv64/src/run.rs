@@ -72,21 +72,8 @@ fn run_fault_loop_vm<F: GStage>(label: &'static str, vm_id: usize, host_dtb: &[u
     let free_before = hal::FRAMES.free_frames();
     let built = crate::board_config(host_dtb).and_then(|mut config| {
         config.id = vm_id;
-        host::build_test_vm::<Riscv64VCpu<F>>(
-            config,
-            &LAYOUT,
-            GUEST_IMAGE,
-            &HostGrant::none(),
-            |i| {
-                let hart_id = LAYOUT.cpu_ids.get(i).copied();
-                (
-                    Riscv64CreateConfig { hart_id },
-                    Riscv64SetupConfig::default(),
-                )
-            },
-            &monitor,
-        )
-        .map_err(|e| alloc::format!("{e}"))
+        build_vm::<F>(config, Riscv64SetupConfig::default(), &monitor)
+            .map_err(|e| alloc::format!("{e}"))
     });
     let vm = match built {
         Ok((vm, _device)) if vm.boot().is_ok() => vm,
@@ -141,18 +128,7 @@ fn run_vm<F: GStage>(
         cross_check_mmio_decode: true,
         ..Riscv64SetupConfig::default()
     };
-    // The guest's hart ids are the layout's, not the vCPU indexes.
-    let built = host::build_test_vm::<Riscv64VCpu<F>>(
-        config,
-        &LAYOUT,
-        GUEST_IMAGE,
-        &HostGrant::none(),
-        |i| {
-            let hart_id = LAYOUT.cpu_ids.get(i).copied();
-            (Riscv64CreateConfig { hart_id }, setup)
-        },
-        &monitor,
-    );
+    let built = build_vm::<F>(config, setup, &monitor);
     let (vm, device) = match built {
         Ok(built) => built,
         Err(e) => {
@@ -259,6 +235,29 @@ fn run_vm<F: GStage>(
         free_after == free_before,
     );
     monitor.finish()
+}
+
+/// A test VM and its test device.
+type TestVm<F> = (Arc<Vm<Riscv64VCpu<F>>>, Arc<host::TestDevice>);
+
+/// The test VM of `config` (`host::build_test_vm`), every vCPU set up with `setup`.
+fn build_vm<F: GStage>(
+    config: vm_core::VmConfig,
+    setup: Riscv64SetupConfig,
+    monitor: &SharedMonitor,
+) -> Result<TestVm<F>, host::BuildError> {
+    // The guest's hart ids are the layout's, not the vCPU indexes.
+    host::build_test_vm::<Riscv64VCpu<F>>(
+        config,
+        &LAYOUT,
+        GUEST_IMAGE,
+        &HostGrant::none(),
+        |i| {
+            let hart_id = LAYOUT.cpu_ids.get(i).copied();
+            (Riscv64CreateConfig { hart_id }, setup)
+        },
+        monitor,
+    )
 }
 
 /// Records a check of the hypervisor's side: its name, whether it passed.
