@@ -95,48 +95,72 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     #[inline(always)]
     fn descend(&self, gpa: usize) -> Stop {
         if let Some(hpa) = self.psc.get(gpa) {
-            return self.descend_from(
-                gpa,
-                Table {
-                    hpa,
-                    level: Level::new(1),
-                },
-            );
+            return self.descend_from_level1(gpa, hpa);
         }
-        if Self::TOP.get() > 2
-            && let Some(hpa) = self.psc.get_upper(gpa)
-        {
-            return self.descend_from(
-                gpa,
-                Table {
-                    hpa,
-                    level: Level::new(2),
-                },
-            );
+        let hpa = match self.psc.get_upper(gpa) {
+            Some(hpa) if Self::TOP.get() > 2 => hpa,
+            _ => {
+                // From the root down to level 2 (no step when the root is level 2).
+                let mut table = self.root_table();
+                while table.level.get() > 2 {
+                    table = match self.step(gpa, table) {
+                        Ok(child) => child,
+                        Err(stop) => return stop,
+                    };
+                }
+                if Self::TOP.get() > 2 {
+                    self.psc.put_upper(gpa, table.hpa);
+                }
+                table.hpa
+            }
+        };
+        let level2 = Table {
+            hpa,
+            level: Level::new(2),
+        };
+        match self.step(gpa, level2) {
+            Ok(level1) => {
+                self.psc.put(gpa, level1.hpa);
+                self.descend_from_level1(gpa, level1.hpa)
+            }
+            Err(stop) => stop,
         }
-        self.descend_from(gpa, self.root_table())
     }
 
-    /// The walk of [`PageTable::descend`] from `table`.
+    /// The rest of [`PageTable::descend`] from the level-1 table at `hpa`.
     #[inline(always)]
-    fn descend_from(&self, gpa: usize, mut table: Table) -> Stop {
-        loop {
-            let index = Self::index(gpa, table.level);
-            let raw = self.entries(table)[index].load(Ordering::Acquire);
-            let kind = F::kind(raw, table.level.get());
-            if kind != DescKind::Table || table.level.is_page() {
-                return Stop {
-                    slot: Slot { table, index },
-                    raw,
-                    kind,
-                };
-            }
-            table = table.child(F::output_addr(raw, table.level.get()));
-            match table.level.get() {
-                1 => self.psc.put(gpa, table.hpa),
-                2 if Self::TOP.get() > 2 => self.psc.put_upper(gpa, table.hpa),
-                _ => {}
-            }
+    fn descend_from_level1(&self, gpa: usize, hpa: HostPhysAddr) -> Stop {
+        let level1 = Table {
+            hpa,
+            level: Level::new(1),
+        };
+        match self.step(gpa, level1) {
+            Ok(level0) => self.stop_at(gpa, level0),
+            Err(stop) => stop,
+        }
+    }
+
+    /// One level of a walk: the table the entry of `gpa` in `table` links, or, when
+    /// that entry is not a table descriptor (or `table` is at the 4 KiB level),
+    /// where the walk stops.
+    #[inline(always)]
+    fn step(&self, gpa: usize, table: Table) -> Result<Table, Stop> {
+        let stop = self.stop_at(gpa, table);
+        if stop.kind == DescKind::Table && !table.level.is_page() {
+            return Ok(table.child(F::output_addr(stop.raw, table.level.get())));
+        }
+        Err(stop)
+    }
+
+    /// The entry of `gpa` in `table`, read and decoded.
+    #[inline(always)]
+    fn stop_at(&self, gpa: usize, table: Table) -> Stop {
+        let index = Self::index(gpa, table.level);
+        let raw = self.entries(table)[index].load(Ordering::Acquire);
+        Stop {
+            slot: Slot { table, index },
+            raw,
+            kind: F::kind(raw, table.level.get()),
         }
     }
 
