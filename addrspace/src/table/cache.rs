@@ -43,12 +43,7 @@ impl Psc {
     #[inline(always)]
     pub(crate) fn get_upper(&self, gpa: usize) -> Option<HostPhysAddr> {
         let region = gpa >> 39;
-        if region >= Self::UPPER_REGIONS {
-            return None;
-        }
-        // Acquire: as in `get`.
-        let v = self.upper.load(Ordering::Acquire);
-        (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize(usize_of(v & !0xfff)))
+        (region < Self::UPPER_REGIONS).then(|| read(&self.upper, region))?
     }
 
     /// Remembers `table` as the level-2 table of `gpa`'s 512 GiB region.
@@ -56,8 +51,7 @@ impl Psc {
     pub(crate) fn put_upper(&self, gpa: usize, table: HostPhysAddr) {
         let region = gpa >> 39;
         if region < Self::UPPER_REGIONS {
-            let v = table.as_usize() as u64 | (region as u64 + 1);
-            self.upper.store(v, Ordering::Release);
+            write(&self.upper, region, table);
         }
     }
 
@@ -65,13 +59,7 @@ impl Psc {
     #[inline(always)]
     pub(crate) fn get(&self, gpa: usize) -> Option<HostPhysAddr> {
         let region = gpa >> 30;
-        if region >= Self::REGIONS {
-            return None;
-        }
-        // Acquire: pairs with the release in `put`, which itself follows the acquire
-        // load of the link to the table, so the table's contents are visible.
-        let v = self.slots[region % Self::SLOTS].load(Ordering::Acquire);
-        (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize(usize_of(v & !0xfff)))
+        (region < Self::REGIONS).then(|| read(&self.slots[region % Self::SLOTS], region))?
     }
 
     /// Remembers `table` as the level-1 table of `gpa`'s region.
@@ -79,8 +67,7 @@ impl Psc {
     pub(crate) fn put(&self, gpa: usize, table: HostPhysAddr) {
         let region = gpa >> 30;
         if region < Self::REGIONS {
-            let v = table.as_usize() as u64 | (region as u64 + 1);
-            self.slots[region % Self::SLOTS].store(v, Ordering::Release);
+            write(&self.slots[region % Self::SLOTS], region, table);
         }
     }
 
@@ -91,4 +78,22 @@ impl Psc {
         }
         *self.upper.get_mut() = 0;
     }
+}
+
+/// The table `slot` names for `region`, if it names one for that region.
+#[inline(always)]
+fn read(slot: &AtomicU64, region: usize) -> Option<HostPhysAddr> {
+    // Acquire: pairs with the release in `write`, which itself follows the acquire
+    // load of the link to the table, so the table's contents are visible.
+    let v = slot.load(Ordering::Acquire);
+    (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize(usize_of(v & !0xfff)))
+}
+
+/// Makes `slot` name `table` for `region` (tagged `region + 1` in the low 12 bits).
+#[inline(always)]
+fn write(slot: &AtomicU64, region: usize, table: HostPhysAddr) {
+    slot.store(
+        table.as_usize() as u64 | (region as u64 + 1),
+        Ordering::Release,
+    );
 }
