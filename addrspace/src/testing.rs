@@ -3,6 +3,10 @@
 //! on the crate's frame bitmap. Built for tests and benchmarks (feature `testing`),
 //! never for a hypervisor image.
 
+mod strict;
+
+pub use strict::StrictAllocator;
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
