@@ -1,7 +1,8 @@
 //! Test support: [`PoolAllocator`], a frame allocator over one host allocation with
 //! its own simulated host-physical range, allocation counters and failure injection,
-//! on the crate's frame bitmap. Built for tests and benchmarks (feature `testing`),
-//! never for a hypervisor image.
+//! on the crate's frame bitmap, and [`StrictAllocator`], a pool that also checks every
+//! free names frames of one allocation. Built for tests and benchmarks (feature
+//! `testing`), never for a hypervisor image.
 
 mod strict;
 

@@ -1,15 +1,16 @@
 //! Regression tests for defects found in this crate (issue 10), each named after the
 //! defect and failing on the code before its fix: plans that missed frames after a
 //! same-flags protect, eager maps that aborted on sizes the allocator cannot serve,
-//! flush tokens that freed other operations' frames, and a protect that turned
-//! pass-through device memory into copyable RAM.
+//! flush tokens that freed other operations' frames, a protect that turned
+//! pass-through device memory into copyable RAM, and flushes that freed frames of
+//! separate allocations with one call.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::{PoolAllocator, StrictAllocator};
 use addrspace::{
-    AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, MappingFlags, NestedFormat, Npt,
-    PageTable, Populate, Sv39x4, Sv48x4,
+    AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, FaultOutcome, MappingFlags,
+    NestedFormat, Npt, PageSize, PageTable, Populate, Sv39x4, Sv48x4,
 };
 
 mod common;
@@ -257,4 +258,68 @@ fn populate_refuses_allocated_device_memory() {
         s.read(eager, &mut [0u8; 8]),
         Err(Error::DeviceMemory { gpa: eager })
     );
+}
+
+/// Found by the table team: an unmap's deferred-free record merged the frames of
+/// leaves that followed each other in host-physical memory into one run, so the
+/// flush gave back frames of two (or 1,024) separate allocations with one
+/// `dealloc_frames` call, which the `FrameAllocator` contract forbids and a buddy
+/// allocator does not survive. Eager pages (each frame its own allocation), lazy
+/// pages and two 2 MiB blocks of a `LazyHuge` area come out adjacent from the
+/// lowest-first pool; one unmap of each run and its flush must free them one
+/// allocation at a time.
+fn deferred_free_of_adjacent_allocations<F: NestedFormat>() {
+    let strict = StrictAllocator::new(PoolAllocator::with_base(2048, 0x4000_0000));
+    let mut s = AddrSpace::<F, _>::new(&strict).unwrap();
+    // Two adjacent eager areas and a lazy one, inside one page table.
+    let at = 0x10_0000;
+    s.map_alloc(gpa(at), 2 * K4, MappingFlags::RW, Populate::Eager)
+        .unwrap();
+    s.map_alloc(gpa(at + 2 * K4), 3 * K4, MappingFlags::RW, Populate::Eager)
+        .unwrap();
+    s.map_alloc(gpa(at + 5 * K4), 2 * K4, MappingFlags::RW, Populate::Lazy)
+        .unwrap();
+    for page in [5, 6] {
+        s.handle_page_fault(gpa(at + page * K4), AccessKind::Write)
+            .unwrap();
+    }
+    // Two 2 MiB blocks faulted into a level-1 table that already exists.
+    s.map_alloc(gpa(2 * M2), 2 * M2, MappingFlags::RW, Populate::LazyHuge)
+        .unwrap();
+    let mut blocks = Vec::new();
+    for block in [2 * M2, 3 * M2] {
+        match s.handle_page_fault(gpa(block), AccessKind::Write).unwrap() {
+            FaultOutcome::Mapped { hpa, size, .. } => {
+                assert_eq!(size, PageSize::Size2M, "{}", F::NAME);
+                blocks.push(hpa.as_usize());
+            }
+            o => panic!("{}: {o:?}", F::NAME),
+        }
+    }
+    assert_eq!(
+        blocks[1],
+        blocks[0] + M2,
+        "{}: blocks not adjacent",
+        F::NAME
+    );
+    let before = strict.violations();
+    assert!(before.is_empty(), "{}: {before:?}", F::NAME);
+    for (start, size) in [(at, 7 * K4), (2 * M2, 2 * M2)] {
+        let flush = s.unmap(gpa(start), size).unwrap();
+        s.complete_flush(flush).unwrap();
+    }
+    let bad = strict.violations();
+    assert!(bad.is_empty(), "{}: {bad:?}", F::NAME);
+    drop(s);
+    assert_eq!(strict.pool().in_use(), 0, "{}", F::NAME);
+}
+
+#[test]
+fn deferred_free_never_merges_frames_of_separate_allocations() {
+    deferred_free_of_adjacent_allocations::<Ept>();
+    deferred_free_of_adjacent_allocations::<Npt>();
+    deferred_free_of_adjacent_allocations::<ArmStage2Ipa40>();
+    deferred_free_of_adjacent_allocations::<ArmStage2Ipa48>();
+    deferred_free_of_adjacent_allocations::<Sv39x4>();
+    deferred_free_of_adjacent_allocations::<Sv48x4>();
 }

@@ -17,9 +17,10 @@ use super::index::{Level, Span, Table};
 use crate::format::{DescKind, NestedFormat};
 use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
 
-/// One thing an operation unlinked, in two words: `count` frames at `hpa`, or the
-/// subtree under a table (the table's address with `level + 1` in its low 12 bits)
-/// covering guest-physical addresses from `base`.
+/// One thing an operation unlinked, in two words: `count` consecutive allocation
+/// units of `unit` frames each at `hpa` (the count shifted above the unit's level),
+/// or the subtree under a table (the table's address with `level + 1` in its low 12
+/// bits) covering guest-physical addresses from `base`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Unlinked {
     head: usize,
@@ -29,17 +30,24 @@ pub(crate) struct Unlinked {
 /// [`Unlinked`] unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Item {
-    /// Guest frames cleared from a table that stays linked.
-    Frames { hpa: HostPhysAddr, count: usize },
+    /// Frames cleared from a table that stays linked (or a table's own frame):
+    /// `count` units of `level.span()` bytes at `hpa`, each freed on its own, since
+    /// each may be (a part of) a different allocation.
+    Frames {
+        hpa: HostPhysAddr,
+        count: usize,
+        level: Level,
+    },
     /// A table cut off the tree with everything below it.
     Subtree { table: Table, base: usize },
 }
 
 impl Unlinked {
-    pub(crate) fn frames(hpa: HostPhysAddr, count: usize) -> Self {
+    /// `count` units of `level.span()` bytes at `hpa`.
+    pub(crate) fn frames(hpa: HostPhysAddr, count: usize, level: Level) -> Self {
         Self {
             head: hpa.as_usize(),
-            word: count,
+            word: count << UNIT_BITS | level.get(),
         }
     }
 
@@ -54,7 +62,8 @@ impl Unlinked {
         match self.head & (FRAME_SIZE - 1) {
             0 => Item::Frames {
                 hpa: HostPhysAddr::from_usize(self.head),
-                count: self.word,
+                count: self.word >> UNIT_BITS,
+                level: Level::new(self.word & ((1 << UNIT_BITS) - 1)),
             },
             tag => Item::Subtree {
                 table: Table {
@@ -88,17 +97,29 @@ fn overlaps(owned: &[Span], span: Span) -> bool {
     owned.get(i).is_some_and(|s| s.start < span.end)
 }
 
-/// Appends frames to `items`, merging them into the last item when they follow it.
-pub(crate) fn push_frames(items: &mut Vec<Unlinked>, hpa: HostPhysAddr, count: usize) {
+/// Bits of an [`Unlinked`] frames item's second word that hold the unit's level.
+const UNIT_BITS: u32 = 3;
+
+/// Appends the frames of the leaf at `level` mapping `hpa` to `items`, as one more
+/// unit of the last item when that item's units are of the same size and end at
+/// `hpa`. Leaves that follow each other in host-physical memory may come from
+/// separate allocations (every 4 KiB page of an eager area is one), so the flush
+/// frees each unit with its own call: the item only saves record room.
+pub(crate) fn push_frames(items: &mut Vec<Unlinked>, hpa: HostPhysAddr, level: Level) {
     if let Some(last) = items.last_mut()
-        && let Item::Frames { hpa: h, count: c } = last.item()
-        && h.as_usize() + c * FRAME_SIZE == hpa.as_usize()
+        && let Item::Frames {
+            hpa: h,
+            count: c,
+            level: l,
+        } = last.item()
+        && l == level
+        && h.as_usize() + c * level.span() == hpa.as_usize()
     {
-        *last = Unlinked::frames(h, c + count);
+        *last = Unlinked::frames(h, c + 1, level);
         return;
     }
     debug_assert!(items.len() < items.capacity(), "record bound too small");
-    items.push(Unlinked::frames(hpa, count));
+    items.push(Unlinked::frames(hpa, 1, level));
 }
 
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
@@ -124,11 +145,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         n
     }
 
-    /// Calls `f(hpa, count)` for every run of frames `record` holds.
+    /// Calls `f(hpa, count)` for every run of frames `record` holds, one allocation
+    /// unit (a leaf's frames or a table) at a time.
     fn record_items(&self, record: &Record, f: &mut impl FnMut(HostPhysAddr, usize)) {
         for item in &record.items {
             match item.item() {
-                Item::Frames { hpa, count } => f(hpa, count),
+                Item::Frames { hpa, count, level } => {
+                    let frames = level.span() / FRAME_SIZE;
+                    for i in 0..count {
+                        f(hpa + i * level.span(), frames);
+                    }
+                }
                 Item::Subtree { table, base } => self.subtree_frames(table, base, &record.owned, f),
             }
         }
@@ -187,24 +214,40 @@ mod tests {
         );
         let f = HostPhysAddr::from_usize(0x9000);
         assert_eq!(
-            Unlinked::frames(f, 3).item(),
-            Item::Frames { hpa: f, count: 3 }
+            Unlinked::frames(f, 3, Level::new(2)).item(),
+            Item::Frames {
+                hpa: f,
+                count: 3,
+                level: Level::new(2)
+            }
         );
     }
 
     #[test]
-    fn frames_that_follow_merge() {
-        let mut items = Vec::with_capacity(4);
+    fn frames_that_follow_share_an_item_and_free_unit_by_unit() {
+        let mut items = Vec::with_capacity(8);
         let h = HostPhysAddr::from_usize;
-        push_frames(&mut items, h(0x1000), 1);
-        push_frames(&mut items, h(0x2000), 2);
-        push_frames(&mut items, h(0x8000), 1);
-        assert_eq!(items.len(), 2);
+        let block = Level::new(1);
+        push_frames(&mut items, h(0x1000), Level::PAGE);
+        push_frames(&mut items, h(0x2000), Level::PAGE);
+        push_frames(&mut items, h(0x3000), block);
+        push_frames(&mut items, h(0x20_3000), block);
+        push_frames(&mut items, h(0x8000), Level::PAGE);
+        assert_eq!(items.len(), 3);
         assert_eq!(
             items[0].item(),
             Item::Frames {
                 hpa: h(0x1000),
-                count: 3
+                count: 2,
+                level: Level::PAGE
+            }
+        );
+        assert_eq!(
+            items[1].item(),
+            Item::Frames {
+                hpa: h(0x3000),
+                count: 2,
+                level: block
             }
         );
     }

@@ -10,7 +10,7 @@ use super::held::{Unlinked, owns, push_frames};
 use super::index::{Level, Span, Table};
 use super::{PageTable, span_of};
 use crate::format::{DescKind, NestedFormat};
-use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, PAGE_SIZE, Result};
+use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, Result};
 
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Removes every translation in `[gpa, gpa + size)`, splitting huge leaves the range
@@ -122,8 +122,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     entry.store(0, Ordering::Release);
                     self.count_live(table, chunk.start, -1);
                     if owns(owned, chunk.start) {
-                        let hpa = F::output_addr(raw, level.get());
-                        push_frames(items, hpa, level.span() / PAGE_SIZE);
+                        push_frames(items, F::output_addr(raw, level.get()), level);
                     }
                 }
                 DescKind::Leaf => {
@@ -152,7 +151,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                             // Nothing below it: the frame alone (its own item, one
                             // allocation), so the flush frees it without reading its
                             // zero entries again.
-                            push_item(items, Unlinked::frames(sub.hpa, 1));
+                            push_item(items, Unlinked::frames(sub.hpa, 1, Level::PAGE));
                         }
                     }
                 }
