@@ -117,12 +117,6 @@ pub struct AddrSpace<F: NestedFormat, A: FrameAllocator> {
     areas: BTreeMap<usize, Area>,
 }
 
-/// The areas covering a range, in order, up to the first address none covers.
-struct Pieces {
-    areas: Vec<Area>,
-    hole: Option<usize>,
-}
-
 impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// An empty space with its root table allocated.
     pub fn new(alloc: A) -> Result<Self> {
@@ -227,11 +221,15 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         Ok(())
     }
 
-    /// The pieces of areas covering `range` in order, up to the first address no
-    /// area covers.
-    fn pieces(&self, range: &GpaRange) -> Result<Pieces> {
+    /// Calls `f` with the pieces of areas covering `range` in order, up to the first
+    /// address no area covers, which it returns (`None` when all is covered). Stops
+    /// at the first error of `f`. Allocates nothing.
+    fn each_piece(
+        &self,
+        range: &GpaRange,
+        mut f: impl FnMut(Area) -> Result<()>,
+    ) -> Result<Option<usize>> {
         let (start, end) = (range.start().as_usize(), range.end().as_usize());
-        let mut areas = Vec::new();
         let mut cursor = start;
         let first = self
             .areas
@@ -248,29 +246,23 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                 break;
             }
             let piece_end = a_end.min(end);
-            areas.try_reserve(1).map_err(|_| Error::OutOfHeap {
-                bytes: core::mem::size_of::<Area>(),
-            })?;
-            areas.push(area.slice(cursor, piece_end));
+            f(area.slice(cursor, piece_end))?;
             cursor = piece_end;
             if cursor == end {
-                return Ok(Pieces { areas, hole: None });
+                return Ok(None);
             }
         }
-        Ok(Pieces {
-            areas,
-            hole: Some(cursor),
-        })
+        Ok(Some(cursor))
     }
 
-    /// The pieces covering all of `range`, or [`Error::NotMapped`] at the first
-    /// address no area covers.
-    fn covering(&self, range: &GpaRange) -> Result<Vec<Area>> {
-        let pieces = self.pieces(range)?;
-        match pieces.hole {
-            Some(gpa) => Err(Error::NotMapped { gpa: gpa_of(gpa) }),
-            None => Ok(pieces.areas),
+    /// Calls `f` with the pieces covering all of `range`, in order, after checking
+    /// that areas cover it: [`Error::NotMapped`] at the first address none covers
+    /// (before `f` sees any piece).
+    fn each_covering(&self, range: &GpaRange, f: impl FnMut(Area) -> Result<()>) -> Result<()> {
+        if let Some(gpa) = self.each_piece(range, |_| Ok(()))? {
+            return Err(Error::NotMapped { gpa: gpa_of(gpa) });
         }
+        self.each_piece(range, f).map(|_| ())
     }
 
     fn insert(&mut self, area: Area) {
@@ -363,25 +355,25 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
         let range = PageTable::<F, A>::check_range(gpa, size)?;
-        let pieces = self.covering(&range)?;
+        // The common case, the range inside one area: no walk over the areas.
+        if let Some(&area) = self.area_at(range.start())
+            && area.range.contains_range(&range)
+        {
+            let mut owned = Vec::new();
+            if matches!(area.backend, Backend::Alloc(_)) {
+                push_span(&mut owned, span_of(&range))?;
+            }
+            let flush = self.pt.unmap_span(&range, owned)?;
+            self.cut_area(&area, &range);
+            return Ok(flush);
+        }
         // The guest frames of allocated areas go with the flush: their ranges,
         // neighbours merged.
         let mut owned: Vec<Span> = Vec::new();
-        for piece in pieces
-            .iter()
-            .filter(|p| matches!(p.backend, Backend::Alloc(_)))
-        {
-            let span = span_of(&piece.range);
-            match owned.last_mut() {
-                Some(last) if last.end == span.start => last.end = span.end,
-                _ => {
-                    owned.try_reserve(1).map_err(|_| Error::OutOfHeap {
-                        bytes: core::mem::size_of::<Span>(),
-                    })?;
-                    owned.push(span);
-                }
-            }
-        }
+        self.each_covering(&range, |piece| match piece.backend {
+            Backend::Alloc(_) => push_span(&mut owned, span_of(&piece.range)),
+            _ => Ok(()),
+        })?;
         let flush = self.pt.unmap_span(&range, owned)?;
         self.remove_areas(&range);
         Ok(flush)
@@ -407,9 +399,9 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         let range = PageTable::<F, A>::check_range(gpa, size)?;
         PageTable::<F, A>::check_flags(flags)?;
         let flags = flags.nested();
-        for piece in self.covering(&range)? {
+        self.each_covering(&range, |piece| {
             if piece.backend == Backend::Reserved {
-                continue;
+                return Ok(());
             }
             let kind = piece.flags.memory_type();
             if !flags.memory_type().is_empty() && flags.memory_type() != kind {
@@ -419,8 +411,8 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
                     requested: flags,
                 });
             }
-            PageTable::<F, A>::check_flags(kind | flags.access())?;
-        }
+            PageTable::<F, A>::check_flags(kind | flags.access())
+        })?;
         let flush = self.pt.protect_span(&range, flags)?;
         self.reflag_areas(&range, flags.access());
         Ok(flush)
@@ -428,42 +420,65 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     /// Removes `range` from the area records; the parts of areas outside it stay.
     fn remove_areas(&mut self, range: &GpaRange) {
-        for area in self.take_overlapping(range) {
-            self.keep_outside(&area, range);
+        self.take_overlapping(range, |space, area| space.keep_outside(&area, range));
+    }
+
+    /// Removes `range`, which lies inside `area` (a record of the map), from the
+    /// records, rewriting `area`'s entry in place when a part before the range stays.
+    fn cut_area(&mut self, area: &Area, range: &GpaRange) {
+        let (a_start, a_end) = (area.range.start().as_usize(), area.range.end().as_usize());
+        let (start, end) = (range.start().as_usize(), range.end().as_usize());
+        if a_start < start {
+            if let Some(entry) = self.areas.get_mut(&a_start) {
+                *entry = area.slice(a_start, start);
+            }
+        } else {
+            self.areas.remove(&a_start);
+        }
+        if a_end > end {
+            self.insert(area.slice(end, a_end));
         }
     }
 
     /// Gives the parts inside `range` of the areas whose access rights differ from
     /// `access` those rights (cutting them at the range's ends); others stay whole.
     fn reflag_areas(&mut self, range: &GpaRange, access: MappingFlags) {
-        for area in self.take_overlapping(range) {
+        self.take_overlapping(range, |space, area| {
             if area.backend == Backend::Reserved || area.flags.memory_type() | access == area.flags
             {
-                self.insert(area);
-                continue;
+                space.insert(area);
+                return;
             }
-            self.keep_outside(&area, range);
+            space.keep_outside(&area, range);
             let (start, end) = (
                 area.range.start().max(range.start()).as_usize(),
                 area.range.end().min(range.end()).as_usize(),
             );
             let mut mid = area.slice(start, end);
             mid.flags = area.flags.memory_type() | access;
-            self.insert(mid);
-        }
+            space.insert(mid);
+        });
     }
 
-    /// Takes the areas overlapping `range` out of the map.
-    fn take_overlapping(&mut self, range: &GpaRange) -> Vec<Area> {
-        let first = self
+    /// Takes the areas overlapping `range` out of the map one at a time, in order,
+    /// and gives each to `f`, which may insert records inside the area it got (they
+    /// are not visited again). Allocates nothing itself.
+    fn take_overlapping(&mut self, range: &GpaRange, mut f: impl FnMut(&mut Self, Area)) {
+        let end = range.end().as_usize();
+        let mut from = self
             .area_at(range.start())
             .map_or(range.start().as_usize(), |a| a.range.start().as_usize());
-        let keys: Vec<usize> = self
-            .areas
-            .range(first..range.end().as_usize())
-            .map(|(k, _)| *k)
-            .collect();
-        keys.iter().filter_map(|k| self.areas.remove(k)).collect()
+        while from < end {
+            let Some(key) = self.areas.range(from..end).next().map(|(k, _)| *k) else {
+                break;
+            };
+            let Some(area) = self.areas.remove(&key) else {
+                break;
+            };
+            // Areas never overlap: the next one starts at or after this one's end.
+            from = area.range.end().as_usize();
+            f(self, area);
+        }
     }
 
     /// Puts back the parts of `area` outside `range`.
@@ -651,32 +666,26 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         let end = gpa.as_usize().checked_add(len).ok_or(overflow)?;
         let page_end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(overflow)?;
         let range = GpaRange::from_raw(gpa.as_usize() & !(PAGE_SIZE - 1), page_end);
-        let pieces = self.pieces(&range)?;
         let at = |piece_start: GuestPhysAddr| piece_start.max(gpa);
         let mut lazy = Vec::new();
-        for piece in &pieces.areas {
-            match piece.backend {
-                Backend::Reserved => {
-                    return Err(Error::Reserved {
-                        gpa: at(piece.range.start()),
-                    });
-                }
-                // Device memory, linear or allocated: the copies refuse it too.
-                _ if piece.flags.contains(MappingFlags::DEVICE) => {
-                    return Err(Error::DeviceMemory {
-                        gpa: at(piece.range.start()),
-                    });
-                }
-                Backend::Linear { .. } => {}
-                Backend::Alloc(_) => {
-                    lazy.try_reserve(1).map_err(|_| Error::OutOfHeap {
-                        bytes: core::mem::size_of::<(Span, MappingFlags)>(),
-                    })?;
-                    lazy.push((span_of(&piece.range), piece.flags));
-                }
+        let hole = self.each_piece(&range, |piece| match piece.backend {
+            Backend::Reserved => Err(Error::Reserved {
+                gpa: at(piece.range.start()),
+            }),
+            // Device memory, linear or allocated: the copies refuse it too.
+            _ if piece.flags.contains(MappingFlags::DEVICE) => Err(Error::DeviceMemory {
+                gpa: at(piece.range.start()),
+            }),
+            Backend::Linear { .. } => Ok(()),
+            Backend::Alloc(_) => {
+                lazy.try_reserve(1).map_err(|_| Error::OutOfHeap {
+                    bytes: core::mem::size_of::<(Span, MappingFlags)>(),
+                })?;
+                lazy.push((span_of(&piece.range), piece.flags));
+                Ok(())
             }
-        }
-        if let Some(hole) = pieces.hole {
+        })?;
+        if let Some(hole) = hole {
             return Err(Error::NoArea {
                 gpa: at(gpa_of(hole)),
             });
@@ -686,6 +695,21 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         }
         self.pt.map_frames(&lazy, true)
     }
+}
+
+/// Appends `span` to `owned` (sorted, disjoint), merged with the last span when they
+/// touch; [`Error::OutOfHeap`] when no room is left.
+fn push_span(owned: &mut Vec<Span>, span: Span) -> Result<()> {
+    match owned.last_mut() {
+        Some(last) if last.end == span.start => last.end = span.end,
+        _ => {
+            owned.try_reserve(1).map_err(|_| Error::OutOfHeap {
+                bytes: core::mem::size_of::<Span>(),
+            })?;
+            owned.push(span);
+        }
+    }
+    Ok(())
 }
 
 /// A guest-physical address from a raw value.
