@@ -42,10 +42,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 bytes: bound * core::mem::size_of::<Unlinked>(),
             })?;
         self.reserve_record()?;
-        let mut reserve = self.reserve(self.plan_splits(bounds, &cut))?;
-        let split = self.split_at(bounds, &cut, &mut reserve);
-        self.release(reserve);
-        split?;
+        // Most unmaps cut no leaf (ends on leaf boundaries): then the commit walk,
+        // which would split nothing, and the empty reserve are skipped.
+        let sites = self.plan_splits(bounds, &cut);
+        if sites > 0 {
+            let mut reserve = self.reserve(sites)?;
+            let split = self.split_at(bounds, &cut, &mut reserve);
+            self.release(reserve);
+            split?;
+        }
         // Tables are unlinked below: the cache may not name them any more.
         self.psc.clear();
         let root = self.root_table();
