@@ -472,8 +472,26 @@ impl Default for ConsoleRequests {
     }
 }
 
+/// A nested-translation root with no valid entry, for [`check_fault_loop`]: 16 KiB
+/// (the largest root of the formats: Arm's two concatenated tables, Sv39x4's and
+/// Sv48x4's root; NPT's 4 KiB fits) and aligned to it, as every root register wants.
+#[repr(C, align(16384))]
+pub struct EmptyRoot([u64; 2048]);
+
+/// The boards' [`EmptyRoot`]: zero and never written (read-only data).
+pub static EMPTY_ROOT: EmptyRoot = EmptyRoot([0; 2048]);
+
+impl EmptyRoot {
+    /// Its address in the hypervisor's address space: its host-physical address on
+    /// the boards, which run identity-mapped.
+    pub fn addr(&'static self) -> usize {
+        core::ptr::from_ref(self) as usize
+    }
+}
+
 /// The boards' fault-loop check, on a VM of its own: vCPU 0's root register is
-/// pointed at `empty_root`, a zeroed table aligned for the format (the defect the
+/// pointed at `empty_root`, a zeroed table aligned for the format (the boards pass
+/// [`EMPTY_ROOT`]; the defect the
 /// detector exists for: the hardware walks other tables than the VM's), so the
 /// guest's first access faults on a page the VM maps, again and again. `run` runs
 /// vCPU 0 once (the board's `run_vcpu`, with its own interrupt handling). Passes

@@ -182,14 +182,8 @@ pub(crate) fn run_test_vm<F: Stage2Format>(
     monitor.finish()
 }
 
-/// A stage-2 root with no valid entry, for the fault-loop run: 16 KiB (the largest
-/// concatenated root of the formats) and aligned to it; never written.
-#[repr(C, align(16384))]
-struct EmptyRoot([u64; 2048]);
-static EMPTY_ROOT: EmptyRoot = EmptyRoot([0; 2048]);
-
 /// The fault-loop run: the test VM with stage-2 format `F` and VM id `vm_id`, vCPU 0
-/// pointed at [`EMPTY_ROOT`] (`host::check_fault_loop`); returns (passed, failed).
+/// pointed at `host::EMPTY_ROOT` (`host::check_fault_loop`); returns (passed, failed).
 pub(crate) fn run_fault_loop_vm<F: Stage2Format>(label: &'static str, vm_id: usize) -> (u32, u32) {
     let frames_before = crate::hal::free_frames();
     let monitor = SharedMonitor::new(label, console::print_str);
@@ -201,7 +195,7 @@ pub(crate) fn run_fault_loop_vm<F: Stage2Format>(label: &'static str, vm_id: usi
         }
     };
     // The EL2 map is the identity: the static's address is its physical address.
-    let root = addrspace::HostPhysAddr::from_usize(core::ptr::addr_of!(EMPTY_ROOT) as usize);
+    let root = addrspace::HostPhysAddr::from_usize(host::EMPTY_ROOT.addr());
     crate::hal::set_current(Some((vm.id(), 0)));
     host::check_fault_loop(&*vm, root, &monitor, || {
         let exit = vm.run_vcpu(0);

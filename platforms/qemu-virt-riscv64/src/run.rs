@@ -55,14 +55,8 @@ pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]
     total
 }
 
-/// A G-stage root with no valid entry, for the fault-loop run: 16 KiB, aligned to
-/// it (as hgatp wants); never written.
-#[repr(C, align(16384))]
-struct EmptyRoot([u64; 2048]);
-static EMPTY_ROOT: EmptyRoot = EmptyRoot([0; 2048]);
-
 /// The fault-loop run: the test VM with G-stage format `F` and VM id `vm_id`, vCPU
-/// 0 pointed at [`EMPTY_ROOT`] (`host::check_fault_loop`); returns (passed, failed).
+/// 0 pointed at `host::EMPTY_ROOT` (`host::check_fault_loop`); returns (passed, failed).
 fn run_fault_loop_vm<F: GStage>(label: &'static str, vm_id: usize, host_dtb: &[u8]) -> (u32, u32) {
     println!(
         "[{label}] ---- test VM {vm_id}: {} G-stage, vCPU 0 on an empty table ----",
@@ -88,7 +82,7 @@ fn run_fault_loop_vm<F: GStage>(label: &'static str, vm_id: usize, host_dtb: &[u
         }
     };
     // Translation is off in HS-mode: the static's address is its physical address.
-    let root = addrspace::HostPhysAddr::from_usize(core::ptr::addr_of!(EMPTY_ROOT) as usize);
+    let root = addrspace::HostPhysAddr::from_usize(host::EMPTY_ROOT.addr());
     hal::set_current(Some(vm.id()), Some(0));
     host::check_fault_loop(&*vm, root, &monitor, || vm.run_vcpu(0));
     hal::set_current(None, None);
