@@ -89,9 +89,9 @@ pub(crate) enum Guest {
     Linux,
 }
 
-/// What the aarch64 and riscv64 test runs must show: the guest's console, the
+/// What every board's test run must show: the guest's console, the
 /// diagnostics it asked for, and the fault-loop run's (`loop`) report and check.
-const WITH_FAULT_LOOP: &[&str] = &[
+const TEST_RUN_REQUIRED: &[&str] = &[
     "hello from the guest",
     "=== end of diagnostics ===",
     "fault loop: vCPU 0 faulted",
@@ -108,7 +108,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::X86_64 => Board {
             package: "qemu-pc-x86_64",
             guest: Some("test-guest"),
-            required_output: &["hello from the guest", "=== end of diagnostics ==="],
+            required_output: TEST_RUN_REQUIRED,
             // `d`: the map; `w` + address + Enter: the walk of the image's first page.
             console_keys: Some(ConsoleKeys {
                 after: "hvcore x86_64: QEMU pc board",
@@ -146,7 +146,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Aarch64 => Board {
             package: "qemu-virt-aarch64",
             guest: Some("test-guest"),
-            required_output: WITH_FAULT_LOOP,
+            required_output: TEST_RUN_REQUIRED,
             console_keys: Some(ConsoleKeys {
                 after: "qemu-virt-aarch64: hypervisor at EL2",
                 keys: "dw0x40001000\r",
@@ -196,7 +196,7 @@ pub(crate) fn board(arch: Arch) -> Board {
         Arch::Riscv64 => Board {
             package: "qemu-virt-riscv64",
             guest: Some("test-guest"),
-            required_output: WITH_FAULT_LOOP,
+            required_output: TEST_RUN_REQUIRED,
             console_keys: Some(ConsoleKeys {
                 after: "hvcore riscv64: QEMU virt board",
                 keys: "dw0x80001000\r",

@@ -1,7 +1,8 @@
 //! The QEMU pc x86_64 board: a multiboot hypervisor image that enables AMD SVM,
 //! builds the test VM from its embedded config (`configs/qemu-pc-x86_64.toml`)
-//! with vm-core, runs the self-checking test guest with nested paging, prints each
-//! check and `N passed, M failed`, and exits QEMU through `isa-debug-exit` (port
+//! with vm-core, runs the self-checking test guest with nested paging, then the
+//! fault-loop run (`loop`: the test VM's vCPU 0 on an empty nested table), prints
+//! each check and `N passed, M failed`, and exits QEMU through `isa-debug-exit` (port
 //! 0xf4): value 0x10 (status 33) when every check passed, 0x11 (status 35)
 //! otherwise.
 //!
@@ -109,10 +110,13 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
         Ok(cpu) => println!("svm: {:?}", cpu.features),
         Err(e) => fail(format_args!("svm: {e}")),
     }
-    let (passed, failed) = run::run_test_vm();
-    let summary = platforms::monitor::Summary { passed, failed };
+    let runs = [run::run_test_vm(), run::run_fault_loop_vm()];
+    let summary = platforms::monitor::Summary {
+        passed: runs.iter().map(|r| r.0).sum(),
+        failed: runs.iter().map(|r| r.1).sum(),
+    };
     println!("{summary}");
-    exit(failed == 0 && passed > 0)
+    exit(summary.failed == 0 && summary.passed > 0)
 }
 
 #[cfg(target_os = "none")]

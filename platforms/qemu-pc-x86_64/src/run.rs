@@ -83,6 +83,46 @@ pub(crate) fn run_test_vm() -> (u32, u32) {
     monitor.finish()
 }
 
+/// The fault-loop run: the test VM again as VM 2, vCPU 0's nCR3 pointed at
+/// `host::EMPTY_ROOT` (`host::check_fault_loop`): its first access (the walk of the
+/// guest's own page tables) faults on RAM the VM maps until the detector stops the
+/// VM. Returns (passed, failed).
+pub(crate) fn run_fault_loop_vm() -> (u32, u32) {
+    let out = &mut Out;
+    let vm_id = 2;
+    let _ = writeln!(
+        out,
+        "[loop] ---- test VM {vm_id}: nested paging, vCPU 0 on an empty table ----"
+    );
+    let monitor = SharedMonitor::new("loop", print);
+    let free_before = crate::hal::FRAMES.free_frames();
+    let built = crate::vm_config()
+        .map_err(|e| alloc::format!("embedded VM config: {e}"))
+        .and_then(|mut config| {
+            config.id = vm_id;
+            prepare(config, &monitor, &Arc::new(Com1::default()))
+                .map_err(|e| alloc::format!("VM setup failed: {e}"))
+        });
+    let vm = match built {
+        Ok(vm) => vm,
+        Err(e) => {
+            let _ = writeln!(out, "[loop] {e}");
+            monitor.host_check("VM created and loaded", false);
+            return monitor.finish_host();
+        }
+    };
+    // The boot code identity-maps the first 4 GiB, which hold the image: the
+    // static's address is its physical address.
+    let root = addrspace::HostPhysAddr::from_usize(host::EMPTY_ROOT.addr());
+    host::check_fault_loop(&*vm, root, &monitor, || vm.run_vcpu(0));
+    drop(vm);
+    monitor.host_check(
+        "every frame of the VM freed after drop",
+        crate::hal::FRAMES.free_frames() == free_before,
+    );
+    monitor.finish_host()
+}
+
 /// Creates the test VM (`platforms::host::build_test_vm`: layout check, guest image,
 /// read-only pattern, test device), attaches the guest's COM1, writes the guest's
 /// identity page tables, and boots vCPU 0.
