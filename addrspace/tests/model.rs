@@ -1,13 +1,14 @@
 //! Model-based property tests of the table engine, for every format: random sequences
 //! of map, unmap, protect and query over a 4 GiB window that exercises 4K/2M/1G leaves
 //! and splits, checked after every step against a plain model (sorted segments of
-//! page -> (hpa, flags)), with allocation failures injected and frame accounting.
+//! page -> (hpa, flags)), with allocation failures injected and frame accounting, on
+//! a strict allocator (every free must name frames of one live allocation).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::collections::BTreeMap;
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::StrictAllocator;
 use addrspace::{
     ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, GuestPhysAddr, HostPhysAddr, MappingFlags,
     NestedFormat, Npt, PageTable, Sv39x4, Sv48x4,
@@ -16,7 +17,7 @@ use proptest::prelude::*;
 
 mod common;
 
-use common::{G1, K4, M2, cases, thread_pool, with_budget};
+use common::{G1, K4, M2, cases, frees_since, thread_pool, with_budget};
 
 const WINDOW: usize = 4 * G1;
 
@@ -128,7 +129,7 @@ fn merge(
 }
 
 fn table_segments<F: NestedFormat>(
-    pt: &PageTable<F, &PoolAllocator>,
+    pt: &PageTable<F, &StrictAllocator>,
 ) -> Vec<(usize, usize, usize, MappingFlags)> {
     let mut leaves = Vec::new();
     pt.for_each_leaf(|gpa, t| {
@@ -245,11 +246,13 @@ fn flags_at(i: usize) -> MappingFlags {
 }
 
 fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let pool = thread_pool(16 * 1024, 0x10_0000_0000);
+    let strict = thread_pool(16 * 1024, 0x10_0000_0000);
+    let pool = strict.pool();
     pool.never_fail();
     let (allocated, freed) = (pool.allocated(), pool.freed());
+    let seen = strict.violations().len();
     {
-        let mut pt = PageTable::<F, _>::new(pool).expect("root");
+        let mut pt = PageTable::<F, _>::new(strict).expect("root");
         let mut model = Model::default();
         let mut held = std::collections::VecDeque::new();
         for (step, op) in ops.into_iter().enumerate() {
@@ -275,7 +278,7 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             flags,
                         )
                     });
-                    let valid = PageTable::<F, &PoolAllocator>::check_flags(flags).is_ok();
+                    let valid = PageTable::<F, &StrictAllocator>::check_flags(flags).is_ok();
                     match (got, model.first_mapped(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => {
                             prop_assert!(!valid, "step {step}: {flags} refused")
@@ -337,7 +340,7 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let got = with_budget(pool, budget, || {
                         pt.protect(GuestPhysAddr::from_usize(gpa), size, flags)
                     });
-                    let valid = PageTable::<F, &PoolAllocator>::check_flags(flags).is_ok();
+                    let valid = PageTable::<F, &StrictAllocator>::check_flags(flags).is_ok();
                     match (got, model.first_hole(gpa, gpa + size)) {
                         (Err(Error::InvalidFlags { .. }), _) => prop_assert!(!valid),
                         (Err(Error::NotMapped { gpa: at }), Some(hole)) => {
@@ -415,6 +418,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 "step {}: frames",
                 step
             );
+            let bad = frees_since(strict, seen);
+            prop_assert!(bad.is_empty(), "step {step}: after {op:?}: {bad:?}");
         }
         // Unmap everything: only the root frames remain once the flushes complete.
         for (s, e, _, _) in model.normalized() {
@@ -430,6 +435,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(pool.in_use(), F::ROOT_FRAMES);
     }
     prop_assert_eq!(pool.in_use(), 0, "frames leaked after drop");
+    let bad = frees_since(strict, seen);
+    prop_assert!(bad.is_empty(), "after the last unmap and drop: {bad:?}");
     prop_assert_eq!(pool.allocated() - allocated, pool.freed() - freed);
     Ok(())
 }

@@ -2,14 +2,15 @@
 //! map (linear, alloc eager, alloc lazy, reserved), unmap, protect, fault, translate,
 //! guest-memory read and write, with allocation failures injected, checked after
 //! every step against a plain model (areas, populated pages, bytes written), with
-//! frame accounting.
+//! frame accounting, on a strict allocator (every free must name frames of one live
+//! allocation).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // tests fail loudly
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::StrictAllocator;
 use addrspace::{
     AccessKind, AddrSpace, ArmStage2Ipa40, ArmStage2Ipa48, Backend, Ept, Error, FaultOutcome,
     FaultPlan, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat,
@@ -19,7 +20,7 @@ use proptest::prelude::*;
 
 mod common;
 
-use common::{K4, M2, cases, thread_pool, with_budget};
+use common::{K4, M2, cases, frees_since, thread_pool, with_budget};
 
 /// Guest-physical window the operations touch.
 const WINDOW: usize = 32 << 20;
@@ -329,16 +330,18 @@ fn flags_at(i: usize) -> MappingFlags {
 }
 
 fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let pool = thread_pool(40 * 1024, 0x4_0000_0000);
+    let strict = thread_pool(40 * 1024, 0x4_0000_0000);
+    let pool = strict.pool();
     pool.never_fail();
     let base_in_use = pool.in_use();
-    let chunk = pool.alloc_frames(CHUNK / K4, M2 / K4).expect("chunk");
+    let seen = strict.violations().len();
+    let chunk = strict.alloc_frames(CHUNK / K4, M2 / K4).expect("chunk");
     let chunk_frames = CHUNK / K4;
     // SAFETY: the chunk is ours and mapped by the pool.
     unsafe { std::ptr::write_bytes(pool.phys_to_virt(chunk).as_mut_ptr::<u8>(), 0, CHUNK) };
     // The chunk goes back to the thread's pool even when a step fails or panics:
     // the shrinker then runs on a clean pool.
-    struct Chunk<'p>(&'p PoolAllocator, HostPhysAddr, usize);
+    struct Chunk<'p>(&'p StrictAllocator, HostPhysAddr, usize);
     impl Drop for Chunk<'_> {
         fn drop(&mut self) {
             // SAFETY: the chunk came from this pool, and the space that mapped it
@@ -346,15 +349,15 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
             unsafe { self.0.dealloc_frames(self.1, self.2) };
         }
     }
-    let guard = Chunk(pool, chunk, chunk_frames);
+    let guard = Chunk(strict, chunk, chunk_frames);
     let steps = || -> Result<(), TestCaseError> {
-        let mut space = AddrSpace::<F, _>::new(pool).expect("root");
+        let mut space = AddrSpace::<F, _>::new(strict).expect("root");
         let mut m = Model::default();
         let mut held = std::collections::VecDeque::new();
         for (step, op) in ops.into_iter().enumerate() {
             let in_use = pool.in_use();
             let areas_before: Vec<_> = space.areas().copied().collect();
-            let valid = |f: MappingFlags| PageTable::<F, &PoolAllocator>::check_flags(f).is_ok();
+            let valid = |f: MappingFlags| PageTable::<F, &StrictAllocator>::check_flags(f).is_ok();
             let mut failed = false;
             match op.clone() {
                 Op::Linear {
@@ -839,6 +842,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 "step {}: frame accounting",
                 step
             );
+            let bad = frees_since(strict, seen);
+            prop_assert!(bad.is_empty(), "step {step}: after {op:?}: {bad:?}");
         }
         // Unmap every area: only the root remains once the flushes complete.
         let all: Vec<(usize, usize)> = m.areas.iter().map(|(&s, a)| (s, a.end)).collect();
@@ -861,6 +866,8 @@ fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
     drop(guard);
     result?;
     prop_assert_eq!(pool.in_use(), base_in_use, "frames leaked after drop");
+    let bad = frees_since(strict, seen);
+    prop_assert!(bad.is_empty(), "after the last unmap and drop: {bad:?}");
     Ok(())
 }
 

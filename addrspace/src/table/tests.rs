@@ -1,7 +1,7 @@
 //! Unit tests of the engine that need its internals.
 
 use super::*;
-use crate::testing::PoolAllocator;
+use crate::testing::{PoolAllocator, StrictAllocator};
 use crate::{ArmStage2Ipa40, DescKind, Ept, PageSize, Sv39x4, WalkEnd};
 
 const M2: usize = 0x20_0000;
@@ -13,6 +13,17 @@ fn gpa(v: usize) -> GuestPhysAddr {
 
 fn hpa(v: usize) -> HostPhysAddr {
     HostPhysAddr::from_usize(v)
+}
+
+/// A pool of `frames` frames that checks every free names frames of one allocation.
+fn strict(frames: usize) -> StrictAllocator {
+    StrictAllocator::new(PoolAllocator::new(frames))
+}
+
+/// Every frame of `pool` came back, each free within one allocation.
+fn assert_all_back(pool: &StrictAllocator) {
+    assert_eq!(pool.pool().in_use(), 0);
+    assert_eq!(pool.violations(), Vec::<String>::new());
 }
 
 fn leaf_sizes<F: NestedFormat>(pt: &PageTable<F, &PoolAllocator>) -> [usize; 3] {
@@ -118,7 +129,7 @@ fn protect_splits_only_when_flags_change() {
 /// that issued it until that table completes it (or drops).
 #[test]
 fn foreign_flush_is_refused() {
-    let pool = PoolAllocator::new(64);
+    let pool = strict(64);
     let mut a = PageTable::<Ept, _>::new(&pool).unwrap();
     let mut b = PageTable::<Ept, _>::new(&pool).unwrap();
     // SAFETY: as above.
@@ -132,7 +143,7 @@ fn foreign_flush_is_refused() {
     assert_eq!(a.deferred_frames(), 3);
     drop(a);
     drop(b);
-    assert_eq!(pool.in_use(), 0);
+    assert_all_back(&pool);
 }
 
 /// A commit whose reserve comes up short (no plan does; the test hook holds frames
@@ -140,7 +151,7 @@ fn foreign_flush_is_refused() {
 /// and the splits of an unmap change no translation: no panic, nothing lost.
 #[test]
 fn a_short_reserve_is_survived() {
-    let pool = PoolAllocator::new(64);
+    let pool = strict(64);
     let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
     pt.plan_deficit = 1;
     // The allocator covers the missing frame.
@@ -150,24 +161,24 @@ fn a_short_reserve_is_survived() {
     pt.audit().unwrap();
     // Now the allocator is dry at the commit: the map is undone.
     let before = pt.table_frames();
-    pool.fail_after(1);
+    pool.pool().fail_after(1);
     // SAFETY: as above.
     let got = unsafe { pt.map(gpa(G1), hpa(M2 + 0x1000), 0x2000, MappingFlags::RW) };
-    pool.never_fail();
+    pool.pool().never_fail();
     assert!(matches!(got, Err(Error::NoMemory { .. })), "{got:?}");
     assert!(pt.query(gpa(G1)).is_none());
     assert_eq!(pt.table_frames(), before);
     pt.audit().unwrap();
     // An unmap whose split cannot get its table changes no translation.
-    pool.fail_after(0);
+    pool.pool().fail_after(0);
     let got = pt.unmap(gpa(0x1000), 0x1000);
-    pool.never_fail();
+    pool.pool().never_fail();
     assert!(matches!(got, Err(Error::NoMemory { .. })), "{got:?}");
     assert_eq!(pt.query(gpa(0x1000)).unwrap().hpa, hpa(M2 + 0x1000));
     pt.audit().unwrap();
     pt.plan_deficit = 0;
     drop(pt);
-    assert_eq!(pool.in_use(), 0);
+    assert_all_back(&pool);
 }
 
 /// The table visitor reports the root once, then each table with the level and the
@@ -195,7 +206,7 @@ fn tables_are_listed_with_what_they_cover() {
 /// only the root.
 #[test]
 fn live_counts_follow_maps_splits_and_unmaps() {
-    fn check<F: NestedFormat>(pool: &PoolAllocator) {
+    fn check<F: NestedFormat>(pool: &StrictAllocator) {
         let mut pt = PageTable::<F, _>::new(pool).unwrap();
         // Two 1 GiB leaves and 2 MiB of 4 KiB pages beside them.
         // SAFETY: addresses are only numbers in this test.
@@ -219,9 +230,9 @@ fn live_counts_follow_maps_splits_and_unmaps() {
         assert_eq!(pt.table_frames(), F::ROOT_FRAMES, "{}", F::NAME);
         assert_eq!(pt.deferred_frames(), 0);
     }
-    let pool = PoolAllocator::new(256);
+    let pool = strict(256);
     check::<Ept>(&pool);
     check::<ArmStage2Ipa40>(&pool);
     check::<Sv39x4>(&pool);
-    assert_eq!(pool.in_use(), 0);
+    assert_all_back(&pool);
 }

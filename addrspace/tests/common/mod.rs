@@ -4,7 +4,7 @@
 
 use std::cell::OnceCell;
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::{PoolAllocator, StrictAllocator};
 use addrspace::{GuestPhysAddr, HostPhysAddr};
 
 pub(crate) const K4: usize = 0x1000;
@@ -29,14 +29,27 @@ pub(crate) fn cases() -> u32 {
 }
 
 thread_local! {
-    static POOL: OnceCell<&'static PoolAllocator> = const { OnceCell::new() };
+    static POOL: OnceCell<&'static StrictAllocator> = const { OnceCell::new() };
 }
 
-/// One pool per test thread (`frames` frames at `base`, fixed by the first call),
-/// reused by every case: each case gives back all it took, which the case checks, so
-/// cases do not pay for fresh host memory.
-pub(crate) fn thread_pool(frames: usize, base: usize) -> &'static PoolAllocator {
-    POOL.with(|p| *p.get_or_init(|| Box::leak(Box::new(PoolAllocator::with_base(frames, base)))))
+/// One strict pool per test thread (`frames` frames at `base`, fixed by the first
+/// call), reused by every case: each case gives back all it took, which the case
+/// checks, so cases do not pay for fresh host memory. Strict: every free must name
+/// frames of one live allocation ([`frees_since`]).
+pub(crate) fn thread_pool(frames: usize, base: usize) -> &'static StrictAllocator {
+    POOL.with(|p| {
+        *p.get_or_init(|| {
+            Box::leak(Box::new(StrictAllocator::new(PoolAllocator::with_base(
+                frames, base,
+            ))))
+        })
+    })
+}
+
+/// The frees that did not name frames of one live allocation since the strict
+/// pool had `seen` of them (a case reads the count when it starts).
+pub(crate) fn frees_since(strict: &StrictAllocator, seen: usize) -> Vec<String> {
+    strict.violations().split_off(seen)
 }
 
 /// Runs `op` with `pool` failing once `budget` more frames are handed out (`None`:
