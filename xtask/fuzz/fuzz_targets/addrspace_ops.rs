@@ -4,11 +4,12 @@
 //! tokens), with the allocator failing after any number of frames. After every step,
 //! checked against `hvcore_fuzz::space::Model`: each page's area, flags and
 //! translation, the fault outcome, the copied bytes, `audit()`, the frame accounting,
-//! and, on every error, that nothing changed.
+//! that every free named frames of one allocation (`StrictAllocator`), and, on every
+//! error, that nothing changed.
 
 #![no_main]
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::{PoolAllocator, StrictAllocator};
 use addrspace::{
     AccessKind, AddrSpace, Area, ArmStage2Ipa40, ArmStage2Ipa48, Ept, Error, FaultOutcome, Flush,
     GuestPhysAddr, HostPhysAddr, MappingFlags, NestedFormat, Npt, PAGE_SIZE, PageSize, PageTable,
@@ -139,14 +140,17 @@ struct Snapshot {
     frames: (usize, usize, usize, usize),
 }
 
-fn snapshot<F: NestedFormat>(s: &AddrSpace<F, &PoolAllocator>, pool: &PoolAllocator) -> Snapshot {
+fn snapshot<F: NestedFormat>(
+    s: &AddrSpace<F, &StrictAllocator>,
+    pool: &StrictAllocator,
+) -> Snapshot {
     let mut leaves = Vec::new();
     s.page_table().for_each_leaf(|g, t| leaves.push((g, t)));
     Snapshot {
         areas: s.areas().copied().collect(),
         leaves,
         frames: (
-            pool.in_use(),
+            pool.pool().in_use(),
             s.table_frames(),
             s.data_frames(),
             s.deferred_frames(),
@@ -177,9 +181,9 @@ fn at(page: u16, offset: u16) -> usize {
 }
 
 struct Run<'p, F: NestedFormat> {
-    pool: &'p PoolAllocator,
-    s: AddrSpace<F, &'p PoolAllocator>,
-    other: AddrSpace<F, &'p PoolAllocator>,
+    pool: &'p StrictAllocator,
+    s: AddrSpace<F, &'p StrictAllocator>,
+    other: AddrSpace<F, &'p StrictAllocator>,
     m: Model,
     flushes: Vec<Flush>,
     linear_base: usize,
@@ -188,7 +192,7 @@ struct Run<'p, F: NestedFormat> {
 
 impl<'p, F: NestedFormat> Run<'p, F> {
     fn valid_flags(flags: MappingFlags) -> bool {
-        PageTable::<F, &PoolAllocator>::check_flags(flags).is_ok()
+        PageTable::<F, &StrictAllocator>::check_flags(flags).is_ok()
     }
 
     /// The input checks every range operation makes first: page-aligned, not empty,
@@ -678,7 +682,7 @@ impl<'p, F: NestedFormat> Run<'p, F> {
             (Kind::Alloc(_), true, Ok(t)) => {
                 assert_eq!(t.flags, page.flags, "{what}: translation flags at {gpa:#x}");
                 let frame = t.hpa.as_usize() - gpa % PAGE_SIZE;
-                let (lo, hi) = self.pool.phys_range();
+                let (lo, hi) = self.pool.pool().phys_range();
                 assert!(
                     frame >= lo.as_usize() && frame < self.linear_base && hi.as_usize() > frame,
                     "{what}: frame {frame:#x} of {gpa:#x} outside the pool's free frames"
@@ -710,6 +714,10 @@ impl<'p, F: NestedFormat> Run<'p, F> {
                 })
         );
         assert_eq!(data, self.m.data_frames(), "{what}: data frames");
+        for pool in [self.pool, *self.other.allocator()] {
+            let bad = pool.violations();
+            assert!(bad.is_empty(), "{what}: frees across allocations: {bad:?}");
+        }
         if self.flushes.is_empty() {
             assert_eq!(deferred, 0, "{what}: frames held with no token outstanding");
         }
@@ -725,16 +733,22 @@ impl<'p, F: NestedFormat> Run<'p, F> {
 
 /// The pools, made once (a pool of 32 MiB is costly to make for every input): the
 /// space's, with the linear-RAM block reserved at its top, and the other space's.
-/// Every input must give every other frame back.
-fn pools() -> &'static (PoolAllocator, PoolAllocator, usize) {
-    static POOLS: std::sync::OnceLock<(PoolAllocator, PoolAllocator, usize)> =
+/// Every input must give every other frame back, each free within one allocation.
+fn pools() -> &'static (StrictAllocator, StrictAllocator, usize) {
+    static POOLS: std::sync::OnceLock<(StrictAllocator, StrictAllocator, usize)> =
         std::sync::OnceLock::new();
     POOLS.get_or_init(|| {
-        let pool = PoolAllocator::new(POOL_FRAMES);
-        let (_, hi) = pool.phys_range();
+        let strict = StrictAllocator::new(PoolAllocator::new(POOL_FRAMES));
+        let (_, hi) = strict.pool().phys_range();
         let linear_base = hi.as_usize() - LINEAR_FRAMES * PAGE_SIZE;
-        assert!(pool.alloc_at(HostPhysAddr::from_usize(linear_base), LINEAR_FRAMES));
-        (pool, PoolAllocator::new(64), linear_base)
+        // Behind the strict pool's back: linear areas map it, nothing frees it.
+        assert!(
+            strict
+                .pool()
+                .alloc_at(HostPhysAddr::from_usize(linear_base), LINEAR_FRAMES)
+        );
+        let other = StrictAllocator::new(PoolAllocator::new(64));
+        (strict, other, linear_base)
     })
 }
 
@@ -761,10 +775,10 @@ fn run<F: NestedFormat>(ops: Vec<Op>) {
             }
             r.failing = fail.is_some();
             if let Some(n) = fail.take() {
-                pool.fail_after(n);
+                pool.pool().fail_after(n);
             }
             r.step(op);
-            pool.never_fail();
+            pool.pool().never_fail();
             r.failing = false;
         }
         // Every page once, then every token completed: nothing held.
@@ -782,12 +796,20 @@ fn run<F: NestedFormat>(ops: Vec<Op>) {
         );
         r.check("final");
     }
-    assert_eq!(pool.in_use(), LINEAR_FRAMES, "frames leaked after drop");
     assert_eq!(
-        other_pool.in_use(),
+        pool.pool().in_use(),
+        LINEAR_FRAMES,
+        "frames leaked after drop"
+    );
+    assert_eq!(
+        other_pool.pool().in_use(),
         0,
         "the other space's frames leaked after drop"
     );
+    for pool in [pool, other_pool] {
+        let bad = pool.violations();
+        assert!(bad.is_empty(), "drop: frees across allocations: {bad:?}");
+    }
 }
 
 fuzz_target!(|input: Input| {
