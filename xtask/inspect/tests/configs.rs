@@ -11,13 +11,9 @@ use inspect::{Format, Inspected, Unresolved, inspect};
 use vm_core::diag::{FaultRoute, GuestMap, RegionKind};
 use vm_core::{AccessKind, GuestPhysAddr, MapType, Populate, VmConfig};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace")
-        .to_path_buf()
-}
+mod common;
+
+use common::{board_config, workspace};
 
 /// The axvisor configs as vm-core's tests keep them (a copy of
 /// `../shared/axvisor-configs`, so a clean clone has them).
@@ -272,9 +268,7 @@ fn every_axvisor_config_that_loads() {
 /// registers of another VM). An id past 16 bits gives no VMID (the map says so).
 #[test]
 fn a_vm_id_past_16_bits_is_no_vmid_not_its_low_bits() {
-    let path = workspace().join("configs/qemu-virt-aarch64.toml");
-    let mut config =
-        VmConfig::from_toml(&std::fs::read_to_string(&path).expect("read")).expect("loads");
+    let (path, mut config) = board_config("qemu-virt-aarch64");
     let (format, _) = Format::for_config(&path, &config);
     config.id = 0x1_0001;
     let inspected = inspect(config, format).expect("builds");

@@ -9,14 +9,15 @@ use std::process::Command;
 
 use vm_core::{GuestPhysAddr, GuestTreeOptions, MapType, MappingFlags, Populate, VmConfigBuilder};
 
-/// The workspace, where the command runs (paths below are relative to it).
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+mod common;
+
+use common::{has, workspace};
 
 /// Runs `inspect` with `args`; its standard output, which must be a success.
 fn inspect(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_inspect"))
         .args(args)
-        .current_dir(WORKSPACE)
+        .current_dir(workspace())
         .output()
         .expect("runs");
     let (stdout, stderr) = (
@@ -25,10 +26,6 @@ fn inspect(args: &[&str]) -> String {
     );
     assert!(out.status.success(), "inspect {args:?}: {stderr}\n{stdout}");
     stdout
-}
-
-fn has(text: &str, want: &str) {
-    assert!(text.contains(want), "no {want:?} in\n{text}");
 }
 
 const QEMU_AARCH64_DTB: &str = "vm-core/tests/data/qemu-virt-aarch64.dtb";
@@ -126,7 +123,7 @@ fn guest_ram_is_unresolved_without_guest_dtb_and_read_with_it() {
 fn bad_trees_are_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_inspect"))
         .args([RAM_FROM_TREE, "--guest-dtb", "Cargo.toml"])
-        .current_dir(WORKSPACE)
+        .current_dir(workspace())
         .output()
         .expect("runs");
     assert!(!out.status.success());
@@ -138,7 +135,7 @@ fn bad_trees_are_errors() {
             "--host-dtb",
             "no/such.dtb",
         ])
-        .current_dir(WORKSPACE)
+        .current_dir(workspace())
         .output()
         .expect("runs");
     assert!(!out.status.success());

@@ -4,7 +4,6 @@
 //! VM is built on hal-mock with a guest that makes that one access, the explanation
 //! is taken, then the guest runs and what `run_vcpu` did is compared with it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, NestedFormat, Npt, Sv39x4, Sv48x4};
@@ -13,6 +12,10 @@ use inspect::build;
 use vcpu_api::AccessWidth;
 use vm_core::diag::{FaultRoute, RegionKind};
 use vm_core::{AccessKind, DeviceError, GuestPhysAddr, MmioDevice, VmConfig, VmExit};
+
+mod common;
+
+use common::board_config;
 
 /// A device model that answers every read with 7 and takes every write.
 struct Seven;
@@ -24,13 +27,6 @@ impl MmioDevice for Seven {
     fn write(&self, _: u64, _: AccessWidth, _: u64) -> Result<(), DeviceError> {
         Ok(())
     }
-}
-
-fn config(name: &str) -> VmConfig {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../configs")
-        .join(format!("{name}.toml"));
-    VmConfig::from_toml(&std::fs::read_to_string(&path).expect("config")).expect("loads")
 }
 
 fn op(gpa: GuestPhysAddr, access: AccessKind) -> Op {
@@ -108,7 +104,7 @@ fn agree<F: NestedFormat>(
 
 /// Every kind of answer on `name`'s layout (from its map) in format `F`.
 fn board<F: NestedFormat>(name: &str) {
-    let config = config(name);
+    let (_, config) = board_config(name);
     let layout = build::<F>(config.clone(), Program::new())
         .expect("builds")
         .vm

@@ -9,7 +9,11 @@ use addrspace::ArmStage2Ipa40;
 use hal_mock::{Action, Op, Program, run_vm};
 use inspect::build;
 use vcpu_api::AccessWidth;
-use vm_core::{GuestPhysAddr, MappingFlags, Populate, VmConfig};
+use vm_core::{GuestPhysAddr, MappingFlags, Populate};
+
+mod common;
+
+use common::board_config;
 
 /// Every record, as `LEVEL message`.
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -54,11 +58,7 @@ fn gpa(v: usize) -> GuestPhysAddr {
 fn mappings_log_at_debug_and_faults_at_trace() {
     log::set_logger(&LOGGER).expect("the only logger of this test binary");
     log::set_max_level(log::LevelFilter::Trace);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/qemu-virt-aarch64.toml"
-    );
-    let config = VmConfig::from_toml(&std::fs::read_to_string(path).expect("read")).expect("loads");
+    let (_, config) = board_config("qemu-virt-aarch64");
     // The guest: a write that faults a lazy page in, a read of the device without a
     // model, a write to the read-only page, then power-off.
     let program = Program::new().at(

@@ -4,27 +4,20 @@
 //! map in its colour; the renderer refuses a malformed file (so this check can
 //! fail); the pictures committed under `docs/` are what the tool draws today.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use inspect::picture::{LEAF_COLOURS, html, kind_colour, svg};
 use inspect::{Format, inspect};
-use vm_core::VmConfig;
 use vm_core::diag::GuestMap;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("workspace")
-        .to_path_buf()
-}
+mod common;
+
+use common::{board_config, workspace};
 
 /// The map of board config `name` in the format `inspect` guesses for it.
 fn board_map(name: &str) -> GuestMap {
-    let path = workspace().join("configs").join(format!("{name}.toml"));
-    let config =
-        VmConfig::from_toml(&std::fs::read_to_string(&path).expect("read")).expect("loads");
+    let (path, config) = board_config(name);
     let (format, _) = Format::for_config(&path, &config);
     inspect(config, format).expect("builds").guest_map(None)
 }

@@ -11,16 +11,13 @@ use platforms::protocol::{Call, DIAGNOSE_WALK, FAULT_READ, FAULT_WRITE};
 use vm_core::diag::{FaultLoop, Focus};
 use vm_core::{AccessKind, GuestPhysAddr, VmConfig, VmError, VmState};
 
-fn aarch64_config() -> VmConfig {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/qemu-virt-aarch64.toml"
-    );
-    VmConfig::from_toml(&std::fs::read_to_string(path).expect("read")).expect("loads")
-}
+mod common;
 
-fn has(text: &str, want: &str) {
-    assert!(text.contains(want), "no {want:?} in\n{text}");
+use common::{board_config, has};
+
+/// The aarch64 board's config.
+fn aarch64_config() -> VmConfig {
+    board_config("qemu-virt-aarch64").1
 }
 
 /// A vCPU that walks the wrong table faults forever at the entry point: the board
