@@ -1,16 +1,35 @@
-//! Scenarios the coherency tests and the benchmark share: [`probe_vm`], a VM whose
-//! vCPUs all spin in the guest reading one data page (a [`Probe`]), and
-//! [`wait_until`], the bounded wait a host thread uses meanwhile.
+//! Scenarios the tests and the benchmark share: [`try_mock_vm`], a VM of mock vCPUs
+//! built from a config; [`probe_vm`], a VM whose vCPUs all spin in the guest reading
+//! one data page (a [`Probe`]); and [`wait_until`], the bounded wait a host thread
+//! uses meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use addrspace::{GuestPhysAddr, NestedFormat};
-use vm_core::{HostGrant, MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmResult};
+use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfig, VmConfigBuilder, VmResult};
 
-use crate::MockVm;
 use crate::program::{GuestLog, Op, Probe, Program};
 use crate::vcpu::{MockFaults, MockVCpuConfig};
+use crate::{MockVm, grant_devices};
+
+/// A VM of mock vCPUs built from `config`, each running `program` with `faults`
+/// injected and logging into `log`. The config's pass-through devices are granted
+/// ([`grant_devices`]: the mock never reaches device memory); reserved RAM is not,
+/// so a config with it is refused (`VmError::NotGranted`).
+pub fn try_mock_vm<F: NestedFormat>(
+    config: VmConfig,
+    program: Program,
+    log: &Arc<GuestLog>,
+    faults: MockFaults,
+) -> VmResult<Arc<MockVm<F>>> {
+    let vcpu = MockVCpuConfig {
+        faults,
+        ..MockVCpuConfig::new(Arc::new(program), log.clone())
+    };
+    let grant = grant_devices(&config);
+    Vm::new(config.into_valid()?, &grant, |_| (vcpu.clone(), ()))
+}
 
 /// Where a [`probe_vm`] guest's code lies: 1 MiB of eagerly mapped RWX RAM (vCPU 0
 /// starts here, the others one page in).
@@ -58,13 +77,7 @@ pub fn probe_vm<F: NestedFormat>(
             Populate::Eager,
         )
         .build()?;
-    let vcpu = MockVCpuConfig {
-        faults,
-        ..MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()))
-    };
-    let vm = Vm::new(config.into_valid()?, &HostGrant::none(), |_| {
-        (vcpu.clone(), ())
-    })?;
+    let vm = try_mock_vm(config, program, &Arc::new(GuestLog::default()), faults)?;
     Ok((vm, probe))
 }
 

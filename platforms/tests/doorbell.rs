@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use addrspace::{GuestPhysAddr, PAGE_SIZE, Sv39x4};
-use hal_mock::{GuestLog, Machine, MockVCpuConfig, MockVm, Program};
+use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Program, try_mock_vm};
 use platforms::doorbell::{
     DOORBELL_DEVICE, Doorbell, DoorbellHost, EXPECTED, REPORT, RING, probe_word,
 };
 use vcpu_api::AccessWidth;
-use vm_core::{DeviceError, MapType, MappingFlags, MmioDevice, Populate, Vm, VmConfigBuilder};
+use vm_core::{DeviceError, MapType, MappingFlags, MmioDevice, Populate, VmConfigBuilder};
 
 const RAM: usize = 0x8000_0000;
 const PROBE: usize = 0xc000_0000;
@@ -55,9 +55,7 @@ fn vm() -> Arc<MockVm<Sv39x4>> {
         .build()
         .unwrap();
     let log = Arc::new(GuestLog::default());
-    let vcpu = MockVCpuConfig::new(Arc::new(Program::new()), log);
-    let grant = hal_mock::grant_devices(&config);
-    Vm::new(config.into_valid().unwrap(), &grant, |_| (vcpu.clone(), ())).unwrap()
+    try_mock_vm(config, Program::new(), &log, MockFaults::default()).unwrap()
 }
 
 fn doorbell() -> Arc<Doorbell<hal_mock::MockVCpu<Sv39x4>>> {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use addrspace::{GuestPhysAddr, PAGE_SIZE, Sv39x4};
-use hal_mock::{GuestLog, Machine, MockVCpuConfig, MockVm, Op, Program};
+use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Op, Program, try_mock_vm};
 use platforms::host::{ConsoleRequests, SharedMonitor, check_fault_loop};
-use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfigBuilder, VmState};
+use vm_core::{MapType, MappingFlags, Populate, VmConfigBuilder, VmState};
 
 const RAM: usize = 0x8000_0000;
 
@@ -28,9 +28,8 @@ fn vm_running(id: usize, program: Program) -> Arc<MockVm<Sv39x4>> {
         )
         .build()
         .unwrap();
-    let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
-    let grant = hal_mock::grant_devices(&config);
-    Vm::new(config.into_valid().unwrap(), &grant, |_| (vcpu.clone(), ())).unwrap()
+    let log = Arc::new(GuestLog::default());
+    try_mock_vm(config, program, &log, MockFaults::default()).unwrap()
 }
 
 /// A VM with id `id` and 1 MiB of eager RAM.

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use addrspace::GuestPhysAddr;
 use addrspace::NestedFormat;
-use hal_mock::{GuestLog, MockFaults, MockVCpuConfig, MockVm, Program};
-use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfig, VmConfigBuilder, VmResult};
+pub use hal_mock::try_mock_vm;
+use hal_mock::{GuestLog, MockFaults, MockVm, Program};
+use vm_core::{MapType, MappingFlags, Populate, VmConfig, VmConfigBuilder};
 
 pub fn gpa(v: u64) -> GuestPhysAddr {
     vcpu_api::gpa_of(v)
@@ -27,21 +28,6 @@ pub fn ram_config(id: usize, name: &str, cpus: usize, ram: u64, size: usize) -> 
             MapType::Alloc,
             Populate::Eager,
         )
-}
-
-/// Builds a VM of mock vCPUs running `program` with `faults`, all logging into `log`.
-pub fn try_mock_vm<F: NestedFormat>(
-    config: VmConfig,
-    program: Program,
-    log: &Arc<GuestLog>,
-    faults: MockFaults,
-) -> VmResult<Arc<MockVm<F>>> {
-    let vcpu = MockVCpuConfig {
-        faults,
-        ..MockVCpuConfig::new(Arc::new(program), log.clone())
-    };
-    let grant = hal_mock::grant_devices(&config);
-    Vm::new(config.into_valid()?, &grant, |_| (vcpu.clone(), ()))
 }
 
 /// [`try_mock_vm`] without injected faults; panics on an error.

@@ -5,8 +5,8 @@
 use std::sync::{Arc, OnceLock};
 
 use addrspace::{ArmStage2Ipa40, ArmStage2Ipa48, Ept, NestedFormat, Npt, Sv39x4, Sv48x4};
-use hal_mock::{GuestLog, Machine, MockVCpuConfig, MockVm, Program};
-use vm_core::{GuestPhysAddr, MapType, Vm, VmConfig, VmError};
+use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Program};
+use vm_core::{GuestPhysAddr, MapType, VmConfig, VmError};
 
 /// The machine's physical memory: 32 MiB at 2 GiB (where the boards' RAM lies, so
 /// identical regions there can get their host range).
@@ -33,11 +33,10 @@ pub fn mock_vm<F: NestedFormat>(
     config: VmConfig,
     program: Program,
 ) -> Result<Arc<MockVm<F>>, VmError> {
-    let vcpu = MockVCpuConfig::new(Arc::new(program), Arc::new(GuestLog::default()));
     // Pass-through device ranges are granted (the mock never reaches device
     // memory); reserved RAM is not, so configs with it are refused (NotGranted).
-    let grant = hal_mock::grant_devices(&config);
-    Vm::new(config.into_valid()?, &grant, |_| (vcpu.clone(), ()))
+    let log = Arc::new(GuestLog::default());
+    hal_mock::try_mock_vm(config, program, &log, MockFaults::default())
 }
 
 /// What a created VM must show of its config: every RAM region readable and writable
