@@ -17,7 +17,7 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr};
+use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr, HostVirtAddr, ZeroFn, zero_plain};
 
 /// Why a free was refused; the bitmap is left as it was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +279,8 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
 pub struct BitmapFrames<const WORDS: usize> {
     inner: spin::Mutex<Frames<WORDS>>,
     virt_offset: usize,
+    /// How `alloc_zeroed` zeroes frames that are not known to be zero.
+    zero: ZeroFn,
 }
 
 /// The state behind [`BitmapFrames`]' lock.
@@ -344,6 +346,23 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     /// frames at contiguous virtual addresses, for as long as the allocator is used:
     /// [`FrameAllocator::phys_to_virt`] promises exactly that.
     pub const unsafe fn new(base: HostPhysAddr, virt_offset: usize) -> Self {
+        // SAFETY: the caller's promise; `zero_plain` keeps the `ZeroFn` promise.
+        unsafe { Self::with_zeroing(base, virt_offset, zero_plain) }
+    }
+
+    /// As [`BitmapFrames::new`], zeroing frames with the platform's routine `zero`
+    /// (its HAL's `zero_memory`) instead of the portable [`zero_plain`]:
+    /// [`FrameAllocator::alloc_zeroed`] calls it for each run of frames that is not
+    /// known to be zero (up to 2 MiB at a time), through
+    /// [`FrameAllocator::zero_frames`].
+    ///
+    /// # Safety
+    ///
+    /// As [`BitmapFrames::new`]; and `zero` keeps the [`ZeroFn`] promise: given
+    /// memory it may write, it writes zero to every byte of the range and nothing
+    /// else, its stores ordered before the caller's later ones. The allocator hands
+    /// out what it wrote as zeroed frames.
+    pub const unsafe fn with_zeroing(base: HostPhysAddr, virt_offset: usize, zero: ZeroFn) -> Self {
         Self {
             inner: spin::Mutex::new(Frames {
                 map: FrameBitmap::new_array(base),
@@ -352,6 +371,7 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
                 zeroed: 0,
             }),
             virt_offset,
+            zero,
         }
     }
 
@@ -465,7 +485,8 @@ impl<const WORDS: usize> fmt::Debug for BitmapFrames<WORDS> {
 // the spin lock makes every method callable from any CPU. `alloc_zeroed` leaves
 // unwritten only frames whose zero bit was set: given by `add_free_zeroed` (which
 // promises they read as zero) and not handed out since (handing out clears the bit,
-// and so do `add_free` and `remove`).
+// and so do `add_free` and `remove`); it zeroes the others with `zero`, which
+// `with_zeroing`'s caller promised keeps the `ZeroFn` promise (`zero_plain` does).
 unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
     fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         let mut f = self.inner.lock();
@@ -502,16 +523,21 @@ unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
                 (zero, run)
             };
             if !zero {
-                let ptr = self
-                    .phys_to_virt(hpa + done * FRAME_SIZE)
-                    .as_mut_ptr::<u8>();
-                // SAFETY: the frames were allocated above, so nothing else uses them,
-                // and `new`'s contract maps them writable and contiguous at `ptr`.
-                unsafe { core::ptr::write_bytes(ptr, 0, run * FRAME_SIZE) };
+                // SAFETY: the frames were allocated above, so they are ours alone.
+                unsafe { self.zero_frames(hpa + done * FRAME_SIZE, run) };
             }
             done += run;
         }
         Some(hpa)
+    }
+
+    /// Zeroes with the routine given to [`BitmapFrames::with_zeroing`].
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        // SAFETY: the caller holds the frames, which `new`'s contract maps writable
+        // and contiguous at `ptr`; `zero` keeps the `ZeroFn` promise
+        // (`with_zeroing`'s contract).
+        unsafe { (self.zero)(ptr, count * FRAME_SIZE) };
     }
 
     /// A bad free (outside the window, or of a free frame) is refused and logged.
@@ -846,13 +872,19 @@ mod tests {
     }
 
     fn ram<const W: usize>() -> Ram<W> {
+        ram_zeroing_with(zero_plain)
+    }
+
+    /// A [`Ram`] whose allocator zeroes with `zero`.
+    fn ram_zeroing_with<const W: usize>(zero: ZeroFn) -> Ram<W> {
         // Aligned to its size, so that aligned allocations start at its first frame.
         let buf = vec![0u8; 2 * W * 64 * FRAME_SIZE];
         let base = hpa((buf.as_ptr() as usize).next_multiple_of(W * 64 * FRAME_SIZE));
         // SAFETY: the window's frames lie in `buf`, which lives as long as the
         // allocator (same struct) and is reached only through it; offset 0: the
-        // "physical" addresses are the buffer's own.
-        let frames = unsafe { BitmapFrames::new(base, 0) };
+        // "physical" addresses are the buffer's own; `zero` is `zero_plain` or the
+        // recording routine below, which zeroes exactly its range.
+        let frames = unsafe { BitmapFrames::with_zeroing(base, 0, zero) };
         Ram {
             _buf: buf,
             base,
@@ -990,6 +1022,47 @@ mod tests {
                 fresh: 1021,
                 zeroed: 3
             }
+        );
+    }
+
+    /// The ranges [`recording_zero`] was given: `(address, bytes)`.
+    static ZEROED: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+    /// A platform routine that records its calls (used by one test only).
+    unsafe fn recording_zero(ptr: *mut u8, len: usize) {
+        ZEROED.lock().unwrap().push((ptr as usize, len));
+        // SAFETY: the caller's promise.
+        unsafe { zero_plain(ptr, len) };
+    }
+
+    /// `alloc_zeroed` zeroes through the routine given at construction, and only
+    /// the runs that are not known zero, 2 MiB at most per call.
+    #[test]
+    fn the_platform_routine_zeroes_what_is_not_known_zero() {
+        let r = ram_zeroing_with::<16>(recording_zero);
+        let (f, base) = (&r.frames, r.base);
+        // SAFETY: the buffer's first 1024 frames read as zero.
+        unsafe { f.add_free_zeroed(base, base + 1024 * FRAME_SIZE) };
+        for at in [100, 700, 701] {
+            assert!(f.reserve(base + at * FRAME_SIZE, 1));
+            fill(f, base + at * FRAME_SIZE, 1, 9);
+            give_back(f, base + at * FRAME_SIZE, 1).unwrap();
+        }
+        let a = f.alloc_zeroed(1024, 1).unwrap();
+        assert!(zero(f, a, 1024), "freed data leaked");
+        let at = |frame: usize| base.as_usize() + frame * FRAME_SIZE;
+        assert_eq!(
+            core::mem::take(&mut *ZEROED.lock().unwrap()),
+            [(at(100), FRAME_SIZE), (at(700), 2 * FRAME_SIZE)]
+        );
+        // All of it dirty now: two calls of 2 MiB.
+        fill(f, a, 1024, 7);
+        give_back(f, a, 1024).unwrap();
+        let b = f.alloc_zeroed(1024, 1).unwrap();
+        assert!(zero(f, b, 1024), "freed data leaked");
+        assert_eq!(
+            core::mem::take(&mut *ZEROED.lock().unwrap()),
+            [(at(0), 0x20_0000), (at(512), 0x20_0000)]
         );
     }
 

@@ -2,7 +2,7 @@
 //! It is taken by value or by reference (methods take `&self`), so two address spaces
 //! with different allocators live side by side; nothing here is global.
 
-use crate::{HostPhysAddr, HostVirtAddr};
+use crate::{HostPhysAddr, HostVirtAddr, zero_plain};
 
 /// Bytes in a frame.
 pub const FRAME_SIZE: usize = 0x1000;
@@ -20,6 +20,9 @@ pub const FRAME_SIZE: usize = 0x1000;
 ///   of one allocation contiguous in the virtual view as well;
 /// - `alloc_zeroed` (when overridden) returns frames as `alloc_frames` does whose
 ///   every byte reads as zero;
+/// - `zero_frames` (when overridden) writes zero to every byte of the frames it is
+///   given and nothing else, its stores ordered before the caller's later stores
+///   (weakly ordered stores are fenced before it returns);
 /// - `dealloc_frames` takes back any contiguous run of frames of one earlier
 ///   allocation (a 2 MiB block of guest memory is given back whole, or page by page
 ///   after an unmap split it);
@@ -55,11 +58,29 @@ pub unsafe trait FrameAllocator {
     #[inline]
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         let hpa = self.alloc_frames(count, align_frames)?;
-        let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
-        // SAFETY: the frames were just allocated, so nothing else uses them, and the
-        // contract maps all of them writable and contiguously at `ptr`.
-        unsafe { core::ptr::write_bytes(ptr, 0, count * FRAME_SIZE) };
+        // SAFETY: the frames were just allocated, so they are ours alone.
+        unsafe { self.zero_frames(hpa, count) };
         Some(hpa)
+    }
+
+    /// Zeroes the `count` frames at `hpa`: how `alloc_zeroed` clears frames. The
+    /// default writes them through `phys_to_virt` with ordinary stores
+    /// ([`zero_plain`]); an allocator overrides it with its platform's routine (a
+    /// HAL's `zero_memory`: stores that do not read the lines first, for the large
+    /// blocks a guest's memory comes in), as [`BitmapFrames::with_zeroing`] does.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds those frames (allocated from this allocator, not given back)
+    /// and nothing else reads or writes them during the call.
+    ///
+    /// [`BitmapFrames::with_zeroing`]: crate::BitmapFrames::with_zeroing
+    #[inline]
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        // SAFETY: the caller holds the frames, which the contract maps writable and
+        // contiguously at `ptr`.
+        unsafe { zero_plain(ptr, count * FRAME_SIZE) };
     }
 }
 
@@ -82,6 +103,11 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &A {
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         (**self).alloc_zeroed(count, align_frames)
     }
+    #[inline]
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller upholds the contract for `A`.
+        unsafe { (**self).zero_frames(hpa, count) }
+    }
 }
 
 // SAFETY: forwards every call to `A`, which upholds the contract.
@@ -102,5 +128,10 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for alloc::sync::Arc<A> {
     #[inline]
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         (**self).alloc_zeroed(count, align_frames)
+    }
+    #[inline]
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller upholds the contract for `A`.
+        unsafe { (**self).zero_frames(hpa, count) }
     }
 }

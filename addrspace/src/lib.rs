@@ -41,6 +41,7 @@ mod space;
 mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod zero;
 
 pub use addr::{GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, PageSize};
 pub use bitmap::{BitmapFrames, FreeError, Zeroing};
@@ -56,4 +57,5 @@ pub use format::{
 pub use frame::{FRAME_SIZE, FrameAllocator};
 pub use space::{AddrSpace, Area, Backend, Populate};
 pub use table::{MAX_LEVELS, PageTable, Translation, Walk, WalkEnd, WalkStep};
+pub use zero::{ZeroFn, aligned_part, zero_plain};
 pub use zerocopy::{FromBytes, Immutable, IntoBytes};

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::bitmap::FrameBitmap;
-use crate::{FRAME_SIZE, FrameAllocator, FreeError, HostPhysAddr, HostVirtAddr};
+use crate::{
+    FRAME_SIZE, FrameAllocator, FreeError, HostPhysAddr, HostVirtAddr, ZeroFn, zero_plain,
+};
 
 /// Frames from one zero-initialised host allocation, addressed as host-physical
 /// `[base, base + frames * 4 KiB)`.
@@ -40,6 +42,8 @@ pub struct PoolAllocator {
     untouched: AtomicUsize,
     /// Frames handed out by `alloc_zeroed` without zeroing.
     fresh: AtomicUsize,
+    /// How `alloc_zeroed` zeroes frames that are not fresh.
+    zero: ZeroFn,
 }
 
 // SAFETY: the pool memory is only reached through `phys_to_virt` by users that own
@@ -102,7 +106,22 @@ impl PoolAllocator {
             budget: AtomicUsize::new(usize::MAX),
             untouched: AtomicUsize::new(0),
             fresh: AtomicUsize::new(0),
+            zero: zero_plain,
         }
+    }
+
+    /// The pool zeroing frames with `zero` (a platform's routine, e.g. a HAL's
+    /// `zero_memory`) instead of [`zero_plain`], as a hypervisor's allocator would.
+    ///
+    /// # Safety
+    ///
+    /// `zero` keeps the [`ZeroFn`] promise: given memory it may write, it writes
+    /// zero to every byte of the range and nothing else, its stores ordered before
+    /// the caller's later ones. The pool hands out what it wrote as zeroed frames.
+    #[must_use]
+    pub unsafe fn zeroing_with(mut self, zero: ZeroFn) -> Self {
+        self.zero = zero;
+        self
     }
 
     /// Frames `alloc_zeroed` handed out without zeroing them (fresh memory).
@@ -218,11 +237,18 @@ unsafe impl FrameAllocator for PoolAllocator {
         if fresh {
             self.fresh.fetch_add(count, Ordering::Relaxed);
         } else {
-            let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
-            // SAFETY: just allocated, so ours alone; the pool maps it contiguously.
-            unsafe { std::ptr::write_bytes(ptr, 0, count * FRAME_SIZE) };
+            // SAFETY: just allocated, so ours alone.
+            unsafe { self.zero_frames(hpa, count) };
         }
         Some(hpa)
+    }
+
+    /// Zeroes with the pool's routine ([`PoolAllocator::zeroing_with`]).
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        let ptr = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        // SAFETY: the caller holds the frames, which the pool maps contiguously and
+        // writable at `ptr`; `zero` keeps the `ZeroFn` promise (`zeroing_with`).
+        unsafe { (self.zero)(ptr, count * FRAME_SIZE) };
     }
 
     /// # Panics
@@ -254,6 +280,65 @@ impl Drop for PoolAllocator {
     fn drop(&mut self) {
         // SAFETY: allocated in `with_base` with this layout.
         unsafe { dealloc(self.block, self.layout) };
+    }
+}
+
+/// Checks that `zero` zeroes exactly the range it is given, for ranges of odd sizes
+/// (from none to past 2 MiB, so a routine's block or streaming path and its plain
+/// edges all run) at odd offsets from a page boundary: the memory around and inside
+/// each range is dirtied, the range zeroed, then every byte in it must read zero and
+/// every byte of the guard bytes either side must be as it was.
+///
+/// # Panics
+///
+/// At the first byte that is wrong, naming the size and offset (test code).
+pub fn check_zero_fn(zero: ZeroFn) {
+    const GUARD: usize = 256;
+    const M2: usize = 0x20_0000;
+    const SIZES: [usize; 17] = [
+        0,
+        1,
+        7,
+        8,
+        63,
+        64,
+        65,
+        127,
+        4095,
+        4096,
+        4097,
+        0x1_0000 - 1,
+        0x1_0000,
+        0x1_0000 + 72,
+        M2 - 1,
+        M2,
+        M2 + FRAME_SIZE + 3,
+    ];
+    const OFFSETS: [usize; 6] = [0, 1, 8, 63, 64, 4095];
+    let mut buf = vec![0u8; 2 * FRAME_SIZE + 2 * GUARD + M2 + FRAME_SIZE + 3 + 4096];
+    let base = buf.as_ptr().align_offset(FRAME_SIZE) + FRAME_SIZE;
+    for size in SIZES {
+        for off in OFFSETS {
+            let start = base + off;
+            let window = start - GUARD..start + size + GUARD;
+            buf[window.clone()].fill(0xa5);
+            // SAFETY: `[start, start + size)` lies inside `buf`, which nothing else
+            // uses while it is borrowed here.
+            unsafe { zero(buf.as_mut_ptr().add(start), size) };
+            for i in window {
+                let want = if (start..start + size).contains(&i) {
+                    0
+                } else {
+                    0xa5
+                };
+                assert_eq!(
+                    buf[i],
+                    want,
+                    "zeroing {size} bytes at page offset {off}: byte {} of the range",
+                    i.wrapping_sub(start).cast_signed()
+                );
+            }
+        }
     }
 }
 

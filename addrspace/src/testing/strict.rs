@@ -90,6 +90,11 @@ unsafe impl FrameAllocator for StrictAllocator {
         self.record(self.pool.alloc_zeroed(count, align_frames), count)
     }
 
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller holds the frames, which came from the pool.
+        unsafe { self.pool.zero_frames(hpa, count) }
+    }
+
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
         let start = hpa.as_usize();
         if !self.forget(start, start + count * FRAME_SIZE) {
