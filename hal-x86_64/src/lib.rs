@@ -18,6 +18,8 @@
 //!   its code size), [`guest_paging`] (the guest page walk that finds the faulting
 //!   instruction), [`permission`] (the permission-map layout),
 //!   [`multiboot`] (the boot memory map) and `serial` (the board's port I/O).
+//! - [`zero`]: zeroing guest memory with non-temporal stores (`zero_memory`, the
+//!   frame allocators' routine on x86_64); the same file in every `hal-<arch>`.
 //!
 //! Exit decoding, the MMIO decoder, the guest page walk, the permission maps, CPUID
 //! feature decoding and the multiboot memory map are pure code, unit-tested on the
@@ -48,8 +50,10 @@ pub mod serial;
 pub mod tlb;
 pub mod vcpu;
 pub mod vmcb;
+pub mod zero;
 
 pub use cpu::{SvmError, SvmFeatures};
 pub use exit::{IoioInfo, NpfErrorCode, SvmExit};
 pub use vcpu::{SvmSetupConfig, SvmVCpu};
 pub use vmcb::Vmcb;
+pub use zero::{LineZeroing, zero_memory};
