@@ -20,6 +20,8 @@
 //! - [`cpu`]: per-CPU EL2 bring-up, PARange, identity and time, the hypervisor's own
 //!   PSCI calls, cache maintenance for guest code.
 //! - [`regs`]: EL2 register values and the system-register accessors.
+//! - [`zero`]: zeroing guest memory with `DC ZVA` (`zero_memory`, the frame
+//!   allocator's routine on aarch64); the same file in every `hal-<arch>`.
 //!
 //! Design principles:
 //! - Everything decided from guest-controlled values is a pure function tested on
@@ -45,8 +47,10 @@ pub mod mmio;
 pub mod regs;
 pub mod tlb;
 pub mod vcpu;
+pub mod zero;
 
 pub use exit::{DataAbort, Esr, ExceptionClass, FaultKind, FaultStatus, Trap, decode_trap};
 pub use firmware::PsciConduit;
 pub use interrupt::{CpuInterface, VirtualInterrupts};
 pub use vcpu::{Aarch64CreateConfig, Aarch64SetupConfig, Aarch64VCpu, Stage2Format};
+pub use zero::zero_memory;

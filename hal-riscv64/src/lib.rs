@@ -19,6 +19,9 @@
 //! - [`regs`]: CSR numbers and fields, and the CSR instructions.
 //! - `hart`: the hart as the trap handling sees it (HLVX, VS CSRs, fences), behind
 //!   one trait so the trap handling is tested on the host against a model.
+//! - [`zero`]: zeroing guest memory (`zero_memory`, the frame allocator's routine;
+//!   ordinary stores until the board detects Zicboz); the same file in every
+//!   `hal-<arch>`.
 //!
 //! Design principles:
 //! - **Decoding is pure.** Traps ([`exit`]), load/store instructions ([`mmio`]) and
@@ -52,6 +55,7 @@ pub mod mmio;
 pub mod regs;
 pub mod tlb;
 mod vcpu;
+pub mod zero;
 
 pub use context::VsCsrs;
 #[cfg(target_arch = "riscv64")]
@@ -61,3 +65,4 @@ pub use tlb::vmid_for;
 #[cfg(target_arch = "riscv64")]
 pub use tlb::{broadcast_hfence_gvma, hfence_gvma_range};
 pub use vcpu::{DecodeStats, GStage, Riscv64CreateConfig, Riscv64SetupConfig, Riscv64VCpu};
+pub use zero::zero_memory;
