@@ -10,10 +10,13 @@ use addrspace::{BitmapFrames, GpaRange, HostPhysAddr};
 
 /// Frames of the first 1 GiB of physical memory, one bit each; physical memory is
 /// identity-mapped (virt = phys) by the boot code, which maps the first 4 GiB.
+/// Frames are zeroed with `hal_x86_64::zero_memory` (`CLZERO` or `MOVNTI` for
+/// large blocks).
 // SAFETY: the boot code identity-maps the first 4 GiB, which holds the whole window,
-// so every frame given as RAM is readable and writable at its physical address.
+// so every frame given as RAM is readable and writable at its physical address;
+// `zero_memory` keeps the `ZeroFn` promise (its tests).
 pub(crate) static FRAMES: BitmapFrames<4096> =
-    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(0), 0) };
+    unsafe { BitmapFrames::with_zeroing(HostPhysAddr::from_usize(0), 0, hal_x86_64::zero_memory) };
 
 // SAFETY: `memory` always returns `FRAMES`, the one pool every frame comes from;
 // `broadcast_guest_tlb_invalidate` never claims to have invalidated anything (it

@@ -16,10 +16,18 @@ use crate::gic::kick as kick_pcpu;
 /// The frame pool: the first 1 GiB of QEMU virt's RAM (from 0x4000_0000), one bit
 /// per frame (32 KiB). xtask gives QEMU 512 MiB; RAM past the window is left out.
 /// Boot gives it the RAM after the image and the heap; the EL2 map is the identity.
+/// Frames are zeroed with `DC ZVA` (`hal_aarch64::zero_memory`).
 // SAFETY: the EL2 map is the identity for all of RAM (boot code), so every frame of
-// the window given as RAM is readable and writable at its physical address.
-pub(crate) static FRAMES: BitmapFrames<4096> =
-    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(0x4000_0000), 0) };
+// the window given as RAM is readable and writable at its physical address, as
+// Normal memory (which `DC ZVA` needs; every CPU turns its MMU on before it runs
+// anything that allocates); `zero_memory` keeps the `ZeroFn` promise (its tests).
+pub(crate) static FRAMES: BitmapFrames<4096> = unsafe {
+    BitmapFrames::with_zeroing(
+        HostPhysAddr::from_usize(0x4000_0000),
+        0,
+        hal_aarch64::zero_memory,
+    )
+};
 
 /// Frames currently free in the pool.
 pub(crate) fn free_frames() -> usize {

@@ -16,10 +16,17 @@ const RAM_BASE: usize = 0x8000_0000;
 /// Frames of the first 2 GiB of RAM (xtask gives QEMU 128 MiB for the test guest and
 /// 2 GiB for Linux; RAM past the window is left out), one bit each (64 KiB of
 /// bitmap); physical memory is seen as is.
+/// Frames are zeroed with `hal_riscv64::zero_memory`.
 // SAFETY: HS-mode runs with translation off (bare), so every frame of the window
-// given as RAM is readable and writable at its physical address.
-pub(crate) static FRAMES: BitmapFrames<8192> =
-    unsafe { BitmapFrames::new(HostPhysAddr::from_usize(RAM_BASE), 0) };
+// given as RAM is readable and writable at its physical address; `zero_memory`
+// keeps the `ZeroFn` promise (its tests).
+pub(crate) static FRAMES: BitmapFrames<8192> = unsafe {
+    BitmapFrames::with_zeroing(
+        HostPhysAddr::from_usize(RAM_BASE),
+        0,
+        hal_riscv64::zero_memory,
+    )
+};
 
 /// Per hart: the VM and vCPU it runs (`usize::MAX`: none).
 static CURRENT: [(AtomicUsize, AtomicUsize); MAX_HARTS] =
