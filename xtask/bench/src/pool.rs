@@ -20,12 +20,17 @@ pub const POOL_BASE: usize = 0x80_0000_0000;
 
 /// Creates the pool with `frames` frames and touches every byte of it once, so that no
 /// measurement pays for the host kernel's first-touch page faults. Later calls return
-/// the pool made by the first.
+/// the pool made by the first. It zeroes frames with hal-x86_64's `zero_memory`, as
+/// an x86_64 hypervisor's allocator would (non-temporal stores for large blocks,
+/// ordinary ones for single frames).
 pub fn init(frames: usize) -> Result<&'static PoolAllocator, String> {
     if let Some(pool) = POOL.get() {
         return Ok(pool);
     }
-    let pool = POOL.get_or_init(|| PoolAllocator::with_base(frames, POOL_BASE));
+    // SAFETY: `zero_memory` keeps the `ZeroFn` promise (its tests in hal-x86_64).
+    let pool = POOL.get_or_init(|| unsafe {
+        PoolAllocator::with_base(frames, POOL_BASE).zeroing_with(hal_x86_64::zero_memory)
+    });
     let huge = back_with_huge_pages(pool, frames);
     eprintln!(
         "bench: pool of {} MiB, {} MiB of it in 2 MiB host pages",
@@ -219,9 +224,8 @@ unsafe impl FrameAllocator for KnownZero {
         if self.is_clean(hpa, count) {
             self.fresh.set(self.fresh.get() + count);
         } else {
-            let hva = pool().phys_to_virt(hpa).as_mut_ptr::<u8>();
-            // SAFETY: just allocated, so ours alone; the pool maps it contiguously.
-            unsafe { std::ptr::write_bytes(hva, 0, count * FRAME_SIZE) };
+            // SAFETY: just allocated, so ours alone.
+            unsafe { pool().zero_frames(hpa, count) };
         }
         Some(hpa)
     }
