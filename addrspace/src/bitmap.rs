@@ -360,7 +360,7 @@ impl<const WORDS: usize> BitmapFrames<WORDS> {
     ///
     /// As [`BitmapFrames::new`]; and `zero` keeps the [`ZeroFn`] promise: given
     /// memory it may write, it writes zero to every byte of the range and nothing
-    /// else, its stores ordered before the caller's later ones. The allocator hands
+    /// else, its stores ordered as ordinary stores. The allocator hands
     /// out what it wrote as zeroed frames.
     pub const unsafe fn with_zeroing(base: HostPhysAddr, virt_offset: usize, zero: ZeroFn) -> Self {
         Self {

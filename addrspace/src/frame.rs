@@ -21,8 +21,8 @@ pub const FRAME_SIZE: usize = 0x1000;
 /// - `alloc_zeroed` (when overridden) returns frames as `alloc_frames` does whose
 ///   every byte reads as zero;
 /// - `zero_frames` (when overridden) writes zero to every byte of the frames it is
-///   given and nothing else, its stores ordered before the caller's later stores
-///   (weakly ordered stores are fenced before it returns);
+///   given and nothing else, its stores ordered with the caller's later stores as
+///   ordinary stores are (weakly ordered stores are fenced before it returns);
 /// - `dealloc_frames` takes back any contiguous run of frames of one earlier
 ///   allocation (a 2 MiB block of guest memory is given back whole, or page by page
 ///   after an unmap split it);

@@ -116,8 +116,8 @@ impl PoolAllocator {
     /// # Safety
     ///
     /// `zero` keeps the [`ZeroFn`] promise: given memory it may write, it writes
-    /// zero to every byte of the range and nothing else, its stores ordered before
-    /// the caller's later ones. The pool hands out what it wrote as zeroed frames.
+    /// zero to every byte of the range and nothing else, its stores ordered as
+    /// ordinary stores. The pool hands out what it wrote as zeroed frames.
     #[must_use]
     pub unsafe fn zeroing_with(mut self, zero: ZeroFn) -> Self {
         self.zero = zero;

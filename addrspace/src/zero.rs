@@ -16,9 +16,10 @@ use core::ops::Range;
 /// Calling it is unsafe: `[ptr, ptr + len)` must be memory the caller may write that
 /// nothing else reads or writes during the call. What an allocator given one relies
 /// on (its constructor is `unsafe` for that): it writes zero to every byte of that
-/// range and to nothing else, and when it returns, its stores are ordered before any
-/// store the caller makes after it (a routine with weakly ordered stores fences), so
-/// whoever sees a later store (a page-table entry naming the memory) sees the zeroes.
+/// range and to nothing else, and when it returns its stores are ordered with the
+/// caller's later stores as ordinary stores of this CPU would be (a routine using
+/// weakly ordered stores, such as x86 non-temporal stores, fences them), so the
+/// barrier that publishes a page-table entry after ordinary stores covers them.
 pub type ZeroFn = unsafe fn(ptr: *mut u8, len: usize);
 
 /// Zeroes `len` bytes at `ptr` with ordinary stores (`write_bytes`), which leave the
