@@ -32,6 +32,11 @@ unsafe impl FrameAllocator for MachineFrames {
         Machine::current().alloc_zeroed(count, align_frames)
     }
 
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller holds the frames, which came from this machine's pool.
+        unsafe { Machine::current().zero_frames(hpa, count) }
+    }
+
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
         Machine::current().dealloc_frames(hpa, count)
     }

@@ -365,6 +365,18 @@ impl Machine {
         Some(hpa)
     }
 
+    /// Zeroes the `count` frames at `hpa` as [`Machine::alloc_zeroed`] does (the
+    /// host architecture's routine).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds those frames (allocated from this machine, not freed) and
+    /// nothing else reads or writes them during the call.
+    pub unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller's promise, for frames of this machine's pool.
+        unsafe { self.pool.zero_frames(hpa, count) }
+    }
+
     /// Frames [`Machine::alloc_zeroed`] handed out without writing them.
     pub fn fresh_frames_handed_out(&self) -> usize {
         self.pool.fresh_handed_out()

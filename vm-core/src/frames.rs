@@ -41,4 +41,11 @@ unsafe impl FrameAllocator for HalFrames {
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         memory().alloc_zeroed(count, align_frames)
     }
+
+    /// The platform's own routine (its HAL's `zero_memory`).
+    #[inline]
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: forwarded: the caller holds the frames, from this same allocator.
+        unsafe { memory().zero_frames(hpa, count) }
+    }
 }
