@@ -45,6 +45,21 @@ pub fn alternate<const N: usize>(
     Ok(out)
 }
 
+/// As [`alternate`], after one warm-up round whose samples are dropped. The first
+/// round of a workload runs on cold code, heap and caches, and its first subject
+/// (always ours, x86 EPT) pays for that alone: for sub-microsecond figures that one
+/// sample was 5-8x the others (`map_1g_1g` spread 400-700 % for ours, not the peer's).
+/// The warm-up round runs every subject once, so all of them start warm.
+pub fn alternate_warm<const N: usize>(
+    rounds: usize,
+    subjects: &mut [&mut dyn FnMut() -> Result<Vec<f64>, String>; N],
+) -> Result<[Vec<Vec<f64>>; N], String> {
+    for subject in subjects.iter_mut() {
+        subject()?;
+    }
+    alternate(rounds, subjects)
+}
+
 /// The median of component `j` over `samples`.
 pub fn median_of(samples: &[Vec<f64>], j: usize) -> f64 {
     let col: Vec<f64> = samples

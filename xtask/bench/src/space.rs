@@ -10,7 +10,7 @@ use addrspace::{
     HostPhysAddr, MappingFlags, Populate,
 };
 
-use crate::harness::{Figure, Rng, Target, alternate, median, median_of, timed};
+use crate::harness::{Figure, Rng, Target, alternate, alternate_warm, median, median_of, timed};
 use crate::pool::{self, KnownZero};
 use crate::subject::{Frames, Ours, Peer, Subject};
 
@@ -576,7 +576,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Figure>, String> {
             continue;
         }
         eprintln!("  1 GiB linear, {leaf} leaves");
-        let [o, a, p] = alternate(
+        let [o, a, p] = alternate_warm(
             rounds,
             &mut [
                 &mut || leaf_round::<Ept4>(off),
