@@ -173,7 +173,11 @@ impl Reserve {
     }
 
     /// Gives every frame left back to `alloc`.
+    #[inline]
     pub(crate) fn release<A: FrameAllocator>(&mut self, alloc: &A) {
+        if self.len == 0 {
+            return;
+        }
         while let Some(frame) = self.pop(alloc) {
             // SAFETY: the frame was allocated singly for this reserve, never linked.
             unsafe { alloc.dealloc_frames(frame, 1) };
