@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use addrspace::{GuestPhysAddr, PAGE_SIZE, Sv39x4};
+use addrspace::testing::PoolAllocator;
+use addrspace::{
+    FRAME_SIZE, FrameAllocator, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, Sv39x4,
+};
 use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Op, Program, try_mock_vm};
-use platforms::host::{ConsoleRequests, SharedMonitor, check_fault_loop};
+use platforms::host::{ConsoleRequests, SharedMonitor, check_fault_loop, check_frame_zeroing};
 use vm_core::{MapType, MappingFlags, Populate, VmConfigBuilder, VmState};
 
 const RAM: usize = 0x8000_0000;
@@ -114,4 +117,63 @@ fn fault_loop_check_stops_a_vcpu_walking_an_empty_table() {
     assert!(out.contains("[loop] ok   fault-loop detector"), "{out}");
     assert!(out.contains("=== end of diagnostics ==="), "{out}");
     assert_eq!(monitor.finish_host(), (1, 0));
+}
+
+/// How [`BadZero`] gets zeroing wrong.
+#[derive(Clone, Copy, Debug)]
+enum Bad {
+    Skips,
+    LastByteLeft,
+    OneByteOver,
+}
+
+/// A pool whose `zero_frames` is wrong in a given way, for the zeroing check to catch.
+struct BadZero {
+    pool: PoolAllocator,
+    bad: Bad,
+}
+
+// SAFETY: test only: every call is the pool's but `zero_frames`, which breaks its
+// promise on purpose (within the frames the check allocated plus the guard frame
+// after them); no guest ever gets these frames.
+unsafe impl FrameAllocator for BadZero {
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        self.pool.alloc_frames(count, align_frames)
+    }
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller's promise is the pool's.
+        unsafe { self.pool.dealloc_frames(hpa, count) }
+    }
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        self.pool.phys_to_virt(hpa)
+    }
+    unsafe fn zero_frames(&self, hpa: HostPhysAddr, count: usize) {
+        let p = self.phys_to_virt(hpa).as_mut_ptr::<u8>();
+        let len = count * FRAME_SIZE;
+        // SAFETY: the check holds these frames and the guard frame after them.
+        unsafe {
+            match self.bad {
+                Bad::Skips => {}
+                Bad::LastByteLeft => p.write_bytes(0, len - 1),
+                Bad::OneByteOver => p.write_bytes(0, len + 1),
+            }
+        }
+    }
+}
+
+/// The boards' zeroing check passes an allocator that zeroes exactly what it is
+/// asked to, and fails one that skips, stops short or writes past the frames.
+#[test]
+fn frame_zeroing_check_catches_wrong_zeroing() {
+    let pool = PoolAllocator::new(64);
+    assert!(check_frame_zeroing(&pool));
+    assert_eq!(pool.in_use(), 0);
+    for bad in [Bad::Skips, Bad::LastByteLeft, Bad::OneByteOver] {
+        let z = BadZero {
+            pool: PoolAllocator::new(64),
+            bad,
+        };
+        assert!(!check_frame_zeroing(&z), "{bad:?} not caught");
+        assert_eq!(z.pool.in_use(), 0);
+    }
 }

@@ -20,6 +20,11 @@ pub(crate) fn print(args: fmt::Arguments<'_>) {
     let _ = SERIAL.lock().write_fmt(args);
 }
 
+/// Prints `s` (what the shared monitors print through).
+pub(crate) fn print_str(s: &str) {
+    print(format_args!("{s}"));
+}
+
 /// A byte typed on the console, if one is waiting (read under the console lock).
 pub(crate) fn getc() -> Option<u8> {
     SERIAL.lock().getb()

@@ -110,7 +110,16 @@ extern "C" fn hv_main(eax: u32, info_pa: u32) -> ! {
         Ok(cpu) => println!("svm: {:?}", cpu.features),
         Err(e) => fail(format_args!("svm: {e}")),
     }
-    let runs = [run::run_test_vm(), run::run_fault_loop_vm()];
+    println!(
+        "zero_memory: {:?} lines from {} KiB",
+        hal_x86_64::LineZeroing::current(),
+        hal_x86_64::zero::STREAM_MIN >> 10
+    );
+    let runs = [
+        run::run_test_vm(),
+        run::run_fault_loop_vm(),
+        platforms::host::run_frame_zeroing("zero", &hal::FRAMES, console::print_str),
+    ];
     let summary = platforms::monitor::Summary {
         passed: runs.iter().map(|r| r.0).sum(),
         failed: runs.iter().map(|r| r.1).sum(),

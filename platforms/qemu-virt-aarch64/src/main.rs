@@ -158,6 +158,7 @@ mod bare_metal {
                 run::run_test_vm::<ArmStage2Ipa40>("ipa40", 1, PsciConduit::Smc),
                 run::run_test_vm::<ArmStage2Ipa48>("ipa48", 2, PsciConduit::Hvc),
                 run::run_fault_loop_vm::<ArmStage2Ipa40>("loop", 3),
+                platforms::host::run_frame_zeroing("zero", &hal::FRAMES, console::print_str),
             ],
         };
         let summary = Summary {

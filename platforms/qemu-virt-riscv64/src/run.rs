@@ -52,6 +52,11 @@ pub(crate) fn run_all(info: &HartInfo, second_hart: Option<u64>, host_dtb: &[u8]
     if info.sv39x4 {
         add(run_fault_loop_vm::<addrspace::Sv39x4>("loop", 3, host_dtb));
     }
+    add(platforms::host::run_frame_zeroing(
+        "zero",
+        &crate::hal::FRAMES,
+        console::print_str,
+    ));
     total
 }
 
