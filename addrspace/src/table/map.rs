@@ -211,6 +211,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// commit that ran short (which the plan rules out) is undone, except that a map
     /// of holes keeps the pages it populated (they are as a fault would make them);
     /// `owns` says whether the map's leaves own their frames.
+    #[inline]
     fn finish_map(
         &mut self,
         span: Span,
@@ -258,7 +259,6 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             return self.map_pages(table, span, op, pass);
         }
         let entries = self.entries(table);
-        let attrs = F::leaf_attrs(op.flags, level.get());
         for chunk in span.chunks(level) {
             let entry = &entries[Self::index(chunk.start, level)];
             let raw = entry.load(Ordering::Acquire);
@@ -267,6 +267,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     if let Pass::Commit { short, .. } = pass {
                         match op.src.take(chunk.start - op.base, level.span()) {
                             Some(hpa) => {
+                                let attrs = F::leaf_attrs(op.flags, level.get());
                                 entry.store(attrs | F::addr_bits(hpa), Ordering::Release);
                                 self.count_live(table, chunk.start, 1);
                             }
