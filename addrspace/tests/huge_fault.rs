@@ -153,3 +153,55 @@ fn lazy_huge_block_split_by_unmap_and_protect_frees_each_frame_once() {
     drop(s);
     assert_eq!(pool.in_use(), 0, "frames leaked");
 }
+
+/// The ranges [`recording_zero`] was given, in bytes.
+static ZEROED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A platform routine that records the size of each call and zeroes (used by one
+/// test only).
+unsafe fn recording_zero(ptr: *mut u8, len: usize) {
+    ZEROED.lock().unwrap().push(len);
+    // SAFETY: the caller's promise.
+    unsafe { addrspace::zero_plain(ptr, len) };
+}
+
+/// Over frames a previous owner filled, a 2 MiB fault's block reaches the guest
+/// zeroed, by one call of the allocator's routine for the whole block (what lets a
+/// platform zero it without read-for-ownership); a 4 KiB fault's page too.
+#[test]
+fn lazy_huge_block_over_dirty_frames_is_zeroed_by_the_allocators_routine() {
+    let frames = 2048;
+    // SAFETY: `recording_zero` zeroes exactly its range with ordinary stores.
+    let pool =
+        unsafe { PoolAllocator::with_base(frames, 0x1_0000_0000).zeroing_with(recording_zero) };
+    let all = pool.alloc_frames(frames, 1).unwrap();
+    let p = pool.phys_to_virt(all).as_mut_ptr::<u8>();
+    // SAFETY: the whole pool, just allocated; given back unused.
+    unsafe {
+        p.write_bytes(0xa5, frames * K4);
+        pool.dealloc_frames(all, frames);
+    }
+    let mut s = two_lazy_huge_blocks(&pool);
+    ZEROED.lock().unwrap().clear();
+    assert_eq!(fault(&mut s, 0x4020_0018), (0x4020_0000, PageSize::Size2M));
+    assert!(
+        ZEROED.lock().unwrap().contains(&M2),
+        "the block was not zeroed whole"
+    );
+    let mut buf = vec![0xffu8; M2];
+    s.read(gpa(0x4020_0000), &mut buf).unwrap();
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "the guest sees a previous owner's data"
+    );
+    // A populated page makes the other block fault page by page: zeroed too.
+    s.populate(gpa(0x4000_3000), 1).unwrap();
+    assert_eq!(fault(&mut s, 0x4000_8000), (0x4000_8000, PageSize::Size4K));
+    let mut page = vec![0xffu8; K4];
+    for at in [0x4000_3000, 0x4000_8000] {
+        s.read(gpa(at), &mut page).unwrap();
+        assert!(page.iter().all(|&b| b == 0), "page {at:#x} not zeroed");
+    }
+    drop(s);
+    assert_eq!(pool.in_use(), 0);
+}
