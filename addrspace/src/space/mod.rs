@@ -9,7 +9,7 @@ use core::fmt;
 
 use crate::fault::{FaultOutcome, FaultPlan};
 use crate::format::NestedFormat;
-use crate::table::{LeafSlot, PageTable, Span, Translation, Walk, span_of};
+use crate::table::{LeafSlot, PageTable, Span, Spans, Translation, Walk, span_of};
 use crate::{
     AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
     PAGE_SIZE, PageSize, Result,
@@ -359,7 +359,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         if let Some(&area) = self.area_at(range.start())
             && area.range.contains_range(&range)
         {
-            let mut owned = Vec::new();
+            let mut owned = Spans::new();
             if matches!(area.backend, Backend::Alloc(_)) {
                 push_span(&mut owned, span_of(&range))?;
             }
@@ -369,7 +369,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         }
         // The guest frames of allocated areas go with the flush: their ranges,
         // neighbours merged.
-        let mut owned: Vec<Span> = Vec::new();
+        let mut owned = Spans::new();
         self.each_covering(&range, |piece| match piece.backend {
             Backend::Alloc(_) => push_span(&mut owned, span_of(&piece.range)),
             _ => Ok(()),
@@ -699,15 +699,12 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
 /// Appends `span` to `owned` (sorted, disjoint), merged with the last span when they
 /// touch; [`Error::OutOfHeap`] when no room is left.
-fn push_span(owned: &mut Vec<Span>, span: Span) -> Result<()> {
+fn push_span(owned: &mut Spans, span: Span) -> Result<()> {
     match owned.last_mut() {
         Some(last) if last.end == span.start => last.end = span.end,
-        _ => {
-            owned.try_reserve(1).map_err(|_| Error::OutOfHeap {
-                bytes: core::mem::size_of::<Span>(),
-            })?;
-            owned.push(span);
-        }
+        _ => owned.try_push(span).map_err(|_| Error::OutOfHeap {
+            bytes: core::mem::size_of::<Span>(),
+        })?,
     }
     Ok(())
 }

@@ -7,9 +7,17 @@
 //! memory of allocated areas, as opposed to linear mappings of someone else's memory)
 //! is kept as guest-physical ranges beside the items.
 //!
+//! Most operations unlink one or a few items (an unmap of one huge leaf: the table
+//! it empties) over at most one owned range, and most tables have at most one
+//! flush pending: records keep that many in place ([`Few`]) and the table keeps its
+//! first pending record in place ([`Held`]), so the common unmap and its flush
+//! touch no heap. More spill to the heap, reserved before anything changes.
+//!
 //! [`Flush`]: crate::Flush
 
+use alloc::collections::TryReserveError;
 use alloc::vec::Vec;
+use core::ops::Deref;
 use core::sync::atomic::Ordering;
 
 use super::PageTable;
@@ -21,7 +29,7 @@ use crate::{FRAME_SIZE, FrameAllocator, HostPhysAddr};
 /// units of `unit` frames each at `hpa` (the count shifted above the unit's level),
 /// or the subtree under a table (the table's address with `level + 1` in its low 12
 /// bits) covering guest-physical addresses from `base`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Unlinked {
     head: usize,
     word: usize,
@@ -76,13 +84,193 @@ impl Unlinked {
     }
 }
 
+/// A list of up to `N` values kept in place, more on the heap: what an operation
+/// records is one or a few values in the common case, which then cost no
+/// allocation. Room is made ahead ([`Few::with_room`], [`Few::try_push`]), so the
+/// walks that fill a list never allocate.
+#[derive(Debug)]
+pub(crate) enum Few<T, const N: usize> {
+    Inline { len: usize, buf: [T; N] },
+    Heap(Vec<T>),
+}
+
+impl<T: Copy + Default, const N: usize> Few<T, N> {
+    /// Values kept in place.
+    pub(crate) const INLINE: usize = N;
+
+    pub(crate) fn new() -> Self {
+        Self::Inline {
+            len: 0,
+            buf: [T::default(); N],
+        }
+    }
+
+    /// An empty list with room for `n` values.
+    pub(crate) fn with_room(n: usize) -> Result<Self, TryReserveError> {
+        if n <= N {
+            return Ok(Self::new());
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(n)?;
+        Ok(Self::Heap(v))
+    }
+
+    /// Whether one more value fits without an allocation.
+    pub(crate) fn has_room(&self) -> bool {
+        match self {
+            Self::Inline { len, .. } => *len < N,
+            Self::Heap(v) => v.len() < v.capacity(),
+        }
+    }
+
+    /// Appends `value` within the room made ahead.
+    pub(crate) fn push(&mut self, value: T) {
+        debug_assert!(self.has_room(), "no room made for a record value");
+        match self {
+            Self::Inline { len, buf } if *len < N => {
+                buf[*len] = value;
+                *len += 1;
+            }
+            Self::Inline { buf, .. } => {
+                let mut v = Vec::with_capacity(2 * N);
+                v.extend_from_slice(buf);
+                v.push(value);
+                *self = Self::Heap(v);
+            }
+            Self::Heap(v) => v.push(value),
+        }
+    }
+
+    /// Appends `value`, making room on the heap when there is none.
+    pub(crate) fn try_push(&mut self, value: T) -> Result<(), TryReserveError> {
+        match self {
+            Self::Inline { len, .. } if *len == N => {
+                let mut v = Vec::new();
+                v.try_reserve(2 * N)?;
+                v.extend_from_slice(self);
+                *self = Self::Heap(v);
+            }
+            Self::Heap(v) => v.try_reserve(1)?,
+            Self::Inline { .. } => {}
+        }
+        self.push(value);
+        Ok(())
+    }
+
+    /// The last value.
+    pub(crate) fn last_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Self::Inline { len, buf } => buf[..*len].last_mut(),
+            Self::Heap(v) => v.last_mut(),
+        }
+    }
+
+    /// Gives back heap room beyond `slack` unused values.
+    pub(crate) fn trim(&mut self, slack: usize) {
+        if let Self::Heap(v) = self
+            && v.capacity() - v.len() > slack
+        {
+            v.shrink_to_fit();
+        }
+    }
+}
+
+impl<T, const N: usize> Deref for Few<T, N> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            Self::Inline { len, buf } => &buf[..*len],
+            Self::Heap(v) => v,
+        }
+    }
+}
+
+/// Items of one record kept in place: one per level, enough for an unmap inside
+/// one table of each level (one 4 KiB page, or one 1 GiB leaf and the table it
+/// empties).
+const INLINE_ITEMS: usize = super::MAX_LEVELS;
+
+/// What one operation unlinked.
+pub(crate) type Items = Few<Unlinked, INLINE_ITEMS>;
+
+/// Guest-physical ranges (sorted, disjoint) whose leaves own their frames: one in
+/// place (an unmap inside one allocated area).
+pub(crate) type Spans = Few<Span, 1>;
+
 /// Everything one operation unlinked.
+#[derive(Debug)]
 pub(crate) struct Record {
     /// The operation's number, unique in its table.
     pub(crate) op: u64,
-    pub(crate) items: Vec<Unlinked>,
+    pub(crate) items: Items,
     /// Guest-physical ranges (sorted, disjoint) whose leaves own their frames.
-    pub(crate) owned: Vec<Span>,
+    pub(crate) owned: Spans,
+}
+
+/// The records of a table whose flush has not completed, by operation number: the
+/// first in place (the common case of one pending flush), the others on the heap
+/// in increasing order.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    first: Option<Record>,
+    more: Vec<Record>,
+}
+
+impl Held {
+    /// Makes room for one more record.
+    pub(crate) fn reserve(&mut self) -> Result<(), TryReserveError> {
+        match self.first {
+            None => Ok(()),
+            Some(_) => self.more.try_reserve(1),
+        }
+    }
+
+    /// Keeps `record`, whose operation number is above every held one's, in the
+    /// room made by [`Held::reserve`] (or, without it, allocating).
+    #[inline]
+    pub(crate) fn push(&mut self, record: Record) {
+        debug_assert!(self.iter().all(|r| r.op < record.op));
+        match self.first {
+            None => self.first = Some(record),
+            Some(_) => self.more.push(record),
+        }
+    }
+
+    /// The record of operation `op`, if held.
+    pub(crate) fn get(&self, op: u64) -> Option<&Record> {
+        match &self.first {
+            Some(r) if r.op == op => Some(r),
+            _ => self
+                .more
+                .binary_search_by_key(&op, |r| r.op)
+                .ok()
+                .map(|i| &self.more[i]),
+        }
+    }
+
+    /// Drops the record of operation `op` (held).
+    pub(crate) fn remove(&mut self, op: u64) {
+        if self.first.as_ref().is_some_and(|r| r.op == op) {
+            self.first = None;
+        } else if let Ok(i) = self.more.binary_search_by_key(&op, |r| r.op) {
+            self.more.remove(i);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.first.iter().chain(&self.more)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Takes out every record.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = Record> + use<> {
+        let more = core::mem::take(&mut self.more);
+        self.first.take().into_iter().chain(more)
+    }
 }
 
 /// Whether the leaf at `gpa` owns its frames.
@@ -105,7 +293,7 @@ const UNIT_BITS: u32 = 3;
 /// `hpa`. Leaves that follow each other in host-physical memory may come from
 /// separate allocations (every 4 KiB page of an eager area is one), so the flush
 /// frees each unit with its own call: the item only saves record room.
-pub(crate) fn push_frames(items: &mut Vec<Unlinked>, hpa: HostPhysAddr, level: Level) {
+pub(crate) fn push_frames(items: &mut Items, hpa: HostPhysAddr, level: Level) {
     if let Some(last) = items.last_mut()
         && let Item::Frames {
             hpa: h,
@@ -118,7 +306,6 @@ pub(crate) fn push_frames(items: &mut Vec<Unlinked>, hpa: HostPhysAddr, level: L
         *last = Unlinked::frames(h, c + 1, level);
         return;
     }
-    debug_assert!(items.len() < items.capacity(), "record bound too small");
     items.push(Unlinked::frames(hpa, 1, level));
 }
 
@@ -129,8 +316,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     ///
     /// Nothing can reach the record's frames any more: every TLB that could hold a
     /// translation through them has been invalidated (or no vCPU uses the table).
-    pub(crate) unsafe fn free_record(&self, record: Record) {
-        self.record_items(&record, &mut |hpa, count| {
+    pub(crate) unsafe fn free_record(&self, record: &Record) {
+        self.record_items(record, &mut |hpa, count| {
             // SAFETY: per the caller nothing reaches them; they were handed out by
             // this allocator (tables singly, guest memory by its area) and are held
             // only by this record.
@@ -148,7 +335,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Calls `f(hpa, count)` for every run of frames `record` holds, one allocation
     /// unit (a leaf's frames or a table) at a time.
     fn record_items(&self, record: &Record, f: &mut impl FnMut(HostPhysAddr, usize)) {
-        for item in &record.items {
+        for item in record.items.iter() {
             match item.item() {
                 Item::Frames { hpa, count, level } => {
                     let frames = level.span() / FRAME_SIZE;
@@ -225,7 +412,7 @@ mod tests {
 
     #[test]
     fn frames_that_follow_share_an_item_and_free_unit_by_unit() {
-        let mut items = Vec::with_capacity(8);
+        let mut items = Items::new();
         let h = HostPhysAddr::from_usize;
         let block = Level::new(1);
         push_frames(&mut items, h(0x1000), Level::PAGE);
@@ -250,6 +437,56 @@ mod tests {
                 level: block
             }
         );
+    }
+
+    #[test]
+    fn few_values_stay_in_place_and_more_spill_to_the_heap() {
+        let mut few = Few::<u32, 2>::new();
+        few.push(1);
+        few.try_push(2).unwrap();
+        assert!(matches!(few, Few::Inline { len: 2, .. }) && !few.has_room());
+        few.try_push(3).unwrap();
+        assert!(matches!(few, Few::Heap(_)));
+        *few.last_mut().unwrap() += 1;
+        assert_eq!(&*few, &[1, 2, 4]);
+        assert!(matches!(
+            Few::<u32, 2>::with_room(2).unwrap(),
+            Few::Inline { .. }
+        ));
+        let mut big = Few::<u32, 2>::with_room(100).unwrap();
+        assert!(matches!(&big, Few::Heap(v) if v.capacity() >= 100));
+        big.push(7);
+        big.trim(4);
+        assert!(matches!(&big, Few::Heap(v) if v.capacity() < 100));
+        assert_eq!(&*big, &[7]);
+    }
+
+    #[test]
+    fn held_records_are_found_by_operation_whichever_is_in_place() {
+        let record = |op| Record {
+            op,
+            items: Items::new(),
+            owned: Spans::new(),
+        };
+        let mut held = Held::default();
+        for op in 0..4 {
+            held.reserve().unwrap();
+            held.push(record(op));
+        }
+        assert_eq!(held.len(), 4);
+        assert_eq!(held.get(0).map(|r| r.op), Some(0));
+        held.remove(0);
+        assert!(held.get(0).is_none());
+        // The place of the first is free again: a later operation takes it.
+        held.reserve().unwrap();
+        held.push(record(4));
+        assert_eq!(held.get(2).map(|r| r.op), Some(2));
+        held.remove(2);
+        let ops: Vec<u64> = held.iter().map(|r| r.op).collect();
+        assert_eq!(ops, [4, 1, 3]);
+        let all: Vec<u64> = held.take_all().map(|r| r.op).collect();
+        assert_eq!(all, [4, 1, 3]);
+        assert_eq!(held.len(), 0);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub(crate) struct Slot {
 
 /// A half-open guest-physical interval `[start, end)` inside an operation's range
 /// (4 KiB-aligned, below the format's GPA limit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Span {
     pub(crate) start: usize,
     pub(crate) end: usize,

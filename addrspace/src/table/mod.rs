@@ -54,7 +54,8 @@ pub(crate) use reserve::Reserve;
 pub use walk::{MAX_LEVELS, Walk, WalkEnd, WalkStep};
 
 use cache::Psc;
-use held::Record;
+pub(crate) use held::Spans;
+use held::{Held, Items, Record};
 pub(crate) use index::Span;
 use index::{Level, Table};
 
@@ -86,7 +87,7 @@ pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     /// Table frames linked into the tree, the root's frames included.
     tables: usize,
     /// What operations unlinked, by operation number, until their flush completes.
-    held: Vec<Record>,
+    held: Held,
     /// Number of the next operation that unlinks something.
     next_op: u64,
     /// Software paging-structure cache (see [`Psc`]).
@@ -129,7 +130,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             alloc,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             tables: F::ROOT_FRAMES,
-            held: Vec::new(),
+            held: Held::default(),
             next_op: 0,
             psc: Psc::new(),
             live,
@@ -356,20 +357,20 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Keeps `record` until a flush naming its operation completes; returns the
     /// operation list for that flush (empty when the operation unlinked nothing).
     /// The caller has reserved room in `held`.
-    fn hold(&mut self, items: Vec<Unlinked>, owned: Vec<Span>) -> Ops {
+    #[inline]
+    fn hold(&mut self, items: Items, owned: Spans) -> Ops {
         if items.is_empty() {
             return Ops::default();
         }
         let op = self.next_op;
         self.next_op += 1;
-        debug_assert!(self.held.len() < self.held.capacity());
         self.held.push(Record { op, items, owned });
         Ops::one(op)
     }
 
     /// Reserves room to hold one more operation's record.
     fn reserve_record(&mut self) -> Result<()> {
-        self.held.try_reserve(1).map_err(|_| Error::OutOfHeap {
+        self.held.reserve().map_err(|_| Error::OutOfHeap {
             bytes: core::mem::size_of::<Record>(),
         })
     }
@@ -398,18 +399,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             });
         }
         for op in flush.ops.iter() {
-            if let Ok(i) = self.held.binary_search_by_key(&op, |r| r.op) {
-                let record = self.held.remove(i);
+            if let Some(record) = self.held.get(op) {
                 // SAFETY: the caller invalidated the flush's range on every vCPU, and
                 // the record holds only what this operation unlinked in that range.
                 unsafe { self.free_record(record) };
+                self.held.remove(op);
             }
         }
         Ok(())
     }
 }
-
-use held::Unlinked;
 
 impl<F: NestedFormat, A: FrameAllocator> Drop for PageTable<F, A> {
     /// Frees every table and every held frame (not the guest frames live leaves
@@ -429,9 +428,9 @@ impl<F: NestedFormat, A: FrameAllocator> Drop for PageTable<F, A> {
                 });
             }
         }
-        for record in core::mem::take(&mut self.held) {
+        for record in self.held.take_all() {
             // SAFETY: held frames were unlinked earlier; at drop nothing reaches them.
-            unsafe { self.free_record(record) };
+            unsafe { self.free_record(&record) };
         }
         // SAFETY: the root was allocated in `new` with this count.
         unsafe { self.alloc.dealloc_frames(self.root, F::ROOT_FRAMES) };

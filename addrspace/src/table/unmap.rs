@@ -3,10 +3,9 @@
 //! subtrees off as they are and unlinking tables that become empty. Everything it
 //! unlinks goes into the operation's record, held until its flush completes.
 
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::held::{Unlinked, owns, push_frames};
+use super::held::{Items, Spans, Unlinked, owns, push_frames};
 use super::index::{Level, Span, Table};
 use super::{PageTable, span_of};
 use crate::format::{DescKind, NestedFormat};
@@ -23,24 +22,21 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if let Some(hole) = self.find_hole(&range) {
             return Err(Error::NotMapped { gpa: hole });
         }
-        self.unmap_span(&range, Vec::new())
+        self.unmap_span(&range, Spans::new())
     }
 
     /// Removes the translations of `range` (checked; holes allowed). The leaves in
     /// `owned` (sorted, disjoint ranges) own their frames, which the flush releases
     /// with the tables.
-    pub(crate) fn unmap_span(&mut self, range: &GpaRange, owned: Vec<Span>) -> Result<Flush> {
+    pub(crate) fn unmap_span(&mut self, range: &GpaRange, owned: Spans) -> Result<Flush> {
         let span = span_of(range);
         let bounds = [span.start, span.end];
         let cut = |_: u64| true;
         // Everything that can fail comes first: the record's room, then the frames.
-        let bound = Self::clear_bound(Self::TOP, span);
-        let mut items = Vec::new();
-        items
-            .try_reserve_exact(bound)
-            .map_err(|_| Error::OutOfHeap {
-                bytes: bound * core::mem::size_of::<Unlinked>(),
-            })?;
+        let bound = Self::clear_bound(span);
+        let mut items = Items::with_room(bound).map_err(|_| Error::OutOfHeap {
+            bytes: bound * core::mem::size_of::<Unlinked>(),
+        })?;
         self.reserve_record()?;
         // Most unmaps cut no leaf (ends on leaf boundaries): then the commit walk,
         // which would split nothing, and the empty reserve are skipped.
@@ -58,9 +54,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         self.tables -= unlinked;
         // The bound counts every entry touched, which few unmaps unlink: give the
         // rest back when it is worth a reallocation (a pending flush holds little).
-        if items.capacity() - items.len() > SLACK_ITEMS {
-            items.shrink_to_fit();
-        }
+        items.trim(SLACK_ITEMS);
         let ops = self.hold(items, owned);
         Ok(self.flush(Some(*range), ops))
     }
@@ -69,21 +63,51 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// plan lets happen): everything is cleared and held until the table is dropped,
     /// since no flush token covers it. `owns` says whether the leaves own frames.
     pub(crate) fn discard(&mut self, span: Span, owns: bool) {
-        let owned = if owns { alloc::vec![span] } else { Vec::new() };
-        let mut items = Vec::with_capacity(Self::clear_bound(Self::TOP, span));
+        let mut owned = Spans::new();
+        if owns {
+            owned.push(span);
+        }
+        let bound = Self::clear_bound(span);
+        let mut items = Items::with_room(bound).unwrap_or_else(|_| {
+            alloc::alloc::handle_alloc_error(core::alloc::Layout::new::<Unlinked>())
+        });
         self.psc.clear();
         let root = self.root_table();
         let (unlinked, _) = self.clear(root, span, &owned, &mut items);
         self.tables -= unlinked;
-        self.held.reserve(1);
         let _ = self.hold(items, owned);
+    }
+
+    /// An upper bound of the items [`PageTable::clear`] records for `span` from the
+    /// root, cheap when it is small (the common case, which then needs no heap).
+    ///
+    /// [`PageTable::clear`] records at most one item per entry it visits (the
+    /// leaf's frames, the subtree, or the emptied table below it), and it visits
+    /// entries of a level only inside the entries above it that `span` partly
+    /// covers. With both ends of `span` on a block boundary of level `L`, no entry
+    /// of level `L` or below is partly covered, so none below `L` is visited: the
+    /// visits are at most the entries `span` touches at each level from `L` to the
+    /// root. When that sum is large, [`Self::walk_bound`] is tighter.
+    fn clear_bound(span: Span) -> usize {
+        let aligned = (span.start | span.end).trailing_zeros() as usize;
+        let lowest = (aligned.saturating_sub(12) / 9).min(Self::TOP.get());
+        let mut quick = 0;
+        for l in lowest..=Self::TOP.get() {
+            let shift = 12 + 9 * l;
+            quick += ((span.end - 1) >> shift) - (span.start >> shift) + 1;
+        }
+        if quick <= Items::INLINE {
+            quick
+        } else {
+            quick.min(Self::walk_bound(Self::TOP, span))
+        }
     }
 
     /// An upper bound of the items [`PageTable::clear`] records for `span` in a
     /// table at `level`: one per entry it touches, plus, for the entries it only
     /// partly covers (at most the first and the last), what the table below records
     /// and that table itself.
-    fn clear_bound(level: Level, span: Span) -> usize {
+    fn walk_bound(level: Level, span: Span) -> usize {
         let shift = 12 + 9 * level.get();
         let touched = ((span.end - 1) >> shift) - (span.start >> shift) + 1;
         if level.is_page() {
@@ -99,7 +123,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             if (i == 1 && part == first) || part.len() == level.span() {
                 continue;
             }
-            bound += 1 + Self::clear_bound(level.below(), part);
+            bound += 1 + Self::walk_bound(level.below(), part);
         }
         bound
     }
@@ -113,7 +137,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         table: Table,
         span: Span,
         owned: &[Span],
-        items: &mut Vec<Unlinked>,
+        items: &mut Items,
     ) -> (usize, bool) {
         let level = table.level;
         let mut unlinked = 0;
@@ -142,7 +166,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                             self.set_live(chunk.start, 0);
                         }
                         self.subtree_frames(sub, chunk.start, &[], &mut |_, _| unlinked += 1);
-                        push_item(items, Unlinked::subtree(sub, chunk.start));
+                        items.push(Unlinked::subtree(sub, chunk.start));
                     } else {
                         let (n, empty) = self.clear(sub, chunk.span(), owned, items);
                         unlinked += n;
@@ -156,7 +180,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                             // Nothing below it: the frame alone (its own item, one
                             // allocation), so the flush frees it without reading its
                             // zero entries again.
-                            push_item(items, Unlinked::frames(sub.hpa, 1, Level::PAGE));
+                            items.push(Unlinked::frames(sub.hpa, 1, Level::PAGE));
                         }
                     }
                 }
@@ -193,9 +217,3 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
 
 /// Unused record items an unmap keeps rather than reallocating (256 bytes).
 const SLACK_ITEMS: usize = 16;
-
-/// Appends an item within the reserved capacity (`clear_bound` is an upper bound).
-fn push_item(items: &mut Vec<Unlinked>, item: Unlinked) {
-    debug_assert!(items.len() < items.capacity(), "record bound too small");
-    items.push(item);
-}
