@@ -87,6 +87,11 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         needs: &impl Fn(u64) -> bool,
         pass: &mut Pass<'_>,
     ) -> Result<()> {
+        // Only leaves up to `MAX_LEAF_LEVEL` are split, and none of them straddles a
+        // bound aligned to that level's blocks: nothing to walk.
+        if Level::new(F::MAX_LEAF_LEVEL).aligned(b) {
+            return Ok(());
+        }
         let mut table = self.root_table();
         // In the plan pass, below a leaf it would split: that leaf's descriptor.
         let mut planned: Option<u64> = None;
