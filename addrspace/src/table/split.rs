@@ -42,6 +42,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// The tables that splitting every leaf straddling one of `bounds` (and for whose
     /// descriptor `needs` holds) takes.
     pub(crate) fn plan_splits(&self, bounds: [usize; 2], needs: &impl Fn(u64) -> bool) -> usize {
+        if bounds.iter().all(|&b| Self::straddle_free(b)) {
+            return 0;
+        }
         let mut pass = Pass::Plan(Sites {
             list: [(Level::PAGE, 0); 2 * MAX_LEVELS],
             len: 0,
@@ -87,9 +90,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         needs: &impl Fn(u64) -> bool,
         pass: &mut Pass<'_>,
     ) -> Result<()> {
-        // Only leaves up to `MAX_LEAF_LEVEL` are split, and none of them straddles a
-        // bound aligned to that level's blocks: nothing to walk.
-        if Level::new(F::MAX_LEAF_LEVEL).aligned(b) {
+        if Self::straddle_free(b) {
             return Ok(());
         }
         let mut table = self.root_table();
@@ -130,6 +131,14 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             level = level.below();
         }
         Ok(())
+    }
+
+    /// Whether no leaf the walks split can straddle `b`: only leaves up to
+    /// `MAX_LEAF_LEVEL` are split, and none straddles an address aligned to that
+    /// level's blocks.
+    #[inline(always)]
+    fn straddle_free(b: usize) -> bool {
+        Level::new(F::MAX_LEAF_LEVEL).aligned(b)
     }
 
     /// Replaces the leaf `raw` at `level` (held by `entry`) with the table `t` (a
