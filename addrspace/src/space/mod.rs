@@ -4,6 +4,7 @@
 mod copy;
 
 use alloc::collections::BTreeMap;
+use alloc::collections::btree_map::Entry;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -355,15 +356,25 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
         let range = PageTable::<F, A>::check_range(gpa, size)?;
-        // The common case, the range inside one area: no walk over the areas.
+        // The common cases, the range inside one area: no walk over the areas. When
+        // the range starts the area, one search finds and removes it.
+        if let Entry::Occupied(entry) = self.areas.entry(range.start().as_usize())
+            && entry.get().range.contains_range(&range)
+        {
+            let area = *entry.get();
+            let flush = self
+                .pt
+                .unmap_span(&range, Self::owned_inside(&area, &range))?;
+            entry.remove();
+            self.keep_outside(&area, &range);
+            return Ok(flush);
+        }
         if let Some(&area) = self.area_at(range.start())
             && area.range.contains_range(&range)
         {
-            let mut owned = Spans::new();
-            if matches!(area.backend, Backend::Alloc(_)) {
-                push_span(&mut owned, span_of(&range))?;
-            }
-            let flush = self.pt.unmap_span(&range, owned)?;
+            let flush = self
+                .pt
+                .unmap_span(&range, Self::owned_inside(&area, &range))?;
             self.cut_area(&area, &range);
             return Ok(flush);
         }
@@ -416,6 +427,16 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
         let flush = self.pt.protect_span(&range, flags)?;
         self.reflag_areas(&range, flags.access());
         Ok(flush)
+    }
+
+    /// The ranges whose leaves own their frames among those of `range`, which lies
+    /// inside `area`.
+    fn owned_inside(area: &Area, range: &GpaRange) -> Spans {
+        let mut owned = Spans::new();
+        if matches!(area.backend, Backend::Alloc(_)) {
+            owned.push(span_of(range));
+        }
+        owned
     }
 
     /// Removes `range` from the area records; the parts of areas outside it stay.
