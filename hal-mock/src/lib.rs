@@ -11,7 +11,8 @@
 //!   ([`Program`] of [`Op`]s) by walking the nested tables in simulated memory, with
 //!   a per-vCPU TLB.
 //! - [`run_vm`]: one thread per vCPU until the VM ends.
-//! - [`try_mock_vm`]: a VM of mock vCPUs from a config, as the tests build them.
+//! - [`ram_config`] and [`try_mock_vm`]: a config with RAM and a VM of mock vCPUs
+//!   from a config, as the tests build them.
 //! - [`probe_vm`] and [`wait_until`]: the coherency scenario (vCPUs spinning on one
 //!   page in the guest) that the tests and the benchmark share.
 //! - [`stress`]: the soak of `cargo xtask stress` (vCPUs and host threads racing on
@@ -43,7 +44,7 @@ pub use machine::{
 };
 pub use program::{GuestLog, OP_SIZE, Op, Probe, Program};
 pub use runner::{Action, OnExit, RunReport, run_vm};
-pub use scenario::{PROBE_CODE, PROBE_DATA, probe_vm, try_mock_vm, wait_until};
+pub use scenario::{PROBE_CODE, PROBE_DATA, probe_vm, ram_config, try_mock_vm, wait_until};
 pub use vcpu::{MockFaults, MockVCpu, MockVCpuConfig, REGS, TlbCache, reply_word};
 
 /// A VM of mock vCPUs whose nested tables have format `F`.

@@ -1,5 +1,5 @@
-//! Scenarios the tests and the benchmark share: [`try_mock_vm`], a VM of mock vCPUs
-//! built from a config; [`probe_vm`], a VM whose vCPUs all spin in the guest reading
+//! Scenarios the tests and the benchmark share: [`ram_config`], a config with RAM to
+//! add to, and [`try_mock_vm`], a VM of mock vCPUs built from a config; [`probe_vm`], a VM whose vCPUs all spin in the guest reading
 //! one data page (a [`Probe`]); and [`wait_until`], the bounded wait a host thread
 //! uses meanwhile.
 
@@ -12,6 +12,26 @@ use vm_core::{MapType, MappingFlags, Populate, Vm, VmConfig, VmConfigBuilder, Vm
 use crate::program::{GuestLog, Op, Probe, Program};
 use crate::vcpu::{MockFaults, MockVCpuConfig};
 use crate::{MockVm, grant_devices};
+
+/// The config of VM `id` named `name` with `cpus` vCPUs entered at `ram`, where
+/// `size` bytes of eagerly allocated RWX RAM lie; add to it and build.
+pub fn ram_config(
+    id: usize,
+    name: &str,
+    cpus: usize,
+    ram: GuestPhysAddr,
+    size: usize,
+) -> VmConfigBuilder {
+    VmConfigBuilder::new(id, name, cpus)
+        .entry_point(ram)
+        .memory_region(
+            ram,
+            size,
+            MappingFlags::RWX,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+}
 
 /// A VM of mock vCPUs built from `config`, each running `program` with `faults`
 /// injected and logging into `log`. The config's pass-through devices are granted
@@ -60,15 +80,7 @@ pub fn probe_vm<F: NestedFormat>(
     let program = Program::new()
         .at(PROBE_CODE, primary)
         .at(secondary, vec![Op::Probe(probe.clone()), Op::CpuDown]);
-    let config = VmConfigBuilder::new(id, "probe", cpus)
-        .entry_point(PROBE_CODE)
-        .memory_region(
-            PROBE_CODE,
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    let config = ram_config(id, "probe", cpus, PROBE_CODE, 0x10_0000)
         .memory_region(
             PROBE_DATA,
             0x1000,

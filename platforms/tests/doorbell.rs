@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use addrspace::{GuestPhysAddr, PAGE_SIZE, Sv39x4};
-use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Program, try_mock_vm};
+use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Program, ram_config, try_mock_vm};
 use platforms::doorbell::{
     DOORBELL_DEVICE, Doorbell, DoorbellHost, EXPECTED, REPORT, RING, probe_word,
 };
 use vcpu_api::AccessWidth;
-use vm_core::{DeviceError, MapType, MappingFlags, MmioDevice, Populate, VmConfigBuilder};
+use vm_core::{DeviceError, MapType, MappingFlags, MmioDevice, Populate};
 
 const RAM: usize = 0x8000_0000;
 const PROBE: usize = 0xc000_0000;
@@ -28,15 +28,7 @@ fn gpa(v: usize) -> GuestPhysAddr {
 }
 
 fn vm() -> Arc<MockVm<Sv39x4>> {
-    let config = VmConfigBuilder::new(1, "doorbell", 2)
-        .entry_point(gpa(RAM))
-        .memory_region(
-            gpa(RAM),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Lazy,
-        )
+    let config = ram_config(1, "doorbell", 2, gpa(RAM), 0x10_0000)
         .memory_region(
             gpa(PROBE),
             PROBE_SIZE,

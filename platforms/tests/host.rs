@@ -8,9 +8,9 @@ use addrspace::testing::PoolAllocator;
 use addrspace::{
     FRAME_SIZE, FrameAllocator, GuestPhysAddr, HostPhysAddr, HostVirtAddr, PAGE_SIZE, Sv39x4,
 };
-use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Op, Program, try_mock_vm};
+use hal_mock::{GuestLog, Machine, MockFaults, MockVm, Op, Program, ram_config, try_mock_vm};
 use platforms::host::{ConsoleRequests, SharedMonitor, check_fault_loop, check_frame_zeroing};
-use vm_core::{MapType, MappingFlags, Populate, VmConfigBuilder, VmState};
+use vm_core::VmState;
 
 const RAM: usize = 0x8000_0000;
 
@@ -20,15 +20,7 @@ fn gpa(v: usize) -> GuestPhysAddr {
 
 /// A VM with id `id` and 1 MiB of eager RAM, its vCPU running `program`.
 fn vm_running(id: usize, program: Program) -> Arc<MockVm<Sv39x4>> {
-    let config = VmConfigBuilder::new(id, "host", 1)
-        .entry_point(gpa(RAM))
-        .memory_region(
-            gpa(RAM),
-            0x10_0000,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    let config = ram_config(id, "host", 1, gpa(RAM), 0x10_0000)
         .build()
         .unwrap();
     let log = Arc::new(GuestLog::default());

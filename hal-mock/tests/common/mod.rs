@@ -10,7 +10,7 @@ use addrspace::GuestPhysAddr;
 use addrspace::NestedFormat;
 pub use hal_mock::try_mock_vm;
 use hal_mock::{GuestLog, MockFaults, MockVm, Program};
-use vm_core::{MapType, MappingFlags, Populate, VmConfig, VmConfigBuilder};
+use vm_core::{VmConfig, VmConfigBuilder};
 
 pub fn gpa(v: u64) -> GuestPhysAddr {
     vcpu_api::gpa_of(v)
@@ -18,16 +18,9 @@ pub fn gpa(v: u64) -> GuestPhysAddr {
 
 /// VM `id` named `name` with `cpus` vCPUs entered at `ram`, where `size` bytes of
 /// eagerly allocated RWX RAM lie; add to it and build.
+/// ([`hal_mock::ram_config`] with the tests' `u64` addresses.)
 pub fn ram_config(id: usize, name: &str, cpus: usize, ram: u64, size: usize) -> VmConfigBuilder {
-    VmConfigBuilder::new(id, name, cpus)
-        .entry_point(gpa(ram))
-        .memory_region(
-            gpa(ram),
-            size,
-            MappingFlags::RWX,
-            MapType::Alloc,
-            Populate::Eager,
-        )
+    hal_mock::ram_config(id, name, cpus, gpa(ram), size)
 }
 
 /// [`try_mock_vm`] without injected faults; panics on an error.
