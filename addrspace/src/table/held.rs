@@ -334,6 +334,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
 
     /// Calls `f(hpa, count)` for every run of frames `record` holds, one allocation
     /// unit (a leaf's frames or a table) at a time.
+    #[inline]
     fn record_items(&self, record: &Record, f: &mut impl FnMut(HostPhysAddr, usize)) {
         for item in record.items.iter() {
             match item.item() {

@@ -357,7 +357,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Keeps `record` until a flush naming its operation completes; returns the
     /// operation list for that flush (empty when the operation unlinked nothing).
     /// The caller has reserved room in `held`.
-    #[inline]
+    #[inline(always)]
     fn hold(&mut self, items: Items, owned: Spans) -> Ops {
         if items.is_empty() {
             return Ops::default();

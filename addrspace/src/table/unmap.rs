@@ -150,7 +150,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 DescKind::Leaf if chunk.whole => {
                     entry.store(0, Ordering::Release);
                     self.count_live(table, chunk.start, -1);
-                    if owns(owned, chunk.start) {
+                    // Linear areas own nothing: no search.
+                    if !owned.is_empty() && owns(owned, chunk.start) {
                         push_frames(items, F::output_addr(raw, level.get()), level);
                     }
                 }
