@@ -117,11 +117,17 @@ impl NestedFormat for Ept {
 
     #[inline]
     fn kind(raw: u64, level: usize) -> DescKind {
-        if raw & (R | W | X) == 0 {
-            DescKind::Invalid
-        } else if raw & (R | W) == W {
-            DescKind::Malformed("write without read (EPT misconfiguration)")
-        } else if level == 0 || raw & PAGE_SIZE != 0 {
+        // R set: valid and never write-without-read. Every table and every readable
+        // leaf has it, so a walk through them decodes each level with one bit test
+        // (and bit 7 above level 0); the rest is decoded out of that path.
+        if raw & R == 0 {
+            if raw & (W | X) == 0 {
+                return DescKind::Invalid;
+            } else if raw & W != 0 {
+                return DescKind::Malformed("write without read (EPT misconfiguration)");
+            }
+        }
+        if level == 0 || raw & PAGE_SIZE != 0 {
             if level > 2 {
                 DescKind::Malformed("bit 7 set in a PML4 entry")
             } else {
