@@ -3,14 +3,18 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{HostPhysAddr, usize_of};
+use crate::{HostVirtAddr, usize_of};
 
 /// A software paging-structure cache, like the ones hardware walkers keep: for 1 GiB
 /// regions of the first 2 TiB of guest-physical space, the level-1 table (the one
 /// with 2 MiB entries) a walk last went through, so `query` and the lazy-fault path
 /// start there instead of at the root. One slot per region modulo the slot count;
-/// each slot is one atomic word (the table's address with `region + 1` in its low 12
-/// bits), so a lookup never sees half of an update.
+/// each slot is one atomic word (the table's hypervisor virtual address, 4 KiB
+/// aligned, with `region + 1` in its low 12 bits), so a lookup never sees half of an
+/// update. Slots hold the HVA, not the HPA: a hit reads the table's entry without
+/// asking the allocator where the frame is mapped (three instructions of about forty
+/// on the path of a cold translate, whose misses overlap less the more instructions
+/// each translate takes).
 ///
 /// One more slot, `upper`, holds the level-2 table (the one with 1 GiB entries) of
 /// the 512 GiB region a walk last went through, for formats with a level above it:
@@ -39,32 +43,43 @@ impl Psc {
         }
     }
 
-    /// The cached level-2 table of `gpa`'s 512 GiB region.
+    /// The entries of the cached level-2 table of `gpa`'s 512 GiB region.
     #[inline(always)]
-    pub(crate) fn get_upper(&self, gpa: usize) -> Option<HostPhysAddr> {
-        let region = gpa >> 39;
-        (region < Self::UPPER_REGIONS).then(|| read(&self.upper, region))?
+    pub(crate) fn get_upper(&self, gpa: usize) -> Option<&[AtomicU64]> {
+        read(&self.upper, gpa >> 39)
     }
 
     /// Remembers `table` as the level-2 table of `gpa`'s 512 GiB region.
+    ///
+    /// # Safety
+    ///
+    /// `table` is the entries of the level-2 table that the tree owning this cache
+    /// links for `gpa` (see [`Psc::put`]).
     #[inline(always)]
-    pub(crate) fn put_upper(&self, gpa: usize, table: HostPhysAddr) {
+    pub(crate) unsafe fn put_upper(&self, gpa: usize, table: &[AtomicU64]) {
         let region = gpa >> 39;
         if region < Self::UPPER_REGIONS {
             write(&self.upper, region, table);
         }
     }
 
-    /// The cached level-1 table of `gpa`'s 1 GiB region.
+    /// The entries of the cached level-1 table of `gpa`'s 1 GiB region.
     #[inline(always)]
-    pub(crate) fn get(&self, gpa: usize) -> Option<HostPhysAddr> {
+    pub(crate) fn get(&self, gpa: usize) -> Option<&[AtomicU64]> {
         let region = gpa >> 30;
-        (region < Self::REGIONS).then(|| read(&self.slots[region % Self::SLOTS], region))?
+        read(&self.slots[region % Self::SLOTS], region)
     }
 
     /// Remembers `table` as the level-1 table of `gpa`'s region.
+    ///
+    /// # Safety
+    ///
+    /// `table` is the entries (all 512) of the level-1 table that the tree owning
+    /// this cache links for `gpa`, through the allocator's mapping of its frame: the
+    /// invariant above then keeps that memory a live, linked table for as long as
+    /// the slot names it, which is what [`Psc::get`] hands out.
     #[inline(always)]
-    pub(crate) fn put(&self, gpa: usize, table: HostPhysAddr) {
+    pub(crate) unsafe fn put(&self, gpa: usize, table: &[AtomicU64]) {
         let region = gpa >> 30;
         if region < Self::REGIONS {
             write(&self.slots[region % Self::SLOTS], region, table);
@@ -80,20 +95,37 @@ impl Psc {
     }
 }
 
-/// The table `slot` names for `region`, if it names one for that region.
+/// The entries of the table `slot` names for `region`, if it names one for that
+/// region. No range check: a region too large for a tag has `region + 1` above
+/// every tag (12 bits), so it never matches (the whole word is compared).
 #[inline(always)]
-fn read(slot: &AtomicU64, region: usize) -> Option<HostPhysAddr> {
+fn read(slot: &AtomicU64, region: usize) -> Option<&[AtomicU64]> {
     // Acquire: pairs with the release in `write`, which itself follows the acquire
     // load of the link to the table, so the table's contents are visible.
     let v = slot.load(Ordering::Acquire);
-    (v & 0xfff == region as u64 + 1).then(|| HostPhysAddr::from_usize(usize_of(v & !0xfff)))
+    if v & 0xfff != region as u64 + 1 {
+        return None;
+    }
+    let table = v & !0xfff;
+    // SAFETY: a slot's address bits are only ever a slice's pointer (`write`), never
+    // 0. Said so that a hit is one compare: `Option<&[_]>` is a nullable pointer.
+    unsafe { core::hint::assert_unchecked(table != 0) };
+    let table = HostVirtAddr::from_usize(usize_of(table)).as_ptr::<AtomicU64>();
+    // SAFETY: the slot names this address only after `put`/`put_upper`, whose callers
+    // promise it is the mapping of a table the tree links (512 entries, 8-byte
+    // aligned, only accessed atomically); tables are unlinked and freed only through
+    // `&mut` access to the tree, which clears every slot first, so the table stays
+    // live and linked while `&self` (a part of the tree) is borrowed.
+    Some(unsafe { core::slice::from_raw_parts(table, 512) })
 }
 
-/// Makes `slot` name `table` for `region` (tagged `region + 1` in the low 12 bits).
+/// Makes `slot` name `table` for `region` (tagged `region + 1` in the low 12 bits),
+/// when the table's address leaves the tag bits free (any sane allocator maps
+/// frames 4 KiB-aligned; otherwise the table is simply not cached).
 #[inline(always)]
-fn write(slot: &AtomicU64, region: usize, table: HostPhysAddr) {
-    slot.store(
-        table.as_usize() as u64 | (region as u64 + 1),
-        Ordering::Release,
-    );
+fn write(slot: &AtomicU64, region: usize, table: &[AtomicU64]) {
+    let hva = table.as_ptr() as usize as u64;
+    if hva & 0xfff == 0 {
+        slot.store(hva | (region as u64 + 1), Ordering::Release);
+    }
 }

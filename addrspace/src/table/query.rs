@@ -1,7 +1,7 @@
 //! Single-address reads: `query` (from the paging-structure cache when it can), the
 //! lazy-fault path's `leaf_slot` and `set_free_leaf`, and the diagnostic `walk`.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::PageTable;
 use super::index::{Level, Slot, Table};
@@ -40,11 +40,23 @@ pub(crate) enum LeafSlot {
     Missing,
 }
 
+/// A table a walk reads: its entries, its level and its HPA when the walk knows it
+/// (a table found in the paging-structure cache is known by its entries only).
+#[derive(Clone, Copy)]
+struct Reading<'a> {
+    entries: &'a [AtomicU64],
+    level: Level,
+    hpa: Option<HostPhysAddr>,
+}
+
 /// Where a walk stopped: the first descriptor on the way that is not a table.
 struct Stop {
-    slot: Slot,
+    level: Level,
     raw: u64,
     kind: DescKind,
+    /// Where the descriptor is, when the walk knows its table's HPA: always at the
+    /// 4 KiB level (reached through a descriptor), the one slot anyone writes.
+    slot: Option<Slot>,
 }
 
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
@@ -55,11 +67,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             return LeafSlot::Missing;
         }
         let stop = self.descend(gpa);
-        let level = stop.slot.table.level;
-        match stop.kind {
+        match (stop.kind, stop.slot) {
             // As `query`: a leaf translates unless it sits above the largest block.
-            DescKind::Leaf if level.page_size().is_some() => LeafSlot::Mapped,
-            DescKind::Invalid if level.is_page() => LeafSlot::Free(stop.slot),
+            (DescKind::Leaf, _) if stop.level.page_size().is_some() => LeafSlot::Mapped,
+            (DescKind::Invalid, Some(slot)) if stop.level.is_page() => LeafSlot::Free(slot),
             _ => LeafSlot::Missing,
         }
     }
@@ -71,7 +82,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             return false;
         }
         let stop = self.descend(start);
-        stop.kind == DescKind::Invalid && !stop.slot.table.level.is_page()
+        stop.kind == DescKind::Invalid && !stop.level.is_page()
     }
 
     /// Writes a 4 KiB leaf to `hpa` with `flags` (checked) into a slot that
@@ -94,46 +105,80 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// and mask is a constant.
     #[inline(always)]
     fn descend(&self, gpa: usize) -> Stop {
-        if let Some(hpa) = self.psc.get(gpa) {
-            return self.descend_from_level1(gpa, hpa);
+        match self.psc.get(gpa) {
+            Some(entries) => self.descend_from_level1(gpa, Self::cached_level1(entries)),
+            None => self.descend_uncached(gpa),
         }
-        let hpa = match self.psc.get_upper(gpa) {
-            Some(hpa) if Self::TOP.get() > 2 => hpa,
-            _ => {
-                // From the root down to level 2 (no step when the root is level 2).
-                let mut table = self.root_table();
-                while table.level.get() > 2 {
-                    table = match self.step(gpa, table) {
-                        Ok(child) => child,
-                        Err(stop) => return stop,
-                    };
-                }
-                if Self::TOP.get() > 2 {
-                    self.psc.put_upper(gpa, table.hpa);
-                }
-                table.hpa
+    }
+
+    /// The level-1 table the paging-structure cache named.
+    #[inline(always)]
+    fn cached_level1(entries: &[AtomicU64]) -> Reading<'_> {
+        Reading {
+            entries,
+            level: Level::new(1),
+            hpa: None,
+        }
+    }
+
+    /// [`PageTable::descend`] when the cache names no level-1 table for `gpa`.
+    #[inline(always)]
+    fn descend_uncached(&self, gpa: usize) -> Stop {
+        let level2 = if Self::TOP.get() == 2 {
+            self.root_reading()
+        } else if let Some(entries) = self.psc.get_upper(gpa) {
+            Reading {
+                entries,
+                level: Level::new(2),
+                hpa: None,
             }
-        };
-        let level2 = Table {
-            hpa,
-            level: Level::new(2),
+        } else {
+            match self.level2_from_root(gpa) {
+                Ok(table) => table,
+                Err(stop) => return stop,
+            }
         };
         match self.step(gpa, level2) {
             Ok(level1) => {
-                self.psc.put(gpa, level1.hpa);
-                self.descend_from_level1(gpa, level1.hpa)
+                // SAFETY: as above, for the level-1 table `step` just reached.
+                unsafe { self.psc.put(gpa, level1.entries) };
+                self.descend_from_level1(gpa, level1)
             }
             Err(stop) => stop,
         }
     }
 
-    /// The rest of [`PageTable::descend`] from the level-1 table at `hpa`.
+    /// The root table, to read.
     #[inline(always)]
-    fn descend_from_level1(&self, gpa: usize, hpa: HostPhysAddr) -> Stop {
-        let level1 = Table {
-            hpa,
-            level: Level::new(1),
-        };
+    fn root_reading(&self) -> Reading<'_> {
+        let root = self.root_table();
+        Reading {
+            entries: self.entries(root),
+            level: root.level,
+            hpa: Some(root.hpa),
+        }
+    }
+
+    /// The walk of [`PageTable::descend`] from a root above level 2 down to level
+    /// 2, whose table it caches. Out of line: it runs once per 512 GiB region until
+    /// an unmap, and the hit paths stay short without it.
+    #[cold]
+    #[inline(never)]
+    fn level2_from_root(&self, gpa: usize) -> Result<Reading<'_>, Stop> {
+        let mut table = self.root_reading();
+        while table.level.get() > 2 {
+            table = self.step(gpa, table)?;
+        }
+        // SAFETY: `table` is the level-2 table this tree links for `gpa` (the walk
+        // just went through the link), read through the allocator's mapping, and
+        // the cache is this tree's.
+        unsafe { self.psc.put_upper(gpa, table.entries) };
+        Ok(table)
+    }
+
+    /// The rest of [`PageTable::descend`] from the level-1 table `level1`.
+    #[inline(always)]
+    fn descend_from_level1(&self, gpa: usize, level1: Reading<'_>) -> Stop {
         match self.step(gpa, level1) {
             Ok(level0) => self.stop_at(gpa, level0),
             Err(stop) => stop,
@@ -144,38 +189,96 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// that entry is not a table descriptor (or `table` is at the 4 KiB level),
     /// where the walk stops.
     #[inline(always)]
-    fn step(&self, gpa: usize, table: Table) -> Result<Table, Stop> {
+    fn step<'a>(&'a self, gpa: usize, table: Reading<'a>) -> Result<Reading<'a>, Stop> {
         let stop = self.stop_at(gpa, table);
         if stop.kind == DescKind::Table && !table.level.is_page() {
-            return Ok(table.child(F::output_addr(stop.raw, table.level.get())));
+            let hpa = F::output_addr(stop.raw, table.level.get());
+            let child = Table {
+                hpa,
+                level: table.level.below(),
+            };
+            return Ok(Reading {
+                entries: self.entries(child),
+                level: child.level,
+                hpa: Some(hpa),
+            });
         }
         Err(stop)
     }
 
     /// The entry of `gpa` in `table`, read and decoded.
     #[inline(always)]
-    fn stop_at(&self, gpa: usize, table: Table) -> Stop {
+    fn stop_at(&self, gpa: usize, table: Reading<'_>) -> Stop {
         let index = Self::index(gpa, table.level);
-        let raw = self.entries(table)[index].load(Ordering::Acquire);
+        let raw = table.entries[index].load(Ordering::Acquire);
         Stop {
-            slot: Slot { table, index },
+            level: table.level,
             raw,
             kind: F::kind(raw, table.level.get()),
+            slot: table.hpa.map(|hpa| Slot {
+                table: Table {
+                    hpa,
+                    level: table.level,
+                },
+                index,
+            }),
         }
     }
 
     /// Translates `gpa`, or `None` when no leaf covers it.
     #[inline(always)]
     pub fn query(&self, gpa: GuestPhysAddr) -> Option<Translation> {
+        match self.query_cached(gpa) {
+            Some(answer) => answer,
+            None => self.query_uncached(gpa.as_usize()),
+        }
+    }
+
+    /// [`PageTable::query`] where the paging-structure cache answers: `None` when
+    /// it does not (the caller then calls [`PageTable::query`]). It answers beyond
+    /// the GPA limit, from a cached level-1 table (4 KiB and 2 MiB leaves), and for
+    /// a 1 GiB leaf of a cached level-2 table (or level-2 root).
+    ///
+    /// Kept short and inline, the rest one call away: the fewer instructions a
+    /// translate takes, the more of the cache misses of independent translates the
+    /// CPU overlaps (its reorder window holds only a few translates).
+    #[inline(always)]
+    pub(crate) fn query_cached(&self, gpa: GuestPhysAddr) -> Option<Option<Translation>> {
         let gpa = gpa.as_usize();
         if gpa >= Self::gpa_limit() {
-            return None;
+            return Some(None);
         }
-        let stop = self.descend(gpa);
+        if let Some(entries) = self.psc.get(gpa) {
+            let stop = self.descend_from_level1(gpa, Self::cached_level1(entries));
+            return Some(Self::translation(gpa, stop));
+        }
+        let level2 = if Self::TOP.get() == 2 {
+            self.root_reading()
+        } else {
+            Reading {
+                entries: self.psc.get_upper(gpa)?,
+                level: Level::new(2),
+                hpa: None,
+            }
+        };
+        let stop = self.stop_at(gpa, level2);
+        (stop.kind == DescKind::Leaf).then(|| Self::translation(gpa, stop))
+    }
+
+    /// [`PageTable::query`] when the cache names no level-1 table for `gpa` (below
+    /// the GPA limit).
+    #[inline(never)]
+    fn query_uncached(&self, gpa: usize) -> Option<Translation> {
+        Self::translation(gpa, self.descend_uncached(gpa))
+    }
+
+    /// What a walk of `gpa` that ended at `stop` translates it to.
+    #[inline(always)]
+    fn translation(gpa: usize, stop: Stop) -> Option<Translation> {
         if stop.kind != DescKind::Leaf {
             return None;
         }
-        let level = stop.slot.table.level;
+        let level = stop.level;
         let size = level.page_size()?;
         let base = F::output_addr(stop.raw, level.get()).as_usize();
         Some(Translation {
