@@ -523,8 +523,9 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// dozen instructions), the rest is one call away: the CPU's reorder window
     /// holds a few translates, so the fewer instructions each takes, the more of
     /// their cache misses overlap (cold translates are bound by that, not by the
-    /// misses themselves).
-    #[inline]
+    /// misses themselves). Always inline: that is a few dozen instructions, a call
+    /// and a return are a large part of it.
+    #[inline(always)]
     pub fn translate(&self, gpa: GuestPhysAddr) -> Result<Translation> {
         match self.pt.query_cached(gpa) {
             Some(Some(t)) => Ok(t),
