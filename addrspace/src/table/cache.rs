@@ -1,6 +1,7 @@
 //! The software paging-structure cache ([`Psc`]) that `query` and the lazy-fault path
 //! start their walks from.
 
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{HostVirtAddr, usize_of};
@@ -45,7 +46,7 @@ impl Psc {
 
     /// The entries of the cached level-2 table of `gpa`'s 512 GiB region.
     #[inline(always)]
-    pub(crate) fn get_upper(&self, gpa: usize) -> Option<&[AtomicU64]> {
+    pub(crate) fn get_upper(&self, gpa: usize) -> Option<Cached<'_>> {
         read(&self.upper, gpa >> 39)
     }
 
@@ -65,7 +66,7 @@ impl Psc {
 
     /// The entries of the cached level-1 table of `gpa`'s 1 GiB region.
     #[inline(always)]
-    pub(crate) fn get(&self, gpa: usize) -> Option<&[AtomicU64]> {
+    pub(crate) fn get(&self, gpa: usize) -> Option<Cached<'_>> {
         let region = gpa >> 30;
         read(&self.slots[region % Self::SLOTS], region)
     }
@@ -95,28 +96,42 @@ impl Psc {
     }
 }
 
-/// The entries of the table `slot` names for `region`, if it names one for that
-/// region. No range check: a region too large for a tag has `region + 1` above
-/// every tag (12 bits), so it never matches (the whole word is compared).
+/// A table a slot of a [`Psc`] named, valid while the cache is borrowed. A plain
+/// address, not a reference, so that `Option<Cached>` is told apart by the tag
+/// compare alone (an `Option<&_>` also tests the pointer for null).
+#[derive(Clone, Copy)]
+pub(crate) struct Cached<'a> {
+    hva: u64,
+    cache: PhantomData<&'a Psc>,
+}
+
+impl<'a> Cached<'a> {
+    /// The table's 512 entries.
+    #[inline(always)]
+    pub(crate) fn entries(self) -> &'a [AtomicU64] {
+        let table = HostVirtAddr::from_usize(usize_of(self.hva)).as_ptr::<AtomicU64>();
+        // SAFETY: a slot names this address only after `put`/`put_upper`, whose
+        // callers promise it is the mapping of a table the tree links (512 entries,
+        // 8-byte aligned, only accessed atomically); tables are unlinked and freed
+        // only through `&mut` access to the tree, which clears every slot first, so
+        // the table stays live and linked while the cache (a part of the tree) is
+        // borrowed for `'a`.
+        unsafe { core::slice::from_raw_parts(table, 512) }
+    }
+}
+
+/// The table `slot` names for `region`, if it names one for that region. No range
+/// check: a region too large for a tag has `region + 1` above every tag (12 bits),
+/// so it never matches (the whole word is compared).
 #[inline(always)]
-fn read(slot: &AtomicU64, region: usize) -> Option<&[AtomicU64]> {
+fn read(slot: &AtomicU64, region: usize) -> Option<Cached<'_>> {
     // Acquire: pairs with the release in `write`, which itself follows the acquire
     // load of the link to the table, so the table's contents are visible.
     let v = slot.load(Ordering::Acquire);
-    if v & 0xfff != region as u64 + 1 {
-        return None;
-    }
-    let table = v & !0xfff;
-    // SAFETY: a slot's address bits are only ever a slice's pointer (`write`), never
-    // 0. Said so that a hit is one compare: `Option<&[_]>` is a nullable pointer.
-    unsafe { core::hint::assert_unchecked(table != 0) };
-    let table = HostVirtAddr::from_usize(usize_of(table)).as_ptr::<AtomicU64>();
-    // SAFETY: the slot names this address only after `put`/`put_upper`, whose callers
-    // promise it is the mapping of a table the tree links (512 entries, 8-byte
-    // aligned, only accessed atomically); tables are unlinked and freed only through
-    // `&mut` access to the tree, which clears every slot first, so the table stays
-    // live and linked while `&self` (a part of the tree) is borrowed.
-    Some(unsafe { core::slice::from_raw_parts(table, 512) })
+    (v & 0xfff == region as u64 + 1).then_some(Cached {
+        hva: v & !0xfff,
+        cache: PhantomData,
+    })
 }
 
 /// Makes `slot` name `table` for `region` (tagged `region + 1` in the low 12 bits),

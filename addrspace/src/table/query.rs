@@ -106,7 +106,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     #[inline(always)]
     fn descend(&self, gpa: usize) -> Stop {
         match self.psc.get(gpa) {
-            Some(entries) => self.descend_from_level1(gpa, Self::cached_level1(entries)),
+            Some(table) => self.descend_from_level1(gpa, Self::cached_level1(table.entries())),
             None => self.descend_uncached(gpa),
         }
     }
@@ -126,9 +126,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     fn descend_uncached(&self, gpa: usize) -> Stop {
         let level2 = if Self::TOP.get() == 2 {
             self.root_reading()
-        } else if let Some(entries) = self.psc.get_upper(gpa) {
+        } else if let Some(table) = self.psc.get_upper(gpa) {
             Reading {
-                entries,
+                entries: table.entries(),
                 level: Level::new(2),
                 hpa: None,
             }
@@ -248,15 +248,15 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if gpa >= Self::gpa_limit() {
             return Some(None);
         }
-        if let Some(entries) = self.psc.get(gpa) {
-            let stop = self.descend_from_level1(gpa, Self::cached_level1(entries));
+        if let Some(table) = self.psc.get(gpa) {
+            let stop = self.descend_from_level1(gpa, Self::cached_level1(table.entries()));
             return Some(Self::translation(gpa, stop));
         }
         let level2 = if Self::TOP.get() == 2 {
             self.root_reading()
         } else {
             Reading {
-                entries: self.psc.get_upper(gpa)?,
+                entries: self.psc.get_upper(gpa)?.entries(),
                 level: Level::new(2),
                 hpa: None,
             }
