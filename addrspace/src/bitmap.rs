@@ -899,6 +899,16 @@ mod tests {
         unsafe { core::ptr::write_bytes(ptr, byte, frames * FRAME_SIZE) };
     }
 
+    /// Hands out each of `frames` (frame numbers from `base`), writes into it and
+    /// frees it: those frames are no longer known zero.
+    fn dirty_frames<const W: usize>(f: &BitmapFrames<W>, base: HostPhysAddr, frames: &[usize]) {
+        for &at in frames {
+            assert!(f.reserve(base + at * FRAME_SIZE, 1));
+            fill(f, base + at * FRAME_SIZE, 1, 9);
+            give_back(f, base + at * FRAME_SIZE, 1).unwrap();
+        }
+    }
+
     /// Whether `frames` frames at `at` (of a [`Ram`]) read as zero.
     fn zero<const W: usize>(f: &BitmapFrames<W>, at: HostPhysAddr, frames: usize) -> bool {
         let ptr = f.phys_to_virt(at).as_ptr::<u8>();
@@ -1008,11 +1018,7 @@ mod tests {
         let (f, base) = (&r.frames, r.base);
         // SAFETY: the buffer's 1024 frames read as zero.
         unsafe { f.add_free_zeroed(base, base + 1024 * FRAME_SIZE) };
-        for at in [100, 700, 701] {
-            assert!(f.reserve(base + at * FRAME_SIZE, 1));
-            fill(f, base + at * FRAME_SIZE, 1, 9);
-            give_back(f, base + at * FRAME_SIZE, 1).unwrap();
-        }
+        dirty_frames(f, base, &[100, 700, 701]);
         let a = f.alloc_zeroed(1024, 1).unwrap();
         assert_eq!(a, base);
         assert!(zero(f, a, 1024), "freed data leaked");
@@ -1043,11 +1049,7 @@ mod tests {
         let (f, base) = (&r.frames, r.base);
         // SAFETY: the buffer's first 1024 frames read as zero.
         unsafe { f.add_free_zeroed(base, base + 1024 * FRAME_SIZE) };
-        for at in [100, 700, 701] {
-            assert!(f.reserve(base + at * FRAME_SIZE, 1));
-            fill(f, base + at * FRAME_SIZE, 1, 9);
-            give_back(f, base + at * FRAME_SIZE, 1).unwrap();
-        }
+        dirty_frames(f, base, &[100, 700, 701]);
         let a = f.alloc_zeroed(1024, 1).unwrap();
         assert!(zero(f, a, 1024), "freed data leaked");
         let at = |frame: usize| base.as_usize() + frame * FRAME_SIZE;
