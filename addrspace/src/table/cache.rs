@@ -24,7 +24,10 @@ use crate::{HostVirtAddr, usize_of};
 ///
 /// Invariant: a slot only names a table that is linked into the tree. Tables are
 /// only unlinked with `&mut` access to the table (unmap, and the rollback of a
-/// failed map), which clears every slot first.
+/// failed map), which clears every slot first. Walks only run below the format's
+/// GPA limit, so a slot names regions below it only, and a hit needs no check
+/// against the limit (`query_cached` relies on it; the tag compares the whole
+/// region, never its low bits alone).
 pub(crate) struct Psc {
     slots: [AtomicU64; Psc::SLOTS],
     upper: AtomicU64,

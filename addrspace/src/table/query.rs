@@ -241,16 +241,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     ///
     /// Kept short and inline, the rest one call away: the fewer instructions a
     /// translate takes, the more of the cache misses of independent translates the
-    /// CPU overlaps (its reorder window holds only a few translates).
+    /// CPU overlaps (its reorder window holds only a few translates). A cache hit
+    /// needs no check against the GPA limit first: the cache names tables of
+    /// regions below it only.
     #[inline(always)]
     pub(crate) fn query_cached(&self, gpa: GuestPhysAddr) -> Option<Option<Translation>> {
         let gpa = gpa.as_usize();
+        if let Some(table) = self.psc.get(gpa) {
+            return Some(self.query_from_level1(gpa, table.entries()));
+        }
         if gpa >= Self::gpa_limit() {
             return Some(None);
-        }
-        if let Some(table) = self.psc.get(gpa) {
-            let stop = self.descend_from_level1(gpa, Self::cached_level1(table.entries()));
-            return Some(Self::translation(gpa, stop));
         }
         let level2 = if Self::TOP.get() == 2 {
             self.root_reading()
@@ -263,6 +264,30 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         };
         let stop = self.stop_at(gpa, level2);
         (stop.kind == DescKind::Leaf).then(|| Self::translation(gpa, stop))
+    }
+
+    /// The translation of `gpa` by the level-1 table `level1` and the table it
+    /// links: [`PageTable::descend_from_level1`] and [`PageTable::translation`] with
+    /// each leaf level its own copy, so the offset into the leaf is a constant mask
+    /// (not a shift by the level where the walk stopped).
+    #[inline(always)]
+    fn query_from_level1(&self, gpa: usize, level1: &[AtomicU64]) -> Option<Translation> {
+        let block = Level::new(1);
+        let raw = level1[Self::index(gpa, block)].load(Ordering::Acquire);
+        match F::kind(raw, block.get()) {
+            DescKind::Table => {
+                let table = Table {
+                    hpa: F::output_addr(raw, block.get()),
+                    level: Level::PAGE,
+                };
+                let raw =
+                    self.entries(table)[Self::index(gpa, Level::PAGE)].load(Ordering::Acquire);
+                (F::kind(raw, 0) == DescKind::Leaf)
+                    .then(|| Self::leaf(gpa, raw, Level::PAGE, PageSize::Size4K))
+            }
+            DescKind::Leaf => Some(Self::leaf(gpa, raw, block, PageSize::Size2M)),
+            _ => None,
+        }
     }
 
     /// [`PageTable::query`] when the cache names no level-1 table for `gpa` (below
@@ -278,14 +303,19 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         if stop.kind != DescKind::Leaf {
             return None;
         }
-        let level = stop.level;
-        let size = level.page_size()?;
-        let base = F::output_addr(stop.raw, level.get()).as_usize();
-        Some(Translation {
-            hpa: HostPhysAddr::from_usize(base + (gpa - level.block(gpa))),
-            flags: F::leaf_flags(stop.raw),
+        let size = stop.level.page_size()?;
+        Some(Self::leaf(gpa, stop.raw, stop.level, size))
+    }
+
+    /// The translation of `gpa` by `raw`, a leaf of `size` at `level`.
+    #[inline(always)]
+    fn leaf(gpa: usize, raw: u64, level: Level, size: PageSize) -> Translation {
+        let base = F::output_addr(raw, level.get()).as_usize();
+        Translation {
+            hpa: HostPhysAddr::from_usize(base + (gpa & (size.bytes() - 1))),
+            flags: F::leaf_flags(raw),
             size,
-        })
+        }
     }
 
     /// The translation trace of `gpa`: every level's table, index, raw descriptor and

@@ -54,6 +54,32 @@ fn largest_leaves() {
     assert_eq!(pt.table_frames(), 1 + 1 + 1 + 2);
 }
 
+/// A walk-cache hit skips the check against the GPA limit (the cache names tables
+/// of regions below it only): addresses at and beyond the limit whose region shares
+/// a cached region's slot, or whose region's low 12 bits equal its tag, still
+/// translate to nothing.
+#[test]
+fn query_beyond_the_limit_never_hits_the_walk_cache() {
+    let pool = PoolAllocator::new(64);
+    let mut pt = PageTable::<ArmStage2Ipa40, _>::new(&pool).unwrap();
+    // SAFETY: addresses are only numbers in this test.
+    unsafe { pt.map(gpa(0x1000), hpa(0x1000), 0x1000, MappingFlags::RW) }.unwrap();
+    assert_eq!(pt.query(gpa(0x1234)).map(|t| t.hpa), Some(hpa(0x1234)));
+    // Slot 0, tag 1 cached. Region 1024 (the limit), 4096 (tag bits 1) and beyond.
+    for far in [1 << 40, 1 << 42, 1 << 44, usize::MAX & !0xffff] {
+        assert_eq!(pt.query_cached(gpa(far + 0x1234)), Some(None), "{far:#x}");
+        assert_eq!(pt.query(gpa(far + 0x234)), None, "{far:#x}");
+    }
+    // Below the limit, a region 4096 regions on shares slot and tag bits: a miss.
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(0x1000), hpa(0x1000), 0x1000, MappingFlags::RW) }.unwrap();
+    assert!(pt.query(gpa(0x1000)).is_some());
+    assert_eq!(pt.query_cached(gpa((1 << 42) + 0x1000)), None);
+    assert_eq!(pt.query(gpa((1 << 42) + 0x1000)), None);
+    assert_eq!(pt.query(gpa((1 << 48) + 0x1000)), None);
+}
+
 /// The walk names each level as the manual does, shows the raw descriptors and
 /// the translation; a fault names the level where the walk stopped.
 #[test]
