@@ -481,7 +481,8 @@ impl<const WORDS: usize> fmt::Debug for BitmapFrames<WORDS> {
 // contract) and `dealloc` (frames nobody uses any more, per its contract); it is
 // marked used under the lock, so no frame is given twice; the search keeps the
 // alignment of the physical frame number; `phys_to_virt` is the linear map `new`'s
-// contract promises for every frame given as RAM, contiguous for contiguous frames;
+// contract promises for every frame given as RAM, contiguous for contiguous frames,
+// and `linear_offset` names its offset, which never changes;
 // the spin lock makes every method callable from any CPU. `alloc_zeroed` leaves
 // unwritten only frames whose zero bit was set: given by `add_free_zeroed` (which
 // promises they read as zero) and not handed out since (handing out clears the bit,
@@ -551,6 +552,12 @@ unsafe impl<const WORDS: usize> FrameAllocator for BitmapFrames<WORDS> {
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         HostVirtAddr::from_usize(hpa.as_usize().wrapping_add(self.virt_offset))
     }
+
+    /// `virt_offset`: `phys_to_virt` above is that linear map, fixed at `new`.
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        Some(self.virt_offset)
+    }
 }
 
 #[cfg(test)]
@@ -610,6 +617,7 @@ mod tests {
         add_ram(&unaligned, hpa(0), hpa(0x42000));
         let a = unaligned.alloc_frame().unwrap();
         assert_eq!(unaligned.phys_to_virt(a).as_usize(), 0x2100);
+        assert_eq!(unaligned.linear_offset(), Some(0x100));
         let wrap = frames_at::<1>(hpa(0x1000), usize::MAX);
         assert_eq!(wrap.phys_to_virt(hpa(0x1000)).as_usize(), 0xfff);
     }

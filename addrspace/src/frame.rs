@@ -23,6 +23,9 @@ pub const FRAME_SIZE: usize = 0x1000;
 /// - `zero_frames` (when overridden) writes zero to every byte of the frames it is
 ///   given and nothing else, its stores ordered with the caller's later stores as
 ///   ordinary stores are (weakly ordered stores are fenced before it returns);
+/// - `linear_offset` (when overridden) returns the same value for the allocator's
+///   whole life, and when that is `Some(off)`, `phys_to_virt(hpa)` is
+///   `hpa + off` (wrapping) for every frame it hands out;
 /// - `dealloc_frames` takes back any contiguous run of frames of one earlier
 ///   allocation (a 2 MiB block of guest memory is given back whole, or page by page
 ///   after an unmap split it);
@@ -44,6 +47,17 @@ pub unsafe trait FrameAllocator {
 
     /// The hypervisor's virtual address of `hpa`.
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr;
+
+    /// `Some(off)` when [`FrameAllocator::phys_to_virt`] is the linear map
+    /// `hpa + off` (wrapping) for every frame, for the allocator's whole life (see
+    /// the trait's contract); `None` (the default) when it is anything else or not
+    /// known. A page table reads it once, when it is created, and then reaches its
+    /// tables by one addition instead of a `phys_to_virt` call: on the path of every
+    /// walk, including each cold translate.
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        None
+    }
 
     /// Allocates one frame.
     #[inline]
@@ -100,6 +114,10 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &A {
         (**self).phys_to_virt(hpa)
     }
     #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        (**self).linear_offset()
+    }
+    #[inline]
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
         (**self).alloc_zeroed(count, align_frames)
     }
@@ -124,6 +142,10 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for alloc::sync::Arc<A> {
     #[inline]
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         (**self).phys_to_virt(hpa)
+    }
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        (**self).linear_offset()
     }
     #[inline]
     fn alloc_zeroed(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {

@@ -223,7 +223,8 @@ impl PoolAllocator {
 }
 
 // SAFETY: frames are tracked in the bitmap and handed out once, aligned as asked;
-// `phys_to_virt` maps the whole pool contiguously and the pool lives as long as `self`;
+// `phys_to_virt` maps the whole pool contiguously and the pool lives as long as `self`,
+// by the offset `linear_offset` names (`mem` and `base` never change);
 // `alloc_zeroed` skips zeroing only frames at or above `untouched`, which nothing has
 // written since the host handed the memory out zeroed; `dealloc_frames` takes any run
 // of allocated frames (the bitmap tracks frames, not allocations).
@@ -273,6 +274,14 @@ unsafe impl FrameAllocator for PoolAllocator {
             "{hpa:?} is outside the pool"
         );
         HostVirtAddr::from_usize(self.mem as usize + off)
+    }
+
+    /// `mem - base`: `phys_to_virt` above is that linear map (without its
+    /// debug-build check that `hpa` is a pool frame, which page tables then make by
+    /// comparing with `phys_to_virt`).
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        Some((self.mem as usize).wrapping_sub(self.base))
     }
 }
 

@@ -35,6 +35,12 @@ unsafe impl FrameAllocator for HalFrames {
         memory().phys_to_virt(hpa)
     }
 
+    /// The platform allocator's: the boards' are linear maps.
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        memory().linear_offset()
+    }
+
     /// The platform's own `alloc_zeroed`: frames it knows are still zero are not
     /// zeroed again.
     #[inline]

@@ -31,7 +31,10 @@ use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use crate::flush::{Flush, Ops};
 use crate::format::{DescKind, NestedFormat};
-use crate::{Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, Result};
+use crate::{
+    Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr, MappingFlags,
+    Result,
+};
 
 #[cfg(any(test, feature = "testing"))]
 mod audit;
@@ -82,6 +85,9 @@ static NEXT_ID: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::n
 pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     root: HostPhysAddr,
     alloc: A,
+    /// The allocator's [`FrameAllocator::linear_offset`], read once (when it agrees
+    /// with `phys_to_virt` for the root): how walks reach a table's entries.
+    linear: Option<usize>,
     /// Unique among all tables of the process: what a [`Flush`] names.
     id: u64,
     /// Table frames linked into the tree, the root's frames included.
@@ -125,9 +131,13 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 needed: F::ROOT_FRAMES,
                 allocated: 0,
             })?;
+        let linear = alloc.linear_offset().filter(|&off| {
+            alloc.phys_to_virt(root).as_usize() == root.as_usize().wrapping_add(off)
+        });
         let pt = Self {
             root,
             alloc,
+            linear,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             tables: F::ROOT_FRAMES,
             held: Held::default(),
@@ -250,7 +260,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         } else {
             512
         };
-        let ptr = self.alloc.phys_to_virt(table.hpa).as_ptr::<AtomicU64>();
+        let ptr = self.table_virt(table.hpa).as_ptr::<AtomicU64>();
         // SAFETY: `table` is the root or a table frame this table allocated and still
         // links or holds (the tree only holds frames from `self.alloc`); the allocator
         // contract maps it readable and writable (the root's frames contiguously),
@@ -259,6 +269,29 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         // lives no longer than `&self`, and frames are only released through `&mut
         // self` (or by dropping it).
         unsafe { core::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// Where the hypervisor sees the table frame `hpa`: `phys_to_virt`, or the
+    /// same by one addition when the allocator named its linear offset.
+    #[inline(always)]
+    fn table_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
+        match self.linear {
+            Some(off) => {
+                let hva = HostVirtAddr::from_usize(hpa.as_usize().wrapping_add(off));
+                debug_assert_eq!(
+                    hva,
+                    self.alloc.phys_to_virt(hpa),
+                    "linear_offset disagrees with phys_to_virt"
+                );
+                hva
+            }
+            None => {
+                // Laid out of the straight path: the allocators of the boards and
+                // of the benches are linear.
+                core::hint::cold_path();
+                self.alloc.phys_to_virt(hpa)
+            }
+        }
     }
 
     /// Adds `delta` (1 or -1) to the live-entry count of `table` when it is a table

@@ -80,6 +80,66 @@ fn query_beyond_the_limit_never_hits_the_walk_cache() {
     assert_eq!(pt.query(gpa((1 << 48) + 0x1000)), None);
 }
 
+/// The pool names its linear offset, which is `phys_to_virt` for every frame; the
+/// allocators that forward pass it on; a table reaches its tables through it.
+#[test]
+fn linear_offset_is_phys_to_virt_and_forwarded() {
+    let pool = PoolAllocator::new(16);
+    let off = pool.linear_offset().unwrap();
+    let all = pool.alloc_frames(16, 1).unwrap();
+    for i in 0..16 {
+        let frame = all + i * crate::FRAME_SIZE;
+        let virt = pool.phys_to_virt(frame).as_usize();
+        assert_eq!(virt, frame.as_usize().wrapping_add(off));
+    }
+    // SAFETY: the frames were just allocated and are not used.
+    unsafe { pool.dealloc_frames(all, 16) };
+    assert_eq!(FrameAllocator::linear_offset(&&pool), Some(off));
+    let shared = alloc::sync::Arc::new(PoolAllocator::new(4));
+    assert_eq!(shared.linear_offset(), (*shared).linear_offset());
+    let strict = strict(4);
+    assert_eq!(strict.linear_offset(), strict.pool().linear_offset());
+    assert!(strict.linear_offset().is_some());
+    let pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    assert_eq!(pt.linear, Some(off));
+}
+
+/// A pool whose `linear_offset` is one frame off its `phys_to_virt`: a broken
+/// `unsafe impl` (safe code cannot make one).
+struct WrongOffset(PoolAllocator);
+
+// SAFETY: every call but `linear_offset` is the pool's; `linear_offset` breaks the
+// contract on purpose, for the table to refuse it.
+unsafe impl FrameAllocator for WrongOffset {
+    fn alloc_frames(&self, count: usize, align_frames: usize) -> Option<HostPhysAddr> {
+        self.0.alloc_frames(count, align_frames)
+    }
+    unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
+        // SAFETY: the caller's promise is the pool's.
+        unsafe { self.0.dealloc_frames(hpa, count) }
+    }
+    fn phys_to_virt(&self, hpa: HostPhysAddr) -> crate::HostVirtAddr {
+        self.0.phys_to_virt(hpa)
+    }
+    fn linear_offset(&self) -> Option<usize> {
+        Some(self.0.linear_offset()?.wrapping_add(crate::FRAME_SIZE))
+    }
+}
+
+/// A table checks the allocator's linear offset against `phys_to_virt` of its root
+/// and, when they disagree, reaches its tables through `phys_to_virt` (with the
+/// offset, this map would write next to its tables and the query read there).
+#[test]
+fn a_linear_offset_that_disagrees_with_phys_to_virt_is_not_used() {
+    let frames = WrongOffset(PoolAllocator::new(16));
+    let mut pt = PageTable::<Ept, _>::new(&frames).unwrap();
+    assert_eq!(pt.linear, None);
+    // SAFETY: addresses are only numbers in this test.
+    unsafe { pt.map(gpa(G1), hpa(0x5000), 0x1000, MappingFlags::RW) }.unwrap();
+    assert_eq!(pt.query(gpa(G1 + 0x123)).map(|t| t.hpa), Some(hpa(0x5123)));
+    assert!(pt.audit().is_ok());
+}
+
 /// The walk names each level as the manual does, shows the raw descriptors and
 /// the translation; a fault names the level where the walk stopped.
 #[test]

@@ -112,6 +112,10 @@ unsafe impl FrameAllocator for StrictAllocator {
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         self.pool.phys_to_virt(hpa)
     }
+
+    fn linear_offset(&self) -> Option<usize> {
+        self.pool.linear_offset()
+    }
 }
 
 #[cfg(test)]

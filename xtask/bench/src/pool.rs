@@ -241,6 +241,11 @@ unsafe impl FrameAllocator for KnownZero {
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
         pool().phys_to_virt(hpa)
     }
+
+    #[inline]
+    fn linear_offset(&self) -> Option<usize> {
+        pool().linear_offset()
+    }
 }
 
 #[cfg(test)]
