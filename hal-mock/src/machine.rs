@@ -1,5 +1,6 @@
 //! [`Machine`]: one simulated host — physical memory at its own host-physical range
-//! with a frame allocator over it (an `addrspace::testing::PoolAllocator`), physical
+//! with a frame allocator over it (an `addrspace::testing::StrictAllocator`: every
+//! free must name frames of one live allocation or reservation), physical
 //! CPUs with kick flags, failure injection and counters. Each test makes its own;
 //! threads join one with [`Machine::enter`].
 //!
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
-use addrspace::testing::PoolAllocator;
+use addrspace::testing::{PoolAllocator, StrictAllocator};
 use vcpu_api::VmTags;
 
 use addrspace::{FRAME_SIZE, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, HostVirtAddr};
@@ -99,8 +100,9 @@ pub struct Machine {
     base: usize,
     size: usize,
     /// The memory and its frames: allocations, reservations, the failure budget and
-    /// the in-use count.
-    pool: PoolAllocator,
+    /// the in-use count; every free must name frames of one live allocation or
+    /// reservation (see [`Machine::dealloc_frames`]).
+    pool: StrictAllocator,
     /// Allocation generation of each frame: odd while allocated, even while free.
     generations: Box<[AtomicU64]>,
     /// Uses of freed frames seen by software vCPUs, and the first few described.
@@ -202,7 +204,10 @@ impl Machine {
         Arc::new(Self {
             base,
             size,
-            pool: host_zeroing(PoolAllocator::with_base(size / FRAME_SIZE, base)),
+            pool: StrictAllocator::new(host_zeroing(PoolAllocator::with_base(
+                size / FRAME_SIZE,
+                base,
+            ))),
             generations: (0..size / FRAME_SIZE).map(|_| AtomicU64::new(0)).collect(),
             stale_uses: AtomicU64::new(0),
             stale_translations: AtomicU64::new(0),
@@ -379,7 +384,7 @@ impl Machine {
 
     /// Frames [`Machine::alloc_zeroed`] handed out without writing them.
     pub fn fresh_frames_handed_out(&self) -> usize {
-        self.pool.fresh_handed_out()
+        self.pool.pool().fresh_handed_out()
     }
 
     /// Waits while frame allocations are held (failure injection).
@@ -398,7 +403,9 @@ impl Machine {
     ///
     /// # Panics
     ///
-    /// On a double free or a foreign frame (the bugs these tests look for).
+    /// On a double free, a foreign frame, or frames that are not a run of one live
+    /// allocation or reservation (a free of parts of two, which a buddy allocator
+    /// would not survive): the bugs these tests look for.
     pub fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
         assert!(
             self.contains(hpa, count.saturating_mul(FRAME_SIZE)),
@@ -425,7 +432,10 @@ impl Machine {
         // SAFETY: the memory block lives as long as the machine, so a frame freed
         // while still in use stays valid memory; what is freed wrongly is the bug
         // under test, and the pool's checks panic on it.
-        unsafe { self.pool.dealloc_frames(hpa, count) }
+        let owned = unsafe { self.pool.dealloc_checked(hpa, count) };
+        if let Err(what) = owned {
+            panic!("hal-mock: {what}");
+        }
     }
 
     /// Reserves `[hpa, hpa + size)` if every frame is free simulated memory.
@@ -545,19 +555,19 @@ impl Machine {
 
     /// Frames in use now (allocations and reservations).
     pub fn frames_in_use(&self) -> usize {
-        self.pool.in_use()
+        self.pool.pool().in_use()
     }
 
     // ------------------------------------------------------------ injection
 
     /// Lets `n` more frames be allocated, then fails every `alloc_frames`.
     pub fn fail_frames_after(&self, n: usize) {
-        self.pool.fail_after(n);
+        self.pool.pool().fail_after(n);
     }
 
     /// Removes the frame limit.
     pub fn never_fail(&self) {
-        self.pool.never_fail();
+        self.pool.pool().never_fail();
     }
 
     /// Whether freed frames are filled with [`POISON`] (the default) or left as
@@ -848,6 +858,29 @@ mod tests {
         let a = m.alloc_frames(1, 1).unwrap();
         m.dealloc_frames(a, 1);
         m.dealloc_frames(a, 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a run of one live allocation")]
+    fn a_free_of_a_merged_run_is_caught() {
+        let m = Machine::new(0x1000, 0x4000);
+        let a = m.alloc_frames(1, 1).unwrap();
+        let b = m.alloc_frames(1, 1).unwrap();
+        assert_eq!(b, a + FRAME_SIZE, "lowest first: adjacent");
+        // Two allocations freed as one run, as a caller merging adjacent frames would.
+        m.dealloc_frames(a, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a run of one live allocation")]
+    fn a_free_across_a_reservation_and_an_allocation_is_caught() {
+        let m = Machine::new(0x1000, 0x4000);
+        let a = m.alloc_frames(1, 1).unwrap();
+        assert!(m.alloc_at(a + FRAME_SIZE, 2 * FRAME_SIZE));
+        // The reservation's frames are its own allocation: freeing it alone is right.
+        m.dealloc_frames(a + FRAME_SIZE, 2);
+        assert!(m.alloc_at(a + FRAME_SIZE, 2 * FRAME_SIZE));
+        m.dealloc_frames(a, 2);
     }
 
     #[test]

@@ -46,6 +46,40 @@ impl StrictAllocator {
             .clone()
     }
 
+    /// Takes the `count` frames at `hpa` as [`PoolAllocator::alloc_at`] does and, when
+    /// it did, records them as one allocation (a reservation is freed like any other).
+    pub fn alloc_at(&self, hpa: HostPhysAddr, count: usize) -> bool {
+        let taken = self.pool.alloc_at(hpa, count);
+        if taken {
+            self.record(Some(hpa), count);
+        }
+        taken
+    }
+
+    /// Frees as [`FrameAllocator::dealloc_frames`] does and says whether the frames
+    /// were a run of one live allocation: `Err` with the violation's description
+    /// (also kept in [`StrictAllocator::violations`]) when not. The frames go back to
+    /// the pool either way.
+    ///
+    /// # Safety
+    ///
+    /// As [`FrameAllocator::dealloc_frames`].
+    pub unsafe fn dealloc_checked(&self, hpa: HostPhysAddr, count: usize) -> Result<(), String> {
+        let start = hpa.as_usize();
+        let owned = self.forget(start, start + count * FRAME_SIZE);
+        // SAFETY: the caller's contract is the pool's (which checks what it can).
+        unsafe { self.pool.dealloc_frames(hpa, count) };
+        if owned {
+            return Ok(());
+        }
+        let what = format!("dealloc_frames({hpa:?}, {count}) is not a run of one live allocation");
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what.clone());
+        Err(what)
+    }
+
     fn record(&self, hpa: Option<HostPhysAddr>, count: usize) -> Option<HostPhysAddr> {
         if let Some(h) = hpa {
             let start = h.as_usize();
@@ -96,17 +130,8 @@ unsafe impl FrameAllocator for StrictAllocator {
     }
 
     unsafe fn dealloc_frames(&self, hpa: HostPhysAddr, count: usize) {
-        let start = hpa.as_usize();
-        if !self.forget(start, start + count * FRAME_SIZE) {
-            self.violations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!(
-                    "dealloc_frames({hpa:?}, {count}) is not a run of one live allocation"
-                ));
-        }
-        // SAFETY: the caller's contract is the pool's (which checks what it can).
-        unsafe { self.pool.dealloc_frames(hpa, count) }
+        // SAFETY: the caller's contract; a violation is recorded, not returned.
+        let _ = unsafe { self.dealloc_checked(hpa, count) };
     }
 
     fn phys_to_virt(&self, hpa: HostPhysAddr) -> HostVirtAddr {
@@ -136,6 +161,31 @@ mod tests {
         // SAFETY: as above.
         unsafe { strict.dealloc_frames(b + FRAME_SIZE, 1) };
         assert_eq!(strict.violations().len(), 1);
+        assert_eq!(strict.pool().in_use(), 0);
+    }
+
+    #[test]
+    fn a_reservation_is_one_allocation() {
+        let strict = StrictAllocator::new(PoolAllocator::with_base(64, 0x1000));
+        let at = HostPhysAddr::from_usize(0x1000 + 8 * FRAME_SIZE);
+        assert!(strict.alloc_at(at, 2));
+        assert!(!strict.alloc_at(at + FRAME_SIZE, 1), "taken");
+        // SAFETY: the two frames of the reservation, not in use, each freed once.
+        let parts = unsafe {
+            [
+                strict.dealloc_checked(at + FRAME_SIZE, 1),
+                strict.dealloc_checked(at, 1),
+            ]
+        };
+        assert_eq!(parts, [Ok(()), Ok(())]);
+        // Reserved again, and the frame after it reserved on its own: one free of
+        // the three spans two allocations.
+        assert!(strict.alloc_at(at, 2));
+        assert!(strict.alloc_at(at + 2 * FRAME_SIZE, 1));
+        // SAFETY: the three frames, reserved above and not in use.
+        let merged = unsafe { strict.dealloc_checked(at, 3) };
+        let what = merged.expect_err("a free across two reservations");
+        assert_eq!(strict.violations(), vec![what]);
         assert_eq!(strict.pool().in_use(), 0);
     }
 
