@@ -8,7 +8,10 @@
 //! extension (reported by the firmware's device tree, `riscv,isa-extensions`) and
 //! M-mode enabled it (`menvcfg.CBZE`, which HS-mode cannot read: without it the
 //! instruction traps); the block size comes from `riscv,cboz-block-size`. The board
-//! reads none of that yet, so `cbo.zero` is left for when it does. RISC-V stores
+//! reads none of that yet, so `cbo.zero` is left for when it does: QEMU 7.2, the one
+//! xtask installs, has no Zicboz (no `zicboz` CPU property, none in its tree's
+//! `riscv,isa`, no `riscv,cboz-block-size`; `cbo.zero` in S-mode traps as an
+//! illegal instruction), although its OpenSBI v1.1 sets `menvcfg.CBZE`. RISC-V stores
 //! (RVWMO) are ordered as ordinary stores: whatever barrier publishes a page-table
 //! entry after them covers these.
 
