@@ -15,6 +15,12 @@ use crate::{
     Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, PAGE_SIZE, Result,
 };
 
+/// A host-physical address from a raw value.
+#[inline(always)]
+fn hpa_of(v: usize) -> HostPhysAddr {
+    HostPhysAddr::from_usize(v)
+}
+
 /// A map being planned or committed.
 struct MapOp<'s, S> {
     /// Guest-physical address of the source's offset 0.
@@ -80,11 +86,157 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         flags: MappingFlags,
     ) -> Result<()> {
         let span = span_of(range);
+        if let Some(done) = self.map_fresh(span, hpa.as_usize(), flags) {
+            self.tables += done?;
+            return Ok(());
+        }
         let mut src = Linear(hpa.as_usize());
         let plan = self.plan_map(span, &mut src, flags, false)?;
         let mut reserve = self.reserve(plan.tables)?;
         let (added, short) = self.commit_map(span, &mut src, flags, false, &mut reserve);
         self.finish_map(span, false, false, reserve, added, short)
+    }
+
+    /// The one-walk map of a linear `span` (checked) to `hpa` that lies inside one
+    /// entry at each level down to the first empty entry on its way: everything below
+    /// that entry is untranslated, so no conflict is possible and no plan is needed.
+    /// A span that entry can translate gets its leaf there; otherwise the tables the
+    /// span needs are built unlinked ([`PageTable::build_fresh`]) and linked with
+    /// one store. Nothing is linked before every frame is obtained, so running out of
+    /// memory frees the unlinked tables and changes nothing (no translation was
+    /// visible, no flush is needed). Returns the tables linked; `None` when the span
+    /// covers several entries of a level with a table, or meets a translation there
+    /// (the two-pass map does those and names the conflict).
+    #[inline]
+    fn map_fresh(&self, span: Span, hpa: usize, flags: MappingFlags) -> Option<Result<usize>> {
+        #[cfg(test)]
+        if self.two_pass_only {
+            return None;
+        }
+        let mut table = self.root_table();
+        loop {
+            let level = table.level;
+            let shift = 12 + 9 * level.get();
+            if span.start >> shift != (span.end - 1) >> shift {
+                return None;
+            }
+            let whole = span.len() == level.span();
+            let entry = self.entry(table, span.start);
+            let raw = entry.load(Ordering::Acquire);
+            match F::kind(raw, level.get()) {
+                DescKind::Invalid if Self::leaf_fits(level, whole, hpa) => {
+                    let attrs = F::leaf_attrs(flags, level.get());
+                    entry.store(attrs | F::addr_bits(hpa_of(hpa)), Ordering::Release);
+                    self.count_live(table, span.start, 1);
+                    return Some(Ok(0));
+                }
+                DescKind::Invalid => {
+                    let mut made = 0;
+                    let Some(t) = self.build_fresh(level.below(), span, hpa, flags, &mut made)
+                    else {
+                        return Some(Err(self.fresh_no_memory(level, span, hpa, flags, made)));
+                    };
+                    entry.store(F::table(t), Ordering::Release);
+                    self.count_live(table, span.start, 1);
+                    return Some(Ok(made));
+                }
+                DescKind::Table if !Self::leaf_fits(level, whole, hpa) => {
+                    table = table.child(F::output_addr(raw, level.get()));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether a leaf at `level` translates a chunk (`whole`: the entry's whole
+    /// block) from `hpa`: [`PageTable::can_leaf`] for a linear source.
+    #[inline(always)]
+    fn leaf_fits(level: Level, whole: bool, hpa: usize) -> bool {
+        level.is_page() || (level.get() <= F::MAX_LEAF_LEVEL && whole && level.aligned(hpa))
+    }
+
+    /// A new table at `level`, zeroed and linked nowhere, that maps `span` (inside
+    /// its block) linearly from `hpa` (at `span.start`) with the largest leaves, and
+    /// the new tables below it that needs, all filled before the caller links the
+    /// table (one release store publishes them). `made` counts the table frames
+    /// taken. `None` when the allocator ran dry: every frame this call took is freed
+    /// then (none was ever linked).
+    fn build_fresh(
+        &self,
+        level: Level,
+        span: Span,
+        hpa: usize,
+        flags: MappingFlags,
+        made: &mut usize,
+    ) -> Option<HostPhysAddr> {
+        let frame = self.alloc.alloc_frame()?;
+        *made += 1;
+        let ptr = self.alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
+        // SAFETY: the frame was just allocated for this table, is linked nowhere,
+        // and the allocator maps it writable.
+        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
+        let table = Table { hpa: frame, level };
+        let entries = self.entries(table);
+        let mut live = 0;
+        for chunk in span.chunks(level) {
+            let out = hpa + (chunk.start - span.start);
+            let desc = if Self::leaf_fits(level, chunk.whole, out) {
+                F::leaf_attrs(flags, level.get()) | F::addr_bits(hpa_of(out))
+            } else {
+                match self.build_fresh(level.below(), chunk.span(), out, flags, made) {
+                    Some(t) => F::table(t),
+                    None => {
+                        // Unlinked: the tables built so far go back at once.
+                        let base = span.start & !((level.span() << 9) - 1);
+                        self.subtree_frames(table, base, &[], &mut |t, n| {
+                            // SAFETY: a table frame of this unlinked subtree, allocated
+                            // above and reachable by nothing else.
+                            unsafe { self.alloc.dealloc_frames(t, n) }
+                        });
+                        return None;
+                    }
+                }
+            };
+            // Relaxed: the table is unlinked; the caller's release store of its
+            // link publishes these entries.
+            entries[Self::index(chunk.start, level)].store(desc, Ordering::Relaxed);
+            live += 1;
+        }
+        if level.get() + 1 == Self::TOP.get() {
+            self.set_live(span.start, live);
+        }
+        Some(frame)
+    }
+
+    /// The error of a [`PageTable::map_fresh`] below an empty entry at `level` that
+    /// got `made` table frames and no more: what the two-pass map reports in that
+    /// state (the tables its plan counts, those it obtained).
+    #[cold]
+    #[inline(never)]
+    fn fresh_no_memory(
+        &self,
+        level: Level,
+        span: Span,
+        hpa: usize,
+        flags: MappingFlags,
+        made: usize,
+    ) -> Error {
+        let mut src = Linear(hpa);
+        let op = MapOp {
+            base: span.start,
+            src: &mut src,
+            flags,
+            fill_holes: false,
+        };
+        let mut plan = MapPlan {
+            tables: 1,
+            pages: 0,
+        };
+        Self::plan_new(level.below(), span, &op, &mut plan);
+        Error::NoMemory {
+            needed: plan.tables,
+            allocated: made,
+        }
     }
 
     /// Maps every untranslated page of each span (checked; disjoint) to a zeroed

@@ -107,6 +107,10 @@ pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     /// short (which no plan is).
     #[cfg(test)]
     plan_deficit: usize,
+    /// Test hook: every map takes the two-pass path (plan, reserve, commit), so
+    /// tests can compare the one-walk map of fresh tables with it.
+    #[cfg(test)]
+    two_pass_only: bool,
     _format: PhantomData<F>,
 }
 
@@ -146,6 +150,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             live,
             #[cfg(test)]
             plan_deficit: 0,
+            #[cfg(test)]
+            two_pass_only: false,
             _format: PhantomData,
         };
         let ptr = pt.alloc.phys_to_virt(root).as_mut_ptr::<u8>();
