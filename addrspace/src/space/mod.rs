@@ -199,8 +199,21 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
 
     // ---------------------------------------------------------------- checks
 
-    /// Errors with the first existing area that overlaps `range`.
+    /// Errors with the first existing area that overlaps `range`. Areas never
+    /// overlap, so the last one starting before the range's end reaches furthest:
+    /// one search tells whether any overlaps.
+    #[inline]
     fn check_free(&self, range: &GpaRange) -> Result<()> {
+        match self.areas.range(..range.end().as_usize()).next_back() {
+            Some((_, last)) if last.range.end() > range.start() => Err(self.first_overlap(range)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The error naming the first area that overlaps `range` (one does).
+    #[cold]
+    #[inline(never)]
+    fn first_overlap(&self, range: &GpaRange) -> Error {
         let before = self
             .areas
             .range(..=range.start().as_usize())
@@ -211,15 +224,15 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
             .range(range.start().as_usize()..range.end().as_usize())
             .next()
             .map(|(_, a)| a);
-        for area in [before, inside].into_iter().flatten() {
-            if area.range.overlaps(range) {
-                return Err(Error::Overlap {
-                    requested: *range,
-                    existing: area.range,
-                });
-            }
+        let first = [before, inside]
+            .into_iter()
+            .flatten()
+            .find(|a| a.range.overlaps(range));
+        debug_assert!(first.is_some(), "no area overlaps {range}");
+        Error::Overlap {
+            requested: *range,
+            existing: first.map_or(*range, |a| a.range),
         }
-        Ok(())
     }
 
     /// Calls `f` with the pieces of areas covering `range` in order, up to the first

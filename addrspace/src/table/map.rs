@@ -3,8 +3,10 @@
 //! (writing the largest leaves the source allows), so the two cannot disagree. Below
 //! a table the map would create, the plan reads every entry as empty
 //! ([`PageTable::plan_new`]), which is what the commit finds in the zeroed table.
+//! A linear map whose span lies below an empty entry skips the plan: it can meet no
+//! translation, and it builds its new tables unlinked ([`PageTable::map_fresh`]).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::{Chunk, Level, Span, Table};
 use super::reserve::Reserve;
@@ -78,7 +80,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         self.map_linear(&range, hpa, flags)
     }
 
-    /// Maps `range` (checked, untranslated) linearly to `hpa` (checked).
+    /// Maps `range` (checked) linearly to `hpa` (checked). Inline: the one-walk map
+    /// of fresh tables is a few dozen instructions beside its calls; the two-pass map
+    /// is a call away.
+    #[inline]
     pub(crate) fn map_linear(
         &mut self,
         range: &GpaRange,
@@ -86,10 +91,23 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         flags: MappingFlags,
     ) -> Result<()> {
         let span = span_of(range);
-        if let Some(done) = self.map_fresh(span, hpa.as_usize(), flags) {
-            self.tables += done?;
-            return Ok(());
+        match self.map_fresh(span, hpa.as_usize(), flags) {
+            Some(made) => {
+                self.tables += made?;
+                Ok(())
+            }
+            None => self.map_linear_two_pass(span, hpa, flags),
         }
+    }
+
+    /// [`PageTable::map_linear`] by plan, reserve and commit.
+    #[inline(never)]
+    fn map_linear_two_pass(
+        &mut self,
+        span: Span,
+        hpa: HostPhysAddr,
+        flags: MappingFlags,
+    ) -> Result<()> {
         let mut src = Linear(hpa.as_usize());
         let plan = self.plan_map(span, &mut src, flags, false)?;
         let mut reserve = self.reserve(plan.tables)?;
@@ -132,8 +150,25 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 }
                 DescKind::Invalid => {
                     let mut made = 0;
-                    let Some(t) = self.build_fresh(level.below(), span, hpa, flags, &mut made)
-                    else {
+                    let below = level.below();
+                    let one = span.len() == below.span() && below.aligned(span.start);
+                    let built = if one && Self::leaf_fits(below, true, hpa) {
+                        // The common case (a 1 GiB or 2 MiB leaf in a new table)
+                        // inline: one table holding one leaf.
+                        self.fresh_table(below).map(|(t, entries)| {
+                            made = 1;
+                            let attrs = F::leaf_attrs(flags, below.get());
+                            entries[Self::index(span.start, below)]
+                                .store(attrs | F::addr_bits(hpa_of(hpa)), Ordering::Relaxed);
+                            if below.get() + 1 == Self::TOP.get() {
+                                self.set_live(span.start, 1);
+                            }
+                            t
+                        })
+                    } else {
+                        self.build_fresh(below, span, hpa, flags, &mut made)
+                    };
+                    let Some(t) = built else {
                         return Some(Err(self.fresh_no_memory(level, span, hpa, flags, made)));
                     };
                     entry.store(F::table(t), Ordering::Release);
@@ -169,14 +204,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         flags: MappingFlags,
         made: &mut usize,
     ) -> Option<HostPhysAddr> {
-        let frame = self.alloc.alloc_frame()?;
+        let (frame, entries) = self.fresh_table(level)?;
         *made += 1;
-        let ptr = self.alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
-        // SAFETY: the frame was just allocated for this table, is linked nowhere,
-        // and the allocator maps it writable.
-        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
         let table = Table { hpa: frame, level };
-        let entries = self.entries(table);
         let mut live = 0;
         for chunk in span.chunks(level) {
             let out = hpa + (chunk.start - span.start);
@@ -206,6 +236,18 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             self.set_live(span.start, live);
         }
         Some(frame)
+    }
+
+    /// A new table frame at `level` (below the root), zeroed and linked nowhere, with
+    /// its entries; `None` when the allocator is dry.
+    #[inline(always)]
+    fn fresh_table(&self, level: Level) -> Option<(HostPhysAddr, &[AtomicU64])> {
+        let frame = self.alloc.alloc_frame()?;
+        let ptr = self.alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
+        // SAFETY: the frame was just allocated for this table, is linked nowhere,
+        // and the allocator maps it writable.
+        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
+        Some((frame, self.entries(Table { hpa: frame, level })))
     }
 
     /// The error of a [`PageTable::map_fresh`] below an empty entry at `level` that

@@ -7,6 +7,9 @@
 //!   unmap or a protect), reserves them all on a [`Reserve`](reserve::Reserve),
 //!   and only then touches a descriptor. An error therefore leaves the table exactly
 //!   as it was and returns every frame.
+//!   A linear map below an empty entry (a fresh region) needs no plan: it builds
+//!   its new tables unlinked and links them with one store, so nothing is visible
+//!   before every frame was obtained and running out frees only unlinked frames.
 //! - *The plan is the commit's own walk.* A map is planned by the very walk that
 //!   commits it, run without writing (`map.rs`). The leaves an unmap or a protect
 //!   cuts are split first, by one walk per end of the range that keeps splitting until

@@ -423,16 +423,18 @@ mod one_walk {
         (
             prop::bool::weighted(0.7),
             range,
-            0..3usize,
+            0..4usize,
             prop_oneof![3 => Just(None), 1 => (0..4usize).prop_map(Some)],
         )
             .prop_map(|(map, (gpa, size), shift, budget)| {
-                // Keep the alignment (huge leaves), or shift by 2 MiB or a page
-                // (pages only for small ranges: few leaves).
+                // Keep the alignment (huge leaves), shift by 2 MiB or a page, or
+                // align to 2 MiB (pages only for small ranges: few leaves).
                 let hpa = 8 * G1
                     + match shift {
                         1 => gpa % G1 + M2,
                         2 if size <= 4 * M2 => gpa % G1 + 0x1000,
+                        // 2 MiB-aligned whatever the GPA's alignment.
+                        3 if size <= 4 * M2 => gpa % G1 - gpa % M2,
                         _ => gpa % G1,
                     };
                 Step {
