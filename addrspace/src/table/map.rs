@@ -206,6 +206,22 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     ) -> Option<HostPhysAddr> {
         let (frame, entries) = self.fresh_table(level)?;
         *made += 1;
+        if level.is_page() {
+            // Pages only: one attribute word, consecutive frames.
+            let attrs = F::leaf_attrs(flags, 0);
+            let first = Self::index(span.start, level);
+            for (i, e) in entries[first..first + (span.len() >> 12)]
+                .iter()
+                .enumerate()
+            {
+                // Relaxed: unlinked; the link's release store publishes it.
+                e.store(
+                    attrs | F::addr_bits(hpa_of(hpa + (i << 12))),
+                    Ordering::Relaxed,
+                );
+            }
+            return Some(frame);
+        }
         let table = Table { hpa: frame, level };
         let mut live = 0;
         for chunk in span.chunks(level) {
