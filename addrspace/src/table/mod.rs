@@ -114,6 +114,10 @@ pub struct PageTable<F: NestedFormat, A: FrameAllocator> {
     /// tests can compare the one-walk map of fresh tables with it.
     #[cfg(test)]
     two_pass_only: bool,
+    /// Test hook: unmaps take the general path even for one entry's block, to check
+    /// the single-entry walk against it.
+    #[cfg(test)]
+    general_unmap: bool,
     _format: PhantomData<F>,
 }
 
@@ -155,6 +159,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             plan_deficit: 0,
             #[cfg(test)]
             two_pass_only: false,
+            #[cfg(test)]
+            general_unmap: false,
             _format: PhantomData,
         };
         let ptr = pt.alloc.phys_to_virt(root).as_mut_ptr::<u8>();

@@ -500,3 +500,196 @@ mod one_walk {
         }
     }
 }
+
+mod whole_entry_unmap {
+    //! The single-entry unmap walk (`clear_entry`) against the general path it
+    //! shortcuts: two tables with the same history on two pools with the same
+    //! base (so the same frames), one forced down the general path, must record the
+    //! same items in the same order and end up identical after every step.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::table::index::Span;
+
+    const WINDOW: usize = 4 * G1;
+    const BASE: usize = 0x100_0000_0000;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Linear map of `size` at `gpa` to `hpa`.
+        Linear { gpa: usize, hpa: usize, size: usize },
+        /// Allocated frames (owned by the leaves) for `[gpa, gpa + size)`.
+        Frames { gpa: usize, size: usize },
+        /// Unmap one entry's block at `level`, index `i` in the window.
+        Whole { level: usize, i: usize },
+        /// Unmap any page-aligned range (splits, partial tables).
+        Any { gpa: usize, size: usize },
+        /// Complete every pending flush.
+        Complete,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..4usize, 0..512usize, 1..=2usize, any::<bool>()).prop_map(|(g, m, n, big)| {
+                let (gpa, size) = if big { (g * G1, n * G1) } else { (g * G1 + m * M2, n * M2) };
+                Op::Linear { gpa, hpa: 64 * G1 + gpa, size: size.min(WINDOW - gpa) }
+            }),
+            1 => (0..WINDOW / K4, 1..=8usize).prop_map(|(p, n)| Op::Linear {
+                gpa: p * K4, hpa: 128 * G1 + p * K4, size: (n * K4).min(WINDOW - p * K4)
+            }),
+            2 => (0..WINDOW / M2, 0..512usize, 1..=2usize).prop_map(|(b, p, n)| Op::Frames {
+                gpa: b * M2 + p % 2 * (p * K4 % M2), size: (n * M2).min(WINDOW - b * M2)
+            }),
+            6 => (0..=3usize, 0..(WINDOW / K4)).prop_map(|(level, i)| Op::Whole { level, i }),
+            2 => (0..WINDOW / K4, 1..=1024usize).prop_map(|(p, n)| Op::Any {
+                gpa: p * K4, size: (n * K4 * 97).min(WINDOW - p * K4)
+            }),
+            1 => Just(Op::Complete),
+        ]
+    }
+
+    const K4: usize = 0x1000;
+
+    /// The frame-owning ranges inside `span` among `owned` (sorted, disjoint).
+    fn owned_in(owned: &[(usize, usize)], span: Span) -> Spans {
+        let mut spans = Spans::new();
+        for &(s, e) in owned {
+            let (s, e) = (s.max(span.start), e.min(span.end));
+            if s < e {
+                spans.try_push(Span::new(s, e)).unwrap();
+            }
+        }
+        spans
+    }
+
+    /// `owned` without `span`.
+    fn remove(owned: &mut Vec<(usize, usize)>, span: Span) {
+        let mut out = Vec::new();
+        for &(s, e) in owned.iter() {
+            if s < span.start {
+                out.push((s, e.min(span.start)));
+            }
+            if e > span.end {
+                out.push((s.max(span.end), e));
+            }
+        }
+        *owned = out;
+    }
+
+    /// Everything the two tables must agree on.
+    fn state<F: NestedFormat>(pt: &PageTable<F, &PoolAllocator>) -> String {
+        let mut leaves = Vec::new();
+        pt.for_each_leaf(|g, t| leaves.push((g, t)));
+        let live: Vec<u16> = pt.live.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let held: Vec<_> = pt
+            .held
+            .iter()
+            .map(|r| (r.op, r.items.to_vec(), r.owned.to_vec()))
+            .collect();
+        format!(
+            "{leaves:?} tables {} live {live:?} held {held:?} in use {}",
+            pt.tables,
+            pt.alloc.in_use()
+        )
+    }
+
+    fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let (pa, pb) = (
+            PoolAllocator::with_base(16 * 1024, BASE),
+            PoolAllocator::with_base(16 * 1024, BASE),
+        );
+        let mut fast = PageTable::<F, _>::new(&pa).unwrap();
+        let mut general = PageTable::<F, _>::new(&pb).unwrap();
+        general.general_unmap = true;
+        let mut owned: Vec<(usize, usize)> = Vec::new();
+        let mut flushes = Vec::new();
+        let top = PageTable::<F, &PoolAllocator>::TOP.get();
+        for (step, op) in ops.into_iter().enumerate() {
+            let unmap = match op {
+                Op::Linear { gpa, hpa, size } => {
+                    // SAFETY: the HPAs are only numbers in this test.
+                    let a = unsafe {
+                        fast.map(super::gpa(gpa), super::hpa(hpa), size, MappingFlags::RW)
+                    };
+                    // SAFETY: as above.
+                    let b = unsafe {
+                        general.map(super::gpa(gpa), super::hpa(hpa), size, MappingFlags::RW)
+                    };
+                    prop_assert_eq!(a, b);
+                    None
+                }
+                Op::Frames { gpa, size } => {
+                    let span = Span::new(gpa, gpa + size);
+                    let mut mapped = false;
+                    fast.for_each_leaf_in(&GpaRange::from_raw(gpa, gpa + size), |_, _| {
+                        mapped = true
+                    });
+                    let a = if !mapped {
+                        let a = fast.map_frames(&[(span, MappingFlags::RW)], false);
+                        let b = general.map_frames(&[(span, MappingFlags::RW)], false);
+                        prop_assert_eq!(&a, &b);
+                        a.is_ok()
+                    } else {
+                        false
+                    };
+                    if a {
+                        owned.push((span.start, span.end));
+                        owned.sort_unstable();
+                    }
+                    None
+                }
+                Op::Whole { level, i } => {
+                    let level = level.min(top);
+                    let len = Level::new(level).span();
+                    let start = (i * K4) & !(len - 1);
+                    (start + len <= PageTable::<F, &PoolAllocator>::gpa_limit())
+                        .then_some(Span::new(start, start + len))
+                }
+                Op::Any { gpa, size } => Some(Span::new(gpa, gpa + size)),
+                Op::Complete => {
+                    for (a, b) in flushes.drain(..) {
+                        fast.complete_flush(a).unwrap();
+                        general.complete_flush(b).unwrap();
+                    }
+                    None
+                }
+            };
+            if let Some(span) = unmap {
+                let range = GpaRange::from_raw(span.start, span.end);
+                let a = fast.unmap_span(&range, owned_in(&owned, span));
+                let b = general.unmap_span(&range, owned_in(&owned, span));
+                prop_assert_eq!(a.is_ok(), b.is_ok(), "step {}: {:?} / {:?}", step, a, b);
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    prop_assert_eq!(a.range(), b.range());
+                    flushes.push((a, b));
+                    remove(&mut owned, span);
+                }
+            }
+            prop_assert_eq!(state(&fast), state(&general), "step {}: {:?}", step, op);
+            fast.audit().map_err(TestCaseError::fail)?;
+        }
+        for (a, b) in flushes {
+            fast.complete_flush(a).unwrap();
+            general.complete_flush(b).unwrap();
+        }
+        prop_assert_eq!(state(&fast), state(&general));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn whole_entry_unmaps_match_the_general_path_ept(ops in prop::collection::vec(op(), 1..32)) {
+            run::<Ept>(ops)?;
+        }
+        #[test]
+        fn whole_entry_unmaps_match_the_general_path_arm(ops in prop::collection::vec(op(), 1..32)) {
+            run::<ArmStage2Ipa40>(ops)?;
+        }
+        #[test]
+        fn whole_entry_unmaps_match_the_general_path_sv39(ops in prop::collection::vec(op(), 1..32)) {
+            run::<Sv39x4>(ops)?;
+        }
+    }
+}

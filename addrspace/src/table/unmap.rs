@@ -30,6 +30,24 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// with the tables.
     pub(crate) fn unmap_span(&mut self, range: &GpaRange, owned: Spans) -> Result<Flush> {
         let span = span_of(range);
+        // One entry's whole block (one huge leaf, one page, or one table's subtree):
+        // one walk down, unless a larger leaf covers it and must be split first.
+        if let Some(level) = Self::whole_entry(span)
+            && !self.general_unmap_only()
+        {
+            self.reserve_record()?;
+            let mut items = Items::new();
+            if let Some(unlinked) = self.clear_entry(span.start, level, &owned, &mut items) {
+                if unlinked > 0 {
+                    // The cache may not name the unlinked tables (no reader runs
+                    // meanwhile: that takes `&self`).
+                    self.psc.clear();
+                    self.tables -= unlinked;
+                }
+                let ops = self.hold(items, owned);
+                return Ok(self.flush(Some(*range), ops));
+            }
+        }
         let bounds = [span.start, span.end];
         let cut = |_: u64| true;
         // Everything that can fail comes first: the record's room, then the frames.
@@ -57,6 +75,114 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         items.trim(SLACK_ITEMS);
         let ops = self.hold(items, owned);
         Ok(self.flush(Some(*range), ops))
+    }
+
+    /// Whether the test hook sends every unmap down the general path.
+    #[inline(always)]
+    fn general_unmap_only(&self) -> bool {
+        #[cfg(test)]
+        return self.general_unmap;
+        #[cfg(not(test))]
+        false
+    }
+
+    /// The level of which `span` is exactly one entry's block, if any.
+    #[inline(always)]
+    fn whole_entry(span: Span) -> Option<Level> {
+        let len = span.len();
+        // Wraps for a length below 4 KiB (never given): then far above the root.
+        let above_page = (len.trailing_zeros() as usize).wrapping_sub(12);
+        let level = above_page / 9;
+        (len.is_power_of_two()
+            && span.start & (len - 1) == 0
+            && above_page.is_multiple_of(9)
+            && level <= Self::TOP.get())
+        .then_some(Level::new(level))
+    }
+
+    /// Clears the entry at `level` whose block starts at `gpa`, walking straight down
+    /// to it as a query does, then unlinks the tables above that this empties:
+    /// exactly what [`PageTable::clear`] does for that span, the same items recorded
+    /// in the same order, without its chunk loops and bound. Returns the number of
+    /// tables unlinked, or `None`, having changed nothing, when a leaf above `level`
+    /// covers the block (it must be split first: the general path).
+    fn clear_entry(
+        &self,
+        gpa: usize,
+        level: Level,
+        owned: &[Span],
+        items: &mut Items,
+    ) -> Option<usize> {
+        let mut path = [self.root_table(); super::MAX_LEVELS];
+        let mut depth = 0;
+        let mut table = self.root_table();
+        let mut unlinked = 0;
+        loop {
+            let entry = self.entry(table, gpa);
+            let raw = entry.load(Ordering::Acquire);
+            let l = table.level.get();
+            let kind = F::kind(raw, l);
+            if table.level == level {
+                match kind {
+                    DescKind::Invalid => {}
+                    DescKind::Leaf => {
+                        entry.store(0, Ordering::Release);
+                        self.count_live(table, gpa, -1);
+                        if !owned.is_empty() && owns(owned, gpa) {
+                            push_frames(items, F::output_addr(raw, l), level);
+                        }
+                    }
+                    DescKind::Table => {
+                        entry.store(0, Ordering::Release);
+                        self.count_live(table, gpa, -1);
+                        if level == Self::TOP {
+                            self.set_live(gpa, 0);
+                        }
+                        let sub = table.child(F::output_addr(raw, l));
+                        self.subtree_frames(sub, gpa, &[], &mut |_, _| unlinked += 1);
+                        items.push(Unlinked::subtree(sub, gpa));
+                    }
+                    DescKind::Malformed(_) => {
+                        entry.store(0, Ordering::Release);
+                        self.count_live(table, gpa, -1);
+                    }
+                }
+                break;
+            }
+            match kind {
+                DescKind::Table => {
+                    path[depth] = table;
+                    depth += 1;
+                    table = table.child(F::output_addr(raw, l));
+                }
+                // A larger leaf covers the block: it needs a split.
+                DescKind::Leaf => return None,
+                // Nothing below to clear; `clear` skips such an entry too.
+                DescKind::Invalid | DescKind::Malformed(_) => break,
+            }
+        }
+        // Unlink what became empty, bottom up (never the root).
+        while depth > 0 {
+            let empty = if table.level.get() + 1 == Self::TOP.get() {
+                self.live(gpa) == 0
+            } else {
+                self.all_zero(table)
+            };
+            if !empty {
+                break;
+            }
+            depth -= 1;
+            let parent = path[depth];
+            self.entry(parent, gpa).store(0, Ordering::Release);
+            self.count_live(parent, gpa, -1);
+            if parent.level == Self::TOP {
+                self.set_live(gpa, 0);
+            }
+            unlinked += 1;
+            items.push(Unlinked::frames(table.hpa, 1, Level::PAGE));
+            table = parent;
+        }
+        Some(unlinked)
     }
 
     /// Takes back what a map wrote over `span` when its commit ran short (which no
