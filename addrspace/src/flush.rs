@@ -44,6 +44,7 @@ impl Ops {
         }
     }
 
+    #[inline]
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
     }

@@ -238,6 +238,7 @@ impl Held {
     }
 
     /// The record of operation `op`, if held.
+    #[inline]
     pub(crate) fn get(&self, op: u64) -> Option<&Record> {
         match &self.first {
             Some(r) if r.op == op => Some(r),
@@ -250,6 +251,7 @@ impl Held {
     }
 
     /// Drops the record of operation `op` (held).
+    #[inline]
     pub(crate) fn remove(&mut self, op: u64) {
         if self.first.as_ref().is_some_and(|r| r.op == op) {
             self.first = None;
