@@ -1,10 +1,9 @@
 //! [`AddrSpace`]: a guest-physical address space made of areas (linear, allocated
 //! eagerly or lazily, reserved) over one nested page table.
 
+mod areas;
 mod copy;
 
-use alloc::collections::BTreeMap;
-use alloc::collections::btree_map::Entry;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -15,6 +14,7 @@ use crate::{
     AccessKind, Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags,
     PAGE_SIZE, PageSize, Result,
 };
+use areas::Areas;
 
 /// When the frames of an allocated area are obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl fmt::Display for Area {
 pub struct AddrSpace<F: NestedFormat, A: FrameAllocator> {
     pt: PageTable<F, A>,
     /// Areas by start address; they never overlap.
-    areas: BTreeMap<usize, Area>,
+    areas: Areas,
 }
 
 impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
@@ -123,7 +123,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     pub fn new(alloc: A) -> Result<Self> {
         Ok(Self {
             pt: PageTable::new(alloc)?,
-            areas: BTreeMap::new(),
+            areas: Areas::new(),
         })
     }
 
@@ -369,16 +369,15 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// [`Error::NoMemory`] when a huge leaf must be split and no table frame is left.
     pub fn unmap(&mut self, gpa: GuestPhysAddr, size: usize) -> Result<Flush> {
         let range = PageTable::<F, A>::check_range(gpa, size)?;
-        // The common cases, the range inside one area: no walk over the areas. When
-        // the range starts the area, one search finds and removes it.
-        if let Entry::Occupied(entry) = self.areas.entry(range.start().as_usize())
-            && entry.get().range.contains_range(&range)
+        // The common cases, the range inside one area: no walk over the areas.
+        let start = range.start().as_usize();
+        if let Some(&area) = self.areas.get(&start)
+            && area.range.contains_range(&range)
         {
-            let area = *entry.get();
             let flush = self
                 .pt
                 .unmap_span(&range, Self::owned_inside(&area, &range))?;
-            entry.remove();
+            self.areas.remove(&start);
             self.keep_outside(&area, &range);
             return Ok(flush);
         }
