@@ -236,10 +236,20 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameBitmap<S> {
         let first = self
             .index(hpa, count)
             .ok_or(FreeError::OutOfWindow { hpa, count })?;
-        if let Some(j) = (first..first + count).find(|&j| self.is_free(j)) {
-            return Err(FreeError::NotAllocated { hpa: self.addr(j) });
+        if count == 1 {
+            // One frame (a table, a 4 KiB page: most frees): one bit.
+            let (word, bit) = (&mut self.bits.as_mut()[first / 64], 1 << (first % 64));
+            if *word & bit != 0 {
+                return Err(FreeError::NotAllocated { hpa });
+            }
+            *word |= bit;
+            self.free += 1;
+        } else {
+            if let Some(j) = (first..first + count).find(|&j| self.is_free(j)) {
+                return Err(FreeError::NotAllocated { hpa: self.addr(j) });
+            }
+            self.set(first..first + count, true);
         }
-        self.set(first..first + count, true);
         self.hint = self.hint.min(first);
         Ok(())
     }
@@ -844,10 +854,16 @@ mod tests {
         );
         f.dealloc(a, 2).unwrap();
         assert_eq!(f.free_frames(), 4);
+        // A single frame takes its own path: refused as well, nothing changed.
         assert!(matches!(
             f.dealloc(a, 1),
             Err(FreeError::NotAllocated { .. })
         ));
+        assert_eq!(f.free_frames(), 4);
+        let one = f.alloc(1, 1).unwrap();
+        assert_eq!(f.free_frames(), 3);
+        f.dealloc(one, 1).unwrap();
+        assert_eq!((f.free_frames(), f.alloc(4, 1)), (4, Some(hpa(BASE))));
     }
 
     /// `FrameAllocator::dealloc_frames` refuses (and logs) what `dealloc` refuses.
