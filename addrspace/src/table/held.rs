@@ -123,7 +123,9 @@ impl<T: Copy + Default, const N: usize> Few<T, N> {
         }
     }
 
-    /// Appends `value` within the room made ahead.
+    /// Appends `value` within the room made ahead: in place inline, the rest one
+    /// call away.
+    #[inline]
     pub(crate) fn push(&mut self, value: T) {
         debug_assert!(self.has_room(), "no room made for a record value");
         match self {
@@ -131,6 +133,14 @@ impl<T: Copy + Default, const N: usize> Few<T, N> {
                 buf[*len] = value;
                 *len += 1;
             }
+            _ => self.push_beyond(value),
+        }
+    }
+
+    /// [`Few::push`] past the values kept in place.
+    #[inline(never)]
+    fn push_beyond(&mut self, value: T) {
+        match self {
             Self::Inline { buf, .. } => {
                 let mut v = Vec::with_capacity(2 * N);
                 v.extend_from_slice(buf);

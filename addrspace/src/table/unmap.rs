@@ -90,14 +90,13 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     #[inline(always)]
     fn whole_entry(span: Span) -> Option<Level> {
         let len = span.len();
-        // Wraps for a length below 4 KiB (never given): then far above the root.
-        let above_page = (len.trailing_zeros() as usize).wrapping_sub(12);
-        let level = above_page / 9;
-        (len.is_power_of_two()
-            && span.start & (len - 1) == 0
-            && above_page.is_multiple_of(9)
-            && level <= Self::TOP.get())
-        .then_some(Level::new(level))
+        if !len.is_power_of_two() || span.start & (len - 1) != 0 {
+            return None;
+        }
+        // A compare per level (unrolled: the root's level is a constant).
+        (0..=Self::TOP.get())
+            .map(Level::new)
+            .find(|l| l.span() == len)
     }
 
     /// Clears the entry at `level` whose block starts at `gpa`, walking straight down
@@ -113,7 +112,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         owned: &[Span],
         items: &mut Items,
     ) -> Option<usize> {
-        let mut path = [self.root_table(); super::MAX_LEVELS];
+        // The tables above `table` on the way down, by depth (the root first).
+        let mut path = [self.root; super::MAX_LEVELS];
         let mut depth = 0;
         let mut table = self.root_table();
         let mut unlinked = 0;
@@ -151,7 +151,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             }
             match kind {
                 DescKind::Table => {
-                    path[depth] = table;
+                    path[depth] = table.hpa;
                     depth += 1;
                     table = table.child(F::output_addr(raw, l));
                 }
@@ -172,7 +172,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 break;
             }
             depth -= 1;
-            let parent = path[depth];
+            let parent = Table {
+                hpa: path[depth],
+                level: Level::new(table.level.get() + 1),
+            };
             self.entry(parent, gpa).store(0, Ordering::Release);
             self.count_live(parent, gpa, -1);
             if parent.level == Self::TOP {
