@@ -3,13 +3,13 @@
 //! subtrees off as they are and unlinking tables that become empty. Everything it
 //! unlinks goes into the operation's record, held until its flush completes.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::held::{Items, Spans, Unlinked, owns, push_frames};
 use super::index::{Level, Span, Table};
 use super::{PageTable, span_of};
 use crate::format::{DescKind, NestedFormat};
-use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, Result};
+use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, Result};
 
 impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Removes every translation in `[gpa, gpa + size)`, splitting huge leaves the range
@@ -123,30 +123,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             let l = table.level.get();
             let kind = F::kind(raw, l);
             if table.level == level {
-                match kind {
-                    DescKind::Invalid => {}
-                    DescKind::Leaf => {
-                        entry.store(0, Ordering::Release);
-                        self.count_live(table, gpa, -1);
-                        if !owned.is_empty() && owns(owned, gpa) {
-                            push_frames(items, F::output_addr(raw, l), level);
-                        }
-                    }
-                    DescKind::Table => {
-                        entry.store(0, Ordering::Release);
-                        self.count_live(table, gpa, -1);
-                        if level == Self::TOP {
-                            self.set_live(gpa, 0);
-                        }
-                        let sub = table.child(F::output_addr(raw, l));
-                        self.subtree_frames(sub, gpa, &[], &mut |_, _| unlinked += 1);
-                        items.push(Unlinked::subtree(sub, gpa));
-                    }
-                    DescKind::Malformed(_) => {
-                        entry.store(0, Ordering::Release);
-                        self.count_live(table, gpa, -1);
-                    }
-                }
+                unlinked += self.clear_whole(table, entry, (raw, kind), gpa, owned, items);
                 break;
             }
             match kind {
@@ -163,12 +140,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         }
         // Unlink what became empty, bottom up (never the root).
         while depth > 0 {
-            let empty = if table.level.get() + 1 == Self::TOP.get() {
-                self.live(gpa) == 0
-            } else {
-                self.all_zero(table)
-            };
-            if !empty {
+            if !self.emptied(table, gpa) {
                 break;
             }
             depth -= 1;
@@ -176,13 +148,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 hpa: path[depth],
                 level: Level::new(table.level.get() + 1),
             };
-            self.entry(parent, gpa).store(0, Ordering::Release);
-            self.count_live(parent, gpa, -1);
-            if parent.level == Self::TOP {
-                self.set_live(gpa, 0);
-            }
+            self.unlink_empty(parent, gpa, table.hpa, items);
             unlinked += 1;
-            items.push(Unlinked::frames(table.hpa, 1, Level::PAGE));
             table = parent;
         }
         Some(unlinked)
@@ -274,63 +241,96 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         for chunk in span.chunks(level) {
             let entry = &entries[Self::index(chunk.start, level)];
             let raw = entry.load(Ordering::Acquire);
-            match F::kind(raw, level.get()) {
+            let kind = F::kind(raw, level.get());
+            match kind {
                 DescKind::Invalid => {}
-                DescKind::Leaf if chunk.whole => {
-                    entry.store(0, Ordering::Release);
-                    self.count_live(table, chunk.start, -1);
-                    // Linear areas own nothing: no search.
-                    if !owned.is_empty() && owns(owned, chunk.start) {
-                        push_frames(items, F::output_addr(raw, level.get()), level);
-                    }
+                _ if chunk.whole => {
+                    let desc = (raw, kind);
+                    unlinked += self.clear_whole(table, entry, desc, chunk.start, owned, items);
                 }
                 DescKind::Leaf => {
                     debug_assert!(false, "a cut leaf at {:#x} was not split", chunk.start);
                 }
                 DescKind::Table => {
                     let sub = table.child(F::output_addr(raw, level.get()));
-                    if chunk.whole {
-                        entry.store(0, Ordering::Release);
-                        self.count_live(table, chunk.start, -1);
-                        if level == Self::TOP {
-                            self.set_live(chunk.start, 0);
-                        }
-                        self.subtree_frames(sub, chunk.start, &[], &mut |_, _| unlinked += 1);
-                        items.push(Unlinked::subtree(sub, chunk.start));
-                    } else {
-                        let (n, empty) = self.clear(sub, chunk.span(), owned, items);
-                        unlinked += n;
-                        if empty {
-                            entry.store(0, Ordering::Release);
-                            self.count_live(table, chunk.start, -1);
-                            if level == Self::TOP {
-                                self.set_live(chunk.start, 0);
-                            }
-                            unlinked += 1;
-                            // Nothing below it: the frame alone (its own item, one
-                            // allocation), so the flush frees it without reading its
-                            // zero entries again.
-                            items.push(Unlinked::frames(sub.hpa, 1, Level::PAGE));
-                        }
+                    let (n, empty) = self.clear(sub, chunk.span(), owned, items);
+                    unlinked += n;
+                    if empty {
+                        self.unlink_empty(table, chunk.start, sub.hpa, items);
+                        unlinked += 1;
                     }
                 }
-                DescKind::Malformed(_) => {
-                    if chunk.whole {
-                        entry.store(0, Ordering::Release);
-                        self.count_live(table, chunk.start, -1);
-                    }
-                }
+                DescKind::Malformed(_) => {}
             }
         }
         let empty = level != Self::TOP
-            && (span.len() == level.span() << 9
-                || if level.get() + 1 == Self::TOP.get() {
-                    // A table right below the root: its count says.
-                    self.live(span.start) == 0
-                } else {
-                    self.all_zero(table)
-                });
+            && (span.len() == level.span() << 9 || self.emptied(table, span.start));
         (unlinked, empty)
+    }
+
+    /// Clears `entry` of `table`, which holds `raw` (of `kind`) and translates the block at
+    /// `gpa` that an unmap covers whole: a leaf's frames are recorded when `owned`
+    /// says so, a table is cut off with its subtree and recorded whole. Returns the
+    /// number of tables unlinked.
+    #[inline(always)]
+    fn clear_whole(
+        &self,
+        table: Table,
+        entry: &AtomicU64,
+        (raw, kind): (u64, DescKind),
+        gpa: usize,
+        owned: &[Span],
+        items: &mut Items,
+    ) -> usize {
+        let l = table.level.get();
+        if kind == DescKind::Invalid {
+            return 0;
+        }
+        entry.store(0, Ordering::Release);
+        self.count_live(table, gpa, -1);
+        match kind {
+            // Linear areas own nothing: no search.
+            DescKind::Leaf if !owned.is_empty() && owns(owned, gpa) => {
+                push_frames(items, F::output_addr(raw, l), table.level);
+            }
+            DescKind::Table => {
+                if table.level == Self::TOP {
+                    self.set_live(gpa, 0);
+                }
+                let sub = table.child(F::output_addr(raw, l));
+                let mut unlinked = 0;
+                self.subtree_frames(sub, gpa, &[], &mut |_, _| unlinked += 1);
+                items.push(Unlinked::subtree(sub, gpa));
+                return unlinked;
+            }
+            _ => {}
+        }
+        0
+    }
+
+    /// Unlinks the table at `child`, which an unmap emptied, from its entry in
+    /// `table` (the one translating `gpa`), recording its frame.
+    #[inline(always)]
+    fn unlink_empty(&self, table: Table, gpa: usize, child: HostPhysAddr, items: &mut Items) {
+        self.entry(table, gpa).store(0, Ordering::Release);
+        self.count_live(table, gpa, -1);
+        if table.level == Self::TOP {
+            self.set_live(gpa, 0);
+        }
+        // Nothing below it: the frame alone (its own item, one allocation), so the
+        // flush frees it without reading its zero entries again.
+        items.push(Unlinked::frames(child, 1, Level::PAGE));
+    }
+
+    /// Whether `table` (not the root), which covers `gpa`, has no entry left: a
+    /// table right below the root says by its live count, others by their entries.
+    #[inline(always)]
+    fn emptied(&self, table: Table, gpa: usize) -> bool {
+        if table.level.get() + 1 == Self::TOP.get() {
+            self.live(gpa) == 0
+        } else {
+            self.all_zero(table)
+        }
     }
 
     /// Whether every entry of `table` (not the root) is zero: eight entries OR-ed
