@@ -342,9 +342,11 @@ impl<F: NestedFormat> MockVCpu<F> {
             .map(|_| ())
     }
 
-    /// Loads or stores `width` bytes at `gpa`, byte by byte so a page crossing
-    /// translates both pages, holding the TLB for the whole access. Errors with the
-    /// first address that faulted (and then touches no byte).
+    /// Loads or stores `width` bytes at `gpa`, holding the TLB for the whole access:
+    /// a naturally aligned access as one atomic access of its width (single-copy
+    /// atomic, as on the hardware), any other byte by byte, so a page crossing
+    /// translates both pages. Errors with the first address that faulted (and then
+    /// touches no byte).
     fn access(
         &self,
         gpa: GuestPhysAddr,
@@ -378,6 +380,30 @@ impl<F: NestedFormat> MockVCpu<F> {
                 hpa,
                 generation,
             );
+        }
+        // A naturally aligned access is single-copy atomic on all three
+        // architectures: one load or store of its width, so a host thread or
+        // another vCPU reading meanwhile sees the old value or the new, never a mix.
+        // (Its bytes lie in one page, so `bytes[0]`'s frame holds them all.)
+        let (p, hpa, generation) = bytes[0];
+        if gpa.as_usize().is_multiple_of(width.bytes()) && p.addr().is_multiple_of(width.bytes()) {
+            let value = if write.is_some() && self.frame_changed(hpa, generation).is_some() {
+                // Not carried out, as below.
+                0
+            } else {
+                // SAFETY: `p` is the first of `width` bytes of simulated memory in one
+                // page that the VM's tables map to this guest (checked by
+                // `translate`), aligned to `width` (checked above); other threads
+                // touch guest memory concurrently, hence the atomic access.
+                unsafe { single_copy(p, width, write) }
+            };
+            if let Some(why) = self.frame_changed(hpa, generation) {
+                self.stale(gpa.as_usize(), hpa, || {
+                    format!("the frame was freed while the access ran ({why})")
+                });
+            }
+            drop(entries);
+            return Ok(value);
         }
         let mut value = 0u64;
         for (i, (p, hpa, generation)) in bytes.iter().enumerate().take(width.bytes()) {
@@ -873,4 +899,42 @@ impl<F: NestedFormat> core::fmt::Debug for MockVCpu<F> {
             .field("pc", &format_args!("{:#x}", self.pc))
             .finish()
     }
+}
+
+/// One load (`write` `None`, returning the value) or store (returning 0) of
+/// `width` bytes at `p`, little-endian, as one atomic access.
+///
+/// # Safety
+///
+/// `p` is valid for reads and writes of `width` bytes and aligned to `width`; other
+/// threads touch those bytes only through atomic or volatile accesses.
+unsafe fn single_copy(p: *mut u8, width: AccessWidth, write: Option<u64>) -> u64 {
+    use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
+    use vcpu_api::{low_u8, low_u16, low_u32};
+    let o = Ordering::SeqCst;
+    // SAFETY: per the caller, `p` is valid for `width` bytes and aligned to `width`,
+    // and shared only through atomic or volatile accesses (every arm).
+    unsafe {
+        match (width, write) {
+            (AccessWidth::Byte, Some(v)) => AtomicU8::from_ptr(p).store(low_u8(v), o),
+            (AccessWidth::Word, Some(v)) => {
+                AtomicU16::from_ptr(p.cast()).store(low_u16(v).to_le(), o)
+            }
+            (AccessWidth::Dword, Some(v)) => {
+                AtomicU32::from_ptr(p.cast()).store(low_u32(v).to_le(), o)
+            }
+            (AccessWidth::Qword, Some(v)) => AtomicU64::from_ptr(p.cast()).store(v.to_le(), o),
+            (AccessWidth::Byte, None) => return u64::from(AtomicU8::from_ptr(p).load(o)),
+            (AccessWidth::Word, None) => {
+                return u64::from(u16::from_le(AtomicU16::from_ptr(p.cast()).load(o)));
+            }
+            (AccessWidth::Dword, None) => {
+                return u64::from(u32::from_le(AtomicU32::from_ptr(p.cast()).load(o)));
+            }
+            (AccessWidth::Qword, None) => {
+                return u64::from_le(AtomicU64::from_ptr(p.cast()).load(o));
+            }
+        }
+    }
+    0
 }

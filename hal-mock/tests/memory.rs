@@ -740,3 +740,89 @@ fn protect_region_on_a_passthrough_range_keeps_it_device_memory() {
     check::<ArmStage2Ipa48>();
     check::<Sv39x4>();
 }
+
+/// Defect: the mock vCPU carried out a qword store as eight byte stores, so the
+/// host's poll of a guest mailbox (hal-mock `boot::x86_64_config_npt`) once read
+/// 0x4125, the low two bytes of the value the secondary vCPU was storing. A
+/// naturally aligned load or store of up to 8 bytes is single-copy atomic on all
+/// three architectures: a host thread reading meanwhile sees the old value or the
+/// new one, never a mix.
+#[test]
+fn an_aligned_qword_store_is_never_seen_torn() {
+    const CODE: u64 = 0x1000_0000;
+    const DATA: u64 = 0x4000_0000;
+    const LOOP_BACK: u64 = 7;
+    /// Host reads that saw each of the two values before the test ends.
+    const READS: u64 = 200_000;
+    let machine = Machine::with_defaults();
+    let _g = machine.enter(0);
+    // The guest stores 0 and all-ones in turn, forever; a hypercall on each round
+    // lets the host stop it.
+    let mut ops = Vec::new();
+    for _ in 0..64 {
+        for value in [0, u64::MAX] {
+            ops.push(Op::Write {
+                gpa: gpa(DATA + 8),
+                width: Qword,
+                value,
+            });
+        }
+    }
+    ops.push(Op::Hypercall {
+        nr: LOOP_BACK,
+        args: [0; 6],
+    });
+    ops.push(Op::Jump { to: gpa(CODE) });
+    let program = Program::new().at(gpa(CODE), ops);
+    let config = ram_config(1, "single copy", 1, CODE, 0x1_0000)
+        .memory_region(
+            gpa(DATA),
+            0x1000,
+            MappingFlags::RW,
+            MapType::Alloc,
+            Populate::Eager,
+        )
+        .build()
+        .unwrap();
+    let vm: Arc<MockVm<Npt>> = mock_vm(config, program, &Arc::new(GuestLog::default()));
+    let done = AtomicBool::new(false);
+    // Host reads that saw 0, all-ones, and anything else.
+    let seen = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = machine.enter(8);
+            while !done.load(SeqCst) {
+                let v: u64 = vm.read_from_guest_of(gpa(DATA + 8)).unwrap();
+                let i = match v {
+                    0 => 0,
+                    u64::MAX => 1,
+                    _ => 2,
+                };
+                seen[i].fetch_add(1, SeqCst);
+                if seen[2].load(SeqCst) > 0
+                    || seen[..2].iter().all(|n| n.load(SeqCst) >= READS)
+                    || std::time::Instant::now() > deadline
+                {
+                    done.store(true, SeqCst);
+                }
+            }
+        });
+        run_vm(&machine, &vm, 1, |_, vcpu, exit| match exit {
+            VmExit::Hypercall(Hypercall { nr: LOOP_BACK, .. }) if done.load(SeqCst) => Action::Stop,
+            VmExit::Hypercall(Hypercall { nr: LOOP_BACK, .. }) => Action::Return(0),
+            other => panic!("vCPU {vcpu}: unexpected exit {other:?}"),
+        })
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let [zero, ones, torn] = seen.map(|n| n.into_inner());
+    assert_eq!(
+        torn, 0,
+        "host reads: {zero} saw 0, {ones} all-ones, {torn} a mix"
+    );
+    // Not a vacuous pass: the host read while the guest stored.
+    assert!(
+        zero > 0 && ones > 0,
+        "host reads: {zero} saw 0, {ones} all-ones"
+    );
+}
