@@ -259,10 +259,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     #[inline(always)]
     fn fresh_table(&self, level: Level) -> Option<(HostPhysAddr, &[AtomicU64])> {
         let frame = self.alloc.alloc_frame()?;
-        let ptr = self.alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
-        // SAFETY: the frame was just allocated for this table, is linked nowhere,
-        // and the allocator maps it writable.
-        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
+        // SAFETY: the frame was just allocated for this table and is linked nowhere.
+        unsafe { self.zero_table(frame) };
         Some((frame, self.entries(Table { hpa: frame, level })))
     }
 

@@ -365,11 +365,23 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 self.alloc.alloc_frame()?
             }
         };
-        let ptr = self.alloc.phys_to_virt(frame).as_mut_ptr::<u8>();
-        // SAFETY: the frame is ours (reserved or just allocated) and not linked yet;
-        // the allocator maps it writable.
-        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
+        // SAFETY: the frame is ours (reserved or just allocated) and not linked yet.
+        unsafe { self.zero_table(frame) };
         Some(frame)
+    }
+
+    /// Zeroes `frame`, a table frame taken for a new table, before anything links it.
+    ///
+    /// # Safety
+    ///
+    /// `frame` came from `self.alloc` for this table (just allocated, or from a
+    /// reserve of this table), is linked nowhere and used by nothing else.
+    #[inline(always)]
+    unsafe fn zero_table(&self, frame: HostPhysAddr) {
+        let ptr = self.table_virt(frame).as_mut_ptr::<u8>();
+        // SAFETY: the caller's promise makes the frame ours alone; the allocator
+        // maps it writable at `table_virt`.
+        unsafe { core::ptr::write_bytes(ptr, 0, crate::FRAME_SIZE) };
     }
 
     /// Whether a reserve may run short: only under the test hook.
