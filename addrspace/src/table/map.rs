@@ -17,6 +17,11 @@ use crate::{
     Error, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, MappingFlags, PAGE_SIZE, Result,
 };
 
+/// Most subtrees [`PageTable::map_fresh_entries`] builds before it links them
+/// (256 bytes of stack): 32 GiB of 4 KiB or 2 MiB leaves below 1 GiB root entries.
+/// A span that needs more takes the two-pass map.
+const FRESH_SUBTREES: usize = 32;
+
 /// A host-physical address from a raw value.
 #[inline(always)]
 fn hpa_of(v: usize) -> HostPhysAddr {
@@ -116,15 +121,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     }
 
     /// The one-walk map of a linear `span` (checked) to `hpa` that lies inside one
-    /// entry at each level down to the first empty entry on its way: everything below
-    /// that entry is untranslated, so no conflict is possible and no plan is needed.
-    /// A span that entry can translate gets its leaf there; otherwise the tables the
-    /// span needs are built unlinked ([`PageTable::build_fresh`]) and linked with
-    /// one store. Nothing is linked before every frame is obtained, so running out of
-    /// memory frees the unlinked tables and changes nothing (no translation was
-    /// visible, no flush is needed). Returns the tables linked; `None` when the span
-    /// covers several entries of a level with a table, or meets a translation there
-    /// (the two-pass map does those and names the conflict).
+    /// entry at each level down to the first empty entry on its way, or down to a
+    /// table where it covers several entries, all empty
+    /// ([`PageTable::map_fresh_entries`]): everything below those entries is
+    /// untranslated, so no conflict is possible and no plan is needed. A span that
+    /// entry can translate gets its leaf there; otherwise the tables the span needs
+    /// are built unlinked ([`PageTable::build_fresh`]) and linked with one store.
+    /// Nothing is linked before every frame is obtained, so running out of memory
+    /// frees the unlinked tables and changes nothing (no translation was visible, no
+    /// flush is needed). Returns the tables linked; `None` when the span meets a
+    /// translation (the two-pass map does those and names the conflict).
     #[inline]
     fn map_fresh(&self, span: Span, hpa: usize, flags: MappingFlags) -> Option<Result<usize>> {
         #[cfg(test)]
@@ -136,7 +142,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             let level = table.level;
             let shift = 12 + 9 * level.get();
             if span.start >> shift != (span.end - 1) >> shift {
-                return None;
+                return self.map_fresh_entries(table, span, hpa, flags);
             }
             let whole = span.len() == level.span();
             let entry = self.entry(table, span.start);
@@ -181,6 +187,72 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 _ => return None,
             }
         }
+    }
+
+    /// [`PageTable::map_fresh`] of a span across several entries of `table`, every
+    /// one of them empty (on Arm's and Sv39x4's 1 GiB root entries: any span past
+    /// 1 GiB): builds the subtree of each entry that takes no leaf, unlinked, then
+    /// links them and writes the leaves, in address order. Running out of memory
+    /// frees every table built before any entry changed. `None` (the two-pass map)
+    /// when an entry is not empty, or when the span needs more than
+    /// [`FRESH_SUBTREES`] subtrees.
+    #[inline(never)]
+    fn map_fresh_entries(
+        &self,
+        table: Table,
+        span: Span,
+        hpa: usize,
+        flags: MappingFlags,
+    ) -> Option<Result<usize>> {
+        let level = table.level;
+        let entries = self.entries(table);
+        let touched = Self::index(span.start, level)..=Self::index(span.end - 1, level);
+        let empty =
+            |e: &AtomicU64| F::kind(e.load(Ordering::Acquire), level.get()) == DescKind::Invalid;
+        // Where each chunk maps from, and whether it is one leaf in its entry.
+        let out = |c: Chunk| hpa + (c.start - span.start);
+        let leaf = |c: Chunk| Self::leaf_fits(level, c.whole, out(c));
+        if !entries[touched].iter().all(empty)
+            || span.chunks(level).filter(|&c| !leaf(c)).count() > FRESH_SUBTREES
+        {
+            return None;
+        }
+        let mut built = [HostPhysAddr::from_usize(0); FRESH_SUBTREES];
+        let (mut n, mut made) = (0, 0);
+        for chunk in span.chunks(level).filter(|&c| !leaf(c)) {
+            match self.build_fresh(level.below(), chunk.span(), out(chunk), flags, &mut made) {
+                Some(t) => {
+                    built[n] = t;
+                    n += 1;
+                }
+                None => {
+                    let done = span.chunks(level).filter(|&c| !leaf(c)).zip(&built[..n]);
+                    for (c, &t) in done {
+                        self.free_unlinked(table.child(t));
+                        if level == Self::TOP {
+                            // `build_fresh` counted the entries of the table below
+                            // this empty root entry, which stays empty.
+                            self.set_live(c.start, 0);
+                        }
+                    }
+                    return Some(Err(self.fresh_no_memory(level, span, hpa, flags, made)));
+                }
+            }
+        }
+        let (mut k, mut linked) = (0, 0);
+        for chunk in span.chunks(level) {
+            let desc = if leaf(chunk) {
+                F::leaf_attrs(flags, level.get()) | F::addr_bits(hpa_of(out(chunk)))
+            } else {
+                // The subtrees were built in this order.
+                k += 1;
+                F::table(built[k - 1])
+            };
+            entries[Self::index(chunk.start, level)].store(desc, Ordering::Release);
+            linked += 1;
+        }
+        self.count_live(table, span.start, linked);
+        Some(Ok(made))
     }
 
     /// Whether a leaf at `level` translates a chunk (`whole`: the entry's whole
@@ -233,12 +305,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     Some(t) => F::table(t),
                     None => {
                         // Unlinked: the tables built so far go back at once.
-                        let base = span.start & !((level.span() << 9) - 1);
-                        self.subtree_frames(table, base, &[], &mut |t, n| {
-                            // SAFETY: a table frame of this unlinked subtree, allocated
-                            // above and reachable by nothing else.
-                            unsafe { self.alloc.dealloc_frames(t, n) }
-                        });
+                        self.free_unlinked(table);
                         return None;
                     }
                 }
@@ -254,6 +321,18 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         Some(frame)
     }
 
+    /// Gives back every table frame of `table`, a subtree [`PageTable::build_fresh`]
+    /// built (maybe in part) and nothing ever linked.
+    #[cold]
+    fn free_unlinked(&self, table: Table) {
+        // Linear leaves own no frames, so the subtree's base address is not read.
+        self.subtree_frames(table, 0, &[], &mut |t, n| {
+            // SAFETY: a table frame of this unlinked subtree, allocated by this map
+            // and reachable by nothing else.
+            unsafe { self.alloc.dealloc_frames(t, n) }
+        });
+    }
+
     /// A new table frame at `level` (below the root), zeroed and linked nowhere, with
     /// its entries; `None` when the allocator is dry.
     #[inline(always)]
@@ -264,9 +343,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         Some((frame, self.entries(Table { hpa: frame, level })))
     }
 
-    /// The error of a [`PageTable::map_fresh`] below an empty entry at `level` that
-    /// got `made` table frames and no more: what the two-pass map reports in that
-    /// state (the tables its plan counts, those it obtained).
+    /// The error of a [`PageTable::map_fresh`] of `span` into empty entries at
+    /// `level` that got `made` table frames and no more: what the two-pass map
+    /// reports in that state (the tables its plan counts, those it obtained).
     #[cold]
     #[inline(never)]
     fn fresh_no_memory(
@@ -284,11 +363,8 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             flags,
             fill_holes: false,
         };
-        let mut plan = MapPlan {
-            tables: 1,
-            pages: 0,
-        };
-        Self::plan_new(level.below(), span, &op, &mut plan);
+        let mut plan = MapPlan::default();
+        Self::plan_new(level, span, &op, &mut plan);
         Error::NoMemory {
             needed: plan.tables,
             allocated: made,

@@ -333,30 +333,20 @@ fn leaves<F: NestedFormat, A: FrameAllocator>(
     out
 }
 
-/// The one-walk map of a span below an empty entry, out of memory at each table
-/// it builds: the same error as the two-pass map (the tables needed, those
-/// obtained), no translation, no table linked, every frame back (each free naming
-/// one allocation); with enough frames both maps build the same tree. The shapes:
-/// a 4 KiB page in an empty table (3 new tables on EPT), 1 GiB of 2 MiB leaves (2),
-/// a page below an existing level-2 table (2), and 4 KiB pages across three 2 MiB
-/// blocks below it (a level-1 table and three page tables: the failure can come
-/// after sibling tables were built).
-#[test]
-fn one_walk_map_out_of_memory_at_each_table_changes_nothing() {
+/// The one-walk map of a span below empty entries, out of memory at each table it
+/// builds: the same error as the two-pass map (the tables needed, those obtained),
+/// no translation, no table linked, every frame back (each free naming one
+/// allocation); with enough frames both maps build the same tree. Each shape is
+/// `(gpa, hpa, size, tables needed, under an existing 1 GiB leaf at 1 GiB)`.
+fn out_of_memory_at_each_table<F: NestedFormat>(shapes: &[(usize, usize, usize, usize, bool)]) {
     let pool = strict(256);
-    let shapes: [(usize, usize, usize, usize, bool); 4] = [
-        (0x1000, 3 * G1 + 0x5000, 0x1000, 3, false),
-        (G1, 5 * G1 + M2, G1, 2, false),
-        (2 * G1 + 0x3000, 6 * G1 + 0x3000, 0x1000, 2, true),
-        (2 * G1 + M2 - 0x1000, 7 * G1 + 0x1000, M2 + 0x2000, 4, true),
-    ];
-    for (g, h, size, needed, under_existing) in shapes {
-        let mut fast = PageTable::<Ept, _>::new(&pool).unwrap();
-        let mut slow = PageTable::<Ept, _>::new(&pool).unwrap();
+    for &(g, h, size, needed, under_existing) in shapes {
+        let mut fast = PageTable::<F, _>::new(&pool).unwrap();
+        let mut slow = PageTable::<F, _>::new(&pool).unwrap();
         slow.two_pass_only = true;
         if under_existing {
             for pt in [&mut fast, &mut slow] {
-                // A 1 GiB leaf beside: the level-2 table of the range exists.
+                // A 1 GiB leaf beside: on EPT the level-2 table of the range exists.
                 // SAFETY: addresses are only numbers in this test.
                 unsafe { pt.map(gpa(G1), hpa(9 * G1), G1, MappingFlags::RW) }.unwrap();
             }
@@ -375,10 +365,11 @@ fn one_walk_map_out_of_memory_at_each_table_changes_nothing() {
                 needed,
                 allocated: n,
             };
-            assert_eq!(got, [Err(want), Err(want)], "{g:#x}+{size:#x}, {n} frames");
-            assert_eq!(leaves(&fast), before);
-            assert_eq!(fast.table_frames(), tables);
-            assert_eq!(pool.pool().in_use(), in_use, "{g:#x}+{size:#x}, {n} frames");
+            let at = format!("{}: {g:#x}+{size:#x}, {n} frames", F::NAME);
+            assert_eq!(got, [Err(want), Err(want)], "{at}");
+            assert_eq!(leaves(&fast), before, "{at}");
+            assert_eq!(fast.table_frames(), tables, "{at}");
+            assert_eq!(pool.pool().in_use(), in_use, "{at}");
             fast.audit().unwrap();
         }
         let tables = fast.table_frames();
@@ -387,12 +378,44 @@ fn one_walk_map_out_of_memory_at_each_table_changes_nothing() {
             unsafe { pt.map(gpa(g), hpa(h), size, MappingFlags::RW) }.unwrap();
             pt.audit().unwrap();
         }
-        assert_eq!(fast.table_frames(), tables + needed);
+        assert_eq!(fast.table_frames(), tables + needed, "{}: {g:#x}", F::NAME);
         assert_eq!(leaves(&fast), leaves(&slow));
         assert_eq!(fast.table_frames(), slow.table_frames());
         assert_eq!(pool.violations(), Vec::<String>::new());
     }
     assert_all_back(&pool);
+}
+
+/// [`out_of_memory_at_each_table`] over spans inside one entry down to an empty one
+/// and over spans across several empty entries of one table (the root's on Arm,
+/// where a failure can come after whole sibling subtrees were built).
+#[test]
+fn one_walk_map_out_of_memory_at_each_table_changes_nothing() {
+    out_of_memory_at_each_table::<Ept>(&[
+        // A 4 KiB page in an empty table: 3 new tables.
+        (0x1000, 3 * G1 + 0x5000, 0x1000, 3, false),
+        // 1 GiB of 2 MiB leaves.
+        (G1, 5 * G1 + M2, G1, 2, false),
+        // A page below an existing level-2 table.
+        (2 * G1 + 0x3000, 6 * G1 + 0x3000, 0x1000, 2, true),
+        // 4 KiB pages across three 2 MiB blocks below it: a level-1 table and three
+        // page tables (the failure can come after sibling tables were built).
+        (2 * G1 + M2 - 0x1000, 7 * G1 + 0x1000, M2 + 0x2000, 4, true),
+        // Two pages across a 1 GiB boundary below it: two empty level-2 entries,
+        // a level-1 table and a page table in each.
+        (3 * G1 - 0x1000, 7 * G1 + 0x5000, 0x2000, 4, true),
+    ]);
+    out_of_memory_at_each_table::<ArmStage2Ipa40>(&[
+        // Two pages across a root entry's (1 GiB) boundary: a level-1 table and a
+        // page table in each entry.
+        (2 * G1 - 0x1000, 7 * G1 + 0x1000, 0x2000, 4, false),
+        // A 1 GiB leaf in the root between two entries holding a 2 MiB leaf each.
+        (G1 - M2, 5 * G1 - M2, G1 + 2 * M2, 2, false),
+        // 4 GiB of 2 MiB leaves over four root entries, beside a leaf in the root.
+        (2 * G1, 8 * G1 + M2, 4 * G1, 4, true),
+        // Pages across three root entries, the middle one whole in 2 MiB leaves.
+        (3 * G1 - 0x1000, 7 * G1 + M2 - 0x1000, G1 + 0x2000, 5, true),
+    ]);
 }
 
 mod one_walk {
@@ -401,7 +424,8 @@ mod one_walk {
     use super::*;
 
     /// A map or an unmap of a range in a 4 GiB window: pages, 2 MiB-scale (often
-    /// off by a few pages) or 1 GiB-scale, with an HPA keeping the GPA's alignment
+    /// off by a few pages), 1 GiB-scale, or across 1 GiB boundaries (several root
+    /// entries on Arm and Sv39x4), with an HPA keeping the GPA's alignment
     /// or shifted; a budget of frames for maps.
     #[derive(Clone, Debug)]
     struct Step {
@@ -418,6 +442,20 @@ mod one_walk {
             (0..4 * G1 / M2, 1..=3usize, 0..3usize, 0..3usize)
                 .prop_map(|(b, n, lo, hi)| (b * M2 + lo * 0x1000, n * M2 - hi * 0x1000)),
             (0..4usize, 1..=2usize).prop_map(|(g, n)| (g * G1, n * G1)),
+            // Across 1 GiB boundaries (several root entries on Arm and Sv39x4,
+            // several level-2 entries on EPT), ends off by 2 MiB blocks and pages.
+            (
+                1..4usize,
+                0..=1usize,
+                0..=2usize,
+                0..=2usize,
+                0..3usize,
+                0..3usize
+            )
+                .prop_map(|(g, k, a, b, lo, hi)| {
+                    let start = g * G1 - a * M2 - lo * 0x1000;
+                    (start, (g + k) * G1 + b * M2 + hi * 0x1000 + 0x1000 - start)
+                }),
         ]
         .prop_filter("inside the window", |(g, s)| g + s <= 4 * G1);
         (
