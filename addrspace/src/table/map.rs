@@ -161,7 +161,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     let built = if one && Self::leaf_fits(below, true, hpa) {
                         // The common case (a 1 GiB or 2 MiB leaf in a new table)
                         // inline: one table holding one leaf.
-                        self.fresh_table(below).map(|(t, entries)| {
+                        self.fresh_table(below, true).map(|(t, entries)| {
                             made = 1;
                             let attrs = F::leaf_attrs(flags, below.get());
                             entries[Self::index(span.start, below)]
@@ -262,8 +262,9 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         level.is_page() || (level.get() <= F::MAX_LEAF_LEVEL && whole && level.aligned(hpa))
     }
 
-    /// A new table at `level`, zeroed and linked nowhere, that maps `span` (inside
-    /// its block) linearly from `hpa` (at `span.start`) with the largest leaves, and
+    /// A new table at `level`, zeroed (a page table `span` fills whole is written
+    /// whole instead) and linked nowhere, that maps `span` (inside its block)
+    /// linearly from `hpa` (at `span.start`) with the largest leaves, and
     /// the new tables below it that needs, all filled before the caller links the
     /// table (one release store publishes them). `made` counts the table frames
     /// taken. `None` when the allocator ran dry: every frame this call took is freed
@@ -276,7 +277,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         flags: MappingFlags,
         made: &mut usize,
     ) -> Option<HostPhysAddr> {
-        let (frame, entries) = self.fresh_table(level)?;
+        // A page table the span fills whole gets every entry written below before
+        // anything links it: zeroing it first would write its 4 KiB twice.
+        let full = level.is_page() && span.len() == level.span() << 9;
+        let (frame, entries) = self.fresh_table(level, !full)?;
         *made += 1;
         if level.is_page() {
             // Pages only: one attribute word, consecutive frames.
@@ -333,13 +337,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         });
     }
 
-    /// A new table frame at `level` (below the root), zeroed and linked nowhere, with
-    /// its entries; `None` when the allocator is dry.
+    /// A new table frame at `level` (below the root), linked nowhere, with its
+    /// entries: zeroed, or with `zero` false as the allocator left it (for a caller
+    /// that writes every entry before it links the table); `None` when the
+    /// allocator is dry.
     #[inline(always)]
-    fn fresh_table(&self, level: Level) -> Option<(HostPhysAddr, &[AtomicU64])> {
+    fn fresh_table(&self, level: Level, zero: bool) -> Option<(HostPhysAddr, &[AtomicU64])> {
         let frame = self.alloc.alloc_frame()?;
-        // SAFETY: the frame was just allocated for this table and is linked nowhere.
-        unsafe { self.zero_table(frame) };
+        if zero {
+            // SAFETY: the frame was just allocated for this table and is linked nowhere.
+            unsafe { self.zero_table(frame) };
+        }
         Some((frame, self.entries(Table { hpa: frame, level })))
     }
 

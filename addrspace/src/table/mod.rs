@@ -25,7 +25,8 @@
 //!   with them (`held.rs`), so holding them costs no memory per page.
 //! - Descriptors are read and written as `AtomicU64` (acquire loads, release stores),
 //!   so walkers on other threads (vCPUs of the mock HAL, or hardware) see either the
-//!   old or the new descriptor, and a new table's zeroed contents before its link.
+//!   old or the new descriptor, and a new table's contents (zeroed, or every entry
+//!   written) before its link.
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -333,6 +333,43 @@ fn leaves<F: NestedFormat, A: FrameAllocator>(
     out
 }
 
+/// Regression test for the one-walk map skipping the zeroing of a page table it
+/// fills whole: over frames full of stale bytes (`alloc_frames` promises no
+/// contents), maps that fill part of a page table, a whole one between two parts,
+/// or a whole one alone leave exactly their own leaves, in every format.
+#[test]
+fn fresh_tables_over_stale_frames_hold_only_the_new_leaves() {
+    fn check<F: NestedFormat>() {
+        let pool = PoolAllocator::new(64);
+        let all = pool.alloc_frames(64, 1).unwrap();
+        // SAFETY: every frame of the pool, just allocated, mapped writable.
+        unsafe {
+            core::ptr::write_bytes(pool.phys_to_virt(all).as_mut_ptr::<u8>(), 0xa5, 64 * 4096)
+        };
+        // SAFETY: allocated above, no longer used.
+        unsafe { pool.dealloc_frames(all, 64) };
+        let mut pt = PageTable::<F, _>::new(&pool).unwrap();
+        let mut want = Vec::new();
+        for (g, size) in [
+            (G1 + 0x3000, 0x2000),
+            (2 * G1 + M2 - 0x1000, M2 + 0x2000),
+            (3 * G1, M2),
+        ] {
+            // Off 2 MiB alignment by a page: 4 KiB leaves only.
+            let h = 8 * G1 + g % G1 + 0x1000;
+            // SAFETY: addresses are only numbers in this test.
+            unsafe { pt.map(gpa(g), hpa(h), size, MappingFlags::RW) }.unwrap();
+            want.extend((0..size / 0x1000).map(|i| (g + i * 0x1000, 0x1000, h + i * 0x1000)));
+            pt.audit().unwrap();
+            let got: Vec<_> = leaves(&pt).iter().map(|l| (l.0, l.1, l.2)).collect();
+            assert_eq!(got, want, "{}: {g:#x}+{size:#x}", F::NAME);
+        }
+    }
+    check::<Ept>();
+    check::<ArmStage2Ipa40>();
+    check::<Sv39x4>();
+}
+
 /// The one-walk map of a span below empty entries, out of memory at each table it
 /// builds: the same error as the two-pass map (the tables needed, those obtained),
 /// no translation, no table linked, every frame back (each free naming one
