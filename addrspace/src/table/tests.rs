@@ -580,7 +580,12 @@ mod whole_entry_unmap {
     //! The single-entry unmap walk (`clear_entry`) against the general path it
     //! shortcuts: two tables with the same history on two pools with the same
     //! base (so the same frames), one forced down the general path, must record the
-    //! same items in the same order and end up identical after every step.
+    //! same items in the same order, free the same frames whichever way their
+    //! tokens are completed (in order, the last alone, merged), translate the same
+    //! through their walk caches (the single-entry walk forgets only the cache
+    //! slots of the tables it unlinks), and end up identical after every step.
+
+    use std::collections::BTreeSet;
 
     use proptest::prelude::*;
 
@@ -598,10 +603,16 @@ mod whole_entry_unmap {
         Frames { gpa: usize, size: usize },
         /// Unmap one entry's block at `level`, index `i` in the window.
         Whole { level: usize, i: usize },
+        /// Unmap the block at `level` around the `nth` address (modulo their
+        /// number) the history has mapped or unmapped so far: whole entries where
+        /// there are translations, which empty tables and cut subtrees far more
+        /// often than blocks anywhere in the window.
+        WholeAt { level: usize, nth: usize },
         /// Unmap any page-aligned range (splits, partial tables).
         Any { gpa: usize, size: usize },
-        /// Complete every pending flush.
-        Complete,
+        /// Complete pending flushes: every one in order (`0`), the last one only
+        /// (`1`), or every one merged into one token (`2`).
+        Complete(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -617,10 +628,11 @@ mod whole_entry_unmap {
                 gpa: b * M2 + p % 2 * (p * K4 % M2), size: (n * M2).min(WINDOW - b * M2)
             }),
             6 => (0..=3usize, 0..(WINDOW / K4)).prop_map(|(level, i)| Op::Whole { level, i }),
+            4 => (0..=3usize, any::<usize>()).prop_map(|(level, nth)| Op::WholeAt { level, nth }),
             2 => (0..WINDOW / K4, 1..=1024usize).prop_map(|(p, n)| Op::Any {
                 gpa: p * K4, size: (n * K4 * 97).min(WINDOW - p * K4)
             }),
-            1 => Just(Op::Complete),
+            1 => (0..3u8).prop_map(Op::Complete),
         ]
     }
 
@@ -653,7 +665,10 @@ mod whole_entry_unmap {
     }
 
     /// Everything the two tables must agree on.
-    fn state<F: NestedFormat>(pt: &PageTable<F, &PoolAllocator>) -> String {
+    fn state<F: NestedFormat>(
+        pt: &PageTable<F, &PoolAllocator>,
+        probes: &BTreeSet<usize>,
+    ) -> String {
         let mut leaves = Vec::new();
         pt.for_each_leaf(|g, t| leaves.push((g, t)));
         let live: Vec<u16> = pt.live.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -662,11 +677,23 @@ mod whole_entry_unmap {
             .iter()
             .map(|r| (r.op, r.items.to_vec(), r.owned.to_vec()))
             .collect();
+        // Translations through the walk cache, which these queries also fill, at
+        // both ends of every range the history mapped or unmapped: a cache that
+        // still names a table an unmap unlinked answers from the old table.
+        let queries: Vec<_> = probes.iter().map(|&g| pt.query(super::gpa(g))).collect();
         format!(
-            "{leaves:?} tables {} live {live:?} held {held:?} in use {}",
+            "{leaves:?} tables {} live {live:?} held {held:?} queries {queries:?} in use {}",
             pt.tables,
             pt.alloc.in_use()
         )
+    }
+
+    /// The block at `level` around `gpa`, if the format translates it.
+    fn whole<F: NestedFormat>(level: usize, gpa: usize) -> Option<Span> {
+        let len = Level::new(level).span();
+        let start = gpa & !(len - 1);
+        (start + len <= PageTable::<F, &PoolAllocator>::gpa_limit())
+            .then_some(Span::new(start, start + len))
     }
 
     fn run<F: NestedFormat>(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -679,6 +706,7 @@ mod whole_entry_unmap {
         general.general_unmap = true;
         let mut owned: Vec<(usize, usize)> = Vec::new();
         let mut flushes = Vec::new();
+        let mut probes = BTreeSet::new();
         let top = PageTable::<F, &PoolAllocator>::TOP.get();
         for (step, op) in ops.into_iter().enumerate() {
             let unmap = match op {
@@ -714,16 +742,30 @@ mod whole_entry_unmap {
                     }
                     None
                 }
-                Op::Whole { level, i } => {
-                    let level = level.min(top);
-                    let len = Level::new(level).span();
-                    let start = (i * K4) & !(len - 1);
-                    (start + len <= PageTable::<F, &PoolAllocator>::gpa_limit())
-                        .then_some(Span::new(start, start + len))
-                }
+                Op::Whole { level, i } => whole::<F>(level.min(top), i * K4),
+                Op::WholeAt { level, nth } => match probes.len() {
+                    0 => None,
+                    n => probes
+                        .iter()
+                        .nth(nth % n)
+                        .and_then(|&g| whole::<F>(level.min(top), g)),
+                },
                 Op::Any { gpa, size } => Some(Span::new(gpa, gpa + size)),
-                Op::Complete => {
-                    for (a, b) in flushes.drain(..) {
+                Op::Complete(how) => {
+                    let pending: Vec<(Flush, Flush)> = match how {
+                        0 => core::mem::take(&mut flushes),
+                        1 => flushes.pop().into_iter().collect(),
+                        _ => flushes
+                            .drain(..)
+                            .reduce(|(mut a, mut b), (c, d)| {
+                                a.merge(c).unwrap();
+                                b.merge(d).unwrap();
+                                (a, b)
+                            })
+                            .into_iter()
+                            .collect(),
+                    };
+                    for (a, b) in pending {
                         fast.complete_flush(a).unwrap();
                         general.complete_flush(b).unwrap();
                     }
@@ -741,14 +783,28 @@ mod whole_entry_unmap {
                     remove(&mut owned, span);
                 }
             }
-            prop_assert_eq!(state(&fast), state(&general), "step {}: {:?}", step, op);
+            if let Op::Linear { gpa, size, .. } | Op::Frames { gpa, size } | Op::Any { gpa, size } =
+                op
+            {
+                probes.extend([gpa, gpa + size - K4]);
+            }
+            if let Some(span) = unmap {
+                probes.extend([span.start, span.end - K4]);
+            }
+            prop_assert_eq!(
+                state(&fast, &probes),
+                state(&general, &probes),
+                "step {}: {:?}",
+                step,
+                op
+            );
             fast.audit().map_err(TestCaseError::fail)?;
         }
         for (a, b) in flushes {
             fast.complete_flush(a).unwrap();
             general.complete_flush(b).unwrap();
         }
-        prop_assert_eq!(state(&fast), state(&general));
+        prop_assert_eq!(state(&fast, &probes), state(&general, &probes));
         Ok(())
     }
 

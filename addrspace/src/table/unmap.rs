@@ -37,13 +37,16 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         {
             self.reserve_record()?;
             let mut items = Items::new();
-            if let Some(unlinked) = self.clear_entry(span.start, level, &owned, &mut items) {
-                if unlinked > 0 {
-                    // The cache may not name the unlinked tables (no reader runs
-                    // meanwhile: that takes `&self`).
+            if let Some((cut, emptied)) = self.clear_entry(span.start, level, &owned, &mut items) {
+                // The cache may not name the unlinked tables (no reader runs
+                // meanwhile: that takes `&self`): a subtree cut off may hold any
+                // region's, the emptied tables are on the walk to the block.
+                if cut > 0 {
                     self.psc.clear();
-                    self.tables -= unlinked;
+                } else if emptied > 0 {
+                    self.psc.forget_walk(span.start);
                 }
+                self.tables -= cut + emptied;
                 let ops = self.hold(items, owned);
                 return Ok(self.flush(Some(*range), ops));
             }
@@ -102,28 +105,29 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Clears the entry at `level` whose block starts at `gpa`, walking straight down
     /// to it as a query does, then unlinks the tables above that this empties:
     /// exactly what [`PageTable::clear`] does for that span, the same items recorded
-    /// in the same order, without its chunk loops and bound. Returns the number of
-    /// tables unlinked, or `None`, having changed nothing, when a leaf above `level`
-    /// covers the block (it must be split first: the general path).
+    /// in the same order, without its chunk loops and bound. Returns the numbers of
+    /// tables unlinked with the subtree cut off at `level` and emptied above it, or
+    /// `None`, having changed nothing, when a leaf above `level` covers the block
+    /// (it must be split first: the general path).
     fn clear_entry(
         &self,
         gpa: usize,
         level: Level,
         owned: &[Span],
         items: &mut Items,
-    ) -> Option<usize> {
+    ) -> Option<(usize, usize)> {
         // The tables above `table` on the way down, by depth (the root first).
         let mut path = [self.root; super::MAX_LEVELS];
         let mut depth = 0;
         let mut table = self.root_table();
-        let mut unlinked = 0;
+        let mut cut = 0;
         loop {
             let entry = self.entry(table, gpa);
             let raw = entry.load(Ordering::Acquire);
             let l = table.level.get();
             let kind = F::kind(raw, l);
             if table.level == level {
-                unlinked += self.clear_whole(table, entry, (raw, kind), gpa, owned, items);
+                cut = self.clear_whole(table, entry, (raw, kind), gpa, owned, items);
                 break;
             }
             match kind {
@@ -139,6 +143,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             }
         }
         // Unlink what became empty, bottom up (never the root).
+        let mut emptied = 0;
         while depth > 0 {
             if !self.emptied(table, gpa) {
                 break;
@@ -149,10 +154,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 level: Level::new(table.level.get() + 1),
             };
             self.unlink_empty(parent, gpa, table.hpa, items);
-            unlinked += 1;
+            emptied += 1;
             table = parent;
         }
-        Some(unlinked)
+        Some((cut, emptied))
     }
 
     /// Takes back what a map wrote over `span` when its commit ran short (which no
