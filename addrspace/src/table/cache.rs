@@ -90,16 +90,6 @@ impl Psc {
         }
     }
 
-    /// Forgets the tables a walk to `gpa` goes through (before tables of that walk,
-    /// and no others, are unlinked): the level-1 table of its region can only be
-    /// named by the region's slot, a level-2 table only by `upper`; tables of other
-    /// levels are never cached.
-    #[inline(always)]
-    pub(crate) fn forget_walk(&mut self, gpa: usize) {
-        *self.slots[(gpa >> 30) % Self::SLOTS].get_mut() = 0;
-        *self.upper.get_mut() = 0;
-    }
-
     /// Forgets everything (before tables are unlinked).
     pub(crate) fn clear(&mut self) {
         for slot in &mut self.slots {

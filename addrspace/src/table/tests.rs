@@ -582,8 +582,8 @@ mod whole_entry_unmap {
     //! base (so the same frames), one forced down the general path, must record the
     //! same items in the same order, free the same frames whichever way their
     //! tokens are completed (in order, the last alone, merged), translate the same
-    //! through their walk caches (the single-entry walk forgets only the cache
-    //! slots of the tables it unlinks), and end up identical after every step.
+    //! through their walk caches (which must not name a table an unmap unlinked),
+    //! and end up identical after every step.
 
     use std::collections::BTreeSet;
 

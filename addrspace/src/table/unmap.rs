@@ -37,16 +37,13 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         {
             self.reserve_record()?;
             let mut items = Items::new();
-            if let Some((cut, emptied)) = self.clear_entry(span.start, level, &owned, &mut items) {
-                // The cache may not name the unlinked tables (no reader runs
-                // meanwhile: that takes `&self`): a subtree cut off may hold any
-                // region's, the emptied tables are on the walk to the block.
-                if cut > 0 {
+            if let Some(unlinked) = self.clear_entry(span.start, level, &owned, &mut items) {
+                if unlinked > 0 {
+                    // The cache may not name the unlinked tables (no reader runs
+                    // meanwhile: that takes `&self`).
                     self.psc.clear();
-                } else if emptied > 0 {
-                    self.psc.forget_walk(span.start);
+                    self.tables -= unlinked;
                 }
-                self.tables -= cut + emptied;
                 let ops = self.hold(items, owned);
                 return Ok(self.flush(Some(*range), ops));
             }
@@ -105,29 +102,28 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Clears the entry at `level` whose block starts at `gpa`, walking straight down
     /// to it as a query does, then unlinks the tables above that this empties:
     /// exactly what [`PageTable::clear`] does for that span, the same items recorded
-    /// in the same order, without its chunk loops and bound. Returns the numbers of
-    /// tables unlinked with the subtree cut off at `level` and emptied above it, or
-    /// `None`, having changed nothing, when a leaf above `level` covers the block
-    /// (it must be split first: the general path).
+    /// in the same order, without its chunk loops and bound. Returns the number of
+    /// tables unlinked, or `None`, having changed nothing, when a leaf above `level`
+    /// covers the block (it must be split first: the general path).
     fn clear_entry(
         &self,
         gpa: usize,
         level: Level,
         owned: &[Span],
         items: &mut Items,
-    ) -> Option<(usize, usize)> {
+    ) -> Option<usize> {
         // The tables above `table` on the way down, by depth (the root first).
         let mut path = [self.root; super::MAX_LEVELS];
         let mut depth = 0;
         let mut table = self.root_table();
-        let mut cut = 0;
+        let mut unlinked = 0;
         loop {
             let entry = self.entry(table, gpa);
             let raw = entry.load(Ordering::Acquire);
             let l = table.level.get();
             let kind = F::kind(raw, l);
             if table.level == level {
-                cut = self.clear_whole(table, entry, (raw, kind), gpa, owned, items);
+                unlinked += self.clear_whole(table, entry, (raw, kind), gpa, owned, items);
                 break;
             }
             match kind {
@@ -143,7 +139,6 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             }
         }
         // Unlink what became empty, bottom up (never the root).
-        let mut emptied = 0;
         while depth > 0 {
             if !self.emptied(table, gpa) {
                 break;
@@ -154,10 +149,10 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 level: Level::new(table.level.get() + 1),
             };
             self.unlink_empty(parent, gpa, table.hpa, items);
-            emptied += 1;
+            unlinked += 1;
             table = parent;
         }
-        Some((cut, emptied))
+        Some(unlinked)
     }
 
     /// Takes back what a map wrote over `span` when its commit ran short (which no
