@@ -2,6 +2,7 @@
 //! range every vCPU must invalidate, and owns the frames its operations unlinked until
 //! the caller confirms the invalidation.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -19,9 +20,14 @@ use crate::GpaRange;
 /// new table that got a dropped table's root frame, is refused. A token that is
 /// dropped instead of completed keeps its frames held until the table is dropped.
 #[must_use = "invalidate `range()` on every vCPU, then pass this to `complete_flush`"]
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Flush {
-    pub(crate) range: Option<GpaRange>,
+    /// The range to invalidate, `[start, end)`; `end` 0 when nothing changed (a
+    /// range never ends at 0). Two words rather than an `Option<GpaRange>` (three):
+    /// the token is returned through memory by every unmap and protect, and five
+    /// words instead of nine took `unmap_1g_1g` from 1.28x to 1.15x the peer's time.
+    start: usize,
+    end: usize,
     /// Identity of the table that issued it.
     pub(crate) table: u64,
     /// The operations whose unlinked frames it owns.
@@ -32,28 +38,39 @@ pub struct Flush {
 /// more once tokens are merged.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Ops {
-    first: Option<u64>,
-    more: Vec<u64>,
+    /// The first operation number (numbers start at 1), 0 for none.
+    first: u64,
+    /// The others, once tokens are merged.
+    #[expect(
+        clippy::box_collection,
+        reason = "one word, not three: a token stays five words (see `Flush::start`)"
+    )]
+    more: Option<Box<Vec<u64>>>,
 }
 
 impl Ops {
     pub(crate) fn one(op: u64) -> Self {
+        debug_assert_ne!(op, 0, "operation numbers start at 1");
         Self {
-            first: Some(op),
-            more: Vec::new(),
+            first: op,
+            more: None,
         }
     }
 
     #[inline]
     pub(crate) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.first.into_iter().chain(self.more.iter().copied())
+        let first = (self.first != 0).then_some(self.first);
+        first
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
     }
 
     fn append(&mut self, other: Ops) {
         for op in other.iter() {
-            match self.first {
-                None => self.first = Some(op),
-                Some(_) => self.more.push(op),
+            if self.first == 0 {
+                self.first = op;
+            } else {
+                self.more.get_or_insert_default().push(op);
             }
         }
     }
@@ -64,13 +81,32 @@ impl Flush {
     /// changed and no invalidation is needed.
     #[inline]
     pub fn range(&self) -> Option<GpaRange> {
-        self.range
+        (self.end != 0).then(|| GpaRange::from_raw(self.start, self.end))
+    }
+
+    /// A token for `range` of `table` owning the records of `ops`.
+    #[inline(always)]
+    pub(crate) fn new(range: Option<GpaRange>, table: u64, ops: Ops) -> Self {
+        let mut flush = Self {
+            start: 0,
+            end: 0,
+            table,
+            ops,
+        };
+        flush.set_range(range);
+        flush
+    }
+
+    #[inline(always)]
+    fn set_range(&mut self, range: Option<GpaRange>) {
+        (self.start, self.end) =
+            range.map_or((0, 0), |r| (r.start().as_usize(), r.end().as_usize()));
     }
 
     /// Whether no invalidation is needed.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.range.is_none()
+        self.end == 0
     }
 
     /// Takes `other`, a token of the same table, into this one, which then covers
@@ -85,12 +121,22 @@ impl Flush {
                 other,
             });
         }
-        self.range = match (self.range, other.range) {
+        self.set_range(match (self.range(), other.range()) {
             (Some(a), Some(b)) => Some(a.union(&b)),
             (a, b) => a.or(b),
-        };
+        });
         self.ops.append(other.ops);
         Ok(())
+    }
+}
+
+impl fmt::Debug for Flush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flush")
+            .field("range", &self.range())
+            .field("table", &self.table)
+            .field("ops", &self.ops)
+            .finish()
     }
 }
 
@@ -114,3 +160,46 @@ impl fmt::Display for MergeError {
 }
 
 impl core::error::Error for MergeError {}
+
+// Every unmap and protect returns a token: keep it five words (see `Flush::start`).
+const _: () = assert!(core::mem::size_of::<Flush>() <= 5 * core::mem::size_of::<u64>());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::GuestPhysAddr;
+
+    fn range(start: usize, end: usize) -> Option<GpaRange> {
+        Some(
+            GpaRange::from_bounds(
+                GuestPhysAddr::from_usize(start),
+                GuestPhysAddr::from_usize(end),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// The two-word range encoding: an empty token has no range, a merge covers both
+    /// ranges (whichever is empty), and every operation survives the merges.
+    #[test]
+    fn merged_tokens_cover_both_ranges_and_own_every_operation() {
+        let empty = Flush::new(None, 7, Ops::default());
+        assert!(empty.is_empty() && empty.range().is_none());
+        let mut a = Flush::new(None, 7, Ops::default());
+        a.merge(Flush::new(range(0x3000, 0x5000), 7, Ops::one(2)))
+            .unwrap();
+        assert_eq!(a.range(), range(0x3000, 0x5000));
+        a.merge(Flush::new(None, 7, Ops::default())).unwrap();
+        assert_eq!(a.range(), range(0x3000, 0x5000));
+        a.merge(Flush::new(range(0, 0x1000), 7, Ops::one(5)))
+            .unwrap();
+        a.merge(Flush::new(range(0x8000, 0x9000), 7, Ops::one(9)))
+            .unwrap();
+        assert_eq!(a.range(), range(0, 0x9000));
+        assert!(!a.is_empty());
+        assert_eq!(a.ops.iter().collect::<Vec<_>>(), [2, 5, 9]);
+        let other = Flush::new(range(0, 0x1000), 8, Ops::one(1));
+        assert_eq!(a.merge(other).unwrap_err().other.table, 8);
+        assert_eq!(a.range(), range(0, 0x9000));
+    }
+}

@@ -153,7 +153,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             tables: F::ROOT_FRAMES,
             held: Held::default(),
-            next_op: 0,
+            next_op: 1,
             psc: Psc::new(),
             live,
             #[cfg(test)]
@@ -438,11 +438,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
 
     /// A flush token of this table for `range` owning the records of `ops`.
     pub(crate) fn flush(&self, range: Option<GpaRange>, ops: Ops) -> Flush {
-        Flush {
-            range,
-            table: self.id,
-            ops,
-        }
+        Flush::new(range, self.id, ops)
     }
 
     /// Releases exactly the frames that the operations behind `flush` unlinked (none
