@@ -212,21 +212,21 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         // Where each chunk maps from, and whether it is one leaf in its entry.
         let out = |c: Chunk| hpa + (c.start - span.start);
         let leaf = |c: Chunk| Self::leaf_fits(level, c.whole, out(c));
-        if !entries[touched].iter().all(empty)
-            || span.chunks(level).filter(|&c| !leaf(c)).count() > FRESH_SUBTREES
-        {
+        // The chunks that take a subtree, in address order.
+        let subtrees = || span.chunks(level).filter(move |&c| !leaf(c));
+        if !entries[touched].iter().all(empty) || subtrees().count() > FRESH_SUBTREES {
             return None;
         }
         let mut built = [HostPhysAddr::from_usize(0); FRESH_SUBTREES];
         let (mut n, mut made) = (0, 0);
-        for chunk in span.chunks(level).filter(|&c| !leaf(c)) {
+        for chunk in subtrees() {
             match self.build_fresh(level.below(), chunk.span(), out(chunk), flags, &mut made) {
                 Some(t) => {
                     built[n] = t;
                     n += 1;
                 }
                 None => {
-                    let done = span.chunks(level).filter(|&c| !leaf(c)).zip(&built[..n]);
+                    let done = subtrees().zip(&built[..n]);
                     for (c, &t) in done {
                         self.free_unlinked(table.child(t));
                         if level == Self::TOP {
