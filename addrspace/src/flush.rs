@@ -49,12 +49,20 @@ pub(crate) struct Ops {
 }
 
 impl Ops {
-    pub(crate) fn one(op: u64) -> Self {
-        debug_assert_ne!(op, 0, "operation numbers start at 1");
+    /// Operation `op` (numbers start at 1), or none for 0.
+    #[inline(always)]
+    pub(crate) fn of(op: u64) -> Self {
         Self {
             first: op,
             more: None,
         }
+    }
+
+    /// The operation number when there is at most one (0: none), `None` for a
+    /// merged token's several.
+    #[inline(always)]
+    pub(crate) fn single(&self) -> Option<u64> {
+        self.more.is_none().then_some(self.first)
     }
 
     #[inline]
@@ -186,19 +194,19 @@ mod tests {
         let empty = Flush::new(None, 7, Ops::default());
         assert!(empty.is_empty() && empty.range().is_none());
         let mut a = Flush::new(None, 7, Ops::default());
-        a.merge(Flush::new(range(0x3000, 0x5000), 7, Ops::one(2)))
+        a.merge(Flush::new(range(0x3000, 0x5000), 7, Ops::of(2)))
             .unwrap();
         assert_eq!(a.range(), range(0x3000, 0x5000));
         a.merge(Flush::new(None, 7, Ops::default())).unwrap();
         assert_eq!(a.range(), range(0x3000, 0x5000));
-        a.merge(Flush::new(range(0, 0x1000), 7, Ops::one(5)))
+        a.merge(Flush::new(range(0, 0x1000), 7, Ops::of(5)))
             .unwrap();
-        a.merge(Flush::new(range(0x8000, 0x9000), 7, Ops::one(9)))
+        a.merge(Flush::new(range(0x8000, 0x9000), 7, Ops::of(9)))
             .unwrap();
         assert_eq!(a.range(), range(0, 0x9000));
         assert!(!a.is_empty());
         assert_eq!(a.ops.iter().collect::<Vec<_>>(), [2, 5, 9]);
-        let other = Flush::new(range(0, 0x1000), 8, Ops::one(1));
+        let other = Flush::new(range(0, 0x1000), 8, Ops::of(1));
         assert_eq!(a.merge(other).unwrap_err().other.table, 8);
         assert_eq!(a.range(), range(0, 0x9000));
     }

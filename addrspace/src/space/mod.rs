@@ -193,6 +193,7 @@ impl<F: NestedFormat, A: FrameAllocator> AddrSpace<F, A> {
     /// invalidated `flush.range()`.
     ///
     /// Errors: [`Error::ForeignFlush`] when another space (or table) issued `flush`.
+    #[inline]
     pub fn complete_flush(&mut self, flush: Flush) -> Result<()> {
         self.pt.complete_flush(flush)
     }

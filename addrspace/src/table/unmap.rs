@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::held::{Items, Spans, Unlinked, owns, push_frames};
 use super::index::{Level, Span, Table};
 use super::{PageTable, span_of};
+use crate::flush::Ops;
 use crate::format::{DescKind, NestedFormat};
 use crate::{Error, Flush, FrameAllocator, GpaRange, GuestPhysAddr, HostPhysAddr, Result};
 
@@ -28,7 +29,21 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
     /// Removes the translations of `range` (checked; holes allowed). The leaves in
     /// `owned` (sorted, disjoint ranges) own their frames, which the flush releases
     /// with the tables.
+    ///
+    /// Inline, the walk apart ([`PageTable::unmap_op`]): the token is built in the
+    /// caller from values it holds in registers. Returned through memory from the
+    /// walk, its range was stored as two words and then copied as one 16-byte load,
+    /// which the store buffer cannot forward: `unmap_1g_1g` took 39 ns on EPT with
+    /// the token built there, 36.5 ns with it built here.
+    #[inline]
     pub(crate) fn unmap_span(&mut self, range: &GpaRange, owned: Spans) -> Result<Flush> {
+        let op = self.unmap_op(range, owned)?;
+        Ok(self.flush(Some(*range), Ops::of(op)))
+    }
+
+    /// [`PageTable::unmap_span`] up to its token: the number of the operation whose
+    /// record holds what it unlinked, 0 for none.
+    fn unmap_op(&mut self, range: &GpaRange, owned: Spans) -> Result<u64> {
         let span = span_of(range);
         // One entry's whole block (one huge leaf, one page, or one table's subtree):
         // one walk down, unless a larger leaf covers it and must be split first.
@@ -44,8 +59,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
                     self.psc.clear();
                     self.tables -= unlinked;
                 }
-                let ops = self.hold(items, owned);
-                return Ok(self.flush(Some(*range), ops));
+                return Ok(self.hold(items, owned));
             }
         }
         let bounds = [span.start, span.end];
@@ -73,8 +87,7 @@ impl<F: NestedFormat, A: FrameAllocator> PageTable<F, A> {
         // The bound counts every entry touched, which few unmaps unlink: give the
         // rest back when it is worth a reallocation (a pending flush holds little).
         items.trim(SLACK_ITEMS);
-        let ops = self.hold(items, owned);
-        Ok(self.flush(Some(*range), ops))
+        Ok(self.hold(items, owned))
     }
 
     /// Whether the test hook sends every unmap down the general path.
